@@ -1,0 +1,1 @@
+"""Adapters at the edges: files, MQTT, InfluxDB and local service processes."""

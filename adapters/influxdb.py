@@ -1,0 +1,191 @@
+"""InfluxDB through its v1-compatible HTTP API: line protocol to /write and
+InfluxQL over /query. InfluxDB 1.x serves it natively, 2.5+ through DBRP
+mappings, and 3.x as its compatibility API, so this one client fits all three.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from pydantic import BaseModel, SecretStr
+
+from pilot_core.influxql import quote_identifier
+
+PRECISIONS = ("s", "ms", "ns")
+
+
+class InfluxSettings(BaseModel):
+    url: str = "http://127.0.0.1:8086"
+    database: str = "pilot"
+    username: str | None = None
+    # For InfluxDB 2.x and 3.x, the API token goes here (with any username).
+    password: SecretStr | None = None
+    timeout_s: float = 10.0
+    ca_file: str | None = None
+    verify_tls: bool = True
+
+
+class WriteOutcome(enum.Enum):
+    WRITTEN = "written"
+    PARTIAL = "partial"  # 400/422: some lines may have been refused
+    TOO_LARGE = "too_large"  # 413: split the body
+    RETRY = "retry"  # 429, 5xx, or the server could not be reached
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    outcome: WriteOutcome
+    status: int | None
+    message: str = ""
+    retry_after_s: float | None = None
+    # 3.x lists the refused lines; 1.x and 2.x only say how many were dropped.
+    refused_lines: list[int] = field(default_factory=list)
+
+
+class InfluxError(RuntimeError):
+    pass
+
+
+class InfluxQueryError(InfluxError):
+    pass
+
+
+@dataclass(frozen=True)
+class Series:
+    name: str
+    columns: list[str]
+    values: list[list[Any]]
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [dict(zip(self.columns, row, strict=True)) for row in self.values]
+
+
+_RETRYABLE = {408, 429, 500, 502, 503, 504}
+_LINE_NUMBER = re.compile(r'"line":\s*(\d+)')
+
+
+class InfluxClient:
+    def __init__(self, settings: InfluxSettings) -> None:
+        self.settings = settings
+        auth = None
+        if settings.username or settings.password:
+            password = settings.password.get_secret_value() if settings.password else ""
+            auth = httpx.BasicAuth(settings.username or "pilot", password)
+        verify: str | bool = settings.ca_file or settings.verify_tls
+        self._http = httpx.Client(
+            base_url=settings.url.rstrip("/"),
+            auth=auth,
+            timeout=settings.timeout_s,
+            verify=verify,
+            limits=httpx.Limits(max_connections=4, max_keepalive_connections=4),
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> InfluxClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def ping(self) -> str:
+        """The server's version, or raise InfluxError if it cannot be reached."""
+        try:
+            response = self._http.get("/ping")
+        except httpx.HTTPError as exc:
+            raise InfluxError(f"cannot reach InfluxDB at {self.settings.url}: {exc}") from None
+        if response.status_code not in (200, 204):
+            raise InfluxError(f"InfluxDB at {self.settings.url} answered /ping with {response.status_code}")
+        return response.headers.get("X-Influxdb-Version", "unknown")
+
+    def ensure_database(self) -> bool:
+        """Create the database where the server allows it.
+
+        Returns False where the server manages databases itself: 2.x maps
+        buckets through DBRP and 3.x creates a database on first write.
+        """
+        try:
+            self.query(f"CREATE DATABASE {quote_identifier(self.settings.database)}", method="POST", database=None)
+        except InfluxQueryError:
+            return False
+        return True
+
+    def write(self, lines: Sequence[str] | bytes, precision: str = "ms") -> WriteResult:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}")
+        body = lines if isinstance(lines, bytes) else "\n".join(lines).encode("utf-8")
+        try:
+            response = self._http.post(
+                "/write",
+                params={"db": self.settings.database, "precision": precision},
+                content=body,
+                headers={"Content-Type": "text/plain; charset=utf-8"},
+            )
+        except httpx.HTTPError as exc:
+            return WriteResult(WriteOutcome.RETRY, None, f"{type(exc).__name__}: {exc}")
+        status = response.status_code
+        if status in (200, 204):
+            return WriteResult(WriteOutcome.WRITTEN, status)
+        text = response.text[:2000]
+        if status in (400, 422):
+            return WriteResult(WriteOutcome.PARTIAL, status, text, refused_lines=_refused_lines(text))
+        if status == 413:
+            return WriteResult(WriteOutcome.TOO_LARGE, status, text)
+        if status in _RETRYABLE:
+            return WriteResult(WriteOutcome.RETRY, status, text, retry_after_s=_retry_after(response))
+        # 401/403/404 and the like will not mend themselves by retrying fast,
+        # but retrying slowly keeps data safe until an operator fixes it.
+        return WriteResult(WriteOutcome.RETRY, status, text, retry_after_s=_retry_after(response) or 5.0)
+
+    def query(
+        self, influxql: str, *, method: str = "GET", database: str | None = "", epoch: str = "ms"
+    ) -> list[Series]:
+        """Run InfluxQL and return the series of its (single) statement."""
+        params = {"q": influxql, "epoch": epoch}
+        db = self.settings.database if database == "" else database
+        if db:
+            params["db"] = db
+        try:
+            if method == "POST":
+                response = self._http.post("/query", data=params)
+            else:
+                response = self._http.get("/query", params=params)
+        except httpx.HTTPError as exc:
+            raise InfluxQueryError(f"cannot reach InfluxDB at {self.settings.url}: {exc}") from None
+        try:
+            document = response.json()
+        except ValueError:
+            raise InfluxQueryError(f"InfluxDB answered {response.status_code} with no JSON: {response.text[:200]}") from None
+        if "error" in document:
+            raise InfluxQueryError(document["error"])
+        series: list[Series] = []
+        for result in document.get("results", []):
+            if "error" in result:
+                raise InfluxQueryError(result["error"])
+            for item in result.get("series", []):
+                series.append(
+                    Series(item.get("name", ""), item.get("columns", []), item.get("values", []), item.get("tags") or {})
+                )
+        return series
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None  # an HTTP date: rare for InfluxDB; fall back to our own backoff
+
+
+def _refused_lines(text: str) -> list[int]:
+    """Line numbers (1-based) that InfluxDB 3 reports as refused."""
+    return sorted({int(n) for n in _LINE_NUMBER.findall(text)})

@@ -1,0 +1,44 @@
+"""The collector's own metrics, served for Prometheus on /metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+
+class CollectorMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.received = Counter("pilot_collector_messages_received", "MQTT messages received", registry=r)
+        self.accepted = Counter("pilot_collector_messages_accepted", "Messages that passed validation", registry=r)
+        self.rejected = Counter(
+            "pilot_collector_messages_rejected", "Messages sent to the dead-letter topic", ["reason"], registry=r
+        )
+        self.duplicates = Counter(
+            "pilot_collector_messages_duplicate", "Redelivered or replayed messages already stored", registry=r
+        )
+        self.seq_gaps = Counter(
+            "pilot_collector_seq_missing",
+            "Messages missing according to seq, per device and channel",
+            ["site", "line", "device", "channel"],
+            registry=r,
+        )
+        self.points_written = Counter("pilot_collector_points_written", "Points written to InfluxDB", registry=r)
+        self.batches = Counter("pilot_collector_batches", "Batches handled, by outcome", ["outcome"], registry=r)
+        self.write_retries = Counter("pilot_collector_write_retries", "InfluxDB writes retried", registry=r)
+        self.write_seconds = Histogram(
+            "pilot_collector_write_seconds",
+            "Time to write one batch to InfluxDB, retries included",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=r,
+        )
+        self.backlog = Gauge("pilot_collector_backlog_messages", "Received messages not yet acknowledged", registry=r)
+        self.connected = Gauge("pilot_collector_mqtt_connected", "1 while connected to the broker", registry=r)
+
+    def watch_backlog(self, size: Callable[[], float]) -> None:
+        self.backlog.set_function(size)
+
+    def serve(self, host: str, port: int) -> None:
+        start_http_server(port, addr=host, registry=self.registry)

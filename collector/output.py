@@ -1,0 +1,103 @@
+"""Writing a batch of lines to InfluxDB until it is durable.
+
+Retries back off (honouring Retry-After); a 413 splits the body; a 400 or 422
+may be a partial write, so the batch is split until the refused lines are
+isolated. Rewriting a line that was already stored lands on the same series
+and timestamp, so the split never duplicates data.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+
+from adapters.influxdb import InfluxClient, WriteOutcome, WriteResult
+from collector.metrics import CollectorMetrics
+
+log = logging.getLogger("pilot.collector.output")
+
+MAX_BACKOFF_S = 30.0
+
+
+@dataclass
+class WriteReport:
+    written: int = 0
+    refused: list[tuple[int, str]] = field(default_factory=list)  # (line index, InfluxDB's message)
+    completed: bool = True  # False if stopped before the batch was durable
+
+
+class InfluxOutput:
+    def __init__(self, client: InfluxClient, metrics: CollectorMetrics, abort: threading.Event) -> None:
+        self.client = client
+        self.metrics = metrics
+        # Set when the collector must stop even though a batch is not durable;
+        # waiting on it lets that interrupt a backoff.
+        self.abort = abort
+
+    def write(self, lines: list[str]) -> WriteReport:
+        """Write ``lines``, retrying transient failures until written or aborted."""
+        report = WriteReport()
+        started = time.perf_counter()
+        pending: list[tuple[int, int]] = [(0, len(lines))] if lines else []
+        attempt = 0
+        while pending:
+            start, end = pending.pop()
+            result = self.client.write(lines[start:end])
+            if result.outcome is WriteOutcome.WRITTEN:
+                report.written += end - start
+                attempt = 0
+                continue
+            if result.outcome is WriteOutcome.RETRY:
+                if self.abort.is_set():
+                    report.completed = False
+                    break
+                attempt += 1
+                self.metrics.write_retries.inc()
+                self._back_off(attempt, result)
+                pending.append((start, end))
+                continue
+            # TOO_LARGE or PARTIAL: split, or isolate the refused line.
+            if end - start == 1:
+                if result.outcome is WriteOutcome.TOO_LARGE:
+                    report.refused.append((start, f"a single line is over InfluxDB's body limit: {result.message}"))
+                else:
+                    report.refused.append((start, result.message or f"HTTP {result.status}"))
+                continue
+            if result.outcome is WriteOutcome.PARTIAL and result.refused_lines:
+                pending.extend(self._without_refused(start, end, result, report))
+                continue
+            middle = (start + end) // 2
+            pending.extend([(middle, end), (start, middle)])
+        self.metrics.write_seconds.observe(time.perf_counter() - started)
+        return report
+
+    @staticmethod
+    def _without_refused(start: int, end: int, result: WriteResult, report: WriteReport) -> list[tuple[int, int]]:
+        """InfluxDB 3 names the refused lines: refuse those, rewrite the rest."""
+        refused = {start + n - 1 for n in result.refused_lines if 1 <= n <= end - start}
+        for index in sorted(refused):
+            report.refused.append((index, result.message))
+        ranges: list[tuple[int, int]] = []
+        run_start = start
+        for index in range(start, end + 1):
+            if index == end or index in refused:
+                if run_start < index:
+                    ranges.append((run_start, index))
+                run_start = index + 1
+        return list(reversed(ranges))
+
+    def _back_off(self, attempt: int, result: WriteResult) -> None:
+        delay = min(MAX_BACKOFF_S, 0.2 * 2 ** min(attempt, 10)) * random.uniform(0.5, 1.0)
+        if result.retry_after_s is not None:
+            delay = max(delay, min(result.retry_after_s, 300.0))
+        if attempt in (1, 5) or attempt % 20 == 0:
+            log.warning(
+                "InfluxDB write failed (%s); retrying in %.1f s (attempt %d); messages stay unacknowledged meanwhile",
+                result.message or f"HTTP {result.status}",
+                delay,
+                attempt,
+            )
+        self.abort.wait(delay)

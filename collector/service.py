@@ -1,0 +1,232 @@
+"""The collector service: wires MQTT intake, processing and InfluxDB output.
+
+The MQTT network thread only queues what it receives. One worker thread
+takes batches from the queue in arrival order, validates and encodes them,
+writes them to InfluxDB, dead-letters what was refused, and only then
+acknowledges the batch to the broker.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+
+import paho.mqtt.client as paho
+from paho.mqtt.reasoncodes import ReasonCode
+
+from adapters.catalog import load_profiles, load_registry
+from adapters.influxdb import InfluxClient, InfluxError
+from adapters.mqtt import connect_and_wait, new_client
+from collector.dead_letter import publish_dead_letter
+from collector.metrics import CollectorMetrics
+from collector.output import InfluxOutput
+from collector.processing import Inbound, ProcessedBatch, Processor
+from collector.settings import CollectorSettings
+from pilot_core.registry import DeviceRegistry
+from pilot_core.validation import Rejection, RejectReason
+
+log = logging.getLogger("pilot.collector")
+
+DEAD_LETTER_ACK_TIMEOUT_S = 10.0
+
+
+class Collector:
+    def __init__(self, settings: CollectorSettings, registry: DeviceRegistry | None = None) -> None:
+        self.settings = settings
+        self.registry = registry or load_registry(settings.devices_file, load_profiles(settings.profiles_dir))
+        self.metrics = CollectorMetrics()
+        self.influx = InfluxClient(settings.influx)
+        self._queue: queue.SimpleQueue[Inbound] = queue.SimpleQueue()
+        self._in_flight = 0  # taken from the queue, not yet acknowledged
+        self._accepting = True
+        self._generation = 0
+        self._stopping = threading.Event()
+        self._abort = threading.Event()
+        self.output = InfluxOutput(self.influx, self.metrics, self._abort)
+        self.processor = Processor(self.registry, settings.max_payload_bytes, self.metrics)
+        self.metrics.watch_backlog(lambda: self._queue.qsize() + self._in_flight)
+        self._client = new_client(settings.mqtt, settings.client_id, manual_ack=True)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+        self._worker = threading.Thread(target=self._work, name="pilot-collector-worker", daemon=True)
+
+    # --- lifecycle -------------------------------------------------------
+
+    def start(self) -> None:
+        version = self.influx.ping()
+        created = self.influx.ensure_database()
+        log.info(
+            "InfluxDB %s at %s, database %r (%s)",
+            version,
+            self.settings.influx.url,
+            self.settings.influx.database,
+            "created or present" if created else "managed by the server",
+        )
+        if self.settings.metrics_port:
+            self.metrics.serve(self.settings.metrics_host, self.settings.metrics_port)
+            log.info("metrics on http://%s:%d/metrics", self.settings.metrics_host, self.settings.metrics_port)
+        self._worker.start()
+        connect_and_wait(
+            self._client,
+            self.settings.mqtt,
+            persistent_session_s=self.settings.session_expiry_s,
+            receive_maximum=65535,
+        )
+        log.info(
+            "collecting %s from %s as %r: %d devices, %d profiles",
+            self.settings.subscription,
+            self.settings.mqtt.address,
+            self.settings.client_id,
+            len(self.registry),
+            len(self.registry.catalog),
+        )
+
+    def stop(self) -> None:
+        """Flush what was received, acknowledge it, then disconnect."""
+        if self._stopping.is_set():
+            return
+        self._accepting = False  # later deliveries stay unacknowledged and return next session
+        self._stopping.set()
+        self._worker.join(self.settings.shutdown_timeout_s)
+        if self._worker.is_alive():
+            log.error(
+                "shutdown: InfluxDB did not take the last batch within %.0f s; it stays unacknowledged "
+                "and the broker will deliver it again",
+                self.settings.shutdown_timeout_s,
+            )
+            self._abort.set()
+            self._worker.join(10)
+        self._client.disconnect()
+        self._client.loop_stop()
+        self.influx.close()
+        log.info("collector stopped")
+
+    def run_forever(self) -> None:
+        self._stopping.wait()
+
+    @property
+    def backlog(self) -> int:
+        return self._queue.qsize() + self._in_flight
+
+    # --- MQTT callbacks (network thread: keep them cheap) ------------------
+
+    def _on_connect(self, client: paho.Client, userdata: object, flags: object, reason: ReasonCode, props: object) -> None:
+        if reason.is_failure:
+            log.error("MQTT connection refused: %s", reason)
+            return
+        self._generation += 1
+        self.metrics.connected.set(1)
+        # Subscribe on every connect: a broker that lost our session must get it back.
+        client.subscribe(self.settings.subscription, qos=1)
+        log.info("connected to MQTT broker (session present: %s)", getattr(flags, "session_present", "?"))
+
+    def _on_disconnect(self, client: paho.Client, userdata: object, flags: object, reason: ReasonCode, props: object) -> None:
+        self.metrics.connected.set(0)
+        if not self._stopping.is_set():
+            log.warning("disconnected from MQTT broker (%s); reconnecting", reason)
+
+    def _on_message(self, client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
+        if self._accepting:
+            self._queue.put(Inbound(message.topic, message.payload, message.mid, message.qos, self._generation))
+
+    # --- worker ----------------------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            batch = self._take_batch()
+            if batch:
+                try:
+                    self._handle(batch)
+                except Exception:  # never let one batch kill the collector
+                    log.exception("unexpected error handling a batch of %d messages; they stay unacknowledged", len(batch))
+                    self.metrics.batches.labels("error").inc()
+                finally:
+                    self._in_flight = 0
+            elif self._stopping.is_set():
+                return
+
+    def _take_batch(self) -> list[Inbound]:
+        size = self.settings.batch_size
+        try:
+            first = self._queue.get(timeout=0.2)
+        except queue.Empty:
+            return []
+        batch = [first]
+        deadline = time.monotonic() + self.settings.flush_interval_s
+        while len(batch) < size:
+            try:
+                batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                if self._stopping.is_set():
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    batch.append(self._queue.get(timeout=min(remaining, 0.05)))
+                except queue.Empty:
+                    continue
+        self._in_flight = len(batch)
+        return batch
+
+    def _handle(self, messages: list[Inbound]) -> None:
+        processed = self.processor.process(messages)
+        report = self.output.write(processed.lines)
+        if not report.completed:
+            self.metrics.batches.labels("abandoned").inc()
+            return  # unacknowledged: the broker redelivers
+        self.metrics.points_written.inc(report.written)
+        self._refuse_stored(processed, report.refused)
+        if not self._dead_letter(processed):
+            self.metrics.batches.labels("dead_letter_failed").inc()
+            return
+        self._acknowledge(messages)
+        self.metrics.batches.labels("written").inc()
+
+    def _refuse_stored(self, processed: ProcessedBatch, refused: list[tuple[int, str]]) -> None:
+        """Lines InfluxDB refused (a type conflict with older data, say) go to the dead letter too."""
+        owners: dict[int, str] = {}
+        for line_index, message in refused:
+            owners.setdefault(processed.line_owner[line_index], message)
+        for owner, message in owners.items():
+            inbound = processed.messages[owner]
+            log.error("InfluxDB refused a point from %s: %s", inbound.topic, message)
+            processed.rejected.append((inbound, Rejection(RejectReason.STORE_REJECTED, message)))
+
+    def _dead_letter(self, processed: ProcessedBatch) -> bool:
+        infos = []
+        for inbound, rejection in processed.rejected:
+            self.metrics.rejected.labels(rejection.reason.value).inc()
+            log.info("refused %s: %s: %s", inbound.topic, rejection.reason.value, rejection.detail)
+            infos.append(
+                publish_dead_letter(
+                    self._client, self.settings.dead_letter_topic, inbound.topic, inbound.payload, rejection, self.settings.client_id
+                )
+            )
+        try:
+            for info in infos:
+                info.wait_for_publish(DEAD_LETTER_ACK_TIMEOUT_S)
+        except (RuntimeError, ValueError) as exc:
+            log.warning("dead-letter publish failed (%s); the refused messages stay unacknowledged", exc)
+            return False
+        return all(info.is_published() for info in infos)
+
+    def _acknowledge(self, messages: list[Inbound]) -> None:
+        generation = self._generation
+        for message in messages:
+            # A message from an earlier connection is redelivered on this one; acking
+            # its old packet id here could acknowledge a different message.
+            if message.qos and message.generation == generation:
+                self._client.ack(message.mid, message.qos)
+
+
+def check_store(settings: CollectorSettings) -> str:
+    """The InfluxDB version, or a clear error: used by `pilot collect --check`."""
+    with InfluxClient(settings.influx) as client:
+        try:
+            return client.ping()
+        except InfluxError as exc:
+            raise SystemExit(str(exc)) from None

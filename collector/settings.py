@@ -1,0 +1,66 @@
+"""Collector configuration: a YAML file, overridden by PILOT_* environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+
+from adapters.catalog import BUNDLED_PROFILES
+from adapters.influxdb import InfluxSettings
+from adapters.mqtt import MqttSettings
+from pilot_core.contract import SUBSCRIPTION
+
+DEFAULT_CONFIG_FILE = Path("pilot.yaml")
+
+
+class CollectorSettings(BaseSettings):
+    """Everything the collector needs. Nested keys map to PILOT_MQTT__HOST and the like."""
+
+    model_config = SettingsConfigDict(env_prefix="PILOT_", env_nested_delimiter="__", extra="ignore")
+
+    mqtt: MqttSettings = MqttSettings()
+    influx: InfluxSettings = InfluxSettings()
+    profiles_dir: Path = BUNDLED_PROFILES
+    devices_file: Path = Path("devices.yaml")
+
+    client_id: str = Field(default="pilot-collector", description="MQTT client id; the broker keeps this session")
+    share_group: str | None = Field(default=None, description="Join $share/<group>/… to split load between collectors")
+    session_expiry_s: int = Field(default=7 * 24 * 3600, ge=0, description="How long the broker keeps our queue while we are away")
+    batch_size: int = Field(default=5000, ge=1, le=65535, description="Messages per InfluxDB write")
+    flush_interval_s: float = Field(default=1.0, gt=0, description="Longest a message waits for its batch to fill")
+    max_payload_bytes: int = Field(default=256 * 1024, ge=1024)
+    dead_letter_topic: str = Field(default="pilot/deadletter/v1", description="Refused messages are republished below this")
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=9464, ge=0, description="Prometheus /metrics; 0 turns it off")
+    shutdown_timeout_s: float = Field(default=30.0, gt=0)
+
+    @property
+    def subscription(self) -> str:
+        return f"$share/{self.share_group}/{SUBSCRIPTION}" if self.share_group else SUBSCRIPTION
+
+    @classmethod
+    def load(cls, config_file: Path | None = None, **overrides: Any) -> CollectorSettings:
+        """Settings from ``config_file`` (default ./pilot.yaml if present), the environment and ``overrides``."""
+        path = config_file or (DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.is_file() else None)
+        if config_file is not None and not config_file.is_file():
+            raise FileNotFoundError(f"configuration file {config_file} does not exist")
+
+        class _FromFile(cls):  # type: ignore[valid-type,misc]
+            @classmethod
+            def settings_customise_sources(
+                cls,
+                settings_cls: type[BaseSettings],
+                init_settings: PydanticBaseSettingsSource,
+                env_settings: PydanticBaseSettingsSource,
+                dotenv_settings: PydanticBaseSettingsSource,
+                file_secret_settings: PydanticBaseSettingsSource,
+            ) -> tuple[PydanticBaseSettingsSource, ...]:
+                sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+                if path is not None:
+                    sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
+                return tuple(sources)
+
+        return cls.model_validate(_FromFile(**overrides).model_dump())

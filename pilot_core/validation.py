@@ -1,0 +1,263 @@
+"""From one MQTT message to InfluxDB points, or to the reason it was refused.
+
+Validation is all or nothing per message: if one record of a batch is bad,
+the whole message goes to the dead-letter topic, so that a publisher can
+resend it as it was.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from dataclasses import dataclass, field
+
+from pydantic import ValidationError
+
+from pilot_core.contract import (
+    Channel,
+    ProductionRecord,
+    StateRecord,
+    StatusRecord,
+    TelemetryRecord,
+    Topic,
+    TopicError,
+    decode_payload,
+    parse_topic,
+)
+from pilot_core.ids import InvalidIdError, check_id
+from pilot_core.line_protocol import FieldValue, encode_point
+from pilot_core.profiles import MetricType, ProductionMode, metric_value_problem
+from pilot_core.registry import DeviceKey, DeviceRegistry, RegisteredDevice
+
+STATE_MEASUREMENT = "state"
+PRODUCTION_MEASUREMENT = "production"
+STATUS_MEASUREMENT = "status"
+
+
+class RejectReason(enum.StrEnum):
+    TOO_LARGE = "too_large"
+    BAD_TOPIC = "bad_topic"
+    UNKNOWN_DEVICE = "unknown_device"
+    MALFORMED_JSON = "malformed_json"
+    SCHEMA = "schema"
+    MISSING_TIMESTAMP = "missing_timestamp"
+    BAD_TIMESTAMP = "bad_timestamp"
+    UNKNOWN_METRIC = "unknown_metric"
+    WRONG_TYPE = "wrong_type"
+    OUT_OF_RANGE = "out_of_range"
+    NON_FINITE = "non_finite"
+    UNKNOWN_STATE = "unknown_state"
+    INVALID_ID = "invalid_id"
+    NOT_IN_PROFILE = "not_in_profile"
+    PROFILE_MISMATCH = "profile_mismatch"
+    SEQ_REGRESSION = "seq_regression"
+    STORE_REJECTED = "store_rejected"
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    reason: RejectReason
+    detail: str
+    topic: Topic | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    topic: Topic
+    seq: int
+    lines: list[str]
+
+
+class _Refused(Exception):
+    def __init__(self, reason: RejectReason, detail: str) -> None:
+        self.reason = reason
+        self.detail = detail
+
+
+def validate_message(topic_name: str, payload: bytes, registry: DeviceRegistry, max_payload_bytes: int) -> Accepted | Rejection:
+    """Check one message against the contract and its device's profile."""
+    topic: Topic | None = None
+    try:
+        if len(payload) > max_payload_bytes:
+            raise _Refused(RejectReason.TOO_LARGE, f"payload is {len(payload)} bytes; the limit is {max_payload_bytes}")
+        try:
+            topic = parse_topic(topic_name)
+        except TopicError as exc:
+            raise _Refused(RejectReason.BAD_TOPIC, str(exc)) from None
+        device = registry.get(DeviceKey(topic.site, topic.line, topic.device))
+        if device is None:
+            raise _Refused(
+                RejectReason.UNKNOWN_DEVICE,
+                f"device {topic.device!r} on site {topic.site!r}, line {topic.line!r} is not in the device registry",
+            )
+        try:
+            envelope = decode_payload(topic.channel, payload)
+        except ValidationError as exc:
+            raise _schema_refusal(exc) from None
+        tags = (("site", topic.site), ("line", topic.line), ("device", topic.device))
+        encode = _ENCODERS[topic.channel]
+        lines = [encode(device, tags, record, envelope.seq) for record in envelope.records]
+        return Accepted(topic, envelope.seq, lines)
+    except _Refused as refused:
+        return Rejection(refused.reason, refused.detail, topic)
+
+
+def _schema_refusal(exc: ValidationError) -> _Refused:
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    if first["type"] == "json_invalid":
+        return _Refused(RejectReason.MALFORMED_JSON, f"not valid JSON: {first['msg']}")
+    loc = [p for p in first["loc"] if not isinstance(p, int)]
+    where = ".".join(str(p) for p in first["loc"]) or "payload"
+    if loc and loc[-1] == "ts":
+        if first["type"] == "missing":
+            return _Refused(RejectReason.MISSING_TIMESTAMP, f"{where} is missing; every record needs a timestamp")
+        return _Refused(RejectReason.BAD_TIMESTAMP, f"{where}: {first['msg'].removeprefix('Value error, ')}")
+    if first["type"] == "finite_number":
+        return _Refused(RejectReason.NON_FINITE, f"{where} is not a finite number")
+    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+    return _Refused(RejectReason.SCHEMA, f"{where}: {first['msg'].removeprefix('Value error, ')}{more}")
+
+
+Tags = tuple[tuple[str, str], ...]
+
+
+def _telemetry(device: RegisteredDevice, tags: Tags, record: TelemetryRecord, seq: int) -> str:
+    profile = device.profile
+    fields: list[tuple[str, FieldValue]] = []
+    for name, value in record.metrics.items():
+        metric = profile.metric(name)
+        if metric is None:
+            raise _Refused(RejectReason.UNKNOWN_METRIC, f"metric {name!r} is not in profile {profile.id} {profile.version}")
+        problem = metric_value_problem(metric, value)
+        if problem is not None:
+            raise _Refused(RejectReason(problem[0]), problem[1])
+        # The declared type decides the stored type, so 3 and 3.5 never conflict.
+        fields.append((name, float(value) if metric.type is MetricType.FLOAT else value))
+    fields.append(("seq", seq))
+    return encode_point(profile.measurement, tags, fields, record.ts)
+
+
+def _state(device: RegisteredDevice, tags: Tags, record: StateRecord, seq: int) -> str:
+    state = device.profile.state(record.state)
+    if state is None:
+        known = ", ".join(s.name for s in device.profile.states) or "none"
+        raise _Refused(RejectReason.UNKNOWN_STATE, f"state {record.state!r} is not in profile {device.profile.id} (states: {known})")
+    fields: list[tuple[str, FieldValue]] = [("state", state.name), ("time_class", state.time_class.value)]
+    if record.reason:
+        if "\n" in record.reason or "\r" in record.reason:
+            raise _Refused(RejectReason.SCHEMA, "reason may not contain newlines")
+        fields.append(("reason", record.reason))
+    fields.append(("seq", seq))
+    return encode_point(STATE_MEASUREMENT, tags, fields, record.ts)
+
+
+def _production(device: RegisteredDevice, tags: Tags, record: ProductionRecord, seq: int) -> str:
+    mode = device.profile.production.mode
+    if mode is ProductionMode.NONE:
+        raise _Refused(RejectReason.NOT_IN_PROFILE, f"profile {device.profile.id} does not report production")
+    if mode is ProductionMode.CYCLE and record.cycle_time_s is None:
+        raise _Refused(RejectReason.SCHEMA, f"cycle_time_s is required: profile {device.profile.id} reports per cycle")
+    try:
+        product = check_id(record.product, "product id")
+    except InvalidIdError as exc:
+        raise _Refused(RejectReason.INVALID_ID, str(exc)) from None
+    fields: list[tuple[str, FieldValue]] = [
+        ("produced", record.produced),
+        ("good", record.good),
+        ("scrap", record.scrap),
+        ("rework", record.rework),
+    ]
+    if record.cycle_time_s is not None:
+        fields.append(("cycle_time_s", float(record.cycle_time_s)))
+    fields.append(("seq", seq))
+    return encode_point(PRODUCTION_MEASUREMENT, (*tags, ("product", product)), fields, record.ts)
+
+
+def _status(device: RegisteredDevice, tags: Tags, record: StatusRecord, seq: int) -> str:
+    if record.profile is not None and record.profile != device.profile.id:
+        raise _Refused(
+            RejectReason.PROFILE_MISMATCH,
+            f"agent says profile {record.profile!r}; the registry has {device.profile.id!r} for this device",
+        )
+    fields: list[tuple[str, FieldValue]] = [("online", record.status == "online")]
+    for name in ("agent_version", "profile_version"):
+        value = getattr(record, name)
+        if value:
+            if "\n" in value or "\r" in value:
+                raise _Refused(RejectReason.SCHEMA, f"{name} may not contain newlines")
+            fields.append((name, value))
+    fields.append(("seq", seq))
+    return encode_point(STATUS_MEASUREMENT, tags, fields, record.ts)
+
+
+_ENCODERS = {
+    Channel.TELEMETRY: _telemetry,
+    Channel.STATE: _state,
+    Channel.PRODUCTION: _production,
+    Channel.STATUS: _status,
+}
+
+
+class SeqVerdict(enum.Enum):
+    NEXT = "next"  # the expected one, the first seen, or a late one filling a gap
+    GAP = "gap"  # later than expected: messages are missing
+    DUPLICATE = "duplicate"  # accepted before: a QoS 1 redelivery or a replay
+    REGRESSION = "regression"  # older than anything this stream has shown
+
+
+@dataclass(frozen=True, slots=True)
+class SeqObservation:
+    verdict: SeqVerdict
+    missing: int = 0  # for GAP: how many seqs were skipped
+
+
+@dataclass(slots=True)
+class _Stream:
+    first: int
+    last: int
+    gaps: deque[tuple[int, int]] = field(default_factory=deque)  # inclusive ranges never seen
+
+
+class SeqTracker:
+    """Per (device, channel) accounting of seq: gaps, duplicates and regressions.
+
+    MQTT delivers one topic's messages in order, so a stream is described by
+    its first and last seq and the gaps between them; memory stays small
+    however long the stream runs.
+    """
+
+    def __init__(self, max_gaps_per_stream: int = 1024) -> None:
+        self._max_gaps = max_gaps_per_stream
+        self._streams: dict[tuple[str, str, str, str], _Stream] = {}
+
+    def observe(self, topic: Topic, seq: int) -> SeqObservation:
+        key = (topic.site, topic.line, topic.device, topic.channel.value)
+        stream = self._streams.get(key)
+        if stream is None:
+            self._streams[key] = _Stream(seq, seq)
+            return SeqObservation(SeqVerdict.NEXT)
+        if seq > stream.last:
+            missing = seq - stream.last - 1
+            if missing:
+                stream.gaps.append((stream.last + 1, seq - 1))
+                if len(stream.gaps) > self._max_gaps:
+                    stream.gaps.popleft()
+            stream.last = seq
+            return SeqObservation(SeqVerdict.GAP, missing) if missing else SeqObservation(SeqVerdict.NEXT)
+        if seq < stream.first:
+            return SeqObservation(SeqVerdict.REGRESSION)
+        for index, (low, high) in enumerate(stream.gaps):
+            if low <= seq <= high:
+                self._fill(stream, index, seq)
+                return SeqObservation(SeqVerdict.NEXT)
+        return SeqObservation(SeqVerdict.DUPLICATE)
+
+    @staticmethod
+    def _fill(stream: _Stream, index: int, seq: int) -> None:
+        low, high = stream.gaps[index]
+        del stream.gaps[index]
+        # Re-insert what is left of the gap where it was, keeping order.
+        for part in reversed([(low, seq - 1), (seq + 1, high)]):
+            if part[0] <= part[1]:
+                stream.gaps.insert(index, part)

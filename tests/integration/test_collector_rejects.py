@@ -1,0 +1,127 @@
+"""One stream mixing valid messages with every kind of invalid one."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+from adapters.influxdb import InfluxClient, InfluxSettings
+from adapters.mqtt import MqttSettings
+from pilot_core.contract import topic_for
+from pilot_core.profiles import ProfileCatalog, parse_profile
+from pilot_core.registry import DeviceEntry, DeviceRegistry
+from tests.support import DeadLetters, collector_settings, count_points, publish_all, running_collector, wait_until
+
+PROFILE = """
+id: test_press
+version: "1.0.0"
+name: Test press
+metrics:
+  - {name: temperature_c, unit: "°C", type: float, min: -40, max: 200, interval_s: 1}
+  - {name: strokes, unit: "1", type: int, min: 0, interval_s: 1}
+  - {name: door_open, unit: "1", type: bool, interval_s: 1}
+states:
+  - {name: running, time_class: production}
+  - {name: fault, time_class: unplanned_delay}
+production: {mode: cycle, unit: part}
+"""
+TS = 1_793_577_600_000
+
+
+def registry(site: str, line: str, device: str) -> DeviceRegistry:
+    catalog = ProfileCatalog([parse_profile(PROFILE, "test_press.yaml")])
+    return DeviceRegistry([DeviceEntry(site=site, line=line, device=device, profile="test_press")], catalog)
+
+
+def test_every_valid_message_lands_and_every_invalid_one_is_dead_lettered(
+    mqtt_settings: MqttSettings, influx_settings: InfluxSettings, unique_id: str, tmp_path: Path
+) -> None:
+    site, line, device = "시화", "line 1", unique_id
+    telemetry = topic_for(site, line, device, "telemetry")
+    dead_root = f"dead/{unique_id}"
+
+    def sample(seq: int, **metrics: object) -> bytes:
+        return json.dumps({"seq": seq, "ts": TS + seq, "metrics": metrics}).encode()
+
+    valid: list[tuple[str, bytes]] = []
+    invalid: list[tuple[str, bytes, str]] = []
+    seq = 0
+
+    def add_valid() -> None:
+        nonlocal seq
+        seq += 1
+        valid.append((telemetry, sample(seq, temperature_c=20.0 + seq % 7, strokes=seq, door_open=False)))
+
+    for _ in range(5):
+        add_valid()
+    invalid.append((telemetry, b'{"seq": 1000, "ts": 1, "metrics": {', "malformed_json"))
+    add_valid()
+    invalid.append((topic_for(site, line, "no-such-device", "telemetry"), sample(1, temperature_c=1.0), "unknown_device"))
+    add_valid()
+    invalid.append((telemetry, sample(seq + 1, humidity=3.0), "unknown_metric"))
+    add_valid()
+    invalid.append((telemetry, sample(seq + 1, temperature_c=900.0), "out_of_range"))
+    invalid.append((telemetry, sample(seq + 1, strokes=2.5), "wrong_type"))
+    invalid.append((telemetry, sample(seq + 1, door_open=1), "wrong_type"))
+    add_valid()
+    invalid.append((telemetry, f'{{"seq": {seq + 1}, "ts": {TS}, "metrics": {{"temperature_c": NaN}}}}'.encode(), "non_finite"))
+    invalid.append(
+        (telemetry, f'{{"seq": {seq + 1}, "ts": {TS}, "metrics": {{"temperature_c": Infinity}}}}'.encode(), "non_finite")
+    )
+    invalid.append((telemetry, json.dumps({"seq": seq + 1, "metrics": {"strokes": 1}}).encode(), "missing_timestamp"))
+    invalid.append((telemetry, json.dumps({"seq": seq + 1, "ts": 1_700_000_000, "metrics": {"strokes": 1}}).encode(), "bad_timestamp"))
+    add_valid()
+    invalid.append((telemetry, sample(0, strokes=1), "seq_regression"))  # older than the first seq seen
+    add_valid()
+    big = json.dumps({"seq": seq + 1, "ts": TS, "metrics": {"strokes": 1}, "pad": "x" * 300_000}).encode()
+    invalid.append((telemetry, big, "too_large"))
+    invalid.append((topic_for(site, line, device, "state"), json.dumps({"seq": 0, "ts": TS, "state": "dancing"}).encode(), "unknown_state"))
+    invalid.append(
+        (
+            topic_for(site, line, device, "production"),
+            json.dumps({"seq": 0, "ts": TS, "product": "A", "produced": 2, "good": 1, "cycle_time_s": 3}).encode(),
+            "schema",
+        )
+    )
+    for _ in range(5):
+        add_valid()
+
+    # Interleave so every invalid message sits between valid ones in the same batches.
+    stream: list[tuple[str, bytes]] = []
+    valid_iter = iter(valid)
+    stream.append(next(valid_iter))
+    for topic, payload, _ in invalid:
+        stream.append((topic, payload))
+        stream.extend(v for v in [next(valid_iter, None)] if v)
+    stream.extend(valid_iter)
+    # The seq_regression case must arrive after its device's later seqs: move it to the end.
+    regression = next(i for i, (_, p) in enumerate(stream) if p == sample(0, strokes=1))
+    stream.append(stream.pop(regression))
+
+    dead = DeadLetters(mqtt_settings, dead_root, f"{unique_id}-dlq")
+    settings = collector_settings(mqtt_settings, influx_settings, f"{unique_id}-collector", dead_letter_topic=dead_root)
+    try:
+        with running_collector(settings, registry(site, line, device)) as collector:
+            publish_all(mqtt_settings, stream, f"{unique_id}-pub")
+            wait_until(lambda: len(dead.messages) >= len(invalid), what="dead letters")
+            wait_until(lambda: collector.backlog == 0, what="an empty backlog")
+            with InfluxClient(influx_settings) as client:
+                assert count_points(client, "telemetry_test_press") == len(valid)
+                rows = client.query('SELECT "seq", "temperature_c", "strokes", "door_open" FROM "telemetry_test_press"')[0].rows()
+            assert sorted(r["seq"] for r in rows) == list(range(1, len(valid) + 1))
+            assert all(isinstance(r["strokes"], int) for r in rows)
+            rejected = collector.metrics.rejected
+            by_reason = Counter(reason for _, _, reason in invalid)
+            for reason, count in by_reason.items():
+                assert rejected.labels(reason)._value.get() == count, reason
+            assert collector._worker.is_alive()
+    finally:
+        dead.close()
+
+    got = Counter(m["reason"] for m in dead.messages)
+    assert got == Counter(reason for _, _, reason in invalid)
+    for message in dead.messages:
+        assert message["detail"], message
+        if message["reason"] != "too_large":
+            assert message["payload"] or message.get("payload_base64")

@@ -1,0 +1,85 @@
+"""Helpers shared by the integration tests."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import paho.mqtt.client as paho
+
+from adapters.influxdb import InfluxClient, InfluxSettings
+from adapters.mqtt import MqttSettings, connect_and_wait, new_client
+from collector.service import Collector
+from collector.settings import CollectorSettings
+from pilot_core.registry import DeviceRegistry
+
+
+def collector_settings(mqtt: MqttSettings, influx: InfluxSettings, client_id: str, **overrides: Any) -> CollectorSettings:
+    values: dict[str, Any] = {"metrics_port": 0, "flush_interval_s": 0.2, "shutdown_timeout_s": 10.0}
+    values.update(overrides)
+    return CollectorSettings(mqtt=mqtt, influx=influx, client_id=client_id, **values)
+
+
+@contextmanager
+def running_collector(settings: CollectorSettings, registry: DeviceRegistry) -> Iterator[Collector]:
+    collector = Collector(settings, registry)
+    collector.start()
+    try:
+        yield collector
+    finally:
+        collector.stop()
+
+
+def publish_all(settings: MqttSettings, messages: Iterable[tuple[str, bytes]], client_id: str) -> int:
+    """Publish with QoS 1 and wait for every PUBACK."""
+    client = new_client(settings, client_id)
+    client.max_inflight_messages_set(1000)
+    connect_and_wait(client, settings)
+    infos = [client.publish(topic, payload, qos=1) for topic, payload in messages]
+    for info in infos:
+        info.wait_for_publish(30)
+        assert info.is_published()
+    client.disconnect()
+    client.loop_stop()
+    return len(infos)
+
+
+class DeadLetters:
+    """Collects what arrives on the dead-letter topic."""
+
+    def __init__(self, settings: MqttSettings, root: str, client_id: str) -> None:
+        self.messages: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._client = new_client(settings, client_id)
+        self._client.on_message = self._on_message
+        subscribed = threading.Event()
+        self._client.on_subscribe = lambda *args: subscribed.set()
+        connect_and_wait(self._client, settings)
+        self._client.subscribe(f"{root}/#", qos=1)
+        assert subscribed.wait(5)
+
+    def _on_message(self, client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
+        with self._lock:
+            self.messages.append(json.loads(message.payload))
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 30.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
+
+
+def count_points(client: InfluxClient, measurement: str, field: str = "seq") -> int:
+    series = client.query(f'SELECT count("{field}") FROM "{measurement}"')
+    return int(series[0].values[0][1]) if series else 0
