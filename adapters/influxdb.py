@@ -6,7 +6,7 @@ mappings, and 3.x as its compatibility API, so this one client fits all three.
 from __future__ import annotations
 
 import enum
-import re
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,11 +67,10 @@ class Series:
 
 
 _RETRYABLE = {408, 429, 500, 502, 503, 504}
-_LINE_NUMBER = re.compile(r'"line":\s*(\d+)')
 
 
 class InfluxClient:
-    def __init__(self, settings: InfluxSettings) -> None:
+    def __init__(self, settings: InfluxSettings, transport: httpx.BaseTransport | None = None) -> None:
         self.settings = settings
         auth = None
         if settings.username or settings.password:
@@ -84,6 +83,7 @@ class InfluxClient:
             timeout=settings.timeout_s,
             verify=verify,
             limits=httpx.Limits(max_connections=4, max_keepalive_connections=4),
+            transport=transport,
         )
 
     def close(self) -> None:
@@ -165,6 +165,8 @@ class InfluxClient:
             raise InfluxQueryError(f"InfluxDB answered {response.status_code} with no JSON: {response.text[:200]}") from None
         if "error" in document:
             raise InfluxQueryError(document["error"])
+        if response.status_code >= 300:
+            raise InfluxQueryError(document.get("message") or f"InfluxDB answered {response.status_code}")
         series: list[Series] = []
         for result in document.get("results", []):
             if "error" in result:
@@ -187,5 +189,12 @@ def _retry_after(response: httpx.Response) -> float | None:
 
 
 def _refused_lines(text: str) -> list[int]:
-    """Line numbers (1-based) that InfluxDB 3 reports as refused."""
-    return sorted({int(n) for n in _LINE_NUMBER.findall(text)})
+    """Line numbers (1-based) that InfluxDB 3 lists as refused; empty for 1.x and 2.x."""
+    try:
+        document = json.loads(text)
+    except ValueError:
+        return []
+    data = document.get("data") if isinstance(document, dict) else None
+    if not isinstance(data, list):
+        return []
+    return sorted({item["line_number"] for item in data if isinstance(item, dict) and isinstance(item.get("line_number"), int)})

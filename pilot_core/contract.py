@@ -74,6 +74,10 @@ class TopicError(ValueError):
 
 
 def topic_for(site: str, line: str, device: str, channel: Channel | str) -> str:
+    """The topic a device publishes on. Raises InvalidIdError for an unusable id."""
+    check_id(site, "site id")
+    check_id(line, "line id")
+    check_id(device, "device id")
     return f"{TOPIC_ROOT}/{CONTRACT_VERSION}/{site}/{line}/{device}/{Channel(channel).value}"
 
 
