@@ -29,7 +29,9 @@ def load_profiles(directory: Path = BUNDLED_PROFILES) -> ProfileCatalog:
             errors.extend(exc.errors)
             continue
         if profile.id in seen:
-            errors.append(SourceError(str(path), 1, f"profile id {profile.id!r} is also declared in {seen[profile.id]}"))
+            errors.append(
+                SourceError(str(path), 1, f"profile id {profile.id!r} is also declared in {seen[profile.id]}")
+            )
             continue
         seen[profile.id] = path
         profiles.append(profile)

@@ -162,7 +162,9 @@ class InfluxClient:
         try:
             document = response.json()
         except ValueError:
-            raise InfluxQueryError(f"InfluxDB answered {response.status_code} with no JSON: {response.text[:200]}") from None
+            raise InfluxQueryError(
+                f"InfluxDB answered {response.status_code} with no JSON: {response.text[:200]}"
+            ) from None
         if "error" in document:
             raise InfluxQueryError(document["error"])
         if response.status_code >= 300:
@@ -173,7 +175,9 @@ class InfluxClient:
                 raise InfluxQueryError(result["error"])
             for item in result.get("series", []):
                 series.append(
-                    Series(item.get("name", ""), item.get("columns", []), item.get("values", []), item.get("tags") or {})
+                    Series(
+                        item.get("name", ""), item.get("columns", []), item.get("values", []), item.get("tags") or {}
+                    )
                 )
         return series
 
@@ -197,4 +201,6 @@ def _refused_lines(text: str) -> list[int]:
     data = document.get("data") if isinstance(document, dict) else None
     if not isinstance(data, list):
         return []
-    return sorted({item["line_number"] for item in data if isinstance(item, dict) and isinstance(item.get("line_number"), int)})
+    return sorted(
+        {item["line_number"] for item in data if isinstance(item, dict) and isinstance(item.get("line_number"), int)}
+    )

@@ -32,7 +32,9 @@ def free_port() -> int:
 
 def find_binary(name: str, *candidates: str) -> str:
     for candidate in (name, *candidates):
-        found = shutil.which(candidate) or (candidate if os.path.isfile(candidate) and os.access(candidate, os.X_OK) else None)
+        found = shutil.which(candidate) or (
+            candidate if os.path.isfile(candidate) and os.access(candidate, os.X_OK) else None
+        )
         if found:
             return found
     raise ServiceError(f"{name} is not installed; {APT_HINT}")
@@ -61,12 +63,16 @@ class LocalService:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise ServiceError(f"{self.name} exited with {self.process.returncode}; see {self.log_path}:\n{self.tail()}")
+                raise ServiceError(
+                    f"{self.name} exited with {self.process.returncode}; see {self.log_path}:\n{self.tail()}"
+                )
             if self.ready():
                 return
             time.sleep(0.05)
         self.stop()
-        raise ServiceError(f"{self.name} did not become ready on port {self.port} within {timeout_s:g} s; see {self.log_path}")
+        raise ServiceError(
+            f"{self.name} did not become ready on port {self.port} within {timeout_s:g} s; see {self.log_path}"
+        )
 
     def ready(self) -> bool:
         try:
@@ -110,6 +116,7 @@ class LocalService:
 def mosquitto(folder: Path, port: int | None = None, *, persistence: bool = True) -> LocalService:
     """A Mosquitto 2 broker configured for the collector: large queues, MQTT 5."""
     binary = find_binary("mosquitto", "/usr/sbin/mosquitto")
+    folder = folder.resolve()  # the process runs in the folder, so relative paths would break
     folder.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     config = folder / "mosquitto.conf"
@@ -142,6 +149,7 @@ def mosquitto(folder: Path, port: int | None = None, *, persistence: bool = True
 def influxdb(folder: Path, port: int | None = None) -> InfluxService:
     """An InfluxDB 1.x server with auth off and its data in ``folder``."""
     binary = find_binary("influxd", "/usr/bin/influxd")
+    folder = folder.resolve()
     folder.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     rpc_port = free_port()

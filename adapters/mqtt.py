@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ssl
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import paho.mqtt.client as paho
@@ -77,7 +78,7 @@ def connect_and_wait(
     """
     connected = threading.Event()
     failure: list[str] = []
-    previous = client.on_connect
+    previous: Callable[..., None] | None = client.on_connect
 
     def on_connect(c: paho.Client, userdata: object, flags: object, reason: object, props: object) -> None:
         if getattr(reason, "is_failure", False):

@@ -3,8 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+
+@dataclass(frozen=True, slots=True)
+class MetricTotals:
+    received: int
+    accepted: int
+    rejected: int
+    duplicates: int
+    points_written: int
 
 
 class CollectorMetrics:
@@ -36,6 +46,23 @@ class CollectorMetrics:
         )
         self.backlog = Gauge("pilot_collector_backlog_messages", "Received messages not yet acknowledged", registry=r)
         self.connected = Gauge("pilot_collector_mqtt_connected", "1 while connected to the broker", registry=r)
+
+    def totals(self) -> MetricTotals:
+        """A snapshot of the counters, for progress reports and tests."""
+        value = self.registry.get_sample_value
+        rejected = sum(
+            sample.value
+            for metric in self.rejected.collect()
+            for sample in metric.samples
+            if sample.name.endswith("_total")
+        )
+        return MetricTotals(
+            received=int(value("pilot_collector_messages_received_total") or 0),
+            accepted=int(value("pilot_collector_messages_accepted_total") or 0),
+            rejected=int(rejected),
+            duplicates=int(value("pilot_collector_messages_duplicate_total") or 0),
+            points_written=int(value("pilot_collector_points_written_total") or 0),
+        )
 
     def watch_backlog(self, size: Callable[[], float]) -> None:
         self.backlog.set_function(size)

@@ -113,7 +113,9 @@ class Collector:
 
     # --- MQTT callbacks (network thread: keep them cheap) ------------------
 
-    def _on_connect(self, client: paho.Client, userdata: object, flags: object, reason: ReasonCode, props: object) -> None:
+    def _on_connect(
+        self, client: paho.Client, userdata: object, flags: object, reason: ReasonCode, props: object
+    ) -> None:
         if reason.is_failure:
             log.error("MQTT connection refused: %s", reason)
             return
@@ -123,14 +125,16 @@ class Collector:
         client.subscribe(self.settings.subscription, qos=1)
         log.info("connected to MQTT broker (session present: %s)", getattr(flags, "session_present", "?"))
 
-    def _on_disconnect(self, client: paho.Client, userdata: object, flags: object, reason: ReasonCode, props: object) -> None:
+    def _on_disconnect(
+        self, client: paho.Client, userdata: object, flags: object, reason: ReasonCode, props: object
+    ) -> None:
         self.metrics.connected.set(0)
         if not self._stopping.is_set():
             log.warning("disconnected from MQTT broker (%s); reconnecting", reason)
 
     def _on_message(self, client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
         if self._accepting:
-            self._queue.put(Inbound(message.topic, message.payload, message.mid, message.qos, self._generation))
+            self._queue.put(Inbound(message.topic, bytes(message.payload), message.mid, message.qos, self._generation))
 
     # --- worker ----------------------------------------------------------
 
@@ -141,7 +145,9 @@ class Collector:
                 try:
                     self._handle(batch)
                 except Exception:  # never let one batch kill the collector
-                    log.exception("unexpected error handling a batch of %d messages; they stay unacknowledged", len(batch))
+                    log.exception(
+                        "unexpected error handling a batch of %d messages; they stay unacknowledged", len(batch)
+                    )
                     self.metrics.batches.labels("error").inc()
                 finally:
                     self._in_flight = 0
@@ -203,7 +209,12 @@ class Collector:
             log.info("refused %s: %s: %s", inbound.topic, rejection.reason.value, rejection.detail)
             infos.append(
                 publish_dead_letter(
-                    self._client, self.settings.dead_letter_topic, inbound.topic, inbound.payload, rejection, self.settings.client_id
+                    self._client,
+                    self.settings.dead_letter_topic,
+                    inbound.topic,
+                    inbound.payload,
+                    rejection,
+                    self.settings.client_id,
                 )
             )
         try:

@@ -28,11 +28,15 @@ class CollectorSettings(BaseSettings):
 
     client_id: str = Field(default="pilot-collector", description="MQTT client id; the broker keeps this session")
     share_group: str | None = Field(default=None, description="Join $share/<group>/… to split load between collectors")
-    session_expiry_s: int = Field(default=7 * 24 * 3600, ge=0, description="How long the broker keeps our queue while we are away")
+    session_expiry_s: int = Field(
+        default=7 * 24 * 3600, ge=0, description="How long the broker keeps our queue while we are away"
+    )
     batch_size: int = Field(default=5000, ge=1, le=65535, description="Messages per InfluxDB write")
     flush_interval_s: float = Field(default=1.0, gt=0, description="Longest a message waits for its batch to fill")
     max_payload_bytes: int = Field(default=256 * 1024, ge=1024)
-    dead_letter_topic: str = Field(default="pilot/deadletter/v1", description="Refused messages are republished below this")
+    dead_letter_topic: str = Field(
+        default="pilot/deadletter/v1", description="Refused messages are republished below this"
+    )
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9464, ge=0, description="Prometheus /metrics; 0 turns it off")
     shutdown_timeout_s: float = Field(default=30.0, gt=0)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import (
     BaseModel,
@@ -89,7 +89,9 @@ def parse_topic(topic: str) -> Topic:
     try:
         kind = Channel(channel)
     except ValueError:
-        raise TopicError(f"unknown channel {channel!r}; expected one of {', '.join(c.value for c in Channel)}") from None
+        raise TopicError(
+            f"unknown channel {channel!r}; expected one of {', '.join(c.value for c in Channel)}"
+        ) from None
     try:
         check_id(site, "site id")
         check_id(line, "line id")
@@ -161,15 +163,16 @@ class ProductionRecord(_Record):
     scrap: StrictInt = Field(default=0, ge=0, description="Scrapped units (SQ)")
     rework: StrictInt = Field(default=0, ge=0, description="Units sent to rework (RQ)")
     cycle_time_s: StrictFloat | StrictInt | None = Field(
-        default=None, gt=0, description="Cycle duration in seconds; required when the profile's production mode is 'cycle'"
+        default=None,
+        gt=0,
+        description="Cycle duration in seconds; required when the profile's production mode is 'cycle'",
     )
 
     @model_validator(mode="after")
     def _counts_add_up(self) -> ProductionRecord:
         if self.good + self.scrap + self.rework != self.produced:
-            raise ValueError(
-                f"good ({self.good}) + scrap ({self.scrap}) + rework ({self.rework}) must equal produced ({self.produced})"
-            )
+            parts = f"good ({self.good}) + scrap ({self.scrap}) + rework ({self.rework})"
+            raise ValueError(f"{parts} must equal produced ({self.produced})")
         return self
 
 
@@ -271,7 +274,7 @@ def json_schema() -> dict[str, Any]:
     """The contract as one JSON Schema document: a payload schema per channel."""
     channels = {}
     for channel, (single, batch) in _MESSAGE_TYPES.items():
-        adapter: TypeAdapter[Any] = TypeAdapter(single | batch)  # type: ignore[operator]
+        adapter: TypeAdapter[Any] = TypeAdapter(cast(Any, single) | batch)
         channels[channel.value] = adapter.json_schema(ref_template="#/$defs/{model}")
     defs: dict[str, Any] = {}
     for schema in channels.values():

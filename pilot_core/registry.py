@@ -85,8 +85,11 @@ def parse_registry(text: str, source: str, catalog: ProfileCatalog) -> DeviceReg
         if catalog.get(entry.profile) is None:
             known = ", ".join(p.id for p in catalog) or "none"
             errors.append(
-                SourceError(source, document.line_of(["devices", index, "profile"]),
-                            f"unknown profile {entry.profile!r} (loaded: {known})")
+                SourceError(
+                    source,
+                    document.line_of(["devices", index, "profile"]),
+                    f"unknown profile {entry.profile!r} (loaded: {known})",
+                )
             )
     if errors:
         raise ProfileErrors(errors)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import enum
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -74,7 +76,9 @@ class _Refused(Exception):
         self.detail = detail
 
 
-def validate_message(topic_name: str, payload: bytes, registry: DeviceRegistry, max_payload_bytes: int) -> Accepted | Rejection:
+def validate_message(
+    topic_name: str, payload: bytes, registry: DeviceRegistry, max_payload_bytes: int
+) -> Accepted | Rejection:
     """Check one message against the contract and its device's profile."""
     topic: Topic | None = None
     try:
@@ -128,7 +132,9 @@ def _telemetry(device: RegisteredDevice, tags: Tags, record: TelemetryRecord, se
     for name, value in record.metrics.items():
         metric = profile.metric(name)
         if metric is None:
-            raise _Refused(RejectReason.UNKNOWN_METRIC, f"metric {name!r} is not in profile {profile.id} {profile.version}")
+            raise _Refused(
+                RejectReason.UNKNOWN_METRIC, f"metric {name!r} is not in profile {profile.id} {profile.version}"
+            )
         problem = metric_value_problem(metric, value)
         if problem is not None:
             raise _Refused(RejectReason(problem[0]), problem[1])
@@ -142,7 +148,10 @@ def _state(device: RegisteredDevice, tags: Tags, record: StateRecord, seq: int) 
     state = device.profile.state(record.state)
     if state is None:
         known = ", ".join(s.name for s in device.profile.states) or "none"
-        raise _Refused(RejectReason.UNKNOWN_STATE, f"state {record.state!r} is not in profile {device.profile.id} (states: {known})")
+        raise _Refused(
+            RejectReason.UNKNOWN_STATE,
+            f"state {record.state!r} is not in profile {device.profile.id} (states: {known})",
+        )
     fields: list[tuple[str, FieldValue]] = [("state", state.name), ("time_class", state.time_class.value)]
     if record.reason:
         if "\n" in record.reason or "\r" in record.reason:
@@ -191,7 +200,7 @@ def _status(device: RegisteredDevice, tags: Tags, record: StatusRecord, seq: int
     return encode_point(STATUS_MEASUREMENT, tags, fields, record.ts)
 
 
-_ENCODERS = {
+_ENCODERS: dict[Channel, Callable[[RegisteredDevice, Tags, Any, int], str]] = {
     Channel.TELEMETRY: _telemetry,
     Channel.STATE: _state,
     Channel.PRODUCTION: _production,

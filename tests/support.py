@@ -18,7 +18,9 @@ from collector.settings import CollectorSettings
 from pilot_core.registry import DeviceRegistry
 
 
-def collector_settings(mqtt: MqttSettings, influx: InfluxSettings, client_id: str, **overrides: Any) -> CollectorSettings:
+def collector_settings(
+    mqtt: MqttSettings, influx: InfluxSettings, client_id: str, **overrides: Any
+) -> CollectorSettings:
     values: dict[str, Any] = {"metrics_port": 0, "flush_interval_s": 0.2, "shutdown_timeout_s": 10.0}
     values.update(overrides)
     return CollectorSettings(mqtt=mqtt, influx=influx, client_id=client_id, **values)

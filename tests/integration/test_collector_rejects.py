@@ -57,7 +57,9 @@ def test_every_valid_message_lands_and_every_invalid_one_is_dead_lettered(
         add_valid()
     invalid.append((telemetry, b'{"seq": 1000, "ts": 1, "metrics": {', "malformed_json"))
     add_valid()
-    invalid.append((topic_for(site, line, "no-such-device", "telemetry"), sample(1, temperature_c=1.0), "unknown_device"))
+    invalid.append(
+        (topic_for(site, line, "no-such-device", "telemetry"), sample(1, temperature_c=1.0), "unknown_device")
+    )
     add_valid()
     invalid.append((telemetry, sample(seq + 1, humidity=3.0), "unknown_metric"))
     add_valid()
@@ -65,18 +67,36 @@ def test_every_valid_message_lands_and_every_invalid_one_is_dead_lettered(
     invalid.append((telemetry, sample(seq + 1, strokes=2.5), "wrong_type"))
     invalid.append((telemetry, sample(seq + 1, door_open=1), "wrong_type"))
     add_valid()
-    invalid.append((telemetry, f'{{"seq": {seq + 1}, "ts": {TS}, "metrics": {{"temperature_c": NaN}}}}'.encode(), "non_finite"))
     invalid.append(
-        (telemetry, f'{{"seq": {seq + 1}, "ts": {TS}, "metrics": {{"temperature_c": Infinity}}}}'.encode(), "non_finite")
+        (telemetry, f'{{"seq": {seq + 1}, "ts": {TS}, "metrics": {{"temperature_c": NaN}}}}'.encode(), "non_finite")
+    )
+    invalid.append(
+        (
+            telemetry,
+            f'{{"seq": {seq + 1}, "ts": {TS}, "metrics": {{"temperature_c": Infinity}}}}'.encode(),
+            "non_finite",
+        )
     )
     invalid.append((telemetry, json.dumps({"seq": seq + 1, "metrics": {"strokes": 1}}).encode(), "missing_timestamp"))
-    invalid.append((telemetry, json.dumps({"seq": seq + 1, "ts": 1_700_000_000, "metrics": {"strokes": 1}}).encode(), "bad_timestamp"))
+    invalid.append(
+        (
+            telemetry,
+            json.dumps({"seq": seq + 1, "ts": 1_700_000_000, "metrics": {"strokes": 1}}).encode(),
+            "bad_timestamp",
+        )
+    )
     add_valid()
     invalid.append((telemetry, sample(0, strokes=1), "seq_regression"))  # older than the first seq seen
     add_valid()
     big = json.dumps({"seq": seq + 1, "ts": TS, "metrics": {"strokes": 1}, "pad": "x" * 300_000}).encode()
     invalid.append((telemetry, big, "too_large"))
-    invalid.append((topic_for(site, line, device, "state"), json.dumps({"seq": 0, "ts": TS, "state": "dancing"}).encode(), "unknown_state"))
+    invalid.append(
+        (
+            topic_for(site, line, device, "state"),
+            json.dumps({"seq": 0, "ts": TS, "state": "dancing"}).encode(),
+            "unknown_state",
+        )
+    )
     invalid.append(
         (
             topic_for(site, line, device, "production"),
@@ -108,7 +128,9 @@ def test_every_valid_message_lands_and_every_invalid_one_is_dead_lettered(
             wait_until(lambda: collector.backlog == 0, what="an empty backlog")
             with InfluxClient(influx_settings) as client:
                 assert count_points(client, "telemetry_test_press") == len(valid)
-                rows = client.query('SELECT "seq", "temperature_c", "strokes", "door_open" FROM "telemetry_test_press"')[0].rows()
+                rows = client.query(
+                    'SELECT "seq", "temperature_c", "strokes", "door_open" FROM "telemetry_test_press"'
+                )[0].rows()
             assert sorted(r["seq"] for r in rows) == list(range(1, len(valid) + 1))
             assert all(isinstance(r["strokes"], int) for r in rows)
             rejected = collector.metrics.rejected

@@ -44,7 +44,9 @@ AWKWARD = [
 ]
 
 
-def test_awkward_ids_round_trip_exactly(mqtt_settings: MqttSettings, influx_settings: InfluxSettings, unique_id: str) -> None:
+def test_awkward_ids_round_trip_exactly(
+    mqtt_settings: MqttSettings, influx_settings: InfluxSettings, unique_id: str
+) -> None:
     catalog = ProfileCatalog([parse_profile(PROFILE, "test_sensor.yaml")])
     site, line = "판교 site,=1", r"line\1 'A'"
     entries = [DeviceEntry(site=site, line=line, device=device, profile="test_sensor") for device in AWKWARD]
@@ -52,7 +54,10 @@ def test_awkward_ids_round_trip_exactly(mqtt_settings: MqttSettings, influx_sett
     messages = []
     for index, device in enumerate(AWKWARD):
         messages.append(
-            (topic_for(site, line, device, "telemetry"), json.dumps({"seq": 0, "ts": TS, "metrics": {"level": index}}).encode())
+            (
+                topic_for(site, line, device, "telemetry"),
+                json.dumps({"seq": 0, "ts": TS, "metrics": {"level": index}}).encode(),
+            )
         )
         production = {"seq": 0, "ts": TS, "product": f'SKU "{device}"', "produced": 2, "good": 2}
         messages.append((topic_for(site, line, device, "production"), json.dumps(production).encode()))
@@ -73,7 +78,9 @@ def test_awkward_ids_round_trip_exactly(mqtt_settings: MqttSettings, influx_sett
             (row,) = series[0].rows()
             assert row["level"] == float(index)
             assert (row["site"], row["line"]) == (site, line)
-            product = client.query(f'SELECT "good", "product" FROM "production" WHERE "device" = {quote_literal(device)}')
+            product = client.query(
+                f'SELECT "good", "product" FROM "production" WHERE "device" = {quote_literal(device)}'
+            )
             assert product[0].rows()[0]["product"] == f'SKU "{device}"'
 
 

@@ -7,7 +7,15 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from pilot_core.contract import Channel, TopicError, decode_payload, json_schema, parse_timestamp, parse_topic, topic_for
+from pilot_core.contract import (
+    Channel,
+    TopicError,
+    decode_payload,
+    json_schema,
+    parse_timestamp,
+    parse_topic,
+    topic_for,
+)
 from pilot_core.ids import InvalidIdError, check_id
 from pilot_core.influxql import quote_identifier, quote_literal
 from pilot_core.line_protocol import LineProtocolError, encode_point, format_field_value
@@ -42,11 +50,22 @@ class TestTimestamps:
 class TestTopics:
     def test_round_trip_with_unicode_ids(self) -> None:
         topic = parse_topic(topic_for("시화", "조립 1라인", "cobot,01", Channel.STATE))
-        assert (topic.site, topic.line, topic.device, topic.channel) == ("시화", "조립 1라인", "cobot,01", Channel.STATE)
+        assert (topic.site, topic.line, topic.device, topic.channel) == (
+            "시화",
+            "조립 1라인",
+            "cobot,01",
+            Channel.STATE,
+        )
 
     @pytest.mark.parametrize(
         "name",
-        ["pilot/v1/a/b/c", "pilot/v2/a/b/c/telemetry", "pilot/v1/a/b/c/video", "pilot/v1//b/c/telemetry", "x/v1/a/b/c/state"],
+        [
+            "pilot/v1/a/b/c",
+            "pilot/v2/a/b/c/telemetry",
+            "pilot/v1/a/b/c/video",
+            "pilot/v1//b/c/telemetry",
+            "x/v1/a/b/c/state",
+        ],
     )
     def test_bad_topics(self, name: str) -> None:
         with pytest.raises(TopicError):

@@ -6,6 +6,7 @@ Only 1.6.7 runs here; 2.x and 3.x are covered by their documented responses.
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import httpx
 import pytest
@@ -15,7 +16,7 @@ from collector.metrics import CollectorMetrics
 from collector.output import InfluxOutput
 
 
-def client_answering(handler: httpx.MockTransport | None = None, **settings: object) -> InfluxClient:
+def client_answering(handler: httpx.MockTransport | None = None, **settings: Any) -> InfluxClient:
     return InfluxClient(InfluxSettings(url="http://influx.test", database="pilot", **settings), transport=handler)
 
 
@@ -44,7 +45,12 @@ def test_writes_send_basic_auth_precision_and_database() -> None:
         # 2.x: a parse error writes nothing
         (400, '{"code":"invalid","message":"unable to parse \'bad\': missing fields"}', WriteOutcome.PARTIAL, []),
         # 2.x: a type conflict writes the rest
-        (422, '{"code":"unprocessable entity","message":"failure writing points to database: partial write"}', WriteOutcome.PARTIAL, []),
+        (
+            422,
+            '{"code":"unprocessable entity","message":"failure writing points to database: partial write"}',
+            WriteOutcome.PARTIAL,
+            [],
+        ),
         # 3.x: the refused lines are listed
         (
             400,
