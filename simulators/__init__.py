@@ -1,0 +1,1 @@
+"""Simulated devices: a line model driven by scenario files, publishing over MQTT."""

@@ -1,0 +1,325 @@
+"""Scenario files: a line, its calendar and products, and the behaviours to simulate.
+
+A scenario describes one line: its devices and their profiles, the shift
+calendar with its planned downtime, the products with their ideal cycle
+times, and the periods to simulate. Each period runs one behaviour; the
+pilot behaviour is the baseline with known relative effects injected, so
+that KPI work can check the effects it recovers against the truth.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from pathlib import Path
+from typing import Annotated, Self
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pilot_core.ids import check_id
+from pilot_core.profiles import ProductionMode, ProfileCatalog, ProfileErrors
+from pilot_core.registry import DeviceEntry
+from pilot_core.yaml_text import SourceError, parse_yaml
+
+BUNDLED_SCENARIOS = Path(__file__).resolve().parent / "scenarios"
+
+Fraction = Annotated[float, Field(ge=0, le=1)]
+Effect = Annotated[float, Field(gt=-1, le=10, description="Relative change, e.g. -0.12 for −12%")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Weekday(enum.StrEnum):
+    MON = "mon"
+    TUE = "tue"
+    WED = "wed"
+    THU = "thu"
+    FRI = "fri"
+    SAT = "sat"
+    SUN = "sun"
+
+    @property
+    def number(self) -> int:
+        """Monday is 0, as in datetime.date.weekday()."""
+        return list(Weekday).index(self)
+
+
+class ClockSpan(_Strict):
+    """A span of local clock time within one day, e.g. 12:00–13:00."""
+
+    start: dt.time
+    end: dt.time
+    name: str = ""
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _quoted(cls, value: object) -> object:
+        if isinstance(value, int):
+            # YAML 1.1 reads an unquoted 12:00 as the sexagesimal number 720.
+            raise ValueError("write clock times in quotes, e.g. '12:00'")
+        return value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.end <= self.start:
+            raise ValueError(
+                f"span {self.start}–{self.end} must end after it starts (split shifts that cross midnight)"
+            )
+        return self
+
+
+class PlannedStop(ClockSpan):
+    """Planned downtime on some weekdays: planned maintenance, cleaning, meetings."""
+
+    weekdays: list[Weekday] = Field(min_length=1)
+
+
+class Calendar(_Strict):
+    timezone: str = "Asia/Seoul"
+    workdays: list[Weekday] = Field(
+        default_factory=lambda: [Weekday.MON, Weekday.TUE, Weekday.WED, Weekday.THU, Weekday.FRI]
+    )
+    shifts: list[ClockSpan] = Field(min_length=1)
+    breaks: list[ClockSpan] = Field(default_factory=list, description="Planned downtime inside every shift")
+    planned_stops: list[PlannedStop] = Field(default_factory=list)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}; use an IANA name such as Asia/Seoul") from None
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+class Product(_Strict):
+    id: str
+    name: str = ""
+    ideal_cycle_time_s: float = Field(gt=0, description="ISO 22400 PRU: planned run time per unit")
+    share: float = Field(default=1.0, gt=0, description="Relative share of shifts running this product")
+
+    @field_validator("id")
+    @classmethod
+    def _usable_id(cls, value: str) -> str:
+        return check_id(value, "product id")
+
+
+class Behaviour(_Strict):
+    """How a producing station behaves: speed, losses, quality and energy."""
+
+    speed_factor: float = Field(default=1.15, ge=1, description="Mean actual cycle time ÷ ideal cycle time")
+    cycle_time_cv: float = Field(default=0.06, ge=0, le=1, description="Coefficient of variation of cycle time")
+    cycle_time_ar1: float = Field(
+        default=0.6,
+        ge=0,
+        lt=1,
+        description="Lag-1 autocorrelation of cycle time: real lines drift, they are not i.i.d.",
+    )
+    scrap_rate: Fraction = 0.04
+    rework_rate: Fraction = 0.02
+    mtbf_min: float = Field(default=240, gt=0, description="Mean running minutes between unplanned faults")
+    mttr_min: float = Field(default=18, gt=0, description="Mean minutes to repair a fault")
+    minor_stops_per_hour: float = Field(default=1.5, ge=0)
+    minor_stop_s: float = Field(default=45, gt=0)
+    setup_min: float = Field(default=12, ge=0, description="Changeover at the start of each shift")
+    running_kw: float = Field(default=2.0, ge=0, description="Electrical power while producing")
+    idle_kw: float = Field(default=0.4, ge=0, description="Power while in shift but not producing")
+    off_kw: float = Field(default=0.05, ge=0, description="Standby power outside the shifts")
+
+
+class Effects(_Strict):
+    """Relative effects of the pilot, applied to the baseline behaviour."""
+
+    cycle_time: Effect = 0.0
+    scrap: Effect = 0.0
+    rework: Effect = 0.0
+    unplanned_downtime: Effect = Field(default=0.0, description="Applied to fault frequency (MTBF), keeping MTTR")
+    minor_stops: Effect = 0.0
+    energy_per_unit: Effect = Field(default=0.0, description="Applied to running energy per cycle")
+
+    def apply(self, base: Behaviour) -> Behaviour:
+        cycle = 1 + self.cycle_time
+        # Running power scales so that running energy per cycle (power × cycle time) changes by energy_per_unit.
+        running_kw = base.running_kw * (1 + self.energy_per_unit) / cycle
+        return base.model_copy(
+            update={
+                # Ideal cycle time is fixed by the product, so the pilot's speed shows as a smaller speed factor;
+                # it may fall below 1 only if the effect claims better than ideal, which the check below refuses.
+                "speed_factor": base.speed_factor * cycle,
+                "scrap_rate": min(1.0, base.scrap_rate * (1 + self.scrap)),
+                "rework_rate": min(1.0, base.rework_rate * (1 + self.rework)),
+                "mtbf_min": base.mtbf_min / (1 + self.unplanned_downtime),
+                "minor_stops_per_hour": base.minor_stops_per_hour * (1 + self.minor_stops),
+                "running_kw": running_kw,
+            }
+        )
+
+
+class Role(enum.StrEnum):
+    STATION = "station"  # a producing device: states, production, telemetry
+    METER = "meter"  # an energy meter over the line's stations
+    SENSOR = "sensor"  # telemetry only
+
+
+class ScenarioDevice(_Strict):
+    id: str
+    profile: str
+    name: str = ""
+    role: Role | None = Field(
+        default=None, description="Default: station if the profile reports production, else sensor"
+    )
+    ideal_cycle_factor: float = Field(
+        default=1.0, gt=0, description="This device's ideal cycle time as a multiple of the product's"
+    )
+    units_per_cycle: int = Field(default=1, ge=1)
+    count_interval_s: float = Field(default=60, gt=0, description="Reporting interval for count-mode production")
+
+    @field_validator("id")
+    @classmethod
+    def _usable_id(cls, value: str) -> str:
+        return check_id(value, "device id")
+
+
+class Period(_Strict):
+    name: str
+    behaviour: str = Field(description="'baseline' or 'pilot'")
+    start: dt.date
+    days: int = Field(ge=1, le=366)
+
+    @field_validator("behaviour")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in ("baseline", "pilot"):
+            raise ValueError("behaviour must be 'baseline' or 'pilot'")
+        return value
+
+    @property
+    def end(self) -> dt.date:
+        return self.start + dt.timedelta(days=self.days)
+
+
+class Scenario(_Strict):
+    id: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{1,47}$")]
+    name: str
+    name_ko: str = ""
+    description: str = ""
+    site: str
+    line: str
+    seed: int = 1
+    telemetry_interval_s: float = Field(
+        default=60,
+        gt=0,
+        description="Seconds between telemetry samples (the profiles' rates are the real-time default)",
+    )
+    calendar: Calendar
+    products: list[Product] = Field(min_length=1)
+    devices: list[ScenarioDevice] = Field(min_length=1)
+    output_device: str | None = Field(
+        default=None, description="The station whose good units are the line's output (default: the last station)"
+    )
+    baseline: Behaviour = Behaviour()
+    pilot_effects: Effects = Effects()
+    periods: list[Period] = Field(min_length=1)
+
+    @field_validator("site", "line")
+    @classmethod
+    def _usable_id(cls, value: str) -> str:
+        return check_id(value)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        for what, ids in (
+            ("device", [d.id for d in self.devices]),
+            ("product", [p.id for p in self.products]),
+            ("period", [p.name for p in self.periods]),
+        ):
+            repeated = sorted({i for i in ids if ids.count(i) > 1})
+            if repeated:
+                raise ValueError(f"{what} ids must be unique; repeated: {', '.join(repeated)}")
+        if self.output_device is not None and self.output_device not in {d.id for d in self.devices}:
+            raise ValueError(f"output_device {self.output_device!r} is not one of the scenario's devices")
+        if self.behaviour("pilot").speed_factor < 1:
+            raise ValueError("pilot_effects.cycle_time makes cycles faster than the ideal cycle time")
+        return self
+
+    def behaviour(self, name: str) -> Behaviour:
+        return self.pilot_effects.apply(self.baseline) if name == "pilot" else self.baseline
+
+    def period(self, name: str) -> Period:
+        for period in self.periods:
+            if period.name == name:
+                return period
+        raise KeyError(
+            f"scenario {self.id} has no period {name!r} (periods: {', '.join(p.name for p in self.periods)})"
+        )
+
+    def registry_entries(self) -> list[DeviceEntry]:
+        return [
+            DeviceEntry(site=self.site, line=self.line, device=d.id, profile=d.profile, name=d.name)
+            for d in self.devices
+        ]
+
+    def registry_yaml(self) -> str:
+        """A devices.yaml registering this scenario's devices, for the collector."""
+        document = {"devices": [e.model_dump(exclude_defaults=True) for e in self.registry_entries()]}
+        return yaml.safe_dump(document, allow_unicode=True, sort_keys=False)
+
+
+def output_station(scenario: Scenario, catalog: ProfileCatalog) -> str:
+    if scenario.output_device is not None:
+        return scenario.output_device
+    stations = [d.id for d in scenario.devices if role_of(d, catalog) is Role.STATION]
+    if not stations:
+        raise ValueError(f"scenario {scenario.id} has no producing station")
+    return stations[-1]
+
+
+def role_of(device: ScenarioDevice, catalog: ProfileCatalog) -> Role:
+    if device.role is not None:
+        return device.role
+    profile = catalog[device.profile]
+    return Role.SENSOR if profile.production.mode is ProductionMode.NONE else Role.STATION
+
+
+def parse_scenario(text: str, source: str, catalog: ProfileCatalog) -> Scenario:
+    """Parse and check a scenario against the profiles. Raises ProfileErrors with file and line."""
+    document = parse_yaml(text, source)
+    try:
+        scenario = Scenario.model_validate(document.data)
+    except ValidationError as exc:
+        raise ProfileErrors(document.errors(exc)) from None
+    problems = []
+    for index, device in enumerate(scenario.devices):
+        profile = catalog.get(device.profile)
+        where = document.line_of(["devices", index, "profile"])
+        if profile is None:
+            known = ", ".join(p.id for p in catalog)
+            problems.append(SourceError(source, where, f"unknown profile {device.profile!r} (loaded: {known})"))
+        elif role_of(device, catalog) is Role.STATION and profile.production.mode is ProductionMode.NONE:
+            problems.append(
+                SourceError(source, where, f"profile {profile.id} does not report production; it cannot be a station")
+            )
+    if problems:
+        raise ProfileErrors(problems)
+    return scenario
+
+
+def load_scenario(path: Path, catalog: ProfileCatalog) -> Scenario:
+    """A scenario by file path, or by the name of a bundled scenario."""
+    if not path.exists() and path.suffix == "" and (BUNDLED_SCENARIOS / f"{path}.yaml").is_file():
+        path = BUNDLED_SCENARIOS / f"{path}.yaml"
+    if not path.is_file():
+        bundled = ", ".join(sorted(p.stem for p in BUNDLED_SCENARIOS.glob("*.yaml")))
+        raise ProfileErrors(
+            [SourceError(str(path), None, f"scenario file does not exist (bundled scenarios: {bundled})")]
+        )
+    return parse_scenario(path.read_text(encoding="utf-8"), str(path), catalog)

@@ -1,0 +1,76 @@
+"""The ground truth of a simulated run, for checking what KPI work recovers.
+
+Per station and period: counts, cycle times, time per ISO 22400 time class,
+faults and repair time; per line: energy. Also the behaviour the period ran
+and the effects the pilot injected.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pilot_core.contract import TimeClass
+from pilot_core.profiles import ProfileCatalog
+from simulators.line_model import LineRun, StationRun
+from simulators.scenario import output_station
+
+
+def station_truth(station: StationRun) -> dict[str, Any]:
+    cycles = station.cycles
+    by_class = station.time_by_class()
+    timed = [c.cycle_time_s for c in cycles if c.cycle_time_s is not None]
+    fault_ms = sum(i.end_ms - i.start_ms for i in station.intervals if i.time_class is TimeClass.UNPLANNED_DELAY)
+    return {
+        "profile": station.profile.id,
+        "records": len(cycles),
+        "produced": sum(c.produced for c in cycles),
+        "good": sum(c.good for c in cycles),
+        "scrap": sum(c.scrap for c in cycles),
+        "rework": sum(c.rework for c in cycles),
+        "ideal_time_s": sum(c.ideal_time_s for c in cycles),
+        "cycle_time_mean_s": sum(timed) / len(timed) if timed else None,
+        "time_ms_by_class": by_class,
+        "faults": station.faults,
+        "fault_time_ms": fault_ms,
+        "minor_stops": station.minor_stops,
+        "setups": station.setups,
+        "state_changes": len(station.intervals),
+        "energy_kwh": station.energy_kwh_until(station.intervals[-1].end_ms) if station.intervals else 0.0,
+    }
+
+
+def run_truth(run: LineRun, catalog: ProfileCatalog) -> dict[str, Any]:
+    stations = {device: station_truth(s) for device, s in run.stations.items()}
+    output = output_station(run.scenario, catalog)
+    good = stations[output]["good"]
+    energy = run.line_energy_kwh()
+    return {
+        "period": run.period,
+        "behaviour": run.behaviour_name,
+        "start_ms": run.start_ms,
+        "end_ms": run.end_ms,
+        "parameters": run.scenario.behaviour(run.behaviour_name).model_dump(),
+        "stations": stations,
+        "line": {
+            "output_device": output,
+            "produced": stations[output]["produced"],
+            "good": good,
+            "energy_kwh": energy,
+            "energy_per_good_unit_kwh": energy / good if good else None,
+        },
+    }
+
+
+def scenario_truth(runs: list[LineRun], catalog: ProfileCatalog) -> dict[str, Any]:
+    if not runs:
+        raise ValueError("no runs")
+    scenario = runs[0].scenario
+    return {
+        "scenario": scenario.id,
+        "seed": scenario.seed,
+        "site": scenario.site,
+        "line": scenario.line,
+        "injected_effects": scenario.pilot_effects.model_dump(),
+        "products": {p.id: p.ideal_cycle_time_s for p in scenario.products},
+        "periods": [run_truth(run, catalog) for run in runs],
+    }
