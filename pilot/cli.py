@@ -6,6 +6,9 @@ import json
 import logging
 import signal
 import sys
+import threading
+import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated
 
@@ -15,9 +18,12 @@ from rich.table import Table
 
 from adapters.catalog import BUNDLED_PROFILES, load_profiles, load_registry, profile_files
 from pilot_core import contract
-from pilot_core.profiles import ProfileErrors
+from pilot_core.profiles import ProfileCatalog, ProfileErrors
+from simulators.scenario import Scenario, load_scenario
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="Telemetry and before/after KPIs for physical-AI pilots.")
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, help="Telemetry and before/after KPIs for physical-AI pilots."
+)
 contract_app = typer.Typer(no_args_is_help=True, help="The device contract (topics and payloads).")
 profiles_app = typer.Typer(no_args_is_help=True, help="Device profiles.")
 app.add_typer(contract_app, name="contract")
@@ -27,7 +33,9 @@ console = Console()
 errors = Console(stderr=True)
 
 ProfilesDir = Annotated[Path, typer.Option("--dir", help="Folder of device profile YAML files")]
-ConfigFile = Annotated[Path | None, typer.Option("--config", "-c", help="YAML configuration file (default ./pilot.yaml)")]
+ConfigFile = Annotated[
+    Path | None, typer.Option("--config", "-c", help="YAML configuration file (default ./pilot.yaml)")
+]
 
 
 def _setup_logging(level: str) -> None:
@@ -81,7 +89,9 @@ def profiles_list(directory: ProfilesDir = BUNDLED_PROFILES) -> None:
 
 @profiles_app.command("validate")
 def profiles_validate(
-    paths: Annotated[list[Path] | None, typer.Argument(help="Profile files or folders (default: the bundled profiles)")] = None,
+    paths: Annotated[
+        list[Path] | None, typer.Argument(help="Profile files or folders (default: the bundled profiles)")
+    ] = None,
     devices: Annotated[Path | None, typer.Option(help="Also check a device registry against the profiles")] = None,
 ) -> None:
     """Check profiles (and optionally a device registry); errors name file and line."""
@@ -139,6 +149,171 @@ def collect(
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: collector.stop())
     collector.run_forever()
+
+
+ScenarioArg = Annotated[
+    Path, typer.Argument(help="Scenario YAML file, or the name of a bundled scenario (e.g. pangyo_cobot_cell)")
+]
+
+
+def _scenario(path: Path) -> tuple[Scenario, ProfileCatalog]:
+    try:
+        catalog = load_profiles()
+        return load_scenario(path, catalog), catalog
+    except ProfileErrors as exc:
+        raise _fail(f"invalid scenario:\n{exc}") from None
+
+
+@app.command()
+def simulate(
+    scenario_file: ScenarioArg,
+    config: ConfigFile = None,
+    period: Annotated[
+        list[str] | None, typer.Option("--period", "-p", help="Period to backfill (repeatable; default all)")
+    ] = None,
+    realtime: Annotated[
+        bool, typer.Option(help="Publish from now on at wall-clock pace instead of backfilling")
+    ] = False,
+    behaviour: Annotated[str, typer.Option(help="Real time only: baseline or pilot")] = "baseline",
+    duration: Annotated[float, typer.Option(help="Real time only: minutes to run")] = 60.0,
+    speed: Annotated[float, typer.Option(help="Real time only: how many times faster than the wall clock")] = 1.0,
+    telemetry_interval: Annotated[
+        float | None, typer.Option(help="Seconds between telemetry samples (default: the scenario's)")
+    ] = None,
+    batch: Annotated[int, typer.Option(help="Records per message when backfilling (1 sends single records)")] = 100,
+    devices_out: Annotated[
+        Path | None, typer.Option(help="Write the scenario's device registry (devices.yaml) here")
+    ] = None,
+    truth: Annotated[
+        Path | None, typer.Option(help="Write the ground truth of the simulated periods (JSON) here")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option(help="Count the messages without connecting to a broker")] = False,
+) -> None:
+    """Publish a scenario's devices over MQTT: backfill its periods, or run in real time."""
+    from collector.settings import CollectorSettings
+    from simulators.line_model import LineModel, SimMessage, render, render_runs, simulate_periods
+    from simulators.publish import PublishError, publish
+    from simulators.truth import scenario_truth
+
+    scene, catalog = _scenario(scenario_file)
+    if devices_out:
+        devices_out.write_text(scene.registry_yaml(), encoding="utf-8")
+        errors.print(f"wrote {devices_out}")
+    messages: Iterable[SimMessage]
+    if realtime:
+        if behaviour not in ("baseline", "pilot"):
+            raise _fail("--behaviour must be baseline or pilot")
+        now_ms = int(time.time() * 1000)
+        run = LineModel(scene, catalog).simulate(behaviour, now_ms, now_ms + int(duration * 60_000 * speed), "realtime")
+        messages = render(run, catalog, batch_records=1, telemetry_interval_s=telemetry_interval or 1.0)
+        runs = [run]
+    else:
+        try:
+            runs = simulate_periods(scene, catalog, period)
+        except KeyError as exc:
+            raise _fail(str(exc.args[0])) from None
+        messages = render_runs(runs, catalog, batch_records=batch)
+    if truth:
+        truth.write_text(json.dumps(scenario_truth(runs, catalog), indent=2, ensure_ascii=False), encoding="utf-8")
+        errors.print(f"wrote {truth}")
+    if dry_run:
+        count = records = 0
+        for message in messages:
+            count += 1
+            records += message.records
+        console.print(f"{count:,} messages, {records:,} records")
+        return
+    try:
+        mqtt = CollectorSettings.load(config).mqtt
+    except (ValueError, FileNotFoundError) as exc:
+        raise _fail(str(exc)) from None
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    mode = f"real time ×{speed:g}, {duration:g} min" if realtime else "backfill"
+    errors.print(f"publishing {scene.name} to {mqtt.address} ({mode})")
+    try:
+        report = publish(
+            mqtt,
+            messages,
+            client_id=f"pilot-simulator-{scene.id}",
+            realtime=realtime,
+            speed=speed,
+            stop=stop,
+            progress=lambda r: errors.print(f"  {r.messages:,} messages, {r.records:,} records, {r.rate:,.0f} msg/s"),
+            progress_every=10 if realtime else 1000,
+        )
+    except (PublishError, ConnectionError) as exc:
+        raise _fail(str(exc)) from None
+    console.print(f"published {report.messages:,} messages ({report.records:,} records) in {report.seconds:.1f} s")
+
+
+@app.command()
+def demo(
+    scenario_file: ScenarioArg = Path("pangyo_cobot_cell"),
+    state_dir: Annotated[Path, typer.Option(help="Folder for the private broker's and database's files")] = Path(
+        ".pilot/demo"
+    ),
+    period: Annotated[
+        list[str] | None, typer.Option("--period", "-p", help="Period to backfill (repeatable; default all)")
+    ] = None,
+    keep_running: Annotated[bool, typer.Option(help="Leave Mosquitto and InfluxDB running until Ctrl-C")] = False,
+    json_output: Annotated[
+        Path | None, typer.Option("--json", help="Also write the landed-per-device table as JSON")
+    ] = None,
+) -> None:
+    """Run the whole pipeline on private services: simulate, collect, store, and show what landed."""
+    from adapters.local_services import ServiceError
+    from pilot.demo import private_services, result_json, run_demo
+
+    scene, catalog = _scenario(scenario_file)
+    console.print(f"[bold]{scene.name}[/bold] · {scene.name_ko} · site {scene.site}, line {scene.line}")
+    try:
+        with private_services(state_dir) as (broker, database):
+            console.print(
+                f"private Mosquitto on 127.0.0.1:{broker.port}, InfluxDB at {database.url} (files in {state_dir})"
+            )
+            result = run_demo(scene, catalog, broker, database, state_dir, periods=period, say=errors.print)
+            table = Table(title=f"What landed in InfluxDB (database {database.url}/pilot)")
+            for column in ("device", "profile", "channel", "published", "landed", ""):
+                table.add_column(column, justify="right" if column in ("published", "landed") else "left", no_wrap=True)
+            for row in result.rows:
+                mark = "[green]✓[/green]" if row.complete else f"[red]✗ {row.landed - row.published:+,}[/red]"
+                table.add_row(row.device, row.profile, row.channel.value, f"{row.published:,}", f"{row.landed:,}", mark)
+            console.print(table)
+            console.print(f"ground truth of the simulated periods: {result.truth_file}")
+            if json_output:
+                json_output.write_text(json.dumps(result_json(result), indent=2, ensure_ascii=False), encoding="utf-8")
+            if keep_running:
+                console.print("services keep running; press Ctrl-C to stop them")
+                stop = threading.Event()
+                signal.signal(signal.SIGINT, lambda *_: stop.set())
+                signal.signal(signal.SIGTERM, lambda *_: stop.set())
+                stop.wait()
+    except ServiceError as exc:
+        raise _fail(str(exc)) from None
+    if not result.complete:
+        raise _fail(f"some records did not land; see the table above and {state_dir / 'collector.log'}")
+    console.print(f"[green]all {result.publish.records:,} records landed[/green]")
+
+
+@app.command()
+def api(
+    config: ConfigFile = None,
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
+) -> None:
+    """Serve the HTTP API (OpenAPI docs at /docs)."""
+    import uvicorn
+
+    from api.main import create_app
+    from collector.settings import CollectorSettings
+
+    try:
+        settings = CollectorSettings.load(config)
+    except (ValueError, FileNotFoundError) as exc:
+        raise _fail(str(exc)) from None
+    uvicorn.run(create_app(settings), host=host, port=port)
 
 
 def main() -> None:

@@ -1,0 +1,34 @@
+"""What the API's routers share: settings, the profiles, the registry and the store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from adapters.catalog import load_profiles, load_registry
+from adapters.influxdb import InfluxClient
+from collector.settings import CollectorSettings
+from pilot_core.profiles import ProfileCatalog
+from pilot_core.registry import DeviceRegistry
+
+
+@dataclass
+class ApiState:
+    settings: CollectorSettings
+    profiles: ProfileCatalog
+    registry: DeviceRegistry | None
+
+    @classmethod
+    def from_settings(cls, settings: CollectorSettings) -> ApiState:
+        profiles = load_profiles(settings.profiles_dir)
+        registry = load_registry(settings.devices_file, profiles) if settings.devices_file.is_file() else None
+        return cls(settings, profiles, registry)
+
+    def influx(self) -> InfluxClient:
+        return InfluxClient(self.settings.influx)
+
+
+def api_state(request: Request) -> ApiState:
+    state: ApiState = request.app.state.pilot
+    return state
