@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Set up, then run the linters and every test against real Mosquitto and
+# InfluxDB processes that the fixtures start. Arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+.venv/bin/ruff check .
+.venv/bin/mypy .
+exec .venv/bin/pytest "$@"
