@@ -54,6 +54,14 @@ class Processor:
         self.metrics.duplicates.inc(batch.duplicates)
         return batch
 
+    def forget_sequences(self) -> None:
+        """Forget what was seen, after a batch that was not stored and acknowledged.
+
+        Its messages come again and must not be dropped as duplicates; anything
+        stored twice is harmless, since InfluxDB overwrites a point with itself.
+        """
+        self.seq = SeqTracker()
+
     def _sequence_ok(self, accepted: Accepted, message: Inbound, batch: ProcessedBatch) -> bool:
         observation = self.seq.observe(accepted.topic, accepted.seq)
         if observation.verdict is SeqVerdict.DUPLICATE:

@@ -149,6 +149,7 @@ class Collector:
                         "unexpected error handling a batch of %d messages; they stay unacknowledged", len(batch)
                     )
                     self.metrics.batches.labels("error").inc()
+                    self.processor.forget_sequences()
                 finally:
                     self._in_flight = 0
             elif self._stopping.is_set():
@@ -183,6 +184,7 @@ class Collector:
         report = self.output.write(processed.lines)
         if not report.completed:
             self.metrics.batches.labels("abandoned").inc()
+            self.processor.forget_sequences()
             return  # unacknowledged: the broker redelivers
         self.metrics.points_written.inc(report.written)
         self._refuse_stored(processed, report.refused)

@@ -1,0 +1,44 @@
+"""Collector configuration: a YAML file, overridden by PILOT_* environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from collector.settings import CollectorSettings
+
+
+def test_file_then_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "pilot.yaml"
+    config.write_text(
+        "mqtt: {host: broker.plant.local, port: 8883}\n"
+        "influx: {url: 'http://influx:8086', database: line1, username: writer, password: s3cret}\n"
+        "batch_size: 2000\n"
+        "share_group: collectors\n",
+        encoding="utf-8",
+    )
+    settings = CollectorSettings.load(config)
+    assert (settings.mqtt.host, settings.mqtt.port) == ("broker.plant.local", 8883)
+    assert settings.influx.database == "line1"
+    assert settings.influx.password is not None and settings.influx.password.get_secret_value() == "s3cret"
+    assert "s3cret" not in repr(settings)
+    assert settings.batch_size == 2000
+    assert settings.subscription == "$share/collectors/pilot/v1/+/+/+/+"
+
+    monkeypatch.setenv("PILOT_MQTT__PORT", "1884")
+    monkeypatch.setenv("PILOT_INFLUX__DATABASE", "line2")
+    monkeypatch.setenv("PILOT_BATCH_SIZE", "500")
+    settings = CollectorSettings.load(config)
+    assert (settings.mqtt.host, settings.mqtt.port) == ("broker.plant.local", 1884)
+    assert settings.influx.database == "line2"
+    assert settings.influx.username == "writer"
+    assert settings.batch_size == 500
+
+
+def test_missing_file_and_bad_values_fail_clearly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        CollectorSettings.load(tmp_path / "nope.yaml")
+    monkeypatch.setenv("PILOT_BATCH_SIZE", "0")
+    with pytest.raises(ValueError, match="batch_size"):
+        CollectorSettings.load()
