@@ -73,7 +73,7 @@ def profiles_list(directory: ProfilesDir = BUNDLED_PROFILES) -> None:
         raise _fail(f"invalid profiles:\n{exc}") from None
     table = Table(title=f"Device profiles in {directory}")
     for column in ("id", "version", "name", "이름", "metrics", "states", "production"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column in ("id", "version", "production"))
     for profile in catalog:
         table.add_row(
             profile.id,
@@ -241,7 +241,7 @@ def simulate(
             speed=speed,
             stop=stop,
             progress=lambda r: errors.print(f"  {r.messages:,} messages, {r.records:,} records, {r.rate:,.0f} msg/s"),
-            progress_every=10 if realtime else 1000,
+            progress_every=100 if realtime else 1000,
         )
     except (PublishError, ConnectionError) as exc:
         raise _fail(str(exc)) from None
