@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from pydantic import BaseModel, SecretStr
+from pydantic import BaseModel, ConfigDict, SecretStr
 
 from pilot_core.influxql import quote_identifier
 
@@ -20,6 +20,8 @@ PRECISIONS = ("s", "ms", "ns")
 
 
 class InfluxSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     url: str = "http://127.0.0.1:8086"
     database: str = "pilot"
     username: str | None = None
@@ -52,7 +54,9 @@ class InfluxError(RuntimeError):
 
 
 class InfluxQueryError(InfluxError):
-    pass
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status  # HTTP status, when the server answered
 
 
 @dataclass(frozen=True)
@@ -113,7 +117,9 @@ class InfluxClient:
         """
         try:
             self.query(f"CREATE DATABASE {quote_identifier(self.settings.database)}", method="POST", database=None)
-        except InfluxQueryError:
+        except InfluxQueryError as exc:
+            if exc.status == 401:  # wrong credentials: every write would fail too
+                raise InfluxError(f"InfluxDB at {self.settings.url} refused our credentials: {exc}") from None
             return False
         return True
 
@@ -163,16 +169,17 @@ class InfluxClient:
             document = response.json()
         except ValueError:
             raise InfluxQueryError(
-                f"InfluxDB answered {response.status_code} with no JSON: {response.text[:200]}"
+                f"InfluxDB answered {response.status_code} with no JSON: {response.text[:200]}", response.status_code
             ) from None
+        status = response.status_code
         if "error" in document:
-            raise InfluxQueryError(document["error"])
-        if response.status_code >= 300:
-            raise InfluxQueryError(document.get("message") or f"InfluxDB answered {response.status_code}")
+            raise InfluxQueryError(document["error"], status)
+        if status >= 300:
+            raise InfluxQueryError(document.get("message") or f"InfluxDB answered {status}", status)
         series: list[Series] = []
         for result in document.get("results", []):
             if "error" in result:
-                raise InfluxQueryError(result["error"])
+                raise InfluxQueryError(result["error"], status)
             for item in result.get("series", []):
                 series.append(
                     Series(

@@ -27,7 +27,7 @@ def dead_letter_payload(topic: str, payload: bytes, rejection: Rejection, collec
         "reason": rejection.reason.value,
         "detail": rejection.detail,
         "topic": topic,
-        "received_at_ms": int(time.time() * 1000),
+        "refused_at_ms": int(time.time() * 1000),
         "collector": collector_id,
         "payload_bytes": len(payload),
         "payload_sha256": hashlib.sha256(payload).hexdigest(),

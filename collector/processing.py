@@ -63,6 +63,8 @@ class Processor:
         self.seq = SeqTracker()
 
     def _sequence_ok(self, accepted: Accepted, message: Inbound, batch: ProcessedBatch) -> bool:
+        if accepted.birth:
+            self.seq.restart_device(accepted.topic)
         observation = self.seq.observe(accepted.topic, accepted.seq)
         if observation.verdict is SeqVerdict.DUPLICATE:
             # Already stored: acknowledging it again is all that is needed.

@@ -17,13 +17,14 @@ import paho.mqtt.client as paho
 from paho.mqtt.reasoncodes import ReasonCode
 
 from adapters.catalog import load_profiles, load_registry
-from adapters.influxdb import InfluxClient, InfluxError
+from adapters.influxdb import InfluxClient
 from adapters.mqtt import connect_and_wait, new_client
 from collector.dead_letter import publish_dead_letter
 from collector.metrics import CollectorMetrics
 from collector.output import InfluxOutput
 from collector.processing import Inbound, ProcessedBatch, Processor
 from collector.settings import CollectorSettings
+from pilot_core.contract import Topic, TopicError, parse_topic
 from pilot_core.registry import DeviceRegistry
 from pilot_core.validation import Rejection, RejectReason
 
@@ -202,7 +203,9 @@ class Collector:
         for owner, message in owners.items():
             inbound = processed.messages[owner]
             log.error("InfluxDB refused a point from %s: %s", inbound.topic, message)
-            processed.rejected.append((inbound, Rejection(RejectReason.STORE_REJECTED, message)))
+            processed.rejected.append(
+                (inbound, Rejection(RejectReason.STORE_REJECTED, message, _topic_or_none(inbound)))
+            )
 
     def _dead_letter(self, processed: ProcessedBatch) -> bool:
         infos = []
@@ -236,10 +239,8 @@ class Collector:
                 self._client.ack(message.mid, message.qos)
 
 
-def check_store(settings: CollectorSettings) -> str:
-    """The InfluxDB version, or a clear error: used by `pilot collect --check`."""
-    with InfluxClient(settings.influx) as client:
-        try:
-            return client.ping()
-        except InfluxError as exc:
-            raise SystemExit(str(exc)) from None
+def _topic_or_none(inbound: Inbound) -> Topic | None:
+    try:
+        return parse_topic(inbound.topic)
+    except TopicError:
+        return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
 from adapters.catalog import BUNDLED_PROFILES
@@ -19,7 +19,7 @@ DEFAULT_CONFIG_FILE = Path("pilot.yaml")
 class CollectorSettings(BaseSettings):
     """Everything the collector needs. Nested keys map to PILOT_MQTT__HOST and the like."""
 
-    model_config = SettingsConfigDict(env_prefix="PILOT_", env_nested_delimiter="__", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="PILOT_", env_nested_delimiter="__", extra="forbid")
 
     mqtt: MqttSettings = MqttSettings()
     influx: InfluxSettings = InfluxSettings()
@@ -67,4 +67,13 @@ class CollectorSettings(BaseSettings):
                     sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
                 return tuple(sources)
 
-        return cls.model_validate(_FromFile(**overrides).model_dump())
+        try:
+            return cls.model_validate(_FromFile(**overrides).model_dump())
+        except ValidationError as exc:
+            source = f"{path} or the PILOT_* environment" if path else "the PILOT_* environment"
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'])}: "
+                + ("unknown setting" if e["type"] == "extra_forbidden" else e["msg"])
+                for e in exc.errors(include_url=False)
+            )
+            raise ValueError(f"invalid configuration in {source}: {problems}") from None

@@ -30,7 +30,7 @@ app.add_typer(contract_app, name="contract")
 app.add_typer(profiles_app, name="profiles")
 
 console = Console()
-errors = Console(stderr=True)
+errors = Console(stderr=True, soft_wrap=True)  # an error line stays whole, for grep and editors
 
 ProfilesDir = Annotated[Path, typer.Option("--dir", help="Folder of device profile YAML files")]
 ConfigFile = Annotated[
@@ -310,10 +310,10 @@ def api(
     from collector.settings import CollectorSettings
 
     try:
-        settings = CollectorSettings.load(config)
-    except (ValueError, FileNotFoundError) as exc:
+        application = create_app(CollectorSettings.load(config))
+    except (ValueError, OSError) as exc:
         raise _fail(str(exc)) from None
-    uvicorn.run(create_app(settings), host=host, port=port)
+    uvicorn.run(application, host=host, port=port)
 
 
 def main() -> None:

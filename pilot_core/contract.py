@@ -24,6 +24,7 @@ from pydantic import (
     StrictFloat,
     StrictInt,
     TypeAdapter,
+    ValidationError,
     model_validator,
 )
 
@@ -262,9 +263,18 @@ class Envelope:
 def decode_payload(channel: Channel, payload: bytes | str) -> Envelope:
     """Decode and schema-check a payload. Raises pydantic.ValidationError."""
     single, batch = _MESSAGE_TYPES[channel]
-    # Cheap test for a batch without parsing twice: the key cannot appear in a single record.
+    # Cheap test that avoids parsing twice on the common path. The text "batch" can
+    # also be a value in a single record (a reason, a product), so a payload that
+    # fails as a batch is tried as a single record before its batch error is raised.
     if b'"batch"' in (payload if isinstance(payload, bytes) else payload.encode()):
-        batched = batch.model_validate_json(payload)
+        try:
+            batched = batch.model_validate_json(payload)
+        except ValidationError as batch_error:
+            try:
+                message = single.model_validate_json(payload)
+            except ValidationError:
+                raise batch_error from None
+            return Envelope(message.seq, (message,))  # type: ignore[attr-defined]
         return Envelope(batched.seq, tuple(batched.batch))  # type: ignore[attr-defined]
     message = single.model_validate_json(payload)
     return Envelope(message.seq, (message,))  # type: ignore[attr-defined]

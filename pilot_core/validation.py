@@ -68,6 +68,7 @@ class Accepted:
     topic: Topic
     seq: int
     lines: list[str]
+    birth: bool = False  # an agent announcing itself online: its seq may start again
 
 
 class _Refused(Exception):
@@ -82,12 +83,12 @@ def validate_message(
     """Check one message against the contract and its device's profile."""
     topic: Topic | None = None
     try:
-        if len(payload) > max_payload_bytes:
-            raise _Refused(RejectReason.TOO_LARGE, f"payload is {len(payload)} bytes; the limit is {max_payload_bytes}")
         try:
             topic = parse_topic(topic_name)
         except TopicError as exc:
             raise _Refused(RejectReason.BAD_TOPIC, str(exc)) from None
+        if len(payload) > max_payload_bytes:
+            raise _Refused(RejectReason.TOO_LARGE, f"payload is {len(payload)} bytes; the limit is {max_payload_bytes}")
         device = registry.get(DeviceKey(topic.site, topic.line, topic.device))
         if device is None:
             raise _Refused(
@@ -101,7 +102,8 @@ def validate_message(
         tags = (("site", topic.site), ("line", topic.line), ("device", topic.device))
         encode = _ENCODERS[topic.channel]
         lines = [encode(device, tags, record, envelope.seq) for record in envelope.records]
-        return Accepted(topic, envelope.seq, lines)
+        birth = topic.channel is Channel.STATUS and any(r.status == "online" for r in envelope.records)
+        return Accepted(topic, envelope.seq, lines, birth)
     except _Refused as refused:
         return Rejection(refused.reason, refused.detail, topic)
 
@@ -239,6 +241,11 @@ class SeqTracker:
     def __init__(self, max_gaps_per_stream: int = 1024) -> None:
         self._max_gaps = max_gaps_per_stream
         self._streams: dict[tuple[str, str, str, str], _Stream] = {}
+
+    def restart_device(self, topic: Topic) -> None:
+        """Forget a device's streams: its agent restarted and may count seq from 0 again."""
+        for key in [k for k in self._streams if k[:3] == (topic.site, topic.line, topic.device)]:
+            del self._streams[key]
 
     def observe(self, topic: Topic, seq: int) -> SeqObservation:
         key = (topic.site, topic.line, topic.device, topic.channel.value)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from pathlib import Path
 
 from adapters.influxdb import InfluxClient, InfluxSettings
-from adapters.mqtt import MqttSettings
+from adapters.mqtt import MqttSettings, connect_and_wait, new_client
 from pilot_core.contract import topic_for
 from pilot_core.profiles import ProfileCatalog, parse_profile
 from pilot_core.registry import DeviceEntry, DeviceRegistry
@@ -147,3 +148,59 @@ def test_every_valid_message_lands_and_every_invalid_one_is_dead_lettered(
         assert message["detail"], message
         if message["reason"] != "too_large":
             assert message["payload"] or message.get("payload_base64")
+
+
+def test_an_agent_that_restarts_announces_its_birth_and_counts_seq_again(
+    mqtt_settings: MqttSettings, influx_settings: InfluxSettings, unique_id: str
+) -> None:
+    site, line, device = "판교", "조립 1", unique_id
+    telemetry = topic_for(site, line, device, "telemetry")
+    status = topic_for(site, line, device, "status")
+
+    def birth(ts: int) -> tuple[str, bytes]:
+        return status, json.dumps({"seq": 1, "ts": ts, "status": "online", "agent_version": "1.0"}).encode()
+
+    def sample(seq: int, ts: int) -> tuple[str, bytes]:
+        return telemetry, json.dumps({"seq": seq, "ts": ts, "metrics": {"strokes": seq}}).encode()
+
+    before = [birth(TS), *(sample(seq, TS + seq) for seq in range(1, 6))]
+    # The agent restarts without persisting seq: a new birth, then seq from 1 again.
+    after = [birth(TS + 100), *(sample(seq, TS + 100 + seq) for seq in range(1, 4))]
+    dead_root = f"dead/{unique_id}"
+    dead = DeadLetters(mqtt_settings, dead_root, f"{unique_id}-dlq")
+    settings = collector_settings(mqtt_settings, influx_settings, f"{unique_id}-collector", dead_letter_topic=dead_root)
+    try:
+        with running_collector(settings, registry(site, line, device)) as collector:
+            publish_all(mqtt_settings, before, f"{unique_id}-pub")
+            wait_until(lambda: collector.backlog == 0, what="an empty backlog")
+            publish_all(mqtt_settings, after, f"{unique_id}-pub")
+            with InfluxClient(influx_settings) as client:
+                wait_until(lambda: count_points(client, "telemetry_test_press") == 8, what="all eight samples")
+                wait_until(lambda: count_points(client, "status") == 2, what="both births")
+            assert collector.metrics.totals().duplicates == 0
+    finally:
+        dead.close()
+    assert dead.messages == []
+
+
+def test_oversized_payloads_are_dead_lettered_under_their_device(
+    mqtt_settings: MqttSettings, influx_settings: InfluxSettings, unique_id: str
+) -> None:
+    site, line, device = "시화", "line 2", unique_id
+    dead_root = f"dead/{unique_id}"
+    seen: list[str] = []
+    watcher = new_client(mqtt_settings, f"{unique_id}-watch")
+    watcher.on_message = lambda client, userdata, message: seen.append(message.topic)
+    connect_and_wait(watcher, mqtt_settings)
+    watcher.subscribe(f"{dead_root}/#", qos=1)
+    big = json.dumps({"seq": 1, "ts": TS, "metrics": {"strokes": 1}, "pad": "x" * 300_000}).encode()
+    settings = collector_settings(mqtt_settings, influx_settings, f"{unique_id}-collector", dead_letter_topic=dead_root)
+    try:
+        with running_collector(settings, registry(site, line, device)):
+            time.sleep(0.3)  # the watcher's subscription is in place
+            publish_all(mqtt_settings, [(topic_for(site, line, device, "telemetry"), big)], f"{unique_id}-pub")
+            wait_until(lambda: len(seen) == 1, what="the dead letter")
+    finally:
+        watcher.disconnect()
+        watcher.loop_stop()
+    assert seen == [f"{dead_root}/{site}/{line}/{device}/telemetry"]

@@ -87,6 +87,12 @@ class TestPayloads:
         assert single.seq == 4 and len(single.records) == 1
         assert batch.seq == 5 and len(batch.records) == 3
 
+    def test_the_word_batch_as_a_value_is_still_a_single_record(self) -> None:
+        payload = b'{"seq": 2, "ts": 1793577600000, "state": "setup", "reason": "batch"}'
+        assert decode_payload(Channel.STATE, payload).records[0].reason == "batch"
+        with pytest.raises(ValidationError, match="batch"):
+            decode_payload(Channel.STATE, b'{"seq": 2, "batch": []}')
+
     def test_unknown_fields_are_refused(self) -> None:
         with pytest.raises(ValidationError, match="Extra inputs"):
             decode_payload(Channel.STATE, b'{"seq": 1, "ts": 1793577600000, "state": "run", "colour": "red"}')

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from adapters.influxdb import InfluxClient, InfluxQueryError, InfluxSettings, WriteOutcome
+from adapters.influxdb import InfluxClient, InfluxError, InfluxQueryError, InfluxSettings, WriteOutcome
 from collector.metrics import CollectorMetrics
 from collector.output import InfluxOutput
 
@@ -87,6 +87,19 @@ def test_unreachable_server_means_retry_not_loss() -> None:
 def test_create_database_refused_by_2x_and_3x_is_not_fatal() -> None:
     body = '{"code":"not implemented","message":"CREATE DATABASE is not supported"}'
     client = client_answering(httpx.MockTransport(lambda r: httpx.Response(501, text=body)))
+    assert client.ensure_database() is False
+
+
+def test_wrong_credentials_fail_at_start_instead_of_retrying_forever() -> None:
+    body = '{"error":"authorization failed"}'
+    client = client_answering(httpx.MockTransport(lambda r: httpx.Response(401, text=body)), username="u", password="x")
+    with pytest.raises(InfluxError, match="refused our credentials: authorization failed"):
+        client.ensure_database()
+
+
+def test_a_user_without_admin_rights_may_still_write() -> None:
+    body = '{"error":"error authorizing query: writer not authorized to execute statement \'CREATE DATABASE\'"}'
+    client = client_answering(httpx.MockTransport(lambda r: httpx.Response(403, text=body)), username="writer")
     assert client.ensure_database() is False
 
 

@@ -42,3 +42,13 @@ def test_missing_file_and_bad_values_fail_clearly(tmp_path: Path, monkeypatch: p
     monkeypatch.setenv("PILOT_BATCH_SIZE", "0")
     with pytest.raises(ValueError, match="batch_size"):
         CollectorSettings.load()
+
+
+def test_misspelt_settings_are_refused_not_ignored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "pilot.yaml"
+    config.write_text("batch_sise: 100\nmqtt: {hots: broker}\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"pilot.yaml.*mqtt\.hots: unknown setting.*batch_sise: unknown setting"):
+        CollectorSettings.load(config)
+    monkeypatch.setenv("PILOT_INFLUX__DATABSE", "line1")
+    with pytest.raises(ValueError, match=r"PILOT_\* environment: influx\.databse: unknown setting"):
+        CollectorSettings.load()
