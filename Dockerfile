@@ -1,0 +1,19 @@
+# pilot-telemetry: the `pilot` command (collector, API, simulator) without dev tools.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# Install the package (runtime dependencies only), then drop the sources.
+COPY . /tmp/src
+RUN pip install /tmp/src && rm -rf /tmp/src
+
+RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin pilot
+USER pilot
+WORKDIR /home/pilot
+
+# 8000: `pilot api`; 9464: the collector's Prometheus /metrics.
+EXPOSE 8000 9464
+CMD ["pilot", "collect"]
