@@ -191,37 +191,9 @@ class LineModel:
 
     def _shift_windows(self, start_ms: int, end_ms: int) -> Iterator[tuple[int, list[tuple[int, int]]]]:
         """Per shift: its start and its planned busy windows (shift minus breaks and planned stops)."""
-        calendar = self.scenario.calendar
-        zone = calendar.zone
-        workdays = {d.number for d in calendar.workdays}
-        day = dt.datetime.fromtimestamp(start_ms / 1000, zone).date()
-        last = dt.datetime.fromtimestamp(end_ms / 1000, zone).date()
-        while day <= last:
-            if day.weekday() in workdays:
-                stops = [
-                    *calendar.breaks,
-                    *(s for s in calendar.planned_stops if day.weekday() in {w.number for w in s.weekdays}),
-                ]
-                for shift in calendar.shifts:
-                    s0 = to_ms(dt.datetime.combine(day, shift.start, zone))
-                    s1 = to_ms(dt.datetime.combine(day, shift.end, zone))
-                    windows = [(s0, s1)]
-                    for stop in stops:
-                        b0 = to_ms(dt.datetime.combine(day, stop.start, zone))
-                        b1 = to_ms(dt.datetime.combine(day, stop.end, zone))
-                        windows = [piece for w in windows for piece in _subtract(w, (b0, b1))]
-                    clipped = [(max(a, start_ms), min(b, end_ms)) for a, b in windows if b > start_ms and a < end_ms]
-                    if clipped:
-                        yield s0, clipped
-            day += dt.timedelta(days=1)
-
-
-def _subtract(window: tuple[int, int], cut: tuple[int, int]) -> list[tuple[int, int]]:
-    a, b = window
-    c, d = cut
-    if d <= a or c >= b:
-        return [window]
-    return [piece for piece in ((a, c), (d, b)) if piece[1] > piece[0]]
+        for shift in self.scenario.calendar.shifts_between(start_ms, end_ms):
+            if shift.busy:
+                yield shift.scheduled_start_ms, shift.busy
 
 
 def _state_for(profile: DeviceProfile, time_class: TimeClass, rng: np.random.Generator | None = None) -> str | None:

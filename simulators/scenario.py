@@ -13,11 +13,11 @@ import datetime as dt
 import enum
 from pathlib import Path
 from typing import Annotated, Self
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pilot_core.calendar import Calendar
 from pilot_core.ids import check_id
 from pilot_core.profiles import ProductionMode, ProfileCatalog, ProfileErrors
 from pilot_core.registry import DeviceEntry
@@ -31,74 +31,6 @@ Effect = Annotated[float, Field(gt=-1, le=10, description="Relative change, e.g.
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Weekday(enum.StrEnum):
-    MON = "mon"
-    TUE = "tue"
-    WED = "wed"
-    THU = "thu"
-    FRI = "fri"
-    SAT = "sat"
-    SUN = "sun"
-
-    @property
-    def number(self) -> int:
-        """Monday is 0, as in datetime.date.weekday()."""
-        return list(Weekday).index(self)
-
-
-class ClockSpan(_Strict):
-    """A span of local clock time within one day, e.g. 12:00–13:00."""
-
-    start: dt.time
-    end: dt.time
-    name: str = ""
-
-    @field_validator("start", "end", mode="before")
-    @classmethod
-    def _quoted(cls, value: object) -> object:
-        if isinstance(value, int):
-            # YAML 1.1 reads an unquoted 12:00 as the sexagesimal number 720.
-            raise ValueError("write clock times in quotes, e.g. '12:00'")
-        return value
-
-    @model_validator(mode="after")
-    def _ordered(self) -> Self:
-        if self.end <= self.start:
-            raise ValueError(
-                f"span {self.start}–{self.end} must end after it starts (split shifts that cross midnight)"
-            )
-        return self
-
-
-class PlannedStop(ClockSpan):
-    """Planned downtime on some weekdays: planned maintenance, cleaning, meetings."""
-
-    weekdays: list[Weekday] = Field(min_length=1)
-
-
-class Calendar(_Strict):
-    timezone: str = "Asia/Seoul"
-    workdays: list[Weekday] = Field(
-        default_factory=lambda: [Weekday.MON, Weekday.TUE, Weekday.WED, Weekday.THU, Weekday.FRI]
-    )
-    shifts: list[ClockSpan] = Field(min_length=1)
-    breaks: list[ClockSpan] = Field(default_factory=list, description="Planned downtime inside every shift")
-    planned_stops: list[PlannedStop] = Field(default_factory=list)
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r}; use an IANA name such as Asia/Seoul") from None
-        return value
-
-    @property
-    def zone(self) -> ZoneInfo:
-        return ZoneInfo(self.timezone)
 
 
 class Product(_Strict):
