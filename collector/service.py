@@ -22,7 +22,7 @@ from adapters.mqtt import connect_and_wait, new_client
 from collector.dead_letter import publish_dead_letter
 from collector.metrics import CollectorMetrics
 from collector.output import InfluxOutput
-from collector.processing import Inbound, ProcessedBatch, Processor
+from collector.processing import BatchOutcome, Inbound, ProcessorProcess
 from collector.settings import CollectorSettings
 from pilot_core.contract import Topic, TopicError, parse_topic
 from pilot_core.registry import DeviceRegistry
@@ -46,7 +46,7 @@ class Collector:
         self._stopping = threading.Event()
         self._abort = threading.Event()
         self.output = InfluxOutput(self.influx, self.metrics, self._abort)
-        self.processor = Processor(self.registry, settings.max_payload_bytes, self.metrics)
+        self.processor = ProcessorProcess(self.registry, settings.max_payload_bytes)
         self.metrics.watch_backlog(lambda: self._queue.qsize() + self._in_flight)
         self._client = new_client(settings.mqtt, settings.client_id, manual_ack=True)
         self._client.on_connect = self._on_connect
@@ -66,6 +66,7 @@ class Collector:
             self.settings.influx.database,
             "created or present" if created else "managed by the server",
         )
+        self.processor.start()
         if self.settings.metrics_port:
             self.metrics.serve(self.settings.metrics_host, self.settings.metrics_port)
             log.info("metrics on http://%s:%d/metrics", self.settings.metrics_host, self.settings.metrics_port)
@@ -102,6 +103,7 @@ class Collector:
             self._worker.join(10)
         self._client.disconnect()
         self._client.loop_stop()
+        self.processor.close()
         self.influx.close()
         log.info("collector stopped")
 
@@ -181,35 +183,47 @@ class Collector:
         return batch
 
     def _handle(self, messages: list[Inbound]) -> None:
-        processed = self.processor.process(messages)
-        report = self.output.write(processed.lines)
+        outcome = self.processor.process([(m.topic, m.payload) for m in messages])
+        self._count(len(messages), outcome)
+        report = self.output.write(outcome.lines)
         if not report.completed:
             self.metrics.batches.labels("abandoned").inc()
             self.processor.forget_sequences()
             return  # unacknowledged: the broker redelivers
         self.metrics.points_written.inc(report.written)
-        self._refuse_stored(processed, report.refused)
-        if not self._dead_letter(processed):
+        refused = [(messages[i], rejection) for i, rejection in outcome.rejected]
+        refused += self._refused_by_store(messages, outcome, report.refused)
+        if not self._dead_letter(refused):
             self.metrics.batches.labels("dead_letter_failed").inc()
             return
         self._acknowledge(messages)
         self.metrics.batches.labels("written").inc()
 
-    def _refuse_stored(self, processed: ProcessedBatch, refused: list[tuple[int, str]]) -> None:
+    def _count(self, received: int, outcome: BatchOutcome) -> None:
+        self.metrics.received.inc(received)
+        self.metrics.accepted.inc(received - len(outcome.rejected) - outcome.duplicates)
+        self.metrics.duplicates.inc(outcome.duplicates)
+        for stream, missing in outcome.seq_gaps:
+            self.metrics.seq_gaps.labels(*stream).inc(missing)
+
+    @staticmethod
+    def _refused_by_store(
+        messages: list[Inbound], outcome: BatchOutcome, refused_lines: list[tuple[int, str]]
+    ) -> list[tuple[Inbound, Rejection]]:
         """Lines InfluxDB refused (a type conflict with older data, say) go to the dead letter too."""
         owners: dict[int, str] = {}
-        for line_index, message in refused:
-            owners.setdefault(processed.line_owner[line_index], message)
+        for line_index, message in refused_lines:
+            owners.setdefault(outcome.line_owner[line_index], message)
+        refused = []
         for owner, message in owners.items():
-            inbound = processed.messages[owner]
+            inbound = messages[owner]
             log.error("InfluxDB refused a point from %s: %s", inbound.topic, message)
-            processed.rejected.append(
-                (inbound, Rejection(RejectReason.STORE_REJECTED, message, _topic_or_none(inbound)))
-            )
+            refused.append((inbound, Rejection(RejectReason.STORE_REJECTED, message, _topic_or_none(inbound))))
+        return refused
 
-    def _dead_letter(self, processed: ProcessedBatch) -> bool:
+    def _dead_letter(self, refused: list[tuple[Inbound, Rejection]]) -> bool:
         infos = []
-        for inbound, rejection in processed.rejected:
+        for inbound, rejection in refused:
             self.metrics.rejected.labels(rejection.reason.value).inc()
             log.info("refused %s: %s: %s", inbound.topic, rejection.reason.value, rejection.detail)
             infos.append(

@@ -11,6 +11,7 @@ offset, or integer epoch milliseconds. See docs/contract.md.
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal, cast
@@ -82,7 +83,9 @@ def topic_for(site: str, line: str, device: str, channel: Channel | str) -> str:
     return f"{TOPIC_ROOT}/{CONTRACT_VERSION}/{site}/{line}/{device}/{Channel(channel).value}"
 
 
+@functools.lru_cache(maxsize=65536)
 def parse_topic(topic: str) -> Topic:
+    """Parse and check a topic. Cached: a line has a few thousand topics, each seen over and over."""
     parts = topic.split("/")
     if len(parts) != 6 or parts[0] != TOPIC_ROOT or parts[1] != CONTRACT_VERSION:
         raise TopicError(f"topic {topic!r} is not pilot/v1/{{site}}/{{line}}/{{device_id}}/{{channel}}")

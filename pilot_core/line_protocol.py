@@ -8,6 +8,7 @@ integers are never written: InfluxDB 1.x rejects them.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable
 
@@ -28,6 +29,7 @@ def escape_measurement(name: str) -> str:
     return name.translate(_MEASUREMENT_ESCAPES)
 
 
+@functools.lru_cache(maxsize=4096)
 def escape_key(text: str) -> str:
     """Escape a tag key, tag value or field key."""
     return text.translate(_KEY_ESCAPES)
@@ -69,12 +71,18 @@ def encode_point(
     Tags are written sorted by key, as InfluxDB recommends, so the same point
     always encodes to the same line (a replayed point is byte-identical).
     """
+    field_text = ",".join(f"{escape_key(k)}={format_field_value(v)}" for k, v in fields)
+    if not field_text:
+        raise LineProtocolError("a point needs at least one field")
+    return f"{series_key(measurement, tuple(tags))} {field_text} {timestamp}"
+
+
+@functools.lru_cache(maxsize=65536)
+def series_key(measurement: str, tags: tuple[tuple[str, str], ...]) -> str:
+    """Measurement and sorted tags, escaped. Cached: every point of a series repeats them."""
     parts = [escape_measurement(measurement)]
     for key, value in sorted(tags):
         if not value:
             raise LineProtocolError(f"tag {key!r} is empty; InfluxDB does not store empty tag values")
         parts.append(f"{escape_key(key)}={escape_key(value)}")
-    field_text = ",".join(f"{escape_key(k)}={format_field_value(v)}" for k, v in fields)
-    if not field_text:
-        raise LineProtocolError("a point needs at least one field")
-    return f"{','.join(parts)} {field_text} {timestamp}"
+    return ",".join(parts)
