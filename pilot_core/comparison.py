@@ -21,10 +21,9 @@ import enum
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from statistics import NormalDist
 
 import numpy as np
-import statsmodels.api as sm
-from scipy import stats
 
 from pilot_core.kpi import KPIS, Better, Components, compute, total
 
@@ -95,7 +94,10 @@ def estimate(kpi: str, units: Sequence[Components]) -> PeriodEstimate:
     z = (matrix - mean) @ gradient  # the linearised KPI: its mean's variance is the KPI's
     if not np.any(z):
         return PeriodEstimate(value, summed, n, float(n), 0.0, bandwidth)
-    fit = sm.OLS(z, np.ones(n)).fit(cov_type="HAC", cov_kwds={"maxlags": bandwidth - 1, "use_correction": False})
+    # Imported here: statsmodels takes seconds to import, and most commands never compare.
+    from statsmodels.regression.linear_model import OLS  # noqa: PLC0415
+
+    fit = OLS(z, np.ones(n)).fit(cov_type="HAC", cov_kwds={"maxlags": bandwidth - 1, "use_correction": False})
     variance = float(fit.bse[0] ** 2)
     iid_variance = float(z.var() / n)
     effective_n = n * iid_variance / variance if variance > 0 else float(n)
@@ -144,7 +146,7 @@ def compare(
     return replace(
         with_absolute,
         relative_interval=(math.expm1(centre - cv * log_se), math.expm1(centre + cv * log_se)),
-        minimum_detectable_change=math.expm1((cv + float(stats.norm.ppf(POWER))) * log_se),
+        minimum_detectable_change=math.expm1((cv + NormalDist().inv_cdf(POWER)) * log_se),
     )
 
 
