@@ -1,0 +1,125 @@
+"""Tables. The migrations own the schema; these mirror them (a test compares the two)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    ForeignKeyConstraint,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from pilot_core.ids import MAX_ID_LENGTH
+
+SLUG_LENGTH = 100
+HASH_LENGTH = 71  # "sha256:" and 64 hex digits
+
+
+class UtcDateTime(TypeDecorator[dt.datetime]):
+    """Aware datetimes in, aware UTC datetimes out, on SQLite (which keeps no zone) as on PostgreSQL."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"refusing a naive datetime {value.isoformat()}: give it a time zone")
+        return value.astimezone(dt.UTC)
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+class Base(DeclarativeBase):
+    # Named constraints, so that later migrations can drop or alter them on every backend.
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(column_0_label)s",
+            "uq": "uq_%(table_name)s_%(column_0_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+
+
+class DemonstrationRecord(Base):
+    __tablename__ = "demonstrations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    slug: Mapped[str] = mapped_column(String(SLUG_LENGTH), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+
+
+class PlanVersionRecord(Base):
+    """One version of a plan. Triggers (see migration 0001) refuse UPDATE and DELETE of frozen rows."""
+
+    __tablename__ = "plan_versions"
+    __table_args__ = (
+        CheckConstraint("version >= 1", name="version_positive"),
+        CheckConstraint("(frozen_at IS NULL) = (NOT frozen)", name="frozen_at_iff_frozen"),
+        CheckConstraint(
+            "version = 1 OR (frozen AND reason IS NOT NULL AND length(trim(reason)) > 0)",
+            name="amendment_frozen_with_reason",
+        ),
+    )
+
+    demonstration_id: Mapped[int] = mapped_column(ForeignKey("demonstrations.id", ondelete="CASCADE"), primary_key=True)
+    version: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    plan: Mapped[str] = mapped_column(Text)  # canonical_json(plan): exactly the text that was hashed
+    plan_hash: Mapped[str] = mapped_column(String(HASH_LENGTH))
+    frozen: Mapped[bool]
+    frozen_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+
+
+class CachedResultRecord(Base):
+    __tablename__ = "result_cache"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["demonstration_id", "plan_version"],
+            ["plan_versions.demonstration_id", "plan_versions.version"],
+            ondelete="CASCADE",
+        ),
+    )
+
+    demonstration_id: Mapped[int] = mapped_column(primary_key=True)
+    plan_version: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    kind: Mapped[str] = mapped_column(String(64), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64), primary_key=True)  # SHA-256 of the caller's fingerprint
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+
+
+# Roll-ups are written and read in bulk through Core: no ORM identity map for thousands of rows.
+rollups = Table(
+    "rollups",
+    Base.metadata,
+    Column("site", String(MAX_ID_LENGTH), primary_key=True),
+    Column("line", String(MAX_ID_LENGTH), primary_key=True),
+    Column("device", String(MAX_ID_LENGTH), primary_key=True),
+    Column("hour_start_ms", BigInteger, primary_key=True, autoincrement=False),
+    # DeviceHour.to_json(): what the device did, with no plan decisions, so plan amendments never invalidate it.
+    Column("hour", Text, nullable=False),
+    Column("fingerprint", String(64), nullable=False),  # SHA-256 of the hour's text
+    Column("computed_at_ms", BigInteger, nullable=False),  # epoch ms: compared with hour ends, read by the thousand
+)

@@ -1,0 +1,405 @@
+"""Demonstrations with versioned plans, hourly roll-ups and cached results, over a ``Database``.
+
+Each method is one transaction. A plan's version 1 is a draft until frozen and
+may be replaced in place; a frozen version never changes (the database refuses
+too); an amendment is a new version, frozen at once, with a reason.
+"""
+
+from __future__ import annotations
+
+import builtins
+import datetime as dt
+import hashlib
+import re
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from sqlalchemy import false, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from adapters.sql.database import Database
+from adapters.sql.errors import AmendmentNeedsReason, DuplicateSlug, InvalidSlug, NotFound, NotFrozenYet, PlanFrozen
+from adapters.sql.models import (
+    SLUG_LENGTH,
+    CachedResultRecord,
+    DemonstrationRecord,
+    PlanVersionRecord,
+    rollups,
+)
+from pilot_core.demonstration import DemonstrationPlan, canonical_json, plan_hash
+from pilot_core.device_hours import DeviceHour
+
+# Words of letters or digits (any script) joined by single hyphens; never all digits, which would read as an id.
+_SLUG = re.compile(r"[^\W_]+(?:-[^\W_]+)*")
+
+
+def _storable(key: int) -> bool:
+    """Whether ``key`` fits a 64-bit integer column: larger numbers name nothing, and SQLite's driver overflows."""
+    return -(2**63) <= key < 2**63
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def slugify(name: str) -> str:
+    words = re.sub(r"[\W_]+", "-", unicodedata.normalize("NFKC", name).casefold()).strip("-")
+    slug = words[: SLUG_LENGTH - 10].strip("-") or "demonstration"  # room for a "-2" suffix
+    return f"demo-{slug}" if slug.isdigit() else slug
+
+
+def _check_slug(slug: str) -> str:
+    if len(slug) > SLUG_LENGTH or not _SLUG.fullmatch(slug) or slug.isdigit() or slug != slug.casefold():
+        raise InvalidSlug(
+            f"slug {slug!r} must be 1–{SLUG_LENGTH} lower-case letters or digits in words joined by single hyphens,"
+            " and not only digits"
+        )
+    return slug
+
+
+@dataclass(frozen=True, slots=True)
+class PlanVersion:
+    version: int
+    plan: DemonstrationPlan
+    plan_hash: str
+    frozen: bool
+    frozen_at: dt.datetime | None
+    reason: str | None
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StoredDemonstration:
+    """A demonstration with its current (latest) plan version."""
+
+    id: int
+    slug: str
+    version: int
+    frozen: bool
+    frozen_at: dt.datetime | None
+    plan: DemonstrationPlan
+    plan_hash: str  # as stored when the version was written: the name results cite
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+def _version(record: PlanVersionRecord) -> PlanVersion:
+    return PlanVersion(
+        version=record.version,
+        plan=DemonstrationPlan.model_validate_json(record.plan),
+        plan_hash=record.plan_hash,
+        frozen=record.frozen,
+        frozen_at=record.frozen_at,
+        reason=record.reason,
+        created_at=record.created_at,
+    )
+
+
+def _stored(demonstration: DemonstrationRecord, current: PlanVersionRecord) -> StoredDemonstration:
+    return StoredDemonstration(
+        id=demonstration.id,
+        slug=demonstration.slug,
+        version=current.version,
+        frozen=current.frozen,
+        frozen_at=current.frozen_at,
+        plan=DemonstrationPlan.model_validate_json(current.plan),
+        plan_hash=current.plan_hash,
+        created_at=demonstration.created_at,
+        updated_at=demonstration.updated_at,
+    )
+
+
+class DemonstrationRepository:
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    def create(self, plan: DemonstrationPlan, slug: str | None = None) -> StoredDemonstration:
+        """A new demonstration whose version 1 is a draft. Without a slug, one is made from the plan's name."""
+        try:
+            with self._db.transaction() as session:
+                if slug is None:
+                    slug = self._free_slug(session, slugify(plan.name))
+                else:
+                    _check_slug(slug)
+                    if session.scalar(select(DemonstrationRecord.id).where(DemonstrationRecord.slug == slug)):
+                        raise DuplicateSlug(f"a demonstration with slug {slug!r} exists already")
+                now = _now()
+                demonstration = DemonstrationRecord(slug=slug, created_at=now, updated_at=now)
+                session.add(demonstration)
+                session.flush()
+                draft = PlanVersionRecord(
+                    demonstration_id=demonstration.id,
+                    version=1,
+                    plan=canonical_json(plan),
+                    plan_hash=plan_hash(plan),
+                    frozen=False,
+                    frozen_at=None,
+                    reason=None,
+                    created_at=now,
+                )
+                session.add(draft)
+                session.flush()
+                return _stored(demonstration, draft)
+        except IntegrityError as error:  # another writer took the slug between our check and insert
+            raise DuplicateSlug(f"a demonstration with slug {slug!r} exists already") from error
+
+    def get(self, id_or_slug: int | str) -> StoredDemonstration:
+        """By id (an int, or a string of ASCII digits) or by slug."""
+        with self._db.transaction() as session:
+            demonstration = self._find(session, id_or_slug)
+            return _stored(demonstration, self._current(session, demonstration.id))
+
+    def list(self) -> builtins.list[StoredDemonstration]:
+        latest = (
+            select(PlanVersionRecord.demonstration_id, func.max(PlanVersionRecord.version).label("version"))
+            .group_by(PlanVersionRecord.demonstration_id)
+            .subquery()
+        )
+        query = (
+            select(DemonstrationRecord, PlanVersionRecord)
+            .join(latest, latest.c.demonstration_id == DemonstrationRecord.id)
+            .join(
+                PlanVersionRecord,
+                (PlanVersionRecord.demonstration_id == latest.c.demonstration_id)
+                & (PlanVersionRecord.version == latest.c.version),
+            )
+            .order_by(DemonstrationRecord.id)
+        )
+        with self._db.transaction() as session:
+            return [_stored(demonstration, current) for demonstration, current in session.execute(query)]
+
+    def replace_draft(self, id_or_slug: int | str, plan: DemonstrationPlan) -> StoredDemonstration:
+        with self._db.transaction() as session:
+            demonstration = self._find(session, id_or_slug, for_update=True)
+            current = self._current(session, demonstration.id)
+            if current.frozen:
+                raise PlanFrozen(current.version, current.plan_hash)
+            current.plan = canonical_json(plan)
+            current.plan_hash = plan_hash(plan)
+            demonstration.updated_at = _now()
+            return _stored(demonstration, current)
+
+    def freeze(self, id_or_slug: int | str) -> StoredDemonstration:
+        """Freeze the draft; freezing a frozen plan changes nothing."""
+        with self._db.transaction() as session:
+            demonstration = self._find(session, id_or_slug, for_update=True)
+            current = self._current(session, demonstration.id)
+            if not current.frozen:
+                now = _now()
+                current.frozen = True
+                current.frozen_at = now
+                demonstration.updated_at = now
+            return _stored(demonstration, current)
+
+    def amend(self, id_or_slug: int | str, plan: DemonstrationPlan, reason: str) -> StoredDemonstration:
+        """A new version, frozen at once; every earlier version stays as it was."""
+        if not reason or not reason.strip():
+            raise AmendmentNeedsReason()
+        with self._db.transaction() as session:
+            demonstration = self._find(session, id_or_slug, for_update=True)
+            current = self._current(session, demonstration.id)
+            if not current.frozen:
+                raise NotFrozenYet(current.version)
+            now = _now()
+            amended = PlanVersionRecord(
+                demonstration_id=demonstration.id,
+                version=current.version + 1,
+                plan=canonical_json(plan),
+                plan_hash=plan_hash(plan),
+                frozen=True,
+                frozen_at=now,
+                reason=reason.strip(),
+                created_at=now,
+            )
+            session.add(amended)
+            demonstration.updated_at = now
+            session.flush()
+            return _stored(demonstration, amended)
+
+    def versions(self, id_or_slug: int | str) -> builtins.list[PlanVersion]:
+        with self._db.transaction() as session:
+            demonstration = self._find(session, id_or_slug)
+            records = session.scalars(
+                select(PlanVersionRecord)
+                .where(PlanVersionRecord.demonstration_id == demonstration.id)
+                .order_by(PlanVersionRecord.version)
+            )
+            return [_version(record) for record in records]
+
+    def version(self, id_or_slug: int | str, number: int) -> PlanVersion:
+        with self._db.transaction() as session:
+            demonstration = self._find(session, id_or_slug)
+            record = session.get(PlanVersionRecord, (demonstration.id, number)) if _storable(number) else None
+            if record is None:
+                raise NotFound(f"demonstration {demonstration.slug!r} has no plan version {number}")
+            return _version(record)
+
+    @staticmethod
+    def _find(session: Session, id_or_slug: int | str, *, for_update: bool = False) -> DemonstrationRecord:
+        query = select(DemonstrationRecord)
+        if isinstance(id_or_slug, int) or (id_or_slug.isascii() and id_or_slug.isdigit()):
+            key = int(id_or_slug)
+            query = query.where(DemonstrationRecord.id == key if _storable(key) else false())
+        else:
+            query = query.where(DemonstrationRecord.slug == id_or_slug)
+        if for_update:
+            # Serialises writers of one demonstration on PostgreSQL; SQLite has a single writer anyway.
+            query = query.with_for_update()
+        demonstration = session.scalar(query)
+        if demonstration is None:
+            raise NotFound(f"no demonstration {id_or_slug!r}")
+        return demonstration
+
+    @staticmethod
+    def _current(session: Session, demonstration_id: int) -> PlanVersionRecord:
+        return session.scalars(
+            select(PlanVersionRecord)
+            .where(PlanVersionRecord.demonstration_id == demonstration_id)
+            .order_by(PlanVersionRecord.version.desc())
+            .limit(1)
+        ).one()
+
+    @staticmethod
+    def _free_slug(session: Session, base: str) -> str:
+        taken = set(
+            session.scalars(
+                select(DemonstrationRecord.slug).where(
+                    (DemonstrationRecord.slug == base)
+                    | DemonstrationRecord.slug.startswith(f"{base}-", autoescape=True)
+                )
+            )
+        )
+        slug, n = base, 1
+        while slug in taken:
+            n += 1
+            slug = f"{base}-{n}"
+        return slug
+
+
+@dataclass(frozen=True, slots=True)
+class HourStamp:
+    """What is known of a stored device-hour without decoding it."""
+
+    device: str
+    start_ms: int
+    fingerprint: str
+    computed_at_ms: int
+
+
+def _insert(database: Database) -> Any:
+    """INSERT … ON CONFLICT, which SQLite and PostgreSQL spell alike but SQLAlchemy builds per dialect."""
+    if database.dialect == "postgresql":
+        return postgresql.insert
+    if database.dialect == "sqlite":
+        return sqlite.insert
+    raise NotImplementedError(f"upserts are written for SQLite and PostgreSQL, not {database.dialect}")
+
+
+_KEY = ("site", "line", "device", "hour_start_ms")
+
+
+class RollupRepository:
+    """Device-hours condensed from InfluxDB, kept so that no query ever scans weeks of raw points."""
+
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    def upsert(self, site: str, line: str, hours: Iterable[DeviceHour]) -> int:
+        """Insert or replace hours by (site, line, device, start); returns how many were written."""
+        now_ms = round(_now().timestamp() * 1000)
+        values = []
+        for hour in hours:
+            text = orjson.dumps(hour.to_json(), option=orjson.OPT_SORT_KEYS).decode()
+            values.append(
+                {
+                    "site": site,
+                    "line": line,
+                    "device": hour.device,
+                    "hour_start_ms": hour.start_ms,
+                    "hour": text,
+                    "fingerprint": hashlib.sha256(text.encode("utf-8")).hexdigest(),
+                    "computed_at_ms": now_ms,
+                }
+            )
+        if not values:
+            return 0
+        statement = _insert(self._db)(rollups)
+        statement = statement.on_conflict_do_update(
+            index_elements=list(_KEY),
+            set_={c.name: statement.excluded[c.name] for c in rollups.c if c.name not in _KEY},
+        )
+        with self._db.engine.begin() as connection:
+            connection.execute(statement, values)
+        return len(values)
+
+    def stamps(self, site: str, line: str, devices: Sequence[str], start_ms: int, end_ms: int) -> list[HourStamp]:
+        """The stored hours that start in [start_ms, end_ms), by device then time, without their data."""
+        columns = (rollups.c.device, rollups.c.hour_start_ms, rollups.c.fingerprint, rollups.c.computed_at_ms)
+        with self._db.engine.connect() as connection:
+            return [
+                HourStamp(*row)
+                for row in connection.execute(self._in_range(columns, site, line, devices, start_ms, end_ms))
+            ]
+
+    def read(self, site: str, line: str, devices: Sequence[str], start_ms: int, end_ms: int) -> list[DeviceHour]:
+        """The stored hours that start in [start_ms, end_ms), by device then time."""
+        query = self._in_range((rollups.c.hour,), site, line, devices, start_ms, end_ms)
+        with self._db.engine.connect() as connection:
+            return [DeviceHour.from_json(orjson.loads(text)) for (text,) in connection.execute(query)]
+
+    @staticmethod
+    def _in_range(
+        columns: Sequence[Any], site: str, line: str, devices: Sequence[str], start_ms: int, end_ms: int
+    ) -> Any:
+        return (
+            select(*columns)
+            .where(
+                rollups.c.site == site,
+                rollups.c.line == line,
+                rollups.c.device.in_(list(devices)),
+                rollups.c.hour_start_ms >= start_ms,
+                rollups.c.hour_start_ms < end_ms,
+            )
+            .order_by(rollups.c.device, rollups.c.hour_start_ms)
+        )
+
+
+def _digest(fingerprint: str) -> str:
+    # The key holds a digest, so fingerprints of any length fit a B-tree index.
+    return hashlib.sha256(fingerprint.encode("utf-8")).hexdigest()
+
+
+class ResultCache:
+    """Computed results keyed by plan version, kind and the fingerprint of the data they used."""
+
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    def get(self, demonstration_id: int, plan_version: int, kind: str, fingerprint: str) -> dict[str, Any] | None:
+        with self._db.transaction() as session:
+            record = session.get(CachedResultRecord, (demonstration_id, plan_version, kind, _digest(fingerprint)))
+            return None if record is None else dict(record.payload)
+
+    def put(
+        self, demonstration_id: int, plan_version: int, kind: str, fingerprint: str, payload: Mapping[str, Any]
+    ) -> None:
+        """Store (or overwrite) a result; the plan version must exist."""
+        statement = _insert(self._db)(CachedResultRecord).values(
+            demonstration_id=demonstration_id,
+            plan_version=plan_version,
+            kind=kind,
+            fingerprint=_digest(fingerprint),
+            payload=dict(payload),
+            created_at=_now(),
+        )
+        statement = statement.on_conflict_do_update(
+            index_elements=["demonstration_id", "plan_version", "kind", "fingerprint"],
+            set_={"payload": statement.excluded.payload, "created_at": statement.excluded.created_at},
+        )
+        with self._db.transaction() as session:
+            session.execute(statement)

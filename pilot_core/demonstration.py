@@ -1,0 +1,215 @@
+"""A demonstration's plan: what is measured, when, against which targets.
+
+An evaluator can only trust a before/after result if the plan behind it was
+fixed before the pilot ran. A plan is a frozen pydantic model with a
+canonical JSON form; its SHA-256 names exactly what a result used. Once a
+plan is frozen it never changes: an amendment is a new version with a reason.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import hashlib
+import itertools
+import json
+from typing import Annotated, Self
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from pilot_core.calendar import Calendar
+from pilot_core.comparison import LEVELS
+from pilot_core.contract import TimeClass
+from pilot_core.ids import check_id
+from pilot_core.kpi import KPIS, Better
+
+Id = Annotated[str, AfterValidator(check_id)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    if value.tzinfo is None:
+        raise ValueError("give a time zone offset, e.g. 2026-10-05T00:00:00+09:00")
+    return value
+
+
+Moment = Annotated[dt.datetime, AfterValidator(_aware)]
+
+
+class Phase(enum.StrEnum):
+    BASELINE = "baseline"
+    PILOT = "pilot"
+
+
+class Window(_Strict):
+    name: str = Field(min_length=1, max_length=64)
+    phase: Phase
+    start: Moment
+    end: Moment
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.end <= self.start:
+            raise ValueError(f"window {self.name!r} must end after it starts")
+        return self
+
+    @property
+    def start_ms(self) -> int:
+        return int(self.start.timestamp() * 1000)
+
+    @property
+    def end_ms(self) -> int:
+        return int(self.end.timestamp() * 1000)
+
+
+class Product(_Strict):
+    """Ideal cycle time (ISO 22400 PRU), per product and, where stations differ, per device."""
+
+    id: Id
+    name: str = ""
+    ideal_cycle_time_s: float = Field(gt=0)
+    per_device: dict[Id, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)
+    version: int = Field(default=1, ge=1, description="Raise it whenever an ideal time is changed")
+
+    def ideal_for(self, device: str) -> float:
+        return self.per_device.get(device, self.ideal_cycle_time_s)
+
+
+class StateOverride(_Strict):
+    """Map a state to another time class than its profile says, for this demonstration."""
+
+    state: str
+    time_class: TimeClass
+    device: Id | None = Field(default=None, description="Only for this device (default: every device)")
+    reason: str = Field(min_length=1)
+
+
+class Direction(enum.StrEnum):
+    INCREASE = "increase"
+    DECREASE = "decrease"
+
+
+class Target(_Strict):
+    """E.g. cycle_time_mean, decrease, 10: the mean cycle time falls by at least 10%."""
+
+    kpi: str
+    direction: Direction
+    change_pct: float = Field(gt=0, lt=1000, description="Size of the relative change asked for, in percent")
+
+    @field_validator("kpi")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in KPIS:
+            raise ValueError(f"unknown KPI {value!r}; known: {', '.join(KPIS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _direction_improves(self) -> Self:
+        better = KPIS[self.kpi].better
+        wanted = Direction.DECREASE if better is Better.LOWER else Direction.INCREASE
+        if self.direction is not wanted:
+            raise ValueError(f"{self.kpi} is better when {better.value}: a target for it must {wanted.value}")
+        return self
+
+    @property
+    def label(self) -> str:
+        return f"{self.kpi} {'−' if self.direction is Direction.DECREASE else '+'}{self.change_pct:g}%"
+
+
+class Exclusion(_Strict):
+    """A non-routine event left out of every KPI, e.g. a power cut or a trial of another change."""
+
+    start: Moment
+    end: Moment
+    reason: str = Field(min_length=3)
+    devices: list[Id] = Field(default_factory=list, description="Only these devices (default: all in scope)")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.end <= self.start:
+            raise ValueError("an exclusion must end after it starts")
+        return self
+
+
+class DemonstrationPlan(_Strict):
+    name: str = Field(min_length=1, max_length=200)
+    name_ko: str = ""
+    site: Id
+    line: Id
+    devices: list[Id] = Field(min_length=1, description="Devices in scope")
+    output_devices: list[Id] = Field(
+        min_length=1, description="Stations whose good units are the line's output (throughput, energy per unit)"
+    )
+    energy_meters: list[Id] = Field(default_factory=list, description="Meters whose energy is the line's")
+    calendar: Calendar
+    windows: list[Window] = Field(min_length=2)
+    products: list[Product] = Field(min_length=1)
+    state_overrides: list[StateOverride] = Field(default_factory=list)
+    targets: list[Target] = Field(default_factory=list)
+    confidence_level: float = Field(default=0.90, description=f"Two-sided interval level: one of {LEVELS}")
+    exclusions: list[Exclusion] = Field(default_factory=list)
+    telemetry_interval_s: dict[Id, Annotated[float, Field(gt=0)]] = Field(
+        default_factory=dict,
+        description="Seconds between samples a device's agent is set to, where not its profile's rate;"
+        " data coverage is judged against it",
+    )
+
+    @field_validator("confidence_level")
+    @classmethod
+    def _supported_level(cls, value: float) -> float:
+        if round(value, 2) not in LEVELS:
+            raise ValueError(f"confidence_level must be one of {', '.join(f'{x:g}' for x in LEVELS)}")
+        return round(value, 2)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        scope = set(self.devices)
+        for name, listed in (
+            ("output_devices", self.output_devices),
+            ("energy_meters", self.energy_meters),
+            ("telemetry_interval_s", list(self.telemetry_interval_s)),
+        ):
+            outside = [d for d in listed if d not in scope]
+            if outside:
+                raise ValueError(f"{name} must be devices in scope; not in scope: {', '.join(outside)}")
+        if len(scope) != len(self.devices):
+            raise ValueError("devices are listed twice")
+        phases = {w.phase for w in self.windows}
+        if phases != {Phase.BASELINE, Phase.PILOT}:
+            raise ValueError("a demonstration needs at least one baseline and one pilot window")
+        names = [w.name for w in self.windows]
+        if len(set(names)) != len(names):
+            raise ValueError("window names must be unique")
+        ordered = sorted(self.windows, key=lambda w: w.start)
+        for earlier, later in itertools.pairwise(ordered):
+            if later.start < earlier.end:
+                raise ValueError(f"windows {earlier.name!r} and {later.name!r} overlap")
+        ids = [p.id for p in self.products]
+        if len(set(ids)) != len(ids):
+            raise ValueError("product ids must be unique")
+        for product in self.products:
+            unknown = [d for d in product.per_device if d not in scope]
+            if unknown:
+                raise ValueError(f"product {product.id}: per_device names devices not in scope: {', '.join(unknown)}")
+        kpis = [t.kpi for t in self.targets]
+        if len(set(kpis)) != len(kpis):
+            raise ValueError("one target per KPI")
+        return self
+
+    def windows_of(self, phase: Phase) -> list[Window]:
+        return [w for w in self.windows if w.phase is phase]
+
+    def ideal_cycle_times(self, device: str) -> dict[str, float]:
+        return {p.id: p.ideal_for(device) for p in self.products}
+
+
+def canonical_json(plan: DemonstrationPlan) -> str:
+    """One text per plan: its JSON with sorted keys and no spaces."""
+    return json.dumps(plan.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def plan_hash(plan: DemonstrationPlan) -> str:
+    return "sha256:" + hashlib.sha256(canonical_json(plan).encode("utf-8")).hexdigest()

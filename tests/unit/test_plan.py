@@ -1,0 +1,141 @@
+"""DemonstrationPlan: what it refuses, and a hash that names exactly one plan."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from pilot_core.demonstration import DemonstrationPlan, canonical_json, plan_hash
+
+Raw = dict[str, Any]
+
+
+def raw_plan() -> Raw:
+    return {
+        "name": "Cobot cell pilot",
+        "site": "pangyo",
+        "line": "line-1",
+        "devices": ["press-1", "cobot-1", "meter-1"],
+        "output_devices": ["cobot-1"],
+        "energy_meters": ["meter-1"],
+        "calendar": {"timezone": "Asia/Seoul", "shifts": [{"start": "08:00", "end": "17:00"}]},
+        "windows": [
+            {
+                "name": "before",
+                "phase": "baseline",
+                "start": "2026-09-07T00:00:00+09:00",
+                "end": "2026-09-21T00:00:00+09:00",
+            },
+            {
+                "name": "after",
+                "phase": "pilot",
+                "start": "2026-10-05T00:00:00+09:00",
+                "end": "2026-10-19T00:00:00+09:00",
+            },
+        ],
+        "products": [{"id": "bracket-a", "ideal_cycle_time_s": 42.0}],
+        "targets": [{"kpi": "cycle_time_mean", "direction": "decrease", "change_pct": 10}],
+        "confidence_level": 0.9,
+    }
+
+
+def test_a_small_plan_is_valid() -> None:
+    plan = DemonstrationPlan.model_validate(raw_plan())
+    assert plan.output_devices == ["cobot-1"]
+    assert [w.name for w in plan.windows] == ["before", "after"]
+    assert plan.targets[0].label == "cycle_time_mean −10%"
+
+
+def _naive_window(raw: Raw) -> None:
+    raw["windows"][0]["start"] = "2026-09-07T00:00:00"
+
+
+def _overlapping(raw: Raw) -> None:
+    raw["windows"][1]["start"] = "2026-09-20T00:00:00+09:00"
+
+
+def _no_pilot(raw: Raw) -> None:
+    raw["windows"][1]["phase"] = "baseline"
+
+
+def _output_outside(raw: Raw) -> None:
+    raw["output_devices"] = ["packer-9"]
+
+
+def _worsening_target(raw: Raw) -> None:
+    raw["targets"][0]["direction"] = "increase"
+
+
+def _unknown_kpi(raw: Raw) -> None:
+    raw["targets"][0]["kpi"] = "happiness"
+
+
+def _odd_level(raw: Raw) -> None:
+    raw["confidence_level"] = 0.85
+
+
+def _duplicate_products(raw: Raw) -> None:
+    raw["products"].append({"id": "bracket-a", "ideal_cycle_time_s": 30.0})
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (_naive_window, "give a time zone offset"),
+        (_overlapping, "windows 'before' and 'after' overlap"),
+        (_no_pilot, "at least one baseline and one pilot window"),
+        (_output_outside, "output_devices must be devices in scope; not in scope: packer-9"),
+        (_worsening_target, "cycle_time_mean is better when lower: a target for it must decrease"),
+        (_unknown_kpi, "unknown KPI 'happiness'"),
+        (_odd_level, "confidence_level must be one of"),
+        (_duplicate_products, "product ids must be unique"),
+    ],
+)
+def test_invalid_plans_are_refused_with_a_reason(change: Callable[[Raw], None], message: str) -> None:
+    raw = raw_plan()
+    change(raw)
+    with pytest.raises(ValidationError, match=message):
+        DemonstrationPlan.model_validate(raw)
+
+
+def test_plan_hash_is_stable() -> None:
+    first, second = DemonstrationPlan.model_validate(raw_plan()), DemonstrationPlan.model_validate(raw_plan())
+    assert plan_hash(first) == plan_hash(second)
+    assert plan_hash(first).startswith("sha256:") and len(plan_hash(first)) == 71
+    # Key order in the input does not matter, and the canonical text reads back to the same hash.
+    reordered = DemonstrationPlan.model_validate(dict(reversed(list(raw_plan().items()))))
+    assert plan_hash(reordered) == plan_hash(first)
+    assert plan_hash(DemonstrationPlan.model_validate_json(canonical_json(first))) == plan_hash(first)
+
+
+def test_the_same_instant_in_another_offset_is_another_plan() -> None:
+    # The canonical text keeps the offset as written; say so rather than assume otherwise.
+    raw = raw_plan()
+    raw["windows"][0]["start"] = "2026-09-06T15:00:00+00:00"
+    assert plan_hash(DemonstrationPlan.model_validate(raw)) != plan_hash(DemonstrationPlan.model_validate(raw_plan()))
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        (("name",), "Cobot cell pilot 2"),
+        (("name_ko",), "협동로봇 셀 실증"),
+        (("windows", 1, "end"), "2026-10-20T00:00:00+09:00"),
+        (("products", 0, "ideal_cycle_time_s"), 41.5),
+        (("targets", 0, "change_pct"), 12),
+        (("confidence_level",), 0.95),
+        (("calendar", "timezone"), "UTC"),
+        (("energy_meters",), []),
+    ],
+)
+def test_plan_hash_changes_with_any_field(path: tuple[str | int, ...], value: object) -> None:
+    raw = copy.deepcopy(raw_plan())
+    target: Any = raw
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    assert plan_hash(DemonstrationPlan.model_validate(raw)) != plan_hash(DemonstrationPlan.model_validate(raw_plan()))
