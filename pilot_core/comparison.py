@@ -25,7 +25,7 @@ from statistics import NormalDist
 
 import numpy as np
 
-from pilot_core.kpi import KPIS, Better, Components, compute, total
+from pilot_core.kpi import COMPONENT_NAMES, KPIS, Better, Components, compute
 
 METHOD = "delta method + Newey-West HAC, fixed-b bandwidth, Kiefer-Vogelsang critical values"
 BANDWIDTH_FRACTION = 0.2
@@ -77,16 +77,26 @@ class KpiComparison:
     note: str = ""
 
 
-def estimate(kpi: str, units: Sequence[Components]) -> PeriodEstimate:
-    """A KPI over a period, with its HAC standard error."""
-    summed = total(units)
+Units = Sequence[Components] | np.ndarray  # Components, or their vectors as the rows of a matrix
+
+
+def unit_matrix(units: Units) -> np.ndarray:
+    """Units as an (n × components) matrix."""
+    if isinstance(units, np.ndarray):
+        return units.reshape(-1, len(COMPONENT_NAMES)).astype(float, copy=False)
+    return np.array([u.as_vector() for u in units], dtype=float).reshape(-1, len(COMPONENT_NAMES))
+
+
+def estimate(kpi: str, units: Units) -> PeriodEstimate:
+    """A KPI over a period of units (hours, say), with its HAC standard error."""
+    matrix = unit_matrix(units)
+    summed = Components.from_vector(matrix.sum(axis=0).tolist())
     raw = compute(kpi, summed)
     value = None if raw is None else float(raw)
-    n = len(units)
+    n = len(matrix)
     bandwidth = max(2, math.ceil(BANDWIDTH_FRACTION * n))
     if value is None or n < MIN_UNITS:
         return PeriodEstimate(value, summed, n, None, None, bandwidth)
-    matrix = np.array([u.as_vector() for u in units], dtype=float)
     mean = matrix.mean(axis=0)
     gradient = _gradient(kpi, mean)
     if gradient is None:
@@ -122,9 +132,7 @@ def _gradient(kpi: str, at: np.ndarray) -> np.ndarray | None:
     return gradient
 
 
-def compare(
-    kpi: str, baseline: Sequence[Components], pilot: Sequence[Components], level: float = 0.90
-) -> KpiComparison:
+def compare(kpi: str, baseline: Units, pilot: Units, level: float = 0.90) -> KpiComparison:
     """Baseline against pilot for one KPI, with intervals at ``level`` (two-sided)."""
     b = estimate(kpi, baseline)
     p = estimate(kpi, pilot)

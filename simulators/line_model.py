@@ -312,7 +312,8 @@ class _StationSimulator:
         )
         count_mode = self.run.profile.production.mode is ProductionMode.COUNT
         cycle_time_s = None if count_mode else cycle_ms / _MS_PER_S
-        self.run.cycles.append(Cycle(self.t, product.id, units, good, scrap, rework, cycle_time_s, ideal_s * units))
+        # ideal_s is the ideal time of the whole cycle, however many units it makes.
+        self.run.cycles.append(Cycle(self.t, product.id, units, good, scrap, rework, cycle_time_s, ideal_s))
         return True
 
 

@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pilot_core.calendar import Calendar
+from pilot_core.demonstration import Target
 from pilot_core.ids import check_id
 from pilot_core.profiles import ProductionMode, ProfileCatalog, ProfileErrors
 from pilot_core.registry import DeviceEntry
@@ -161,6 +162,10 @@ class Scenario(_Strict):
     baseline: Behaviour = Behaviour()
     pilot_effects: Effects = Effects()
     periods: list[Period] = Field(min_length=1)
+    targets: list[Target] = Field(
+        default_factory=list, description="What the demonstration's plan sets out to show, judged by pilot demo"
+    )
+    confidence_level: float = 0.90
 
     @field_validator("site", "line")
     @classmethod

@@ -9,7 +9,7 @@ import pytest
 from pilot_core.calendar import Calendar
 from pilot_core.contract import TimeClass
 from pilot_core.kpi import Components, compute, total
-from pilot_core.time_accounting import CycleRecord, StateChange, account_bucket
+from pilot_core.time_accounting import ProductionTotals, StateChange, account_bucket
 
 SEOUL = dt.timezone(dt.timedelta(hours=9))
 DAY = dt.datetime(2026, 11, 2, tzinfo=SEOUL)  # a Monday
@@ -31,23 +31,27 @@ def at(hh: int, mm: int = 0) -> int:
     return int((DAY + dt.timedelta(hours=hh, minutes=mm)).timestamp() * 1000)
 
 
-def hourly(
-    changes: list[StateChange], cycles: list[CycleRecord], first: int = 8, last: int = 16, **kwargs: object
-) -> list[Components]:
+Record = tuple[int, int, int, int]  # ts_ms, produced, good, scrap
+
+
+def hourly(changes: list[StateChange], records: list[Record], first: int = 8, last: int = 16) -> list[Components]:
     """Account each hour with the state in force at its start, as the engine does."""
     buckets = []
     for hh in range(first, last):
         start, end = at(hh), at(hh + 1)
         before = [c for c in changes if c.ts_ms < start]
         inside = [c for c in changes if start <= c.ts_ms < end]
+        totals = ProductionTotals()
+        for ts, produced, good, scrap in records:
+            if start <= ts < end:
+                totals.add(produced, good, scrap)
         shifts = list(CALENDAR.shifts_between(start, end))
         state = before[-1].time_class if before else None
-        account = account_bucket(start, end, shifts, state, inside, cycles, {"A": 1.0}, **kwargs)  # type: ignore[arg-type]
-        buckets.append(account.components)
+        buckets.append(account_bucket(start, end, shifts, state, inside, {"A": totals}, {"A": 1.0}).components)
     return buckets
 
 
-def worked_example() -> tuple[list[StateChange], list[CycleRecord]]:
+def worked_example() -> tuple[list[StateChange], list[Record]]:
     """480 min shift, 60 min of breaks, 47 min down, 1 s ideal cycle, 19,271 parts, 423 rejects."""
     changes = [StateChange(at(8), TimeClass.PRODUCTION)]
     for (h, m), minutes in (((9, 0), 20), ((11, 0), 17), ((15, 0), 10)):
@@ -55,18 +59,18 @@ def worked_example() -> tuple[list[StateChange], list[CycleRecord]]:
             StateChange(at(h, m), TimeClass.UNPLANNED_DELAY),
             StateChange(at(h, m + minutes), TimeClass.PRODUCTION),
         ]
-    cycles = []
+    records = []
     produced, scrap = 19_271, 423
     for i in range(48):  # a count every ten minutes
         share = produced // 48 + (1 if i < produced % 48 else 0)
         bad = scrap // 48 + (1 if i < scrap % 48 else 0)
-        cycles.append(CycleRecord(at(8, 10 * i + 5), "A", share, share - bad, scrap=bad))
-    return changes, cycles
+        records.append((at(8, 10 * i + 5), share, share - bad, bad))
+    return changes, records
 
 
 def test_the_oee_worked_example_from_events() -> None:
-    changes, cycles = worked_example()
-    shift = total(hourly(changes, cycles))
+    changes, records = worked_example()
+    shift = total(hourly(changes, records))
     assert shift.pbt_s == 420 * 60
     assert shift.planned_down_s == 60 * 60
     assert shift.adet_s == 47 * 60
@@ -118,17 +122,20 @@ def test_time_outside_shifts_counts_for_nothing_and_breaks_are_planned_downtime(
 
 def test_products_without_an_ideal_time_are_reported() -> None:
     start, end = at(8), at(9)
+    a, b = ProductionTotals(), ProductionTotals()
+    b.add(2, 2, cycle_time_s=31.0)
+    a.add(1, 1, cycle_time_s=29.0)
     account = account_bucket(
         start,
         end,
         list(CALENDAR.shifts_between(start, end)),
         TimeClass.PRODUCTION,
         [],
-        [CycleRecord(at(8, 1), "B", 2, 2, cycle_time_s=31.0), CycleRecord(at(8, 2), "A", 1, 1, cycle_time_s=29.0)],
+        {"A": a, "B": b},
         {"A": 30.0},
         is_output=True,
     )
     assert account.products_without_ideal_time == {"B"}
     assert account.components.ideal_s == 30.0
     assert account.components.output_good == 3 and account.components.output_pbt_s == 3600
-    assert account.cycle_times.total == 2
+    assert (account.components.cycles, account.components.cycle_time_s) == (2, 60.0)

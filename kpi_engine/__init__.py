@@ -1,0 +1,1 @@
+"""The KPI engine: demonstrations evaluated from stored device-hours."""

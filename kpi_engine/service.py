@@ -1,0 +1,204 @@
+"""Wiring the KPI engine to the stores: device-hours kept in SQL, read from InfluxDB only when new.
+
+A demonstration is evaluated in three steps:
+
+1. **Refresh.** Each device-hour of the plan's windows is condensed from
+   InfluxDB once (a day of one device per query) and stored. An hour is read
+   again only while it may still change: until it has been settled for
+   ``settle_s`` after its end (agents that were offline deliver late). A
+   forced refresh re-reads every hour, for data replayed later than that.
+2. **Fingerprint.** The stored hours' content hashes, the plan hash and the
+   engine version name exactly what a result saw.
+3. **Evaluate or reuse.** A result with the same fingerprint comes from the
+   cache; otherwise the plan is applied to the stored hours.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import TypeAdapter
+
+from adapters.influxdb import InfluxClient
+from adapters.sql import DemonstrationRepository, HourStamp, ResultCache, RollupRepository
+from adapters.telemetry_reader import TelemetryReader
+from kpi_engine.evaluation import DemonstrationResult, evaluate
+from pilot_core.demonstration import DemonstrationPlan
+from pilot_core.device_hours import HOUR_MS, DeviceHour
+from pilot_core.registry import DeviceKey, DeviceRegistry
+
+# Bump when the same hours and plan would give a different result, so cached results are not reused.
+ENGINE_VERSION = "1"
+DEFAULT_SETTLE_S = 2 * 3600
+_RESULT = TypeAdapter(DemonstrationResult)
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    demonstration_id: int
+    slug: str
+    plan_version: int
+    frozen: bool
+    plan: DemonstrationPlan
+    result: DemonstrationResult
+    data_fingerprint: str  # what the result saw: engine version, plan hash and every hour's content
+    hours_refreshed: int  # device-hours read from InfluxDB for this answer
+    cached: bool
+
+
+def plan_hours(plan: DemonstrationPlan) -> list[int]:
+    """The start of every hour that touches one of the plan's windows, in order."""
+    starts: set[int] = set()
+    for window in plan.windows:
+        starts.update(range(window.start_ms - window.start_ms % HOUR_MS, window.end_ms, HOUR_MS))
+    return sorted(starts)
+
+
+def telemetry_intervals(plan: DemonstrationPlan, registry: DeviceRegistry) -> dict[str, float]:
+    """Seconds between samples each device should send: the plan's setting, else its profile's fastest metric."""
+    intervals = {}
+    for device in plan.devices:
+        if device in plan.telemetry_interval_s:
+            intervals[device] = plan.telemetry_interval_s[device]
+            continue
+        registered = registry.get(DeviceKey(plan.site, plan.line, device))
+        if registered is not None and registered.profile.metrics:
+            intervals[device] = min(m.interval_s for m in registered.profile.metrics)
+    return intervals
+
+
+class HourStore:
+    """Device-hours of a line: stored ones reused, missing or unsettled ones read from InfluxDB."""
+
+    def __init__(
+        self,
+        rollups: RollupRepository,
+        influx: InfluxClient,
+        registry: DeviceRegistry,
+        settle_s: float = DEFAULT_SETTLE_S,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.rollups = rollups
+        self.reader = TelemetryReader(influx)
+        self.registry = registry
+        self.settle_ms = round(settle_s * 1000)
+        self.clock = clock
+
+    def stamps(self, plan: DemonstrationPlan) -> dict[tuple[str, int], HourStamp]:
+        starts = plan_hours(plan)
+        wanted = set(starts)
+        found = self.rollups.stamps(plan.site, plan.line, plan.devices, starts[0], starts[-1] + HOUR_MS)
+        return {(s.device, s.start_ms): s for s in found if s.start_ms in wanted}
+
+    def refresh(
+        self,
+        plan: DemonstrationPlan,
+        stamps: dict[tuple[str, int], HourStamp],
+        *,
+        force: bool = False,
+        progress: Progress | None = None,
+    ) -> int:
+        """Read the hours that are missing or unsettled (all of them if ``force``); returns how many."""
+        now_ms = round(self.clock() * 1000)
+        starts = [t for t in plan_hours(plan) if t < now_ms]  # hours still to come have nothing to read
+        refreshed = 0
+        for device in plan.devices:
+            stale = [t for t in starts if force or self._unsettled(stamps.get((device, t)), t)]
+            if not stale:
+                continue
+            registered = self.registry.get(DeviceKey(plan.site, plan.line, device))
+            if registered is None:
+                raise LookupError(f"device {device!r} of the plan is not in the device registry")
+            for run_start, run_end in _runs(stale):
+                hours = self.reader.device_hours(plan.site, plan.line, device, registered.profile, run_start, run_end)
+                refreshed += self.rollups.upsert(plan.site, plan.line, hours)
+            if progress:
+                progress(f"  read {len(stale):,} hours of {device} from InfluxDB")
+        return refreshed
+
+    def _unsettled(self, stamp: HourStamp | None, start_ms: int) -> bool:
+        if stamp is None:
+            return True
+        return stamp.computed_at_ms < start_ms + HOUR_MS + self.settle_ms
+
+    def read(self, plan: DemonstrationPlan) -> dict[str, list[DeviceHour]]:
+        starts = plan_hours(plan)
+        wanted = set(starts)
+        hours: dict[str, list[DeviceHour]] = defaultdict(list)
+        for hour in self.rollups.read(plan.site, plan.line, plan.devices, starts[0], starts[-1] + HOUR_MS):
+            if hour.start_ms in wanted:
+                hours[hour.device].append(hour)
+        return hours
+
+
+def _runs(starts: list[int]) -> Iterable[tuple[int, int]]:
+    """Sorted hour starts as [start, end) runs of consecutive hours."""
+    run_start = previous = starts[0]
+    for start in starts[1:]:
+        if start != previous + HOUR_MS:
+            yield run_start, previous + HOUR_MS
+            run_start = start
+        previous = start
+    yield run_start, previous + HOUR_MS
+
+
+def data_fingerprint(plan_hash: str, stamps: dict[tuple[str, int], HourStamp]) -> str:
+    digest = hashlib.sha256(f"engine {ENGINE_VERSION}\nplan {plan_hash}\n".encode())
+    for (device, start), stamp in sorted(stamps.items()):
+        digest.update(f"{device}\t{start}\t{stamp.fingerprint}\n".encode())
+    return "sha256:" + digest.hexdigest()
+
+
+class KpiService:
+    """Evaluates stored demonstrations, reusing stored hours and cached results."""
+
+    def __init__(
+        self,
+        demonstrations: DemonstrationRepository,
+        hours: HourStore,
+        cache: ResultCache,
+    ) -> None:
+        self.demonstrations = demonstrations
+        self.hours = hours
+        self.cache = cache
+
+    def evaluate(
+        self,
+        ref: int | str,
+        version: int | None = None,
+        *,
+        refresh: bool = False,
+        progress: Progress | None = None,
+    ) -> Evaluation:
+        """The demonstration's result under plan ``version`` (default: the latest)."""
+        stored = self.demonstrations.get(ref)
+        chosen = self.demonstrations.version(stored.id, version or stored.version)
+        plan = chosen.plan
+        stamps = self.hours.stamps(plan)
+        refreshed = self.hours.refresh(plan, stamps, force=refresh, progress=progress)
+        if refreshed:
+            stamps = self.hours.stamps(plan)
+        fingerprint = data_fingerprint(chosen.plan_hash, stamps)
+        common: dict[str, Any] = {
+            "demonstration_id": stored.id,
+            "slug": stored.slug,
+            "plan_version": chosen.version,
+            "frozen": chosen.frozen,
+            "plan": plan,
+            "data_fingerprint": fingerprint,
+            "hours_refreshed": refreshed,
+        }
+        cached = self.cache.get(stored.id, chosen.version, "evaluation", fingerprint)
+        if cached is not None:
+            return Evaluation(result=_RESULT.validate_python(cached), cached=True, **common)
+        intervals = telemetry_intervals(plan, self.hours.registry)
+        result = evaluate(plan, chosen.plan_hash, self.hours.read(plan), intervals)
+        self.cache.put(stored.id, chosen.version, "evaluation", fingerprint, _RESULT.dump_python(result, mode="json"))
+        return Evaluation(result=result, cached=False, **common)

@@ -1,0 +1,150 @@
+"""What one device did in one hour, condensed from its stored points.
+
+A device-hour keeps only what KPIs need and no plan decisions: the state
+changes (few per hour), production summed per product, a cycle-time
+histogram, the energy used, and the counts that show coverage. Hours are
+built once from InfluxDB and stored; any plan version can then be applied
+to them (``account``) without reading raw points again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from pilot_core.calendar import Shift
+from pilot_core.contract import TimeClass
+from pilot_core.demonstration import DemonstrationPlan
+from pilot_core.histogram import LogHistogram
+from pilot_core.time_accounting import BucketAccount, ProductionTotals, StateChange, account_bucket
+
+HOUR_MS = 3_600_000
+
+
+class StateEvent(NamedTuple):  # a tuple: tens of thousands are built per evaluation
+    ts_ms: int
+    state: str | None  # None: the device went offline, so its state is unknown
+    time_class: TimeClass | None  # as the device's profile mapped it when stored
+
+
+class SeqSpan(NamedTuple):
+    """Messages seen on one channel and the range of their seq: the gaps are the difference."""
+
+    received: int
+    first: int
+    last: int
+
+
+@dataclass
+class DeviceHour:
+    device: str
+    start_ms: int
+    machine: bool = True  # False for meters and sensors: no states, so no share of the time model
+    state_at_start: StateEvent | None = None
+    events: list[StateEvent] = field(default_factory=list)
+    production: dict[str, ProductionTotals] = field(default_factory=dict)
+    cycle_times: LogHistogram = field(default_factory=LogHistogram)
+    energy_kwh: float = 0.0
+    telemetry_points: int = 0
+    seq: dict[str, SeqSpan] = field(default_factory=dict)
+
+    @property
+    def end_ms(self) -> int:
+        return self.start_ms + HOUR_MS
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON, compact: a month of a line is tens of thousands of these, decoded per evaluation."""
+        histogram = sorted(self.cycle_times.counts.items())
+        return {
+            "device": self.device,
+            "start_ms": self.start_ms,
+            "machine": self.machine,
+            "state_at_start": _event_json(self.state_at_start),
+            "events": [_event_json(e) for e in self.events],
+            "production": {
+                k: [v.produced, v.good, v.scrap, v.rework, v.cycle_time_s, v.cycles] for k, v in self.production.items()
+            },
+            "cycle_times": [[i for i, _ in histogram], [c for _, c in histogram]],
+            "energy_kwh": self.energy_kwh,
+            "telemetry_points": self.telemetry_points,
+            "seq": {k: [v.received, v.first, v.last] for k, v in self.seq.items()},
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DeviceHour:
+        indices, counts = data["cycle_times"]
+        return cls(
+            device=data["device"],
+            start_ms=data["start_ms"],
+            machine=data["machine"],
+            state_at_start=_event(data["state_at_start"]),
+            events=[e for e in map(_event, data["events"]) if e is not None],
+            production={k: ProductionTotals(*v) for k, v in data["production"].items()},
+            cycle_times=LogHistogram(counts=dict(zip(indices, counts, strict=True))),
+            energy_kwh=data["energy_kwh"],
+            telemetry_points=data["telemetry_points"],
+            seq={k: SeqSpan(*v) for k, v in data["seq"].items()},
+        )
+
+
+def _event_json(event: StateEvent | None) -> list[Any] | None:
+    if event is None:
+        return None
+    return [event.ts_ms, event.state, event.time_class.value if event.time_class else None]
+
+
+_TIME_CLASSES = {c.value: c for c in TimeClass}
+
+
+def _event(data: list[Any] | None) -> StateEvent | None:
+    if data is None:
+        return None
+    ts, state, time_class = data
+    return StateEvent(ts, state, _TIME_CLASSES[time_class] if time_class else None)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRules:
+    """What a plan decides for one device, worked out once rather than per hour."""
+
+    device: str
+    overrides: dict[str, TimeClass]  # state → the time class the plan gives it instead of the profile's
+    ideal_cycle_time_s: dict[str, float]
+    is_meter: bool
+    is_output: bool
+
+    @classmethod
+    def of(cls, plan: DemonstrationPlan, device: str) -> DeviceRules:
+        overrides: dict[str, TimeClass] = {}
+        for override in plan.state_overrides:
+            if override.device in (None, device):
+                overrides.setdefault(override.state, override.time_class)  # the first that matches wins
+        return cls(
+            device,
+            overrides,
+            plan.ideal_cycle_times(device),
+            device in plan.energy_meters,
+            device in plan.output_devices,
+        )
+
+    def time_class(self, event: StateEvent | None) -> TimeClass | None:
+        if event is None or event.state is None or event.time_class is None:
+            return None
+        return self.overrides.get(event.state, event.time_class)
+
+
+def account(hour: DeviceHour, rules: DeviceRules, shifts: Sequence[Shift]) -> BucketAccount:
+    """The hour's KPI components under a plan's rules for its device: calendar, states, ideal times, roles."""
+    time_class = rules.time_class
+    return account_bucket(
+        hour.start_ms,
+        hour.end_ms,
+        shifts if hour.machine else [],
+        time_class(hour.state_at_start),
+        [StateChange(e.ts_ms, time_class(e)) for e in hour.events],
+        hour.production,
+        rules.ideal_cycle_time_s,
+        energy_kwh=hour.energy_kwh if rules.is_meter else 0.0,
+        is_output=rules.is_output,
+    )

@@ -1,0 +1,155 @@
+"""Evaluating a plan over device-hours: windows, phases, exclusions, coverage and targets."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import numpy as np
+import pytest
+from pydantic import TypeAdapter
+
+from kpi_engine.evaluation import DemonstrationResult, evaluate
+from pilot_core.comparison import Verdict
+from pilot_core.contract import TimeClass
+from pilot_core.demonstration import DemonstrationPlan, Phase, plan_hash
+from pilot_core.device_hours import HOUR_MS, DeviceHour, SeqSpan, StateEvent
+from pilot_core.histogram import LogHistogram
+from pilot_core.time_accounting import ProductionTotals
+
+START = dt.datetime(2026, 10, 5, tzinfo=dt.timezone(dt.timedelta(hours=9)))  # a Monday, 00:00 in Seoul
+START_MS = int(START.timestamp() * 1000)
+DAY_MS = 24 * HOUR_MS
+
+
+def plan(**changes: object) -> DemonstrationPlan:
+    document: dict[str, object] = {
+        "name": "press line",
+        "site": "시화",
+        "line": "L1",
+        "devices": ["press", "meter"],
+        "output_devices": ["press"],
+        "energy_meters": ["meter"],
+        "calendar": {"timezone": "Asia/Seoul", "shifts": [{"start": "08:00", "end": "16:00"}]},
+        "windows": [
+            {"name": "before", "phase": "baseline", "start": START.isoformat(), "end": (START + dt.timedelta(days=5))},
+            {
+                "name": "after",
+                "phase": "pilot",
+                "start": (START + dt.timedelta(days=7)).isoformat(),
+                "end": (START + dt.timedelta(days=12)).isoformat(),
+            },
+        ],
+        "products": [{"id": "P", "ideal_cycle_time_s": 20}],
+        "targets": [{"kpi": "cycle_time_mean", "direction": "decrease", "change_pct": 5}],
+    }
+    document.update(changes)
+    return DemonstrationPlan.model_validate(document)
+
+
+def press_hours(days: range, cycle_s: float, rng: np.random.Generator) -> list[DeviceHour]:
+    hours = []
+    seq = 0
+    for day in days:
+        for hh in range(24):
+            start = START_MS + day * DAY_MS + hh * HOUR_MS
+            hour = DeviceHour("press", start, state_at_start=StateEvent(start - 1, "running", TimeClass.PRODUCTION))
+            if 8 <= hh < 16:
+                times = rng.normal(cycle_s, cycle_s * 0.05, int(3600 / cycle_s) - 5)
+                hour.production["P"] = ProductionTotals(
+                    len(times), len(times) - 1, 1, 0, float(times.sum()), len(times)
+                )
+                hour.cycle_times = LogHistogram.of(times)
+                hour.telemetry_points = 60
+                skipped = 1 if hh == 9 else 0  # one message lost each morning
+                hour.seq["production"] = SeqSpan(len(times), seq + 1, seq + len(times) + skipped)
+                seq += len(times) + skipped
+            hours.append(hour)
+    return hours
+
+
+def meter_hours(days: range) -> list[DeviceHour]:
+    return [
+        DeviceHour(
+            "meter", START_MS + day * DAY_MS + hh * HOUR_MS, machine=False, energy_kwh=2.0 if 8 <= hh < 16 else 0.1
+        )
+        for day in days
+        for hh in range(24)
+    ]
+
+
+def test_windows_phases_and_comparisons_agree() -> None:
+    rng = np.random.default_rng(7)
+    the_plan = plan()
+    hours = {
+        "press": press_hours(range(5), 30.0, rng) + press_hours(range(7, 12), 25.0, rng),
+        "meter": meter_hours(range(5)) + meter_hours(range(7, 12)),
+    }
+    result = evaluate(the_plan, plan_hash(the_plan), hours, {"press": 60.0})
+    before, _ = result.windows
+    assert before.components.pbt_s == 5 * 8 * 3600
+    assert before.components.energy_kwh == pytest.approx(5 * (8 * 2.0 + 16 * 0.1))
+    assert before.kpis["cycle_time_mean"] == pytest.approx(30.0, rel=0.01)
+    assert before.kpis["cycle_time_p50"] == pytest.approx(30.0, rel=0.02)
+    # The comparison's point estimates are the phases' roll-ups, exactly.
+    comparison = result.comparisons["cycle_time_mean"]
+    assert comparison.baseline.value == pytest.approx(result.phases[Phase.BASELINE].kpis["cycle_time_mean"])
+    assert comparison.relative_change == pytest.approx(-1 / 6, rel=0.02)
+    assert result.comparisons["energy_per_good_unit"].baseline.value == pytest.approx(
+        result.phases[Phase.BASELINE].kpis["energy_per_good_unit"]
+    )
+    (target,) = result.targets
+    assert target.check.verdict is Verdict.MET
+    press = next(c for c in before.coverage if c.device == "press")
+    assert (press.hours, press.telemetry_expected, press.telemetry_received) == (40, 2400, 2400)
+    assert press.messages_missing == 5  # one seq skipped at 09:00 on each of five days
+
+
+def test_exclusions_take_whole_hours_out() -> None:
+    rng = np.random.default_rng(8)
+    excluded = plan(
+        exclusions=[
+            {
+                "start": (START + dt.timedelta(hours=9, minutes=10)).isoformat(),
+                "end": (START + dt.timedelta(hours=10, minutes=5)).isoformat(),
+                "reason": "power cut in the complex",
+                "devices": ["press"],
+            }
+        ]
+    )
+    hours = {"press": press_hours(range(5), 30.0, rng) + press_hours(range(7, 12), 25.0, rng)}
+    result = evaluate(excluded, plan_hash(excluded), hours)
+    assert result.windows[0].excluded_hours == 2
+    assert result.windows[0].components.pbt_s == (5 * 8 - 2) * 3600
+
+
+def test_device_hours_survive_json() -> None:
+    rng = np.random.default_rng(9)
+    hour = press_hours(range(1), 30.0, rng)[9]
+    hour.events = [
+        StateEvent(hour.start_ms + 5, "fault", TimeClass.UNPLANNED_DELAY),
+        StateEvent(hour.start_ms + 9, None, None),
+    ]
+    again = DeviceHour.from_json(hour.to_json())
+    assert again == hour
+
+
+def test_overrides_change_the_time_class() -> None:
+    rng = np.random.default_rng(10)
+    hours = {"press": press_hours(range(5), 30.0, rng) + press_hours(range(7, 12), 25.0, rng)}
+    overridden = plan(
+        state_overrides=[{"state": "running", "time_class": "idle", "reason": "the press only runs trials here"}]
+    )
+    result = evaluate(overridden, plan_hash(overridden), hours)
+    assert result.windows[0].components.apt_s == 0
+    assert result.windows[0].components.adot_s == 5 * 8 * 3600
+
+
+def test_a_result_survives_the_result_cache_json() -> None:
+    rng = np.random.default_rng(3)
+    the_plan = plan()
+    hours = {"press": press_hours(range(5), 30.0, rng) + press_hours(range(7, 12), 27.0, rng)}
+    result = evaluate(the_plan, plan_hash(the_plan), hours, {"press": 60.0})
+    adapter = TypeAdapter(DemonstrationResult)
+    stored = json.loads(json.dumps(adapter.dump_python(result, mode="json"), allow_nan=False))
+    assert adapter.validate_python(stored) == result
