@@ -1,1 +1,1 @@
-"""The HTTP API: thin routers over the services (KPIs and demonstrations arrive with issue 3)."""
+"""The HTTP API: thin routers over the services and repositories (KPI results arrive with issue 3)."""

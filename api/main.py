@@ -2,20 +2,46 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 
-from api.routers import catalog, health
+from adapters.sql import Database
+from api.problems import use_problem_details
+from api.routers import catalog, demonstrations, health, kpis
 from api.state import ApiState
 from collector.settings import CollectorSettings
+from pilot_core import comparison
 
 
-def create_app(settings: CollectorSettings | None = None) -> FastAPI:
+def create_app(settings: CollectorSettings | None = None, database: Database | None = None) -> FastAPI:
+    """The API over ``settings``, its database migrated to the latest schema.
+
+    A ``database`` passed in stays the caller's to dispose of; the one opened at
+    ``settings.database_url`` otherwise is disposed of when the app shuts down.
+    """
+    state = ApiState.from_settings(settings or CollectorSettings.load(), database)
+    state.database.upgrade()
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        threading.Thread(target=comparison.preload, name="preload-statsmodels", daemon=True).start()
+        yield
+        if database is None:
+            state.database.dispose()
+
     app = FastAPI(
         title="pilot-telemetry",
         version="0.1.0",
         description="Telemetry and before/after KPIs for physical-AI pilots on production lines.",
+        lifespan=lifespan,
     )
-    app.state.pilot = ApiState.from_settings(settings or CollectorSettings.load())
+    app.state.pilot = state
+    use_problem_details(app)
     app.include_router(health.router)
     app.include_router(catalog.router, prefix="/v1")
+    app.include_router(demonstrations.router, prefix="/v1")
+    app.include_router(kpis.router, prefix="/v1")
     return app

@@ -1,4 +1,4 @@
-"""What the API's routers share: settings, the profiles, the registry and the store."""
+"""What the API's routers share: settings, the profiles, the registry, the store and the database."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from fastapi import Request
 
 from adapters.catalog import load_profiles, load_registry
 from adapters.influxdb import InfluxClient
+from adapters.sql import Database, DemonstrationRepository
 from collector.settings import CollectorSettings
 from pilot_core.profiles import ProfileCatalog
 from pilot_core.registry import DeviceRegistry
@@ -18,15 +19,20 @@ class ApiState:
     settings: CollectorSettings
     profiles: ProfileCatalog
     registry: DeviceRegistry | None
+    database: Database
 
     @classmethod
-    def from_settings(cls, settings: CollectorSettings) -> ApiState:
+    def from_settings(cls, settings: CollectorSettings, database: Database | None = None) -> ApiState:
+        """The state for ``settings``; ``database`` replaces the one at ``settings.database_url``."""
         profiles = load_profiles(settings.profiles_dir)
         registry = load_registry(settings.devices_file, profiles) if settings.devices_file.is_file() else None
-        return cls(settings, profiles, registry)
+        return cls(settings, profiles, registry, database if database is not None else Database(settings.database_url))
 
     def influx(self) -> InfluxClient:
         return InfluxClient(self.settings.influx)
+
+    def demonstrations(self) -> DemonstrationRepository:
+        return DemonstrationRepository(self.database)
 
 
 def api_state(request: Request) -> ApiState:

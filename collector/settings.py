@@ -25,6 +25,11 @@ class CollectorSettings(BaseSettings):
     influx: InfluxSettings = InfluxSettings()
     profiles_dir: Path = BUNDLED_PROFILES
     devices_file: Path = Path("devices.yaml")
+    database_url: str = Field(
+        default="sqlite:///pilot.db",
+        description="SQLAlchemy URL of the demonstrations database: a SQLite file (relative to the working"
+        " directory), or PostgreSQL shared by several processes, e.g. postgresql+psycopg://user@host/db",
+    )
 
     client_id: str = Field(default="pilot-collector", description="MQTT client id; the broker keeps this session")
     share_group: str | None = Field(default=None, description="Join $share/<group>/… to split load between collectors")

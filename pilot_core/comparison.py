@@ -114,6 +114,11 @@ def estimate(kpi: str, units: Units) -> PeriodEstimate:
     return PeriodEstimate(value, summed, n, effective_n, math.sqrt(max(variance, 0.0)), bandwidth)
 
 
+def preload() -> None:
+    """Import statsmodels now, so that a server's first comparison does not wait seconds for it."""
+    import statsmodels.regression.linear_model  # noqa: F401, PLC0415
+
+
 def _gradient(kpi: str, at: np.ndarray) -> np.ndarray | None:
     """Central differences of the KPI with respect to each component mean."""
     gradient = np.zeros_like(at)

@@ -82,6 +82,6 @@ def wait_until(condition: Callable[[], bool], timeout_s: float = 30.0, what: str
     raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
 
 
-def count_points(client: InfluxClient, measurement: str, field: str = "seq") -> int:
-    series = client.query(f'SELECT count("{field}") FROM "{measurement}"')
+def count_points(client: InfluxClient, measurement: str, field: str = "seq", where: str = "") -> int:
+    series = client.query(f'SELECT count("{field}") FROM "{measurement}"' + (f" WHERE {where}" if where else ""))
     return int(series[0].values[0][1]) if series else 0

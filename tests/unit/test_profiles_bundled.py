@@ -140,6 +140,17 @@ def test_profiles_doc_lists_every_bundled_profile() -> None:
         assert f"`{profile.id}`" in text, profile.id
 
 
+def test_configuration_doc_lists_every_setting() -> None:
+    text = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+    for name, field in CollectorSettings.model_fields.items():
+        nested = field.annotation
+        if isinstance(nested, type) and issubclass(nested, BaseModel):
+            for key in nested.model_fields:
+                assert f"`PILOT_{name.upper()}__{key.upper()}`" in text, f"{name}.{key}"
+        else:
+            assert f"`PILOT_{name.upper()}`" in text, name
+
+
 # --- examples ----------------------------------------------------------------
 
 

@@ -52,3 +52,11 @@ def test_misspelt_settings_are_refused_not_ignored(tmp_path: Path, monkeypatch: 
     monkeypatch.setenv("PILOT_INFLUX__DATABSE", "line1")
     with pytest.raises(ValueError, match=r"PILOT_\* environment: influx\.databse: unknown setting"):
         CollectorSettings.load()
+
+
+def test_database_url_defaults_to_a_sqlite_file_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # no ./pilot.yaml of the caller's
+    monkeypatch.delenv("PILOT_DATABASE_URL", raising=False)
+    assert CollectorSettings.load().database_url == "sqlite:///pilot.db"
+    monkeypatch.setenv("PILOT_DATABASE_URL", "postgresql+psycopg://pilot@db.plant.local/pilot")
+    assert CollectorSettings.load().database_url == "postgresql+psycopg://pilot@db.plant.local/pilot"

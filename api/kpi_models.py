@@ -1,0 +1,266 @@
+"""The KPI and comparison documents the API serves, as JSON and as CSV rows.
+
+Built from a ``kpi_engine.service.Evaluation``; every document names the
+demonstration, the plan version and hash it used, and the data fingerprint.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from kpi_engine.evaluation import Coverage, WindowResult
+from kpi_engine.service import Evaluation
+from pilot_core.comparison import KpiComparison, PeriodEstimate, Verdict
+from pilot_core.demonstration import Phase
+from pilot_core.kpi import COMPONENT_NAMES, KPIS
+
+TIME_COMPONENTS = ("pbt_s", "apt_s", "asut_s", "adet_s", "adot_s", "unknown_s", "planned_down_s", "repair_s")
+COUNT_COMPONENTS = tuple(name for name in COMPONENT_NAMES if name not in TIME_COMPONENTS)
+
+
+class Source(BaseModel):
+    """What a result was computed from."""
+
+    demonstration_id: int
+    slug: str
+    plan_version: int
+    plan_hash: str
+    frozen: bool = Field(description="False: the plan is a draft, and the result a preview")
+    data_fingerprint: str = Field(description="Engine version, plan hash and the content of every device-hour used")
+    cached: bool
+    hours_refreshed: int = Field(description="Device-hours read from InfluxDB for this answer")
+
+
+class DeviceCoverage(BaseModel):
+    device: str
+    busy_hours: int = Field(description="Hours with planned busy time in the window")
+    telemetry_expected: int
+    telemetry_received: int
+    telemetry_ratio: float | None
+    messages_missing: int = Field(description="Messages missing by seq")
+    unknown_s: float = Field(description="Planned busy time with no known state")
+
+
+class WindowKpis(BaseModel):
+    name: str
+    phase: Phase
+    start: datetime
+    end: datetime
+    kpis: dict[str, float | None]
+    time_breakdown_s: dict[str, float] = Field(description="ISO 22400-2 time elements, seconds, devices summed")
+    counts: dict[str, float] = Field(description="Quantities, cycles, failures and energy, devices summed")
+    coverage: list[DeviceCoverage]
+    excluded_hours: int
+
+
+class KpisDocument(BaseModel):
+    source: Source
+    windows: list[WindowKpis]
+    phases: dict[Phase, WindowKpis] = Field(description="Each phase's windows rolled up by summing components")
+    warnings: list[str]
+
+
+class Estimate(BaseModel):
+    value: float | None
+    n: int = Field(description="Hourly units")
+    effective_n: float | None = Field(description="n discounted for autocorrelation")
+    std_error: float | None
+
+
+class TargetVerdict(BaseModel):
+    label: str
+    threshold: float = Field(description="The relative change the target asks for, signed")
+    verdict: Verdict
+    reason: str
+    pilot_length_factor: float | None = Field(description="Run the pilot this many times as long to decide")
+
+
+class KpiChange(BaseModel):
+    kpi: str
+    title: str
+    title_ko: str
+    unit: str
+    better: str
+    baseline: Estimate
+    pilot: Estimate
+    absolute_change: float | None
+    relative_change: float | None
+    absolute_interval: tuple[float, float] | None
+    relative_interval: tuple[float, float] | None
+    minimum_detectable_change: float | None = Field(description="Relative change detectable at 80% power")
+    note: str
+    target: TargetVerdict | None
+
+
+class ComparisonDocument(BaseModel):
+    source: Source
+    level: float
+    method: str
+    kpis: list[KpiChange]
+    coverage: dict[Phase, list[DeviceCoverage]]
+    warnings: list[str]
+
+
+def _source(evaluation: Evaluation) -> Source:
+    return Source(
+        demonstration_id=evaluation.demonstration_id,
+        slug=evaluation.slug,
+        plan_version=evaluation.plan_version,
+        plan_hash=evaluation.result.plan_hash,
+        frozen=evaluation.frozen,
+        data_fingerprint=evaluation.data_fingerprint,
+        cached=evaluation.cached,
+        hours_refreshed=evaluation.hours_refreshed,
+    )
+
+
+def _coverage(coverage: Coverage) -> DeviceCoverage:
+    return DeviceCoverage(
+        device=coverage.device,
+        busy_hours=coverage.hours,
+        telemetry_expected=coverage.telemetry_expected,
+        telemetry_received=coverage.telemetry_received,
+        telemetry_ratio=coverage.telemetry_ratio,
+        messages_missing=coverage.messages_missing,
+        unknown_s=coverage.unknown_s,
+    )
+
+
+def _window(result: WindowResult) -> WindowKpis:
+    return WindowKpis(
+        name=result.window.name,
+        phase=result.window.phase,
+        start=result.window.start,
+        end=result.window.end,
+        kpis=result.kpis,
+        time_breakdown_s={name: getattr(result.components, name) for name in TIME_COMPONENTS},
+        counts={name: getattr(result.components, name) for name in COUNT_COMPONENTS},
+        coverage=[_coverage(c) for c in result.coverage],
+        excluded_hours=result.excluded_hours,
+    )
+
+
+def kpis_document(evaluation: Evaluation) -> KpisDocument:
+    result = evaluation.result
+    return KpisDocument(
+        source=_source(evaluation),
+        windows=[_window(w) for w in result.windows],
+        phases={phase: _window(w) for phase, w in result.phases.items()},
+        warnings=result.warnings,
+    )
+
+
+def _estimate(estimate: PeriodEstimate) -> Estimate:
+    return Estimate(value=estimate.value, n=estimate.n, effective_n=estimate.effective_n, std_error=estimate.std_error)
+
+
+def _change(comparison: KpiComparison, target: TargetVerdict | None) -> KpiChange:
+    definition = KPIS[comparison.kpi]
+    return KpiChange(
+        kpi=comparison.kpi,
+        title=definition.title,
+        title_ko=definition.title_ko,
+        unit=definition.unit,
+        better=definition.better.value,
+        baseline=_estimate(comparison.baseline),
+        pilot=_estimate(comparison.pilot),
+        absolute_change=comparison.absolute_change,
+        relative_change=comparison.relative_change,
+        absolute_interval=comparison.absolute_interval,
+        relative_interval=comparison.relative_interval,
+        minimum_detectable_change=comparison.minimum_detectable_change,
+        note=comparison.note,
+        target=target,
+    )
+
+
+def comparison_document(evaluation: Evaluation) -> ComparisonDocument:
+    result = evaluation.result
+    targets = {
+        t.comparison.kpi: TargetVerdict(
+            label=t.label,
+            threshold=t.check.threshold,
+            verdict=t.check.verdict,
+            reason=t.check.reason,
+            pilot_length_factor=t.check.pilot_length_factor,
+        )
+        for t in result.targets
+    }
+    first = next(iter(result.comparisons.values()))
+    return ComparisonDocument(
+        source=_source(evaluation),
+        level=first.level,
+        method=first.method,
+        kpis=[_change(c, targets.get(name)) for name, c in result.comparisons.items()],
+        coverage={phase: [_coverage(c) for c in w.coverage] for phase, w in result.phases.items()},
+        warnings=result.warnings,
+    )
+
+
+def _csv(header: list[str], rows: Iterable[list[Any]]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")  # RFC 4180
+    writer.writerow(header)
+    writer.writerows([["" if v is None else v for v in row] for row in rows])
+    return out.getvalue()
+
+
+def kpis_csv(document: KpisDocument) -> str:
+    """One row per window and KPI, phases last, with the plan version and hash on every row."""
+    source = document.source
+    header = ["demonstration", "plan_version", "plan_hash", "window", "phase", "start", "end", "kpi", "value"]
+    rows = [
+        [
+            *(source.slug, source.plan_version, source.plan_hash),
+            *(w.name, w.phase.value, w.start.isoformat(), w.end.isoformat(), kpi, value),
+        ]
+        for w in [*document.windows, *document.phases.values()]
+        for kpi, value in w.kpis.items()
+    ]
+    return _csv(header, rows)
+
+
+def comparison_csv(document: ComparisonDocument) -> str:
+    """One row per KPI: values, change, interval and verdict."""
+    source = document.source
+    header = [
+        "demonstration",
+        "plan_version",
+        "plan_hash",
+        "kpi",
+        "title",
+        "title_ko",
+        "unit",
+        "baseline",
+        "pilot",
+        "absolute_change",
+        "relative_change",
+        "relative_interval_low",
+        "relative_interval_high",
+        "level",
+        "n_baseline",
+        "effective_n_baseline",
+        "n_pilot",
+        "effective_n_pilot",
+        "minimum_detectable_change",
+        "target",
+        "verdict",
+    ]
+    rows = []
+    for k in document.kpis:
+        low, high = k.relative_interval or (None, None)
+        rows.append(
+            [
+                *(source.slug, source.plan_version, source.plan_hash, k.kpi, k.title, k.title_ko, k.unit),
+                *(k.baseline.value, k.pilot.value, k.absolute_change, k.relative_change, low, high, document.level),
+                *(k.baseline.n, k.baseline.effective_n, k.pilot.n, k.pilot.effective_n, k.minimum_detectable_change),
+                *(k.target.label if k.target else None, k.target.verdict.value if k.target else None),
+            ]
+        )
+    return _csv(header, rows)

@@ -1,0 +1,108 @@
+"""A demonstration's KPIs per window and its before/after comparison, as JSON or CSV."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import Response
+
+from adapters.influxdb import InfluxError
+from adapters.sql import ResultCache, RollupRepository
+from api.kpi_models import (
+    ComparisonDocument,
+    KpisDocument,
+    comparison_csv,
+    comparison_document,
+    kpis_csv,
+    kpis_document,
+)
+from api.problems import problem_responses
+from api.routers.demonstrations import INVALID, NOT_FOUND, Ref
+from api.state import ApiState, api_state
+from kpi_engine.service import Evaluation, HourStore, KpiService
+
+router = APIRouter(prefix="/demonstrations", tags=["kpis"])
+State = Annotated[ApiState, Depends(api_state)]
+
+_CSV = {"content": {"text/csv": {"schema": {"type": "string"}}}, "description": "JSON, or CSV when asked for"}
+_ERRORS = problem_responses(
+    NOT_FOUND
+    | INVALID
+    | {
+        409: "The plan names a device that is not in the device registry, or there is no registry",
+        503: "InfluxDB could not be read",
+    }
+)
+
+
+def kpi_service(state: State) -> Iterator[KpiService]:
+    if state.registry is None:
+        raise HTTPException(
+            409,
+            f"no device registry: the devices file {state.settings.devices_file} does not exist, so the"
+            " devices' profiles (and their states' time classes) are unknown",
+        )
+    database = state.database
+    with state.influx() as influx:
+        yield KpiService(
+            state.demonstrations(),
+            HourStore(RollupRepository(database), influx, state.registry),
+            ResultCache(database),
+        )
+
+
+Service = Annotated[KpiService, Depends(kpi_service)]
+Version = Annotated[int | None, Query(ge=1, description="Plan version (default: the latest)")]
+Refresh = Annotated[
+    bool, Query(description="Re-read every hour from InfluxDB, for data that arrived after its hour had settled")
+]
+Format = Annotated[Literal["json", "csv"] | None, Query(description="Default: from the Accept header, else JSON")]
+
+
+def _evaluate(service: KpiService, ref: str, version: int | None, refresh: bool) -> Evaluation:
+    try:
+        return service.evaluate(ref, version, refresh=refresh)
+    except InfluxError as exc:
+        raise HTTPException(503, f"InfluxDB could not be read: {exc}") from None
+    except LookupError as exc:
+        raise HTTPException(409, str(exc)) from None
+
+
+def _wants_csv(request: Request, format: str | None) -> bool:
+    if format is not None:
+        return format == "csv"
+    return "text/csv" in request.headers.get("accept", "")
+
+
+@router.get("/{ref}/kpis", response_model=KpisDocument, responses={200: _CSV, **_ERRORS})
+def window_kpis(
+    ref: Ref,
+    request: Request,
+    service: Service,
+    version: Version = None,
+    refresh: Refresh = False,
+    format: Format = None,
+) -> KpisDocument | Response:
+    """Every KPI of every window and of each phase, with the time breakdown, counts and data coverage."""
+    document = kpis_document(_evaluate(service, ref, version, refresh))
+    if _wants_csv(request, format):
+        return Response(kpis_csv(document), media_type="text/csv; charset=utf-8")
+    return document
+
+
+@router.get("/{ref}/comparison", response_model=ComparisonDocument, responses={200: _CSV, **_ERRORS})
+def comparison(
+    ref: Ref,
+    request: Request,
+    service: Service,
+    version: Version = None,
+    refresh: Refresh = False,
+    format: Format = None,
+) -> ComparisonDocument | Response:
+    """Baseline against pilot for every KPI: change, autocorrelation-robust interval, and each target's verdict."""
+    document = comparison_document(_evaluate(service, ref, version, refresh))
+    if _wants_csv(request, format):
+        return Response(comparison_csv(document), media_type="text/csv; charset=utf-8")
+    return document

@@ -1,0 +1,170 @@
+"""KPIs read back through the API from telemetry that went device → MQTT → collector → InfluxDB.
+
+The OEE worked example (a 480-min shift, 60 min of breaks, 47 min down, an
+ideal cycle of 1 s, 19,271 parts, 423 rejects) is published as state changes
+and production counts, and must come out of the API as A 88.81%, P 86.11%,
+Q 97.80% and OEE 74.79%.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from fastapi.testclient import TestClient
+
+from adapters.catalog import load_profiles
+from adapters.influxdb import InfluxClient, InfluxSettings
+from adapters.mqtt import MqttSettings
+from api.main import create_app
+from collector.settings import CollectorSettings
+from pilot_core.contract import topic_for
+from pilot_core.registry import DeviceEntry, DeviceRegistry
+from pilot_core.validation import PRODUCTION_MEASUREMENT, STATE_MEASUREMENT
+from tests.support import collector_settings, count_points, publish_all, running_collector, wait_until
+
+SEOUL = dt.timezone(dt.timedelta(hours=9))
+BASELINE_DAY = dt.datetime(2026, 11, 2, tzinfo=SEOUL)  # a Monday
+PILOT_DAY = BASELINE_DAY + dt.timedelta(days=1)
+DEVICE = "컨베이어-1"
+
+
+def at(day: dt.datetime, hh: int, mm: int = 0) -> int:
+    return int((day + dt.timedelta(hours=hh, minutes=mm)).timestamp() * 1000)
+
+
+def worked_example_shift(day: dt.datetime) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """State changes and production counts of one 08:00–16:00 shift: 47 min down in three faults."""
+    states = [{"ts": at(day, 8), "state": "running"}]
+    for (h, m), minutes in (((9, 0), 20), ((11, 0), 17), ((15, 0), 10)):
+        states += [
+            {"ts": at(day, h, m), "state": "fault", "reason": "E-STOP"},
+            {"ts": at(day, h, m + minutes), "state": "running"},
+        ]
+    states.append({"ts": at(day, 16), "state": "idle"})
+    produced, scrap = 19_271, 423
+    counts = []
+    for i in range(48):  # a count every ten minutes
+        share = produced // 48 + (1 if i < produced % 48 else 0)
+        bad = scrap // 48 + (1 if i < scrap % 48 else 0)
+        counts.append(
+            {"ts": at(day, 8, 10 * i + 5), "product": "BOX", "produced": share, "good": share - bad, "scrap": bad}
+        )
+    return states, counts
+
+
+def plan(site: str, line: str) -> dict[str, Any]:
+    window = {"phase": "baseline", "start": BASELINE_DAY.isoformat(), "end": PILOT_DAY.isoformat()}
+    return {
+        "name": "OEE worked example",
+        "name_ko": "설비종합효율 예제",
+        "site": site,
+        "line": line,
+        "devices": [DEVICE],
+        "output_devices": [DEVICE],
+        "calendar": {
+            "timezone": "Asia/Seoul",
+            "shifts": [{"start": "08:00", "end": "16:00"}],
+            "breaks": [
+                {"start": "10:00", "end": "10:15"},
+                {"start": "12:00", "end": "12:30"},
+                {"start": "14:00", "end": "14:15"},
+            ],
+        },
+        "windows": [
+            {**window, "name": "shift 1"},
+            {
+                "name": "shift 2",
+                "phase": "pilot",
+                "start": PILOT_DAY.isoformat(),
+                "end": (PILOT_DAY + dt.timedelta(days=1)).isoformat(),
+            },
+        ],
+        "products": [{"id": "BOX", "ideal_cycle_time_s": 1}],
+        "targets": [{"kpi": "oee", "direction": "increase", "change_pct": 5}],
+    }
+
+
+@pytest.fixture
+def api_settings(
+    tmp_path: Path, mqtt_settings: MqttSettings, influx_settings: InfluxSettings, unique_id: str
+) -> Iterator[tuple[CollectorSettings, DeviceRegistry, str]]:
+    site, line = f"시화-{unique_id}", "라인 1"
+    entry = DeviceEntry(site=site, line=line, device=DEVICE, profile="conveyor")
+    devices_file = tmp_path / "devices.yaml"
+    devices_file.write_text(yaml.safe_dump({"devices": [entry.model_dump()]}, allow_unicode=True), encoding="utf-8")
+    settings = collector_settings(
+        mqtt_settings,
+        influx_settings,
+        f"collector-{unique_id}",
+        devices_file=devices_file,
+        database_url=f"sqlite:///{tmp_path / 'pilot.db'}",
+    )
+    yield settings, DeviceRegistry([entry], load_profiles(settings.profiles_dir)), site
+
+
+def test_the_oee_worked_example_through_mqtt_influxdb_and_the_api(
+    api_settings: tuple[CollectorSettings, DeviceRegistry, str],
+) -> None:
+    settings, registry, site = api_settings
+    line = "라인 1"
+    messages = []
+    seq = {"state": 0, "production": 0}
+    for day in (BASELINE_DAY, PILOT_DAY):
+        states, counts = worked_example_shift(day)
+        for channel, records in (("state", states), ("production", counts)):
+            for record in records:
+                body = {"seq": seq[channel], **record}
+                seq[channel] += 1
+                messages.append((topic_for(site, line, DEVICE, channel), json.dumps(body).encode()))
+    with running_collector(settings, registry), InfluxClient(settings.influx) as influx:
+        publish_all(settings.mqtt, messages, f"device-{site}")
+        where = f"\"site\" = '{site}'"
+        wait_until(
+            lambda: (
+                count_points(influx, STATE_MEASUREMENT, where=where) == seq["state"]
+                and count_points(influx, PRODUCTION_MEASUREMENT, where=where) == seq["production"]
+            ),
+            what="the shift's records in InfluxDB",
+        )
+
+    with TestClient(create_app(settings)) as api:
+        created = api.post("/v1/demonstrations", json=plan(site, line))
+        assert created.status_code == 201, created.text
+        ref = created.json()["id"]
+        response = api.get(f"/v1/demonstrations/{ref}/kpis")
+        assert response.status_code == 200, response.text
+        document = response.json()
+        shift = document["windows"][0]
+        assert shift["name"] == "shift 1"
+        percent = {
+            k: round(shift["kpis"][k] * 100, 2) for k in ("availability", "effectiveness", "quality_ratio", "oee")
+        }
+        assert percent == {"availability": 88.81, "effectiveness": 86.11, "quality_ratio": 97.80, "oee": 74.79}
+        assert shift["time_breakdown_s"]["pbt_s"] == 420 * 60
+        assert shift["time_breakdown_s"]["planned_down_s"] == 60 * 60
+        assert shift["time_breakdown_s"]["adet_s"] == 47 * 60
+        assert (shift["counts"]["produced"], shift["counts"]["scrap"], shift["counts"]["failures"]) == (19_271, 423, 3)
+        assert document["source"]["plan_version"] == 1 and document["source"]["plan_hash"].startswith("sha256:")
+        assert document["source"]["hours_refreshed"] == 48 and not document["source"]["cached"]
+
+        again = api.get(f"/v1/demonstrations/{ref}/kpis").json()
+        assert again["source"]["cached"] and again["source"]["hours_refreshed"] == 0
+        assert again["windows"] == document["windows"]
+
+        paths = api.get("/openapi.json").json()["paths"]
+        for endpoint in ("kpis", "comparison"):
+            responses = paths[f"/v1/demonstrations/{{ref}}/{endpoint}"]["get"]["responses"]
+            assert {"200", "404", "409", "422", "503"} <= set(responses)
+            assert (
+                "text/csv" in responses["200"]["content"] and "application/problem+json" in responses["404"]["content"]
+            )
+        assert api.get("/v1/demonstrations/no-such-thing/kpis").headers["content-type"] == "application/problem+json"
+
+        csv_text = api.get(f"/v1/demonstrations/{ref}/kpis", headers={"accept": "text/csv"}).text
+        assert "shift 1,baseline" in csv_text and csv_text.startswith("demonstration,plan_version,plan_hash,")
