@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -20,6 +20,10 @@ from adapters.catalog import BUNDLED_PROFILES, load_profiles, load_registry, pro
 from pilot_core import contract
 from pilot_core.profiles import ProfileCatalog, ProfileErrors
 from simulators.scenario import Scenario, load_scenario
+
+if TYPE_CHECKING:
+    from kpi_engine.evaluation import DemonstrationResult
+    from pilot.demo import DemoResult
 
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="Telemetry and before/after KPIs for physical-AI pilots."
@@ -257,12 +261,15 @@ def demo(
     period: Annotated[
         list[str] | None, typer.Option("--period", "-p", help="Period to backfill (repeatable; default all)")
     ] = None,
-    keep_running: Annotated[bool, typer.Option(help="Leave Mosquitto and InfluxDB running until Ctrl-C")] = False,
+    serve: Annotated[
+        bool, typer.Option(help="Leave the services running and serve the API on them until Ctrl-C")
+    ] = True,
+    api_port: Annotated[int, typer.Option(help="Port for the API (0: any free port)")] = 8000,
     json_output: Annotated[
         Path | None, typer.Option("--json", help="Also write the landed-per-device table as JSON")
     ] = None,
 ) -> None:
-    """Run the whole pipeline on private services: simulate, collect, store, and show what landed."""
+    """Run the whole pipeline on private services: simulate, collect, store, compare; then serve the API."""
     from adapters.local_services import ServiceError
     from pilot.demo import private_services, result_json, run_demo
 
@@ -281,20 +288,106 @@ def demo(
                 mark = "[green]✓[/green]" if row.complete else f"[red]✗ {row.landed - row.published:+,}[/red]"
                 table.add_row(row.device, row.profile, row.channel.value, f"{row.published:,}", f"{row.landed:,}", mark)
             console.print(table)
+            if result.evaluation is not None:
+                # Piped output gets 80 columns by default: too few for this table.
+                wide = console if console.is_terminal else Console(width=140)
+                wide.print(_before_after_table(result.evaluation.result))
+                for warning in result.evaluation.result.warnings:
+                    errors.print(f"[yellow]warning:[/yellow] {warning}")
             console.print(f"ground truth of the simulated periods: {result.truth_file}")
             if json_output:
                 json_output.write_text(json.dumps(result_json(result), indent=2, ensure_ascii=False), encoding="utf-8")
-            if keep_running:
-                console.print("services keep running; press Ctrl-C to stop them")
-                stop = threading.Event()
-                signal.signal(signal.SIGINT, lambda *_: stop.set())
-                signal.signal(signal.SIGTERM, lambda *_: stop.set())
-                stop.wait()
+            if not result.complete:
+                raise _fail(f"some records did not land; see the table above and {state_dir / 'collector.log'}")
+            console.print(f"[green]all {result.publish.records:,} records landed[/green]")
+            if serve:
+                _serve_demo_api(result, broker.port, database.url, api_port)
     except ServiceError as exc:
         raise _fail(str(exc)) from None
-    if not result.complete:
-        raise _fail(f"some records did not land; see the table above and {state_dir / 'collector.log'}")
-    console.print(f"[green]all {result.publish.records:,} records landed[/green]")
+
+
+def _port_is_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _serve_demo_api(result: DemoResult, mqtt_port: int, influx_url: str, port: int) -> None:
+    """The API over the demo's services and database, until Ctrl-C."""
+    import uvicorn
+
+    from adapters.influxdb import InfluxSettings
+    from adapters.local_services import free_port
+    from adapters.mqtt import MqttSettings
+    from api.main import create_app
+    from collector.settings import CollectorSettings
+    from pilot.demo import DATABASE
+
+    settings = CollectorSettings(
+        mqtt=MqttSettings(host="127.0.0.1", port=mqtt_port),
+        influx=InfluxSettings(url=influx_url, database=DATABASE),
+        devices_file=result.state_dir / "devices.yaml",
+        database_url=result.database_url,
+        metrics_port=0,
+    )
+    if port and not _port_is_free(port):
+        console.print(f"port {port} is taken; serving on another")
+        port = 0
+    port = port or free_port()
+    base = f"http://127.0.0.1:{port}"
+    console.print(f"\n[bold]API serving at {base}[/bold]  (OpenAPI docs at {base}/docs; Ctrl-C stops everything)")
+    if result.evaluation is not None:
+        console.print(f"  {base}/v1/demonstrations/{result.evaluation.slug}/comparison")
+        console.print(f"  {base}/v1/demonstrations/{result.evaluation.slug}/kpis?format=csv")
+    uvicorn.run(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+
+
+def _before_after_table(evaluation: DemonstrationResult) -> Table:
+    from pilot_core.demonstration import Phase
+    from pilot_core.kpi import KPIS
+
+    level = next(iter(evaluation.comparisons.values())).level
+    table = Table(title=f"Before and after (plan {evaluation.plan_hash[:19]}…)", title_justify="left")
+    for column in ("KPI", "지표", "baseline", "pilot", "change", f"{level:.0%} interval", "target", "verdict"):
+        table.add_column(column, justify="left" if column in ("KPI", "지표", "verdict") else "right", no_wrap=True)
+    targets = {t.comparison.kpi: t for t in evaluation.targets}
+    for name, comparison in evaluation.comparisons.items():
+        definition = KPIS[name]
+        interval = comparison.relative_interval
+        target = targets.get(name)
+        verdict = ""
+        if target is not None:
+            colour = {"met": "green", "not met": "red"}.get(target.check.verdict.value, "yellow")
+            verdict = f"[{colour}]{target.check.verdict.value}[/{colour}]"
+        table.add_row(
+            definition.title,
+            definition.title_ko,
+            _kpi_value(comparison.baseline.value, definition.unit),
+            _kpi_value(comparison.pilot.value, definition.unit),
+            "" if comparison.relative_change is None else f"{comparison.relative_change:+.1%}",
+            "" if interval is None else f"{interval[0]:+.1%} to {interval[1]:+.1%}",
+            target.label.split(" ", 1)[1] if target else "",
+            verdict,
+        )
+    for name, title_ko in (("cycle_time_p50", "사이클 타임 중앙값"), ("cycle_time_p95", "사이클 타임 95%")):
+        before = evaluation.phases[Phase.BASELINE].kpis.get(name)
+        after = evaluation.phases[Phase.PILOT].kpis.get(name)
+        change = f"{after / before - 1:+.1%}" if before and after else ""
+        table.add_row(name.replace("_", " "), title_ko, _kpi_value(before, "s"), _kpi_value(after, "s"), change)
+    return table
+
+
+def _kpi_value(value: float | None, unit: str) -> str:
+    if value is None:
+        return "–"
+    if unit == "ratio":
+        return f"{value:.2%}"
+    return f"{value:,.4g} {unit}"
 
 
 @app.command()
@@ -305,6 +398,7 @@ def api(
 ) -> None:
     """Serve the HTTP API (OpenAPI docs at /docs)."""
     import uvicorn
+    from sqlalchemy.exc import SQLAlchemyError
 
     from api.main import create_app
     from collector.settings import CollectorSettings
@@ -313,6 +407,8 @@ def api(
         application = create_app(CollectorSettings.load(config))
     except (ValueError, OSError) as exc:
         raise _fail(str(exc)) from None
+    except SQLAlchemyError as exc:  # a malformed database_url, or a database that cannot be reached
+        raise _fail(f"the demonstrations database could not be opened: {exc}") from None
     uvicorn.run(application, host=host, port=port)
 
 

@@ -22,14 +22,18 @@ from typing import Any
 from adapters import local_services
 from adapters.influxdb import InfluxClient, InfluxSettings
 from adapters.mqtt import MqttSettings
+from adapters.sql import Database, DemonstrationRepository, ResultCache, RollupRepository, default_url
 from collector.service import Collector
 from collector.settings import CollectorSettings
+from kpi_engine.service import Evaluation, HourStore, KpiService
 from pilot_core.contract import Channel
+from pilot_core.demonstration import DemonstrationPlan, Phase
 from pilot_core.influxql import quote_identifier
 from pilot_core.profiles import ProfileCatalog
 from pilot_core.registry import DeviceRegistry
 from pilot_core.validation import PRODUCTION_MEASUREMENT, STATE_MEASUREMENT, STATUS_MEASUREMENT
 from simulators.line_model import SimMessage, render_runs, simulate_periods
+from simulators.plan import demonstration_plan
 from simulators.publish import PublishReport, publish
 from simulators.scenario import Scenario
 from simulators.truth import scenario_truth
@@ -60,6 +64,8 @@ class DemoResult:
     publish: PublishReport
     rows: list[LandedRow] = field(default_factory=list)
     truth_file: Path | None = None
+    database_url: str = ""  # the demonstrations database (SQLite in the state folder)
+    evaluation: Evaluation | None = None  # None unless a baseline and a pilot period were run
 
     @property
     def complete(self) -> bool:
@@ -96,12 +102,14 @@ def run_demo(
     periods: list[str] | None = None,
     batch_records: int = 100,
     metrics_port: int = 0,
+    influx_database: str = DATABASE,
     say: Callable[[str], None] = print,
 ) -> DemoResult:
     registry = DeviceRegistry(scenario.registry_entries(), catalog)
+    database_url = default_url(state_dir)
     (state_dir / "devices.yaml").write_text(scenario.registry_yaml(), encoding="utf-8")
     mqtt = MqttSettings(host="127.0.0.1", port=broker.port)
-    influx = InfluxSettings(url=database.url, database=DATABASE)
+    influx = InfluxSettings(url=database.url, database=influx_database)
     settings = CollectorSettings(
         mqtt=mqtt,
         influx=influx,
@@ -139,12 +147,41 @@ def run_demo(
         _wait_for_points(collector, expected, say)
         with InfluxClient(influx) as client:
             rows = _landed(client, scenario, catalog, published)
+            evaluation = None
+            plan = demonstration_plan(scenario, catalog)
+            chosen = set(periods or [p.name for p in scenario.periods])
+            if {w.phase for w in plan.windows if w.name in chosen} == set(Phase):
+                say("computing KPIs from the stored data")
+                plan = plan.model_copy(update={"windows": [w for w in plan.windows if w.name in chosen]})
+                evaluation = _evaluate(database_url, client, plan, registry, say)
     finally:
         collector.stop()
         logger.removeHandler(log_file)
         log_file.close()
     metrics_url = f"http://{settings.metrics_host}:{metrics_port}/metrics" if metrics_port else None
-    return DemoResult(state_dir, database.url, broker.port, metrics_url, report, rows, truth_file)
+    return DemoResult(
+        state_dir, database.url, broker.port, metrics_url, report, rows, truth_file, database_url, evaluation
+    )
+
+
+def _evaluate(
+    database_url: str,
+    client: InfluxClient,
+    plan: DemonstrationPlan,
+    registry: DeviceRegistry,
+    say: Callable[[str], None],
+) -> Evaluation:
+    """Store the scenario's plan as a frozen demonstration and evaluate it, as the API would."""
+    with Database(database_url) as database:
+        database.upgrade()
+        demonstrations = DemonstrationRepository(database)
+        stored = demonstrations.freeze(demonstrations.create(plan).id)
+        service = KpiService(
+            demonstrations, HourStore(RollupRepository(database), client, registry), ResultCache(database)
+        )
+        evaluation = service.evaluate(stored.id, progress=say)
+        say(f"demonstration {stored.slug!r}: plan version {stored.version} frozen as {stored.plan_hash}")
+        return evaluation
 
 
 def _wait_for_points(collector: Collector, expected: int, say: Callable[[str], None]) -> None:

@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import httpx
 from typer.testing import CliRunner
 
 from pilot.cli import app
@@ -26,7 +33,16 @@ def short_scenario(tmp_path: Path) -> Path:
 def test_demo_lands_every_record(tmp_path: Path) -> None:
     report = tmp_path / "landed.json"
     result = runner.invoke(
-        app, ["demo", str(short_scenario(tmp_path)), "--state-dir", str(tmp_path / "state"), "--json", str(report)]
+        app,
+        [
+            "demo",
+            str(short_scenario(tmp_path)),
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--json",
+            str(report),
+            "--no-serve",
+        ],
     )
     assert result.exit_code == 0, result.output
     landed = json.loads(report.read_text(encoding="utf-8"))
@@ -36,6 +52,50 @@ def test_demo_lands_every_record(tmp_path: Path) -> None:
     assert sum(row["landed"] for row in landed["rows"]) == landed["published_records"]
     truth = json.loads((tmp_path / "state" / "truth.json").read_text(encoding="utf-8"))
     assert [p["period"] for p in truth["periods"]] == ["baseline", "pilot"]
+
+
+def test_demo_ends_with_the_comparison_and_leaves_the_api_serving(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "pilot", "demo", str(short_scenario(tmp_path)), "--api-port", "0"]
+    command += ["--state-dir", str(tmp_path / "state")]
+    demo = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "COLUMNS": "160"}
+    )
+    output: list[str] = []
+    try:
+        assert demo.stdout is not None
+        address = None
+        deadline = time.monotonic() + 240
+        while address is None and time.monotonic() < deadline:
+            line = demo.stdout.readline()
+            if not line:
+                break
+            output.append(line)
+            if match := re.search(r"API serving at (http://\S+)", line):
+                address = match.group(1)
+        assert address, "".join(output)
+        text = "".join(output)
+        assert "Before and after" in text and "verdict" in text and "설비종합효율" in text
+        comparison_url = demo.stdout.readline().strip()
+        assert comparison_url.startswith(address) and comparison_url.endswith("/comparison")
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                response = httpx.get(comparison_url, timeout=30)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "the API never answered"
+                time.sleep(0.2)
+        assert response.status_code == 200, response.text
+        document = response.json()
+        assert document["source"]["frozen"] and {k["kpi"] for k in document["kpis"]} >= {"oee", "mtbf", "mttr"}
+    finally:
+        demo.send_signal(signal.SIGINT)
+        try:
+            demo.wait(60)
+        except subprocess.TimeoutExpired:
+            demo.kill()
+            raise
+    assert demo.returncode == 0
 
 
 def test_simulate_dry_run_and_outputs(tmp_path: Path) -> None:
