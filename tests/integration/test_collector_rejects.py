@@ -175,8 +175,12 @@ def test_an_agent_that_restarts_announces_its_birth_and_counts_seq_again(
             wait_until(lambda: collector.backlog == 0, what="an empty backlog")
             publish_all(mqtt_settings, after, f"{unique_id}-pub")
             with InfluxClient(influx_settings) as client:
-                wait_until(lambda: count_points(client, "telemetry_test_press") == 8, what="all eight samples")
-                wait_until(lambda: count_points(client, "status") == 2, what="both births")
+                try:
+                    wait_until(lambda: count_points(client, "telemetry_test_press") == 8, what="all eight samples")
+                    wait_until(lambda: count_points(client, "status") == 2, what="both births")
+                except AssertionError as timeout:  # say what the collector saw: this failed once, unexplained
+                    seen = (count_points(client, "telemetry_test_press"), collector.metrics.totals(), dead.messages)
+                    raise AssertionError(f"{timeout}; samples, collector totals, dead letters: {seen}") from None
             assert collector.metrics.totals().duplicates == 0
     finally:
         dead.close()
