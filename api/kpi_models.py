@@ -32,7 +32,9 @@ class Source(BaseModel):
     plan_version: int
     plan_hash: str
     frozen: bool = Field(description="False: the plan is a draft, and the result a preview")
-    data_fingerprint: str = Field(description="Engine version, plan hash and the content of every device-hour used")
+    data_fingerprint: str = Field(
+        description="Engine version, plan hash, and which version of every device-hour was used"
+    )
     cached: bool
     hours_refreshed: int = Field(description="Device-hours read from InfluxDB for this answer")
 

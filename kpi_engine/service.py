@@ -7,8 +7,10 @@ A demonstration is evaluated in three steps:
    again only while it may still change: until it has been settled for
    ``settle_s`` after its end (agents that were offline deliver late). A
    forced refresh re-reads every hour, for data replayed later than that.
-2. **Fingerprint.** The stored hours' content hashes, the plan hash and the
-   engine version name exactly what a result saw.
+2. **Fingerprint.** Per window and device, the count of stored hours and the
+   time of the latest upsert (every re-read moves it), with the plan hash and
+   the engine version, name what a result saw, from one aggregate query per
+   window rather than a row per hour.
 3. **Evaluate or reuse.** A result with the same fingerprint comes from the
    cache; otherwise the plan is applied to the stored hours.
 """
@@ -25,7 +27,7 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from adapters.influxdb import InfluxClient
-from adapters.sql import DemonstrationRepository, HourStamp, ResultCache, RollupRepository
+from adapters.sql import DemonstrationRepository, HourStamp, RangeSummary, ResultCache, RollupRepository
 from adapters.telemetry_reader import TelemetryReader
 from kpi_engine.evaluation import DemonstrationResult, evaluate
 from pilot_core.demonstration import DemonstrationPlan
@@ -48,7 +50,7 @@ class Evaluation:
     frozen: bool
     plan: DemonstrationPlan
     result: DemonstrationResult
-    data_fingerprint: str  # what the result saw: engine version, plan hash and every hour's content
+    data_fingerprint: str  # what the result saw: engine version, plan hash and the stored hours' versions
     hours_refreshed: int  # device-hours read from InfluxDB for this answer
     cached: bool
 
@@ -57,7 +59,7 @@ def plan_hours(plan: DemonstrationPlan) -> list[int]:
     """The start of every hour that touches one of the plan's windows, in order."""
     starts: set[int] = set()
     for window in plan.windows:
-        starts.update(range(window.start_ms - window.start_ms % HOUR_MS, window.end_ms, HOUR_MS))
+        starts.update(range(_hour_floor(window.start_ms), window.end_ms, HOUR_MS))
     return sorted(starts)
 
 
@@ -90,6 +92,28 @@ class HourStore:
         self.registry = registry
         self.settle_ms = round(settle_s * 1000)
         self.clock = clock
+
+    def summaries(self, plan: DemonstrationPlan) -> list[dict[str, RangeSummary]]:
+        """Per window, per device: what is stored of its hours (one aggregate query per window)."""
+        return [
+            self.rollups.summary(plan.site, plan.line, plan.devices, _hour_floor(w.start_ms), w.end_ms)
+            for w in plan.windows
+        ]
+
+    def settled(self, plan: DemonstrationPlan, summaries: list[dict[str, RangeSummary]]) -> bool:
+        """Every hour of every window is stored and settled, so nothing needs reading from InfluxDB."""
+        now_ms = round(self.clock() * 1000)
+        for window, by_device in zip(plan.windows, summaries, strict=True):
+            if window.end_ms > now_ms - HOUR_MS - self.settle_ms:
+                return False
+            expected = len(range(_hour_floor(window.start_ms), window.end_ms, HOUR_MS))
+            for device in plan.devices:
+                summary = by_device.get(device)
+                if summary is None or summary.hours != expected:
+                    return False
+                if summary.least_settled_ms < HOUR_MS + self.settle_ms:
+                    return False
+        return True
 
     def stamps(self, plan: DemonstrationPlan) -> dict[tuple[str, int], HourStamp]:
         starts = plan_hours(plan)
@@ -138,6 +162,10 @@ class HourStore:
         return hours
 
 
+def _hour_floor(ms: int) -> int:
+    return ms - ms % HOUR_MS
+
+
 def _runs(starts: list[int]) -> Iterable[tuple[int, int]]:
     """Sorted hour starts as [start, end) runs of consecutive hours."""
     run_start = previous = starts[0]
@@ -149,10 +177,12 @@ def _runs(starts: list[int]) -> Iterable[tuple[int, int]]:
     yield run_start, previous + HOUR_MS
 
 
-def data_fingerprint(plan_hash: str, stamps: dict[tuple[str, int], HourStamp]) -> str:
+def data_fingerprint(plan_hash: str, summaries: list[dict[str, RangeSummary]]) -> str:
+    """Names the data a result saw: every upsert of an hour moves its range's last_computed_ms."""
     digest = hashlib.sha256(f"engine {ENGINE_VERSION}\nplan {plan_hash}\n".encode())
-    for (device, start), stamp in sorted(stamps.items()):
-        digest.update(f"{device}\t{start}\t{stamp.fingerprint}\n".encode())
+    for index, by_device in enumerate(summaries):
+        for device, summary in sorted(by_device.items()):
+            digest.update(f"{index}\t{device}\t{summary.hours}\t{summary.last_computed_ms}\n".encode())
     return "sha256:" + digest.hexdigest()
 
 
@@ -181,11 +211,13 @@ class KpiService:
         stored = self.demonstrations.get(ref)
         chosen = self.demonstrations.version(stored.id, version or stored.version)
         plan = chosen.plan
-        stamps = self.hours.stamps(plan)
-        refreshed = self.hours.refresh(plan, stamps, force=refresh, progress=progress)
-        if refreshed:
-            stamps = self.hours.stamps(plan)
-        fingerprint = data_fingerprint(chosen.plan_hash, stamps)
+        summaries = self.hours.summaries(plan)
+        refreshed = 0
+        if refresh or not self.hours.settled(plan, summaries):
+            refreshed = self.hours.refresh(plan, self.hours.stamps(plan), force=refresh, progress=progress)
+            if refreshed:
+                summaries = self.hours.summaries(plan)
+        fingerprint = data_fingerprint(chosen.plan_hash, summaries)
         common: dict[str, Any] = {
             "demonstration_id": stored.id,
             "slug": stored.slug,

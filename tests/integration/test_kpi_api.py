@@ -156,6 +156,9 @@ def test_the_oee_worked_example_through_mqtt_influxdb_and_the_api(
         again = api.get(f"/v1/demonstrations/{ref}/kpis").json()
         assert again["source"]["cached"] and again["source"]["hours_refreshed"] == 0
         assert again["windows"] == document["windows"]
+        forced = api.get(f"/v1/demonstrations/{ref}/kpis", params={"refresh": True}).json()
+        assert forced["source"]["hours_refreshed"] == 48 and not forced["source"]["cached"]
+        assert forced["windows"] == document["windows"]
 
         paths = api.get("/openapi.json").json()["paths"]
         for endpoint in ("kpis", "comparison"):
