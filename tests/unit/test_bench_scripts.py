@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from adapters.catalog import load_profiles
-from bench import ingest
+from bench import comparison, ingest
 from pilot_core.contract import SUBSCRIPTION, parse_topic
 from pilot_core.validation import Accepted, validate_message
 
@@ -129,3 +129,11 @@ def test_py_spy_summary(tmp_path: Path) -> None:
     summary = ingest.summarize_py_spy(raw)
     assert summary["samples"] == 4
     assert summary["self_pct"][0] == ("work (b.py:2)", 75.0)
+
+
+def test_the_comparison_benchmark_runs_small(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "latency.json"
+    monkeypatch.setattr("sys.argv", ["comparison", "--devices", "2", "--days", "4", "--repeat", "1", "--out", str(out)])
+    assert comparison.main() == 0
+    result = json.loads(out.read_text())
+    assert result["device_hours"] == 2 * 4 * 24 and result["warm_s"] > 0 and result["cold_s"] > 0
