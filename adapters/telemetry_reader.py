@@ -8,10 +8,11 @@ read once: the KPI engine works on the stored device-hours afterwards.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
-from adapters.influxdb import InfluxClient
+from adapters.influxdb import InfluxClient, Series
 from pilot_core.contract import TimeClass
 from pilot_core.device_hours import HOUR_MS, DeviceHour, SeqSpan, StateEvent
 from pilot_core.influxql import quote_identifier, quote_literal
@@ -160,3 +161,57 @@ class _Chunk:
 def _state_event(row: list[Any]) -> StateEvent:
     ts, state, time_class = row[0], row[1], row[2]
     return StateEvent(int(ts), str(state), TimeClass(time_class) if time_class else None)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceActivity:
+    """When a device was last heard from, and its last birth or will, within a lookback."""
+
+    site: str
+    line: str
+    device: str
+    last_seen_ms: int | None = None
+    online: bool | None = None  # None: no status message in the lookback
+    status_at_ms: int | None = None
+    agent_version: str | None = None
+    profile_version: str | None = None
+
+
+def device_activity(client: InfluxClient, measurements: Iterable[str], since_ms: int) -> list[DeviceActivity]:
+    """Every device with a point since ``since_ms``: one small query per measurement, grouped by device.
+
+    Bounded in time, so that no query scans more than InfluxDB 3 Core allows.
+    """
+    group = ", ".join(quote_identifier(k) for k in ("site", "line", "device"))
+    seen: dict[tuple[str, str, str], int] = {}
+    for measurement in sorted({STATUS_MEASUREMENT, STATE_MEASUREMENT, PRODUCTION_MEASUREMENT, *measurements}):
+        query = f'SELECT last("seq") FROM {quote_identifier(measurement)} WHERE time >= {since_ms}ms GROUP BY {group}'
+        for series in client.query(query):
+            key = _device_key(series)
+            seen[key] = max(seen.get(key, 0), int(series.values[0][0]))
+    status: dict[tuple[str, str, str], list[Any]] = {}
+    query = (
+        f'SELECT "online", "agent_version", "profile_version" FROM {quote_identifier(STATUS_MEASUREMENT)}'
+        f" WHERE time >= {since_ms}ms GROUP BY {group} ORDER BY time DESC LIMIT 1"
+    )
+    for series in client.query(query):
+        status[_device_key(series)] = series.values[0]
+    activity = []
+    for key in sorted(seen):
+        row = status.get(key)
+        activity.append(
+            DeviceActivity(
+                *key,
+                last_seen_ms=seen[key],
+                online=None if row is None else bool(row[1]),
+                status_at_ms=None if row is None else int(row[0]),
+                agent_version=None if row is None else row[2],
+                profile_version=None if row is None else row[3],
+            )
+        )
+    return activity
+
+
+def _device_key(series: Series) -> tuple[str, str, str]:
+    tags = series.tags or {}
+    return tags.get("site", ""), tags.get("line", ""), tags.get("device", "")

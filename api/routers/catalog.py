@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Query
+from pydantic import BaseModel, Field
 
+from adapters.influxdb import InfluxError
+from adapters.telemetry_reader import device_activity
+from api.problems import problem_responses
 from api.state import ApiState, api_state
 from pilot_core import contract
 from pilot_core.profiles import DeviceProfile
@@ -32,6 +38,64 @@ def get_profile(profile_id: str, state: State) -> DeviceProfile:
     if profile is None:
         raise HTTPException(404, f"no device profile {profile_id!r}")
     return profile
+
+
+class DeviceStatus(BaseModel):
+    site: str
+    line: str
+    device: str
+    profile: str | None = Field(description="From the device registry; None if the device is not registered")
+    name: str = ""
+    last_seen: dt.datetime | None = Field(description="Its latest point on any channel within the lookback")
+    online: bool | None = Field(description="Its latest birth (true) or will (false); None if none in the lookback")
+    status_at: dt.datetime | None
+    agent_version: str | None
+    profile_version: str | None
+
+
+@router.get(
+    "/devices/status",
+    responses=problem_responses({422: "Invalid lookback", 503: "InfluxDB could not be read"}),
+)
+def device_status(
+    state: State,
+    since_hours: Annotated[
+        float, Query(gt=0, le=24 * 365, description="Lookback; InfluxDB 3 Core limits a query to about 72 hours")
+    ] = 72,
+) -> list[DeviceStatus]:
+    """Every registered device, and every device with data, with when it was last seen and its last status."""
+    registered = {(d.entry.site, d.entry.line, d.entry.device): d for d in state.registry} if state.registry else {}
+    since_ms = int((time.time() - since_hours * 3600) * 1000)
+    try:
+        with state.influx() as influx:
+            seen = {
+                (a.site, a.line, a.device): a
+                for a in device_activity(influx, {p.measurement for p in state.profiles}, since_ms)
+            }
+    except InfluxError as exc:
+        raise HTTPException(503, f"InfluxDB could not be read: {exc}") from None
+    statuses = []
+    for key in sorted(set(registered) | set(seen)):
+        device, activity = registered.get(key), seen.get(key)
+        statuses.append(
+            DeviceStatus(
+                site=key[0],
+                line=key[1],
+                device=key[2],
+                profile=device.entry.profile if device else None,
+                name=device.entry.name if device else "",
+                last_seen=_time(activity.last_seen_ms if activity else None),
+                online=activity.online if activity else None,
+                status_at=_time(activity.status_at_ms if activity else None),
+                agent_version=activity.agent_version if activity else None,
+                profile_version=activity.profile_version if activity else None,
+            )
+        )
+    return statuses
+
+
+def _time(epoch_ms: int | None) -> dt.datetime | None:
+    return None if epoch_ms is None else dt.datetime.fromtimestamp(epoch_ms / 1000, dt.UTC)
 
 
 @router.get("/devices")

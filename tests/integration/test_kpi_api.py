@@ -171,3 +171,31 @@ def test_the_oee_worked_example_through_mqtt_influxdb_and_the_api(
 
         csv_text = api.get(f"/v1/demonstrations/{ref}/kpis", headers={"accept": "text/csv"}).text
         assert "shift 1,baseline" in csv_text and csv_text.startswith("demonstration,plan_version,plan_hash,")
+
+
+def test_devices_seen_with_their_last_status(api_settings: tuple[CollectorSettings, DeviceRegistry, str]) -> None:
+    settings, registry, site = api_settings
+    line = "라인 1"
+    now_ms = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
+    birth = {"seq": 1, "ts": now_ms - 60_000, "status": "online", "agent_version": "2.1.0", "profile_version": "1.0.0"}
+    sample = {"seq": 1, "ts": now_ms - 1_000, "metrics": {"belt_speed": 0.8}}
+    messages = [
+        (topic_for(site, line, DEVICE, "status"), json.dumps(birth).encode()),
+        (topic_for(site, line, DEVICE, "telemetry"), json.dumps(sample).encode()),
+    ]
+    with running_collector(settings, registry) as collector:
+        publish_all(settings.mqtt, messages, f"device-{site}")
+        wait_until(lambda: collector.metrics.totals().points_written == 2, what="both points")
+    with TestClient(create_app(settings)) as api:
+        response = api.get("/v1/devices/status")
+        assert response.status_code == 200, response.text
+        (device,) = [d for d in response.json() if d["site"] == site]
+        assert (device["device"], device["profile"], device["online"], device["agent_version"]) == (
+            DEVICE,
+            "conveyor",
+            True,
+            "2.1.0",
+        )
+        assert round(dt.datetime.fromisoformat(device["last_seen"]).timestamp() * 1000) == now_ms - 1_000
+        assert round(dt.datetime.fromisoformat(device["status_at"]).timestamp() * 1000) == now_ms - 60_000
+        assert api.get("/v1/devices/status", params={"since_hours": 0}).status_code == 422
