@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import Request
 
@@ -10,6 +10,7 @@ from adapters.catalog import load_profiles, load_registry
 from adapters.influxdb import InfluxClient
 from adapters.sql import Database, DemonstrationRepository
 from collector.settings import CollectorSettings
+from kpi_engine.service import DecodedHours
 from pilot_core.profiles import ProfileCatalog
 from pilot_core.registry import DeviceRegistry
 
@@ -20,6 +21,7 @@ class ApiState:
     profiles: ProfileCatalog
     registry: DeviceRegistry | None
     database: Database
+    decoded_hours: DecodedHours = field(default_factory=DecodedHours)  # kept across requests
 
     @classmethod
     def from_settings(cls, settings: CollectorSettings, database: Database | None = None) -> ApiState:

@@ -18,8 +18,9 @@ A demonstration is evaluated in three steps:
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -76,6 +77,30 @@ def telemetry_intervals(plan: DemonstrationPlan, registry: DeviceRegistry) -> di
     return intervals
 
 
+class DecodedHours:
+    """Device-hours already decoded, by content fingerprint, kept across requests (least recently used go first).
+
+    A month of a line is tens of thousands of hours; after new data arrives only the changed ones are decoded.
+    """
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self.capacity = capacity
+        self._hours: OrderedDict[str, DeviceHour] = OrderedDict()
+        self._lock = threading.Lock()  # the API serves requests from a thread pool
+
+    def snapshot(self) -> dict[str, DeviceHour]:
+        with self._lock:
+            return dict(self._hours)
+
+    def keep(self, hours: Iterable[tuple[str, DeviceHour]]) -> None:
+        with self._lock:
+            for fingerprint, hour in hours:
+                self._hours[fingerprint] = hour
+                self._hours.move_to_end(fingerprint)
+            while len(self._hours) > self.capacity:
+                self._hours.popitem(last=False)
+
+
 class HourStore:
     """Device-hours of a line: stored ones reused, missing or unsettled ones read from InfluxDB."""
 
@@ -86,7 +111,9 @@ class HourStore:
         registry: DeviceRegistry,
         settle_s: float = DEFAULT_SETTLE_S,
         clock: Callable[[], float] = time.time,
+        decoded: DecodedHours | None = None,
     ) -> None:
+        self.decoded = decoded or DecodedHours()
         self.rollups = rollups
         self.reader = TelemetryReader(influx)
         self.registry = registry
@@ -156,7 +183,11 @@ class HourStore:
         starts = plan_hours(plan)
         wanted = set(starts)
         hours: dict[str, list[DeviceHour]] = defaultdict(list)
-        for hour in self.rollups.read(plan.site, plan.line, plan.devices, starts[0], starts[-1] + HOUR_MS):
+        found = self.rollups.read_fingerprinted(
+            plan.site, plan.line, plan.devices, starts[0], starts[-1] + HOUR_MS, self.decoded.snapshot()
+        )
+        self.decoded.keep(found)
+        for _, hour in found:
             if hour.start_ms in wanted:
                 hours[hour.device].append(hour)
         return hours

@@ -48,7 +48,7 @@ def kpi_service(state: State) -> Iterator[KpiService]:
     with state.influx() as influx:
         yield KpiService(
             state.demonstrations(),
-            HourStore(RollupRepository(database), influx, state.registry),
+            HourStore(RollupRepository(database), influx, state.registry, decoded=state.decoded_hours),
             ResultCache(database),
         )
 

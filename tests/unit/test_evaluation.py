@@ -10,6 +10,7 @@ import pytest
 from pydantic import TypeAdapter
 
 from kpi_engine.evaluation import DemonstrationResult, evaluate
+from kpi_engine.service import DecodedHours
 from pilot_core.comparison import Verdict
 from pilot_core.contract import TimeClass
 from pilot_core.demonstration import DemonstrationPlan, Phase, plan_hash
@@ -153,3 +154,12 @@ def test_a_result_survives_the_result_cache_json() -> None:
     adapter = TypeAdapter(DemonstrationResult)
     stored = json.loads(json.dumps(adapter.dump_python(result, mode="json"), allow_nan=False))
     assert adapter.validate_python(stored) == result
+
+
+def test_decoded_hours_keep_the_most_recent_up_to_capacity() -> None:
+    decoded = DecodedHours(capacity=2)
+    hours = [DeviceHour("press", START_MS + i * HOUR_MS) for i in range(3)]
+    decoded.keep([("a", hours[0]), ("b", hours[1])])
+    decoded.keep([("a", hours[0])])  # used again: now the most recent
+    decoded.keep([("c", hours[2])])
+    assert decoded.snapshot() == {"a": hours[0], "c": hours[2]}
