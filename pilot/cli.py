@@ -290,7 +290,7 @@ def demo(
             console.print(table)
             if result.evaluation is not None:
                 # Piped output gets 80 columns by default: too few for this table.
-                wide = console if console.is_terminal else Console(width=140)
+                wide = console if console.is_terminal else Console(width=170)
                 wide.print(_before_after_table(result.evaluation.result))
                 for warning in result.evaluation.result.warnings:
                     errors.print(f"[yellow]warning:[/yellow] {warning}")
@@ -340,10 +340,12 @@ def _serve_demo_api(result: DemoResult, mqtt_port: int, influx_url: str, port: i
         port = 0
     port = port or free_port()
     base = f"http://127.0.0.1:{port}"
-    console.print(f"\n[bold]API serving at {base}[/bold]  (OpenAPI docs at {base}/docs; Ctrl-C stops everything)")
+    console.print(
+        f"\n[bold]API serving at {base}[/bold]  (OpenAPI docs at {base}/docs; Ctrl-C stops everything)", soft_wrap=True
+    )
     if result.evaluation is not None:
-        console.print(f"  {base}/v1/demonstrations/{result.evaluation.slug}/comparison")
-        console.print(f"  {base}/v1/demonstrations/{result.evaluation.slug}/kpis?format=csv")
+        console.print(f"  {base}/v1/demonstrations/{result.evaluation.slug}/comparison", soft_wrap=True)
+        console.print(f"  {base}/v1/demonstrations/{result.evaluation.slug}/kpis?format=csv", soft_wrap=True)
     uvicorn.run(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
 
 
