@@ -10,7 +10,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 COPY . /tmp/src
 RUN pip install /tmp/src && rm -rf /tmp/src
 
-RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin pilot
+RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin pilot \
+    && mkdir /var/lib/pilot && chown pilot:pilot /var/lib/pilot
 USER pilot
 WORKDIR /home/pilot
 
