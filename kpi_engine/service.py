@@ -38,6 +38,8 @@ from pilot_core.registry import DeviceKey, DeviceRegistry
 # Bump when the same hours and plan would give a different result, so cached results are not reused.
 ENGINE_VERSION = "1"
 DEFAULT_SETTLE_S = 2 * 3600
+# An unsettled hour read this recently is not read again: a burst of requests on a running pilot reads once.
+DEFAULT_REREAD_AFTER_S = 60
 _RESULT = TypeAdapter(DemonstrationResult)
 
 Progress = Callable[[str], None]
@@ -112,8 +114,10 @@ class HourStore:
         settle_s: float = DEFAULT_SETTLE_S,
         clock: Callable[[], float] = time.time,
         decoded: DecodedHours | None = None,
+        reread_after_s: float = DEFAULT_REREAD_AFTER_S,
     ) -> None:
         self.decoded = decoded or DecodedHours()
+        self.reread_after_ms = round(reread_after_s * 1000)
         self.rollups = rollups
         self.reader = TelemetryReader(influx)
         self.registry = registry
@@ -161,7 +165,7 @@ class HourStore:
         starts = [t for t in plan_hours(plan) if t < now_ms]  # hours still to come have nothing to read
         refreshed = 0
         for device in plan.devices:
-            stale = [t for t in starts if force or self._unsettled(stamps.get((device, t)), t)]
+            stale = [t for t in starts if force or self._stale(stamps.get((device, t)), t, now_ms)]
             if not stale:
                 continue
             registered = self.registry.get(DeviceKey(plan.site, plan.line, device))
@@ -169,15 +173,17 @@ class HourStore:
                 raise LookupError(f"device {device!r} of the plan is not in the device registry")
             for run_start, run_end in _runs(stale):
                 hours = self.reader.device_hours(plan.site, plan.line, device, registered.profile, run_start, run_end)
-                refreshed += self.rollups.upsert(plan.site, plan.line, hours)
+                refreshed += self.rollups.upsert(plan.site, plan.line, hours, now_ms)
             if progress:
                 progress(f"  read {len(stale):,} hours of {device} from InfluxDB")
         return refreshed
 
-    def _unsettled(self, stamp: HourStamp | None, start_ms: int) -> bool:
+    def _stale(self, stamp: HourStamp | None, start_ms: int, now_ms: int) -> bool:
+        """Missing, or not yet settled and not read in the last ``reread_after_s``."""
         if stamp is None:
             return True
-        return stamp.computed_at_ms < start_ms + HOUR_MS + self.settle_ms
+        unsettled = stamp.computed_at_ms < start_ms + HOUR_MS + self.settle_ms
+        return unsettled and now_ms - stamp.computed_at_ms >= self.reread_after_ms
 
     def read(self, plan: DemonstrationPlan) -> dict[str, list[DeviceHour]]:
         starts = plan_hours(plan)

@@ -316,9 +316,12 @@ class RollupRepository:
     def __init__(self, database: Database) -> None:
         self._db = database
 
-    def upsert(self, site: str, line: str, hours: Iterable[DeviceHour]) -> int:
-        """Insert or replace hours by (site, line, device, start); returns how many were written."""
-        now_ms = round(_now().timestamp() * 1000)
+    def upsert(self, site: str, line: str, hours: Iterable[DeviceHour], computed_at_ms: int | None = None) -> int:
+        """Insert or replace hours by (site, line, device, start); returns how many were written.
+
+        ``computed_at_ms`` (default: now) is when they were read from the store, which decides their settling.
+        """
+        now_ms = round(_now().timestamp() * 1000) if computed_at_ms is None else computed_at_ms
         values = []
         for hour in hours:
             text = orjson.dumps(hour.to_json(), option=orjson.OPT_SORT_KEYS).decode()

@@ -1,0 +1,80 @@
+"""Which device-hours the KPI service reads from InfluxDB, and when: missing, unsettled, or forced."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+
+from adapters.catalog import load_profiles
+from adapters.influxdb import InfluxClient, InfluxSettings
+from adapters.sql import Database, RollupRepository, default_url
+from kpi_engine.service import HourStore
+from pilot_core.demonstration import DemonstrationPlan
+from pilot_core.device_hours import HOUR_MS, DeviceHour
+from pilot_core.profiles import DeviceProfile
+from pilot_core.registry import DeviceEntry, DeviceRegistry
+
+START = dt.datetime(2026, 11, 2, tzinfo=dt.UTC)
+START_MS = int(START.timestamp() * 1000)
+
+
+class RecordingReader:
+    """Stands in for InfluxDB: empty hours, and a note of every range asked for."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[int, int]] = []
+
+    def device_hours(
+        self, site: str, line: str, device: str, profile: DeviceProfile, start_ms: int, end_ms: int
+    ) -> Iterator[DeviceHour]:
+        self.asked.append((start_ms, end_ms))
+        return iter([DeviceHour(device, t) for t in range(start_ms, end_ms, HOUR_MS)])
+
+
+def test_hours_are_read_once_when_settled_and_again_only_while_they_may_change(tmp_path: Path) -> None:
+    plan = DemonstrationPlan.model_validate(
+        {
+            "name": "running pilot",
+            "site": "s",
+            "line": "l",
+            "devices": ["press"],
+            "output_devices": ["press"],
+            "calendar": {"timezone": "UTC", "shifts": [{"start": "08:00", "end": "16:00"}]},
+            "windows": [
+                {"name": "before", "phase": "baseline", "start": START, "end": START + dt.timedelta(hours=10)},
+                {
+                    "name": "now",
+                    "phase": "pilot",
+                    "start": START + dt.timedelta(hours=10),
+                    "end": START + dt.timedelta(hours=20),
+                },
+            ],
+            "products": [{"id": "P", "ideal_cycle_time_s": 10}],
+        }
+    )
+    now = [START_MS / 1000 + 15 * 3600 + 60]  # 15:01 on the day: the pilot window is still running
+    registry = DeviceRegistry([DeviceEntry(site="s", line="l", device="press", profile="cnc_machine")], load_profiles())
+    with Database(default_url(tmp_path)) as database, InfluxClient(InfluxSettings()) as unused:
+        database.upgrade()
+        store = HourStore(RollupRepository(database), unused, registry, clock=lambda: now[0])
+        reader = RecordingReader()
+        store.reader = reader  # type: ignore[assignment]
+
+        def refresh(force: bool = False) -> list[tuple[int, int]]:
+            reader.asked.clear()
+            store.refresh(plan, store.stamps(plan), force=force)
+            return list(reader.asked)
+
+        assert refresh() == [(START_MS, START_MS + 16 * HOUR_MS)]  # every hour begun so far
+        assert not store.settled(plan, store.summaries(plan))
+        now[0] += 30
+        assert refresh() == []  # read half a minute ago: a burst of requests reads once
+        now[0] += 60
+        # Hours that ended more than two hours before they were stored are settled; the rest are read again.
+        assert refresh() == [(START_MS + 13 * HOUR_MS, START_MS + 16 * HOUR_MS)]
+        assert refresh(force=True) == [(START_MS, START_MS + 16 * HOUR_MS)]
+        now[0] += 24 * 3600
+        refresh()
+        assert store.settled(plan, store.summaries(plan))
+        assert refresh() == []
