@@ -46,6 +46,11 @@ class CollectorMetrics:
         )
         self.backlog = Gauge("pilot_collector_backlog_messages", "Received messages not yet acknowledged", registry=r)
         self.connected = Gauge("pilot_collector_mqtt_connected", "1 while connected to the broker", registry=r)
+        self.spool_batches = Gauge(
+            "pilot_collector_spool_batches", "Batches in the disk spool, waiting for InfluxDB", registry=r
+        )
+        self.spool_bytes = Gauge("pilot_collector_spool_bytes", "Bytes the disk spool holds", registry=r)
+        self.spool_quota_bytes = Gauge("pilot_collector_spool_quota_bytes", "The disk spool's quota", registry=r)
 
     def totals(self) -> MetricTotals:
         """A snapshot of the counters, for progress reports and tests."""
@@ -66,6 +71,11 @@ class CollectorMetrics:
 
     def watch_backlog(self, size: Callable[[], float]) -> None:
         self.backlog.set_function(size)
+
+    def watch_spool(self, batches: Callable[[], float], size: Callable[[], float], quota: float) -> None:
+        self.spool_batches.set_function(batches)
+        self.spool_bytes.set_function(size)
+        self.spool_quota_bytes.set(quota)
 
     def serve(self, host: str, port: int) -> None:
         start_http_server(port, addr=host, registry=self.registry)

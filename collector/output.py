@@ -26,7 +26,8 @@ MAX_BACKOFF_S = 30.0
 class WriteReport:
     written: int = 0
     refused: list[tuple[int, str]] = field(default_factory=list)  # (line index, InfluxDB's message)
-    completed: bool = True  # False if stopped before the batch was durable
+    completed: bool = True  # False if stopped, or given up on, before the batch was durable
+    deferred: bool = False  # given up on: InfluxDB failed for longer than the caller would wait
 
 
 class InfluxOutput:
@@ -37,8 +38,11 @@ class InfluxOutput:
         # waiting on it lets that interrupt a backoff.
         self.abort = abort
 
-    def write(self, lines: list[str]) -> WriteReport:
-        """Write ``lines``, retrying transient failures until written or aborted."""
+    def write(self, lines: list[str], give_up_after_s: float | None = None) -> WriteReport:
+        """Write ``lines``, retrying transient failures until written, aborted, or ``give_up_after_s`` passed.
+
+        A batch given up on may be partly written; writing it again is harmless (same points, same values).
+        """
         report = WriteReport()
         started = time.perf_counter()
         pending: list[tuple[int, int]] = [(0, len(lines))] if lines else []
@@ -53,6 +57,10 @@ class InfluxOutput:
             if result.outcome is WriteOutcome.RETRY:
                 if self.abort.is_set():
                     report.completed = False
+                    break
+                if give_up_after_s is not None and time.perf_counter() - started >= give_up_after_s:
+                    report.completed = False
+                    report.deferred = True
                     break
                 attempt += 1
                 self.metrics.write_retries.inc()

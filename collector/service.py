@@ -17,13 +17,14 @@ import paho.mqtt.client as paho
 from paho.mqtt.reasoncodes import ReasonCode
 
 from adapters.catalog import load_profiles, load_registry
-from adapters.influxdb import InfluxClient
+from adapters.influxdb import InfluxClient, InfluxError
 from adapters.mqtt import connect_and_wait, new_client
 from collector.dead_letter import publish_dead_letter
 from collector.metrics import CollectorMetrics
 from collector.output import InfluxOutput
 from collector.processing import BatchOutcome, Inbound, ProcessorProcess
 from collector.settings import CollectorSettings
+from collector.spool import Spool, SpooledBatch, SpoolFull
 from pilot_core.contract import Topic, TopicError, parse_topic
 from pilot_core.registry import DeviceRegistry
 from pilot_core.validation import Rejection, RejectReason
@@ -31,6 +32,10 @@ from pilot_core.validation import Rejection, RejectReason
 log = logging.getLogger("pilot.collector")
 
 DEAD_LETTER_ACK_TIMEOUT_S = 10.0
+
+
+class InfluxUnreachable(InfluxError):
+    """InfluxDB did not answer: the collector spools until it does."""
 
 
 class Collector:
@@ -43,34 +48,36 @@ class Collector:
         self._in_flight = 0  # taken from the queue, not yet acknowledged
         self._accepting = True
         self._generation = 0
+        self._store_checked = False  # pinged, and the database created where the server allows
         self._stopping = threading.Event()
         self._abort = threading.Event()
         self.output = InfluxOutput(self.influx, self.metrics, self._abort)
         self.processor = ProcessorProcess(self.registry, settings.max_payload_bytes)
+        self.spool = Spool(settings.spool_dir, settings.spool_quota_mb * 1024 * 1024)
+        self._spooled = threading.Event()  # wakes the replayer
         self.metrics.watch_backlog(lambda: self._queue.qsize() + self._in_flight)
+        self.metrics.watch_spool(lambda: self.spool.pending, lambda: self.spool.bytes, self.spool.quota_bytes)
         self._client = new_client(settings.mqtt, settings.client_id, manual_ack=True)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
         self._worker = threading.Thread(target=self._work, name="pilot-collector-worker", daemon=True)
+        self._replayer = threading.Thread(target=self._replay, name="pilot-collector-replay", daemon=True)
 
     # --- lifecycle -------------------------------------------------------
 
     def start(self) -> None:
-        version = self.influx.ping()
-        created = self.influx.ensure_database()
-        log.info(
-            "InfluxDB %s at %s, database %r (%s)",
-            version,
-            self.settings.influx.url,
-            self.settings.influx.database,
-            "created or present" if created else "managed by the server",
-        )
+        try:
+            self._check_store()
+        except InfluxUnreachable as exc:
+            # Nothing is lost meanwhile: batches go to the disk spool until InfluxDB answers.
+            log.warning("%s; collecting anyway, into the spool at %s", exc, self.settings.spool_dir)
         self.processor.start()
         if self.settings.metrics_port:
             self.metrics.serve(self.settings.metrics_host, self.settings.metrics_port)
             log.info("metrics on http://%s:%d/metrics", self.settings.metrics_host, self.settings.metrics_port)
         self._worker.start()
+        self._replayer.start()
         connect_and_wait(
             self._client,
             self.settings.mqtt,
@@ -101,11 +108,41 @@ class Collector:
             )
             self._abort.set()
             self._worker.join(10)
+        self._abort.set()  # the spool is durable: replaying stops here and resumes at the next start
+        self._spooled.set()
+        self._replayer.join(30)
         self._client.disconnect()
         self._client.loop_stop()
         self.processor.close()
         self.influx.close()
         log.info("collector stopped")
+
+    def _check_store(self) -> None:
+        """Ping InfluxDB and create the database; InfluxUnreachable if it does not answer (it is checked again
+        before the next write). Wrong credentials raise InfluxError: every write would fail too."""
+        if self._store_checked:
+            return
+        try:
+            version = self.influx.ping()
+        except InfluxError as exc:
+            raise InfluxUnreachable(str(exc)) from None
+        created = self.influx.ensure_database()
+        self._store_checked = True
+        log.info(
+            "InfluxDB %s at %s, database %r (%s)",
+            version,
+            self.settings.influx.url,
+            self.settings.influx.database,
+            "created or present" if created else "managed by the server",
+        )
+
+    def _store_ready(self) -> bool:
+        try:
+            self._check_store()
+        except InfluxError as exc:
+            log.debug("InfluxDB not ready: %s", exc)
+            return False
+        return True
 
     def run_forever(self) -> None:
         self._stopping.wait()
@@ -185,7 +222,16 @@ class Collector:
     def _handle(self, messages: list[Inbound]) -> None:
         outcome = self.processor.process([(m.topic, m.payload) for m in messages])
         self._count(len(messages), outcome)
-        report = self.output.write(outcome.lines)
+        # While the spool holds batches, new ones queue behind them, so InfluxDB gets them in order.
+        if self.spool.pending and self._spool(messages, outcome):
+            return
+        if not self._store_ready() and self._spool(messages, outcome):
+            return
+        report = self.output.write(outcome.lines, give_up_after_s=self.settings.spool_after_s)
+        if report.deferred:
+            if self._spool(messages, outcome):
+                return
+            report = self.output.write(outcome.lines)  # the spool is full: wait for InfluxDB, unacknowledged
         if not report.completed:
             self.metrics.batches.labels("abandoned").inc()
             self.processor.forget_sequences()
@@ -198,6 +244,72 @@ class Collector:
             return
         self._acknowledge(messages)
         self.metrics.batches.labels("written").inc()
+
+    def _spool(self, messages: list[Inbound], outcome: BatchOutcome) -> bool:
+        """Make the batch durable on disk and acknowledge it; False if the spool is full."""
+        owners = sorted(set(outcome.line_owner))
+        index = {owner: n for n, owner in enumerate(owners)}
+        batch = SpooledBatch(
+            outcome.lines,
+            [index[owner] for owner in outcome.line_owner],
+            [(messages[owner].topic, messages[owner].payload) for owner in owners],
+        )
+        try:
+            self.spool.append(batch)
+        except SpoolFull as full:
+            log.error("%s: this batch waits for InfluxDB in memory, unacknowledged", full)
+            self.metrics.batches.labels("spool_full").inc()
+            return False
+        self._spooled.set()
+        refused = [(messages[i], rejection) for i, rejection in outcome.rejected]
+        if not self._dead_letter(refused):
+            self.metrics.batches.labels("dead_letter_failed").inc()
+            return True  # the valid part is durable; the batch comes again and its points land twice, harmlessly
+        self._acknowledge(messages)
+        self.metrics.batches.labels("spooled").inc()
+        return True
+
+    def _replay(self) -> None:
+        """Write spooled batches to InfluxDB in order, each dropped from the spool once written."""
+        while not self._abort.is_set():
+            record = self.spool.peek()
+            if record is None:
+                self._spooled.wait(1.0)
+                self._spooled.clear()
+                continue
+            if not self._store_ready():
+                self._abort.wait(1.0)
+                continue
+            try:
+                report = self.output.write(record.batch.lines)
+                if not report.completed:
+                    return  # stopping: the record stays in the spool for the next start
+                refused = self._refused_spooled(record.batch, report.refused)
+                if not self._dead_letter(refused):
+                    time.sleep(1.0)  # the broker did not confirm; write and dead-letter again
+                    continue
+            except Exception:  # never let one record stop the replay
+                log.exception("unexpected error replaying a spooled batch; retrying")
+                time.sleep(1.0)
+                continue
+            self.spool.commit(record)
+            self.metrics.points_written.inc(report.written)
+            self.metrics.batches.labels("replayed").inc()
+            if not self.spool.pending:
+                log.info("spool drained: every spooled batch is in InfluxDB")
+
+    @staticmethod
+    def _refused_spooled(batch: SpooledBatch, refused_lines: list[tuple[int, str]]) -> list[tuple[Inbound, Rejection]]:
+        owners: dict[int, str] = {}
+        for line_index, message in refused_lines:
+            owners.setdefault(batch.line_owner[line_index], message)
+        refused = []
+        for owner, message in owners.items():
+            topic, payload = batch.messages[owner]
+            inbound = Inbound(topic, payload, 0, 0, -1)  # already acknowledged when spooled
+            log.error("InfluxDB refused a spooled point from %s: %s", topic, message)
+            refused.append((inbound, Rejection(RejectReason.STORE_REJECTED, message, _topic_or_none(inbound))))
+        return refused
 
     def _count(self, received: int, outcome: BatchOutcome) -> None:
         self.metrics.received.inc(received)

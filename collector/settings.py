@@ -42,6 +42,13 @@ class CollectorSettings(BaseSettings):
     dead_letter_topic: str = Field(
         default="pilot/deadletter/v1", description="Refused messages are republished below this"
     )
+    spool_dir: Path = Field(
+        default=Path("spool"), description="Where batches wait, durable, while InfluxDB cannot take them"
+    )
+    spool_quota_mb: int = Field(default=1024, ge=1, description="Disk the spool may use; when full, acks wait")
+    spool_after_s: float = Field(
+        default=10.0, gt=0, description="How long a batch retries InfluxDB before it goes to the spool"
+    )
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9464, ge=0, description="Prometheus /metrics; 0 turns it off")
     shutdown_timeout_s: float = Field(default=30.0, gt=0)

@@ -116,6 +116,7 @@ def run_demo(
         client_id="pilot-demo-collector",
         devices_file=state_dir / "devices.yaml",
         metrics_port=metrics_port,
+        spool_dir=state_dir / "spool",
     )
     log_file = logging.FileHandler(state_dir / "collector.log", encoding="utf-8")
     log_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))

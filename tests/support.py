@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -21,7 +23,12 @@ from pilot_core.registry import DeviceRegistry
 def collector_settings(
     mqtt: MqttSettings, influx: InfluxSettings, client_id: str, **overrides: Any
 ) -> CollectorSettings:
-    values: dict[str, Any] = {"metrics_port": 0, "flush_interval_s": 0.2, "shutdown_timeout_s": 10.0}
+    values: dict[str, Any] = {
+        "metrics_port": 0,
+        "flush_interval_s": 0.2,
+        "shutdown_timeout_s": 10.0,
+        "spool_dir": Path(tempfile.mkdtemp(prefix="pilot-spool-")),  # each collector its own
+    }
     values.update(overrides)
     return CollectorSettings(mqtt=mqtt, influx=influx, client_id=client_id, **values)
 
