@@ -138,12 +138,16 @@ def mosquitto(folder: Path, port: int | None = None, *, persistence: bool = True
                 "log_type error",
                 "log_type warning",
                 "log_type notice",
+                # Started as root, Mosquitto would drop to its own user, who cannot write this
+                # folder: its sessions would not survive a restart. It is ours alone, so keep our user.
+                *(["user root"] if os.geteuid() == 0 else []),
                 "",
             ]
         ),
         encoding="utf-8",
     )
     return LocalService("mosquitto", folder, port, [binary, "-c", str(config)])
+
 
 
 def influxdb(folder: Path, port: int | None = None) -> InfluxService:
