@@ -46,6 +46,11 @@ class CollectorMetrics:
         )
         self.backlog = Gauge("pilot_collector_backlog_messages", "Received messages not yet acknowledged", registry=r)
         self.connected = Gauge("pilot_collector_mqtt_connected", "1 while connected to the broker", registry=r)
+        self.watchdog_reconnects = Counter(
+            "pilot_collector_watchdog_reconnects",
+            "Reconnects because the broker stopped delivering while the connection looked alive",
+            registry=r,
+        )
         self.spool_batches = Gauge(
             "pilot_collector_spool_batches", "Batches in the disk spool, waiting for InfluxDB", registry=r
         )

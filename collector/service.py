@@ -63,6 +63,10 @@ class Collector:
         self._client.on_message = self._on_message
         self._worker = threading.Thread(target=self._work, name="pilot-collector-worker", daemon=True)
         self._replayer = threading.Thread(target=self._replay, name="pilot-collector-replay", daemon=True)
+        # The collector publishes to itself: a connection that stays up while deliveries stop is found out.
+        self.heartbeat_topic = f"pilot/collector/{settings.client_id}/heartbeat"
+        self._last_heartbeat = time.monotonic()
+        self._watchdog = threading.Thread(target=self._watch, name="pilot-collector-watchdog", daemon=True)
 
     # --- lifecycle -------------------------------------------------------
 
@@ -78,6 +82,8 @@ class Collector:
             log.info("metrics on http://%s:%d/metrics", self.settings.metrics_host, self.settings.metrics_port)
         self._worker.start()
         self._replayer.start()
+        if self.settings.watchdog_s:
+            self._watchdog.start()
         connect_and_wait(
             self._client,
             self.settings.mqtt,
@@ -163,6 +169,9 @@ class Collector:
         self.metrics.connected.set(1)
         # Subscribe on every connect: a broker that lost our session must get it back.
         client.subscribe(self.settings.subscription, qos=1)
+        if self.settings.watchdog_s:
+            client.subscribe(self.heartbeat_topic, qos=0)
+        self._last_heartbeat = time.monotonic()
         log.info("connected to MQTT broker (session present: %s)", getattr(flags, "session_present", "?"))
 
     def _on_disconnect(
@@ -173,8 +182,33 @@ class Collector:
             log.warning("disconnected from MQTT broker (%s); reconnecting", reason)
 
     def _on_message(self, client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
+        if message.topic == self.heartbeat_topic:
+            self._last_heartbeat = time.monotonic()
+            return
         if self._accepting:
             self._queue.put(Inbound(message.topic, bytes(message.payload), message.mid, message.qos, self._generation))
+
+    def _watch(self) -> None:
+        """Publish a heartbeat to ourselves; if none comes back for ``watchdog_s``, reconnect."""
+        period = self.settings.watchdog_s
+        while not self._stopping.wait(period / 4):
+            if not self._client.is_connected():
+                self._last_heartbeat = time.monotonic()  # paho is reconnecting already
+                continue
+            self._client.publish(self.heartbeat_topic, b"", qos=0)
+            silent_s = time.monotonic() - self._last_heartbeat
+            if silent_s > period:
+                log.error(
+                    "connected to the broker but nothing delivered for %.0f s, not even our own heartbeat: "
+                    "reconnecting (and subscribing again)",
+                    silent_s,
+                )
+                self.metrics.watchdog_reconnects.inc()
+                self._last_heartbeat = time.monotonic()
+                try:
+                    self._client.reconnect()
+                except OSError as exc:
+                    log.warning("reconnect failed (%s); paho keeps trying", exc)
 
     # --- worker ----------------------------------------------------------
 

@@ -49,6 +49,11 @@ class CollectorSettings(BaseSettings):
     spool_after_s: float = Field(
         default=10.0, gt=0, description="How long a batch retries InfluxDB before it goes to the spool"
     )
+    watchdog_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="Reconnect when the collector's own heartbeat has not come back for this long; 0 turns it off",
+    )
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9464, ge=0, description="Prometheus /metrics; 0 turns it off")
     shutdown_timeout_s: float = Field(default=30.0, gt=0)

@@ -238,3 +238,19 @@ def test_the_broker_restarted_under_load_loses_nothing(
             wait_until(lambda: collector.metrics.connected._value.get() == 1, what="the collector reconnected")
     finally:
         broker.stop()
+
+
+def test_a_session_that_stops_delivering_is_noticed_and_reconnected(
+    mqtt_settings: MqttSettings, influx_settings: InfluxSettings, unique_id: str
+) -> None:
+    site, line, device = "시화", "line 5", unique_id
+    settings = collector_settings(mqtt_settings, influx_settings, f"{unique_id}-collector", watchdog_s=1.5)
+    with running_collector(settings, registry_of(site, line, device)) as collector:
+        time.sleep(1.0)  # its subscriptions are in place and heartbeats come back
+        # As if the broker had lost our subscriptions while the connection stayed up.
+        collector._client.unsubscribe([settings.subscription, collector.heartbeat_topic])
+        wait_until(lambda: collector.metrics.watchdog_reconnects._value.get() >= 1, timeout_s=15, what="the watchdog")
+        wait_until(lambda: collector.metrics.connected._value.get() == 1, what="the reconnect")
+        with SteadyPublisher(mqtt_settings, site, line, device) as publisher:
+            time.sleep(1.0)
+        wait_for_all(influx_settings, publisher.published)
