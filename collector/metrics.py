@@ -27,7 +27,10 @@ class CollectorMetrics:
             "pilot_collector_messages_rejected", "Messages sent to the dead-letter topic", ["reason"], registry=r
         )
         self.duplicates = Counter(
-            "pilot_collector_messages_duplicate", "Redelivered or replayed messages already stored", registry=r
+            "pilot_collector_messages_duplicate",
+            "Redelivered or replayed messages already stored, per device and channel",
+            ["site", "line", "device", "channel"],
+            registry=r,
         )
         self.seq_gaps = Counter(
             "pilot_collector_seq_missing",
@@ -60,17 +63,20 @@ class CollectorMetrics:
     def totals(self) -> MetricTotals:
         """A snapshot of the counters, for progress reports and tests."""
         value = self.registry.get_sample_value
-        rejected = sum(
-            sample.value
-            for metric in self.rejected.collect()
-            for sample in metric.samples
-            if sample.name.endswith("_total")
+        rejected, duplicates = (
+            sum(
+                sample.value
+                for metric in counter.collect()
+                for sample in metric.samples
+                if sample.name.endswith("_total")
+            )
+            for counter in (self.rejected, self.duplicates)
         )
         return MetricTotals(
             received=int(value("pilot_collector_messages_received_total") or 0),
             accepted=int(value("pilot_collector_messages_accepted_total") or 0),
             rejected=int(rejected),
-            duplicates=int(value("pilot_collector_messages_duplicate_total") or 0),
+            duplicates=int(duplicates),
             points_written=int(value("pilot_collector_points_written_total") or 0),
         )
 

@@ -39,7 +39,7 @@ class BatchOutcome:
     lines: list[str] = field(default_factory=list)
     line_owner: list[int] = field(default_factory=list)  # index of the message each line came from
     rejected: list[tuple[int, Rejection]] = field(default_factory=list)
-    duplicates: int = 0
+    duplicates: list[StreamKey] = field(default_factory=list)  # the stream of each duplicate
     seq_gaps: list[tuple[StreamKey, int]] = field(default_factory=list)  # stream and how many seqs it skipped
 
 
@@ -76,7 +76,8 @@ class Processor:
         observation = self.seq.observe(accepted.topic, accepted.seq)
         if observation.verdict is SeqVerdict.DUPLICATE:
             # Already stored: acknowledging it again is all that is needed.
-            outcome.duplicates += 1
+            t = accepted.topic
+            outcome.duplicates.append((t.site, t.line, t.device, t.channel.value))
             return False
         if observation.verdict is SeqVerdict.REGRESSION:
             detail = (

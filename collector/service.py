@@ -347,8 +347,9 @@ class Collector:
 
     def _count(self, received: int, outcome: BatchOutcome) -> None:
         self.metrics.received.inc(received)
-        self.metrics.accepted.inc(received - len(outcome.rejected) - outcome.duplicates)
-        self.metrics.duplicates.inc(outcome.duplicates)
+        self.metrics.accepted.inc(received - len(outcome.rejected) - len(outcome.duplicates))
+        for stream in outcome.duplicates:
+            self.metrics.duplicates.labels(*stream).inc()
         for stream, missing in outcome.seq_gaps:
             self.metrics.seq_gaps.labels(*stream).inc(missing)
 

@@ -208,3 +208,24 @@ def test_oversized_payloads_are_dead_lettered_under_their_device(
         watcher.disconnect()
         watcher.loop_stop()
     assert seen == [f"{dead_root}/{site}/{line}/{device}/telemetry"]
+
+
+def test_duplicates_and_gaps_are_counted_per_device_and_channel(
+    mqtt_settings: MqttSettings, influx_settings: InfluxSettings, unique_id: str
+) -> None:
+    site, line, device = "판교", "조립 2", unique_id
+    topic = topic_for(site, line, device, "telemetry")
+
+    def sample(seq: int) -> tuple[str, bytes]:
+        return topic, json.dumps({"seq": seq, "ts": TS + seq, "metrics": {"strokes": seq}}).encode()
+
+    messages = [sample(1), sample(2), sample(2), sample(5), sample(3)]  # 2 again; 3 and 4 late or missing
+    settings = collector_settings(mqtt_settings, influx_settings, f"{unique_id}-collector")
+    with running_collector(settings, registry(site, line, device)) as collector:
+        publish_all(mqtt_settings, messages, f"{unique_id}-pub")
+        with InfluxClient(influx_settings) as client:
+            wait_until(lambda: count_points(client, "telemetry_test_press") == 4, what="four samples")
+        labels = {"site": site, "line": line, "device": device, "channel": "telemetry"}
+        value = collector.metrics.registry.get_sample_value
+        wait_until(lambda: value("pilot_collector_messages_duplicate_total", labels) == 1, what="one duplicate")
+        assert value("pilot_collector_seq_missing_total", labels) == 2  # 3 and 4, when 5 came
