@@ -171,52 +171,114 @@ def test_a_collector_started_while_influxdb_is_down_spools_until_it_is_up(
         influx.stop()
 
 
+class CollectProcess:
+    """`pilot collect` as its own process, configured by environment, with a persistent session made first."""
+
+    def __init__(
+        self, folder: Path, mqtt: MqttSettings, influx: InfluxSettings, devices: Path, client_id: str, **extra: str
+    ) -> None:
+        self.folder = folder
+        self.env = {
+            **os.environ,
+            "PILOT_MQTT__PORT": str(mqtt.port),
+            "PILOT_INFLUX__URL": influx.url,
+            "PILOT_INFLUX__DATABASE": influx.database,
+            "PILOT_DEVICES_FILE": str(devices),
+            "PILOT_CLIENT_ID": client_id,  # the same session across restarts
+            "PILOT_METRICS_PORT": "0",
+            "PILOT_FLUSH_INTERVAL_S": "0.2",
+            **extra,
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+        # The session exists before the device publishes, as in production.
+        share = extra.get("PILOT_SHARE_GROUP")
+        primer = new_client(mqtt, client_id)
+        connect_and_wait(primer, mqtt, persistent_session_s=3600)
+        primer.subscribe(f"$share/{share}/{SUBSCRIPTION}" if share else SUBSCRIPTION, qos=1)
+        time.sleep(0.5)
+        primer.disconnect()
+        primer.loop_stop()
+
+    def start(self) -> None:
+        self.process = subprocess.Popen([sys.executable, "-m", "pilot", "collect"], env=self.env, cwd=self.folder)
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)  # no flush, no goodbye
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(30)
+
+
+def conveyor_registry_file(folder: Path, site: str, line: str, device: str) -> Path:
+    devices = folder / "devices.yaml"
+    devices.write_text(f"devices:\n  - {{site: {site}, line: {line}, device: '{device}', profile: conveyor}}\n")
+    return devices
+
+
 def test_a_collector_killed_under_load_and_restarted_loses_nothing(
     tmp_path: Path, mqtt_settings: MqttSettings, influx_settings: InfluxSettings, unique_id: str
 ) -> None:
     site, line, device = "시화", "line 3", unique_id
-    devices = tmp_path / "devices.yaml"
-    devices.write_text(f"devices:\n  - {{site: {site}, line: {line}, device: '{device}', profile: conveyor}}\n")
-    env = {
-        **os.environ,
-        "PILOT_MQTT__PORT": str(mqtt_settings.port),
-        "PILOT_INFLUX__URL": influx_settings.url,
-        "PILOT_INFLUX__DATABASE": influx_settings.database,
-        "PILOT_DEVICES_FILE": str(devices),
-        "PILOT_CLIENT_ID": f"collect-{unique_id}",  # the same session across the restart
-        "PILOT_METRICS_PORT": "0",
-        "PILOT_FLUSH_INTERVAL_S": "0.2",
-    }
-
-    def start() -> subprocess.Popen[bytes]:
-        return subprocess.Popen([sys.executable, "-m", "pilot", "collect"], env=env, cwd=tmp_path)
-
-    # The collector's persistent session exists before the device publishes, as in production.
-    primer = new_client(mqtt_settings, env["PILOT_CLIENT_ID"])
-    connect_and_wait(primer, mqtt_settings, persistent_session_s=3600)
-    primer.subscribe(SUBSCRIPTION, qos=1)
-    time.sleep(0.5)
-    primer.disconnect()
-    primer.loop_stop()
-
+    devices = conveyor_registry_file(tmp_path, site, line, device)
+    collector = CollectProcess(tmp_path, mqtt_settings, influx_settings, devices, f"collect-{unique_id}")
     with InfluxClient(influx_settings) as client, SteadyPublisher(mqtt_settings, site, line, device) as publisher:
         client.ensure_database()  # so that counting works before the collector's first write
-        collector = start()
         try:
+            collector.start()
             wait_until(lambda: count_points(client, "telemetry_conveyor") > 0, what="the first points")
             time.sleep(1.0)
-            collector.send_signal(signal.SIGKILL)  # no flush, no goodbye
-            collector.wait(10)
+            collector.kill()
             time.sleep(2.0)  # the device keeps publishing; the broker queues for the session
-            collector = start()
+            collector.start()
             time.sleep(2.0)
-        finally:
             publisher.stop()
-        try:
             wait_for_all(influx_settings, publisher.published)
         finally:
-            collector.send_signal(signal.SIGTERM)
-            collector.wait(30)
+            publisher.stop()
+            collector.stop()
+
+
+def test_one_of_two_shared_subscription_collectors_killed_loses_nothing(
+    tmp_path: Path, mqtt_settings: MqttSettings, influx_settings: InfluxSettings, unique_id: str
+) -> None:
+    """Mosquitto keeps sending a disconnected persistent member its share: it must come back (see the docs)."""
+    site, line, device = "시화", "line 6", unique_id
+    devices = conveyor_registry_file(tmp_path, site, line, device)
+    collectors = [
+        CollectProcess(
+            tmp_path / name,
+            mqtt_settings,
+            influx_settings,
+            devices,
+            f"collect-{unique_id}-{name}",
+            PILOT_SHARE_GROUP=f"group-{unique_id}",
+        )
+        for name in ("a", "b")
+    ]
+    with InfluxClient(influx_settings) as client, SteadyPublisher(mqtt_settings, site, line, device) as publisher:
+        client.ensure_database()
+        try:
+            for collector in collectors:
+                collector.folder.mkdir()
+                collector.start()
+            wait_until(lambda: count_points(client, "telemetry_conveyor") > 0, what="the first points")
+            time.sleep(1.0)
+            collectors[0].kill()
+            time.sleep(3.0)  # the survivor keeps collecting its share; the broker queues the dead member's
+            landed_meanwhile = count_points(client, "telemetry_conveyor")
+            collectors[0].start()
+            time.sleep(2.0)
+            publisher.stop()
+            wait_for_all(influx_settings, publisher.published)
+            assert landed_meanwhile > 0
+        finally:
+            publisher.stop()
+            for collector in collectors:
+                collector.stop()
 
 
 def test_the_broker_restarted_under_load_loses_nothing(
