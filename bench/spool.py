@@ -1,0 +1,173 @@
+"""The collector through a long InfluxDB outage: memory while spooling, and how fast the spool drains.
+
+    .venv/bin/python -m bench.spool [--messages 100000] [--out FILE]
+
+One run, private Mosquitto and InfluxDB, `pilot collect` as its own process:
+
+1. **baseline:** N messages drained with InfluxDB up (the normal write rate);
+2. **outage:** InfluxDB stopped, N more messages published; the collector's
+   memory (its process tree's RSS) is sampled throughout, and must stay flat
+   while the spool grows on disk;
+3. **drain:** InfluxDB started again; the time until every spooled point is
+   written gives the drain rate, reported as a ratio to the baseline rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from adapters import local_services
+from bench.ingest import DATABASE, _scrape, build_workload, proc_status_kb, process_tree, publish_worker, tree_rss_kb
+
+
+def rss_mb(pid: int) -> float:
+    """Current resident memory of a process tree (VmRSS), in MB."""
+    return sum(proc_status_kb(p, "VmRSS") or 0 for p in process_tree(pid)) / 1024
+
+
+def publish(port: int, workload: Path, count: int, client_id: str) -> None:
+    queue: Any = mp.get_context("spawn").Queue()
+    child = mp.get_context("spawn").Process(target=publish_worker, args=(port, str(workload), count, client_id, queue))
+    child.start()
+    result = queue.get(timeout=600)
+    child.join(30)
+    if result["published"] != count:
+        raise RuntimeError(f"published {result['published']} of {count}")
+
+
+def wait_for(condition: Any, timeout_s: float, what: str) -> float:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return time.time()
+        time.sleep(0.1)
+    raise RuntimeError(f"timed out waiting for {what}")
+
+
+def main() -> int:  # noqa: PLR0915 - one straight run
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--messages", type=int, default=100_000, help="per phase (default 100000)")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    n = args.messages
+    with tempfile.TemporaryDirectory(prefix="pilot-bench-spool-") as scratch:
+        folder = Path(scratch)
+        workload = build_workload(2 * n)
+        workload_path = folder / "workload.pickle"
+        workload_path.write_bytes(pickle.dumps(workload.messages))
+        devices = folder / "devices.yaml"
+        devices.write_text(
+            "devices:\n" + "".join(f"  - {e.model_dump_json()}\n" for e in workload.devices), encoding="utf-8"
+        )
+        broker = local_services.mosquitto(folder / "mosquitto")
+        influx = local_services.influxdb(folder / "influxdb")
+        broker.start()
+        influx.start()
+        metrics_port = local_services.free_port()
+        env = {
+            **os.environ,
+            "PILOT_MQTT__PORT": str(broker.port),
+            "PILOT_INFLUX__URL": influx.url,
+            "PILOT_INFLUX__DATABASE": DATABASE,
+            "PILOT_DEVICES_FILE": str(devices),
+            "PILOT_METRICS_PORT": str(metrics_port),
+            "PILOT_SPOOL_DIR": str(folder / "spool"),
+            "PILOT_SPOOL_AFTER_S": "2",
+        }
+        collector = subprocess.Popen(
+            [sys.executable, "-m", "pilot", "collect"], env=env, cwd=folder, stderr=subprocess.DEVNULL
+        )
+        url = f"http://127.0.0.1:{metrics_port}/metrics"
+        try:
+
+            def metric(name: str) -> float:
+                return _scrape(url).get(name, 0.0)
+
+            wait_for(lambda: "pilot_collector_mqtt_connected" in _scrape(url), 60, "the collector")
+            rss_start = rss_mb(collector.pid)
+            print(f"baseline: {n:,} messages with InfluxDB up", file=sys.stderr)
+            began = time.time()
+            publish(broker.port, workload_path, n, "bench-device")
+            ended = wait_for(lambda: metric("pilot_collector_points_written_total") >= n, 600, "the baseline")
+            baseline_rate = n / (ended - began)
+
+            print(f"outage: InfluxDB stopped, {n:,} more messages", file=sys.stderr)
+            influx.stop()
+            samples: list[float] = []
+            sampler_stop = [False]
+
+            def sample() -> None:
+                while not sampler_stop[0]:
+                    samples.append(rss_mb(collector.pid))
+                    time.sleep(0.5)
+
+            sampler = threading.Thread(target=sample)
+            sampler.start()
+            with open(workload_path, "rb") as fh:
+                second = pickle.load(fh)[n:]
+            (folder / "second.pickle").write_bytes(pickle.dumps(second))
+            publish(broker.port, folder / "second.pickle", n, "bench-device-2")
+            wait_for(lambda: metric("pilot_collector_backlog_messages") == 0, 600, "everything spooled")
+            spooled_bytes = metric("pilot_collector_spool_bytes")
+            spooled_batches = metric("pilot_collector_spool_batches")
+
+            print("drain: InfluxDB started again", file=sys.stderr)
+            influx.start()
+            began = time.time()
+            ended = wait_for(
+                lambda: (
+                    metric("pilot_collector_points_written_total") >= 2 * n
+                    and metric("pilot_collector_spool_batches") == 0
+                ),
+                600,
+                "the spool to drain",
+            )
+            drain_rate = n / (ended - began)
+            sampler_stop[0] = True
+            sampler.join()
+            peak = tree_rss_kb(collector.pid) or 0
+        finally:
+            collector.terminate()
+            collector.wait(60)
+            influx.stop()
+            broker.stop()
+
+    result = {
+        "messages_per_phase": n,
+        "baseline_rate_msg_s": baseline_rate,
+        "drain_rate_points_s": drain_rate,
+        "drain_over_baseline": drain_rate / baseline_rate,
+        "spooled_mb": spooled_bytes / 1e6,
+        "spooled_batches": spooled_batches,
+        "rss_mb_at_start": rss_start,
+        "rss_mb_during_outage_max": max(samples) if samples else None,
+        "rss_mb_during_outage_last": samples[-1] if samples else None,
+        "rss_outage_max_over_start": (max(samples) / rss_start) if samples and rss_start else None,
+        "peak_rss_mb_tree": peak / 1024,
+    }
+    print(f"live rate, InfluxDB up   {baseline_rate:10,.0f} msg/s (publisher-bound)")
+    print(f"spool drain rate         {drain_rate:10,.0f} points/s   {result['drain_over_baseline']:.2f}× baseline")
+    print(f"spooled                  {result['spooled_mb']:10,.1f} MB in {spooled_batches:,.0f} batches")
+    print(
+        f"collector RSS            start {rss_start:.0f} MB, outage max {result['rss_mb_during_outage_max']:.0f} MB "
+        f"({result['rss_outage_max_over_start']:.2f}× start)"
+    )
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
