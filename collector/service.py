@@ -12,6 +12,7 @@ import logging
 import queue
 import threading
 import time
+from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.reasoncodes import ReasonCode
@@ -61,6 +62,9 @@ class Collector:
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
+        self._client.on_subscribe = self._on_subscribe
+        self._subscribed = threading.Event()
+        self._subscription_mid: int | None = None
         self._worker = threading.Thread(target=self._work, name="pilot-collector-worker", daemon=True)
         self._replayer = threading.Thread(target=self._replay, name="pilot-collector-replay", daemon=True)
         # The collector publishes to itself: a connection that stays up while deliveries stop is found out.
@@ -90,6 +94,9 @@ class Collector:
             persistent_session_s=self.settings.session_expiry_s,
             receive_maximum=65535,
         )
+        # A new session receives nothing published before its SUBACK: return only once subscribed.
+        if not self._subscribed.wait(10):
+            log.warning("the broker has not confirmed the subscription to %s yet", self.settings.subscription)
         log.info(
             "collecting %s from %s as %r: %d devices, %d profiles",
             self.settings.subscription,
@@ -168,11 +175,19 @@ class Collector:
         self._generation += 1
         self.metrics.connected.set(1)
         # Subscribe on every connect: a broker that lost our session must get it back.
-        client.subscribe(self.settings.subscription, qos=1)
+        _, self._subscription_mid = client.subscribe(self.settings.subscription, qos=1)
         if self.settings.watchdog_s:
             client.subscribe(self.heartbeat_topic, qos=0)
         self._last_heartbeat = time.monotonic()
         log.info("connected to MQTT broker (session present: %s)", getattr(flags, "session_present", "?"))
+
+    def _on_subscribe(self, client: paho.Client, userdata: object, mid: int, reasons: list[Any], props: object) -> None:
+        if mid == self._subscription_mid:
+            refused = [r for r in reasons if getattr(r, "is_failure", False)]
+            if refused:
+                log.error("the broker refused the subscription to %s: %s", self.settings.subscription, refused[0])
+            else:
+                self._subscribed.set()
 
     def _on_disconnect(
         self, client: paho.Client, userdata: object, flags: object, reason: ReasonCode, props: object

@@ -1,0 +1,66 @@
+"""The edge agent cut off from the broker: it keeps recording to disk, then sends everything, as it was."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from adapters import local_services
+from adapters.catalog import load_profiles
+from adapters.influxdb import InfluxClient, InfluxSettings
+from adapters.mqtt import MqttSettings
+from edge_agent import Agent
+from pilot_core.registry import DeviceEntry, DeviceRegistry
+from tests.support import collector_settings, count_points, running_collector, wait_until
+
+TS = 1_793_000_000_000
+
+
+def test_an_agent_cut_off_from_the_broker_sends_everything_with_its_original_timestamps_and_seq(
+    tmp_path: Path, influx_settings: InfluxSettings, unique_id: str
+) -> None:
+    site, line, device = "판교", "조립 1", unique_id
+    catalog = load_profiles()
+    registry = DeviceRegistry([DeviceEntry(site=site, line=line, device=device, profile="conveyor")], catalog)
+    broker = local_services.mosquitto(tmp_path / "mosquitto")
+    broker.start()
+    mqtt = MqttSettings(host="127.0.0.1", port=broker.port)
+    settings = collector_settings(mqtt, influx_settings, f"{unique_id}-collector", spool_dir=tmp_path / "spool")
+    try:
+        with running_collector(settings, registry), InfluxClient(influx_settings) as client:
+            agent = Agent(mqtt, site, line, device, catalog["conveyor"], tmp_path / "agent")
+            agent.start()
+            for i in range(50):
+                agent.telemetry({"belt_speed": 1.0, "jam_detected": False}, ts_ms=TS + i * 1000)
+            wait_until(lambda: agent.pending == 0, what="the first 50 sent")
+
+            broker.stop()  # the plant network drops
+            for i in range(50, 150):
+                agent.telemetry({"belt_speed": 1.5, "jam_detected": False}, ts_ms=TS + i * 1000)
+            agent.state("running", ts_ms=TS + 150_000)
+            assert agent.pending >= 101  # on disk, waiting
+            time.sleep(2.0)
+            broker.start()
+
+            wait_until(lambda: agent.pending == 0, timeout_s=60, what="the outbox to empty")
+            wait_until(
+                lambda: (
+                    count_points(client, "telemetry_conveyor") == 150
+                    and count_points(client, "state") == 1
+                    and count_points(client, "status") == 3
+                ),
+                timeout_s=60,
+                what="150 samples, the state, and birth, will and birth in InfluxDB",
+            )
+            (statuses,) = client.query('SELECT "seq", "online" FROM "status"')
+            # Online; offline when the broker lost it (its last will, seq just after the birth); online again.
+            # By seq: a will's timestamp is when its connection was made, the only time the agent can give it.
+            assert sorted(row[1:] for row in statuses.values) == [[1, True], [2, False], [3, True]]
+            (series,) = client.query(
+                f'SELECT "seq", "belt_speed" FROM "telemetry_conveyor" WHERE "device" = \'{device}\' '
+                f"AND time = {TS + 120_000}ms"
+            )
+            assert series.values[0][1:] == [121, 1.5]  # its own timestamp and seq, not the time it was sent
+            assert agent.stop() == 0
+    finally:
+        broker.stop()
