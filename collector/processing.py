@@ -10,6 +10,9 @@ collector keeps the metrics.
 from __future__ import annotations
 
 import multiprocessing
+import os
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -99,6 +102,14 @@ _processor: Processor | None = None
 def _start(registry: DeviceRegistry, max_payload_bytes: int) -> None:
     global _processor  # noqa: PLW0603 - one processor per child process, as the pool's initializer makes it
     _processor = Processor(registry, max_payload_bytes)
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="exit-with-parent", daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A collector killed outright (SIGKILL, out of memory) must not leave this child behind, idle forever."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(0)
 
 
 def _process(messages: list[tuple[str, bytes]]) -> BatchOutcome:
