@@ -59,9 +59,10 @@ from adapters.catalog import load_profiles, load_registry
 from adapters.influxdb import InfluxClient, InfluxQueryError, InfluxSettings
 from adapters.mqtt import MqttSettings, connect_and_wait, new_client
 from pilot_core.contract import SUBSCRIPTION, Channel, topic_for
-from pilot_core.profiles import DeviceProfile, MetricType, ProfileCatalog
+from pilot_core.profiles import ProfileCatalog
 from pilot_core.registry import DeviceEntry, DeviceRegistry
 from pilot_core.validation import Accepted, validate_message
+from simulators.values import random_metrics
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_NODE_RED_PEER = REPO.parent / "shared" / "peers" / "node-red"
@@ -98,20 +99,6 @@ class Workload:
         return yaml.safe_dump({"devices": [d.model_dump(exclude_defaults=True) for d in self.devices]}, sort_keys=False)
 
 
-def _metric_value(metric_type: MetricType, low: float | None, high: float | None, rng: random.Random) -> Any:
-    if metric_type is MetricType.BOOL:
-        return rng.random() < 0.05
-    lo = low if low is not None else 0.0
-    hi = high if high is not None else lo + 1000.0
-    if metric_type is MetricType.INT:
-        return rng.randint(int(lo), int(hi))
-    return round(rng.uniform(lo, hi), 3)
-
-
-def _metrics(profile: DeviceProfile, rng: random.Random) -> dict[str, Any]:
-    return {m.name: _metric_value(m.type, m.min, m.max, rng) for m in profile.metrics}
-
-
 def build_workload(messages: int, devices: int = 50, seed: int = 1, catalog: ProfileCatalog | None = None) -> Workload:
     """``messages`` valid telemetry messages, one record (one point) each, round-robin over ``devices``.
 
@@ -141,7 +128,7 @@ def build_workload(messages: int, devices: int = 50, seed: int = 1, catalog: Pro
         device = index % devices
         seq = seqs[device]
         seqs[device] += 1
-        body = {"seq": seq, "ts": BASE_TS_MS + seq * 1000, "metrics": _metrics(device_profiles[device], rng)}
+        body = {"seq": seq, "ts": BASE_TS_MS + seq * 1000, "metrics": random_metrics(device_profiles[device], rng)}
         out.append((topics[device], json.dumps(body).encode("utf-8")))
     return Workload(entries, out)
 

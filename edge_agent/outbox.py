@@ -27,7 +27,9 @@ class Outbox:
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode = WAL")
         self._db.execute("PRAGMA synchronous = FULL")  # durable at commit: the point of an outbox
-        self._db.execute("CREATE TABLE IF NOT EXISTS messages (id INTEGER PRIMARY KEY, topic TEXT, payload BLOB)")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS messages (id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT, payload BLOB)"
+        )
         self._db.execute("CREATE TABLE IF NOT EXISTS seqs (channel TEXT PRIMARY KEY, last INTEGER NOT NULL)")
         self._bytes = self._db.execute("SELECT coalesce(sum(length(payload)), 0) FROM messages").fetchone()[0]
 

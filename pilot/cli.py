@@ -155,6 +155,60 @@ def collect(
     collector.run_forever()
 
 
+@app.command()
+def agent(
+    device: Annotated[str, typer.Argument(help="The device's id, as registered")],
+    site: Annotated[str, typer.Option(help="Site id")],
+    line: Annotated[str, typer.Option(help="Line id")],
+    profile: Annotated[str, typer.Option(help="Device profile id (see `pilot profiles list`)")],
+    config: ConfigFile = None,
+    outbox: Annotated[Path, typer.Option(help="Folder of the agent's on-disk outbox")] = Path("outbox"),
+    quota_mb: Annotated[int, typer.Option(help="Disk the outbox may use")] = 256,
+    interval_s: Annotated[
+        float | None, typer.Option(help="Seconds between samples (default: the profile's fastest metric)")
+    ] = None,
+    count: Annotated[int, typer.Option(help="Samples to send, then stop (0: until Ctrl-C)")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the simulated values")] = 1,
+) -> None:
+    """Run an edge agent for one device, publishing simulated telemetry from its profile.
+
+    It keeps every sample on disk until the broker has it, so a broker outage loses nothing. Your own
+    code uses the same agent through the Python SDK: `from edge_agent import Agent`.
+    """
+    import random
+
+    from adapters.catalog import load_profiles
+    from collector.settings import CollectorSettings
+    from edge_agent import Agent
+    from simulators.values import random_metrics
+
+    _setup_logging("info")
+    try:
+        settings = CollectorSettings.load(config)
+        catalog = load_profiles(settings.profiles_dir)
+    except (ProfileErrors, ValueError, FileNotFoundError) as exc:
+        raise _fail(str(exc)) from None
+    device_profile = catalog.get(profile)
+    if device_profile is None:
+        raise _fail(f"no device profile {profile!r}; see `pilot profiles list`")
+    interval = interval_s or min((m.interval_s for m in device_profile.metrics), default=1.0)
+    edge = Agent(settings.mqtt, site, line, device, device_profile, outbox, quota_mb=quota_mb)
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    edge.start()
+    rng = random.Random(seed)
+    sent = 0
+    errors.print(f"agent for {device} ({profile}) → {settings.mqtt.address}, a sample every {interval:g} s")
+    while not stop.is_set() and (not count or sent < count):
+        edge.telemetry(random_metrics(device_profile, rng))
+        sent += 1
+        stop.wait(interval)
+    left = edge.stop()
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+    errors.print(f"recorded {sent:,} samples; {left:,} still in the outbox {outbox} for the next start")
+
+
 ScenarioArg = Annotated[
     Path, typer.Argument(help="Scenario YAML file, or the name of a bundled scenario (e.g. pangyo_cobot_cell)")
 ]

@@ -5,11 +5,15 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+from typer.testing import CliRunner
+
 from adapters import local_services
 from adapters.catalog import load_profiles
 from adapters.influxdb import InfluxClient, InfluxSettings
-from adapters.mqtt import MqttSettings
+from adapters.mqtt import MqttSettings, connect_and_wait, new_client
 from edge_agent import Agent
+from pilot.cli import app
 from pilot_core.registry import DeviceEntry, DeviceRegistry
 from tests.support import collector_settings, count_points, running_collector, wait_until
 
@@ -64,3 +68,22 @@ def test_an_agent_cut_off_from_the_broker_sends_everything_with_its_original_tim
             assert agent.stop() == 0
     finally:
         broker.stop()
+
+
+def test_pilot_agent_publishes_a_profiles_telemetry_and_its_birth(
+    tmp_path: Path, mqtt_settings: MqttSettings, unique_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    received: list[str] = []
+    watcher = new_client(mqtt_settings, f"{unique_id}-watch")
+    watcher.on_message = lambda client, userdata, message: received.append(message.topic.rsplit("/", 1)[1])
+    connect_and_wait(watcher, mqtt_settings)
+    watcher.subscribe(f"pilot/v1/시화/L1/{unique_id}/#", qos=1)
+    time.sleep(0.3)
+    monkeypatch.setenv("PILOT_MQTT__PORT", str(mqtt_settings.port))
+    where = ["--site", "시화", "--line", "L1", "--profile", "energy_meter", "--outbox", str(tmp_path / "outbox")]
+    result = CliRunner().invoke(app, ["agent", unique_id, *where, "--count", "20", "--interval-s", "0.01"])
+    assert result.exit_code == 0, result.output
+    assert "recorded 20 samples; 0 still in the outbox" in result.output
+    wait_until(lambda: received.count("telemetry") == 20 and received.count("status") == 1, what="the agent's messages")
+    watcher.disconnect()
+    watcher.loop_stop()

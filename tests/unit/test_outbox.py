@@ -1,0 +1,45 @@
+"""The agent's outbox: seq per channel, reservations, ids that never go back, the quota, reopening."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edge_agent.outbox import Outbox, OutboxFull
+
+
+def payload(seq: int) -> bytes:
+    return f'{{"seq": {seq}}}'.encode()
+
+
+def test_seq_grows_per_channel_and_survives_reopening(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "outbox.sqlite", quota_bytes=10_000)
+    for _ in range(3):
+        outbox.put("t", "telemetry", payload)
+    outbox.put("s", "state", payload)
+    assert outbox.reserve("status", 2) == 1 and outbox.put("st", "status", payload) == 5
+    outbox.close()
+    reopened = Outbox(tmp_path / "outbox.sqlite", quota_bytes=10_000)
+    assert [p for _, _, p in reopened.after(0, 10)] == [payload(1), payload(2), payload(3), payload(1), payload(3)]
+    reopened.put("t", "telemetry", payload)
+    assert reopened.after(5, 10)[0][2] == payload(4)
+
+
+def test_ids_never_go_back_when_the_outbox_empties(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "outbox.sqlite", quota_bytes=10_000)
+    first = outbox.put("t", "telemetry", payload)
+    outbox.remove(first)
+    assert outbox.pending == 0 and outbox.bytes == 0
+    assert outbox.put("t", "telemetry", payload) > first  # the sender, past ``first``, must still see it
+
+
+def test_the_quota_refuses_without_taking_a_seq(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "outbox.sqlite", quota_bytes=len(payload(1)) * 2)
+    outbox.put("t", "telemetry", payload)
+    outbox.put("t", "telemetry", payload)
+    with pytest.raises(OutboxFull, match="quota"):
+        outbox.put("t", "telemetry", payload)
+    outbox.remove(outbox.after(0, 1)[0][0])
+    outbox.put("t", "telemetry", payload)
+    assert outbox.after(0, 10)[-1][2] == payload(3)
