@@ -104,6 +104,29 @@ class Agent:
         """Messages recorded and not yet acknowledged by the broker."""
         return self.outbox.pending
 
+    @property
+    def connected(self) -> bool:
+        return self._ready.is_set()
+
+    def serve_metrics(self, host: str, port: int) -> None:
+        """Prometheus metrics of the outbox and the connection on http://host:port/metrics."""
+        from prometheus_client import CollectorRegistry, Gauge, start_http_server  # noqa: PLC0415 - optional
+
+        registry = CollectorRegistry()
+        Gauge("pilot_agent_outbox_messages", "Messages recorded, not yet acknowledged", registry=registry).set_function(
+            lambda: self.outbox.pending
+        )
+        Gauge("pilot_agent_outbox_bytes", "Disk the outbox uses", registry=registry).set_function(
+            lambda: self.outbox.bytes
+        )
+        Gauge("pilot_agent_outbox_quota_bytes", "The outbox's disk quota", registry=registry).set(
+            self.outbox.quota_bytes
+        )
+        Gauge("pilot_agent_connected", "1 while connected to the broker", registry=registry).set_function(
+            lambda: float(self.connected)
+        )
+        start_http_server(port, addr=host, registry=registry)
+
     def start(self) -> None:
         """Connect in the background: the agent records messages whether or not the broker is reachable."""
         self._prepare_connection()

@@ -169,6 +169,9 @@ def agent(
     ] = None,
     count: Annotated[int, typer.Option(help="Samples to send, then stop (0: until Ctrl-C)")] = 0,
     seed: Annotated[int, typer.Option(help="Seed of the simulated values")] = 1,
+    metrics_port: Annotated[
+        int, typer.Option(help="Serve Prometheus metrics of the outbox on 127.0.0.1:PORT (0: off)")
+    ] = 0,
 ) -> None:
     """Run an edge agent for one device, publishing simulated telemetry from its profile.
 
@@ -195,6 +198,8 @@ def agent(
     edge = Agent(settings.mqtt, site, line, device, device_profile, outbox, quota_mb=quota_mb)
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    if metrics_port:
+        edge.serve_metrics("127.0.0.1", metrics_port)
     edge.start()
     rng = random.Random(seed)
     sent = 0

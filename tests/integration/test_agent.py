@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
@@ -33,6 +34,8 @@ def test_an_agent_cut_off_from_the_broker_sends_everything_with_its_original_tim
     try:
         with running_collector(settings, registry), InfluxClient(influx_settings) as client:
             agent = Agent(mqtt, site, line, device, catalog["conveyor"], tmp_path / "agent")
+            metrics_port = local_services.free_port()
+            agent.serve_metrics("127.0.0.1", metrics_port)
             agent.start()
             for i in range(50):
                 agent.telemetry({"belt_speed": 1.0, "jam_detected": False}, ts_ms=TS + i * 1000)
@@ -43,6 +46,8 @@ def test_an_agent_cut_off_from_the_broker_sends_everything_with_its_original_tim
                 agent.telemetry({"belt_speed": 1.5, "jam_detected": False}, ts_ms=TS + i * 1000)
             agent.state("running", ts_ms=TS + 150_000)
             assert agent.pending >= 101  # on disk, waiting
+            metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+            assert "pilot_agent_outbox_messages 101.0" in metrics and "pilot_agent_connected 0.0" in metrics
             time.sleep(2.0)
             broker.start()
 
