@@ -149,7 +149,6 @@ def mosquitto(folder: Path, port: int | None = None, *, persistence: bool = True
     return LocalService("mosquitto", folder, port, [binary, "-c", str(config)])
 
 
-
 def influxdb(folder: Path, port: int | None = None) -> InfluxService:
     """An InfluxDB 1.x server with auth off and its data in ``folder``."""
     binary = find_binary("influxd", "/usr/bin/influxd")

@@ -353,7 +353,7 @@ class RollupRepository:
         with self._db.engine.connect() as connection:
             return [
                 HourStamp(*row)
-                for row in connection.execute(self._in_range(columns, site, line, devices, start_ms, end_ms))
+                for row in connection.execute(self._select_in_range(columns, site, line, devices, start_ms, end_ms))
             ]
 
     def summary(
@@ -367,13 +367,7 @@ class RollupRepository:
                 func.max(rollups.c.computed_at_ms),
                 func.min(rollups.c.computed_at_ms - rollups.c.hour_start_ms),
             )
-            .where(
-                rollups.c.site == site,
-                rollups.c.line == line,
-                rollups.c.device.in_(list(devices)),
-                rollups.c.hour_start_ms >= start_ms,
-                rollups.c.hour_start_ms < end_ms,
-            )
+            .where(*_in_range(site, line, devices, start_ms, end_ms))
             .group_by(rollups.c.device)
         )
         with self._db.engine.connect() as connection:
@@ -398,7 +392,7 @@ class RollupRepository:
         of the cost of reading a month of a line.
         """
         known = known or {}
-        query = self._in_range((rollups.c.fingerprint, rollups.c.hour), site, line, devices, start_ms, end_ms)
+        query = self._select_in_range((rollups.c.fingerprint, rollups.c.hour), site, line, devices, start_ms, end_ms)
         with self._db.engine.connect() as connection:
             return [
                 (fingerprint, known.get(fingerprint) or DeviceHour.from_json(orjson.loads(text)))
@@ -406,20 +400,25 @@ class RollupRepository:
             ]
 
     @staticmethod
-    def _in_range(
+    def _select_in_range(
         columns: Sequence[Any], site: str, line: str, devices: Sequence[str], start_ms: int, end_ms: int
     ) -> Any:
         return (
             select(*columns)
-            .where(
-                rollups.c.site == site,
-                rollups.c.line == line,
-                rollups.c.device.in_(list(devices)),
-                rollups.c.hour_start_ms >= start_ms,
-                rollups.c.hour_start_ms < end_ms,
-            )
+            .where(*_in_range(site, line, devices, start_ms, end_ms))
             .order_by(rollups.c.device, rollups.c.hour_start_ms)
         )
+
+
+def _in_range(site: str, line: str, devices: Sequence[str], start_ms: int, end_ms: int) -> list[Any]:
+    """The rows of these devices of the line whose hour starts in [start_ms, end_ms)."""
+    return [
+        rollups.c.site == site,
+        rollups.c.line == line,
+        rollups.c.device.in_(list(devices)),
+        rollups.c.hour_start_ms >= start_ms,
+        rollups.c.hour_start_ms < end_ms,
+    ]
 
 
 def _digest(fingerprint: str) -> str:
