@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import statistics
 import sys
 import tempfile
@@ -35,6 +34,7 @@ from adapters.catalog import load_profiles
 from adapters.influxdb import InfluxClient, InfluxSettings
 from adapters.sql import Database, DemonstrationRepository, ResultCache, RollupRepository, default_url
 from adapters.sql.models import CachedResultRecord
+from bench.results import write_result
 from kpi_engine.service import DecodedHours, HourStore, KpiService
 from pilot_core.contract import TimeClass
 from pilot_core.demonstration import DemonstrationPlan
@@ -188,8 +188,7 @@ def main() -> int:
     for label, seconds, ratio, target in rows:
         print(f"  {label:<38} {seconds * 1000:8.1f} ms  {ratio:6.2f}×  {target}")
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2), encoding="utf-8")
+        write_result(args.out, result)
     return 0
 
 

@@ -58,6 +58,7 @@ from adapters import local_services
 from adapters.catalog import load_profiles, load_registry
 from adapters.influxdb import InfluxClient, InfluxQueryError, InfluxSettings
 from adapters.mqtt import MqttSettings, connect_and_wait, new_client
+from bench.results import write_result
 from pilot_core.contract import SUBSCRIPTION, Channel, topic_for
 from pilot_core.profiles import ProfileCatalog
 from pilot_core.registry import DeviceEntry, DeviceRegistry
@@ -1222,8 +1223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     table = render_table(results)
     print(table)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
+        write_result(args.out, results)
         log(f"wrote {args.out}")
     return 0 if all("error" not in r for p in results["phases"].values() for r in p["rounds"]) else 1
 

@@ -15,7 +15,6 @@ One run, private Mosquitto and InfluxDB, `pilot collect` as its own process:
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import os
 import pickle
@@ -29,6 +28,7 @@ from typing import Any
 
 from adapters import local_services
 from bench.ingest import DATABASE, _scrape, build_workload, proc_status_kb, process_tree, publish_worker, tree_rss_kb
+from bench.results import write_result
 
 
 def rss_mb(pid: int) -> float:
@@ -164,8 +164,7 @@ def main() -> int:  # noqa: PLR0915 - one straight run
         f"({result['rss_outage_max_over_start']:.2f}× start)"
     )
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2), encoding="utf-8")
+        write_result(args.out, result)
     return 0
 
 

@@ -12,7 +12,6 @@ machine, so these figures are exact for a given seed list.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
+from bench.results import write_result
 from pilot_core.comparison import METHOD, compare
 from pilot_core.kpi import COMPONENT_NAMES, Components, compute
 
@@ -164,8 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         change = failures["true_change"][kpi]  # type: ignore[index]
         print(f"{coverage:7.1%} coverage of {kpi} (true change {change:+.1%}), {args.hours} hours per period")
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({**report, "failures": failures}, indent=2) + "\n", encoding="utf-8")
+        write_result(args.out, {**report, "failures": failures})
     return 0
 
 
