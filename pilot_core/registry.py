@@ -30,6 +30,11 @@ class DeviceEntry(BaseModel):
     device: str
     profile: str
     name: str = ""
+    organisation: str | None = Field(
+        default=None,
+        description="Slug of the organisation that owns the device (the startup instrumenting it); its API keys see"
+        " the device. None: only admins, and those who can see a demonstration naming it",
+    )
 
     @field_validator("site", "line", "device")
     @classmethod
