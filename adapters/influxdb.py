@@ -7,20 +7,25 @@ from __future__ import annotations
 
 import enum
 import json
+import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Self
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
-from pydantic import BaseModel, ConfigDict, SecretStr
+from pydantic import BaseModel, ConfigDict, SecretStr, model_validator
 
+from adapters.tls import client_context, describe_tls_failure
 from pilot_core.influxql import quote_identifier
 
 PRECISIONS = ("s", "ms", "ns")
 
 
 class InfluxSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # An error must not echo what was given: it may hold the password.
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     url: str = "http://127.0.0.1:8086"
     database: str = "pilot"
@@ -28,8 +33,32 @@ class InfluxSettings(BaseModel):
     # For InfluxDB 2.x and 3.x, the API token goes here (with any username).
     password: SecretStr | None = None
     timeout_s: float = 10.0
-    ca_file: str | None = None
+    ca_file: Path | None = None
+    cert_file: Path | None = None  # client certificate, for a server that asks for one
+    key_file: Path | None = None
     verify_tls: bool = True
+
+    @model_validator(mode="after")
+    def _credentials_out_of_url(self) -> Self:
+        """``https://user:pass@host`` becomes username and password, so the url is safe to log."""
+        parts = urlsplit(self.url)
+        tls_files = [name for name in ("ca_file", "cert_file", "key_file") if getattr(self, name)]
+        if tls_files and parts.scheme != "https":
+            raise ValueError(f"{' and '.join(tls_files)} set, but the url is not https://: TLS would not be used")
+        if parts.username is None and parts.password is None:
+            return self
+        if self.username or self.password:
+            raise ValueError("give the InfluxDB credentials in username and password, or in the url, not both")
+        self.username = unquote(parts.username) if parts.username else None
+        self.password = SecretStr(unquote(parts.password)) if parts.password else None
+        host = parts.netloc.rpartition("@")[2]
+        self.url = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+        return self
+
+    def ssl_context(self) -> ssl.SSLContext:
+        return client_context(
+            "influx", self.ca_file, self.cert_file, self.key_file, verify=self.verify_tls or bool(self.ca_file)
+        )
 
 
 class WriteOutcome(enum.Enum):
@@ -80,7 +109,8 @@ class InfluxClient:
         if settings.username or settings.password:
             password = settings.password.get_secret_value() if settings.password else ""
             auth = httpx.BasicAuth(settings.username or "pilot", password)
-        verify: str | bool = settings.ca_file or settings.verify_tls
+        # Only an https url needs a context; building one reads the trust store.
+        verify: ssl.SSLContext | bool = settings.ssl_context() if settings.url.startswith("https:") else True
         self._http = httpx.Client(
             base_url=settings.url.rstrip("/"),
             auth=auth,
@@ -104,7 +134,7 @@ class InfluxClient:
         try:
             response = self._http.get("/ping")
         except httpx.HTTPError as exc:
-            raise InfluxError(f"cannot reach InfluxDB at {self.settings.url}: {exc}") from None
+            raise InfluxError(f"cannot reach InfluxDB at {self.settings.url}: {_failure(exc)}") from None
         if response.status_code not in (200, 204):
             raise InfluxError(f"InfluxDB at {self.settings.url} answered /ping with {response.status_code}")
         return response.headers.get("X-Influxdb-Version", "unknown")
@@ -135,7 +165,7 @@ class InfluxClient:
                 headers={"Content-Type": "text/plain; charset=utf-8"},
             )
         except httpx.HTTPError as exc:
-            return WriteResult(WriteOutcome.RETRY, None, f"{type(exc).__name__}: {exc}")
+            return WriteResult(WriteOutcome.RETRY, None, _failure(exc))
         status = response.status_code
         if status in (200, 204):
             return WriteResult(WriteOutcome.WRITTEN, status)
@@ -164,7 +194,7 @@ class InfluxClient:
             else:
                 response = self._http.get("/query", params=params)
         except httpx.HTTPError as exc:
-            raise InfluxQueryError(f"cannot reach InfluxDB at {self.settings.url}: {exc}") from None
+            raise InfluxQueryError(f"cannot reach InfluxDB at {self.settings.url}: {_failure(exc)}") from None
         try:
             document = response.json()
         except ValueError:
@@ -187,6 +217,16 @@ class InfluxClient:
                     )
                 )
         return series
+
+
+def _failure(exc: httpx.HTTPError) -> str:
+    """Why a request failed; a TLS failure says what to check."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ssl.SSLError):
+            return describe_tls_failure("influx", cause)
+        cause = cause.__cause__ or cause.__context__
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _retry_after(response: httpx.Response) -> float | None:

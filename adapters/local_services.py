@@ -17,6 +17,8 @@ from pathlib import Path
 
 import httpx
 
+from pilot_core.influxql import quote_identifier, quote_literal
+
 APT_HINT = "install it with: sudo apt-get install -y mosquitto influxdb"
 
 
@@ -96,6 +98,12 @@ class LocalService:
         self.stop()
         self.start()
 
+    def reload(self) -> None:
+        """SIGHUP: Mosquitto re-reads its password and ACL files, as after `pilot devices provision`."""
+        if self.process is None or self.process.poll() is not None:
+            raise ServiceError(f"{self.name} is not running")
+        self.process.send_signal(signal.SIGHUP)
+
     def _signal(self, sig: signal.Signals, timeout_s: float) -> None:
         if self.process is None or self.process.poll() is not None:
             return
@@ -113,18 +121,49 @@ class LocalService:
             return ""
 
 
-def mosquitto(folder: Path, port: int | None = None, *, persistence: bool = True) -> LocalService:
-    """A Mosquitto 2 broker configured for the collector: large queues, MQTT 5."""
+@dataclass(frozen=True)
+class ServerTls:
+    """A TLS listener: the server's certificate and key, and the CA its clients' certificates must come from."""
+
+    cert_file: Path
+    key_file: Path
+    ca_file: Path | None = None
+    require_certificate: bool = False  # Mosquitto only: refuse clients without a certificate from ca_file
+
+
+def mosquitto(
+    folder: Path,
+    port: int | None = None,
+    *,
+    persistence: bool = True,
+    password_file: Path | None = None,
+    acl_file: Path | None = None,
+    tls: ServerTls | None = None,
+) -> LocalService:
+    """A Mosquitto 2 broker configured for the collector: large queues, MQTT 5.
+
+    Anonymous and plain by default. With ``password_file`` only its accounts may connect, and with
+    ``acl_file`` each may use only the topics it grants; ``tls`` makes the listener TLS-only.
+    """
     binary = find_binary("mosquitto", "/usr/sbin/mosquitto")
     folder = folder.resolve()  # the process runs in the folder, so relative paths would break
     folder.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
+    access = [f"password_file {password_file.resolve()}"] if password_file else []
+    access += [f"acl_file {acl_file.resolve()}"] if acl_file else []
+    listener_tls = []
+    if tls is not None:
+        listener_tls = [f"certfile {tls.cert_file.resolve()}", f"keyfile {tls.key_file.resolve()}"]
+        listener_tls += [f"cafile {tls.ca_file.resolve()}"] if tls.ca_file else []
+        listener_tls += ["require_certificate true"] if tls.require_certificate else []
     config = folder / "mosquitto.conf"
     config.write_text(
         "\n".join(
             [
                 f"listener {port} 127.0.0.1",
-                "allow_anonymous true",
+                *listener_tls,
+                f"allow_anonymous {'false' if password_file else 'true'}",
+                *access,
                 f"persistence {'true' if persistence else 'false'}",
                 f"persistence_location {folder}/",
                 "autosave_interval 10",
@@ -149,13 +188,25 @@ def mosquitto(folder: Path, port: int | None = None, *, persistence: bool = True
     return LocalService("mosquitto", folder, port, [binary, "-c", str(config)])
 
 
-def influxdb(folder: Path, port: int | None = None) -> InfluxService:
-    """An InfluxDB 1.x server with auth off and its data in ``folder``."""
+def influxdb(
+    folder: Path, port: int | None = None, *, https: ServerTls | None = None, admin: tuple[str, str] | None = None
+) -> InfluxService:
+    """An InfluxDB 1.x server with its data in ``folder``: plain HTTP with auth off by default.
+
+    ``https`` serves HTTPS only, with that certificate. ``admin`` (user, password) turns
+    authentication on and creates that admin user at the first start.
+    """
     binary = find_binary("influxd", "/usr/bin/influxd")
     folder = folder.resolve()
     folder.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     rpc_port = free_port()
+    http_tls = ""
+    if https is not None:
+        http_tls = (
+            f'  https-enabled = true\n  https-certificate = "{https.cert_file.resolve()}"\n'
+            f'  https-private-key = "{https.key_file.resolve()}"\n'
+        )
     config = folder / "influxdb.conf"
     config.write_text(
         f"""reporting-disabled = true
@@ -171,24 +222,43 @@ bind-address = "127.0.0.1:{rpc_port}"
   bind-address = "127.0.0.1:{port}"
   log-enabled = false
   max-body-size = 26214400
-[monitor]
+  auth-enabled = {"true" if admin else "false"}
+{http_tls}[monitor]
   store-enabled = false
 [continuous_queries]
   enabled = false
 """,
         encoding="utf-8",
     )
-    service = InfluxService("influxdb", folder, port, [binary, "run", "-config", str(config)])
-    return service
+    return InfluxService(
+        "influxdb", folder, port, [binary, "run", "-config", str(config)], https=https is not None, admin=admin
+    )
 
 
+@dataclass
 class InfluxService(LocalService):
+    https: bool = False
+    admin: tuple[str, str] | None = None
+
+    def start(self, timeout_s: float = 20.0) -> None:
+        super().start(timeout_s)
+        if self.admin:
+            self._create_admin(*self.admin)
+
     def ready(self) -> bool:
         try:
-            return httpx.get(f"http://127.0.0.1:{self.port}/ping", timeout=0.5).status_code == 204
+            # Only whether it answers: the tests check the certificate with their own clients.
+            return httpx.get(f"{self.url}/ping", timeout=0.5, verify=False).status_code == 204
         except httpx.HTTPError:
             return False
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.https else 'http'}://127.0.0.1:{self.port}"
+
+    def _create_admin(self, user: str, password: str) -> None:
+        """InfluxDB lets anyone create the first user, an admin; later starts find it there."""
+        statement = f"CREATE USER {quote_identifier(user)} WITH PASSWORD {quote_literal(password)} WITH ALL PRIVILEGES"
+        response = httpx.post(f"{self.url}/query", data={"q": statement}, auth=(user, password), verify=False)
+        if response.status_code != 200 or "error" in response.text:
+            raise ServiceError(f"could not create the InfluxDB admin user {user!r}: HTTP {response.status_code}")
