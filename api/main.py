@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from adapters.sql import Database
 from api.problems import use_problem_details
-from api.routers import catalog, demonstrations, health, kpis
+from api.routers import access, catalog, demonstrations, health, kpis
 from api.state import ApiState
 from collector.settings import CollectorSettings
 from pilot_core import comparison
@@ -41,6 +41,7 @@ def create_app(settings: CollectorSettings | None = None, database: Database | N
     app.state.pilot = state
     use_problem_details(app)
     app.include_router(health.router)
+    app.include_router(access.router, prefix="/v1")
     app.include_router(catalog.router, prefix="/v1")
     app.include_router(demonstrations.router, prefix="/v1")
     app.include_router(kpis.router, prefix="/v1")

@@ -37,6 +37,7 @@ PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_TYPES = "https://pilot-telemetry.dev/problems/"
 INVALID_REQUEST = PROBLEM_TYPES + "invalid-request"
 _SHOWN_ERRORS = 3  # in the summary of an invalid request; all of them are in `errors`
+AUTH_ERRORS = {401: "No API key was sent, or it is not valid (unknown, revoked or mistyped)"}
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from fastapi import Request
 
 from adapters.catalog import load_profiles, load_registry
 from adapters.influxdb import InfluxClient
-from adapters.sql import Database, DemonstrationRepository
+from adapters.sql import AccessRepository, AuditLog, Database, DemonstrationRepository
 from collector.settings import CollectorSettings
 from kpi_engine.service import DecodedHours
 from pilot_core.profiles import ProfileCatalog
@@ -35,6 +35,12 @@ class ApiState:
 
     def demonstrations(self) -> DemonstrationRepository:
         return DemonstrationRepository(self.database)
+
+    def access(self) -> AccessRepository:
+        return AccessRepository(self.database)
+
+    def audit(self) -> AuditLog:
+        return AuditLog(self.database)
 
 
 def api_state(request: Request) -> ApiState:

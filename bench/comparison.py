@@ -36,12 +36,15 @@ from adapters.sql import Database, DemonstrationRepository, ResultCache, RollupR
 from adapters.sql.models import CachedResultRecord
 from bench.results import write_result
 from kpi_engine.service import DecodedHours, HourStore, KpiService
+from pilot_core.access import Actor
 from pilot_core.contract import TimeClass
 from pilot_core.demonstration import DemonstrationPlan
 from pilot_core.device_hours import HOUR_MS, DeviceHour, SeqSpan, StateEvent
 from pilot_core.histogram import LogHistogram
 from pilot_core.registry import DeviceRegistry
 from pilot_core.time_accounting import ProductionTotals
+
+BENCH = Actor.system("bench.comparison")
 
 SEOUL = dt.timezone(dt.timedelta(hours=9))
 START = dt.datetime(2026, 9, 7, tzinfo=SEOUL)  # a Monday, long settled
@@ -131,7 +134,7 @@ def main() -> int:
         for device in devices:
             rollups.upsert(the_plan.site, the_plan.line, device_hours(device, args.days, rng))
         demonstrations = DemonstrationRepository(database)
-        stored = demonstrations.freeze(demonstrations.create(the_plan).id)
+        stored = demonstrations.freeze(demonstrations.create(the_plan, actor=BENCH).id, actor=BENCH)
         registry = DeviceRegistry([], load_profiles())
         with InfluxClient(InfluxSettings()) as unused:  # every hour is settled: InfluxDB is never asked
             service = KpiService(demonstrations, HourStore(rollups, unused, registry), ResultCache(database))

@@ -17,6 +17,8 @@ from rich.console import Console
 from rich.table import Table
 
 from adapters.catalog import BUNDLED_PROFILES, load_profiles, load_registry, profile_files
+from pilot.access_cli import keys_app, orgs_app
+from pilot.output import console, errors, fail
 from pilot_core import contract
 from pilot_core.profiles import ProfileCatalog, ProfileErrors
 from simulators.scenario import Scenario, load_scenario
@@ -32,9 +34,8 @@ contract_app = typer.Typer(no_args_is_help=True, help="The device contract (topi
 profiles_app = typer.Typer(no_args_is_help=True, help="Device profiles.")
 app.add_typer(contract_app, name="contract")
 app.add_typer(profiles_app, name="profiles")
-
-console = Console()
-errors = Console(stderr=True, soft_wrap=True)  # an error line stays whole, for grep and editors
+app.add_typer(orgs_app, name="orgs")
+app.add_typer(keys_app, name="keys")
 
 ProfilesDir = Annotated[Path, typer.Option("--dir", help="Folder of device profile YAML files")]
 ConfigFile = Annotated[
@@ -48,11 +49,6 @@ def _setup_logging(level: str) -> None:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-
-
-def _fail(message: str) -> typer.Exit:
-    errors.print(f"[red]error:[/red] {message}", highlight=False)
-    return typer.Exit(1)
 
 
 @contract_app.command("schema")
@@ -74,7 +70,7 @@ def profiles_list(directory: ProfilesDir = BUNDLED_PROFILES) -> None:
     try:
         catalog = load_profiles(directory)
     except ProfileErrors as exc:
-        raise _fail(f"invalid profiles:\n{exc}") from None
+        raise fail(f"invalid profiles:\n{exc}") from None
     table = Table(title=f"Device profiles in {directory}")
     for column in ("id", "version", "name", "이름", "metrics", "states", "production"):
         table.add_column(column, no_wrap=column in ("id", "version", "production"))
@@ -145,11 +141,11 @@ def collect(
         settings = CollectorSettings.load(config)
         collector = Collector(settings)
     except (ProfileErrors, ValueError, FileNotFoundError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     try:
         collector.start()
     except Exception as exc:  # a clear one-line error for configuration and reachability problems
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: collector.stop())
     collector.run_forever()
@@ -190,10 +186,10 @@ def agent(
         settings = CollectorSettings.load(config)
         catalog = load_profiles(settings.profiles_dir)
     except (ProfileErrors, ValueError, FileNotFoundError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     device_profile = catalog.get(profile)
     if device_profile is None:
-        raise _fail(f"no device profile {profile!r}; see `pilot profiles list`")
+        raise fail(f"no device profile {profile!r}; see `pilot profiles list`")
     interval = interval_s or min((m.interval_s for m in device_profile.metrics), default=1.0)
     edge = Agent(settings.mqtt, site, line, device, device_profile, outbox, quota_mb=quota_mb)
     stop = threading.Event()
@@ -224,7 +220,7 @@ def _scenario(path: Path) -> tuple[Scenario, ProfileCatalog]:
         catalog = load_profiles()
         return load_scenario(path, catalog), catalog
     except ProfileErrors as exc:
-        raise _fail(f"invalid scenario:\n{exc}") from None
+        raise fail(f"invalid scenario:\n{exc}") from None
 
 
 @app.command()
@@ -265,7 +261,7 @@ def simulate(
     messages: Iterable[SimMessage]
     if realtime:
         if behaviour not in ("baseline", "pilot"):
-            raise _fail("--behaviour must be baseline or pilot")
+            raise fail("--behaviour must be baseline or pilot")
         now_ms = int(time.time() * 1000)
         run = LineModel(scene, catalog).simulate(behaviour, now_ms, now_ms + int(duration * 60_000 * speed), "realtime")
         messages = render(run, catalog, batch_records=1, telemetry_interval_s=telemetry_interval or 1.0)
@@ -274,7 +270,7 @@ def simulate(
         try:
             runs = simulate_periods(scene, catalog, period)
         except KeyError as exc:
-            raise _fail(str(exc.args[0])) from None
+            raise fail(str(exc.args[0])) from None
         messages = render_runs(runs, catalog, batch_records=batch)
     if truth:
         truth.write_text(json.dumps(scenario_truth(runs, catalog), indent=2, ensure_ascii=False), encoding="utf-8")
@@ -289,7 +285,7 @@ def simulate(
     try:
         mqtt = CollectorSettings.load(config).mqtt
     except (ValueError, FileNotFoundError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -307,7 +303,7 @@ def simulate(
             progress_every=100 if realtime else 1000,
         )
     except (PublishError, ConnectionError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     console.print(f"published {report.messages:,} messages ({report.records:,} records) in {report.seconds:.1f} s")
 
 
@@ -357,12 +353,12 @@ def demo(
             if json_output:
                 json_output.write_text(json.dumps(result_json(result), indent=2, ensure_ascii=False), encoding="utf-8")
             if not result.complete:
-                raise _fail(f"some records did not land; see the table above and {state_dir / 'collector.log'}")
+                raise fail(f"some records did not land; see the table above and {state_dir / 'collector.log'}")
             console.print(f"[green]all {result.publish.records:,} records landed[/green]")
             if serve:
                 _serve_demo_api(result, broker.port, database.url, api_port)
     except ServiceError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
 
 
 def _port_is_free(port: int) -> bool:
@@ -385,7 +381,7 @@ def _serve_demo_api(result: DemoResult, mqtt_port: int, influx_url: str, port: i
     from adapters.mqtt import MqttSettings
     from api.main import create_app
     from collector.settings import CollectorSettings
-    from pilot.demo import DATABASE
+    from pilot.demo import DATABASE, admin_key
 
     settings = CollectorSettings(
         mqtt=MqttSettings(host="127.0.0.1", port=mqtt_port),
@@ -398,14 +394,19 @@ def _serve_demo_api(result: DemoResult, mqtt_port: int, influx_url: str, port: i
         console.print(f"port {port} is taken; serving on another")
         port = 0
     port = port or free_port()
+    application = create_app(settings)  # migrates the database the key goes into
+    key_file = admin_key(result)
     base = f"http://127.0.0.1:{port}"
     console.print(
         f"\n[bold]API serving at {base}[/bold]  (OpenAPI docs at {base}/docs; Ctrl-C stops everything)", soft_wrap=True
     )
+    console.print(f"an admin API key is in {key_file}; send it as a bearer token:", soft_wrap=True)
+    auth = f'-H "Authorization: Bearer $(cat {key_file})"'
     if result.evaluation is not None:
-        console.print(f"  {base}/v1/demonstrations/{result.evaluation.slug}/comparison", soft_wrap=True)
-        console.print(f"  {base}/v1/demonstrations/{result.evaluation.slug}/kpis?format=csv", soft_wrap=True)
-    uvicorn.run(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+        demonstration = f"{base}/v1/demonstrations/{result.evaluation.slug}"
+        console.print(f"  curl {auth} {demonstration}/comparison", soft_wrap=True)
+        console.print(f"  curl {auth} '{demonstration}/kpis?format=csv'", soft_wrap=True)
+    uvicorn.run(application, host="127.0.0.1", port=port, log_level="warning")
 
 
 def _before_after_table(evaluation: DemonstrationResult) -> Table:
@@ -467,9 +468,9 @@ def api(
     try:
         application = create_app(CollectorSettings.load(config))
     except (ValueError, OSError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     except SQLAlchemyError as exc:  # a malformed database_url, or a database that cannot be reached
-        raise _fail(f"the demonstrations database could not be opened: {exc}") from None
+        raise fail(f"the demonstrations database could not be opened: {exc}") from None
     uvicorn.run(application, host=host, port=port)
 
 

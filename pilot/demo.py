@@ -22,10 +22,11 @@ from typing import Any
 from adapters import local_services
 from adapters.influxdb import InfluxClient, InfluxSettings
 from adapters.mqtt import MqttSettings
-from adapters.sql import Database, DemonstrationRepository, ResultCache, RollupRepository, default_url
+from adapters.sql import AccessRepository, Database, DemonstrationRepository, ResultCache, RollupRepository, default_url
 from collector.service import Collector
 from collector.settings import CollectorSettings
 from kpi_engine.service import Evaluation, HourStore, KpiService
+from pilot_core.access import Actor, Role
 from pilot_core.contract import Channel
 from pilot_core.demonstration import DemonstrationPlan, Phase
 from pilot_core.influxql import quote_identifier
@@ -40,6 +41,8 @@ from simulators.truth import scenario_truth
 
 DATABASE = "pilot"
 LANDING_TIMEOUT_S = 300.0
+DEMO = Actor.system("pilot demo")
+OPERATOR = "demo-operator"  # the organisation of the demo's admin key
 
 
 @dataclass
@@ -176,13 +179,25 @@ def _evaluate(
     with Database(database_url) as database:
         database.upgrade()
         demonstrations = DemonstrationRepository(database)
-        stored = demonstrations.freeze(demonstrations.create(plan).id)
+        stored = demonstrations.freeze(demonstrations.create(plan, actor=DEMO).id, actor=DEMO)
         service = KpiService(
             demonstrations, HourStore(RollupRepository(database), client, registry), ResultCache(database)
         )
         evaluation = service.evaluate(stored.id, progress=say)
         say(f"demonstration {stored.slug!r}: plan version {stored.version} frozen as {stored.plan_hash}")
         return evaluation
+
+
+def admin_key(result: DemoResult) -> Path:
+    """An admin API key for the demo's API, in a file only this user can read; its path."""
+    with Database(result.database_url) as database:
+        access = AccessRepository(database)
+        access.create_organisation(OPERATOR, "pilot demo operator", actor=DEMO)
+        _, token = access.create_key("pilot demo", Role.ADMIN, OPERATOR, actor=DEMO)
+    path = result.state_dir / "api-key"
+    path.touch(mode=0o600)
+    path.write_text(token + "\n", encoding="ascii")
+    return path
 
 
 def _wait_for_points(collector: Collector, expected: int, say: Callable[[str], None]) -> None:

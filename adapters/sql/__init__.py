@@ -1,19 +1,26 @@
-"""Relational storage: demonstrations and their plan versions, hourly roll-ups, cached results.
+"""Relational storage: demonstrations and their plan versions, organisations and API keys, the audit log,
+hourly roll-ups, cached results.
 
 SQLite by default (one file in the state folder), PostgreSQL where several
 processes share it. The schema is owned by the Alembic migrations in
 ``migrations/``; ``Database.upgrade()`` applies them.
 """
 
+from adapters.sql.access import AccessRepository, ApiKey, Organisation
+from adapters.sql.audit import AuditLog
 from adapters.sql.database import Database, default_url
 from adapters.sql.errors import (
     AmendmentNeedsReason,
+    DuplicateOrganisation,
     DuplicateSlug,
+    InvalidKeyScope,
     InvalidSlug,
     NotFound,
     NotFrozenYet,
+    OwnerIsNotAParticipant,
     PlanFrozen,
     RepositoryError,
+    UnknownOrganisation,
 )
 from adapters.sql.repository import (
     DemonstrationRepository,
@@ -26,14 +33,21 @@ from adapters.sql.repository import (
 )
 
 __all__ = [
+    "AccessRepository",
     "AmendmentNeedsReason",
+    "ApiKey",
+    "AuditLog",
     "Database",
     "DemonstrationRepository",
+    "DuplicateOrganisation",
     "DuplicateSlug",
     "HourStamp",
+    "InvalidKeyScope",
     "InvalidSlug",
     "NotFound",
     "NotFrozenYet",
+    "Organisation",
+    "OwnerIsNotAParticipant",
     "PlanFrozen",
     "PlanVersion",
     "RangeSummary",
@@ -41,5 +55,6 @@ __all__ = [
     "ResultCache",
     "RollupRepository",
     "StoredDemonstration",
+    "UnknownOrganisation",
     "default_url",
 ]

@@ -50,3 +50,23 @@ class AmendmentNeedsReason(RepositoryError):
 
     def __init__(self) -> None:
         super().__init__("an amendment to a frozen plan must say why it was made (a non-empty reason)")
+
+
+class UnknownOrganisation(RepositoryError):
+    title = "Unknown organisation"
+    status = 422
+
+
+class DuplicateOrganisation(RepositoryError):
+    title = "Organisation already exists"
+    status = 409
+
+
+class OwnerIsNotAParticipant(RepositoryError):
+    title = "Organisation owns the demonstration"
+    status = 409
+
+
+class InvalidKeyScope(RepositoryError):
+    title = "Invalid key scope"
+    status = 422

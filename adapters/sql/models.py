@@ -14,11 +14,13 @@ from sqlalchemy import (
     Dialect,
     ForeignKey,
     ForeignKeyConstraint,
+    Index,
     MetaData,
     String,
     Table,
     Text,
     TypeDecorator,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -26,6 +28,9 @@ from pilot_core.ids import MAX_ID_LENGTH
 
 SLUG_LENGTH = 100
 HASH_LENGTH = 71  # "sha256:" and 64 hex digits
+NAME_LENGTH = 200
+KEY_ID_LENGTH = 32
+ROLES = ("startup", "factory_manager", "evaluator", "admin")  # pilot_core.access.Role; a test keeps them equal
 
 
 class UtcDateTime(TypeDecorator[dt.datetime]):
@@ -123,3 +128,72 @@ rollups = Table(
     Column("fingerprint", String(64), nullable=False),  # SHA-256 of the hour's text
     Column("computed_at_ms", BigInteger, nullable=False),  # epoch ms: compared with hour ends, read by the thousand
 )
+
+
+class OrganisationRecord(Base):
+    """A startup, a factory, an evaluating body or the operator: whoever holds API keys."""
+
+    __tablename__ = "organisations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    slug: Mapped[str] = mapped_column(String(SLUG_LENGTH), unique=True)
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+
+
+class ApiKeyRecord(Base):
+    """An API key: only the SHA-256 of its secret is kept, so the database never holds a usable key."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = (CheckConstraint(f"role IN {ROLES}", name="known_role"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(KEY_ID_LENGTH), unique=True)  # the public part of the key
+    secret_sha256: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH))  # who holds it: a person or a system
+    role: Mapped[str] = mapped_column(String(32))
+    organisation_id: Mapped[int] = mapped_column(ForeignKey("organisations.id", ondelete="RESTRICT"))
+    demonstration_id: Mapped[int | None] = mapped_column(ForeignKey("demonstrations.id", ondelete="CASCADE"))
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+
+
+class DemonstrationOrganisationRecord(Base):
+    """An organisation's part in a demonstration: its one owner (the startup that runs it), or a participant."""
+
+    __tablename__ = "demonstration_organisations"
+    __table_args__ = (
+        CheckConstraint("relation IN ('owner', 'participant')", name="known_relation"),
+        # One owner per demonstration.
+        Index(
+            "ix_demonstration_organisations_one_owner",
+            "demonstration_id",
+            unique=True,
+            sqlite_where=text("relation = 'owner'"),
+            postgresql_where=text("relation = 'owner'"),
+        ),
+    )
+
+    demonstration_id: Mapped[int] = mapped_column(ForeignKey("demonstrations.id", ondelete="CASCADE"), primary_key=True)
+    organisation_id: Mapped[int] = mapped_column(ForeignKey("organisations.id", ondelete="CASCADE"), primary_key=True)
+    relation: Mapped[str] = mapped_column(String(16))
+    added_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+
+
+class AuditRecord(Base):
+    """One change, never altered: triggers (see migration 0002) refuse UPDATE and DELETE."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    actor: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    actor_role: Mapped[str | None] = mapped_column(String(32))
+    actor_organisation: Mapped[str | None] = mapped_column(String(SLUG_LENGTH))
+    actor_key_id: Mapped[str | None] = mapped_column(String(KEY_ID_LENGTH))
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(Text)
+    # No foreign key: the trail outlives whatever it names.
+    demonstration_id: Mapped[int | None] = mapped_column(index=True)
+    reason: Mapped[str | None] = mapped_column(Text)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON)

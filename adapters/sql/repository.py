@@ -22,15 +22,29 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from adapters.sql import audit
 from adapters.sql.database import Database
-from adapters.sql.errors import AmendmentNeedsReason, DuplicateSlug, InvalidSlug, NotFound, NotFrozenYet, PlanFrozen
+from adapters.sql.errors import (
+    AmendmentNeedsReason,
+    DuplicateSlug,
+    InvalidSlug,
+    NotFound,
+    NotFrozenYet,
+    OwnerIsNotAParticipant,
+    PlanFrozen,
+    UnknownOrganisation,
+)
 from adapters.sql.models import (
     SLUG_LENGTH,
     CachedResultRecord,
+    DemonstrationOrganisationRecord,
     DemonstrationRecord,
+    OrganisationRecord,
     PlanVersionRecord,
     rollups,
 )
+from pilot_core.access import Actor, Membership
+from pilot_core.audit import AuditAction, json_changes
 from pilot_core.demonstration import DemonstrationPlan, canonical_json, plan_hash
 from pilot_core.device_hours import DeviceHour
 
@@ -53,7 +67,7 @@ def slugify(name: str) -> str:
     return f"demo-{slug}" if slug.isdigit() else slug
 
 
-def _check_slug(slug: str) -> str:
+def check_slug(slug: str) -> str:
     if len(slug) > SLUG_LENGTH or not _SLUG.fullmatch(slug) or slug.isdigit() or slug != slug.casefold():
         raise InvalidSlug(
             f"slug {slug!r} must be 1–{SLUG_LENGTH} lower-case letters or digits in words joined by single hyphens,"
@@ -75,7 +89,7 @@ class PlanVersion:
 
 @dataclass(frozen=True, slots=True)
 class StoredDemonstration:
-    """A demonstration with its current (latest) plan version."""
+    """A demonstration with its current (latest) plan version, its owner and its participants."""
 
     id: int
     slug: str
@@ -86,6 +100,12 @@ class StoredDemonstration:
     plan_hash: str  # as stored when the version was written: the name results cite
     created_at: dt.datetime
     updated_at: dt.datetime
+    organisation: str | None = None  # slug of the owner; None: made by an admin for no one in particular
+    participants: tuple[str, ...] = ()  # slugs of the other organisations that take part
+
+    @property
+    def membership(self) -> Membership:
+        return Membership(self.id, self.organisation, self.participants)
 
 
 def _version(record: PlanVersionRecord) -> PlanVersion:
@@ -100,7 +120,10 @@ def _version(record: PlanVersionRecord) -> PlanVersion:
     )
 
 
-def _stored(demonstration: DemonstrationRecord, current: PlanVersionRecord) -> StoredDemonstration:
+def _stored(
+    demonstration: DemonstrationRecord, current: PlanVersionRecord, members: Sequence[tuple[str, str]] = ()
+) -> StoredDemonstration:
+    """``members``: (organisation slug, relation) of the demonstration."""
     return StoredDemonstration(
         id=demonstration.id,
         slug=demonstration.slug,
@@ -111,21 +134,42 @@ def _stored(demonstration: DemonstrationRecord, current: PlanVersionRecord) -> S
         plan_hash=current.plan_hash,
         created_at=demonstration.created_at,
         updated_at=demonstration.updated_at,
+        organisation=next((slug for slug, relation in members if relation == OWNER), None),
+        participants=tuple(sorted(slug for slug, relation in members if relation == PARTICIPANT)),
     )
 
 
+OWNER, PARTICIPANT = "owner", "participant"
+
+
+def _target(demonstration: DemonstrationRecord) -> str:
+    return f"demonstration {demonstration.slug}"
+
+
+def _plan_json(record: PlanVersionRecord) -> Any:
+    return orjson.loads(record.plan)
+
+
 class DemonstrationRepository:
+    """Demonstrations and their plans. Every change is written to the audit log in the same transaction."""
+
     def __init__(self, database: Database) -> None:
         self._db = database
 
-    def create(self, plan: DemonstrationPlan, slug: str | None = None) -> StoredDemonstration:
-        """A new demonstration whose version 1 is a draft. Without a slug, one is made from the plan's name."""
+    def create(
+        self, plan: DemonstrationPlan, slug: str | None = None, *, actor: Actor, owner: str | None = None
+    ) -> StoredDemonstration:
+        """A new demonstration whose version 1 is a draft, owned by the organisation ``owner`` (a slug).
+
+        Without a slug, one is made from the plan's name.
+        """
         try:
             with self._db.transaction() as session:
+                owner_id = organisation_id(session, owner) if owner is not None else None
                 if slug is None:
                     slug = self._free_slug(session, slugify(plan.name))
                 else:
-                    _check_slug(slug)
+                    check_slug(slug)
                     if session.scalar(select(DemonstrationRecord.id).where(DemonstrationRecord.slug == slug)):
                         raise DuplicateSlug(f"a demonstration with slug {slug!r} exists already")
                 now = _now()
@@ -143,16 +187,35 @@ class DemonstrationRepository:
                     created_at=now,
                 )
                 session.add(draft)
+                members: list[tuple[str, str]] = []
+                if owner is not None and owner_id is not None:
+                    session.add(
+                        DemonstrationOrganisationRecord(
+                            demonstration_id=demonstration.id,
+                            organisation_id=owner_id,
+                            relation=OWNER,
+                            added_at=now,
+                        )
+                    )
+                    members.append((owner, OWNER))
+                audit.record(
+                    session,
+                    actor,
+                    AuditAction.DEMONSTRATION_CREATED,
+                    _target(demonstration),
+                    demonstration_id=demonstration.id,
+                    details={"slug": slug, "version": 1, "plan_hash": draft.plan_hash, "organisation": owner},
+                )
                 session.flush()
-                return _stored(demonstration, draft)
+                return _stored(demonstration, draft, members)
         except IntegrityError as error:  # another writer took the slug between our check and insert
             raise DuplicateSlug(f"a demonstration with slug {slug!r} exists already") from error
 
     def get(self, id_or_slug: int | str) -> StoredDemonstration:
         """By id (an int, or a string of ASCII digits) or by slug."""
         with self._db.transaction() as session:
-            demonstration = self._find(session, id_or_slug)
-            return _stored(demonstration, self._current(session, demonstration.id))
+            demonstration = self.find(session, id_or_slug)
+            return self._loaded(session, demonstration, self._current(session, demonstration.id))
 
     def list(self) -> builtins.list[StoredDemonstration]:
         latest = (
@@ -171,37 +234,67 @@ class DemonstrationRepository:
             .order_by(DemonstrationRecord.id)
         )
         with self._db.transaction() as session:
-            return [_stored(demonstration, current) for demonstration, current in session.execute(query)]
+            members: dict[int, builtins.list[tuple[str, str]]] = {}
+            for demonstration_id, slug, relation in session.execute(_MEMBERS):
+                members.setdefault(demonstration_id, []).append((slug, relation))
+            return [
+                _stored(demonstration, current, members.get(demonstration.id, []))
+                for demonstration, current in session.execute(query)
+            ]
 
-    def replace_draft(self, id_or_slug: int | str, plan: DemonstrationPlan) -> StoredDemonstration:
+    def replace_draft(self, id_or_slug: int | str, plan: DemonstrationPlan, *, actor: Actor) -> StoredDemonstration:
         with self._db.transaction() as session:
-            demonstration = self._find(session, id_or_slug, for_update=True)
+            demonstration = self.find(session, id_or_slug, for_update=True)
             current = self._current(session, demonstration.id)
             if current.frozen:
                 raise PlanFrozen(current.version, current.plan_hash)
+            before, before_hash = _plan_json(current), current.plan_hash
             current.plan = canonical_json(plan)
             current.plan_hash = plan_hash(plan)
             demonstration.updated_at = _now()
-            return _stored(demonstration, current)
+            audit.record(
+                session,
+                actor,
+                AuditAction.DRAFT_REPLACED,
+                _target(demonstration),
+                demonstration_id=demonstration.id,
+                details={
+                    "version": current.version,
+                    "plan_hash_before": before_hash,
+                    "plan_hash": current.plan_hash,
+                    "changes": json_changes(before, _plan_json(current)),
+                },
+            )
+            return self._loaded(session, demonstration, current)
 
-    def freeze(self, id_or_slug: int | str) -> StoredDemonstration:
-        """Freeze the draft; freezing a frozen plan changes nothing."""
+    def freeze(self, id_or_slug: int | str, *, actor: Actor) -> StoredDemonstration:
+        """Freeze the draft; freezing a frozen plan changes nothing (and records nothing)."""
         with self._db.transaction() as session:
-            demonstration = self._find(session, id_or_slug, for_update=True)
+            demonstration = self.find(session, id_or_slug, for_update=True)
             current = self._current(session, demonstration.id)
             if not current.frozen:
                 now = _now()
                 current.frozen = True
                 current.frozen_at = now
                 demonstration.updated_at = now
-            return _stored(demonstration, current)
+                audit.record(
+                    session,
+                    actor,
+                    AuditAction.PLAN_FROZEN,
+                    _target(demonstration),
+                    demonstration_id=demonstration.id,
+                    details={"version": current.version, "plan_hash": current.plan_hash},
+                )
+            return self._loaded(session, demonstration, current)
 
-    def amend(self, id_or_slug: int | str, plan: DemonstrationPlan, reason: str) -> StoredDemonstration:
+    def amend(
+        self, id_or_slug: int | str, plan: DemonstrationPlan, reason: str, *, actor: Actor
+    ) -> StoredDemonstration:
         """A new version, frozen at once; every earlier version stays as it was."""
         if not reason or not reason.strip():
             raise AmendmentNeedsReason()
         with self._db.transaction() as session:
-            demonstration = self._find(session, id_or_slug, for_update=True)
+            demonstration = self.find(session, id_or_slug, for_update=True)
             current = self._current(session, demonstration.id)
             if not current.frozen:
                 raise NotFrozenYet(current.version)
@@ -218,12 +311,86 @@ class DemonstrationRepository:
             )
             session.add(amended)
             demonstration.updated_at = now
+            audit.record(
+                session,
+                actor,
+                AuditAction.PLAN_AMENDED,
+                _target(demonstration),
+                demonstration_id=demonstration.id,
+                reason=amended.reason,
+                details={
+                    "version_before": current.version,
+                    "version": amended.version,
+                    "plan_hash_before": current.plan_hash,
+                    "plan_hash": amended.plan_hash,
+                    "changes": json_changes(_plan_json(current), _plan_json(amended)),
+                },
+            )
             session.flush()
-            return _stored(demonstration, amended)
+            return self._loaded(session, demonstration, amended)
+
+    def add_participant(self, id_or_slug: int | str, organisation: str, *, actor: Actor) -> StoredDemonstration:
+        """Let ``organisation`` (a slug) see the demonstration; adding a participant again changes nothing."""
+        with self._db.transaction() as session:
+            demonstration = self.find(session, id_or_slug, for_update=True)
+            joining = organisation_id(session, organisation)
+            relation = session.scalar(
+                select(DemonstrationOrganisationRecord.relation).where(
+                    DemonstrationOrganisationRecord.demonstration_id == demonstration.id,
+                    DemonstrationOrganisationRecord.organisation_id == joining,
+                )
+            )
+            if relation == OWNER:
+                raise OwnerIsNotAParticipant(f"{organisation!r} owns demonstration {demonstration.slug!r} already")
+            if relation is None:
+                session.add(
+                    DemonstrationOrganisationRecord(
+                        demonstration_id=demonstration.id,
+                        organisation_id=joining,
+                        relation=PARTICIPANT,
+                        added_at=_now(),
+                    )
+                )
+                audit.record(
+                    session,
+                    actor,
+                    AuditAction.PARTICIPANT_ADDED,
+                    _target(demonstration),
+                    demonstration_id=demonstration.id,
+                    details={"organisation": organisation},
+                )
+                session.flush()
+            return self._loaded(session, demonstration, self._current(session, demonstration.id))
+
+    def remove_participant(self, id_or_slug: int | str, organisation: str, *, actor: Actor) -> StoredDemonstration:
+        with self._db.transaction() as session:
+            demonstration = self.find(session, id_or_slug, for_update=True)
+            record = session.scalar(
+                select(DemonstrationOrganisationRecord)
+                .join(OrganisationRecord, OrganisationRecord.id == DemonstrationOrganisationRecord.organisation_id)
+                .where(
+                    DemonstrationOrganisationRecord.demonstration_id == demonstration.id,
+                    OrganisationRecord.slug == organisation,
+                    DemonstrationOrganisationRecord.relation == PARTICIPANT,
+                )
+            )
+            if record is None:
+                raise NotFound(f"{organisation!r} does not take part in demonstration {demonstration.slug!r}")
+            session.delete(record)
+            audit.record(
+                session,
+                actor,
+                AuditAction.PARTICIPANT_REMOVED,
+                _target(demonstration),
+                demonstration_id=demonstration.id,
+                details={"organisation": organisation},
+            )
+            session.flush()
+            return self._loaded(session, demonstration, self._current(session, demonstration.id))
 
     def versions(self, id_or_slug: int | str) -> builtins.list[PlanVersion]:
         with self._db.transaction() as session:
-            demonstration = self._find(session, id_or_slug)
+            demonstration = self.find(session, id_or_slug)
             records = session.scalars(
                 select(PlanVersionRecord)
                 .where(PlanVersionRecord.demonstration_id == demonstration.id)
@@ -233,14 +400,21 @@ class DemonstrationRepository:
 
     def version(self, id_or_slug: int | str, number: int) -> PlanVersion:
         with self._db.transaction() as session:
-            demonstration = self._find(session, id_or_slug)
+            demonstration = self.find(session, id_or_slug)
             record = session.get(PlanVersionRecord, (demonstration.id, number)) if _storable(number) else None
             if record is None:
                 raise NotFound(f"demonstration {demonstration.slug!r} has no plan version {number}")
             return _version(record)
 
     @staticmethod
-    def _find(session: Session, id_or_slug: int | str, *, for_update: bool = False) -> DemonstrationRecord:
+    def _loaded(
+        session: Session, demonstration: DemonstrationRecord, current: PlanVersionRecord
+    ) -> StoredDemonstration:
+        members = session.execute(_MEMBERS.where(DemonstrationOrganisationRecord.demonstration_id == demonstration.id))
+        return _stored(demonstration, current, [(slug, relation) for _, slug, relation in members])
+
+    @staticmethod
+    def find(session: Session, id_or_slug: int | str, *, for_update: bool = False) -> DemonstrationRecord:
         query = select(DemonstrationRecord)
         if isinstance(id_or_slug, int) or (id_or_slug.isascii() and id_or_slug.isdigit()):
             key = int(id_or_slug)
@@ -248,7 +422,6 @@ class DemonstrationRepository:
         else:
             query = query.where(DemonstrationRecord.slug == id_or_slug)
         if for_update:
-            # Serialises writers of one demonstration on PostgreSQL; SQLite has a single writer anyway.
             query = query.with_for_update()
         demonstration = session.scalar(query)
         if demonstration is None:
@@ -279,6 +452,20 @@ class DemonstrationRepository:
             n += 1
             slug = f"{base}-{n}"
         return slug
+
+
+_MEMBERS = select(
+    DemonstrationOrganisationRecord.demonstration_id, OrganisationRecord.slug, DemonstrationOrganisationRecord.relation
+).join(OrganisationRecord, OrganisationRecord.id == DemonstrationOrganisationRecord.organisation_id)
+
+
+def organisation_id(session: Session, slug: str) -> int:
+    found = session.scalar(select(OrganisationRecord.id).where(OrganisationRecord.slug == slug))
+    if found is None:
+        raise UnknownOrganisation(
+            f"no organisation {slug!r}; create it first (pilot orgs create, or POST /v1/organisations)"
+        )
+    return found
 
 
 class HourStamp(NamedTuple):  # a tuple: read by the ten thousand on every request

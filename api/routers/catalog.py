@@ -11,29 +11,30 @@ from pydantic import BaseModel, Field
 
 from adapters.influxdb import InfluxError
 from adapters.telemetry_reader import device_activity
-from api.problems import problem_responses
+from api.problems import AUTH_ERRORS, problem_responses
+from api.security import Caller, visible_devices
 from api.state import ApiState, api_state
 from pilot_core import contract
 from pilot_core.profiles import DeviceProfile
-from pilot_core.registry import DeviceEntry
+from pilot_core.registry import DeviceEntry, DeviceKey
 
 router = APIRouter(tags=["catalog"])
 State = Annotated[ApiState, Depends(api_state)]
 
 
-@router.get("/contract/schema")
-def contract_schema() -> dict[str, Any]:
+@router.get("/contract/schema", responses=problem_responses(AUTH_ERRORS))
+def contract_schema(principal: Caller) -> dict[str, Any]:
     """Device contract v1 as JSON Schema."""
     return contract.json_schema()
 
 
-@router.get("/profiles")
-def list_profiles(state: State) -> list[DeviceProfile]:
+@router.get("/profiles", responses=problem_responses(AUTH_ERRORS))
+def list_profiles(state: State, principal: Caller) -> list[DeviceProfile]:
     return list(state.profiles)
 
 
-@router.get("/profiles/{profile_id}")
-def get_profile(profile_id: str, state: State) -> DeviceProfile:
+@router.get("/profiles/{profile_id}", responses=problem_responses(AUTH_ERRORS | {404: "No such profile"}))
+def get_profile(profile_id: str, state: State, principal: Caller) -> DeviceProfile:
     profile = state.profiles.get(profile_id)
     if profile is None:
         raise HTTPException(404, f"no device profile {profile_id!r}")
@@ -55,33 +56,36 @@ class DeviceStatus(BaseModel):
 
 @router.get(
     "/devices/status",
-    responses=problem_responses({422: "Invalid lookback", 503: "InfluxDB could not be read"}),
+    responses=problem_responses(AUTH_ERRORS | {422: "Invalid lookback", 503: "InfluxDB could not be read"}),
 )
 def device_status(
     state: State,
+    principal: Caller,
     since_hours: Annotated[
         float, Query(gt=0, le=24 * 365, description="Lookback; InfluxDB 3 Core limits a query to about 72 hours")
     ] = 72,
 ) -> list[DeviceStatus]:
-    """Every registered device, and every device with data, with when it was last seen and its last status."""
-    registered = {(d.entry.site, d.entry.line, d.entry.device): d for d in state.registry} if state.registry else {}
+    """Every device this key may see, registered or with data, with when it was last seen and its last status."""
+    allowed = visible_devices(principal, state)
+    registered = {d.entry.key: d for d in state.registry} if state.registry else {}
     since_ms = int((time.time() - since_hours * 3600) * 1000)
     try:
         with state.influx() as influx:
             seen = {
-                (a.site, a.line, a.device): a
+                DeviceKey(a.site, a.line, a.device): a
                 for a in device_activity(influx, {p.measurement for p in state.profiles}, since_ms)
             }
     except InfluxError as exc:
         raise HTTPException(503, f"InfluxDB could not be read: {exc}") from None
     statuses = []
-    for key in sorted(set(registered) | set(seen)):
+    keys = set(registered) | set(seen)
+    for key in sorted(keys if allowed is None else keys & allowed, key=lambda k: (k.site, k.line, k.device)):
         device, activity = registered.get(key), seen.get(key)
         statuses.append(
             DeviceStatus(
-                site=key[0],
-                line=key[1],
-                device=key[2],
+                site=key.site,
+                line=key.line,
+                device=key.device,
                 profile=device.entry.profile if device else None,
                 name=device.entry.name if device else "",
                 last_seen=_time(activity.last_seen_ms if activity else None),
@@ -98,7 +102,10 @@ def _time(epoch_ms: int | None) -> dt.datetime | None:
     return None if epoch_ms is None else dt.datetime.fromtimestamp(epoch_ms / 1000, dt.UTC)
 
 
-@router.get("/devices")
-def list_devices(state: State) -> list[DeviceEntry]:
-    """The registered devices (empty when the collector's devices file does not exist)."""
-    return [device.entry for device in state.registry] if state.registry else []
+@router.get("/devices", responses=problem_responses(AUTH_ERRORS))
+def list_devices(state: State, principal: Caller) -> list[DeviceEntry]:
+    """The registered devices this key may see (none when the collector's devices file does not exist)."""
+    if state.registry is None:
+        return []
+    allowed = visible_devices(principal, state)
+    return [d.entry for d in state.registry if allowed is None or d.entry.key in allowed]

@@ -18,8 +18,9 @@ from api.kpi_models import (
     kpis_csv,
     kpis_document,
 )
-from api.problems import problem_responses
+from api.problems import AUTH_ERRORS, problem_responses
 from api.routers.demonstrations import INVALID, NOT_FOUND, Ref
+from api.security import Caller, visible
 from api.state import ApiState, api_state
 from kpi_engine.service import Evaluation, HourStore, KpiService
 
@@ -28,7 +29,8 @@ State = Annotated[ApiState, Depends(api_state)]
 
 _CSV = {"content": {"text/csv": {"schema": {"type": "string"}}}, "description": "JSON, or CSV when asked for"}
 _ERRORS = problem_responses(
-    NOT_FOUND
+    AUTH_ERRORS
+    | NOT_FOUND
     | INVALID
     | {
         409: "The plan names a device that is not in the device registry, or there is no registry",
@@ -37,7 +39,9 @@ _ERRORS = problem_responses(
 )
 
 
-def kpi_service(state: State) -> Iterator[KpiService]:
+def kpi_service(ref: Ref, state: State, principal: Caller) -> Iterator[KpiService]:
+    """The engine for a demonstration the caller can see (404 before anything is computed otherwise)."""
+    visible(principal, state, ref)
     if state.registry is None:
         raise HTTPException(
             409,

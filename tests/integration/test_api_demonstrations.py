@@ -17,6 +17,7 @@ from api.main import create_app
 from api.problems import PROBLEM_MEDIA_TYPE, PROBLEM_TYPES
 from collector.settings import CollectorSettings
 from pilot_core.demonstration import DemonstrationPlan, plan_hash
+from tests.api_support import admin_client
 
 
 def settings_for(database: Database, tmp_path: Path) -> CollectorSettings:
@@ -29,7 +30,7 @@ def settings_for(database: Database, tmp_path: Path) -> CollectorSettings:
 @pytest.fixture
 def client(empty_database: Database, tmp_path: Path) -> Iterator[TestClient]:
     """The API as `pilot api` builds it: from settings, migrating the empty database at start."""
-    with TestClient(create_app(settings_for(empty_database, tmp_path))) as client:
+    with admin_client(create_app(settings_for(empty_database, tmp_path))) as client:
         yield client
 
 
@@ -78,6 +79,7 @@ def test_create_read_and_list(client: TestClient) -> None:
             "slug": "pangyo-cobot-assembly-cell",
             "name": "Pangyo cobot assembly cell",
             "name_ko": "판교 협동로봇 조립 셀",
+            "organisation": None,
             "version": 1,
             "frozen": False,
         },
@@ -86,6 +88,7 @@ def test_create_read_and_list(client: TestClient) -> None:
             "slug": "pangyo-2026",
             "name": "Second cell",
             "name_ko": "판교 협동로봇 조립 셀",
+            "organisation": None,
             "version": 1,
             "frozen": False,
         },
@@ -232,11 +235,13 @@ def test_the_openapi_document_has_the_examples_and_the_problem_schema(client: Te
         for method, operation in item.items()
         if "demonstrations" in operation.get("tags", [])
     }
-    assert len(declared) == 8
-    assert declared[("/v1/demonstrations", "post")] == {"201", "409", "422"}
-    assert declared[("/v1/demonstrations/{ref}", "put")] == {"200", "404", "409", "422"}
-    assert declared[("/v1/demonstrations/{ref}/amendments", "post")] == {"201", "404", "409", "422"}
+    assert len(declared) == 12
+    assert declared[("/v1/demonstrations", "post")] == {"201", "401", "403", "409", "422"}
+    assert declared[("/v1/demonstrations/{ref}", "put")] == {"200", "401", "403", "404", "409", "422"}
+    assert declared[("/v1/demonstrations/{ref}/amendments", "post")] == {"201", "401", "403", "404", "409", "422"}
     assert all("404" in statuses for (path, _), statuses in declared.items() if "{ref}" in path)
+    assert all("401" in statuses for statuses in declared.values())
+    assert {"api_key", "api_key_header"} <= set(document["components"]["securitySchemes"])
     conflict = paths["/v1/demonstrations/{ref}"]["put"]["responses"]["409"]
     assert conflict["content"] == {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
     assert "amend" in conflict["description"]
@@ -251,7 +256,7 @@ def test_the_openapi_document_has_the_examples_and_the_problem_schema(client: Te
 def test_a_database_passed_in_is_the_one_used(empty_database: Database, tmp_path: Path) -> None:
     unused = tmp_path / "unused.db"
     settings = settings_for(empty_database, tmp_path).model_copy(update={"database_url": f"sqlite:///{unused}"})
-    client = TestClient(create_app(settings, database=empty_database))
+    client = admin_client(create_app(settings, database=empty_database))
     created = client.post("/v1/demonstrations", json=PANGYO_PLAN).json()
     assert DemonstrationRepository(empty_database).get(created["id"]).plan_hash == created["plan_hash"]
     assert not unused.exists()

@@ -75,16 +75,25 @@ def test_demo_ends_with_the_comparison_and_leaves_the_api_serving(tmp_path: Path
         assert address, "".join(output)
         text = "".join(output)
         assert "Before and after" in text and "verdict" in text and "설비종합효율" in text
-        comparison_url = demo.stdout.readline().strip()
-        assert comparison_url.startswith(address) and comparison_url.endswith("/comparison")
+        key_line = demo.stdout.readline()
+        key_file = re.search(r"an admin API key is in (\S+);", key_line)
+        assert key_file, key_line
+        token = Path(key_file.group(1)).read_text(encoding="ascii").strip()
+        assert Path(key_file.group(1)).stat().st_mode & 0o077 == 0  # only its owner reads the key
+        curl = demo.stdout.readline().strip()
+        assert curl.startswith(f'curl -H "Authorization: Bearer $(cat {key_file.group(1)})" {address}'), curl
+        comparison_url = curl.rsplit(" ", 1)[1]
+        assert comparison_url.endswith("/comparison")
         deadline = time.monotonic() + 30
         while True:
             try:
-                response = httpx.get(comparison_url, timeout=30)
+                anonymous = httpx.get(comparison_url, timeout=30)
                 break
             except httpx.TransportError:
                 assert time.monotonic() < deadline, "the API never answered"
                 time.sleep(0.2)
+        assert anonymous.status_code == 401, anonymous.text
+        response = httpx.get(comparison_url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
         assert response.status_code == 200, response.text
         document = response.json()
         assert document["source"]["frozen"] and {k["kpi"] for k in document["kpis"]} >= {"oee", "mtbf", "mttr"}

@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 import yaml
-from fastapi.testclient import TestClient
 
 from adapters.catalog import load_profiles
 from adapters.influxdb import InfluxClient, InfluxSettings
@@ -26,6 +25,7 @@ from collector.settings import CollectorSettings
 from pilot_core.contract import topic_for
 from pilot_core.registry import DeviceEntry, DeviceRegistry
 from pilot_core.validation import PRODUCTION_MEASUREMENT, STATE_MEASUREMENT
+from tests.api_support import admin_client
 from tests.support import collector_settings, count_points, publish_all, running_collector, wait_until
 
 SEOUL = dt.timezone(dt.timedelta(hours=9))
@@ -133,7 +133,7 @@ def test_the_oee_worked_example_through_mqtt_influxdb_and_the_api(
             what="the shift's records in InfluxDB",
         )
 
-    with TestClient(create_app(settings)) as api:
+    with admin_client(create_app(settings)) as api:
         created = api.post("/v1/demonstrations", json=plan(site, line))
         assert created.status_code == 201, created.text
         ref = created.json()["id"]
@@ -191,7 +191,7 @@ def test_devices_seen_with_their_last_status(api_settings: tuple[CollectorSettin
     with running_collector(settings, registry) as collector:
         publish_all(settings.mqtt, messages, f"device-{site}")
         wait_until(lambda: collector.metrics.totals().points_written == 2, what="both points")
-    with TestClient(create_app(settings)) as api:
+    with admin_client(create_app(settings)) as api:
         response = api.get("/v1/devices/status")
         assert response.status_code == 200, response.text
         (device,) = [d for d in response.json() if d["site"] == site]

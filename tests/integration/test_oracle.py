@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
 
 from adapters import local_services
 from adapters.catalog import load_profiles
@@ -33,6 +32,7 @@ from api.main import create_app
 from collector.settings import CollectorSettings
 from pilot.demo import run_demo
 from simulators.scenario import Scenario, load_scenario
+from tests.api_support import admin_client
 
 # Relative changes the scenarios fix exactly, in expectation, for every station alike.
 INJECTED = {
@@ -66,7 +66,7 @@ def _run(
         metrics_port=0,
     )
     slug = result.evaluation.slug
-    with TestClient(create_app(settings)) as api:
+    with admin_client(create_app(settings)) as api:
         response = api.get(f"/v1/demonstrations/{slug}/comparison")
         assert response.status_code == 200, response.text
         as_frozen = response.json()

@@ -25,6 +25,7 @@ from adapters.sql import (
     RollupRepository,
 )
 from adapters.sql.models import Base
+from pilot_core.access import Actor
 from pilot_core.contract import TimeClass
 from pilot_core.demonstration import DemonstrationPlan, plan_hash
 from pilot_core.device_hours import DeviceHour, SeqSpan, StateEvent
@@ -33,6 +34,7 @@ from pilot_core.time_accounting import ProductionTotals
 from tests.unit.test_plan import raw_plan
 
 HOUR_MS = 3_600_000
+ACTOR = Actor.system("test_repository")
 
 
 @pytest.fixture
@@ -58,9 +60,19 @@ def test_migrations_run_on_an_empty_database_and_twice(empty_database: Database)
     empty_database.upgrade()
     empty_database.upgrade()
     tables = set(inspect(empty_database.engine).get_table_names())
-    assert tables == {"alembic_version", "demonstrations", "plan_versions", "rollups", "result_cache"}
+    assert tables == {
+        "alembic_version",
+        "demonstrations",
+        "plan_versions",
+        "rollups",
+        "result_cache",
+        "organisations",
+        "api_keys",
+        "demonstration_organisations",
+        "audit_log",
+    }
     with empty_database.engine.connect() as connection:
-        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0001"]
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0002"]
 
 
 def test_the_models_match_the_migrations(database: Database) -> None:
@@ -72,25 +84,27 @@ def test_the_models_match_the_migrations(database: Database) -> None:
 
 
 def test_a_plan_is_drafted_frozen_and_amended(demonstrations: DemonstrationRepository) -> None:
-    created = demonstrations.create(plan())
+    created = demonstrations.create(plan(), actor=ACTOR)
     assert (created.version, created.frozen, created.slug) == (1, False, "cobot-cell-pilot")
     assert created.plan == plan() and created.plan_hash == plan_hash(plan())
 
-    replaced = demonstrations.replace_draft(created.id, plan(name="Cobot cell pilot, two weeks"))
+    replaced = demonstrations.replace_draft(created.id, plan(name="Cobot cell pilot, two weeks"), actor=ACTOR)
     assert (replaced.version, replaced.frozen) == (1, False)
     assert replaced.plan_hash == plan_hash(plan(name="Cobot cell pilot, two weeks")) != created.plan_hash
     assert replaced.updated_at >= created.updated_at
 
-    frozen = demonstrations.freeze(created.id)
+    frozen = demonstrations.freeze(created.id, actor=ACTOR)
     assert (frozen.version, frozen.frozen, frozen.plan_hash) == (1, True, replaced.plan_hash)
-    assert demonstrations.freeze(created.id) == frozen  # freezing again changes nothing
+    assert demonstrations.freeze(created.id, actor=ACTOR) == frozen  # freezing again changes nothing
 
     with pytest.raises(PlanFrozen, match=r"version 1 is frozen \(sha256:[0-9a-f]{64}\); amend it with a reason"):
-        demonstrations.replace_draft(created.id, plan(name="Sneaky edit"))
+        demonstrations.replace_draft(created.id, plan(name="Sneaky edit"), actor=ACTOR)
     with pytest.raises(AmendmentNeedsReason):
-        demonstrations.amend(created.id, plan(confidence_level=0.95), reason="  ")
+        demonstrations.amend(created.id, plan(confidence_level=0.95), reason="  ", actor=ACTOR)
 
-    amended = demonstrations.amend(created.id, plan(confidence_level=0.95), reason="evaluator asked for 95%")
+    amended = demonstrations.amend(
+        created.id, plan(confidence_level=0.95), reason="evaluator asked for 95%", actor=ACTOR
+    )
     assert (amended.version, amended.frozen) == (2, True)
     assert amended.plan_hash not in (frozen.plan_hash, created.plan_hash)
     assert demonstrations.get(created.id) == amended
@@ -103,19 +117,19 @@ def test_a_plan_is_drafted_frozen_and_amended(demonstrations: DemonstrationRepos
     assert demonstrations.version(created.slug, 1) == first
 
     with pytest.raises(PlanFrozen, match="version 2 is frozen"):
-        demonstrations.replace_draft(created.id, plan())
+        demonstrations.replace_draft(created.id, plan(), actor=ACTOR)
 
 
 def test_a_draft_cannot_be_amended(demonstrations: DemonstrationRepository) -> None:
-    created = demonstrations.create(plan())
+    created = demonstrations.create(plan(), actor=ACTOR)
     with pytest.raises(NotFrozenYet, match="version 1 is a draft"):
-        demonstrations.amend(created.id, plan(name="Other"), reason="because")
+        demonstrations.amend(created.id, plan(name="Other"), reason="because", actor=ACTOR)
 
 
 def test_the_database_itself_refuses_to_change_a_frozen_version(
     database: Database, demonstrations: DemonstrationRepository
 ) -> None:
-    created = demonstrations.freeze(demonstrations.create(plan()).id)
+    created = demonstrations.freeze(demonstrations.create(plan(), actor=ACTOR).id, actor=ACTOR)
     for statement in ("UPDATE plan_versions SET plan = '{}'", "DELETE FROM plan_versions"):
         with pytest.raises(DBAPIError, match="frozen"), database.engine.begin() as connection:
             connection.execute(text(statement))
@@ -123,28 +137,28 @@ def test_the_database_itself_refuses_to_change_a_frozen_version(
 
 
 def test_demonstrations_are_found_by_id_or_slug(demonstrations: DemonstrationRepository) -> None:
-    first = demonstrations.create(plan())
-    second = demonstrations.create(plan())  # the same name: the derived slug gets a suffix
-    named = demonstrations.create(plan(name="판교 협동로봇 셀"))
-    given = demonstrations.create(plan(), slug="pangyo-2026")
+    first = demonstrations.create(plan(), actor=ACTOR)
+    second = demonstrations.create(plan(), actor=ACTOR)  # the same name: the derived slug gets a suffix
+    named = demonstrations.create(plan(name="판교 협동로봇 셀"), actor=ACTOR)
+    given = demonstrations.create(plan(), slug="pangyo-2026", actor=ACTOR)
     assert (second.slug, named.slug) == ("cobot-cell-pilot-2", "판교-협동로봇-셀")
     assert demonstrations.get("cobot-cell-pilot-2") == second
     assert demonstrations.get(str(given.id)) == demonstrations.get(given.id) == given
     assert [d.id for d in demonstrations.list()] == [first.id, second.id, named.id, given.id]
 
     with pytest.raises(DuplicateSlug, match="pangyo-2026"):
-        demonstrations.create(plan(), slug="pangyo-2026")
+        demonstrations.create(plan(), slug="pangyo-2026", actor=ACTOR)
     for bad in ("Pangyo", "2026", "a--b", "-a", "a b", ""):
         with pytest.raises(InvalidSlug):
-            demonstrations.create(plan(), slug=bad)
+            demonstrations.create(plan(), slug=bad, actor=ACTOR)
 
 
 def test_missing_things_are_not_found(demonstrations: DemonstrationRepository) -> None:
-    created = demonstrations.create(plan())
+    created = demonstrations.create(plan(), actor=ACTOR)
     for call in (
         lambda: demonstrations.get("no-such-demonstration"),
         lambda: demonstrations.get(created.id + 100),
-        lambda: demonstrations.freeze("no-such-demonstration"),
+        lambda: demonstrations.freeze("no-such-demonstration", actor=ACTOR),
         lambda: demonstrations.version(created.id, 2),
         # Beyond any integer column: no id or version, rather than a driver overflow.
         lambda: demonstrations.get("9" * 30),
@@ -214,7 +228,7 @@ def test_rollups_are_read_in_range_by_device_then_time(database: Database) -> No
 
 def test_cached_results_are_found_by_fingerprint(database: Database, demonstrations: DemonstrationRepository) -> None:
     cache = ResultCache(database)
-    demonstration = demonstrations.create(plan())
+    demonstration = demonstrations.create(plan(), actor=ACTOR)
     assert cache.get(demonstration.id, 1, "evaluation", "n=10") is None
     cache.put(demonstration.id, 1, "evaluation", "n=10", {"oee": 0.61, "coverage": None})
     assert cache.get(demonstration.id, 1, "evaluation", "n=10") == {"oee": 0.61, "coverage": None}

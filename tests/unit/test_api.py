@@ -18,6 +18,7 @@ from api.routers.demonstrations import Amendment
 from collector.settings import CollectorSettings
 from pilot_core.contract import json_schema
 from pilot_core.demonstration import DemonstrationPlan
+from tests.api_support import admin_client
 
 
 def client_for(tmp_path: Path, devices: str | None = None) -> TestClient:
@@ -30,7 +31,7 @@ def client_for(tmp_path: Path, devices: str | None = None) -> TestClient:
         devices_file=devices_file,
         database_url=default_url(tmp_path),
     )
-    return TestClient(create_app(settings))
+    return admin_client(create_app(settings))
 
 
 def test_health_and_unready_store(tmp_path: Path) -> None:
@@ -51,7 +52,7 @@ def test_contract_profiles_and_devices(tmp_path: Path) -> None:
     assert {s["time_class"] for s in cobot["states"]} >= {"production", "unplanned_delay"}
     assert client.get("/v1/profiles/nope").status_code == 404
     assert client.get("/v1/devices").json() == [
-        {"site": "시화", "line": "L1", "device": "cobot 1", "profile": "cobot_arm", "name": ""}
+        {"site": "시화", "line": "L1", "device": "cobot 1", "profile": "cobot_arm", "name": "", "organisation": None}
     ]
 
 
@@ -91,7 +92,7 @@ def test_an_unexpected_error_is_a_500_that_tells_nothing_but_is_logged(
         raise RuntimeError("password=hunter2 in a stack of secrets")
 
     app.add_api_route("/broken", broken)
-    client = TestClient(app, raise_server_exceptions=False)  # the server, not the test, would see the exception
+    client = admin_client(app, raise_server_exceptions=False)  # the server, not the test, would see the exception
     with caplog.at_level(logging.ERROR, logger="api.problems"):
         response = client.get("/broken")
     assert response.status_code == 500
@@ -114,6 +115,10 @@ def test_problem_types_are_named_after_the_repository_errors() -> None:
             "plan-frozen",
             "not-frozen-yet",
             "amendment-needs-reason",
+            "unknown-organisation",
+            "duplicate-organisation",
+            "owner-is-not-a-participant",
+            "invalid-key-scope",
         )
     }
 
