@@ -6,9 +6,10 @@ import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from adapters.sql import Database
+from api.limits import BodyLimit, single_valued_query
 from api.problems import use_problem_details
 from api.routers import access, catalog, demonstrations, health, kpis
 from api.state import ApiState
@@ -37,9 +38,11 @@ def create_app(settings: CollectorSettings | None = None, database: Database | N
         version="0.1.0",
         description="Telemetry and before/after KPIs for physical-AI pilots on production lines.",
         lifespan=lifespan,
+        dependencies=[Depends(single_valued_query)],
     )
     app.state.pilot = state
     use_problem_details(app)
+    app.add_middleware(BodyLimit)
     app.include_router(health.router)
     app.include_router(access.router, prefix="/v1")
     app.include_router(catalog.router, prefix="/v1")

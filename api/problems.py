@@ -37,6 +37,7 @@ PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_TYPES = "https://pilot-telemetry.dev/problems/"
 INVALID_REQUEST = PROBLEM_TYPES + "invalid-request"
 _SHOWN_ERRORS = 3  # in the summary of an invalid request; all of them are in `errors`
+UNPARSABLE = "it must be UTF-8 JSON, nested at most a few hundred levels deep"
 AUTH_ERRORS = {401: "No API key was sent, or it is not valid (unknown, revoked or mistyped)"}
 
 logger = logging.getLogger(__name__)
@@ -116,11 +117,14 @@ def _respond(request: Request, problem: Problem, headers: Mapping[str, str] | No
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
-    problem = Problem(
-        title=_phrase(exc.status_code),
-        status=exc.status_code,
-        detail=None if exc.detail is None else str(exc.detail),
-    )
+    detail = None if exc.detail is None else str(exc.detail)
+    if exc.status_code == 400 and exc.__cause__ is not None:  # FastAPI could not parse the body at all
+        detail = f"the body could not be parsed ({UNPARSABLE})"
+        if isinstance(exc.__cause__, RecursionError):
+            detail = "the JSON body is nested too deeply to parse"
+        elif isinstance(exc.__cause__, UnicodeDecodeError):
+            detail = "the body is not UTF-8 text"
+    problem = Problem(title=_phrase(exc.status_code), status=exc.status_code, detail=detail)
     return _respond(request, problem, exc.headers)  # e.g. Allow on a 405
 
 
@@ -160,7 +164,13 @@ def _document_problems(schema: dict[str, Any]) -> dict[str, Any]:
     problem_ref = {"$ref": "#/components/schemas/Problem"}
     for path_item in schema.get("paths", {}).values():
         for operation in path_item.values():
-            for status, response in operation.get("responses", {}).items():
+            responses = operation.setdefault("responses", {})
+            # What api.limits refuses, on whichever operation it happens.
+            responses.setdefault("422", {"description": "A query parameter was given more than once"})
+            if "requestBody" in operation:
+                responses.setdefault("400", {"description": "The body could not be parsed: " + UNPARSABLE})
+                responses.setdefault("413", {"description": "The body is larger than the API takes"})
+            for status, response in responses.items():
                 if not (status.startswith(("4", "5")) or status == "default"):
                     continue
                 content = response.setdefault("content", {})

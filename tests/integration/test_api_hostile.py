@@ -1,0 +1,212 @@
+"""Hostile requests to the API: InfluxQL and SQL injection through every parameter that reaches a query, bodies
+too large or too deep, repeated parameters. Each gets a clear error, and nothing stored is lost or leaked.
+
+The parameters that reach InfluxQL are the plan's site, line and device ids (every KPI query filters on them)
+and the device status lookback; the ones that reach SQL are the demonstration reference and the organisation
+and key names. All go through one quoting function or bound parameters; these tests try to break out anyway,
+against the real InfluxDB and on SQLite and the real PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from fastapi.testclient import TestClient
+
+from adapters.influxdb import InfluxClient, InfluxSettings
+from adapters.sql import Database
+from api.examples import PANGYO_PLAN
+from api.limits import MAX_BODY_BYTES
+from api.main import create_app
+from collector.settings import CollectorSettings
+from pilot_core.line_protocol import encode_point
+from pilot_core.validation import PRODUCTION_MEASUREMENT, STATE_MEASUREMENT
+from tests.api_support import key_headers
+from tests.support import count_points
+
+SITE, LINE = PANGYO_PLAN["site"], PANGYO_PLAN["line"]
+VICTIM = "cobot-01"  # has data; no hostile demonstration may read it
+# Ids that would widen a query built by pasting text, in InfluxQL's quoting and in SQL's.
+INJECTIONS = [
+    f"x' OR \"device\" = '{VICTIM}",
+    f"x\\' OR \"device\" = \\'{VICTIM}",
+    f'x" OR "device" = "{VICTIM}',
+    "x' OR \"device\" != 'none' OR 'a'='a",
+    'x"; DROP DATABASE "pilot',
+    "x'; DROP MEASUREMENT \"production\"; SELECT '",
+    "x' --",
+    "x\\",  # refused: line protocol cannot end a tag with a backslash
+    "'",
+    '"',
+    "%27%20OR%201%3D1",
+]
+STORABLE = [i for i in INJECTIONS if not i.endswith("\\")]
+DAY_MS = 86_400_000
+BASELINE_MS = 1_791_298_800_000  # 2026-10-07 00:00 +09:00, a Wednesday
+
+
+def hostile_plan(site: str = SITE, line: str = LINE, devices: list[str] | None = None) -> dict[str, Any]:
+    devices = devices or STORABLE
+    plan = copy.deepcopy(PANGYO_PLAN)
+    plan.update(site=site, line=line, devices=devices, output_devices=devices[:1], energy_meters=[], targets=[])
+    for product in plan["products"]:
+        product["per_device"] = {}
+    plan["windows"] = [
+        {
+            "name": "baseline",
+            "phase": "baseline",
+            "start": "2026-10-07T00:00:00+09:00",
+            "end": "2026-10-08T00:00:00+09:00",
+        },
+        {"name": "pilot", "phase": "pilot", "start": "2026-10-08T00:00:00+09:00", "end": "2026-10-09T00:00:00+09:00"},
+    ]
+    return plan
+
+
+@pytest.fixture
+def api(empty_database: Database, influx_settings: InfluxSettings, tmp_path: Path) -> Iterator[TestClient]:
+    devices = [{"site": SITE, "line": LINE, "device": VICTIM, "profile": "cobot_arm"}]
+    devices += [{"site": SITE, "line": LINE, "device": d, "profile": "cobot_arm"} for d in STORABLE]
+    devices += [{"site": i, "line": i, "device": i, "profile": "cobot_arm"} for i in STORABLE[:3]]
+    registry = tmp_path / "devices.yaml"
+    registry.write_text(yaml.safe_dump({"devices": devices}, allow_unicode=True), encoding="utf-8")
+    with InfluxClient(influx_settings) as influx:
+        influx.ensure_database()
+        tags = (("site", SITE), ("line", LINE), ("device", VICTIM))
+        lines = []
+        for day in range(2):
+            start = BASELINE_MS + day * DAY_MS + 9 * 3_600_000
+            lines.append(
+                encode_point(
+                    STATE_MEASUREMENT, tags, [("state", "running"), ("time_class", "production"), ("seq", day)], start
+                )
+            )
+            for cycle in range(100):
+                fields = [
+                    ("produced", 1),
+                    ("good", 1),
+                    ("scrap", 0),
+                    ("rework", 0),
+                    ("cycle_time_s", 40.0),
+                    ("seq", day * 100 + cycle),
+                ]
+                lines.append(
+                    encode_point(
+                        PRODUCTION_MEASUREMENT, (*tags, ("product", "BRK-100")), fields, start + cycle * 40_000
+                    )
+                )
+        assert influx.write(lines).status == 204
+    settings = CollectorSettings(
+        influx=influx_settings,
+        devices_file=registry,
+        database_url=empty_database.engine.url.render_as_string(hide_password=False),
+    )
+    app = create_app(settings, database=empty_database)
+    with TestClient(app, headers=key_headers(app)) as client:
+        yield client
+
+
+def _victim_points(api: TestClient) -> int:
+    settings: CollectorSettings = api.app.state.pilot.settings  # type: ignore[attr-defined]
+    with InfluxClient(settings.influx) as influx:
+        return count_points(influx, PRODUCTION_MEASUREMENT)
+
+
+def test_injected_ids_read_nothing_of_other_devices_and_change_nothing(api: TestClient) -> None:
+    assert _victim_points(api) == 200
+    victim = api.post("/v1/demonstrations", json=hostile_plan(devices=[VICTIM]))
+    assert victim.status_code == 201, victim.text
+    produced = api.get(f"/v1/demonstrations/{victim.json()['id']}/kpis").json()["phases"]["baseline"]["counts"]
+    assert produced["produced"] == 100  # the victim's own data is there to be read
+
+    cases = [hostile_plan(), *(hostile_plan(site=i, line=i, devices=[i]) for i in STORABLE[:3])]
+    for plan in cases:
+        created = api.post("/v1/demonstrations", json=plan)
+        assert created.status_code == 201, created.text
+        for path in ("kpis", "comparison"):
+            response = api.get(f"/v1/demonstrations/{created.json()['id']}/{path}")
+            assert response.status_code == 200, response.text
+        document = api.get(f"/v1/demonstrations/{created.json()['id']}/kpis").json()
+        for phase in document["phases"].values():
+            assert phase["counts"]["produced"] == 0, plan["devices"]
+            assert all(c["telemetry_received"] == 0 for c in phase["coverage"])
+        assert {c["device"] for c in document["phases"]["pilot"]["coverage"]} == set(plan["devices"])
+    assert _victim_points(api) == 200
+    status = api.get("/v1/devices/status")
+    assert status.status_code == 200 and {d["device"] for d in status.json()} >= {VICTIM, *STORABLE}
+
+
+def test_an_id_line_protocol_cannot_carry_is_refused_in_the_plan(api: TestClient) -> None:
+    refused = api.post("/v1/demonstrations", json=hostile_plan(devices=["x\\"]))
+    assert refused.status_code == 422
+    assert "backslash" in refused.json()["detail"]
+
+
+@pytest.mark.parametrize("value", ["1; DROP DATABASE pilot", "72 OR 1=1", "1e999", "-1", "nan", "inf"])
+def test_the_status_lookback_takes_only_a_number_in_range(api: TestClient, value: str) -> None:
+    response = api.get("/v1/devices/status", params={"since_hours": value})
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["loc"] == ["query", "since_hours"]
+    assert _victim_points(api) == 200
+
+
+@pytest.mark.parametrize("ref", [*INJECTIONS, "1 OR 1=1", "0x1", "1; DELETE FROM plan_versions", "9" * 40])
+def test_references_in_the_path_name_nothing_but_themselves(api: TestClient, ref: str) -> None:
+    created = api.post("/v1/demonstrations", json=hostile_plan(devices=[VICTIM])).json()
+    for suffix in ("", "/versions", "/kpis", "/audit"):
+        response = api.get(f"/v1/demonstrations/{ref}{suffix}")
+        assert response.status_code in (404, 422), (ref, suffix, response.text)
+    assert api.get(f"/v1/demonstrations/{created['id']}").status_code == 200
+    assert len(api.get("/v1/demonstrations").json()) == 1
+
+
+def test_names_stored_in_sql_come_back_as_they_were_sent(api: TestClient) -> None:
+    for name in INJECTIONS:
+        created = api.post("/v1/api-keys", json={"name": name, "role": "evaluator", "organisation": "operator"})
+        assert created.status_code == 201, created.text
+        assert created.json()["name"] == name
+    refused = api.post("/v1/organisations", json={"slug": "x'); DROP TABLE organisations; --", "name": "x"})
+    assert refused.status_code == 422 and refused.json()["type"].endswith("/invalid-slug")
+    assert [k["name"] for k in api.get("/v1/api-keys").json()][-len(INJECTIONS) :] == INJECTIONS
+
+
+def test_a_body_too_large_is_refused_before_it_is_read(api: TestClient) -> None:
+    body = b'{"name": "' + b"x" * MAX_BODY_BYTES + b'"}'
+    declared = api.post("/v1/demonstrations", content=body, headers={"content-type": "application/json"})
+    assert declared.status_code == 413 and declared.json()["type"].endswith("/body-too-large")
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the limit counts what arrives
+        for _ in range(MAX_BODY_BYTES // 65536 + 2):
+            yield b" " * 65536
+
+    streamed = api.post("/v1/demonstrations", content=chunks(), headers={"content-type": "application/json"})
+    assert streamed.status_code == 413
+    assert api.get("/v1/demonstrations").json() == []
+
+
+@pytest.mark.parametrize("depth", [1_000, 200_000])
+def test_a_body_nested_too_deeply_gets_a_clear_error(api: TestClient, depth: int) -> None:
+    body = b"[" * depth + b"]" * depth
+    for method, path in (("POST", "/v1/demonstrations"), ("POST", "/v1/organisations")):
+        response = api.request(method, path, content=body, headers={"content-type": "application/json"})
+        assert response.status_code in (400, 422), response.text
+        assert response.json()["detail"]
+        if response.status_code == 400:
+            assert "nested too deeply" in response.json()["detail"]
+    plan = json.dumps(hostile_plan()).encode()
+    nested = plan[:-1] + b', "extra": ' + b'{"deep": ' * 5_000 + b"null" + b"}" * 5_000 + b"}"
+    response = api.post("/v1/demonstrations", content=nested, headers={"content-type": "application/json"})
+    assert response.status_code in (400, 422), response.text
+    assert api.get("/v1/demonstrations").json() == []
+
+
+def test_a_query_parameter_given_twice_is_refused(api: TestClient) -> None:
+    response = api.get("/v1/devices/status?since_hours=1&since_hours=1000")
+    assert response.status_code == 422
+    assert response.json()["errors"] == [{"loc": ["query", "since_hours"], "msg": "given more than once; give it once"}]
