@@ -3,22 +3,35 @@
 Validation and encoding cost more CPU per message than receiving it, and
 Python runs one thread at a time. So they run in a process of their own
 (``ProcessorProcess``), beside the MQTT network thread instead of taking
-turns with it. The process keeps the per-device seq accounting; the
-collector keeps the metrics.
+turns with it. The process keeps the per-device seq accounting and quotas;
+the collector keeps the metrics.
 """
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import os
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
+from collector.settings import CollectorSettings
+from pilot_core.contract import Topic, TopicError, parse_topic
+from pilot_core.rate_limit import RateLimit, TokenBuckets
 from pilot_core.registry import DeviceRegistry
-from pilot_core.validation import Accepted, Rejection, RejectReason, SeqTracker, SeqVerdict, validate_message
+from pilot_core.validation import (
+    Accepted,
+    ClockCheck,
+    Rejection,
+    RejectReason,
+    SeqTracker,
+    SeqVerdict,
+    validate_message,
+)
 
 
 @dataclass(slots=True)
@@ -46,18 +59,70 @@ class BatchOutcome:
     seq_gaps: list[tuple[StreamKey, int]] = field(default_factory=list)  # stream and how many seqs it skipped
 
 
-class Processor:
-    """Validates and encodes messages in arrival order, keeping seq accounting."""
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What the processor refuses beyond the contract and the profiles: size, clock and quota."""
 
-    def __init__(self, registry: DeviceRegistry, max_payload_bytes: int) -> None:
+    max_payload_bytes: int
+    max_clock_skew_s: float = 0.0  # 0: no bound
+    max_record_age_s: float = 0.0  # 0: no bound
+    rate_limit: RateLimit | None = None  # None: no quota
+
+    @classmethod
+    def from_settings(cls, settings: CollectorSettings) -> Limits:
+        rate = settings.rate_limit_records_per_s
+        return cls(
+            settings.max_payload_bytes,
+            settings.max_clock_skew_s,
+            settings.max_record_age_s,
+            RateLimit(rate, settings.rate_limit_burst_records) if rate else None,
+        )
+
+    def clock_check(self, now_s: float) -> ClockCheck | None:
+        if not (self.max_clock_skew_s or self.max_record_age_s):
+            return None
+        return ClockCheck(
+            now_ms=int(now_s * 1000),
+            max_ahead_ms=round(self.max_clock_skew_s * 1000) if self.max_clock_skew_s else None,
+            max_age_ms=round(self.max_record_age_s * 1000) if self.max_record_age_s else None,
+        )
+
+
+class Processor:
+    """Validates and encodes messages in arrival order, keeping seq accounting and per-device quotas.
+
+    ``wall_clock`` (epoch seconds) bounds timestamps; ``monotonic_clock``
+    refills the quotas. Both are read once per batch.
+    """
+
+    def __init__(
+        self,
+        registry: DeviceRegistry,
+        limits: Limits,
+        *,
+        wall_clock: Callable[[], float] = time.time,
+        monotonic_clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.registry = registry
-        self.max_payload_bytes = max_payload_bytes
+        self.limits = limits
         self.seq = SeqTracker()
+        self.quotas: TokenBuckets[tuple[str, str, str]] | None = (
+            TokenBuckets(limits.rate_limit) if limits.rate_limit else None
+        )
+        self._wall_clock = wall_clock
+        self._monotonic_clock = monotonic_clock
 
     def process(self, messages: list[tuple[str, bytes]]) -> BatchOutcome:
         outcome = BatchOutcome()
+        clock = self.limits.clock_check(self._wall_clock())
+        now_s = self._monotonic_clock()
         for index, (topic, payload) in enumerate(messages):
-            result = validate_message(topic, payload, self.registry, self.max_payload_bytes)
+            result = self._validate(topic, payload, clock)
+            if isinstance(result, Accepted):
+                if result.birth:
+                    # Even a birth refused for its quota says the agent restarted: its seq may count from 1 again.
+                    self.seq.restart_device(result.topic)
+                result = self._within_quota(result, now_s)
             if isinstance(result, Rejection):
                 outcome.rejected.append((index, result))
             elif self._sequence_ok(result, index, outcome):
@@ -70,12 +135,45 @@ class Processor:
 
         Its messages come again and must not be dropped as duplicates; anything
         stored twice is harmless, since InfluxDB overwrites a point with itself.
+        They must not pay their quota twice either, so the buckets fill again.
         """
         self.seq = SeqTracker()
+        if self.quotas is not None:
+            self.quotas.reset()
+
+    def _validate(self, topic: str, payload: bytes, clock: ClockCheck | None) -> Accepted | Rejection:
+        try:
+            return validate_message(topic, payload, self.registry, self.limits.max_payload_bytes, clock)
+        except Exception as exc:  # a bug must cost this message only, never the batch around it
+            detail = (
+                f"the collector failed on this message ({type(exc).__name__}: {exc}); this is a bug in the"
+                " collector: please report it with this dead letter, and replay the message once it is fixed"
+            )
+            return Rejection(RejectReason.INTERNAL_ERROR, detail, topic_or_none(topic))
+
+    def _within_quota(self, accepted: Accepted, now_s: float) -> Accepted | Rejection:
+        if self.quotas is None:
+            return accepted
+        t = accepted.topic
+        records = len(accepted.lines)  # one line per record
+        throttled = self.quotas.take((t.site, t.line, t.device), records, now_s)
+        if throttled is None:
+            return accepted
+        limit = self.quotas.limit
+        when = (
+            f"it could pass in {throttled.wait_s:.1f} s"
+            if math.isfinite(throttled.wait_s)
+            else "it is larger than the burst itself and can never pass"
+        )
+        detail = (
+            f"device {t.device!r} (site {t.site!r}, line {t.line!r}) is over its quota: this message carries"
+            f" {records:,} records and the device has {int(throttled.available):,} left (rate_limit_records_per_s"
+            f" {limit.records_per_s:g}, rate_limit_burst_records {limit.burst:,.0f}); {when}. The message is refused"
+            " whole and kept here to replay; if the device legitimately sends this much, raise the quota"
+        )
+        return Rejection(RejectReason.RATE_LIMITED, detail, t)
 
     def _sequence_ok(self, accepted: Accepted, index: int, outcome: BatchOutcome) -> bool:
-        if accepted.birth:
-            self.seq.restart_device(accepted.topic)
         observation = self.seq.observe(accepted.topic, accepted.seq)
         if observation.verdict is SeqVerdict.DUPLICATE:
             # Already stored: acknowledging it again is all that is needed.
@@ -99,9 +197,17 @@ class Processor:
 _processor: Processor | None = None
 
 
-def _start(registry: DeviceRegistry, max_payload_bytes: int) -> None:
+def topic_or_none(topic: str) -> Topic | None:
+    """The parsed topic, or None for one outside the contract (its dead letter goes to _unrouted)."""
+    try:
+        return parse_topic(topic)
+    except TopicError:
+        return None
+
+
+def _start(registry: DeviceRegistry, limits: Limits) -> None:
     global _processor  # noqa: PLW0603 - one processor per child process, as the pool's initializer makes it
-    _processor = Processor(registry, max_payload_bytes)
+    _processor = Processor(registry, limits)
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="exit-with-parent", daemon=True).start()
 
 
@@ -125,8 +231,8 @@ def _forget() -> None:
 class ProcessorProcess:
     """A Processor in a child process. One child, so batches keep their order and seq state stays whole."""
 
-    def __init__(self, registry: DeviceRegistry, max_payload_bytes: int) -> None:
-        self._args = (registry, max_payload_bytes)
+    def __init__(self, registry: DeviceRegistry, limits: Limits) -> None:
+        self._args = (registry, limits)
         self._pool = self._new_pool()
 
     def _new_pool(self) -> ProcessPoolExecutor:

@@ -23,10 +23,9 @@ from adapters.mqtt import connect_and_wait, new_client
 from collector.dead_letter import publish_dead_letter
 from collector.metrics import CollectorMetrics
 from collector.output import InfluxOutput
-from collector.processing import BatchOutcome, Inbound, ProcessorProcess
+from collector.processing import BatchOutcome, Inbound, Limits, ProcessorProcess, topic_or_none
 from collector.settings import CollectorSettings
 from collector.spool import Spool, SpooledBatch, SpoolFull
-from pilot_core.contract import Topic, TopicError, parse_topic
 from pilot_core.registry import DeviceRegistry
 from pilot_core.validation import Rejection, RejectReason
 
@@ -53,7 +52,7 @@ class Collector:
         self._stopping = threading.Event()
         self._abort = threading.Event()
         self.output = InfluxOutput(self.influx, self.metrics, self._abort)
-        self.processor = ProcessorProcess(self.registry, settings.max_payload_bytes)
+        self.processor = ProcessorProcess(self.registry, Limits.from_settings(settings))
         self.spool = Spool(settings.spool_dir, settings.spool_quota_mb * 1024 * 1024)
         self._spooled = threading.Event()  # wakes the replayer
         self.metrics.watch_backlog(lambda: self._queue.qsize() + self._in_flight)
@@ -357,7 +356,7 @@ class Collector:
             topic, payload = batch.messages[owner]
             inbound = Inbound(topic, payload, 0, 0, -1)  # already acknowledged when spooled
             log.error("InfluxDB refused a spooled point from %s: %s", topic, message)
-            refused.append((inbound, Rejection(RejectReason.STORE_REJECTED, message, _topic_or_none(inbound))))
+            refused.append((inbound, Rejection(RejectReason.STORE_REJECTED, message, topic_or_none(inbound.topic))))
         return refused
 
     def _count(self, received: int, outcome: BatchOutcome) -> None:
@@ -380,7 +379,7 @@ class Collector:
         for owner, message in owners.items():
             inbound = messages[owner]
             log.error("InfluxDB refused a point from %s: %s", inbound.topic, message)
-            refused.append((inbound, Rejection(RejectReason.STORE_REJECTED, message, _topic_or_none(inbound))))
+            refused.append((inbound, Rejection(RejectReason.STORE_REJECTED, message, topic_or_none(inbound.topic))))
         return refused
 
     def _dead_letter(self, refused: list[tuple[Inbound, Rejection]]) -> bool:
@@ -413,10 +412,3 @@ class Collector:
             # its old packet id here could acknowledge a different message.
             if message.qos and message.generation == generation:
                 self._client.ack(message.mid, message.qos)
-
-
-def _topic_or_none(inbound: Inbound) -> Topic | None:
-    try:
-        return parse_topic(inbound.topic)
-    except TopicError:
-        return None

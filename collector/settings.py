@@ -11,7 +11,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from adapters.catalog import BUNDLED_PROFILES
 from adapters.influxdb import InfluxSettings
 from adapters.mqtt import MqttSettings
-from pilot_core.contract import SUBSCRIPTION
+from pilot_core.contract import MAX_BATCH_RECORDS, SUBSCRIPTION
 
 DEFAULT_CONFIG_FILE = Path("pilot.yaml")
 
@@ -39,6 +39,29 @@ class CollectorSettings(BaseSettings):
     batch_size: int = Field(default=5000, ge=1, le=65535, description="Messages per InfluxDB write")
     flush_interval_s: float = Field(default=1.0, gt=0, description="Longest a message waits for its batch to fill")
     max_payload_bytes: int = Field(default=256 * 1024, ge=1024)
+    max_clock_skew_s: float = Field(
+        default=600.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="Refuse records whose ts is further ahead of the collector's clock than this; 0 turns it off",
+    )
+    max_record_age_s: float = Field(
+        default=0.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="Refuse records older than this; 0 (the default) accepts any age, since backfills are legitimate",
+    )
+    rate_limit_records_per_s: float = Field(
+        default=5000.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="Records one device may send per second, on average; 0 turns the quota off",
+    )
+    rate_limit_burst_records: int = Field(
+        default=1_000_000,
+        ge=MAX_BATCH_RECORDS,
+        description="Records one device may send at once, beyond its rate; at least one full batch message",
+    )
     dead_letter_topic: str = Field(
         default="pilot/deadletter/v1", description="Refused messages are republished below this"
     )

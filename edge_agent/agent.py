@@ -159,8 +159,13 @@ class Agent:
 
     def _record(self, channel: Channel, fields: dict[str, Any], ts_ms: int | None) -> None:
         ts = ts_ms if ts_ms is not None else int(time.time() * 1000)
-        self.outbox.put(self._topics[channel], channel.value, lambda seq: _payload(seq, ts, fields))
+        self.outbox.put(self._topics[channel], channel.value, lambda seq: self._payload(seq, ts, fields))
         self._wake.set()
+
+    def _payload(self, seq: int, ts_ms: int, fields: dict[str, Any]) -> bytes:
+        # The device id travels in the payload too: the collector refuses a message whose topic names another device.
+        body = {"seq": seq, "device": self.device, "ts": ts_ms, **fields}
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
     def _status(self, online: bool) -> dict[str, Any]:
         return {
@@ -174,7 +179,7 @@ class Agent:
         """Reserve the next birth's seq and the will's just after it, so the will never counts backwards."""
         first = self.outbox.reserve(Channel.STATUS.value, 2)
         self._birth_seq = first
-        will = _payload(first + 1, int(time.time() * 1000), self._status(online=False))
+        will = self._payload(first + 1, int(time.time() * 1000), self._status(online=False))
         self._client.will_set(self._topics[Channel.STATUS], will, qos=1)
 
     def _on_connect(self, client: paho.Client, userdata: object, flags: object, reason: Any, props: object) -> None:
@@ -187,7 +192,7 @@ class Agent:
             self._last_sent = 0  # send again whatever the outbox still holds
         # The birth goes first on every connection, ahead of anything sent again: the collector starts
         # counting this device's seq afresh from it. It is not kept in the outbox: a birth is of this moment.
-        birth = _payload(self._birth_seq, int(time.time() * 1000), self._status(online=True))
+        birth = self._payload(self._birth_seq, int(time.time() * 1000), self._status(online=True))
         client.publish(self._topics[Channel.STATUS], birth, qos=1)
         self._ready.set()
         log.info("agent connected to %s; %d messages to send", self.mqtt.address, self.outbox.pending)
@@ -235,6 +240,3 @@ class Agent:
                     if acked:
                         self.outbox.remove(message_id)
 
-
-def _payload(seq: int, ts_ms: int, fields: dict[str, Any]) -> bytes:
-    return json.dumps({"seq": seq, "ts": ts_ms, **fields}, ensure_ascii=False, separators=(",", ":")).encode("utf-8")

@@ -3,20 +3,24 @@
 Topic: ``pilot/v1/{site}/{line}/{device_id}/{channel}``.
 
 Every payload carries ``seq``, an integer that grows by one with each message
-a device publishes on a channel, and either one record inline (with its
-``ts``) or a ``batch`` of records. ``ts`` is an RFC 3339 timestamp with an
-offset, or integer epoch milliseconds. See docs/contract.md.
+a device publishes on a channel, optionally the ``device`` id of its topic,
+and either one record inline (with its ``ts``) or a ``batch`` of records.
+``ts`` is an RFC 3339 timestamp with an offset, or integer epoch
+milliseconds. See docs/contract.md.
 """
 
 from __future__ import annotations
 
 import enum
 import functools
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal, cast
 
+import jiter
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -25,11 +29,11 @@ from pydantic import (
     StrictFloat,
     StrictInt,
     TypeAdapter,
-    ValidationError,
     model_validator,
 )
 
 from pilot_core.ids import InvalidIdError, check_id
+from pilot_core.line_protocol import INT64_MAX
 
 CONTRACT_VERSION = "v1"
 TOPIC_ROOT = "pilot"
@@ -40,6 +44,8 @@ MAX_BATCH_RECORDS = 10_000
 _MIN_EPOCH_MS = 1_000_000_000_000
 _MAX_EPOCH_MS = 4_102_444_800_000  # 2100-01-01
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_UTF8_BOM = b"\xef\xbb\xbf"
+_CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f]")
 
 
 class Channel(enum.StrEnum):
@@ -132,12 +138,25 @@ Timestamp = Annotated[
     BeforeValidator(parse_timestamp, json_schema_input_type=str | int),
     Field(description="RFC 3339 with an offset (e.g. 2026-11-02T09:00:00.250+09:00), or integer epoch milliseconds"),
 ]
+def _no_control_characters(text: str) -> str:
+    found = _CONTROL_CHARACTER.search(text)
+    if found:
+        raise ValueError(
+            f"contains the control character U+{ord(found.group()):04X}; text fields may not contain control"
+            " characters (newlines, tabs, NUL)"
+        )
+    return text
+
+
 Seq = Annotated[
     StrictInt,
-    Field(ge=0, le=2**63 - 1, description="Grows by one with each message a device publishes on this channel"),
+    Field(ge=0, le=INT64_MAX, description="Grows by one with each message a device publishes on this channel"),
 ]
 MetricValue = StrictBool | StrictInt | StrictFloat
 Id = Annotated[str, Field(min_length=1, max_length=128)]
+# Counts become signed 64-bit integer fields: anything larger could not be stored.
+Count = Annotated[StrictInt, Field(ge=0, le=INT64_MAX)]
+_NO_CONTROL_CHARACTERS = AfterValidator(_no_control_characters)
 
 
 class _Record(BaseModel):
@@ -154,7 +173,7 @@ class TelemetryRecord(_Record):
 class StateRecord(_Record):
     ts: Timestamp
     state: Id = Field(description="A state declared in the device profile")
-    reason: Annotated[str, Field(max_length=256)] | None = Field(
+    reason: Annotated[str, Field(max_length=256), _NO_CONTROL_CHARACTERS] | None = Field(
         default=None, description="Why the machine entered this state, e.g. a fault code"
     )
 
@@ -162,13 +181,12 @@ class StateRecord(_Record):
 class ProductionRecord(_Record):
     ts: Timestamp = Field(description="When the cycle completed")
     product: Id = Field(description="Product or SKU id")
-    produced: StrictInt = Field(ge=0, description="Units produced by this cycle (PQ)")
-    good: StrictInt = Field(ge=0, description="Good units (GQ)")
-    scrap: StrictInt = Field(default=0, ge=0, description="Scrapped units (SQ)")
-    rework: StrictInt = Field(default=0, ge=0, description="Units sent to rework (RQ)")
-    cycle_time_s: StrictFloat | StrictInt | None = Field(
+    produced: Count = Field(description="Units produced by this cycle (PQ)")
+    good: Count = Field(description="Good units (GQ)")
+    scrap: Count = Field(default=0, description="Scrapped units (SQ)")
+    rework: Count = Field(default=0, description="Units sent to rework (RQ)")
+    cycle_time_s: Annotated[StrictFloat, Field(gt=0, allow_inf_nan=False)] | None = Field(
         default=None,
-        gt=0,
         description="Cycle duration in seconds; required when the profile's production mode is 'cycle'",
     )
 
@@ -183,20 +201,27 @@ class ProductionRecord(_Record):
 class StatusRecord(_Record):
     ts: Timestamp
     status: Literal["online", "offline"]
-    agent_version: Annotated[str, Field(max_length=64)] | None = None
+    agent_version: Annotated[str, Field(max_length=64), _NO_CONTROL_CHARACTERS] | None = None
     profile: Id | None = Field(default=None, description="Device profile id the agent publishes by")
-    profile_version: Annotated[str, Field(max_length=32)] | None = None
+    profile_version: Annotated[str, Field(max_length=32), _NO_CONTROL_CHARACTERS] | None = None
 
 
-class _Batch(BaseModel):
+class _Envelope(BaseModel):
+    """What every message carries besides its records, whether sent singly or batched."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
     seq: Seq
+    device: Id | None = Field(
+        default=None, description="The device id of the topic, repeated; when given, it must equal the topic's"
+    )
 
 
-class TelemetryMessage(TelemetryRecord):
+class _Batch(_Envelope):
+    pass
+
+
+class TelemetryMessage(TelemetryRecord, _Envelope):
     """One telemetry sample."""
-
-    seq: Seq
 
 
 class TelemetryBatchMessage(_Batch):
@@ -205,10 +230,8 @@ class TelemetryBatchMessage(_Batch):
     batch: list[TelemetryRecord] = Field(min_length=1, max_length=MAX_BATCH_RECORDS)
 
 
-class StateMessage(StateRecord):
+class StateMessage(StateRecord, _Envelope):
     """One machine state change."""
-
-    seq: Seq
 
 
 class StateBatchMessage(_Batch):
@@ -217,10 +240,8 @@ class StateBatchMessage(_Batch):
     batch: list[StateRecord] = Field(min_length=1, max_length=MAX_BATCH_RECORDS)
 
 
-class ProductionMessage(ProductionRecord):
+class ProductionMessage(ProductionRecord, _Envelope):
     """One cycle completion."""
-
-    seq: Seq
 
 
 class ProductionBatchMessage(_Batch):
@@ -229,10 +250,8 @@ class ProductionBatchMessage(_Batch):
     batch: list[ProductionRecord] = Field(min_length=1, max_length=MAX_BATCH_RECORDS)
 
 
-class StatusMessage(StatusRecord):
+class StatusMessage(StatusRecord, _Envelope):
     """A birth (online) or last-will (offline) message."""
-
-    seq: Seq
 
 
 class StatusBatchMessage(_Batch):
@@ -247,7 +266,7 @@ RECORD_TYPES: dict[Channel, type[_Record]] = {
     Channel.PRODUCTION: ProductionRecord,
     Channel.STATUS: StatusRecord,
 }
-_MESSAGE_TYPES: dict[Channel, tuple[type[BaseModel], type[_Batch]]] = {
+_MESSAGE_TYPES: dict[Channel, tuple[type[_Envelope], type[_Batch]]] = {
     Channel.TELEMETRY: (TelemetryMessage, TelemetryBatchMessage),
     Channel.STATE: (StateMessage, StateBatchMessage),
     Channel.PRODUCTION: (ProductionMessage, ProductionBatchMessage),
@@ -257,30 +276,70 @@ _MESSAGE_TYPES: dict[Channel, tuple[type[BaseModel], type[_Batch]]] = {
 
 @dataclass(frozen=True, slots=True)
 class Envelope:
-    """A decoded message: its seq and its records, whether sent singly or batched."""
+    """A decoded message: its seq, the device id it names (if any) and its records, sent singly or batched."""
 
     seq: int
+    device: str | None
     records: tuple[Any, ...]
 
 
+class PayloadError(ValueError):
+    """A payload that is not one readable JSON document: bad bytes, bad JSON, or a key given twice."""
+
+    def __init__(self, detail: str, *, duplicate_key: bool = False) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.duplicate_key = duplicate_key
+
+
 def decode_payload(channel: Channel, payload: bytes | str) -> Envelope:
-    """Decode and schema-check a payload. Raises pydantic.ValidationError."""
+    """Decode and schema-check a payload. Raises PayloadError or pydantic.ValidationError, nothing else."""
+    document = parse_json(payload)
     single, batch = _MESSAGE_TYPES[channel]
-    # Cheap test that avoids parsing twice on the common path. The text "batch" can
-    # also be a value in a single record (a reason, a product), so a payload that
-    # fails as a batch is tried as a single record before its batch error is raised.
-    if b'"batch"' in (payload if isinstance(payload, bytes) else payload.encode()):
+    if isinstance(document, dict) and "batch" in document:
+        batched = batch.model_validate(document)
+        return Envelope(batched.seq, batched.device, tuple(batched.batch))  # type: ignore[attr-defined]
+    message = single.model_validate(document)
+    return Envelope(message.seq, message.device, (message,))
+
+
+def parse_json(payload: bytes | str) -> Any:
+    """Parse one JSON document strictly: UTF-8 only, no byte order mark, no key twice in one object.
+
+    JSON leaves duplicate keys to the reader (most keep the last one); a
+    payload that says two things must not be stored as one of them. jiter is
+    the parser inside pydantic, standalone, with the same nesting and number limits.
+    """
+    if isinstance(payload, str):
         try:
-            batched = batch.model_validate_json(payload)
-        except ValidationError as batch_error:
-            try:
-                message = single.model_validate_json(payload)
-            except ValidationError:
-                raise batch_error from None
-            return Envelope(message.seq, (message,))  # type: ignore[attr-defined]
-        return Envelope(batched.seq, tuple(batched.batch))  # type: ignore[attr-defined]
-    message = single.model_validate_json(payload)
-    return Envelope(message.seq, (message,))  # type: ignore[attr-defined]
+            payload = payload.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise PayloadError(f"payload is not valid Unicode: {exc.reason} at character {exc.start}") from None
+    try:
+        return jiter.from_json(payload, catch_duplicate_keys=True, cache_mode="keys")
+    except ValueError as exc:
+        message = str(exc)
+        duplicate = message.startswith("Detected duplicate key")
+        raise PayloadError(_json_problem(payload, message, duplicate), duplicate_key=duplicate) from None
+
+
+def _json_problem(payload: bytes, message: str, duplicate: bool) -> str:
+    """What is wrong with a payload the parser refused, in words a device developer can act on."""
+    if not payload.strip():
+        return "payload is empty; expected one JSON object"
+    if payload.startswith(_UTF8_BOM):
+        return "payload starts with a UTF-8 byte order mark (EF BB BF); send the JSON without it"
+    try:
+        payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"payload is not valid UTF-8: byte 0x{payload[exc.start]:02X} at offset {exc.start} ({exc.reason})"
+    if duplicate:
+        return f"{message}; a key may appear only once in a JSON object"
+    if "recursion limit" in message:
+        return f"not valid JSON: nested too deeply ({message})"
+    if "surrogate" in message or "hex escape" in message:
+        return f"not valid JSON: {message} (a \\uD800-\\uDFFF escape is only valid as half of a surrogate pair)"
+    return f"not valid JSON: {message}"
 
 
 def json_schema() -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 Validation is all or nothing per message: if one record of a batch is bad,
 the whole message goes to the dead-letter topic, so that a publisher can
-resend it as it was.
+resend it as it was. It is pure: the caller passes the clock in.
 """
 
 from __future__ import annotations
@@ -11,12 +11,14 @@ import enum
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
 
 from pilot_core.contract import (
     Channel,
+    PayloadError,
     ProductionRecord,
     StateRecord,
     StatusRecord,
@@ -27,7 +29,7 @@ from pilot_core.contract import (
     parse_topic,
 )
 from pilot_core.ids import InvalidIdError, check_id
-from pilot_core.line_protocol import FieldValue, encode_point
+from pilot_core.line_protocol import FieldValue, LineProtocolError, encode_point
 from pilot_core.profiles import MetricType, ProductionMode, metric_value_problem
 from pilot_core.registry import DeviceKey, DeviceRegistry, RegisteredDevice
 
@@ -41,9 +43,13 @@ class RejectReason(enum.StrEnum):
     BAD_TOPIC = "bad_topic"
     UNKNOWN_DEVICE = "unknown_device"
     MALFORMED_JSON = "malformed_json"
+    DUPLICATE_KEY = "duplicate_key"
     SCHEMA = "schema"
+    DEVICE_MISMATCH = "device_mismatch"
     MISSING_TIMESTAMP = "missing_timestamp"
     BAD_TIMESTAMP = "bad_timestamp"
+    FUTURE_TIMESTAMP = "future_timestamp"
+    STALE_TIMESTAMP = "stale_timestamp"
     UNKNOWN_METRIC = "unknown_metric"
     WRONG_TYPE = "wrong_type"
     OUT_OF_RANGE = "out_of_range"
@@ -52,8 +58,10 @@ class RejectReason(enum.StrEnum):
     INVALID_ID = "invalid_id"
     NOT_IN_PROFILE = "not_in_profile"
     PROFILE_MISMATCH = "profile_mismatch"
+    RATE_LIMITED = "rate_limited"
     SEQ_REGRESSION = "seq_regression"
     STORE_REJECTED = "store_rejected"
+    INTERNAL_ERROR = "internal_error"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +79,51 @@ class Accepted:
     birth: bool = False  # an agent announcing itself online: its seq may start again
 
 
+@dataclass(frozen=True, slots=True)
+class ClockCheck:
+    """The collector's clock, and how far from it a record's ts may lie; None leaves that side open."""
+
+    now_ms: int
+    max_ahead_ms: int | None = None
+    max_age_ms: int | None = None
+
+    def problem(self, ts: int) -> tuple[RejectReason, str] | None:
+        if self.max_ahead_ms is not None and ts - self.now_ms > self.max_ahead_ms:
+            return RejectReason.FUTURE_TIMESTAMP, (
+                f"ts {_utc(ts)} is {_duration(ts - self.now_ms)} ahead of the collector's clock ({_utc(self.now_ms)});"
+                f" at most {_duration(self.max_ahead_ms)} is allowed (max_clock_skew_s). Is the device's clock set"
+                " (NTP)? A device sending local time marked as UTC is 9 h ahead in Korea (UTC+09:00):"
+                " send the offset, e.g. 2026-11-02T09:00:00+09:00"
+            )
+        if self.max_age_ms is not None and self.now_ms - ts > self.max_age_ms:
+            return RejectReason.STALE_TIMESTAMP, (
+                f"ts {_utc(ts)} is {_duration(self.now_ms - ts)} behind the collector's clock ({_utc(self.now_ms)});"
+                f" records older than {_duration(self.max_age_ms)} are refused (max_record_age_s)"
+            )
+        return None
+
+
+def _utc(ts_ms: int) -> str:
+    return datetime.fromtimestamp(ts_ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _duration(ms: int) -> str:
+    """A span for people: 3.2 s, 12 min 5 s, 9 h, 3 d 4 h."""
+    seconds = ms / 1000
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, second = divmod(int(seconds), 60)
+    hours, minute = divmod(minutes, 60)
+    days, hour = divmod(hours, 24)
+    if days >= 2:
+        parts = [(days, "d"), (hour, "h")]
+    elif hours:
+        parts = [(hours, "h"), (minute, "min")]
+    else:
+        parts = [(minutes, "min"), (second, "s")]
+    return " ".join(f"{value} {unit}" for value, unit in parts if value) or "0 s"
+
+
 class _Refused(Exception):
     def __init__(self, reason: RejectReason, detail: str) -> None:
         self.reason = reason
@@ -78,9 +131,16 @@ class _Refused(Exception):
 
 
 def validate_message(
-    topic_name: str, payload: bytes, registry: DeviceRegistry, max_payload_bytes: int
+    topic_name: str,
+    payload: bytes,
+    registry: DeviceRegistry,
+    max_payload_bytes: int,
+    clock: ClockCheck | None = None,
 ) -> Accepted | Rejection:
-    """Check one message against the contract and its device's profile."""
+    """Check one message against the contract, its device's profile and, if given, the clock.
+
+    Never raises for any topic or payload: every problem is a Rejection.
+    """
     topic: Topic | None = None
     try:
         try:
@@ -97,15 +157,40 @@ def validate_message(
             )
         try:
             envelope = decode_payload(topic.channel, payload)
+        except PayloadError as exc:
+            reason = RejectReason.DUPLICATE_KEY if exc.duplicate_key else RejectReason.MALFORMED_JSON
+            raise _Refused(reason, exc.detail) from None
         except ValidationError as exc:
             raise _schema_refusal(exc) from None
-        tags = (("site", topic.site), ("line", topic.line), ("device", topic.device))
-        encode = _ENCODERS[topic.channel]
-        lines = [encode(device, tags, record, envelope.seq) for record in envelope.records]
+        if envelope.device is not None and envelope.device != topic.device:
+            raise _Refused(
+                RejectReason.DEVICE_MISMATCH,
+                f"payload says device {envelope.device!r} but was published on the topic of device {topic.device!r};"
+                " a device publishes only under its own id",
+            )
+        lines = _encode(device, topic, envelope.seq, envelope.records, clock)
         birth = topic.channel is Channel.STATUS and any(r.status == "online" for r in envelope.records)
         return Accepted(topic, envelope.seq, lines, birth)
     except _Refused as refused:
         return Rejection(refused.reason, refused.detail, topic)
+
+
+def _encode(
+    device: RegisteredDevice, topic: Topic, seq: int, records: tuple[Any, ...], clock: ClockCheck | None
+) -> list[str]:
+    tags = (("site", topic.site), ("line", topic.line), ("device", topic.device))
+    encode = _ENCODERS[topic.channel]
+    lines = []
+    for index, record in enumerate(records):
+        problem = clock.problem(record.ts) if clock is not None else None
+        if problem is not None:
+            where = f"batch.{index}: " if len(records) > 1 else ""
+            raise _Refused(problem[0], where + problem[1])
+        try:
+            lines.append(encode(device, tags, record, seq))
+        except LineProtocolError as exc:  # the contract should have refused it already; never crash on it
+            raise _Refused(RejectReason.SCHEMA, f"cannot be stored in InfluxDB: {exc}") from None
+    return lines
 
 
 def _schema_refusal(exc: ValidationError) -> _Refused:
@@ -113,6 +198,8 @@ def _schema_refusal(exc: ValidationError) -> _Refused:
     first = errors[0]
     if first["type"] == "json_invalid":
         return _Refused(RejectReason.MALFORMED_JSON, f"not valid JSON: {first['msg']}")
+    if first["type"] == "model_type" and not first["loc"]:
+        return _Refused(RejectReason.SCHEMA, f"payload must be a JSON object, not {_json_type(first['input'])}")
     loc = [p for p in first["loc"] if not isinstance(p, int)]
     where = ".".join(str(p) for p in first["loc"]) or "payload"
     if loc and loc[-1] == "ts":
@@ -123,6 +210,18 @@ def _schema_refusal(exc: ValidationError) -> _Refused:
         return _Refused(RejectReason.NON_FINITE, f"{where} is not a finite number")
     more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
     return _Refused(RejectReason.SCHEMA, f"{where}: {first['msg'].removeprefix('Value error, ')}{more}")
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "an array" if isinstance(value, list) else type(value).__name__
 
 
 Tags = tuple[tuple[str, str], ...]
@@ -141,9 +240,19 @@ def _telemetry(device: RegisteredDevice, tags: Tags, record: TelemetryRecord, se
         if problem is not None:
             raise _Refused(RejectReason(problem[0]), problem[1])
         # The declared type decides the stored type, so 3 and 3.5 never conflict.
-        fields.append((name, float(value) if metric.type is MetricType.FLOAT else value))
+        fields.append((name, _as_float(name, value) if metric.type is MetricType.FLOAT else value))
     fields.append(("seq", seq))
     return encode_point(profile.measurement, tags, fields, record.ts)
+
+
+def _as_float(name: str, value: float) -> float:
+    try:
+        return float(value)
+    except OverflowError:  # an integer of hundreds of digits
+        digits = int(int(value).bit_length() * 0.30103) + 1
+        raise _Refused(
+            RejectReason.OUT_OF_RANGE, f"metric {name!r} is an integer of about {digits} digits, too large for a float"
+        ) from None
 
 
 def _state(device: RegisteredDevice, tags: Tags, record: StateRecord, seq: int) -> str:
@@ -156,8 +265,6 @@ def _state(device: RegisteredDevice, tags: Tags, record: StateRecord, seq: int) 
         )
     fields: list[tuple[str, FieldValue]] = [("state", state.name), ("time_class", state.time_class.value)]
     if record.reason:
-        if "\n" in record.reason or "\r" in record.reason:
-            raise _Refused(RejectReason.SCHEMA, "reason may not contain newlines")
         fields.append(("reason", record.reason))
     fields.append(("seq", seq))
     return encode_point(STATE_MEASUREMENT, tags, fields, record.ts)
@@ -195,8 +302,6 @@ def _status(device: RegisteredDevice, tags: Tags, record: StatusRecord, seq: int
     for name in ("agent_version", "profile_version"):
         value = getattr(record, name)
         if value:
-            if "\n" in value or "\r" in value:
-                raise _Refused(RejectReason.SCHEMA, f"{name} may not contain newlines")
             fields.append((name, value))
     fields.append(("seq", seq))
     return encode_point(STATUS_MEASUREMENT, tags, fields, record.ts)
