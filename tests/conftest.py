@@ -7,16 +7,41 @@ works must run against real servers.
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
+from hypothesis.database import DirectoryBasedExampleDatabase
 
 from adapters import local_services
 from adapters.influxdb import InfluxClient, InfluxSettings
 from adapters.mqtt import MqttSettings
 
 _counter = itertools.count()
+
+# Property tests. No deadline: speed is for bench/, never a test's verdict. CI is derandomized, so a
+# failure there fails the same way on every run and on a laptop (HYPOTHESIS_PROFILE=ci); locally each
+# run explores new examples and keeps failing ones under .pilot/ (ignored by git) to try first next time.
+hypothesis_settings.register_profile(
+    "ci",
+    max_examples=400,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+hypothesis_settings.register_profile(
+    "dev",
+    max_examples=150,
+    deadline=None,
+    database=DirectoryBasedExampleDatabase(Path(__file__).resolve().parent.parent / ".pilot" / "hypothesis"),
+    suppress_health_check=[HealthCheck.too_slow],
+)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
 
 
 @pytest.fixture(scope="session")
