@@ -9,7 +9,8 @@ from pathlib import Path
 
 from adapters.influxdb import InfluxClient, InfluxSettings
 from adapters.mqtt import MqttSettings, connect_and_wait, new_client
-from pilot_core.contract import topic_for
+from pilot_core.contract import MAX_BATCH_RECORDS, topic_for
+from pilot_core.influxql import quote_literal
 from pilot_core.profiles import ProfileCatalog, parse_profile
 from pilot_core.registry import DeviceEntry, DeviceRegistry
 from tests.support import DeadLetters, collector_settings, count_points, publish_all, running_collector, wait_until
@@ -229,3 +230,146 @@ def test_duplicates_and_gaps_are_counted_per_device_and_channel(
         value = collector.metrics.registry.get_sample_value
         wait_until(lambda: value("pilot_collector_messages_duplicate_total", labels) == 1, what="one duplicate")
         assert value("pilot_collector_seq_missing_total", labels) == 2  # 3 and 4, when 5 came
+
+
+def test_hostile_bytes_are_refused_each_with_its_reason_and_every_message_around_them_lands(
+    mqtt_settings: MqttSettings, influx_settings: InfluxSettings, unique_id: str
+) -> None:
+    site, line, device = "시화", "line 3", unique_id
+    telemetry = topic_for(site, line, device, "telemetry")
+    production = topic_for(site, line, device, "production")
+    state = topic_for(site, line, device, "state")
+    bad_seq = 1_000_000  # refused messages never touch seq accounting, whatever they carry
+
+    def sample(metrics: bytes, extra: bytes = b"") -> bytes:
+        return b'{"seq": %d, "ts": %d, "metrics": {%s}%s}' % (bad_seq, TS, metrics, extra)
+
+    def cycle(counts: bytes, cycle_time: bytes) -> bytes:
+        return b'{"seq": %d, "ts": %d, "product": "A", %s, "cycle_time_s": %s}' % (bad_seq, TS, counts, cycle_time)
+
+    def change(fields: bytes) -> bytes:
+        return b'{"seq": %d, "ts": %d, "state": %s}' % (bad_seq, TS, fields)
+
+    one = b'"produced": 1, "good": 1'
+    too_many = [{"ts": TS + i, "metrics": {"strokes": 1}} for i in range(MAX_BATCH_RECORDS + 1)]
+    hour_ahead = int(time.time() * 1000) + 3_600_000
+    hostile: list[tuple[str, bytes, str]] = [
+        (telemetry, sample(b'"strokes": 1', b', "pad": "%s"' % (b"x" * 800_000)), "too_large"),
+        (telemetry, b"[" * 50_000, "malformed_json"),
+        (telemetry, sample(b'"strokes": ' + b"[" * 30_000), "malformed_json"),
+        (telemetry, sample(b'"temperature_c": 1e400'), "non_finite"),
+        (telemetry, sample(b'"temperature_c": NaN'), "non_finite"),
+        (production, cycle(one, b"1e400"), "non_finite"),
+        (production, cycle(one, b"Infinity"), "non_finite"),
+        (production, cycle(b'"produced": 18446744073709551616, "good": 18446744073709551616', b"1"), "schema"),
+        (telemetry, sample(b'"strokes": 18446744073709551616'), "out_of_range"),
+        (telemetry, sample(b'"strokes": 1', b', "x": "\xff\xfe"'), "malformed_json"),
+        (telemetry, b"\xef\xbb\xbf" + sample(b'"strokes": 1'), "malformed_json"),
+        (state, change(b'"run\x00ning"'), "malformed_json"),
+        (state, change(b'"running", "reason": "E\\u0000"'), "schema"),
+        (state, change(b'"running", "reason": "\\ud800"'), "malformed_json"),
+        (telemetry, sample(b'"strokes\\u0000": 1'), "unknown_metric"),
+        (telemetry, sample(b'"\\udfff": 1'), "malformed_json"),
+        (telemetry, sample(b'"strokes": 1', b', "seq": 1'), "duplicate_key"),
+        (telemetry, json.dumps({"seq": bad_seq, "batch": too_many}).encode(), "schema"),
+        (telemetry, b"", "malformed_json"),
+        (telemetry, sample(b'"strokes": 1', b', "device": "someone-else"'), "device_mismatch"),
+        (telemetry, b'{"seq": %d, "ts": %d, "metrics": {"strokes": 1}}' % (bad_seq, hour_ahead), "future_timestamp"),
+    ]
+    valid: list[tuple[str, bytes]] = []
+    stream: list[tuple[str, bytes]] = []
+    for seq in range(1, 2 * len(hostile) + 2):
+        body = {"seq": seq, "device": device, "ts": TS + seq, "metrics": {"strokes": seq, "door_open": False}}
+        valid.append((telemetry, json.dumps(body).encode()))
+    valid_iter = iter(valid)
+    for topic, payload, _ in hostile:  # every hostile message between two valid ones
+        stream += [next(valid_iter), (topic, payload), next(valid_iter)]
+    stream.extend(valid_iter)
+
+    dead_root = f"dead/{unique_id}"
+    dead = DeadLetters(mqtt_settings, dead_root, f"{unique_id}-dlq")
+    settings = collector_settings(
+        mqtt_settings, influx_settings, f"{unique_id}-collector", dead_letter_topic=dead_root,
+        max_payload_bytes=600_000,  # a batch of 10,001 small records (500 kB) is read, not cut off
+    )  # fmt: skip
+    try:
+        with running_collector(settings, registry(site, line, device)) as collector:
+            publish_all(mqtt_settings, stream, f"{unique_id}-pub")
+            wait_until(lambda: len(dead.messages) >= len(hostile), what="dead letters")
+            wait_until(lambda: collector.backlog == 0, what="an empty backlog")
+            with InfluxClient(influx_settings) as client:
+                assert count_points(client, "telemetry_test_press") == len(valid)
+                assert count_points(client, "production", "good") == 0
+                assert count_points(client, "state", "state") == 0
+            assert collector._worker.is_alive()
+            assert collector.metrics.totals().duplicates == 0
+    finally:
+        dead.close()
+
+    expected = Counter(reason for _, _, reason in hostile)
+    assert Counter(m["reason"] for m in dead.messages) == expected
+    by_reason = {m["reason"]: m for m in dead.messages}
+    assert by_reason["too_large"]["payload_truncated"] is True
+    # Bytes that are not UTF-8 are kept as they came, in base64.
+    assert any("payload_base64" in m for m in dead.messages if m["reason"] == "malformed_json")
+    for message in dead.messages:
+        assert message["detail"], message
+        assert message["topic"].startswith("pilot/v1/시화/line 3/"), message["topic"]
+    details = " | ".join(m["detail"] for m in dead.messages)
+    for phrase in ("byte order mark", "not valid UTF-8", "nested too deeply", "surrogate", 'duplicate key "seq"',
+                   "payload is empty", "9 h ahead in Korea", "someone-else"):  # fmt: skip
+        assert phrase in details, phrase
+
+
+def test_a_device_over_its_quota_is_refused_whole_and_can_be_replayed_while_others_land(
+    mqtt_settings: MqttSettings, influx_settings: InfluxSettings, unique_id: str
+) -> None:
+    site, line = "판교", "조립 3"
+    busy, quiet = f"{unique_id}-busy", f"{unique_id}-quiet"
+    catalog = ProfileCatalog([parse_profile(PROFILE, "test_press.yaml")])
+    devices = DeviceRegistry(
+        [DeviceEntry(site=site, line=line, device=d, profile="test_press") for d in (busy, quiet)], catalog
+    )
+
+    def batch(device: str, seq: int, records: int) -> tuple[str, bytes]:
+        body = {
+            "seq": seq,
+            "batch": [{"ts": TS + seq * 100_000 + i, "metrics": {"strokes": i}} for i in range(records)],
+        }
+        return topic_for(site, line, device, "telemetry"), json.dumps(body).encode()
+
+    # Each bucket holds 10,000 records and refills at one a second: the busy device's second batch does not
+    # fit, the quiet one's two batches do.
+    over = batch(busy, 2, 5_000)
+    stream = [batch(busy, 1, 10_000), batch(quiet, 1, 5_000), over, batch(quiet, 2, 5_000)]
+    dead_root = f"dead/{unique_id}"
+    dead = DeadLetters(mqtt_settings, dead_root, f"{unique_id}-dlq")
+    limits = {"max_payload_bytes": 1024 * 1024, "rate_limit_records_per_s": 1, "rate_limit_burst_records": 10_000}
+    settings = collector_settings(
+        mqtt_settings, influx_settings, f"{unique_id}-collector", dead_letter_topic=dead_root, **limits
+    )
+    busy_points = f"device = {quote_literal(busy)}"
+    quiet_points = f"device = {quote_literal(quiet)}"
+    try:
+        with running_collector(settings, devices) as collector, InfluxClient(influx_settings) as client:
+            publish_all(mqtt_settings, stream, f"{unique_id}-pub")
+            wait_until(lambda: len(dead.messages) == 1, what="the refused batch's dead letter")
+            wait_until(lambda: collector.backlog == 0, what="an empty backlog")
+            assert count_points(client, "telemetry_test_press", where=quiet_points) == 10_000
+            assert count_points(client, "telemetry_test_press", where=busy_points) == 10_000
+        (letter,) = dead.messages
+        assert letter["reason"] == "rate_limited"
+        assert "carries 5,000 records" in letter["detail"] and busy in letter["detail"]
+        assert letter["payload"].encode() == over[1]  # whole, to replay
+
+        # The operator replays it later, from the dead letter, once the device is within its quota again
+        # (a collector started afresh has full buckets).
+        replay = collector_settings(mqtt_settings, influx_settings, f"{unique_id}-collector-2", **limits)
+        with running_collector(replay, devices), InfluxClient(influx_settings) as client:
+            publish_all(mqtt_settings, [(letter["topic"], letter["payload"].encode())], f"{unique_id}-replay")
+            wait_until(
+                lambda: count_points(client, "telemetry_test_press", where=busy_points) == 15_000,
+                what="the replayed batch",
+            )
+    finally:
+        dead.close()
