@@ -1,0 +1,277 @@
+"""Broker accounts: who may connect to Mosquitto, and which topics each may use.
+
+The accounts document (``accounts.yaml``) is the source of truth; the Mosquitto
+password file and ACL are made from it, whole. A device may publish only below
+its own ``pilot/v1/{site}/{line}/{device}/``; the collector reads ``pilot/v1/#``
+and writes dead letters and its heartbeat; a publisher (simulators, backfills)
+writes ``pilot/v1/#``.
+
+Pure: the caller supplies salts and times.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import hashlib
+import hmac
+import re
+from collections.abc import Iterable, Iterator
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pilot_core.contract import CONTRACT_VERSION, TOPIC_ROOT
+from pilot_core.ids import check_id
+from pilot_core.profiles import ProfileErrors
+from pilot_core.yaml_text import SourceError, parse_yaml
+
+# What Mosquitto 2's mosquitto_passwd writes: PBKDF2-SHA512, 101 iterations, a 12-byte salt, a 64-byte key.
+HASH_ITERATIONS = 101
+SALT_BYTES = 12
+_KEY_BYTES = 64
+_SERVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+# Mosquitto trims these from both ends of a username in its password and ACL files.
+_TRIMMED = " \t\n\v\f\r"
+
+
+class AccountError(ValueError):
+    """An account that cannot be created, changed or removed as asked."""
+
+
+class Role(enum.StrEnum):
+    COLLECTOR = "collector"
+    PUBLISHER = "publisher"
+
+
+def heartbeat_topic(client_id: str) -> str:
+    """Where a collector publishes to itself so that its watchdog sees deliveries stop."""
+    return f"{TOPIC_ROOT}/collector/{client_id}/heartbeat"
+
+
+def device_username(site: str, line: str, device: str) -> str:
+    """``{site}/{line}/{device}``: unique, since an id never contains '/', and readable in the broker's log."""
+    for value, what in ((site, "site"), (line, "line"), (device, "device")):
+        check_id(value, what)
+        if ":" in value:
+            raise AccountError(
+                f"{what} {value!r} contains ':', which a Mosquitto password file cannot hold in a username;"
+                " choose an id without it to give this device broker credentials"
+            )
+    username = f"{site}/{line}/{device}"
+    if username != username.strip(_TRIMMED):
+        raise AccountError(
+            f"the username {username!r} starts or ends with a space, which Mosquitto would trim away;"
+            " the site id must not start, nor the device id end, with one"
+        )
+    return username
+
+
+def hash_password(password: str, salt: bytes) -> str:
+    """The password-file hash ``$7$101$<salt>$<key>``, as Mosquitto 2's mosquitto_passwd makes it."""
+    if len(salt) != SALT_BYTES:
+        raise ValueError(f"the salt must be {SALT_BYTES} bytes")
+    key = hashlib.pbkdf2_hmac("sha512", password.encode("utf-8"), salt, HASH_ITERATIONS, _KEY_BYTES)
+    return f"$7${HASH_ITERATIONS}${base64.b64encode(salt).decode()}${base64.b64encode(key).decode()}"
+
+
+def verify_password(password: str, password_hash: str) -> bool:
+    """Whether ``password`` matches a ``$7$`` hash (ours or mosquitto_passwd's)."""
+    parts = password_hash.split("$")
+    if len(parts) != 5 or parts[0] or parts[1] != "7":
+        return False
+    try:
+        iterations = int(parts[2])
+        salt, key = base64.b64decode(parts[3], validate=True), base64.b64decode(parts[4], validate=True)
+    except ValueError:
+        return False
+    candidate = hashlib.pbkdf2_hmac("sha512", password.encode("utf-8"), salt, iterations, len(key))
+    return hmac.compare_digest(candidate, key)
+
+
+def _check_hash(value: str) -> str:
+    parts = value.split("$")
+    if len(parts) != 5 or parts[0] or parts[1] != "7" or not parts[2].isdigit():
+        raise ValueError("password_hash is not a Mosquitto 2 hash ($7$iterations$salt$key)")
+    return value
+
+
+class DeviceAccount(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    site: str
+    line: str
+    device: str
+    password_hash: str
+    password_set_at: str = Field(default="", description="When the password was made, RFC 3339 UTC")
+
+    @model_validator(mode="after")
+    def _usable_username(self) -> DeviceAccount:
+        device_username(self.site, self.line, self.device)
+        return self
+
+    @field_validator("password_hash")
+    @classmethod
+    def _mosquitto_hash(cls, value: str) -> str:
+        return _check_hash(value)
+
+    @property
+    def username(self) -> str:
+        return device_username(self.site, self.line, self.device)
+
+    def grants(self) -> list[tuple[str, str]]:
+        return [("write", f"{TOPIC_ROOT}/{CONTRACT_VERSION}/{self.site}/{self.line}/{self.device}/+")]
+
+
+class ServiceAccount(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    role: Role
+    password_hash: str
+    password_set_at: str = ""
+    # Collector only: every client_id that uses this account (one per scale-out member), for its heartbeat.
+    client_ids: list[str] = Field(default_factory=list)
+    dead_letter_topic: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _slug(cls, value: str) -> str:
+        if not _SERVICE_NAME.fullmatch(value):
+            raise ValueError(
+                f"service account name {value!r} must be 1-64 letters, digits, '.', '_' or '-', starting with a"
+                " letter or digit"
+            )
+        return value
+
+    @field_validator("password_hash")
+    @classmethod
+    def _mosquitto_hash(cls, value: str) -> str:
+        return _check_hash(value)
+
+    @model_validator(mode="after")
+    def _collector_topics(self) -> ServiceAccount:
+        if self.role is Role.COLLECTOR:
+            if not self.client_ids:
+                raise ValueError("a collector account needs client_ids (the collectors' client_id settings)")
+            if not self.dead_letter_topic:
+                raise ValueError("a collector account needs dead_letter_topic (the collectors' setting)")
+            for topic in [*self.client_ids, self.dead_letter_topic]:
+                if any(char in topic for char in "+#") or not topic.strip():
+                    raise ValueError(f"{topic!r} cannot be part of a topic: it is empty or has '+' or '#'")
+        elif self.client_ids or self.dead_letter_topic:
+            raise ValueError(f"client_ids and dead_letter_topic are for collector accounts, not {self.role.value}")
+        return self
+
+    @property
+    def username(self) -> str:
+        return self.name
+
+    def grants(self) -> list[tuple[str, str]]:
+        data = f"{TOPIC_ROOT}/{CONTRACT_VERSION}/#"
+        if self.role is Role.PUBLISHER:
+            return [("write", data)]
+        # Reading pilot/v1/# also covers $share/<group>/pilot/v1/...: Mosquitto checks the message's topic.
+        heartbeats = [("readwrite", heartbeat_topic(client_id)) for client_id in self.client_ids]
+        return [("read", data), ("write", f"{(self.dead_letter_topic or '').rstrip('/')}/#"), *heartbeats]
+
+
+Account = DeviceAccount | ServiceAccount
+
+
+class AccountsDocument(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    devices: list[DeviceAccount] = Field(default_factory=list)
+    services: list[ServiceAccount] = Field(default_factory=list)
+
+
+_HEADER = (
+    "# The broker's accounts, kept by `pilot devices` (docs/broker.md). The password file\n"
+    "# and the ACL beside this file are made from it, whole.\n"
+)
+
+
+class AccountBook:
+    """Every account, by username; changes refuse what would silently overwrite or lose one."""
+
+    def __init__(self, accounts: Iterable[Account] = ()) -> None:
+        self._accounts: dict[str, Account] = {}
+        for account in accounts:
+            if account.username in self._accounts:
+                raise AccountError(f"the username {account.username!r} is used by two accounts")
+            self._accounts[account.username] = account
+
+    def __iter__(self) -> Iterator[Account]:
+        return iter(self._accounts.values())
+
+    def __len__(self) -> int:
+        return len(self._accounts)
+
+    def get(self, username: str) -> Account | None:
+        return self._accounts.get(username)
+
+    def put(self, account: Account, *, rotate: bool = False) -> None:
+        """Add ``account``; with ``rotate``, replace the one of that username (and only then)."""
+        existing = self._accounts.get(account.username)
+        if existing is not None and not rotate:
+            raise AccountError(
+                f"{_describe(existing)} already has broker credentials; pass --rotate to replace its password"
+                " (the old one stops working once the broker reloads)"
+            )
+        if existing is None and rotate:
+            raise AccountError(f"{_describe(account)} has no broker credentials to rotate; leave out --rotate")
+        if existing is not None and type(existing) is not type(account):
+            raise AccountError(f"the username {account.username!r} belongs to {_describe(existing)}")
+        self._accounts[account.username] = account
+
+    def remove(self, username: str) -> Account:
+        account = self._accounts.pop(username, None)
+        if account is None:
+            raise AccountError(f"there is no broker account {username!r}")
+        return account
+
+    def document_text(self) -> str:
+        document = AccountsDocument(
+            devices=sorted((a for a in self if isinstance(a, DeviceAccount)), key=lambda a: a.username),
+            services=sorted((a for a in self if isinstance(a, ServiceAccount)), key=lambda a: a.username),
+        )
+        body = yaml.safe_dump(
+            document.model_dump(mode="json", exclude_defaults=True), allow_unicode=True, sort_keys=False
+        )
+        return _HEADER + body
+
+    def password_file_text(self) -> str:
+        """Mosquitto's password file: ``username:hash`` per line."""
+        return "".join(f"{account.username}:{account.password_hash}\n" for account in self._sorted())
+
+    def acl_text(self) -> str:
+        """Mosquitto's ACL: a ``user`` block per account; anything not granted is refused."""
+        lines = ["# Made by `pilot devices` from accounts.yaml; edits here are overwritten.", ""]
+        for account in self._sorted():
+            lines.append(f"user {account.username}")
+            lines.extend(f"topic {access} {topic}" for access, topic in account.grants())
+            lines.append("")
+        return "\n".join(lines)
+
+    def _sorted(self) -> list[Account]:
+        return sorted(self, key=lambda a: (isinstance(a, DeviceAccount), a.username))
+
+
+def _describe(account: Account) -> str:
+    if isinstance(account, DeviceAccount):
+        return f"device {account.device!r} (site {account.site!r}, line {account.line!r})"
+    return f"{account.role.value} service account {account.name!r}"
+
+
+def parse_accounts(text: str, source: str) -> AccountBook:
+    """Read an accounts document; errors name the file and line (ProfileErrors, like the registry's)."""
+    document = parse_yaml(text, source)
+    try:
+        parsed = AccountsDocument.model_validate(document.data or {})
+    except ValidationError as exc:
+        raise ProfileErrors(document.errors(exc)) from None
+    try:
+        return AccountBook([*parsed.devices, *parsed.services])
+    except AccountError as exc:
+        raise ProfileErrors([SourceError(source, None, str(exc))]) from None
