@@ -239,4 +239,3 @@ class Agent:
                             self._in_flight[info.mid] = message_id
                     if acked:
                         self.outbox.remove(message_id)
-

@@ -138,6 +138,8 @@ Timestamp = Annotated[
     BeforeValidator(parse_timestamp, json_schema_input_type=str | int),
     Field(description="RFC 3339 with an offset (e.g. 2026-11-02T09:00:00.250+09:00), or integer epoch milliseconds"),
 ]
+
+
 def _no_control_characters(text: str) -> str:
     found = _CONTROL_CHARACTER.search(text)
     if found:
