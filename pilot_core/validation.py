@@ -196,8 +196,6 @@ def _encode(
 def _schema_refusal(exc: ValidationError) -> _Refused:
     errors = exc.errors(include_url=False)
     first = errors[0]
-    if first["type"] == "json_invalid":
-        return _Refused(RejectReason.MALFORMED_JSON, f"not valid JSON: {first['msg']}")
     if first["type"] == "model_type" and not first["loc"]:
         return _Refused(RejectReason.SCHEMA, f"payload must be a JSON object, not {_json_type(first['input'])}")
     loc = [p for p in first["loc"] if not isinstance(p, int)]
