@@ -26,6 +26,7 @@ from collector.output import InfluxOutput
 from collector.processing import BatchOutcome, Inbound, Limits, ProcessorProcess, topic_or_none
 from collector.settings import CollectorSettings
 from collector.spool import Spool, SpooledBatch, SpoolFull
+from pilot_core.broker_accounts import heartbeat_topic
 from pilot_core.registry import DeviceRegistry
 from pilot_core.validation import Rejection, RejectReason
 
@@ -67,7 +68,7 @@ class Collector:
         self._worker = threading.Thread(target=self._work, name="pilot-collector-worker", daemon=True)
         self._replayer = threading.Thread(target=self._replay, name="pilot-collector-replay", daemon=True)
         # The collector publishes to itself: a connection that stays up while deliveries stop is found out.
-        self.heartbeat_topic = f"pilot/collector/{settings.client_id}/heartbeat"
+        self.heartbeat_topic = heartbeat_topic(settings.client_id)
         self._last_heartbeat = time.monotonic()
         self._watchdog = threading.Thread(target=self._watch, name="pilot-collector-watchdog", daemon=True)
 

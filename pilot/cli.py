@@ -18,6 +18,7 @@ from rich.table import Table
 
 from adapters.catalog import BUNDLED_PROFILES, load_profiles, load_registry, profile_files
 from pilot.access_cli import keys_app, orgs_app
+from pilot.devices_cli import devices_app
 from pilot.output import console, errors, fail
 from pilot_core import contract
 from pilot_core.profiles import ProfileCatalog, ProfileErrors
@@ -36,6 +37,7 @@ app.add_typer(contract_app, name="contract")
 app.add_typer(profiles_app, name="profiles")
 app.add_typer(orgs_app, name="orgs")
 app.add_typer(keys_app, name="keys")
+app.add_typer(devices_app, name="devices")
 
 ProfilesDir = Annotated[Path, typer.Option("--dir", help="Folder of device profile YAML files")]
 ConfigFile = Annotated[

@@ -1,0 +1,306 @@
+"""`pilot devices`: broker accounts for devices and services (Mosquitto password file and ACL).
+
+A new password is printed once, to standard output, and never logged; only its hash is kept.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from adapters.broker_accounts import DEFAULT_BROKER_DIR
+from pilot.output import console, errors, fail
+
+if TYPE_CHECKING:
+    from adapters.broker_accounts import BrokerFiles
+    from collector.settings import CollectorSettings
+    from pilot_core.profiles import ProfileCatalog
+
+devices_app = typer.Typer(
+    no_args_is_help=True,
+    help="Broker accounts: each device publishes only under its own topic; services by role (docs/broker.md).",
+)
+
+ConfigFile = Annotated[
+    Path | None, typer.Option("--config", "-c", help="YAML configuration file (default ./pilot.yaml)")
+]
+BrokerDir = Annotated[
+    Path,
+    typer.Option(
+        "--broker-dir",
+        envvar="PILOT_BROKER_DIR",
+        help="Folder of accounts.yaml and the broker's passwd and acl files made from it",
+    ),
+]
+DevicesFile = Annotated[
+    Path | None, typer.Option("--devices", help="Device registry to update (default: the configured devices_file)")
+]
+Site = Annotated[str, typer.Option(help="Site id (topic level 3)")]
+Line = Annotated[str, typer.Option(help="Line id (topic level 4)")]
+JsonOutput = Annotated[bool, typer.Option("--json", help="Print the result as one JSON object, for automation")]
+Rotate = Annotated[
+    bool, typer.Option(help="Replace the password of an existing account (the old one stops at the broker's reload)")
+]
+
+RELOAD_HINT = (
+    "reload the broker so it reads the new files: `kill -HUP <mosquitto pid>`, `systemctl reload mosquitto`"
+    " or `docker compose kill -s SIGHUP mosquitto`"
+)
+
+
+def _settings(config: Path | None) -> CollectorSettings:
+    from collector.settings import CollectorSettings
+
+    try:
+        return CollectorSettings.load(config)
+    except (ValueError, FileNotFoundError) as exc:
+        raise fail(str(exc)) from None
+
+
+def _catalog(settings: CollectorSettings) -> ProfileCatalog:
+    from adapters.catalog import load_profiles
+    from pilot_core.profiles import ProfileErrors
+
+    try:
+        return load_profiles(settings.profiles_dir)
+    except ProfileErrors as exc:
+        raise fail(f"invalid profiles:\n{exc}") from None
+
+
+def _files(broker_dir: Path) -> BrokerFiles:
+    from adapters.broker_accounts import BrokerFiles
+
+    return BrokerFiles(broker_dir)
+
+
+def _say(message: str) -> None:
+    errors.print(message, highlight=False, markup=False)
+
+
+def _print_credentials(result: dict[str, object], json_output: bool) -> None:
+    """The one place a new password is shown: standard output, once."""
+    if json_output:
+        sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
+        return
+    console.print(f"username: {result['username']}", highlight=False, markup=False)
+    console.print(f"password: {result['password']}", highlight=False, markup=False)
+    _say("the password is shown only now: store it where the client reads it (only its hash is kept)")
+
+
+@devices_app.command("provision")
+def provision(
+    device: Annotated[str, typer.Argument(help="Device id (topic level 5)")],
+    site: Site,
+    line: Line,
+    profile: Annotated[str, typer.Option(help="Device profile id (see `pilot profiles list`)")],
+    org: Annotated[str | None, typer.Option(help="Slug of the organisation that owns the device")] = None,
+    name: Annotated[str, typer.Option(help="Free-text label for the registry")] = "",
+    devices: DevicesFile = None,
+    broker_dir: BrokerDir = DEFAULT_BROKER_DIR,
+    rotate: Rotate = False,
+    json_output: JsonOutput = False,
+    config: ConfigFile = None,
+) -> None:
+    """Give a device broker credentials that may publish only under pilot/v1/SITE/LINE/DEVICE/, and register it."""
+    from pydantic import ValidationError
+
+    from adapters.broker_accounts import new_password, new_password_hash, now_text
+    from adapters.catalog import load_registry
+    from adapters.registry_file import add_device
+    from pilot_core.broker_accounts import AccountError, DeviceAccount
+    from pilot_core.profiles import ProfileErrors
+    from pilot_core.registry import DeviceEntry
+
+    settings = _settings(config)
+    registry_file = devices or settings.devices_file
+    catalog = _catalog(settings)
+    if catalog.get(profile) is None:
+        raise fail(f"no device profile {profile!r} in {settings.profiles_dir}; see `pilot profiles list`")
+    password = new_password()
+    try:
+        entry = DeviceEntry(site=site, line=line, device=device, profile=profile, name=name, organisation=org)
+        account = DeviceAccount(
+            site=site, line=line, device=device, password_hash=new_password_hash(password), password_set_at=now_text()
+        )
+    except ValidationError as exc:
+        raise fail("; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())) from None
+    try:
+        registered = load_registry(registry_file, catalog).get(entry.key) if registry_file.is_file() else None
+    except (ProfileErrors, ValueError) as exc:
+        raise fail(str(exc)) from None
+    if registered is not None and registered.entry.profile != profile:
+        raise fail(
+            f"{registry_file} registers device {device!r} with profile {registered.entry.profile!r}, not"
+            f" {profile!r}; change it there, or provision with --profile {registered.entry.profile}"
+        )
+    try:
+        with _files(broker_dir).editing() as book:
+            book.put(account, rotate=rotate)
+    except (AccountError, ProfileErrors, ValueError) as exc:
+        raise fail(str(exc)) from None
+    kept_comments = True
+    if registered is None:
+        kept_comments = add_device(registry_file, entry, catalog)
+    _print_credentials(
+        {
+            "username": account.username,
+            "password": password,
+            "site": site,
+            "line": line,
+            "device": device,
+            "registered": registered is None,
+            "devices_file": str(registry_file),
+            "broker_dir": str(broker_dir),
+        },
+        json_output,
+    )
+    if registered is None:
+        _say(f"registered in {registry_file}" + ("" if kept_comments else " (rewritten: its comments were lost)"))
+        _say("restart the collector so it reads the registry again")
+    _say(f"{'rotated' if rotate else 'wrote'} {broker_dir}/passwd and {broker_dir}/acl; {RELOAD_HINT}")
+    _say("the agent connects with mqtt.username and mqtt.password (PILOT_MQTT__USERNAME, PILOT_MQTT__PASSWORD)")
+
+
+@devices_app.command("revoke")
+def revoke(
+    device: Annotated[str, typer.Argument(help="Device id")],
+    site: Site,
+    line: Line,
+    unregister: Annotated[
+        bool, typer.Option(help="Also remove the device from the registry (its stored data stays in InfluxDB)")
+    ] = False,
+    devices: DevicesFile = None,
+    broker_dir: BrokerDir = DEFAULT_BROKER_DIR,
+    config: ConfigFile = None,
+) -> None:
+    """Remove a device's broker account: after the broker's reload it can neither connect nor publish."""
+    from adapters.registry_file import remove_device
+    from pilot_core.broker_accounts import AccountError, device_username
+    from pilot_core.profiles import ProfileErrors
+    from pilot_core.registry import DeviceKey
+
+    settings = _settings(config)
+    try:
+        with _files(broker_dir).editing() as book:
+            book.remove(device_username(site, line, device))
+    except (AccountError, ProfileErrors, ValueError) as exc:
+        raise fail(str(exc)) from None
+    _say(f"removed the broker account of device {device!r}; {RELOAD_HINT}")
+    if unregister:
+        registry_file = devices or settings.devices_file
+        try:
+            kept = remove_device(registry_file, DeviceKey(site, line, device), _catalog(settings))
+        except (KeyError, OSError, ValueError) as exc:
+            raise fail(str(exc.args[0] if isinstance(exc, KeyError) else exc)) from None
+        _say(f"removed it from {registry_file}" + ("" if kept else " (rewritten: its comments were lost)"))
+
+
+@devices_app.command("service-account")
+def service_account(
+    name: Annotated[str, typer.Argument(help="Account name, the MQTT username (letters, digits, '.', '_', '-')")],
+    role: Annotated[
+        str, typer.Option(help="collector: reads pilot/v1/#, writes dead letters; publisher: writes pilot/v1/#")
+    ],
+    client_id: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--client-id",
+            help="Collector: a client_id that uses this account, for its heartbeat topic (repeatable; default: the"
+            " configured client_id)",
+        ),
+    ] = None,
+    broker_dir: BrokerDir = DEFAULT_BROKER_DIR,
+    rotate: Rotate = False,
+    json_output: JsonOutput = False,
+    config: ConfigFile = None,
+) -> None:
+    """Create (or, with --rotate, re-key) an account for the collector or for a publisher."""
+    from pydantic import ValidationError
+
+    from adapters.broker_accounts import new_password, new_password_hash, now_text
+    from pilot_core.broker_accounts import AccountError, Role, ServiceAccount
+    from pilot_core.profiles import ProfileErrors
+
+    if role not in {r.value for r in Role}:
+        raise fail(f"--role must be {' or '.join(r.value for r in Role)}, not {role!r}")
+    collector = Role(role) is Role.COLLECTOR
+    if client_id and not collector:
+        raise fail("--client-id is for collector accounts")
+    settings = _settings(config) if collector else None
+    password = new_password()
+    try:
+        account = ServiceAccount(
+            name=name,
+            role=Role(role),
+            password_hash=new_password_hash(password),
+            password_set_at=now_text(),
+            client_ids=(client_id or [settings.client_id]) if settings else [],
+            dead_letter_topic=settings.dead_letter_topic if settings else None,
+        )
+    except ValidationError as exc:
+        raise fail("; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())) from None
+    try:
+        with _files(broker_dir).editing() as book:
+            book.put(account, rotate=rotate)
+    except (AccountError, ProfileErrors, ValueError) as exc:
+        raise fail(str(exc)) from None
+    _print_credentials({"username": account.username, "password": password, "role": role}, json_output)
+    _say(f"{'rotated' if rotate else 'wrote'} {broker_dir}/passwd and {broker_dir}/acl; {RELOAD_HINT}")
+
+
+@devices_app.command("revoke-service")
+def revoke_service(
+    name: Annotated[str, typer.Argument(help="Service account name")],
+    broker_dir: BrokerDir = DEFAULT_BROKER_DIR,
+) -> None:
+    """Remove a service account."""
+    from pilot_core.broker_accounts import AccountError, ServiceAccount
+    from pilot_core.profiles import ProfileErrors
+
+    try:
+        with _files(broker_dir).editing() as book:
+            if not isinstance(book.get(name), ServiceAccount):
+                raise AccountError(f"there is no service account {name!r}")
+            book.remove(name)
+    except (AccountError, ProfileErrors, ValueError) as exc:
+        raise fail(str(exc)) from None
+    _say(f"removed the service account {name!r}; {RELOAD_HINT}")
+
+
+@devices_app.command("list")
+def list_accounts(broker_dir: BrokerDir = DEFAULT_BROKER_DIR) -> None:
+    """List the broker accounts and what each may do (no secrets)."""
+    from pilot_core.broker_accounts import DeviceAccount
+    from pilot_core.profiles import ProfileErrors
+
+    try:
+        book = _files(broker_dir).load()
+    except (ProfileErrors, ValueError) as exc:
+        raise fail(str(exc)) from None
+    table = Table(title=f"Broker accounts in {broker_dir}")
+    for column in ("username", "kind", "topics", "password set"):
+        table.add_column(column)
+    for account in book:
+        kind = "device" if isinstance(account, DeviceAccount) else account.role.value
+        topics = "\n".join(f"{access} {topic}" for access, topic in account.grants())
+        table.add_row(Text(account.username), kind, Text(topics), account.password_set_at)
+    console.print(table)
+
+
+@devices_app.command("sync")
+def sync(broker_dir: BrokerDir = DEFAULT_BROKER_DIR) -> None:
+    """Write passwd and acl again from accounts.yaml (after editing it by hand)."""
+    from pilot_core.profiles import ProfileErrors
+
+    try:
+        with _files(broker_dir).editing() as book:
+            count = len(book)
+    except (ProfileErrors, ValueError) as exc:
+        raise fail(str(exc)) from None
+    _say(f"wrote {broker_dir}/passwd and {broker_dir}/acl for {count} account(s); {RELOAD_HINT}")
