@@ -45,6 +45,8 @@ class InfluxSettings(BaseModel):
         tls_files = [name for name in ("ca_file", "cert_file", "key_file") if getattr(self, name)]
         if tls_files and parts.scheme != "https":
             raise ValueError(f"{' and '.join(tls_files)} set, but the url is not https://: TLS would not be used")
+        if parts.query:  # ?u=…&p=… would put the password in every logged request line
+            raise ValueError("the InfluxDB url takes no query; give credentials as username and password")
         if parts.username is None and parts.password is None:
             return self
         if self.username or self.password:

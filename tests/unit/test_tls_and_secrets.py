@@ -53,6 +53,12 @@ def test_influx_credentials_in_the_url_move_out_of_it() -> None:
     assert "hunter2" not in str(both.value) and "hunter3" not in str(both.value)
 
 
+def test_credentials_as_url_query_parameters_are_refused() -> None:
+    with pytest.raises(ValidationError, match="takes no query") as query:
+        InfluxSettings(url="http://influx:8086/?u=pilot&p=hunter2")
+    assert "hunter2" not in str(query.value)
+
+
 def test_setting_errors_do_not_echo_the_values() -> None:
     with pytest.raises(ValidationError) as influx:
         InfluxSettings(url="http://pilot:hunter2@influx:8086", timeout_s="hunter2")  # type: ignore[arg-type]
