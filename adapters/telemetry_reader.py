@@ -80,11 +80,11 @@ class _Chunk:
 
     def _states(self) -> None:
         previous = self._select(
-            '"state", "time_class"',
+            '"state", "time_class", "reason"',
             STATE_MEASUREMENT,
             f"{self._time(self.start_ms - STATE_LOOKBACK_MS, self.start_ms)} ORDER BY time DESC LIMIT 1",
         )
-        rows = self._select('"state", "time_class", "seq"', STATE_MEASUREMENT)
+        rows = self._select('"state", "time_class", "reason", "seq"', STATE_MEASUREMENT)
         events = [_state_event(row) for row in rows]
         statuses = self._select('"online", "seq"', STATUS_MEASUREMENT)
         # The last will says the device is gone: nothing is known until its next state.
@@ -159,8 +159,8 @@ class _Chunk:
 
 
 def _state_event(row: list[Any]) -> StateEvent:
-    ts, state, time_class = row[0], row[1], row[2]
-    return StateEvent(int(ts), str(state), TimeClass(time_class) if time_class else None)
+    ts, state, time_class, reason = row[0], row[1], row[2], row[3]
+    return StateEvent(int(ts), str(state), TimeClass(time_class) if time_class else None, str(reason) if reason else None)
 
 
 @dataclass(frozen=True, slots=True)

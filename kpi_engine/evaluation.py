@@ -71,7 +71,7 @@ def evaluate(
     telemetry_interval_s: Mapping[str, float] | None = None,
 ) -> DemonstrationResult:
     """``hours`` per device in scope; ``telemetry_interval_s`` per device (its profile's fastest metric)."""
-    accounted = _Accounted(plan, hours)
+    accounted = AccountedHours(plan, hours)
     intervals = telemetry_interval_s or {}
     windows = [_window(plan, w, accounted, intervals) for w in plan.windows]
     phases: dict[Phase, WindowResult] = {}
@@ -106,7 +106,7 @@ def _kpis(components: Components, histograms: Sequence[LogHistogram]) -> dict[st
     return values
 
 
-class _DeviceHours:
+class AccountedDevice:
     """One device's hours in time order, with their components as the rows of a matrix."""
 
     def __init__(self, hours: list[DeviceHour]) -> None:
@@ -125,25 +125,25 @@ class _DeviceHours:
         return int(np.count_nonzero(inside & ~self.included))
 
 
-class _Accounted:
+class AccountedHours:
     """Every device-hour accounted once under the plan."""
 
     def __init__(self, plan: DemonstrationPlan, hours: Mapping[str, Sequence[DeviceHour]]) -> None:
         self.plan = plan
         self.warnings: set[str] = set()
         self._histograms: dict[str, LogHistogram] = {}
-        shifts: dict[int, list[Shift]] = {}
-        self.by_device: dict[str, _DeviceHours] = {}
+        self.shifts: dict[int, list[Shift]] = {}  # by hour start: the calendar's shifts in that hour
+        self.by_device: dict[str, AccountedDevice] = {}
         for device in plan.devices:
             rules = DeviceRules.of(plan, device)
-            accounted = _DeviceHours(sorted(hours.get(device, ()), key=lambda h: h.start_ms))
+            accounted = AccountedDevice(sorted(hours.get(device, ()), key=lambda h: h.start_ms))
             for index, hour in enumerate(accounted.hours):
                 if self._excluded(hour):
                     accounted.included[index] = False
                     continue
-                if hour.start_ms not in shifts:
-                    shifts[hour.start_ms] = list(plan.calendar.shifts_between(hour.start_ms, hour.end_ms))
-                result = account(hour, rules, shifts[hour.start_ms])
+                if hour.start_ms not in self.shifts:
+                    self.shifts[hour.start_ms] = list(plan.calendar.shifts_between(hour.start_ms, hour.end_ms))
+                result = account(hour, rules, self.shifts[hour.start_ms])
                 self.warnings.update(
                     f"no ideal cycle time for product {p!r}" for p in result.products_without_ideal_time
                 )
@@ -187,7 +187,7 @@ class _Accounted:
 
 
 def _window(
-    plan: DemonstrationPlan, window: Window, accounted: _Accounted, intervals: Mapping[str, float]
+    plan: DemonstrationPlan, window: Window, accounted: AccountedHours, intervals: Mapping[str, float]
 ) -> WindowResult:
     parts: list[Components] = []
     coverage: list[Coverage] = []

@@ -30,6 +30,7 @@ from pydantic import TypeAdapter
 from adapters.influxdb import InfluxClient
 from adapters.sql import DemonstrationRepository, HourStamp, RangeSummary, ResultCache, RollupRepository
 from adapters.telemetry_reader import TelemetryReader
+from kpi_engine.breakdown import Breakdown, breakdown
 from kpi_engine.evaluation import DemonstrationResult, evaluate
 from pilot_core.demonstration import DemonstrationPlan
 from pilot_core.device_hours import HOUR_MS, DeviceHour
@@ -271,3 +272,19 @@ class KpiService:
         result = evaluate(plan, chosen.plan_hash, self.hours.read(plan), intervals)
         self.cache.put(stored.id, chosen.version, "evaluation", fingerprint, _RESULT.dump_python(result, mode="json"))
         return Evaluation(result=result, cached=False, **common)
+
+    def evaluate_with_breakdown(
+        self, ref: int | str, version: int | None = None, *, refresh: bool = False
+    ) -> tuple[Evaluation, Breakdown]:
+        """The result and what its charts need, both from the same stored hours.
+
+        Hours stored between the evaluation and the reading would make them disagree: then it is done again.
+        """
+        for _ in range(3):
+            evaluation = self.evaluate(ref, version, refresh=refresh)
+            refresh = False  # re-reading InfluxDB once is enough
+            hours = self.hours.read(evaluation.plan)
+            seen = data_fingerprint(evaluation.result.plan_hash, self.hours.summaries(evaluation.plan))
+            if seen == evaluation.data_fingerprint:
+                break
+        return evaluation, breakdown(evaluation.plan, hours)

@@ -26,6 +26,7 @@ class StateEvent(NamedTuple):  # a tuple: tens of thousands are built per evalua
     ts_ms: int
     state: str | None  # None: the device went offline, so its state is unknown
     time_class: TimeClass | None  # as the device's profile mapped it when stored
+    reason: str | None = None  # why, as the device said (a fault code, a changeover's product)
 
 
 class SeqSpan(NamedTuple):
@@ -91,7 +92,10 @@ class DeviceHour:
 def _event_json(event: StateEvent | None) -> list[Any] | None:
     if event is None:
         return None
-    return [event.ts_ms, event.state, event.time_class.value if event.time_class else None]
+    stored = [event.ts_ms, event.state, event.time_class.value if event.time_class else None]
+    # The reason only when there is one: an hour without reasons keeps the JSON, and so the
+    # content fingerprint, it had before reasons were read.
+    return stored if event.reason is None else [*stored, event.reason]
 
 
 _TIME_CLASSES = {c.value: c for c in TimeClass}
@@ -100,8 +104,8 @@ _TIME_CLASSES = {c.value: c for c in TimeClass}
 def _event(data: list[Any] | None) -> StateEvent | None:
     if data is None:
         return None
-    ts, state, time_class = data
-    return StateEvent(ts, state, _TIME_CLASSES[time_class] if time_class else None)
+    ts, state, time_class, *reason = data
+    return StateEvent(ts, state, _TIME_CLASSES[time_class] if time_class else None, *reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,3 +152,56 @@ def account(hour: DeviceHour, rules: DeviceRules, shifts: Sequence[Shift]) -> Bu
         energy_kwh=hour.energy_kwh if rules.is_meter else 0.0,
         is_output=rules.is_output,
     )
+
+
+class DowntimeCause(NamedTuple):
+    """Where planned busy time went instead of production: a time class, and the state and reason the device gave."""
+
+    time_class: TimeClass | None  # None: no state was known (the device was silent or offline)
+    state: str | None
+    reason: str | None
+
+
+# Planned busy time in these classes is time not producing; planned downtime is not busy time at all.
+DOWNTIME_CLASSES = frozenset({TimeClass.SETUP, TimeClass.UNPLANNED_DELAY, TimeClass.MINOR_STOP, TimeClass.IDLE})
+UNKNOWN_CAUSE = DowntimeCause(None, None, None)
+
+
+def downtime_by_cause(hour: DeviceHour, rules: DeviceRules, shifts: Sequence[Shift]) -> dict[DowntimeCause, float]:
+    """Seconds of the hour's planned busy time not spent producing, by cause.
+
+    They add up to PBT − APT of ``account`` (setup + delays + idle + unknown): each cause's time is
+    measured by the same accounting, with that cause as the only state that is not production.
+    """
+    if not hour.machine:
+        return {}
+    time_class = rules.time_class
+
+    def cause_of(event: StateEvent | None) -> DowntimeCause | None:
+        found = time_class(event)
+        if found is None or event is None:
+            return UNKNOWN_CAUSE
+        return DowntimeCause(found, event.state, event.reason) if found in DOWNTIME_CLASSES else None
+
+    unknown_s = account(hour, rules, shifts).components.unknown_s
+    lost = {UNKNOWN_CAUSE: unknown_s} if unknown_s > 0 else {}
+    events = [hour.state_at_start, *hour.events]
+    causes = [cause_of(e) for e in events]
+    for cause in dict.fromkeys(c for c in causes if c is not None and c != UNKNOWN_CAUSE):
+        # The cause's own time shows as the only delay; every other known state counts as production.
+        marked = [
+            None if c == UNKNOWN_CAUSE else TimeClass.UNPLANNED_DELAY if c == cause else TimeClass.PRODUCTION
+            for c in causes
+        ]
+        seconds = account_bucket(
+            hour.start_ms,
+            hour.end_ms,
+            shifts,
+            marked[0],
+            [StateChange(e.ts_ms, m) for e, m in zip(hour.events, marked[1:], strict=True)],
+            {},
+            {},
+        ).components.adet_s
+        if seconds > 0:
+            lost[cause] = seconds
+    return lost

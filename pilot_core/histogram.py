@@ -52,6 +52,11 @@ class LogHistogram:
         for index, count in other.counts.items():
             self.counts[index] = self.counts.get(index, 0) + count
 
+    def bins(self) -> list[tuple[float, float, int]]:
+        """Each non-empty bin as (lower edge, upper edge, count), in order: bin i holds (γ^(i-1), γ^i]."""
+        gamma = math.exp(self._log_gamma)
+        return [(gamma ** (i - 1), gamma**i, self.counts[i]) for i in sorted(self.counts)]
+
     @property
     def total(self) -> int:
         return sum(self.counts.values())
