@@ -160,7 +160,9 @@ class _Chunk:
 
 def _state_event(row: list[Any]) -> StateEvent:
     ts, state, time_class, reason = row[0], row[1], row[2], row[3]
-    return StateEvent(int(ts), str(state), TimeClass(time_class) if time_class else None, str(reason) if reason else None)
+    return StateEvent(
+        int(ts), str(state), TimeClass(time_class) if time_class else None, str(reason) if reason else None
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,9 +54,10 @@ def test_an_hour_without_reasons_keeps_its_stored_json_and_fingerprint() -> None
     old_text = orjson.dumps(stored, option=orjson.OPT_SORT_KEYS)
     again = DeviceHour.from_json(json.loads(old_text))
     assert again == hour
-    assert hashlib.sha256(orjson.dumps(again.to_json(), option=orjson.OPT_SORT_KEYS)).digest() == hashlib.sha256(
-        old_text
-    ).digest()
+    assert (
+        hashlib.sha256(orjson.dumps(again.to_json(), option=orjson.OPT_SORT_KEYS)).digest()
+        == hashlib.sha256(old_text).digest()
+    )
 
 
 def test_reasons_survive_json() -> None:
