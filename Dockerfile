@@ -6,6 +6,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
+# The reports: pango and harfbuzz for WeasyPrint's PDF, and the Korean font (NanumGothic) they are drawn with.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends \
+        libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-nanum fontconfig \
+    && rm -rf /var/lib/apt/lists/*
+
 # Install the package (runtime dependencies only), then drop the sources.
 COPY . /tmp/src
 RUN pip install /tmp/src && rm -rf /tmp/src

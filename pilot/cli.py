@@ -20,6 +20,7 @@ from adapters.catalog import BUNDLED_PROFILES, load_profiles, load_registry, pro
 from pilot.access_cli import keys_app, orgs_app
 from pilot.devices_cli import devices_app
 from pilot.output import console, errors, fail
+from pilot.report_cli import report
 from pilot_core import contract
 from pilot_core.profiles import ProfileCatalog, ProfileErrors
 from simulators.scenario import Scenario, load_scenario
@@ -38,6 +39,7 @@ app.add_typer(profiles_app, name="profiles")
 app.add_typer(orgs_app, name="orgs")
 app.add_typer(keys_app, name="keys")
 app.add_typer(devices_app, name="devices")
+app.command()(report)
 
 ProfilesDir = Annotated[Path, typer.Option("--dir", help="Folder of device profile YAML files")]
 ConfigFile = Annotated[

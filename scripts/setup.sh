@@ -1,13 +1,24 @@
 #!/usr/bin/env bash
 # One-time set-up on a fresh Debian/Ubuntu machine, safe to run again:
 # Mosquitto and InfluxDB binaries (the demo and the tests start private
-# instances of them on free ports), a virtual environment, and this package.
+# instances of them on free ports), the Korean font and the pango library the
+# reports are drawn with, a virtual environment, and this package.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 command -v influxd >/dev/null 2>&1 || [ -x /usr/bin/influxd ] || need+=(influxdb)
+[ -f /usr/share/fonts/truetype/nanum/NanumGothic.ttf ] || need+=(fonts-nanum)
+# WeasyPrint draws the PDF report with pango and subsets its fonts with harfbuzz.
+libraries=$(PATH="$PATH:/sbin:/usr/sbin" ldconfig -p 2>/dev/null || true)
+grep 'libpangoft2-1.0.so.0' <<<"$libraries" >/dev/null || need+=(libpango-1.0-0 libpangoft2-1.0-0)
+grep 'libharfbuzz-subset.so.0' <<<"$libraries" >/dev/null || need+=(libharfbuzz-subset0)
+# Only the tests need a browser: they look at the report in headless Chromium (scripts/test.sh sets PILOT_BROWSER).
+if [ "${PILOT_BROWSER:-}" = 1 ]; then
+    command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || need+=(chromium)
+    command -v chromedriver >/dev/null 2>&1 || [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
+fi
 if [ ${#need[@]} -gt 0 ]; then
     echo "installing Debian packages: ${need[*]}" >&2
     sudo=""

@@ -80,6 +80,7 @@ MATRIX = {
     ("GET", "/v1/demonstrations/{ref}/audit"): READ,
     ("GET", "/v1/demonstrations/{ref}/kpis"): READ,
     ("GET", "/v1/demonstrations/{ref}/comparison"): READ,
+    ("GET", "/v1/demonstrations/{ref}/report"): READ,
     ("GET", "/v1/organisations"): ADMINS,
     ("POST", "/v1/organisations"): "401 201 403 403 403 403 403 403 403 403",
     ("GET", "/v1/api-keys"): ADMINS,
@@ -208,6 +209,7 @@ CALLS: dict[tuple[str, str], Call] = {
     ("GET", "/v1/demonstrations/{ref}/audit"): lambda w: (f"/v1/demonstrations/{w.shared}/audit", None),
     ("GET", "/v1/demonstrations/{ref}/kpis"): lambda w: (f"/v1/demonstrations/{w.shared}/kpis", None),
     ("GET", "/v1/demonstrations/{ref}/comparison"): lambda w: (f"/v1/demonstrations/{w.shared}/comparison", None),
+    ("GET", "/v1/demonstrations/{ref}/report"): lambda w: (f"/v1/demonstrations/{w.shared}/report", None),
     ("GET", "/v1/organisations"): lambda w: ("/v1/organisations", None),
     ("POST", "/v1/organisations"): lambda w: (
         "/v1/organisations",

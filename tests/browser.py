@@ -1,0 +1,61 @@
+"""Headless Chromium for the tests that look at a page, driven by selenium through Debian's chromedriver.
+
+A missing browser or driver fails the test that needs it, never skips it:
+scripts/setup.sh installs the Debian packages chromium and chromium-driver.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+
+BROWSERS = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
+DRIVERS = ("/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver")
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--force-device-scale-factor=1",  # screenshot pixels are CSS pixels
+    "--hide-scrollbars",
+)
+
+
+def _first(candidates: tuple[str, ...], name: str) -> str:
+    found = next((path for path in candidates if Path(path).is_file()), None) or shutil.which(name)
+    if found is None:
+        pytest.fail(
+            f"{name} is not installed (looked in {', '.join(candidates)}); scripts/setup.sh installs the Debian"
+            " packages chromium and chromium-driver. Browser tests fail, never skip, without them.",
+            pytrace=False,
+        )
+    return found
+
+
+@contextmanager
+def chromium(width: int = 1280, height: int = 1000) -> Iterator[webdriver.Chrome]:
+    """A fresh headless Chromium with its own profile folder, closed and removed on exit."""
+    options = webdriver.ChromeOptions()
+    options.binary_location = _first(BROWSERS, "chromium")
+    profile = tempfile.mkdtemp(prefix="pilot-chromium-")
+    for flag in (*FLAGS, f"--user-data-dir={profile}", f"--window-size={width},{height}"):
+        options.add_argument(flag)
+    os.environ.setdefault("SE_OFFLINE", "true")  # selenium must never try to download a browser or driver
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=_first(DRIVERS, "chromedriver")))
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
