@@ -6,6 +6,7 @@ from importlib import resources
 from typing import Any, NoReturn
 
 import jinja2
+from markupsafe import Markup
 
 from pilot_core.demonstration import Phase
 from pilot_core.kpi import KPIS
@@ -21,6 +22,14 @@ _TEMPLATES = jinja2.Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
+
+
+def _keep_words(text: str) -> Markup:
+    """Each word unbreakable: WeasyPrint breaks Korean between any two syllables and has no word-break: keep-all."""
+    return Markup(" ").join(Markup('<span class="word">{}</span>').format(word) for word in str(text).split(" "))
+
+
+_TEMPLATES.filters["keep_words"] = _keep_words
 
 
 def render_html(content: ReportContent, language: Language) -> str:
