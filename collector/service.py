@@ -63,6 +63,8 @@ class Collector:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
         self._client.on_subscribe = self._on_subscribe
+        self._client.on_publish = self._on_publish
+        self._refused_publishes: dict[int, str] = {}  # mid → the broker's reason, until _dead_letter reads it
         self._subscribed = threading.Event()
         self._subscription_mid: int | None = None
         self._worker = threading.Thread(target=self._work, name="pilot-collector-worker", daemon=True)
@@ -180,6 +182,11 @@ class Collector:
             client.subscribe(self.heartbeat_topic, qos=0)
         self._last_heartbeat = time.monotonic()
         log.info("connected to MQTT broker (session present: %s)", getattr(flags, "session_present", "?"))
+
+    def _on_publish(self, client: paho.Client, userdata: object, mid: int, reason: ReasonCode, props: object) -> None:
+        # A PUBACK that refuses (an ACL denying the dead-letter topic, say) is not a stored dead letter.
+        if reason.is_failure:
+            self._refused_publishes[mid] = str(reason)
 
     def _on_subscribe(self, client: paho.Client, userdata: object, mid: int, reasons: list[Any], props: object) -> None:
         if mid == self._subscription_mid:
@@ -404,7 +411,17 @@ class Collector:
         except (RuntimeError, ValueError) as exc:
             log.warning("dead-letter publish failed (%s); the refused messages stay unacknowledged", exc)
             return False
-        return all(info.is_published() for info in infos)
+        refusals = [self._refused_publishes.pop(info.mid, None) for info in infos]
+        for (inbound, _), refusal in zip(refused, refusals, strict=True):
+            if refusal is not None:
+                log.error(
+                    "the broker refused the dead letter of %s (%s): the message stays unacknowledged; let this"
+                    " collector's account write %s/#",
+                    inbound.topic,
+                    refusal,
+                    self.settings.dead_letter_topic,
+                )
+        return all(info.is_published() for info in infos) and not any(refusals)
 
     def _acknowledge(self, messages: list[Inbound]) -> None:
         generation = self._generation

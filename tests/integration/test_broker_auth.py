@@ -247,3 +247,28 @@ def test_the_edge_agent_connects_with_its_credentials(
             lambda: count_points(influx, "telemetry_conveyor") == 20 and count_points(influx, "status") >= 1,
             what="the agent's samples and birth in InfluxDB",
         )
+
+
+def test_a_dead_letter_the_broker_refuses_leaves_its_message_unacknowledged(
+    line: SecuredLine, influx_settings: InfluxSettings, unique_id: str
+) -> None:
+    """A PUBACK that refuses is not a stored dead letter: the refused message must come again, not be lost."""
+    registry = load_registry(line.devices_file, load_profiles())
+    collector_mqtt = line.settings("pilot-collector")
+    dead_letters = Watcher(line.settings("watcher"), f"{unique_id}-dead", "pilot/deadletter/v1/#")
+    denied = collector_settings(collector_mqtt, influx_settings, "collector-a", dead_letter_topic="pilot/denied/v1")
+    own_user = f"{SITE}/{LINE}/{OWN}"
+    with running_collector(denied, registry) as collector:
+        publish_all(line.settings(own_user), [telemetry(OWN, 0), (telemetry(OWN, 1)[0], b"not json")], unique_id)
+        wait_until(
+            lambda: collector.metrics.batches.labels("dead_letter_failed")._value.get() >= 1,
+            what="the refused dead letter noticed",
+        )
+    assert dead_letters.topics == []
+    # The same session, now allowed to write its dead letters: the broker delivers the batch again.
+    allowed = denied.model_copy(update={"dead_letter_topic": "pilot/deadletter/v1"})
+    with running_collector(allowed, registry):
+        wait_until(lambda: len(dead_letters.topics) == 1, what="the dead letter, on the second try")
+        with InfluxClient(influx_settings) as influx:
+            wait_until(lambda: count_points(influx, "telemetry_conveyor") == 1, what="the valid point, once")
+    dead_letters.close()
