@@ -29,6 +29,7 @@ class CollectorSettings(BaseSettings):
         default="sqlite:///pilot.db",
         description="SQLAlchemy URL of the demonstrations database: a SQLite file (relative to the working"
         " directory), or PostgreSQL shared by several processes, e.g. postgresql+psycopg://user@host/db",
+        repr=False,  # it may hold a password
     )
 
     client_id: str = Field(default="pilot-collector", description="MQTT client id; the broker keeps this session")

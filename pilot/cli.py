@@ -195,7 +195,10 @@ def agent(
     if device_profile is None:
         raise fail(f"no device profile {profile!r}; see `pilot profiles list`")
     interval = interval_s or min((m.interval_s for m in device_profile.metrics), default=1.0)
-    edge = Agent(settings.mqtt, site, line, device, device_profile, outbox, quota_mb=quota_mb)
+    try:
+        edge = Agent(settings.mqtt, site, line, device, device_profile, outbox, quota_mb=quota_mb)
+    except (ValueError, OSError) as exc:  # an unusable TLS file, an outbox that cannot be opened
+        raise fail(str(exc)) from None
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     if metrics_port:

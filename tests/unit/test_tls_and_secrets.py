@@ -7,10 +7,13 @@ from pathlib import Path
 
 import pytest
 from pydantic import SecretStr, ValidationError
+from typer.testing import CliRunner
 
 from adapters.influxdb import InfluxClient, InfluxSettings
 from adapters.mqtt import MqttSettings, new_client
 from adapters.tls import TlsConfigError, client_context
+from collector.settings import CollectorSettings
+from pilot.cli import app
 from tests.certificates import Certificates, make_certificates
 
 
@@ -80,3 +83,18 @@ def test_an_https_client_is_built_from_the_settings(certs: Certificates) -> None
         pass
     with pytest.raises(TlsConfigError, match=r"influx\.ca_file"):
         InfluxClient(InfluxSettings(url="https://127.0.0.1:1", ca_file=Path("/nowhere.pem")))
+
+
+def test_the_agent_command_names_an_unusable_tls_file_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PILOT_MQTT__CA_FILE", str(tmp_path / "missing-ca.pem"))
+    where = ["--site", "판교", "--line", "L1", "--profile", "conveyor", "--outbox", str(tmp_path / "outbox")]
+    result = CliRunner().invoke(app, ["agent", "conveyor-01", *where, "--count", "1"])
+    assert result.exit_code == 1
+    assert "missing-ca.pem does not exist" in result.output and "Traceback" not in result.output
+
+
+def test_a_database_password_stays_out_of_the_settings_repr() -> None:
+    settings = CollectorSettings(database_url="postgresql+psycopg://pilot:s3cret-pw@db/pilot")
+    assert "s3cret-pw" not in repr(settings) and "s3cret-pw" not in str(settings)
