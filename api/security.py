@@ -34,6 +34,10 @@ def caller(
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
     header: Annotated[str | None, Security(_header)],
 ) -> Principal:
+    if bearer and header and bearer.credentials != header:
+        raise HTTPException(
+            401, "two different API keys were sent (Authorization and X-API-Key); send one", headers=_CHALLENGE
+        )
     token = bearer.credentials if bearer else header
     if not token:
         raise HTTPException(

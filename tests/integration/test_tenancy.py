@@ -295,6 +295,10 @@ def test_a_revoked_or_forged_key_is_refused(world: World) -> None:
     for forged in (token[:-2] + "xx", token.replace("pt_", "pk_"), "pt_" + "0" * 12 + token[15:]):
         assert world.client.get("/v1/me", headers={"Authorization": f"Bearer {forged}"}).status_code == 401
     assert world.client.get("/v1/me", headers={"X-API-Key": token}).json()["role"] == "startup"
+    both = {"Authorization": f"Bearer {token}", "X-API-Key": world.tokens["admin"]}
+    assert world.client.get("/v1/me", headers=both).status_code == 401  # which one is meant is a guess
+    same = {"Authorization": f"Bearer {token}", "X-API-Key": token}
+    assert world.client.get("/v1/me", headers=same).json()["role"] == "startup"
     assert world.client.get("/v1/me", headers={"Authorization": f"Basic {token}"}).status_code == 401
 
 
