@@ -15,7 +15,7 @@ import numpy as np
 from pilot_core.calendar import Shift
 from pilot_core.comparison import KpiComparison, TargetCheck, check_target, compare
 from pilot_core.demonstration import DemonstrationPlan, Phase, Window
-from pilot_core.device_hours import HOUR_MS, DeviceHour, DeviceRules, account
+from pilot_core.device_hours import HOUR_MS, DeviceHour, DeviceRules, account, corrected
 from pilot_core.histogram import LogHistogram
 from pilot_core.kpi import COMPONENT_NAMES, KPIS, Components, compute_all, total
 
@@ -136,7 +136,10 @@ class AccountedHours:
         self.by_device: dict[str, AccountedDevice] = {}
         for device in plan.devices:
             rules = DeviceRules.of(plan, device)
-            accounted = AccountedDevice(sorted(hours.get(device, ()), key=lambda h: h.start_ms))
+            fixes = [c for c in plan.corrections if c.device == device]
+            accounted = AccountedDevice(
+                sorted((corrected(h, fixes) for h in hours.get(device, ())), key=lambda h: h.start_ms)
+            )
             for index, hour in enumerate(accounted.hours):
                 if self._excluded(hour):
                     accounted.included[index] = False

@@ -13,7 +13,7 @@ import enum
 import hashlib
 import itertools
 import json
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -134,6 +134,56 @@ class Exclusion(_Strict):
         return self
 
 
+class StateCorrection(_Strict):
+    """A device's state was recorded wrongly for a while: that time counts in another time class.
+
+    E.g. planned maintenance the cell forgot to log, recorded as a fault. Applied to the recorded states, so
+    the KPIs and the downtime by cause both see it; the original data stays as it was in the store.
+    """
+
+    kind: Literal["state"] = "state"
+    device: Id
+    start: Moment
+    end: Moment
+    time_class: TimeClass
+    reason: str = Field(min_length=3)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.end <= self.start:
+            raise ValueError("a state correction must end after it starts")
+        return self
+
+
+class CountCorrection(_Strict):
+    """Counts recorded wrongly, corrected by adding these to the hour that holds ``at``.
+
+    E.g. five parts counted good that inspection later scrapped: good −5, scrap +5. The changes must keep
+    good + scrap + rework = produced.
+    """
+
+    kind: Literal["counts"] = "counts"
+    device: Id
+    at: Moment
+    product: Id
+    produced: int = 0
+    good: int = 0
+    scrap: int = 0
+    rework: int = 0
+    reason: str = Field(min_length=3)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.good + self.scrap + self.rework != self.produced:
+            raise ValueError("a count correction must keep good + scrap + rework = produced")
+        if not (self.produced or self.good or self.scrap or self.rework):
+            raise ValueError("a count correction must change a count")
+        return self
+
+
+Correction = Annotated[StateCorrection | CountCorrection, Field(discriminator="kind")]
+
+
 class DemonstrationPlan(_Strict):
     name: str = Field(min_length=1, max_length=200)
     name_ko: str = ""
@@ -151,6 +201,10 @@ class DemonstrationPlan(_Strict):
     targets: list[Target] = Field(default_factory=list)
     confidence_level: float = Field(default=0.90, description=f"Two-sided interval level: one of {LEVELS}")
     exclusions: list[Exclusion] = Field(default_factory=list)
+    corrections: list[Correction] = Field(
+        default_factory=list,
+        description="Data corrections, each with its reason; the stored data is never altered",
+    )
     telemetry_interval_s: dict[Id, Annotated[float, Field(gt=0)]] = Field(
         default_factory=dict,
         description="Seconds between samples a device's agent is set to, where not its profile's rate;"
@@ -171,6 +225,7 @@ class DemonstrationPlan(_Strict):
             ("output_devices", self.output_devices),
             ("energy_meters", self.energy_meters),
             ("telemetry_interval_s", list(self.telemetry_interval_s)),
+            ("corrections", [c.device for c in self.corrections]),
         ):
             outside = [d for d in listed if d not in scope]
             if outside:
@@ -207,8 +262,14 @@ class DemonstrationPlan(_Strict):
 
 
 def canonical_json(plan: DemonstrationPlan) -> str:
-    """One text per plan: its JSON with sorted keys and no spaces."""
-    return json.dumps(plan.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """One text per plan: its JSON with sorted keys and no spaces.
+
+    A plan without corrections leaves the key out, so plans frozen before corrections existed keep their hash.
+    """
+    document = plan.model_dump(mode="json")
+    if not document["corrections"]:
+        del document["corrections"]
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def plan_hash(plan: DemonstrationPlan) -> str:

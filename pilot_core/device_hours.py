@@ -9,17 +9,21 @@ to them (``account``) without reading raw points again.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from pilot_core.calendar import Shift
 from pilot_core.contract import TimeClass
-from pilot_core.demonstration import DemonstrationPlan
+from pilot_core.demonstration import CountCorrection, DemonstrationPlan, StateCorrection
 from pilot_core.histogram import LogHistogram
 from pilot_core.time_accounting import BucketAccount, ProductionTotals, StateChange, account_bucket
 
 HOUR_MS = 3_600_000
+# The state of a corrected stretch: not a name a profile can give (they are lower-case words), so no plan
+# override applies to it: the correction says its time class.
+CORRECTED_STATE = "(corrected)"
 
 
 class StateEvent(NamedTuple):  # a tuple: tens of thousands are built per evaluation
@@ -135,7 +139,58 @@ class DeviceRules:
     def time_class(self, event: StateEvent | None) -> TimeClass | None:
         if event is None or event.state is None or event.time_class is None:
             return None
+        if event.state == CORRECTED_STATE:
+            return event.time_class
         return self.overrides.get(event.state, event.time_class)
+
+
+def corrected(hour: DeviceHour, corrections: Sequence[StateCorrection | CountCorrection]) -> DeviceHour:
+    """The hour as the plan's data corrections for its device say it was; ``hour`` itself is not changed.
+
+    A state correction replaces the recorded states over its stretch with one of its own (state
+    ``CORRECTED_STATE``, its reason as the reason) and puts back, where it ends, the state recorded then. A
+    count correction adds its counts to the hour that holds its moment.
+    """
+    events, at_start, production = hour.events, hour.state_at_start, hour.production
+    for correction in corrections:
+        if isinstance(correction, CountCorrection):
+            at = int(correction.at.timestamp() * 1000)
+            if hour.start_ms <= at < hour.end_ms:
+                before = production.get(correction.product, ProductionTotals())
+                production = {
+                    **production,
+                    correction.product: ProductionTotals(
+                        before.produced + correction.produced,
+                        before.good + correction.good,
+                        before.scrap + correction.scrap,
+                        before.rework + correction.rework,
+                        before.cycle_time_s,
+                        before.cycles,
+                    ),
+                }
+            continue
+        low = max(int(correction.start.timestamp() * 1000), hour.start_ms)
+        high = min(int(correction.end.timestamp() * 1000), hour.end_ms)
+        if low >= high:
+            continue
+        mark = StateEvent(low, CORRECTED_STATE, correction.time_class, correction.reason)
+        in_force_at_high = at_start
+        for event in events:
+            if event.ts_ms <= high:
+                in_force_at_high = event
+        kept = [e for e in events if not low <= e.ts_ms < high]
+        if low == hour.start_ms:
+            at_start, added = mark, []
+        else:
+            added = [mark]
+        if high < hour.end_ms and not any(e.ts_ms == high for e in kept):
+            # Unknown before the stretch stays unknown after it.
+            restored = in_force_at_high or StateEvent(high, None, None)
+            added.append(restored._replace(ts_ms=high))
+        events = sorted([*kept, *added], key=lambda e: e.ts_ms)
+    if events is hour.events and at_start is hour.state_at_start and production is hour.production:
+        return hour
+    return dataclasses.replace(hour, state_at_start=at_start, events=events, production=production)
 
 
 def account(hour: DeviceHour, rules: DeviceRules, shifts: Sequence[Shift]) -> BucketAccount:
