@@ -19,6 +19,7 @@ from rich.table import Table
 from adapters.catalog import BUNDLED_PROFILES, load_profiles, load_registry, profile_files
 from pilot.access_cli import keys_app, orgs_app
 from pilot.devices_cli import devices_app
+from pilot.grafana_cli import grafana_app
 from pilot.output import console, errors, fail
 from pilot.report_cli import report
 from pilot_core import contract
@@ -39,6 +40,7 @@ app.add_typer(profiles_app, name="profiles")
 app.add_typer(orgs_app, name="orgs")
 app.add_typer(keys_app, name="keys")
 app.add_typer(devices_app, name="devices")
+app.add_typer(grafana_app, name="grafana")
 app.command()(report)
 
 ProfilesDir = Annotated[Path, typer.Option("--dir", help="Folder of device profile YAML files")]

@@ -1,0 +1,1 @@
+"""Grafana dashboards generated from the device profiles and the stored demonstrations."""
