@@ -221,7 +221,10 @@ def _publish_once(settings: CollectorSettings, refs: list[str] | None, version: 
             service = KpiService(
                 demonstrations, HourStore(RollupRepository(database), influx, registry), ResultCache(database)
             )
-            for ref in refs or [d.slug for d in demonstrations.list()]:
+            chosen = refs or [d.slug for d in demonstrations.list()]
+            if not chosen:
+                errors.print("no demonstrations are stored (database_url): nothing to publish")
+            for ref in chosen:
                 try:
                     done = publish_daily(service, influx, ref, version, refresh=refresh)
                 except (NotFound, InfluxError, LookupError) as exc:

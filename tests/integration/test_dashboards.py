@@ -24,13 +24,14 @@ from typer.testing import CliRunner
 
 from adapters import local_services
 from adapters.catalog import load_profiles
-from adapters.influxdb import InfluxClient, InfluxSettings
+from adapters.influxdb import InfluxClient, InfluxSettings, WriteOutcome
 from dashboards.demonstration import DOWNTIME_HOURS, KPI_EXPRESSIONS
 from kpi_engine.service import Evaluation
 from pilot.cli import app as cli
 from pilot.demo import run_demo
 from pilot_core.demonstration import Phase
-from pilot_core.kpi_daily import MEASUREMENT
+from pilot_core.kpi import Components
+from pilot_core.kpi_daily import MEASUREMENT, DailyComponents, encode_days
 from simulators.scenario import Scenario, load_scenario
 from tests.grafana_macros import TimeRange, panel_query, variable_query
 from tests.integration.test_cli_demo import short_scenario
@@ -218,3 +219,33 @@ def test_the_before_after_dashboard_shows_the_engines_numbers(
 
 def _epoch_ms(iso: str) -> int:
     return int(dt.datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000)
+
+
+def test_a_day_that_changed_is_published_as_a_new_revision_the_dashboard_then_shows(
+    line: Line, dashboards: dict[str, dict[str, Any]]
+) -> None:
+    """Runs last: it alters what the module's other tests read. A day rewritten in place stands for late data."""
+    slug = line.evaluation.slug
+    plan = line.evaluation.plan
+    first = plan.windows_of(Phase.BASELINE)[0]
+    day = dt.datetime.fromtimestamp(first.start_ms / 1000, plan.calendar.zone).date()
+    stale = DailyComponents(day, Phase.BASELINE, Components(pbt_s=1.0, good=1.0, produced=1.0))
+    written = line.client.write(
+        encode_days(
+            [stale], slug=slug, plan_version=1, revision=1, site=plan.site, line=plan.line, zone=plan.calendar.zone
+        ),
+        precision="s",
+    )
+    assert written.outcome is WriteOutcome.WRITTEN
+    result = runner.invoke(cli, ["grafana", "publish", "--config", str(line.config)])
+    assert result.exit_code == 0, result.output
+    assert f"days changed since they were published ({day} baseline)" in result.output
+    assert f"{slug} v1: 4 day(s) written to revision 2, 0 unchanged" in result.output
+    board = next(d for d in dashboards.values() if "demonstration" in d["tags"])
+    span = TimeRange(*(_epoch_ms(board["time"][side]) for side in ("from", "to")))
+    assert _choose(line.client, board, span, {}) == {"revision": "2"}
+    answers = _run_panels(line.client, board, {"revision": "2"}, span)
+    oee = {Phase(tags["phase"]): row[1] for tags, row in answers["OEE · 설비종합효율"]}
+    for phase, shown in oee.items():
+        expected = line.evaluation.result.phases[phase].kpis["oee"]
+        assert expected is not None and math.isclose(shown, expected, rel_tol=1e-9)
