@@ -63,9 +63,10 @@ class BrokerFiles:
 
     def write(self, book: AccountBook) -> None:
         # The hashes are secrets of a kind: readable by their owner only, unless the operator chose otherwise.
+        # The ACL too: Mosquitto 2.0 warns about an acl_file others can read (since 2.0.16), newer ones refuse it.
         _replace(self.accounts_file, book.document_text(), 0o600)
         _replace(self.password_file, book.password_file_text(), 0o600)
-        _replace(self.acl_file, book.acl_text(), 0o644)
+        _replace(self.acl_file, book.acl_text(), 0o600)
 
 
 def _replace(path: Path, text: str, mode: int) -> None:

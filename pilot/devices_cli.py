@@ -6,6 +6,7 @@ A new password is printed once, to standard output, and never logged; only its h
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -205,7 +206,11 @@ def revoke(
 def service_account(
     name: Annotated[str, typer.Argument(help="Account name, the MQTT username (letters, digits, '.', '_', '-')")],
     role: Annotated[
-        str, typer.Option(help="collector: reads pilot/v1/#, writes dead letters; publisher: writes pilot/v1/#")
+        str,
+        typer.Option(
+            help="collector: reads pilot/v1/#, writes dead letters; publisher: writes pilot/v1/#; monitor: reads"
+            " $SYS/# (health checks)"
+        ),
     ],
     client_id: Annotated[
         list[str] | None,
@@ -215,25 +220,41 @@ def service_account(
             " configured client_id)",
         ),
     ] = None,
+    password_env: Annotated[
+        str | None,
+        typer.Option(
+            help="Take the password from this environment variable instead of making one (it is not printed);"
+            " asking again with the same password and grants changes nothing, so an init step may run at every"
+            " start",
+        ),
+    ] = None,
     broker_dir: BrokerDir = DEFAULT_BROKER_DIR,
     rotate: Rotate = False,
     json_output: JsonOutput = False,
     config: ConfigFile = None,
 ) -> None:
-    """Create (or, with --rotate, re-key) an account for the collector or for a publisher."""
+    """Create (or, with --rotate, re-key) an account for the collector, a publisher or a monitor."""
     from pydantic import ValidationError
 
     from adapters.broker_accounts import new_password, new_password_hash, now_text
-    from pilot_core.broker_accounts import AccountError, Role, ServiceAccount
+    from pilot_core.broker_accounts import AccountError, Role, ServiceAccount, check_given_password
     from pilot_core.profiles import ProfileErrors
 
-    if role not in {r.value for r in Role}:
-        raise fail(f"--role must be {' or '.join(r.value for r in Role)}, not {role!r}")
+    roles = [r.value for r in Role]
+    if role not in roles:
+        raise fail(f"--role must be {', '.join(roles[:-1])} or {roles[-1]}, not {role!r}")
     collector = Role(role) is Role.COLLECTOR
     if client_id and not collector:
         raise fail("--client-id is for collector accounts")
     settings = _settings(config) if collector else None
-    password = new_password()
+    given = None
+    if password_env is not None:
+        given = os.environ.get(password_env, "")
+        try:
+            check_given_password(given, f"the environment variable {password_env}")
+        except AccountError as exc:
+            raise fail(str(exc)) from None
+    password = given if given is not None else new_password()
     try:
         account = ServiceAccount(
             name=name,
@@ -245,13 +266,39 @@ def service_account(
         )
     except ValidationError as exc:
         raise fail("; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())) from None
+    unchanged = False
     try:
         with _files(broker_dir).editing() as book:
-            book.put(account, rotate=rotate)
+            existing = book.get(account.username)
+            unchanged = given is not None and not rotate and account.matches(existing, given)
+            if existing is not None and given is not None and not rotate and not unchanged:
+                raise AccountError(
+                    f"the broker account {name!r} exists with another password or other grants than"
+                    f" ${password_env} and these options give; pass --rotate to replace it (the old password"
+                    " stops working once the broker reloads)"
+                )
+            if not unchanged:
+                book.put(account, rotate=rotate)
     except (AccountError, ProfileErrors, ValueError) as exc:
         raise fail(str(exc)) from None
-    _print_credentials({"username": account.username, "password": password, "role": role}, json_output)
-    _say(f"{'rotated' if rotate else 'wrote'} {broker_dir}/passwd and {broker_dir}/acl; {RELOAD_HINT}")
+    if given is None:
+        _print_credentials({"username": account.username, "password": password, "role": role}, json_output)
+    else:
+        _print_chosen(account.username, role, password_env or "", changed=not unchanged, json_output=json_output)
+    if unchanged:
+        _say(f"the {role} account {name!r} is already as asked; {broker_dir} is unchanged")
+    else:
+        _say(f"{'rotated' if rotate else 'wrote'} {broker_dir}/passwd and {broker_dir}/acl; {RELOAD_HINT}")
+
+
+def _print_chosen(username: str, role: str, password_env: str, *, changed: bool, json_output: bool) -> None:
+    """What became of an account whose password the caller chose: never the password itself."""
+    if json_output:
+        document = {"username": username, "role": role, "password_from": f"env:{password_env}", "changed": changed}
+        sys.stdout.write(json.dumps(document, ensure_ascii=False) + "\n")
+        return
+    console.print(f"username: {username}", highlight=False, markup=False)
+    console.print(f"password: from ${password_env} (not shown)", highlight=False, markup=False)
 
 
 @devices_app.command("revoke-service")

@@ -4,7 +4,7 @@ The accounts document (``accounts.yaml``) is the source of truth; the Mosquitto
 password file and ACL are made from it, whole. A device may publish only below
 its own ``pilot/v1/{site}/{line}/{device}/``; the collector reads ``pilot/v1/#``
 and writes dead letters and its heartbeat; a publisher (simulators, backfills)
-writes ``pilot/v1/#``.
+writes ``pilot/v1/#``; a monitor (health checks, exporters) reads the broker's ``$SYS/#``.
 
 Pure: the caller supplies salts and times.
 """
@@ -42,6 +42,24 @@ class AccountError(ValueError):
 class Role(enum.StrEnum):
     COLLECTOR = "collector"
     PUBLISHER = "publisher"
+    MONITOR = "monitor"
+
+
+# A password the operator chooses (an init step, from a secret store) rather than one we make.
+MIN_GIVEN_PASSWORD_LENGTH = 16
+
+
+def check_given_password(password: str, source: str) -> None:
+    """Refuse a chosen password that is empty, short or holds what a client cannot send intact."""
+    if not password:
+        raise AccountError(f"{source} is empty; set it to the password the client will use")
+    if len(password) < MIN_GIVEN_PASSWORD_LENGTH:
+        raise AccountError(
+            f"{source} is {len(password)} characters; use at least {MIN_GIVEN_PASSWORD_LENGTH}, e.g. from"
+            " `python3 -c 'import secrets; print(secrets.token_urlsafe(24))'`"
+        )
+    if password != password.strip() or any(ord(char) < 32 or ord(char) == 127 for char in password):
+        raise AccountError(f"{source} starts or ends with a space or holds a control character (a newline?)")
 
 
 def heartbeat_topic(client_id: str) -> str:
@@ -171,9 +189,19 @@ class ServiceAccount(BaseModel):
         data = f"{TOPIC_ROOT}/{CONTRACT_VERSION}/#"
         if self.role is Role.PUBLISHER:
             return [("write", data)]
+        if self.role is Role.MONITOR:
+            return [("read", "$SYS/#")]
         # Reading pilot/v1/# also covers $share/<group>/pilot/v1/...: Mosquitto checks the message's topic.
         heartbeats = [("readwrite", heartbeat_topic(client_id)) for client_id in self.client_ids]
         return [("read", data), ("write", f"{(self.dead_letter_topic or '').rstrip('/')}/#"), *heartbeats]
+
+    def matches(self, existing: Account | None, password: str) -> bool:
+        """Whether ``existing`` already is this account with ``password``: asking again changes nothing."""
+        return (
+            isinstance(existing, ServiceAccount)
+            and existing.grants() == self.grants()
+            and verify_password(password, existing.password_hash)
+        )
 
 
 Account = DeviceAccount | ServiceAccount

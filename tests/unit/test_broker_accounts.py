@@ -18,6 +18,7 @@ from pilot_core.broker_accounts import (
     DeviceAccount,
     Role,
     ServiceAccount,
+    check_given_password,
     device_username,
     hash_password,
     heartbeat_topic,
@@ -147,6 +148,30 @@ def test_an_existing_account_is_replaced_only_with_rotate() -> None:
     assert len(book) == 0
 
 
+def test_a_monitor_reads_sys_only_and_a_service_account_matches_only_itself() -> None:
+    monitor = ServiceAccount(name="pilot-healthcheck", role=Role.MONITOR, password_hash=new_password_hash("pw"))
+    assert monitor.grants() == [("read", "$SYS/#")]
+    assert monitor.matches(monitor, "pw")
+    assert not monitor.matches(monitor, "other")
+    assert not monitor.matches(None, "pw")
+    assert not _collector().matches(_collector(client_ids=("collector-b",)), "pw")
+    assert not monitor.matches(_device("s", "l", "d", "pw"), "pw")
+    with pytest.raises(ValueError, match="for collector accounts"):
+        ServiceAccount(name="m", role=Role.MONITOR, password_hash=new_password_hash("pw"), dead_letter_topic="d")
+
+
+def test_chosen_passwords_must_be_long_and_plain() -> None:
+    check_given_password("x" * 16, "P")
+    for bad, message in [
+        ("", "is empty"),
+        ("x" * 15, "15 characters"),
+        ("x" * 16 + "\r", "control"),
+        ("x" * 16 + " ", "space"),
+    ]:
+        with pytest.raises(AccountError, match=message):
+            check_given_password(bad, "P")
+
+
 def test_service_accounts_are_checked() -> None:
     with pytest.raises(ValueError, match="letters, digits"):
         ServiceAccount(name="a b", role=Role.PUBLISHER, password_hash=new_password_hash("pw"))
@@ -167,6 +192,7 @@ def test_the_accounts_file_round_trips_and_its_errors_name_the_line(tmp_path: Pa
         book.put(_collector())
     assert {a.username for a in files.load()} == {"판교/조립 1/cobot-01", "pilot-collector"}
     assert files.password_file.stat().st_mode & 0o777 == 0o600
+    assert files.acl_file.stat().st_mode & 0o777 == 0o600  # Mosquitto warns of, then refuses, readable ones
     assert files.acl_file.read_text(encoding="utf-8") == files.load().acl_text()
     files.password_file.chmod(0o640)  # the operator's choice survives a rewrite
     with files.editing() as book:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner, Result
 
 from adapters.broker_accounts import BrokerFiles
@@ -13,11 +14,11 @@ from pilot.cli import app
 from pilot_core.broker_accounts import verify_password
 
 
-def run(tmp_path: Path, *args: str) -> Result:
+def run(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> Result:
     where = ["--broker-dir", str(tmp_path / "auth")]
     if args[0] in ("provision", "revoke"):
         where += ["--devices", str(tmp_path / "devices.yaml")]
-    return CliRunner().invoke(app, ["devices", *args, *where])
+    return CliRunner().invoke(app, ["devices", *args, *where], env=env)
 
 
 def test_provision_writes_the_account_the_files_and_the_registry(tmp_path: Path) -> None:
@@ -44,7 +45,7 @@ def test_provision_refuses_what_it_cannot_do_safely(tmp_path: Path) -> None:
         (["provision", "cnc-01", *where, "--profile", "no_such_profile"], "no device profile 'no_such_profile'"),
         (["provision", "cnc-01", *where, "--profile", "cnc_machine", "--rotate"], "no broker credentials to rotate"),
         (["service-account", "pilot collector", "--role", "collector"], "letters, digits"),
-        (["service-account", "sim", "--role", "admin"], "--role must be collector or publisher"),
+        (["service-account", "sim", "--role", "admin"], "--role must be collector, publisher or monitor"),
         (["service-account", "sim", "--role", "publisher", "--client-id", "x"], "--client-id is for collector"),
         (["revoke", "cnc-01", *where], "there is no broker account '판교/조립/cnc-01'"),
         (["revoke-service", "cobot-01"], "there is no service account"),
@@ -70,3 +71,71 @@ def test_revoke_unregister_and_sync(tmp_path: Path) -> None:
     assert files.acl_file.read_text(encoding="utf-8") == files.load().acl_text()
     listed = run(tmp_path, "list")
     assert listed.exit_code == 0 and "pilot-collector" in listed.stdout and "$7$" not in listed.stdout
+
+
+CHOSEN = "a-chosen-password-of-32-characters"
+
+
+def test_a_service_password_from_the_environment_is_not_printed_and_asking_again_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    env = {"COLLECTOR_PASSWORD": CHOSEN}
+    args = ["service-account", "pilot-collector", "--role", "collector", "--password-env", "COLLECTOR_PASSWORD"]
+    first = run(tmp_path, *args, "--json", env=env)
+    assert first.exit_code == 0, first.output
+    assert json.loads(first.stdout) == {
+        "username": "pilot-collector", "role": "collector", "password_from": "env:COLLECTOR_PASSWORD", "changed": True
+    }  # fmt: skip
+    files = BrokerFiles(tmp_path / "auth")
+    account = files.load().get("pilot-collector")
+    assert account is not None and verify_password(CHOSEN, account.password_hash)
+    again = run(tmp_path, *args, env=env)
+    assert again.exit_code == 0, again.output
+    assert "password: from $COLLECTOR_PASSWORD (not shown)" in again.stdout and "already as asked" in again.stderr
+    assert files.load().get("pilot-collector") == account  # the same hash: an init step may run at every start
+    assert CHOSEN not in first.output + again.output
+
+
+def test_a_different_chosen_password_needs_rotate(tmp_path: Path) -> None:
+    args = ["service-account", "simulator", "--role", "publisher", "--password-env", "SIM_PASSWORD"]
+    assert run(tmp_path, *args, env={"SIM_PASSWORD": CHOSEN}).exit_code == 0
+    changed = run(tmp_path, *args, env={"SIM_PASSWORD": CHOSEN + "-new"})
+    assert changed.exit_code == 1 and "exists with another password" in changed.output and "--rotate" in changed.output
+    files = BrokerFiles(tmp_path / "auth")
+    assert verify_password(CHOSEN, files.load().get("simulator").password_hash)  # type: ignore[union-attr]
+    rotated = run(tmp_path, *args, "--rotate", env={"SIM_PASSWORD": CHOSEN + "-new"})
+    assert rotated.exit_code == 0, rotated.output
+    assert verify_password(CHOSEN + "-new", files.load().get("simulator").password_hash)  # type: ignore[union-attr]
+    # The same password with other grants (another client id) is a change as well.
+    collector = ["service-account", "c", "--role", "collector", "--password-env", "SIM_PASSWORD"]
+    assert run(tmp_path, *collector, env={"SIM_PASSWORD": CHOSEN}).exit_code == 0
+    other_id = run(tmp_path, *collector, "--client-id", "collector-b", env={"SIM_PASSWORD": CHOSEN})
+    assert other_id.exit_code == 1 and "other grants" in other_id.output
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (None, "the environment variable P is empty"),
+        ("", "the environment variable P is empty"),
+        ("short", "is 5 characters; use at least 16"),
+        (CHOSEN + "\n", "control character"),
+        (" " + CHOSEN, "starts or ends with a space"),
+    ],
+)
+def test_an_unusable_chosen_password_is_refused_and_nothing_is_written(
+    tmp_path: Path, value: str | None, message: str
+) -> None:
+    env = {} if value is None else {"P": value}
+    result = run(tmp_path, "service-account", "sim", "--role", "publisher", "--password-env", "P", env=env)
+    assert result.exit_code == 1 and message in result.output, result.output
+    assert not (tmp_path / "auth").exists()
+
+
+def test_a_monitor_account_reads_only_the_brokers_sys_topics(tmp_path: Path) -> None:
+    result = run(tmp_path, "service-account", "pilot-healthcheck", "--role", "monitor", "--json")
+    assert result.exit_code == 0, result.output
+    acl = BrokerFiles(tmp_path / "auth").acl_file.read_text(encoding="utf-8")
+    assert "user pilot-healthcheck\ntopic read $SYS/#\n" in acl
+    refused = run(tmp_path, "service-account", "m2", "--role", "monitor", "--client-id", "x")
+    assert refused.exit_code == 1 and "--client-id is for collector" in refused.output
