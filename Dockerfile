@@ -18,6 +18,11 @@ RUN pip install /tmp/src && rm -rf /tmp/src
 
 RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin pilot \
     && mkdir /var/lib/pilot && chown pilot:pilot /var/lib/pilot
+# Mount points of docker-compose.yml's device registry and broker-account volumes (a new volume takes its
+# owner from here). Its init service writes them as Mosquitto's uid and gid (1883 in eclipse-mosquitto), so
+# that Mosquitto owns the password and ACL files it reads (it warns about others' files; newer versions refuse them).
+RUN mkdir -p /etc/pilot /srv/pilot/deploy/mosquitto/auth \
+    && chown 1883:1883 /etc/pilot /srv/pilot/deploy/mosquitto/auth
 USER pilot
 WORKDIR /home/pilot
 

@@ -1,4 +1,5 @@
-"""The bundled profiles, and the docs, examples and Docker files that must not drift from the code.
+"""The bundled profiles, and the docs and examples that must not drift from the code (the Docker files:
+test_compose.py).
 
 Pure unit tests: no broker, no database.
 """
@@ -171,66 +172,3 @@ def test_example_registry_loads_and_matches_the_scenario() -> None:
     assert len(registry) == len(scenario.devices)
     # Equivalent to what `pilot simulate pangyo_cobot_cell --devices-out devices.yaml` writes.
     assert yaml.safe_load(path.read_text(encoding="utf-8")) == yaml.safe_load(scenario.registry_yaml())
-
-
-# --- Docker ------------------------------------------------------------------
-
-
-def compose() -> dict[str, Any]:
-    document: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
-    return document
-
-
-def environment_of(service: dict[str, Any]) -> dict[str, str]:
-    env = service.get("environment") or {}
-    if isinstance(env, list):
-        return dict(item.split("=", 1) for item in env)
-    return {str(k): str(v) for k, v in env.items()}
-
-
-def test_compose_has_the_four_services_and_healthy_dependencies() -> None:
-    services = compose()["services"]
-    assert set(services) == {"mosquitto", "influxdb", "collector", "api"}
-    for name in ("mosquitto", "influxdb", "collector", "api"):
-        assert "healthcheck" in services[name], name
-    depends = services["collector"]["depends_on"]
-    assert depends["mosquitto"]["condition"] == "service_healthy"
-    assert depends["influxdb"]["condition"] == "service_healthy"
-    assert services["collector"]["command"][:2] == ["pilot", "collect"]
-    assert services["api"]["command"][:2] == ["pilot", "api"]
-
-
-@pytest.mark.parametrize("service", ["collector", "api"])
-def test_compose_pilot_variables_are_settings_collector_understands(
-    service: str, clean_env: None, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    env = environment_of(compose()["services"][service])
-    pilot_vars = {k: v for k, v in env.items() if k.startswith("PILOT_")}
-    assert pilot_vars, f"{service} sets no PILOT_* variables"
-    for key, value in pilot_vars.items():
-        first, *rest = key.removeprefix("PILOT_").lower().split("__")
-        field = CollectorSettings.model_fields.get(first)
-        assert field is not None, f"{key}: {first!r} is not a CollectorSettings field"
-        if rest:
-            nested = field.annotation
-            assert isinstance(nested, type) and issubclass(nested, BaseModel), key
-            assert rest == [rest[0]] and rest[0] in nested.model_fields, f"{key}: {rest} is not a field of {first}"
-        monkeypatch.setenv(key, value)
-    settings = CollectorSettings.load()  # the values parse, too
-    assert settings.mqtt.host == "mosquitto"
-    assert settings.influx.url == "http://influxdb:8086"
-
-
-def test_compose_mounts_exist_and_match_the_settings() -> None:
-    services = compose()["services"]
-    for name, service in services.items():
-        for volume in service.get("volumes", []):
-            source = volume.split(":", 1)[0]
-            if source.startswith("."):
-                assert (ROOT / source).exists(), f"{name} mounts missing {source}"
-    collector = services["collector"]
-    devices_file = environment_of(collector)["PILOT_DEVICES_FILE"]
-    targets = {v.split(":")[1]: v.split(":")[0] for v in collector["volumes"] if v.startswith(".")}
-    assert targets[devices_file] == "./examples/devices.yaml"
-    assert (ROOT / "Dockerfile").is_file()
-    assert collector["build"]["context"] == "."
