@@ -1,9 +1,5 @@
-"""`pilot report`: a demonstration's report as HTML or PDF, in Korean or English, made on the server itself.
-
-It reads the configured database, device registry and InfluxDB directly, as the
-API does, so it needs no API key: whoever can read the configuration can read
-every demonstration.
-"""
+"""`pilot report`: a demonstration's report as HTML or PDF, in Korean or English, made on the server itself
+(see pilot/engine.py for what it reads)."""
 
 from __future__ import annotations
 
@@ -43,44 +39,18 @@ def report(
     config: ConfigFile = None,
 ) -> None:
     """Write a demonstration's report: plan, before/after KPIs with verdicts, charts, data coverage, method."""
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from adapters.catalog import load_profiles, load_registry
-    from adapters.influxdb import InfluxClient, InfluxError
-    from adapters.sql import Database, DemonstrationRepository, NotFound, ResultCache, RollupRepository
-    from collector.settings import CollectorSettings
-    from kpi_engine.service import HourStore, KpiService
-    from pilot_core.profiles import ProfileErrors
+    from pilot.engine import kpi_engine
     from reports.charts import FontMissing
     from reports.content import report_content
     from reports.render import render
 
     chosen = format or (Format.PDF if output is not None and output.suffix.lower() == ".pdf" else Format.HTML)
-    try:
-        settings = CollectorSettings.load(config)
-        registry = load_registry(settings.devices_file, load_profiles(settings.profiles_dir))
-    except (ValueError, OSError) as exc:
-        raise fail(str(exc)) from None
-    except ProfileErrors as exc:
-        raise fail(f"the device registry (what each device's states mean) could not be read:\n{exc}") from None
-    try:
-        with Database(settings.database_url) as database, InfluxClient(settings.influx) as influx:
-            database.upgrade()
-            service = KpiService(
-                DemonstrationRepository(database),
-                HourStore(RollupRepository(database), influx, registry),
-                ResultCache(database),
-            )
+    with kpi_engine(config) as (service, _, _):
+        try:
             evaluation, breakdown = service.evaluate_with_breakdown(demonstration, version, refresh=refresh)
             body = render(report_content(evaluation, breakdown, dt.datetime.now(dt.UTC)), lang, chosen)
-    except NotFound as exc:
-        raise fail(str(exc)) from None
-    except SQLAlchemyError as exc:
-        raise fail(f"the demonstrations database could not be opened: {exc}") from None
-    except InfluxError as exc:
-        raise fail(f"InfluxDB could not be read: {exc}") from None
-    except (LookupError, FontMissing) as exc:
-        raise fail(str(exc)) from None
+        except FontMissing as exc:
+            raise fail(str(exc)) from None
     if output is not None and str(output) == "-":
         sys.stdout.buffer.write(body)
         sys.stdout.buffer.flush()
