@@ -21,7 +21,7 @@ import hashlib
 import threading
 import time
 from collections import OrderedDict, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +34,7 @@ from kpi_engine.breakdown import Breakdown, breakdown
 from kpi_engine.evaluation import DemonstrationResult, evaluate
 from pilot_core.demonstration import DemonstrationPlan
 from pilot_core.device_hours import HOUR_MS, DeviceHour
+from pilot_core.device_rows import DeviceRows, build_hours
 from pilot_core.registry import DeviceKey, DeviceRegistry
 
 # Bump when the same hours and plan would give a different result, so cached results are not reused.
@@ -169,15 +170,28 @@ class HourStore:
             stale = [t for t in starts if force or self._stale(stamps.get((device, t)), t, now_ms)]
             if not stale:
                 continue
-            registered = self.registry.get(DeviceKey(plan.site, plan.line, device))
-            if registered is None:
-                raise LookupError(f"device {device!r} of the plan is not in the device registry")
-            for run_start, run_end in _runs(stale):
-                hours = self.reader.device_hours(plan.site, plan.line, device, registered.profile, run_start, run_end)
-                refreshed += self.rollups.upsert(plan.site, plan.line, hours, now_ms)
+            for rows in self._rows(plan, device, stale):
+                refreshed += self.rollups.upsert(plan.site, plan.line, build_hours(rows), now_ms)
             if progress:
                 progress(f"  read {len(stale):,} hours of {device} from InfluxDB")
         return refreshed
+
+    def rows(self, plan: DemonstrationPlan) -> Iterator[DeviceRows]:
+        """The rows of every past hour of the plan, read as ``refresh(force=True)`` reads them: an evidence
+        bundle's data, from which the very same hours are built."""
+        now_ms = round(self.clock() * 1000)
+        starts = [t for t in plan_hours(plan) if t < now_ms]
+        for device in plan.devices:
+            yield from self._rows(plan, device, starts)
+
+    def _rows(self, plan: DemonstrationPlan, device: str, starts: list[int]) -> Iterator[DeviceRows]:
+        if not starts:
+            return
+        registered = self.registry.get(DeviceKey(plan.site, plan.line, device))
+        if registered is None:
+            raise LookupError(f"device {device!r} of the plan is not in the device registry")
+        for run_start, run_end in _runs(starts):
+            yield from self.reader.device_rows(plan.site, plan.line, device, registered.profile, run_start, run_end)
 
     def _stale(self, stamp: HourStamp | None, start_ms: int, now_ms: int) -> bool:
         """Missing, or not yet settled and not read in the last ``reread_after_s``."""

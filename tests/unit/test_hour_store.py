@@ -11,7 +11,8 @@ from adapters.influxdb import InfluxClient, InfluxSettings
 from adapters.sql import Database, RollupRepository, default_url
 from kpi_engine.service import HourStore
 from pilot_core.demonstration import DemonstrationPlan
-from pilot_core.device_hours import HOUR_MS, DeviceHour
+from pilot_core.device_hours import HOUR_MS
+from pilot_core.device_rows import DeviceRows, chunks
 from pilot_core.profiles import DeviceProfile
 from pilot_core.registry import DeviceEntry, DeviceRegistry
 
@@ -20,16 +21,16 @@ START_MS = int(START.timestamp() * 1000)
 
 
 class RecordingReader:
-    """Stands in for InfluxDB: empty hours, and a note of every range asked for."""
+    """Stands in for InfluxDB: no points, and a note of every range asked for."""
 
     def __init__(self) -> None:
         self.asked: list[tuple[int, int]] = []
 
-    def device_hours(
+    def device_rows(
         self, site: str, line: str, device: str, profile: DeviceProfile, start_ms: int, end_ms: int
-    ) -> Iterator[DeviceHour]:
+    ) -> Iterator[DeviceRows]:
         self.asked.append((start_ms, end_ms))
-        return iter([DeviceHour(device, t) for t in range(start_ms, end_ms, HOUR_MS)])
+        return iter([DeviceRows(device, True, start, end) for start, end in chunks(start_ms, end_ms)])
 
 
 def test_hours_are_read_once_when_settled_and_again_only_while_they_may_change(tmp_path: Path) -> None:
