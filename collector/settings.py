@@ -31,6 +31,10 @@ class CollectorSettings(BaseSettings):
         " directory), or PostgreSQL shared by several processes, e.g. postgresql+psycopg://user@host/db",
         repr=False,  # it may hold a password
     )
+    signing_key_file: Path = Field(
+        default=Path("pilot-signing.key"),
+        description="The deployment's Ed25519 key that signs evidence bundles; made (mode 0600) on first use",
+    )
 
     client_id: str = Field(default="pilot-collector", description="MQTT client id; the broker keeps this session")
     share_group: str | None = Field(default=None, description="Join $share/<group>/… to split load between collectors")

@@ -19,6 +19,7 @@ from rich.table import Table
 from adapters.catalog import BUNDLED_PROFILES, load_profiles, load_registry, profile_files
 from pilot.access_cli import keys_app, orgs_app
 from pilot.devices_cli import devices_app
+from pilot.evidence_cli import evidence_app, verify
 from pilot.grafana_cli import grafana_app
 from pilot.output import console, errors, fail
 from pilot.report_cli import report
@@ -42,6 +43,8 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(devices_app, name="devices")
 app.add_typer(grafana_app, name="grafana")
 app.command()(report)
+app.add_typer(evidence_app, name="evidence")
+app.command()(verify)
 
 ProfilesDir = Annotated[Path, typer.Option("--dir", help="Folder of device profile YAML files")]
 ConfigFile = Annotated[
@@ -359,6 +362,8 @@ def demo(
                 for warning in result.evaluation.result.warnings:
                     errors.print(f"[yellow]warning:[/yellow] {warning}")
             console.print(f"ground truth of the simulated periods: {result.truth_file}")
+            if result.evidence_file:
+                console.print(f"signed evidence bundle: {result.evidence_file} (check it anywhere: pilot verify FILE)")
             if json_output:
                 json_output.write_text(json.dumps(result_json(result), indent=2, ensure_ascii=False), encoding="utf-8")
             if not result.complete:

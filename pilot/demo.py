@@ -19,12 +19,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from adapters import local_services
+from adapters import bundle_archive, local_services
 from adapters.influxdb import InfluxClient, InfluxSettings
 from adapters.mqtt import MqttSettings
-from adapters.sql import AccessRepository, Database, DemonstrationRepository, ResultCache, RollupRepository, default_url
+from adapters.signing import SigningKey
+from adapters.sql import (
+    AccessRepository,
+    AuditLog,
+    Database,
+    DemonstrationRepository,
+    ResultCache,
+    RollupRepository,
+    default_url,
+)
 from collector.service import Collector
 from collector.settings import CollectorSettings
+from evidence.export import export
 from kpi_engine.service import Evaluation, HourStore, KpiService
 from pilot_core.access import Actor, Role
 from pilot_core.contract import Channel
@@ -69,6 +79,7 @@ class DemoResult:
     truth_file: Path | None = None
     database_url: str = ""  # the demonstrations database (SQLite in the state folder)
     evaluation: Evaluation | None = None  # None unless a baseline and a pilot period were run
+    evidence_file: Path | None = None  # its signed evidence bundle, with the evaluation
 
     @property
     def complete(self) -> bool:
@@ -151,20 +162,29 @@ def run_demo(
         _wait_for_points(collector, expected, say)
         with InfluxClient(influx) as client:
             rows = _landed(client, scenario, catalog, published)
-            evaluation = None
+            evaluation = evidence_file = None
             plan = demonstration_plan(scenario, catalog)
             chosen = set(periods or [p.name for p in scenario.periods])
             if {w.phase for w in plan.windows if w.name in chosen} == set(Phase):
                 say("computing KPIs from the stored data")
                 plan = plan.model_copy(update={"windows": [w for w in plan.windows if w.name in chosen]})
-                evaluation = _evaluate(database_url, client, plan, registry, say)
+                evaluation, evidence_file = _evaluate(database_url, client, plan, registry, say, state_dir)
     finally:
         collector.stop()
         logger.removeHandler(log_file)
         log_file.close()
     metrics_url = f"http://{settings.metrics_host}:{metrics_port}/metrics" if metrics_port else None
     return DemoResult(
-        state_dir, database.url, broker.port, metrics_url, report, rows, truth_file, database_url, evaluation
+        state_dir,
+        database.url,
+        broker.port,
+        metrics_url,
+        report,
+        rows,
+        truth_file,
+        database_url,
+        evaluation,
+        evidence_file,
     )
 
 
@@ -174,8 +194,9 @@ def _evaluate(
     plan: DemonstrationPlan,
     registry: DeviceRegistry,
     say: Callable[[str], None],
-) -> Evaluation:
-    """Store the scenario's plan as a frozen demonstration and evaluate it, as the API would."""
+    state_dir: Path,
+) -> tuple[Evaluation, Path]:
+    """Store the scenario's plan as a frozen demonstration and evaluate it, as the API would; write its evidence."""
     with Database(database_url) as database:
         database.upgrade()
         demonstrations = DemonstrationRepository(database)
@@ -185,7 +206,10 @@ def _evaluate(
         )
         evaluation = service.evaluate(stored.id, progress=say)
         say(f"demonstration {stored.slug!r}: plan version {stored.version} frozen as {stored.plan_hash}")
-        return evaluation
+        key = SigningKey.load_or_create(state_dir / "signing.key")
+        bundle = export(service, AuditLog(database), key, stored.id, created_by="pilot demo")
+        bundle_archive.write(state_dir / bundle.name, bundle.files)
+        return evaluation, state_dir / bundle.name
 
 
 def admin_key(result: DemoResult) -> Path:

@@ -65,7 +65,12 @@ def api(
         encoding="utf-8",
     )
     app = create_app(
-        CollectorSettings(influx=influx, devices_file=devices, database_url=f"sqlite:///{folder / 'pilot.db'}")
+        CollectorSettings(
+            influx=influx,
+            devices_file=devices,
+            database_url=f"sqlite:///{folder / 'pilot.db'}",
+            signing_key_file=folder / "signing.key",
+        )
     )
     headers = key_headers(app)
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)

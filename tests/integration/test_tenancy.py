@@ -81,6 +81,7 @@ MATRIX = {
     ("GET", "/v1/demonstrations/{ref}/kpis"): READ,
     ("GET", "/v1/demonstrations/{ref}/comparison"): READ,
     ("GET", "/v1/demonstrations/{ref}/report"): READ,
+    ("GET", "/v1/demonstrations/{ref}/evidence"): READ,
     ("GET", "/v1/organisations"): ADMINS,
     ("POST", "/v1/organisations"): "401 201 403 403 403 403 403 403 403 403",
     ("GET", "/v1/api-keys"): ADMINS,
@@ -141,6 +142,7 @@ def world(empty_database: Database, influx_settings: InfluxSettings, tmp_path: P
         influx=influx_settings,
         devices_file=devices,
         database_url=empty_database.engine.url.render_as_string(hide_password=False),
+        signing_key_file=tmp_path / "signing.key",
     )
     app = create_app(settings, database=empty_database)
     access = AccessRepository(empty_database)
@@ -210,6 +212,7 @@ CALLS: dict[tuple[str, str], Call] = {
     ("GET", "/v1/demonstrations/{ref}/kpis"): lambda w: (f"/v1/demonstrations/{w.shared}/kpis", None),
     ("GET", "/v1/demonstrations/{ref}/comparison"): lambda w: (f"/v1/demonstrations/{w.shared}/comparison", None),
     ("GET", "/v1/demonstrations/{ref}/report"): lambda w: (f"/v1/demonstrations/{w.shared}/report", None),
+    ("GET", "/v1/demonstrations/{ref}/evidence"): lambda w: (f"/v1/demonstrations/{w.shared}/evidence", None),
     ("GET", "/v1/organisations"): lambda w: ("/v1/organisations", None),
     ("POST", "/v1/organisations"): lambda w: (
         "/v1/organisations",
