@@ -11,13 +11,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from grafana_client import GrafanaApi
-from grafana_client.client import (
-    GrafanaClientError,
-    GrafanaException,
-    GrafanaServerError,
-    GrafanaTimeoutError,
-    GrafanaUnauthorizedError,
-)
+from grafana_client.client import GrafanaClientError, GrafanaException, GrafanaServerError, GrafanaUnauthorizedError
 
 T = TypeVar("T")
 DEFAULT_TIMEOUT_S = 10.0
@@ -52,8 +46,8 @@ class Grafana:
         self._api = GrafanaApi.from_url(self.url + "/", credential=credential, timeout=timeout_s)
 
     def version(self) -> str:
-        """Grafana's version; also proves the credentials, since the settings need a signed-in caller."""
-        info = self._call("read Grafana's build information", self._api.health.check)
+        """Grafana's version, from /api/health: proves the address (the credentials are proved by the next call)."""
+        info = self._call("read Grafana's health", self._api.health.check)
         return str((info or {}).get("version", "unknown")) if isinstance(info, dict) else "unknown"
 
     def upsert_datasource(self, model: dict[str, Any]) -> str:
@@ -110,11 +104,9 @@ class Grafana:
                     " user needs the Admin role (datasources) or Editor (folders and dashboards)"
                 ) from None
             raise GrafanaError(f"Grafana at {self.url} refused to {what}: {_message(exc)}") from None
-        except GrafanaTimeoutError:
-            raise GrafanaError(f"Grafana at {self.url} did not answer in time to {what}") from None
         except GrafanaServerError as exc:
             raise GrafanaError(f"Grafana at {self.url} failed to {what}: {_message(exc)}") from None
-        except (GrafanaException, OSError) as exc:  # connection refused, unknown host, TLS
+        except (GrafanaException, OSError) as exc:  # requests' errors: refused, unknown host, TLS, timeout
             raise GrafanaError(f"cannot reach Grafana at {self.url} to {what}: {exc}") from None
 
 

@@ -56,11 +56,11 @@ class FakeGrafana:
 
     def answer(self, request: Request) -> tuple[int, Any]:
         self.requests.append(request)
+        method, path, body = request.method, request.path, request.body
+        if (method, path) == ("GET", "/api/health"):  # answered to anyone
+            return 200, {"commit": "abc", "database": "ok", "version": "11.3.0"}
         if request.authorization not in self.accepted:
             return 401, {"message": "Invalid API key"}
-        method, path, body = request.method, request.path, request.body
-        if (method, path) == ("GET", "/api/frontend/settings"):
-            return 200, {"buildInfo": {"version": "11.3.0", "commit": "abc", "env": "production"}}
         if path == f"/api/datasources/uid/{DATASOURCE_UID}":
             if method == "GET":
                 found = self.datasources.get(DATASOURCE_UID)
@@ -149,14 +149,14 @@ def test_a_first_push_creates_the_datasource_folder_and_dashboards(grafana: Fake
     expected = all_dashboards(load_profiles())
     calls = [(r.method, r.path) for r in grafana.requests]
     assert calls == [
-        ("GET", "/api/frontend/settings"),
+        ("GET", "/api/health"),
         ("GET", f"/api/datasources/uid/{DATASOURCE_UID}"),
         ("POST", "/api/datasources"),
         ("GET", f"/api/folders/{FOLDER_UID}"),
         ("POST", "/api/folders"),
         *[("POST", "/api/dashboards/db")] * len(expected),
     ]
-    assert {r.authorization for r in grafana.requests} == {f"Bearer {TOKEN}"}
+    assert {r.authorization for r in grafana.requests} == {f"Bearer {TOKEN}"}  # the health check's too
     created = grafana.requests[2].body
     assert created == datasource_model("http://influxdb:8086", "pilot", "read-token")
     assert created["jsonData"] == {
@@ -203,7 +203,7 @@ def test_a_refused_token_is_a_clear_error(grafana: FakeGrafana) -> None:
     result = _push(grafana.url, "--token", "wrong")
     assert result.exit_code == 1
     assert f"Grafana at {grafana.url} refused our credentials (401)" in result.output
-    assert "Traceback" not in result.output and len(grafana.requests) == 1
+    assert "Traceback" not in result.output and len(grafana.requests) == 2  # the health check, then the refusal
 
 
 def test_a_role_that_may_not_write_datasources_is_told_what_it_needs(grafana: FakeGrafana) -> None:
