@@ -24,7 +24,7 @@ from api.kpi_models import comparison_document, kpis_document
 from kpi_engine.evaluation import DemonstrationResult, evaluate
 from kpi_engine.service import ENGINE_VERSION, Evaluation, KpiService, telemetry_intervals
 from pilot_core import evidence
-from pilot_core.demonstration import canonical_json
+from pilot_core.demonstration import DemonstrationPlan, canonical_json
 from pilot_core.device_hours import DeviceHour
 from pilot_core.device_rows import DeviceRows, build_hours
 from pilot_core.registry import DeviceKey, DeviceRegistry
@@ -79,6 +79,34 @@ def hours_of(all_rows: list[DeviceRows]) -> dict[str, list[DeviceHour]]:
     return hours
 
 
+def results(
+    demonstration_id: int,
+    slug: str,
+    plan_version: int,
+    frozen: bool,
+    plan: DemonstrationPlan,
+    result: DemonstrationResult,
+    fingerprint: str,
+    hours: dict[str, list[DeviceHour]],
+) -> dict[str, bytes]:
+    """The results files: the API's documents of ``result``, as computed from a bundle's rows."""
+    evaluation = Evaluation(
+        demonstration_id=demonstration_id,
+        slug=slug,
+        plan_version=plan_version,
+        frozen=frozen,
+        plan=plan,
+        result=result,
+        data_fingerprint=fingerprint,
+        hours_refreshed=sum(len(device_hours) for device_hours in hours.values()),
+        cached=False,
+    )
+    return {
+        evidence.KPIS: evidence.json_bytes(kpis_document(evaluation).model_dump(mode="json")),
+        evidence.COMPARISON: evidence.json_bytes(comparison_document(evaluation).model_dump(mode="json")),
+    }
+
+
 def export(
     kpi: KpiService,
     audit: AuditLog,
@@ -103,19 +131,18 @@ def export(
 
     files = evidence.rows_to_csv(all_rows)
     fingerprint = evidence.data_fingerprint(files)
-    bundled = Evaluation(
-        demonstration_id=evaluation.demonstration_id,
-        slug=evaluation.slug,
-        plan_version=evaluation.plan_version,
-        frozen=evaluation.frozen,
-        plan=plan,
-        result=result,
-        data_fingerprint=fingerprint,
-        hours_refreshed=sum(len(device_hours) for device_hours in hours.values()),
-        cached=False,
+    files.update(
+        results(
+            evaluation.demonstration_id,
+            evaluation.slug,
+            evaluation.plan_version,
+            evaluation.frozen,
+            plan,
+            result,
+            fingerprint,
+            hours,
+        )
     )
-    files[evidence.KPIS] = evidence.json_bytes(kpis_document(bundled).model_dump(mode="json"))
-    files[evidence.COMPARISON] = evidence.json_bytes(comparison_document(bundled).model_dump(mode="json"))
 
     stored = kpi.demonstrations.get(evaluation.demonstration_id)
     versions = kpi.demonstrations.versions(stored.id)

@@ -12,15 +12,13 @@ import binascii
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from pydantic import ValidationError
 
 from adapters import signing
-from api.kpi_models import comparison_document, kpis_document
-from evidence.export import environment, hours_of
+from evidence.export import environment, hours_of, results
 from kpi_engine.evaluation import evaluate
-from kpi_engine.service import Evaluation, telemetry_intervals
+from kpi_engine.service import telemetry_intervals
 from pilot_core import evidence
 from pilot_core.audit import json_changes
 from pilot_core.demonstration import DemonstrationPlan
@@ -174,25 +172,20 @@ def _recompute(
     fingerprint = evidence.data_fingerprint(files)
     hours = hours_of(all_rows)
     result = evaluate(plan, manifest.plan_hash, hours, telemetry_intervals(plan, registry))
-    again = Evaluation(
-        demonstration_id=manifest.demonstration_id,
-        slug=manifest.slug,
-        plan_version=manifest.plan_version,
-        frozen=manifest.frozen,
-        plan=plan,
-        result=result,
-        data_fingerprint=fingerprint,
-        hours_refreshed=sum(len(h) for h in hours.values()),
-        cached=False,
+    recomputed = results(
+        manifest.demonstration_id,
+        manifest.slug,
+        manifest.plan_version,
+        manifest.frozen,
+        plan,
+        result,
+        fingerprint,
+        hours,
     )
-    recomputed: dict[str, Any] = {
-        evidence.KPIS: kpis_document(again).model_dump(mode="json"),
-        evidence.COMPARISON: comparison_document(again).model_dump(mode="json"),
-    }
     problems = []
-    for name, document in recomputed.items():
-        # Through JSON text both sides: what is compared is the numbers as written, bit for bit.
-        changes = json_changes(bundled[name], json.loads(evidence.json_bytes(document)))
+    for name, text in recomputed.items():
+        # As JSON text both sides: what is compared is the numbers as written, bit for bit.
+        changes = json_changes(bundled[name], json.loads(text))
         for change in changes[:_SHOWN_DIFFERENCES]:
             problems.append(
                 f"{name} {change['path']}: the bundle says {change['before']!r}, recomputed {change['after']!r}"

@@ -9,11 +9,10 @@ from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import Response
 
 from adapters import bundle_archive
-from adapters.influxdb import InfluxError
 from adapters.signing import SigningKey, SigningKeyError
 from api.problems import AUTH_ERRORS, problem_responses
 from api.routers.demonstrations import INVALID, NOT_FOUND, Ref
-from api.routers.kpis import Service, Version
+from api.routers.kpis import Service, Version, engine_errors
 from api.security import Caller
 from api.state import ApiState, api_state
 from evidence.export import ExportError, export
@@ -42,19 +41,18 @@ def evidence_bundle(ref: Ref, service: Service, state: State, principal: Caller,
     """Export the demonstration's evidence: every hour is read again from InfluxDB, so this takes a while."""
     try:
         key = SigningKey.load_or_create(state.settings.signing_key_file)
-        bundle = export(
-            service,
-            state.audit(),
-            key,
-            ref,
-            version,
-            created_by=f"{principal.name} ({principal.role.value}, {principal.organisation})",
-        )
-    except InfluxError as exc:
-        raise HTTPException(503, f"InfluxDB could not be read: {exc}") from None
+        with engine_errors():
+            bundle = export(
+                service,
+                state.audit(),
+                key,
+                ref,
+                version,
+                created_by=f"{principal.name} ({principal.role.value}, {principal.organisation})",
+            )
     except SigningKeyError as exc:
         raise HTTPException(503, str(exc)) from None
-    except (LookupError, ExportError) as exc:
+    except ExportError as exc:
         raise HTTPException(409, str(exc)) from None
     disposition = (
         f'attachment; filename="demonstration-{bundle.manifest.demonstration_id}-evidence.zip";'

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
@@ -65,13 +66,20 @@ Refresh = Annotated[
 Format = Annotated[Literal["json", "csv"] | None, Query(description="Default: from the Accept header, else JSON")]
 
 
-def _evaluate(service: KpiService, ref: str, version: int | None, refresh: bool) -> Evaluation:
+@contextmanager
+def engine_errors() -> Iterator[None]:
+    """What the engine raises, as the statuses every endpoint that evaluates documents."""
     try:
-        return service.evaluate(ref, version, refresh=refresh)
+        yield
     except InfluxError as exc:
         raise HTTPException(503, f"InfluxDB could not be read: {exc}") from None
-    except LookupError as exc:
+    except LookupError as exc:  # a device of the plan that is not registered
         raise HTTPException(409, str(exc)) from None
+
+
+def _evaluate(service: KpiService, ref: str, version: int | None, refresh: bool) -> Evaluation:
+    with engine_errors():
+        return service.evaluate(ref, version, refresh=refresh)
 
 
 def _wants_csv(request: Request, format: str | None) -> bool:

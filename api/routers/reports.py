@@ -9,10 +9,9 @@ from urllib.parse import quote
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import Response
 
-from adapters.influxdb import InfluxError
 from api.problems import AUTH_ERRORS, problem_responses
 from api.routers.demonstrations import INVALID, NOT_FOUND, Ref
-from api.routers.kpis import Refresh, Service, Version
+from api.routers.kpis import Refresh, Service, Version, engine_errors
 from reports.charts import FontMissing
 from reports.content import report_content
 from reports.formats import MEDIA_TYPES, Format
@@ -82,12 +81,9 @@ def demonstration_report(
     """
     language, chosen = _language(request, lang), _format(request, format)
     try:
-        evaluation, breakdown = service.evaluate_with_breakdown(ref, version, refresh=refresh)
+        with engine_errors():
+            evaluation, breakdown = service.evaluate_with_breakdown(ref, version, refresh=refresh)
         body = render(report_content(evaluation, breakdown, dt.datetime.now(dt.UTC)), language, chosen)
-    except InfluxError as exc:
-        raise HTTPException(503, f"InfluxDB could not be read: {exc}") from None
-    except LookupError as exc:
-        raise HTTPException(409, str(exc)) from None
     except FontMissing as exc:
         raise HTTPException(503, str(exc)) from None
     headers = {"Content-Language": language.value, "Vary": "Accept, Accept-Language"}
