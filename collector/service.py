@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import socket
 import threading
 import time
 from typing import Any
@@ -227,10 +228,15 @@ class Collector:
                 )
                 self.metrics.watchdog_reconnects.inc()
                 self._last_heartbeat = time.monotonic()
-                try:
-                    self._client.reconnect()
-                except OSError as exc:
-                    log.warning("reconnect failed (%s); paho keeps trying", exc)
+                # Cut the connection and let paho's own loop reconnect (and on_connect subscribe again):
+                # calling reconnect() from this thread races that loop, and two CONNECTs for one client id
+                # left a session that took the heartbeat but delivered no data.
+                sock = self._client.socket()
+                if isinstance(sock, socket.socket):  # TLS sockets too; a websocket has its own
+                    try:
+                        sock.shutdown(socket.SHUT_RDWR)
+                    except OSError as exc:
+                        log.warning("could not cut the silent connection (%s); paho keeps trying", exc)
 
     # --- worker ----------------------------------------------------------
 
