@@ -94,14 +94,14 @@ def connect_and_wait(
 
     def on_connect(c: paho.Client, userdata: object, flags: object, reason: object, props: object) -> None:
         if getattr(reason, "is_failure", False):
-            failure.append(f"refused the connection: {reason}{_refusal_hint(settings, reason)}")
+            failure.append(f"refused the connection: {reason}{refusal_hint(settings, reason)}")
         connected.set()
         if previous_connect is not None:
             previous_connect(c, userdata, flags, reason, props)
 
     def on_disconnect(c: paho.Client, userdata: object, flags: object, reason: object, props: object) -> None:
         if not connected.is_set():  # closed before its CONNACK: usually TLS, after our handshake half
-            failure.append(_closed_early(settings, socket_errors))
+            failure.append(closed_early(settings, socket_errors))
             connected.set()
         if previous_disconnect is not None:
             previous_disconnect(c, userdata, flags, reason, props)
@@ -139,14 +139,14 @@ def connect_and_wait(
         raise MqttConnectError(f"the MQTT broker at {settings.address} {failure[0]}")
 
 
-def _refusal_hint(settings: MqttSettings, reason: object) -> str:
+def refusal_hint(settings: MqttSettings, reason: object) -> str:
     if getattr(reason, "value", None) in (134, 135):  # bad user name or password, not authorized
         who = f"as {settings.username!r}" if settings.username else "without a username"
         return f" (we connected {who}: check mqtt.username and mqtt.password, and the broker's password file)"
     return ""
 
 
-def _closed_early(settings: MqttSettings, socket_errors: list[str]) -> str:
+def closed_early(settings: MqttSettings, socket_errors: list[str]) -> str:
     detail = next((e for e in reversed(socket_errors) if "SSL" in e), socket_errors[-1] if socket_errors else "")
     if "CERTIFICATE_REQUIRED" in detail or (settings.uses_tls and not settings.cert_file):
         hint = "; it may require a client certificate (mqtt.cert_file and mqtt.key_file)"

@@ -7,8 +7,6 @@ import hashlib
 import json
 import time
 
-import paho.mqtt.client as paho
-
 from pilot_core.validation import Rejection
 
 # Enough of an oversized payload to recognise it; the whole would exceed the broker's limit too.
@@ -39,11 +37,3 @@ def dead_letter_payload(topic: str, payload: bytes, rejection: Rejection, collec
     except UnicodeDecodeError:
         body["payload_base64"] = base64.b64encode(kept).decode("ascii")
     return json.dumps(body, ensure_ascii=False).encode("utf-8")
-
-
-def publish_dead_letter(
-    client: paho.Client, root: str, topic: str, payload: bytes, rejection: Rejection, collector_id: str
-) -> paho.MQTTMessageInfo:
-    return client.publish(
-        dead_letter_topic(root, rejection), dead_letter_payload(topic, payload, rejection, collector_id), qos=1
-    )

@@ -33,18 +33,6 @@ from pilot_core.validation import (
     validate_message,
 )
 
-
-@dataclass(slots=True)
-class Inbound:
-    """A message as received, with what is needed to acknowledge it later."""
-
-    topic: str
-    payload: bytes
-    mid: int
-    qos: int
-    generation: int  # which MQTT connection delivered it: acks go back on that one only
-
-
 StreamKey = tuple[str, str, str, str]  # site, line, device, channel
 
 

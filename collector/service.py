@@ -1,30 +1,27 @@
 """The collector service: wires MQTT intake, processing and InfluxDB output.
 
-The MQTT network thread only queues what it receives. One worker thread
-takes batches from the queue in arrival order, validates and encodes them,
-writes them to InfluxDB, dead-letters what was refused, and only then
-acknowledges the batch to the broker.
+The MQTT reader thread (``adapters.mqtt_intake``) only queues what it
+receives, a read's worth of messages at a time. One worker thread takes
+batches from the queue in arrival order, has them validated and encoded in a
+child process, writes them to InfluxDB (or the disk spool), dead-letters what
+was refused, and only then acknowledges the batch to the broker.
 """
 
 from __future__ import annotations
 
 import logging
 import queue
-import socket
 import threading
 import time
-from typing import Any
-
-import paho.mqtt.client as paho
-from paho.mqtt.reasoncodes import ReasonCode
 
 from adapters.catalog import load_profiles, load_registry
 from adapters.influxdb import InfluxClient, InfluxError
-from adapters.mqtt import connect_and_wait, new_client
-from collector.dead_letter import publish_dead_letter
+from adapters.mqtt_intake import IntakeConnection
+from adapters.mqtt_packets import Delivery
+from collector.dead_letter import dead_letter_payload, dead_letter_topic
 from collector.metrics import CollectorMetrics
 from collector.output import InfluxOutput
-from collector.processing import BatchOutcome, Inbound, Limits, ProcessorProcess, topic_or_none
+from collector.processing import BatchOutcome, Limits, ProcessorProcess, topic_or_none
 from collector.settings import CollectorSettings
 from collector.spool import Spool, SpooledBatch, SpoolFull
 from pilot_core.broker_accounts import heartbeat_topic
@@ -46,10 +43,13 @@ class Collector:
         self.registry = registry or load_registry(settings.devices_file, load_profiles(settings.profiles_dir))
         self.metrics = CollectorMetrics()
         self.influx = InfluxClient(settings.influx)
-        self._queue: queue.SimpleQueue[Inbound] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[list[Delivery]] = queue.SimpleQueue()
+        self._carry: list[Delivery] = []  # what the last batch left of a read: the next batch starts with it
+        # One writer each, so the backlog needs no lock: the reader counts in, the worker counts out.
+        self._queued = 0
+        self._taken = 0
         self._in_flight = 0  # taken from the queue, not yet acknowledged
         self._accepting = True
-        self._generation = 0
         self._store_checked = False  # pinged, and the database created where the server allows
         self._stopping = threading.Event()
         self._abort = threading.Event()
@@ -57,21 +57,25 @@ class Collector:
         self.processor = ProcessorProcess(self.registry, Limits.from_settings(settings))
         self.spool = Spool(settings.spool_dir, settings.spool_quota_mb * 1024 * 1024)
         self._spooled = threading.Event()  # wakes the replayer
-        self.metrics.watch_backlog(lambda: self._queue.qsize() + self._in_flight)
+        self.metrics.watch_backlog(lambda: self.backlog)
         self.metrics.watch_spool(lambda: self.spool.pending, lambda: self.spool.bytes, self.spool.quota_bytes)
-        self._client = new_client(settings.mqtt, settings.client_id, manual_ack=True)
-        self._client.on_connect = self._on_connect
-        self._client.on_disconnect = self._on_disconnect
-        self._client.on_message = self._on_message
-        self._client.on_subscribe = self._on_subscribe
-        self._client.on_publish = self._on_publish
-        self._refused_publishes: dict[int, str] = {}  # mid → the broker's reason, until _dead_letter reads it
-        self._subscribed = threading.Event()
-        self._subscription_mid: int | None = None
-        self._worker = threading.Thread(target=self._work, name="pilot-collector-worker", daemon=True)
-        self._replayer = threading.Thread(target=self._replay, name="pilot-collector-replay", daemon=True)
         # The collector publishes to itself: a connection that stays up while deliveries stop is found out.
         self.heartbeat_topic = heartbeat_topic(settings.client_id)
+        subscriptions = [(settings.subscription, 1)]
+        if settings.watchdog_s:
+            subscriptions.append((self.heartbeat_topic, 0))
+        self._mqtt = IntakeConnection(
+            settings.mqtt,
+            settings.client_id,
+            subscriptions,
+            self._on_deliveries,
+            session_expiry_s=settings.session_expiry_s,
+            receive_maximum=65535,
+            on_connect=self._on_connect,
+            on_disconnect=self._on_disconnect,
+        )
+        self._worker = threading.Thread(target=self._work, name="pilot-collector-worker", daemon=True)
+        self._replayer = threading.Thread(target=self._replay, name="pilot-collector-replay", daemon=True)
         self._last_heartbeat = time.monotonic()
         self._watchdog = threading.Thread(target=self._watch, name="pilot-collector-watchdog", daemon=True)
 
@@ -91,15 +95,8 @@ class Collector:
         self._replayer.start()
         if self.settings.watchdog_s:
             self._watchdog.start()
-        connect_and_wait(
-            self._client,
-            self.settings.mqtt,
-            persistent_session_s=self.settings.session_expiry_s,
-            receive_maximum=65535,
-        )
-        # A new session receives nothing published before its SUBACK: return only once subscribed.
-        if not self._subscribed.wait(10):
-            log.warning("the broker has not confirmed the subscription to %s yet", self.settings.subscription)
+        # A new session receives nothing published before its SUBACK: this returns once subscribed.
+        self._mqtt.start()
         log.info(
             "collecting %s from %s as %r: %d devices, %d profiles",
             self.settings.subscription,
@@ -127,8 +124,7 @@ class Collector:
         self._abort.set()  # the spool is durable: replaying stops here and resumes at the next start
         self._spooled.set()
         self._replayer.join(30)
-        self._client.disconnect()
-        self._client.loop_stop()
+        self._mqtt.close()
         self.processor.close()
         self.influx.close()
         log.info("collector stopped")
@@ -165,60 +161,41 @@ class Collector:
 
     @property
     def backlog(self) -> int:
-        return self._queue.qsize() + self._in_flight
+        """Messages received and not yet acknowledged."""
+        return self._queued - self._taken + self._in_flight
 
-    # --- MQTT callbacks (network thread: keep them cheap) ------------------
+    # --- MQTT callbacks (the reader thread: keep them cheap) ------------------
 
-    def _on_connect(
-        self, client: paho.Client, userdata: object, flags: object, reason: ReasonCode, props: object
-    ) -> None:
-        if reason.is_failure:
-            log.error("MQTT connection refused: %s", reason)
-            return
-        self._generation += 1
+    def _on_connect(self, session_present: bool) -> None:
         self.metrics.connected.set(1)
-        # Subscribe on every connect: a broker that lost our session must get it back.
-        _, self._subscription_mid = client.subscribe(self.settings.subscription, qos=1)
-        if self.settings.watchdog_s:
-            client.subscribe(self.heartbeat_topic, qos=0)
         self._last_heartbeat = time.monotonic()
-        log.info("connected to MQTT broker (session present: %s)", getattr(flags, "session_present", "?"))
+        log.info("connected to MQTT broker (session present: %s)", session_present)
 
-    def _on_publish(self, client: paho.Client, userdata: object, mid: int, reason: ReasonCode, props: object) -> None:
-        # A PUBACK that refuses (an ACL denying the dead-letter topic, say) is not a stored dead letter.
-        if reason.is_failure:
-            self._refused_publishes[mid] = str(reason)
-
-    def _on_subscribe(self, client: paho.Client, userdata: object, mid: int, reasons: list[Any], props: object) -> None:
-        if mid == self._subscription_mid:
-            refused = [r for r in reasons if getattr(r, "is_failure", False)]
-            if refused:
-                log.error("the broker refused the subscription to %s: %s", self.settings.subscription, refused[0])
-            else:
-                self._subscribed.set()
-
-    def _on_disconnect(
-        self, client: paho.Client, userdata: object, flags: object, reason: ReasonCode, props: object
-    ) -> None:
+    def _on_disconnect(self, reason: str) -> None:
         self.metrics.connected.set(0)
         if not self._stopping.is_set():
             log.warning("disconnected from MQTT broker (%s); reconnecting", reason)
 
-    def _on_message(self, client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
-        if message.topic == self.heartbeat_topic:
-            self._last_heartbeat = time.monotonic()
-            return
-        if self._accepting:
-            self._queue.put(Inbound(message.topic, bytes(message.payload), message.mid, message.qos, self._generation))
+    def _on_deliveries(self, deliveries: list[Delivery]) -> None:
+        if self.settings.watchdog_s:
+            heartbeat = self.heartbeat_topic
+            if any(d.topic == heartbeat for d in deliveries):
+                self._last_heartbeat = time.monotonic()
+                deliveries = [d for d in deliveries if d.topic != heartbeat]
+                if not deliveries:
+                    return
+        if self._accepting:  # once stopping, deliveries stay unacknowledged and return next session
+            self._queued += len(deliveries)
+            self._queue.put(deliveries)
 
     def _watch(self) -> None:
         """Publish a heartbeat to ourselves; if none comes back for ``watchdog_s``, reconnect."""
         period = self.settings.watchdog_s
         while not self._stopping.wait(period / 4):
-            if not self._client.is_connected():
-                self._last_heartbeat = time.monotonic()  # paho is reconnecting already
+            if not self._mqtt.connected:
+                self._last_heartbeat = time.monotonic()  # the reader is reconnecting already
                 continue
-            self._client.publish(self.heartbeat_topic, b"", qos=0)
+            self._mqtt.publish(self.heartbeat_topic, b"", qos=0)
             silent_s = time.monotonic() - self._last_heartbeat
             if silent_s > period:
                 log.error(
@@ -228,15 +205,9 @@ class Collector:
                 )
                 self.metrics.watchdog_reconnects.inc()
                 self._last_heartbeat = time.monotonic()
-                # Cut the connection and let paho's own loop reconnect (and on_connect subscribe again):
-                # calling reconnect() from this thread races that loop, and two CONNECTs for one client id
-                # left a session that took the heartbeat but delivered no data.
-                sock = self._client.socket()
-                if isinstance(sock, socket.socket):  # TLS sockets too; a websocket has its own
-                    try:
-                        sock.shutdown(socket.SHUT_RDWR)
-                    except OSError as exc:
-                        log.warning("could not cut the silent connection (%s); paho keeps trying", exc)
+                # Cut the connection and let the reader reconnect (and subscribe again): reconnecting
+                # from this thread would race it, and two CONNECTs for one client id confuse the broker.
+                self._mqtt.cut()
 
     # --- worker ----------------------------------------------------------
 
@@ -253,21 +224,23 @@ class Collector:
                     self.metrics.batches.labels("error").inc()
                     self.processor.forget_sequences()
                 finally:
-                    self._in_flight = 0
+                    self._in_flight = len(self._carry)
             elif self._stopping.is_set():
                 return
 
-    def _take_batch(self) -> list[Inbound]:
+    def _take_batch(self) -> list[Delivery]:
         size = self.settings.batch_size
-        try:
-            first = self._queue.get(timeout=0.2)
-        except queue.Empty:
-            return []
-        batch = [first]
+        batch, self._carry = self._carry, []
+        if not batch:
+            try:
+                batch = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                return []
+            self._taken += len(batch)
         deadline = time.monotonic() + self.settings.flush_interval_s
         while len(batch) < size:
             try:
-                batch.append(self._queue.get_nowait())
+                more = self._queue.get_nowait()
             except queue.Empty:
                 if self._stopping.is_set():
                     break
@@ -275,13 +248,17 @@ class Collector:
                 if remaining <= 0:
                     break
                 try:
-                    batch.append(self._queue.get(timeout=min(remaining, 0.05)))
+                    more = self._queue.get(timeout=min(remaining, 0.05))
                 except queue.Empty:
                     continue
-        self._in_flight = len(batch)
+            self._taken += len(more)
+            batch.extend(more)  # the reader's lists are ours once queued
+        if len(batch) > size:
+            batch, self._carry = batch[:size], batch[size:]
+        self._in_flight = len(batch) + len(self._carry)
         return batch
 
-    def _handle(self, messages: list[Inbound]) -> None:
+    def _handle(self, messages: list[Delivery]) -> None:
         outcome = self.processor.process([(m.topic, m.payload) for m in messages])
         self._count(len(messages), outcome)
         # While the spool holds batches, new ones queue behind them, so InfluxDB gets them in order.
@@ -307,7 +284,7 @@ class Collector:
         self._acknowledge(messages)
         self.metrics.batches.labels("written").inc()
 
-    def _spool(self, messages: list[Inbound], outcome: BatchOutcome) -> bool:
+    def _spool(self, messages: list[Delivery], outcome: BatchOutcome) -> bool:
         """Make the batch durable on disk and acknowledge it; False if the spool is full."""
         owners = sorted(set(outcome.line_owner))
         index = {owner: n for n, owner in enumerate(owners)}
@@ -361,14 +338,14 @@ class Collector:
                 log.info("spool drained: every spooled batch is in InfluxDB")
 
     @staticmethod
-    def _refused_spooled(batch: SpooledBatch, refused_lines: list[tuple[int, str]]) -> list[tuple[Inbound, Rejection]]:
+    def _refused_spooled(batch: SpooledBatch, refused_lines: list[tuple[int, str]]) -> list[tuple[Delivery, Rejection]]:
         owners: dict[int, str] = {}
         for line_index, message in refused_lines:
             owners.setdefault(batch.line_owner[line_index], message)
         refused = []
         for owner, message in owners.items():
             topic, payload = batch.messages[owner]
-            inbound = Inbound(topic, payload, 0, 0, -1)  # already acknowledged when spooled
+            inbound = Delivery(topic, payload, 0, 0, -1)  # already acknowledged when spooled
             log.error("InfluxDB refused a spooled point from %s: %s", topic, message)
             refused.append((inbound, Rejection(RejectReason.STORE_REJECTED, message, topic_or_none(inbound.topic))))
         return refused
@@ -383,8 +360,8 @@ class Collector:
 
     @staticmethod
     def _refused_by_store(
-        messages: list[Inbound], outcome: BatchOutcome, refused_lines: list[tuple[int, str]]
-    ) -> list[tuple[Inbound, Rejection]]:
+        messages: list[Delivery], outcome: BatchOutcome, refused_lines: list[tuple[int, str]]
+    ) -> list[tuple[Delivery, Rejection]]:
         """Lines InfluxDB refused (a type conflict with older data, say) go to the dead letter too."""
         owners: dict[int, str] = {}
         for line_index, message in refused_lines:
@@ -396,43 +373,28 @@ class Collector:
             refused.append((inbound, Rejection(RejectReason.STORE_REJECTED, message, topic_or_none(inbound.topic))))
         return refused
 
-    def _dead_letter(self, refused: list[tuple[Inbound, Rejection]]) -> bool:
-        infos = []
+    def _dead_letter(self, refused: list[tuple[Delivery, Rejection]]) -> bool:
+        """Publish each refused message to the dead-letter topic; True once the broker has stored them all."""
+        publications = []
         for inbound, rejection in refused:
             self.metrics.rejected.labels(rejection.reason.value).inc()
             log.info("refused %s: %s: %s", inbound.topic, rejection.reason.value, rejection.detail)
-            infos.append(
-                publish_dead_letter(
-                    self._client,
-                    self.settings.dead_letter_topic,
-                    inbound.topic,
-                    inbound.payload,
-                    rejection,
-                    self.settings.client_id,
-                )
-            )
-        try:
-            for info in infos:
-                info.wait_for_publish(DEAD_LETTER_ACK_TIMEOUT_S)
-        except (RuntimeError, ValueError) as exc:
-            log.warning("dead-letter publish failed (%s); the refused messages stay unacknowledged", exc)
-            return False
-        refusals = [self._refused_publishes.pop(info.mid, None) for info in infos]
-        for (inbound, _), refusal in zip(refused, refusals, strict=True):
-            if refusal is not None:
+            payload = dead_letter_payload(inbound.topic, inbound.payload, rejection, self.settings.client_id)
+            topic = dead_letter_topic(self.settings.dead_letter_topic, rejection)
+            publications.append(self._mqtt.publish(topic, payload))
+        stored = True
+        deadline = time.monotonic() + DEAD_LETTER_ACK_TIMEOUT_S
+        for (inbound, _), publication in zip(refused, publications, strict=True):
+            if not publication.wait(max(0.0, deadline - time.monotonic())):
+                stored = False
                 log.error(
-                    "the broker refused the dead letter of %s (%s): the message stays unacknowledged; let this"
-                    " collector's account write %s/#",
+                    "the dead letter of %s was not stored (%s): the message stays unacknowledged; if the broker"
+                    " refused it, let this collector's account write %s/#",
                     inbound.topic,
-                    refusal,
+                    publication.refusal,
                     self.settings.dead_letter_topic,
                 )
-        return all(info.is_published() for info in infos) and not any(refusals)
+        return stored
 
-    def _acknowledge(self, messages: list[Inbound]) -> None:
-        generation = self._generation
-        for message in messages:
-            # A message from an earlier connection is redelivered on this one; acking
-            # its old packet id here could acknowledge a different message.
-            if message.qos and message.generation == generation:
-                self._client.ack(message.mid, message.qos)
+    def _acknowledge(self, messages: list[Delivery]) -> None:
+        self._mqtt.acknowledge(messages)

@@ -310,7 +310,7 @@ def test_a_session_that_stops_delivering_is_noticed_and_reconnected(
     with running_collector(settings, registry_of(site, line, device)) as collector:
         time.sleep(1.0)  # its subscriptions are in place and heartbeats come back
         # As if the broker had lost our subscriptions while the connection stayed up.
-        collector._client.unsubscribe([settings.subscription, collector.heartbeat_topic])
+        collector._mqtt.unsubscribe([settings.subscription, collector.heartbeat_topic])
         wait_until(lambda: collector.metrics.watchdog_reconnects._value.get() >= 1, timeout_s=15, what="the watchdog")
         wait_until(lambda: collector.metrics.connected._value.get() == 1, what="the reconnect")
         with SteadyPublisher(mqtt_settings, site, line, device) as publisher:
