@@ -55,6 +55,9 @@ class Limits:
     max_clock_skew_s: float = 0.0  # 0: no bound
     max_record_age_s: float = 0.0  # 0: no bound
     rate_limit: RateLimit | None = None  # None: no quota
+    # In a share group each member sees only part of a device's seq: gaps, duplicates and regressions it would
+    # judge from that part are the other members' messages, so it writes every valid message instead.
+    judge_seq: bool = True
 
     @classmethod
     def from_settings(cls, settings: CollectorSettings) -> Limits:
@@ -64,6 +67,7 @@ class Limits:
             settings.max_clock_skew_s,
             settings.max_record_age_s,
             RateLimit(rate, settings.rate_limit_burst_records) if rate else None,
+            judge_seq=not settings.share_group,
         )
 
     def clock_check(self, now_s: float) -> ClockCheck | None:
@@ -113,7 +117,7 @@ class Processor:
                 result = self._within_quota(result, now_s)
             if isinstance(result, Rejection):
                 outcome.rejected.append((index, result))
-            elif self._sequence_ok(result, index, outcome):
+            elif not self.limits.judge_seq or self._sequence_ok(result, index, outcome):
                 outcome.lines.extend(result.lines)
                 outcome.line_owner.extend([index] * len(result.lines))
         return outcome

@@ -173,3 +173,15 @@ def test_settings_map_to_limits_and_zero_turns_each_off() -> None:
 def test_a_burst_smaller_than_one_full_batch_is_refused() -> None:
     with pytest.raises(ValueError, match="rate_limit_burst_records"):
         CollectorSettings(rate_limit_burst_records=9_999)
+
+
+def test_a_share_group_member_writes_every_valid_message_whatever_its_seq() -> None:
+    # Each member sees part of a device's seq: what looks like a regression or a duplicate is its share.
+    limits = Limits.from_settings(CollectorSettings(share_group="line-5", max_clock_skew_s=0))
+    assert not limits.judge_seq and Limits.from_settings(CollectorSettings()).judge_seq
+    proc = Processor(REGISTRY, limits)
+    outcome = proc.process([batch("a", 7, 1), batch("a", 3, 1), batch("a", 7, 1)])
+    assert outcome.rejected == [] and outcome.duplicates == [] and outcome.seq_gaps == [] and len(outcome.lines) == 3
+    judged = Processor(REGISTRY, Limits.from_settings(CollectorSettings(max_clock_skew_s=0)))
+    outcome = judged.process([batch("a", 7, 1), batch("a", 3, 1), batch("a", 7, 1)])
+    assert [r.reason for _, r in outcome.rejected] == [RejectReason.SEQ_REGRESSION] and len(outcome.duplicates) == 1
