@@ -35,6 +35,7 @@ from adapters.tls import client_context, describe_tls_failure
 log = logging.getLogger("pilot.mqtt")
 
 READ_SIZE = 256 * 1024
+HOLD_POLL_S = 0.005
 RECONNECT_DELAYS_S = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
 
 
@@ -73,6 +74,7 @@ class IntakeConnection:
         receive_maximum: int = 65535,
         on_connect: Callable[[bool], None] | None = None,
         on_disconnect: Callable[[str], None] | None = None,
+        hold: Callable[[], bool] | None = None,
     ) -> None:
         if any(qos not in (0, 1) for _, qos in subscriptions):
             raise ValueError("intake subscriptions are QoS 0 or 1")
@@ -82,6 +84,10 @@ class IntakeConnection:
         self._on_deliveries = on_deliveries
         self._on_connect = on_connect
         self._on_disconnect = on_disconnect
+        # Reading pauses while this says so: the caller's own bound on what it holds. Brokers do not all
+        # honour Receive Maximum (Mosquitto 2.0.11 sends past it once the first PUBACKs arrive), and TCP
+        # flow control then keeps the rest on the broker.
+        self._hold = hold
         self._session_expiry_s = session_expiry_s or 0
         self._receive_maximum = receive_maximum
         self._context = (
@@ -105,7 +111,8 @@ class IntakeConnection:
         self._packet_ids = 0
         self._publications: dict[int, Publication] = {}
         self._outbound_slots = threading.BoundedSemaphore(65535)
-        self._subscribed = threading.Event()
+        self._subscribed = threading.Event()  # the first SUBACK came, or the first connection was lost before it
+        self._lost_before_suback: str | None = None
         self.subscription_refusal: str | None = None
         self._stopping = threading.Event()
         self._reader = threading.Thread(target=self._run, name="pilot-mqtt-intake", daemon=True)
@@ -117,8 +124,15 @@ class IntakeConnection:
         session_present = self._connect(timeout_s)
         self._reader.start()
         self._announce(session_present)
-        if not self._subscribed.wait(timeout_s) and not self.subscription_refusal:
+        if not self._subscribed.wait(timeout_s):
             log.warning("the broker has not confirmed the subscription to %s yet", self.subscriptions[0][0])
+        if self._lost_before_suback and not self.subscription_refusal:
+            self.close()
+            raise MqttConnectError(
+                f"the MQTT broker at {self.settings.address} dropped the connection instead of confirming the"
+                f" subscription to {', '.join(f for f, _ in self.subscriptions)} ({self._lost_before_suback}):"
+                " is every topic filter valid?"
+            )
         if self.subscription_refusal:
             self.close()
             raise MqttConnectError(
@@ -222,9 +236,12 @@ class IntakeConnection:
         tls_lock = self._tls_lock
         pending, self._carry = self._carry, b""
         generation = self.generation
+        hold = self._hold
         while not self._stopping.is_set():
             chunk: bytes | None = None
-            if pending_tls(sock) or select.select([sock], [], [], tick)[0]:
+            if hold is not None and hold():
+                time.sleep(HOLD_POLL_S)
+            elif pending_tls(sock) or select.select([sock], [], [], tick)[0]:
                 try:
                     if tls_lock is None:
                         chunk = sock.recv(READ_SIZE)
@@ -236,7 +253,7 @@ class IntakeConnection:
                 if not chunk:
                     return "the broker closed the connection"
             now = time.monotonic()
-            if chunk is not None or pending:
+            if chunk is not None or (pending and not (hold is not None and hold())):
                 if chunk is not None:
                     self._last_received = now
                     data = pending + chunk if pending else chunk
@@ -374,6 +391,9 @@ class IntakeConnection:
             self._sock = None
             publications, self._publications = self._publications, {}
         _shut(sock)
+        if not self._subscribed.is_set():
+            self._lost_before_suback = reason
+            self._subscribed.set()
         for publication in publications.values():
             publication.settle(f"the connection was lost before the broker confirmed it ({reason})")
         if self._on_disconnect is not None and not self._stopping.is_set():

@@ -18,8 +18,8 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from collector.settings import CollectorSettings
 from pilot_core.contract import Topic, TopicError, parse_topic
 from pilot_core.rate_limit import RateLimit, TokenBuckets
 from pilot_core.registry import DeviceRegistry
@@ -32,6 +32,9 @@ from pilot_core.validation import (
     SeqVerdict,
     validate_message,
 )
+
+if TYPE_CHECKING:  # the child process imports this module: settings would bring httpx and pydantic-settings
+    from collector.settings import CollectorSettings
 
 StreamKey = tuple[str, str, str, str]  # site, line, device, channel
 

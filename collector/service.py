@@ -70,9 +70,10 @@ class Collector:
             subscriptions,
             self._on_deliveries,
             session_expiry_s=settings.session_expiry_s,
-            receive_maximum=65535,
+            receive_maximum=settings.in_flight_limit,
             on_connect=self._on_connect,
             on_disconnect=self._on_disconnect,
+            hold=lambda: self.backlog >= self.settings.in_flight_limit,
         )
         self._worker = threading.Thread(target=self._work, name="pilot-collector-worker", daemon=True)
         self._replayer = threading.Thread(target=self._replay, name="pilot-collector-replay", daemon=True)

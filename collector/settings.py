@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
 from adapters.catalog import BUNDLED_PROFILES
@@ -43,6 +43,13 @@ class CollectorSettings(BaseSettings):
     )
     batch_size: int = Field(default=5000, ge=1, le=65535, description="Messages per InfluxDB write")
     flush_interval_s: float = Field(default=1.0, gt=0, description="Longest a message waits for its batch to fill")
+    receive_maximum: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Most unacknowledged QoS 1 messages the broker sends at once (MQTT 5 Receive Maximum), which"
+        " bounds the collector's memory; by default 3 batches, at most 65,535",
+    )
     max_payload_bytes: int = Field(default=256 * 1024, ge=1024)
     max_clock_skew_s: float = Field(
         default=600.0,
@@ -85,6 +92,20 @@ class CollectorSettings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9464, ge=0, description="Prometheus /metrics; 0 turns it off")
     shutdown_timeout_s: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _a_batch_fits_in_flight(self) -> CollectorSettings:
+        if self.receive_maximum is not None and self.receive_maximum < self.batch_size:
+            raise ValueError(
+                f"receive_maximum ({self.receive_maximum}) is below batch_size ({self.batch_size}): a batch could"
+                " never fill, since the broker sends no more until the collector acknowledges"
+            )
+        return self
+
+    @property
+    def in_flight_limit(self) -> int:
+        """The Receive Maximum asked of the broker: enough for one batch in hand and the next two arriving."""
+        return self.receive_maximum or min(3 * self.batch_size, 65535)
 
     @property
     def subscription(self) -> str:

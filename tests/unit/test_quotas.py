@@ -185,3 +185,11 @@ def test_a_share_group_member_writes_every_valid_message_whatever_its_seq() -> N
     judged = Processor(REGISTRY, Limits.from_settings(CollectorSettings(max_clock_skew_s=0)))
     outcome = judged.process([batch("a", 7, 1), batch("a", 3, 1), batch("a", 7, 1)])
     assert [r.reason for _, r in outcome.rejected] == [RejectReason.SEQ_REGRESSION] and len(outcome.duplicates) == 1
+
+
+def test_the_receive_maximum_defaults_to_three_batches_and_must_hold_one() -> None:
+    assert CollectorSettings().in_flight_limit == 15_000
+    assert CollectorSettings(batch_size=30_000).in_flight_limit == 65_535
+    assert CollectorSettings(receive_maximum=8_000).in_flight_limit == 8_000
+    with pytest.raises(ValueError, match="receive_maximum .* is below batch_size"):
+        CollectorSettings(receive_maximum=100)
