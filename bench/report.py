@@ -1,0 +1,373 @@
+"""docs/benchmarks.md from the JSON results of one ``bench/run``.
+
+Every figure on the page comes from the results folder of that one run, so
+the page never mixes runs. The prose around the figures (method, reading,
+caveats) is ``bench/benchmarks.template.md``; its ``$name`` placeholders are
+filled with the tables below.
+
+    .venv/bin/python -m bench.report --results .pilot/bench/results --out docs/benchmarks.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from string import Template
+from typing import Any
+
+TEMPLATE = Path(__file__).with_name("benchmarks.template.md")
+
+# The issue's targets: (what, the figure, how it is compared).
+TARGET_BEST_COLLECTOR_VS_NODE_RED = 1.2
+TARGET_COLLECTOR_VS_BARE = 0.9
+TARGET_COLLECTOR_VS_NAIVE = 20.0
+TARGET_P99_MS = 2000.0
+TARGET_COLD_S = 1.0
+TARGET_WARM_S = 0.1
+TARGET_RSS_MB = 200.0
+# "Bounded" through an outage: memory at the end of the long outage within this factor of the short one's.
+BOUNDED_GROWTH = 1.15
+
+DRAIN_PHASES = ("bare", "collector", "collector-2", "naive", "node-red", "node-red-per-message")
+LABELS = {
+    "bare": "bare paho receiver (baseline)",
+    "collector": "**our collector, 1 process**",
+    "collector-2": "**our collector, 2 processes ($share)**",
+    "naive": "naive collector, one POST per message",
+    "node-red": "Node-RED, batched flow",
+    "node-red-per-message": "Node-RED, per-message node",
+}
+
+
+class MissingResult(RuntimeError):
+    pass
+
+
+def load(folder: Path, name: str) -> dict[str, Any] | None:
+    path = folder / f"{name}.json"
+    if not path.is_file():
+        return None
+    result: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return result
+
+
+def number(value: Any, spec: str = ",.0f") -> str:
+    return format(value, spec) if isinstance(value, int | float) else "–"
+
+
+def spread(values: Sequence[float], spec: str = ",.0f") -> str:
+    """``median (min–max)`` of the rounds, or the single value."""
+    if not values:
+        return "–"
+    middle = number(statistics.median(values), spec)
+    low, high = number(min(values), spec), number(max(values), spec)
+    if low == high:
+        return middle
+    return f"{middle} ({low}–{high})"
+
+
+def verdict(met: bool | None) -> str:
+    return "–" if met is None else ("**met**" if met else "**not met**")
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def phase(ingest: dict[str, Any], name: str) -> dict[str, Any] | None:
+    found: dict[str, Any] | None = ingest.get("phases", {}).get(name)
+    return found if found and found.get("rates") else None
+
+
+def ratio(ingest: dict[str, Any], name: str) -> dict[str, Any] | None:
+    found: dict[str, Any] | None = ingest.get("ratios", {}).get(name)
+    return found
+
+
+def ratio_text(entry: dict[str, Any] | None, spec: str = ".2f") -> str:
+    return spread(entry["rounds"], spec) + " ×" if entry else "–"
+
+
+def zero_loss(ingest: dict[str, Any], *names: str) -> bool:
+    found = [phase(ingest, n) for n in names]
+    return all(p is not None and p.get("lost") == 0 for p in found)
+
+
+# --- the sections ---------------------------------------------------------------
+
+
+def machine_section(run: dict[str, Any], ingest: dict[str, Any]) -> str:
+    machine = ingest.get("machine", {})
+    versions = run.get("versions", {})
+    rows = [
+        ("run", f"{run.get('started', '?')} → {run.get('finished', '?')} ({run.get('minutes', '?')} min)"),
+        ("commit", f"`{run.get('commit', '?')}`" + (" (with uncommitted changes)" if run.get("dirty") else "")),
+        ("command", f"`{run.get('command', 'bench/run')}`"),
+        ("machine", f"{machine.get('cores', '?')} cores ({machine.get('cpu_model', '?')}), "
+                    f"{machine.get('memory_gb', '?')} GB RAM, Linux {machine.get('kernel', '?')}"),
+        ("load average at start", ", ".join(f"{x:.2f}" for x in machine.get("loadavg_at_start", [])) or "–"),
+        ("Python", machine.get("python", "?")),
+        ("paho-mqtt", machine.get("paho_mqtt", "?")),
+        ("Mosquitto", machine.get("mosquitto", "?")),
+        ("InfluxDB", machine.get("influxd", "?")),
+        ("Node.js", machine.get("node", versions.get("node", "?"))),
+        ("Node-RED", machine.get("node_red", versions.get("node_red", "?"))),
+        ("node-red-contrib-influxdb", machine.get("node_red_contrib_influxdb", versions.get("influxdb_node", "?"))),
+    ]  # fmt: skip
+    return table(("", ""), [(k, str(v)) for k, v in rows])
+
+
+def targets_section(results: dict[str, dict[str, Any] | None]) -> str:
+    ingest = results["ingest"] or {}
+    rows: list[tuple[str, str, str, str]] = []
+
+    best = ratio(ingest, "best-collector/node-red")
+    lossless = zero_loss(ingest, "collector", "collector-2", "node-red") or zero_loss(ingest, "collector", "node-red")
+    met = None if best is None else best["median"] >= TARGET_BEST_COLLECTOR_VS_NODE_RED and lossless
+    rows.append((
+        "QoS 1 backlog drain, our collector (1 or 2 processes, the better per round) / Node-RED batched, zero loss",
+        ratio_text(best) + ("" if lossless else " (loss!)"), f"≥ {TARGET_BEST_COLLECTOR_VS_NODE_RED} ×", verdict(met),
+    ))  # fmt: skip
+    single = ratio(ingest, "collector/bare")
+    rows.append((
+        "drain, our collector with one process / bare paho receiver",
+        ratio_text(single), f"≥ {TARGET_COLLECTOR_VS_BARE} ×",
+        verdict(None if single is None else single["median"] >= TARGET_COLLECTOR_VS_BARE),
+    ))  # fmt: skip
+    naive = ratio(ingest, "collector/naive")
+    rows.append((
+        "drain, our collector / naive one-POST-per-message collector",
+        ratio_text(naive, ".1f"), f"≥ {TARGET_COLLECTOR_VS_NAIVE:.0f} ×",
+        verdict(None if naive is None else naive["median"] >= TARGET_COLLECTOR_VS_NAIVE),
+    ))  # fmt: skip
+    latency = phase(ingest, "latency")
+    p99 = latency.get("p99_ms") if latency else None
+    rows.append((
+        "publish → queryable p99 at half the maximum rate",
+        f"{number(p99, ',.0f')} ms" if p99 is not None else "–", f"≤ {TARGET_P99_MS:,.0f} ms",
+        verdict(None if p99 is None else p99 <= TARGET_P99_MS),
+    ))  # fmt: skip
+    comparison = results["comparison"]
+    if comparison:
+        first, cold, warm = (_seconds(comparison, key) for key in ("first", "cold", "warm"))
+        slowest_cold = max(first, cold)
+        rows.append((
+            "comparison API, 20 devices × 30 days, cold (first request after start, and with no cached result)",
+            f"{slowest_cold * 1000:,.0f} ms", f"≤ {TARGET_COLD_S * 1000:,.0f} ms",
+            verdict(slowest_cold <= TARGET_COLD_S),
+        ))  # fmt: skip
+        rows.append((
+            "comparison API, same, warm", f"{warm * 1000:,.0f} ms", f"≤ {TARGET_WARM_S * 1000:,.0f} ms",
+            verdict(warm <= TARGET_WARM_S),
+        ))  # fmt: skip
+    peaks = [p["peak_rss_mb"] for n in ("collector", "collector-live", "batched")
+             if (p := phase(ingest, n)) and p.get("peak_rss_mb")]  # fmt: skip
+    rows.append((
+        "collector RSS (process tree) at maximum rate, the highest of its drain, live and batched phases",
+        f"{max(peaks):,.0f} MB" if peaks else "–", f"≤ {TARGET_RSS_MB:,.0f} MB",
+        verdict(max(peaks) <= TARGET_RSS_MB if peaks else None),
+    ))  # fmt: skip
+    outage = outage_figures(results)
+    if len(outage) >= 2:
+        short, long = outage[0], outage[-1]
+        growth = long["rss_max"] / short["rss_max"]
+        rows.append((
+            f"collector RSS through an InfluxDB outage: highest during {long['messages']:,} spooled messages"
+            f" / during {short['messages']:,}",
+            f"{growth:.2f} × ({short['rss_max']:,.0f} → {long['rss_max']:,.0f} MB)",
+            f"bounded (≤ {BOUNDED_GROWTH} ×, and ≤ {TARGET_RSS_MB:,.0f} MB)",
+            verdict(growth <= BOUNDED_GROWTH and long["rss_max"] <= TARGET_RSS_MB),
+        ))  # fmt: skip
+    return table(("what the issue asks", "measured: median (rounds' range)", "target", "verdict"), rows)
+
+
+def _seconds(comparison: dict[str, Any], key: str) -> float:
+    value: float = comparison[f"{key}_s"]
+    return value
+
+
+def drain_section(ingest: dict[str, Any], suffix: str = "") -> str:
+    baseline = phase(ingest, "bare" + suffix)
+    node_red = phase(ingest, "node-red" + suffix)
+    rows = []
+    for name in DRAIN_PHASES:
+        found = phase(ingest, name + suffix)
+        if found is None:
+            continue
+        per_round = _per_round_ratio(ingest, name + suffix, "bare" + suffix) if baseline else []
+        vs_node_red = _per_round_ratio(ingest, name + suffix, "node-red" + suffix) if node_red else []
+        row = [
+            LABELS[name],
+            spread(found["rates"]),
+            spread(per_round, ".2f") if per_round else "–",
+            spread(vs_node_red, ".2f") if vs_node_red else "–",
+            number(found.get("lost")),
+            number(found.get("peak_rss_mb")),
+        ]
+        if suffix:
+            row.insert(2, number(found.get("publisher_rate_median")))
+        rows.append(row)
+    header = ["system", "msg/s: median (min–max)", "× bare paho", "× Node-RED batched", "lost", "peak RSS MB"]
+    if suffix:
+        header.insert(2, "publisher msg/s")
+    return table(header, rows) if rows else "_not run_"
+
+
+def _per_round_ratio(ingest: dict[str, Any], top: str, bottom: str) -> list[float]:
+    tops, bottoms = _round_rates(ingest, top), _round_rates(ingest, bottom)
+    return [t / b for t, b in zip(tops, bottoms, strict=False) if t is not None and b]
+
+
+def _round_rates(ingest: dict[str, Any], name: str) -> list[float | None]:
+    found = ingest.get("phases", {}).get(name)
+    return [r.get("rate") for r in found["rounds"]] if found else []
+
+
+def batched_section(ingest: dict[str, Any]) -> str:
+    batched, single = phase(ingest, "batched"), phase(ingest, "collector")
+    if batched is None:
+        return "_not run_"
+    points = batched.get("points_rates") or []
+    vs_single = ratio(ingest, "batched-points/collector")
+    per_message = ingest.get("workload", {}).get("batched_records_per_message", "?")
+    rows = [
+        ("our collector, 1 process, single-record messages (baseline)", spread(single["rates"]) if single else "–",
+         spread(single["rates"]) if single else "–", "1.00 ×"),
+        (f"our collector, 1 process, {per_message} records per message", spread(batched["rates"]), spread(points),
+         ratio_text(vs_single)),
+    ]  # fmt: skip
+    return table(("workload", "msg/s", "points/s: median (min–max)", "points/s × baseline"), rows)
+
+
+def latency_section(ingest: dict[str, Any]) -> str:
+    latency = phase(ingest, "latency")
+    if latency is None:
+        return "_not run_"
+    rounds = [r for r in latency["rounds"] if "p99_ms" in r]
+    rows = [(
+        "our collector, 1 process",
+        number(latency.get("rate")),
+        spread([r["p50_ms"] for r in rounds]),
+        spread([r["p99_ms"] for r in rounds]),
+        number(latency.get("resolution_ms")),
+    )]  # fmt: skip
+    return table(("consumer", "paced publish rate, msg/s", "p50 ms", "p99 ms", "poll resolution ms"), rows)
+
+
+def comparison_section(comparison: dict[str, Any] | None) -> str:
+    if comparison is None:
+        return "_not run_"
+    rows = []
+    for key, label in (
+        ("decode_only", "decoding the stored hours (baseline)"),
+        ("first", "first comparison after the server starts (nothing decoded, nothing cached)"),
+        ("cold", "cold comparison: no cached result, in a running server"),
+        ("warm", "warm comparison: the cached result"),
+    ):
+        runs = comparison.get(f"{key}_runs_s") or [comparison[f"{key}_s"]]
+        over = comparison[f"{key}_s"] / comparison["decode_only_s"]
+        rows.append((label, spread([s * 1000 for s in runs], ",.0f"), f"{over:.2f} ×"))
+    return table((f"median of {comparison.get('repeat', '?')}", "ms: median (min–max)", "× decoding"), rows)
+
+
+def outage_figures(results: dict[str, dict[str, Any] | None]) -> list[dict[str, Any]]:
+    figures = []
+    for name, result in sorted(results.items()):
+        if not name.startswith("spool") or not result:
+            continue
+        runs = result.get("runs") or [result]
+        figures.append({
+            "messages": result["messages_per_phase"],
+            "runs": runs,
+            "rss_start": statistics.median(r["rss_mb_at_start"] for r in runs),
+            "rss_max": max(r["rss_mb_during_outage_max"] for r in runs),
+            "spooled_mb": statistics.median(r["spooled_mb"] for r in runs),
+            "drain": [r["drain_rate_points_s"] for r in runs],
+            "live": [r["baseline_rate_msg_s"] for r in runs],
+        })  # fmt: skip
+    return sorted(figures, key=lambda f: f["messages"])
+
+
+def outage_section(results: dict[str, dict[str, Any] | None]) -> str:
+    figures = outage_figures(results)
+    if not figures:
+        return "_not run_"
+    rows = [
+        (
+            f"{f['messages']:,} messages",
+            f"{f['spooled_mb']:,.1f} MB",
+            f"{f['rss_start']:,.0f} MB",
+            f"{f['rss_max']:,.0f} MB ({f['rss_max'] / f['rss_start']:.2f} ×)",
+            spread(f["live"]),
+            spread(f["drain"]),
+        )
+        for f in figures
+    ]
+    header = ("outage of", "spooled", "RSS at start", "highest RSS in the outage", "live msg/s (InfluxDB up)",
+              "spool drain points/s")  # fmt: skip
+    return table(header, rows)
+
+
+def statistics_section(result: dict[str, Any] | None) -> str:
+    if result is None:
+        return "_not run_"
+    rows = [(r["method"], f"{r['coverage']:.1%}", f"{r['mean_width']:.3f}") for r in result["results"]]
+    failures = result.get("failures", {})
+    for kpi, coverage in failures.get("coverage", {}).items():
+        rows.append((f"{kpi}: engine, hourly units with Poisson faults", f"{coverage:.1%}", "–"))
+    return table((f"method ({result.get('seeds', '?')} seeds, nominal 95%)", "coverage", "mean width"), rows)
+
+
+SECTIONS: dict[str, Callable[[dict[str, dict[str, Any] | None]], str]] = {
+    "machine": lambda r: machine_section(r["run"] or {}, r["ingest"] or {}),
+    "targets": targets_section,
+    "drain": lambda r: drain_section(r["ingest"] or {}),
+    "live": lambda r: drain_section(r["ingest"] or {}, "-live"),
+    "batched": lambda r: batched_section(r["ingest"] or {}),
+    "latency": lambda r: latency_section(r["ingest"] or {}),
+    "comparison": lambda r: comparison_section(r["comparison"]),
+    "outage": outage_section,
+    "statistics": lambda r: statistics_section(r["statistics"]),
+}
+
+
+def render(folder: Path) -> str:
+    names = ["run", "ingest", "comparison", "statistics", *sorted(p.stem for p in folder.glob("spool*.json"))]
+    results = {name: load(folder, name) for name in names}
+    if results["ingest"] is None:
+        raise MissingResult(f"{folder}/ingest.json is missing: run bench/run first")
+    ingest = results["ingest"]
+    values = {name: build(results) for name, build in SECTIONS.items()}
+    values["messages"] = f"{ingest.get('workload', {}).get('messages', 0):,}"
+    values["repeat"] = str(max((len(p.get("rounds", [])) for p in ingest.get("phases", {}).values()), default=0))
+    values["config"] = "`" + json.dumps(ingest.get("config", {}).get("collector", {}), sort_keys=True) + "`"
+    return Template(TEMPLATE.read_text(encoding="utf-8")).substitute(values)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--results", type=Path, default=Path(".pilot/bench/results"), help="one run's JSON folder")
+    parser.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        page = render(args.results)
+    except MissingResult as exc:
+        print(f"bench.report: {exc}", file=sys.stderr)
+        return 2
+    args.out.write_text(page, encoding="utf-8")
+    print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

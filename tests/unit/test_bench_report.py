@@ -1,0 +1,91 @@
+"""docs/benchmarks.md is rendered from one run's results: every section, and the verdicts against the targets."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from bench import report
+
+
+def ingest_phase(rates: list[float], **extra: Any) -> dict[str, Any]:
+    return {
+        "rates": rates,
+        "rate_median": sorted(rates)[len(rates) // 2],
+        "rounds": [{"rate": r} for r in rates],
+        **extra,
+    }
+
+
+def results_folder(tmp_path: Path, *, node_red_rate: float = 10_000.0) -> Path:
+    ingest = {
+        "machine": {"cores": 2, "cpu_model": "Test CPU", "memory_gb": 8, "kernel": "6.1", "loadavg_at_start": [0.5]},
+        "workload": {"messages": 100_000, "batched_records_per_message": 50},
+        "config": {"collector": {"batch_size": 5000}},
+        "phases": {
+            "bare": ingest_phase([14_000.0, 15_000.0], lost=0, peak_rss_mb=45.0),
+            "collector": ingest_phase([25_000.0, 24_000.0], lost=0, peak_rss_mb=150.0),
+            "node-red": ingest_phase([node_red_rate, node_red_rate], lost=0, peak_rss_mb=350.0),
+            "node-red-per-message-live": ingest_phase([900.0], lost=40_000, publisher_rate_median=30_000.0),
+            "latency": ingest_phase([12_000.0], p50_ms=600.0, p99_ms=1100.0, resolution_ms=50.0),
+        },
+        "ratios": {
+            "best-collector/node-red": {"median": 25_000 / node_red_rate, "rounds": [25_000 / node_red_rate] * 2},
+            "collector/bare": {"median": 1.7, "rounds": [1.79, 1.6]},
+            "collector/naive": {"median": 40.0, "rounds": [40.0, 41.0]},
+        },
+    }
+    spool = {"messages_per_phase": 30_000, "runs": [{"rss_mb_at_start": 118.0, "rss_mb_during_outage_max": 150.0,
+             "spooled_mb": 14.0, "drain_rate_points_s": 12_000.0, "baseline_rate_msg_s": 8_000.0}]}  # fmt: skip
+    long_spool = json.loads(json.dumps(spool))
+    long_spool["messages_per_phase"] = 100_000
+    long_spool["runs"][0]["rss_mb_during_outage_max"] = 155.0
+    comparison = {"repeat": 5, "decode_only_s": 0.5, "first_s": 0.7, "cold_s": 0.4, "warm_s": 0.015}
+    run = {"started": "2026-12-02T08:00:00+00:00", "finished": "2026-12-02T08:45:00+00:00", "minutes": 45,
+           "commit": "abc1234", "dirty": False, "command": "bench/run"}  # fmt: skip
+    for name, value in [("ingest", ingest), ("spool-0030000", spool), ("spool-0100000", long_spool),
+                        ("comparison", comparison), ("run", run)]:  # fmt: skip
+        (tmp_path / f"{name}.json").write_text(json.dumps(value))
+    return tmp_path
+
+
+def test_every_section_is_filled_and_every_target_judged(tmp_path: Path) -> None:
+    page = report.render(results_folder(tmp_path))
+    assert "$" not in page.replace("$share", "")  # no placeholder left unfilled
+    assert "| commit | `abc1234` |" in page
+    targets = page.split("## What issue 8 asks")[1].split("## 1.")[0]
+    assert targets.count("**met**") == 8 and "not met" not in targets
+    assert (
+        "| **our collector, 1 process** | 24,500 (24,000–25,000) | 1.69 (1.60–1.79) | 2.45 (2.40–2.50) | 0 | 150 |"
+        in page
+    )
+    assert "| Node-RED, per-message node | 900 | 30,000 | – | – | 40,000 | – |" in page
+    assert "| bare paho receiver (baseline) | 14,500 (14,000–15,000) | 1.00 | 1.45 (1.40–1.50) | 0 | 45 |" in page
+    assert "1.03 × (150 → 155 MB)" in page
+
+
+def test_a_missed_target_says_so(tmp_path: Path) -> None:
+    page = report.render(results_folder(tmp_path, node_red_rate=24_000.0))
+    targets = page.split("## What issue 8 asks")[1].split("## 1.")[0]
+    assert targets.count("**not met**") == 1
+
+
+def test_without_ingest_results_it_refuses_clearly(tmp_path: Path) -> None:
+    assert report.main(["--results", str(tmp_path), "--out", str(tmp_path / "page.md")]) == 2
+    assert not (tmp_path / "page.md").exists()
+
+
+def test_bench_run_parses_and_explains_itself_without_running_anything() -> None:
+    script = Path(__file__).resolve().parents[2] / "bench" / "run"
+    assert subprocess.run(["bash", "-n", str(script)], check=False).returncode == 0
+    shown = subprocess.run([str(script), "--help"], capture_output=True, text=True, check=False)
+    assert shown.returncode == 0 and "bench/run --quick" in shown.stdout and "docs/benchmarks.md" in shown.stdout
+    refused = subprocess.run([str(script), "--fast"], capture_output=True, text=True, check=False)
+    assert refused.returncode == 2 and "unknown option --fast" in refused.stderr
+
+
+def test_the_report_options_default_to_the_docs_page() -> None:
+    args = report.parse_args([])
+    assert args.out == Path("docs/benchmarks.md") and args.results == Path(".pilot/bench/results")
