@@ -224,8 +224,13 @@ class IntakeConnection:
                 failures = 0
                 self._announce(session_present)
                 sock = self._sock
-                assert sock is not None
-            reason = self._read(sock)
+                if sock is None:  # lost already
+                    continue
+            try:
+                reason = self._read(sock)
+            except Exception as exc:  # a bug here must cost a reconnect, never the intake itself
+                log.exception("unexpected error reading from the broker; reconnecting")
+                reason = f"an unexpected error ({type(exc).__name__}: {exc})"
             self._drop(sock, reason)
 
     def _read(self, sock: socket.socket) -> str:
@@ -241,6 +246,7 @@ class IntakeConnection:
             chunk: bytes | None = None
             if hold is not None and hold():
                 time.sleep(HOLD_POLL_S)
+                self._last_received = time.monotonic()  # not reading: silence now is ours, not the broker's
             elif pending_tls(sock) or select.select([sock], [], [], tick)[0]:
                 try:
                     if tls_lock is None:
@@ -384,7 +390,10 @@ class IntakeConnection:
 
     def _announce(self, session_present: bool) -> None:
         if self._on_connect is not None:
-            self._on_connect(session_present)
+            try:
+                self._on_connect(session_present)
+            except Exception:
+                log.exception("the on_connect callback failed")
 
     def _drop(self, sock: socket.socket, reason: str) -> None:
         with self._state_lock:
@@ -397,7 +406,10 @@ class IntakeConnection:
         for publication in publications.values():
             publication.settle(f"the connection was lost before the broker confirmed it ({reason})")
         if self._on_disconnect is not None and not self._stopping.is_set():
-            self._on_disconnect(reason)
+            try:
+                self._on_disconnect(reason)
+            except Exception:
+                log.exception("the on_disconnect callback failed")
 
     # --- helpers ---------------------------------------------------------------
 

@@ -138,3 +138,28 @@ def test_the_collector_keeps_collecting_after_the_broker_drops_its_connection(
         publish_all(mqtt_settings, messages[100:], f"{unique_id}-d2")
         with InfluxClient(influx_settings) as client:
             wait_until(lambda: count_points(client, "telemetry_conveyor") == 200, what="all 200 points")
+
+
+def test_a_failing_consumer_costs_a_reconnect_and_the_messages_come_again(
+    mqtt_settings: MqttSettings, unique_id: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    received: list[bytes] = []
+    calls = []
+
+    def on_deliveries(deliveries: list[Delivery]) -> None:
+        calls.append(len(deliveries))
+        if len(calls) == 1:
+            raise RuntimeError("a bug in the consumer")
+        received.extend(d.payload for d in deliveries)
+        connection.acknowledge(deliveries)
+
+    connection = IntakeConnection(
+        mqtt_settings, f"{unique_id}-c", [(f"bug/{unique_id}", 1)], on_deliveries, session_expiry_s=600
+    )
+    connection.start()
+    try:
+        publish_all(mqtt_settings, [(f"bug/{unique_id}", b"lost?")], f"{unique_id}-p")
+        wait_until(lambda: received == [b"lost?"], what="the message again, after the reconnect")
+        assert "unexpected error reading from the broker; reconnecting" in caplog.text
+    finally:
+        connection.close()
