@@ -43,12 +43,14 @@ class Collector:
         self.registry = registry or load_registry(settings.devices_file, load_profiles(settings.profiles_dir))
         self.metrics = CollectorMetrics()
         self.influx = InfluxClient(settings.influx)
-        self._queue: queue.SimpleQueue[list[Delivery]] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[list[Delivery], int]] = queue.SimpleQueue()  # a read, its bytes
         self._carry: list[Delivery] = []  # what the last batch left of a read: the next batch starts with it
         # One writer each, so the backlog needs no lock: the reader counts in, the worker counts out.
         self._queued = 0
         self._taken = 0
         self._in_flight = 0  # taken from the queue, not yet acknowledged
+        self._queued_bytes = 0
+        self._released_bytes = 0  # payload bytes of batches handled, acknowledged or not
         self._accepting = True
         self._store_checked = False  # pinged, and the database created where the server allows
         self._stopping = threading.Event()
@@ -73,7 +75,7 @@ class Collector:
             receive_maximum=settings.in_flight_limit,
             on_connect=self._on_connect,
             on_disconnect=self._on_disconnect,
-            hold=lambda: self.backlog >= self.settings.in_flight_limit,
+            hold=self._holding_enough,
         )
         self._worker = threading.Thread(target=self._work, name="pilot-collector-worker", daemon=True)
         self._replayer = threading.Thread(target=self._replay, name="pilot-collector-replay", daemon=True)
@@ -165,6 +167,11 @@ class Collector:
         """Messages received and not yet acknowledged."""
         return self._queued - self._taken + self._in_flight
 
+    def _holding_enough(self) -> bool:
+        """Whether to stop reading for now: three batches, counted in messages or in payload bytes, are here."""
+        held_bytes = self._queued_bytes - self._released_bytes
+        return self.backlog >= self.settings.in_flight_limit or held_bytes >= 3 * self.settings.batch_max_bytes
+
     # --- MQTT callbacks (the reader thread: keep them cheap) ------------------
 
     def _on_connect(self, session_present: bool) -> None:
@@ -186,8 +193,10 @@ class Collector:
                 if not deliveries:
                     return
         if self._accepting:  # once stopping, deliveries stay unacknowledged and return next session
+            size = sum(len(d.payload) for d in deliveries)
             self._queued += len(deliveries)
-            self._queue.put(deliveries)
+            self._queued_bytes += size
+            self._queue.put((deliveries, size))
 
     def _watch(self) -> None:
         """Publish a heartbeat to ourselves; if none comes back for ``watchdog_s``, reconnect."""
@@ -226,22 +235,27 @@ class Collector:
                     self.processor.forget_sequences()
                 finally:
                     self._in_flight = len(self._carry)
+                    self._released_bytes += sum(len(d.payload) for d in batch)
             elif self._stopping.is_set():
                 return
 
     def _take_batch(self) -> list[Delivery]:
-        size = self.settings.batch_size
+        """Up to ``batch_size`` messages or ``batch_max_bytes`` of payload, whichever comes first."""
+        size, max_bytes = self.settings.batch_size, self.settings.batch_max_bytes
         batch, self._carry = self._carry, []
+        batch_bytes = sum(len(d.payload) for d in batch)
         if not batch:
             try:
-                batch = self._queue.get(timeout=0.2)
+                batch, batch_bytes = self._queue.get(timeout=0.2)
             except queue.Empty:
                 return []
+            # In flight before taken: the backlog may count a message twice for a moment, never miss it.
+            self._in_flight = len(batch)
             self._taken += len(batch)
         deadline = time.monotonic() + self.settings.flush_interval_s
-        while len(batch) < size:
+        while len(batch) < size and batch_bytes < max_bytes:
             try:
-                more = self._queue.get_nowait()
+                more, more_bytes = self._queue.get_nowait()
             except queue.Empty:
                 if self._stopping.is_set():
                     break
@@ -249,14 +263,16 @@ class Collector:
                 if remaining <= 0:
                     break
                 try:
-                    more = self._queue.get(timeout=min(remaining, 0.05))
+                    more, more_bytes = self._queue.get(timeout=min(remaining, 0.05))
                 except queue.Empty:
                     continue
+            self._in_flight = len(batch) + len(more)
             self._taken += len(more)
             batch.extend(more)  # the reader's lists are ours once queued
-        if len(batch) > size:
-            batch, self._carry = batch[:size], batch[size:]
-        self._in_flight = len(batch) + len(self._carry)
+            batch_bytes += more_bytes
+        if len(batch) > size or batch_bytes > max_bytes:
+            cut = _cut(batch, size, max_bytes)
+            batch, self._carry = batch[:cut], batch[cut:]  # both stay in flight
         return batch
 
     def _handle(self, messages: list[Delivery]) -> None:
@@ -399,3 +415,13 @@ class Collector:
 
     def _acknowledge(self, messages: list[Delivery]) -> None:
         self._mqtt.acknowledge(messages)
+
+
+def _cut(batch: list[Delivery], size: int, max_bytes: int) -> int:
+    """How many of ``batch`` fit ``size`` messages and ``max_bytes`` of payload; at least one."""
+    total = 0
+    for count, delivery in enumerate(batch[:size], 1):
+        total += len(delivery.payload)
+        if total >= max_bytes:
+            return count
+    return min(len(batch), size)

@@ -42,13 +42,18 @@ class CollectorSettings(BaseSettings):
         default=7 * 24 * 3600, ge=0, description="How long the broker keeps our queue while we are away"
     )
     batch_size: int = Field(default=5000, ge=1, le=65535, description="Messages per InfluxDB write")
+    batch_max_bytes: int = Field(
+        default=1024 * 1024,
+        ge=64 * 1024,
+        description="Payload bytes per batch, at most: messages carrying many records fill a batch sooner",
+    )
     flush_interval_s: float = Field(default=1.0, gt=0, description="Longest a message waits for its batch to fill")
     receive_maximum: int | None = Field(
         default=None,
         ge=1,
         le=65535,
         description="Most unacknowledged QoS 1 messages the broker sends at once (MQTT 5 Receive Maximum), which"
-        " bounds the collector's memory; by default 3 batches, at most 65,535",
+        " with batch_max_bytes bounds the collector's memory; by default 3 batches, at most 65,535",
     )
     max_payload_bytes: int = Field(default=256 * 1024, ge=1024)
     max_clock_skew_s: float = Field(
