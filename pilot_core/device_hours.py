@@ -9,10 +9,11 @@ to them (``account``) without reading raw points again.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NamedTuple
+
+import msgspec
 
 from pilot_core.calendar import Shift
 from pilot_core.contract import TimeClass
@@ -26,14 +27,18 @@ HOUR_MS = 3_600_000
 CORRECTED_STATE = "(corrected)"
 
 
-class StateEvent(NamedTuple):  # a tuple: tens of thousands are built per evaluation
+# Device-hours and their parts are structs the garbage collector does not track (nothing in them leads back to
+# them, so they are never in a cycle): a server keeps tens of thousands of decoded hours, and each full
+# collection traverses every tracked object again, about as long as decoding them took. array_like: stored, and
+# decoded, as the array of their fields.
+class StateEvent(msgspec.Struct, array_like=True, frozen=True, order=True, gc=False):
     ts_ms: int
     state: str | None  # None: the device went offline, so its state is unknown
     time_class: TimeClass | None  # as the device's profile mapped it when stored
     reason: str | None = None  # why, as the device said (a fault code, a changeover's product)
 
 
-class SeqSpan(NamedTuple):
+class SeqSpan(msgspec.Struct, array_like=True, frozen=True, gc=False):
     """Messages seen on one channel and the range of their seq: the gaps are the difference."""
 
     received: int
@@ -41,18 +46,17 @@ class SeqSpan(NamedTuple):
     last: int
 
 
-@dataclass
-class DeviceHour:
+class DeviceHour(msgspec.Struct, gc=False):
     device: str
     start_ms: int
     machine: bool = True  # False for meters and sensors: no states, so no share of the time model
     state_at_start: StateEvent | None = None
-    events: list[StateEvent] = field(default_factory=list)
-    production: dict[str, ProductionTotals] = field(default_factory=dict)
-    cycle_times: LogHistogram = field(default_factory=LogHistogram)
+    events: list[StateEvent] = msgspec.field(default_factory=list)
+    production: dict[str, ProductionTotals] = msgspec.field(default_factory=dict)
+    cycle_times: LogHistogram = msgspec.field(default_factory=LogHistogram)
     energy_kwh: float = 0.0
     telemetry_points: int = 0
-    seq: dict[str, SeqSpan] = field(default_factory=dict)
+    seq: dict[str, SeqSpan] = msgspec.field(default_factory=dict)
 
     @property
     def end_ms(self) -> int:
@@ -77,6 +81,28 @@ class DeviceHour:
         }
 
     @classmethod
+    def decode(cls, text: str | bytes) -> DeviceHour:
+        """The hour from its stored text (``to_json`` as JSON), as ``from_json`` reads it, but decoded straight
+        into typed values, with no dicts and lists in between. Text not of exactly that form goes the general way."""
+        try:
+            stored = _STORED_HOUR.decode(text)
+        except msgspec.ValidationError:
+            return cls.from_json(msgspec.json.decode(text))
+        indices, counts = stored.cycle_times
+        return cls(
+            stored.device,
+            stored.start_ms,
+            stored.machine,
+            stored.state_at_start,
+            stored.events,
+            stored.production,
+            LogHistogram(counts=dict(zip(indices, counts, strict=True))),
+            stored.energy_kwh,
+            stored.telemetry_points,
+            stored.seq,
+        )
+
+    @classmethod
     def from_json(cls, data: dict[str, Any]) -> DeviceHour:
         indices, counts = data["cycle_times"]
         return cls(
@@ -91,6 +117,25 @@ class DeviceHour:
             telemetry_points=data["telemetry_points"],
             seq={k: SeqSpan(*v) for k, v in data["seq"].items()},
         )
+
+
+class _StoredHour(msgspec.Struct, gc=False):
+    """``DeviceHour.to_json`` as stored; a time class must be a known one (the general reader also takes an empty
+    one as none), counts must be integers. Energy and cycle-time sums stored as integers read as floats."""
+
+    device: str
+    start_ms: int
+    machine: bool
+    state_at_start: StateEvent | None
+    events: list[StateEvent]
+    production: dict[str, ProductionTotals]
+    cycle_times: tuple[list[int], list[int]]
+    energy_kwh: float
+    telemetry_points: int
+    seq: dict[str, SeqSpan]
+
+
+_STORED_HOUR = msgspec.json.Decoder(_StoredHour)
 
 
 def _event_json(event: StateEvent | None) -> list[Any] | None:
@@ -186,11 +231,11 @@ def corrected(hour: DeviceHour, corrections: Sequence[StateCorrection | CountCor
         if high < hour.end_ms and not any(e.ts_ms == high for e in kept):
             # Unknown before the stretch stays unknown after it.
             restored = in_force_at_high or StateEvent(high, None, None)
-            added.append(restored._replace(ts_ms=high))
+            added.append(msgspec.structs.replace(restored, ts_ms=high))
         events = sorted([*kept, *added], key=lambda e: e.ts_ms)
     if events is hour.events and at_start is hour.state_at_start and production is hour.production:
         return hour
-    return dataclasses.replace(hour, state_at_start=at_start, events=events, production=production)
+    return msgspec.structs.replace(hour, state_at_start=at_start, events=events, production=production)
 
 
 def account(hour: DeviceHour, rules: DeviceRules, shifts: Sequence[Shift]) -> BucketAccount:

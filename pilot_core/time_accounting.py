@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+import msgspec
+
 from pilot_core.calendar import Shift
 from pilot_core.contract import TimeClass
 from pilot_core.kpi import TIME_ELEMENT_OF, Components
@@ -22,8 +24,9 @@ class StateChange(NamedTuple):  # a tuple: built by the ten thousand per evaluat
     time_class: TimeClass | None  # None: nothing is known from here on (the device went offline)
 
 
-@dataclass
-class ProductionTotals:
+# A struct without garbage-collector tracking (it holds numbers only): a month of a line keeps tens of thousands,
+# and every tracked object is traversed again by each full collection. Stored as the array of its fields.
+class ProductionTotals(msgspec.Struct, array_like=True, gc=False):
     """One product's production records in a bucket, summed."""
 
     produced: int = 0

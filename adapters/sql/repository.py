@@ -582,7 +582,7 @@ class RollupRepository:
         query = self._select_in_range((rollups.c.fingerprint, rollups.c.hour), site, line, devices, start_ms, end_ms)
         with self._db.engine.connect() as connection:
             return [
-                (fingerprint, known.get(fingerprint) or DeviceHour.from_json(orjson.loads(text)))
+                (fingerprint, known.get(fingerprint) or DeviceHour.decode(text))
                 for fingerprint, text in connection.execute(query)
             ]
 
