@@ -7,17 +7,20 @@ devices roll up by summing; the phases are compared hour by hour.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 import numpy as np
 
 from pilot_core.calendar import Shift
 from pilot_core.comparison import KpiComparison, TargetCheck, check_target, compare
 from pilot_core.demonstration import DemonstrationPlan, Phase, Window
-from pilot_core.device_hours import HOUR_MS, DeviceHour, DeviceRules, account, corrected
+from pilot_core.device_hours import HOUR_MS, DeviceHour, DeviceRules, account_vector, corrected
 from pilot_core.histogram import LogHistogram
 from pilot_core.kpi import COMPONENT_NAMES, KPIS, Components, compute_all, total
+from pilot_core.time_accounting import BucketCalendar
 
 PERCENTILES = {"cycle_time_p50": 0.50, "cycle_time_p95": 0.95}
 
@@ -111,9 +114,11 @@ class AccountedDevice:
 
     def __init__(self, hours: list[DeviceHour]) -> None:
         self.hours = hours
-        self.starts = np.array([h.start_ms for h in hours], dtype=np.int64)
+        self.starts = np.fromiter((h.start_ms for h in hours), dtype=np.int64, count=len(hours))
         self.matrix = np.zeros((len(hours), len(COMPONENT_NAMES)))
-        self.included = np.ones(len(hours), dtype=bool)  # False: excluded by the plan
+        self.included = np.ones(len(hours), dtype=bool)  # False: excluded by the plan (its row stays zero)
+        self.telemetry_points = np.fromiter((h.telemetry_points for h in hours), dtype=np.int64, count=len(hours))
+        self.seq = _seq_columns(hours)
 
     def in_window(self, window: Window) -> np.ndarray:
         """Indices of the included hours wholly inside ``window``."""
@@ -123,6 +128,34 @@ class AccountedDevice:
     def excluded_in(self, window: Window) -> int:
         inside = (self.starts >= window.start_ms) & (self.starts + HOUR_MS <= window.end_ms)
         return int(np.count_nonzero(inside & ~self.included))
+
+    def messages_missing(self, chosen: np.ndarray) -> int:
+        """Messages lost among the ``chosen`` hours, by seq: per channel, the range seen less what was received."""
+        wanted = np.zeros(len(self.hours), dtype=bool)
+        wanted[chosen] = True
+        missing = 0
+        for index, received, first, last in self.seq.values():
+            picked = wanted[index]
+            if picked.any():
+                span = int(last[picked].max()) - int(first[picked].min()) + 1
+                missing += max(0, span - int(received[picked].sum()))
+        return missing
+
+
+def _seq_columns(hours: Sequence[DeviceHour]) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """Per channel: the indices of the hours with messages on it, and their received, first and last seq."""
+    columns: dict[str, tuple[list[int], list[int], list[int], list[int]]] = {}
+    for index, hour in enumerate(hours):
+        for channel, span in hour.seq.items():
+            indices, received, first, last = columns.setdefault(channel, ([], [], [], []))
+            indices.append(index)
+            received.append(span.received)
+            first.append(span.first)
+            last.append(span.last)
+    return {
+        channel: (np.array(indices, dtype=np.intp), np.array(received), np.array(first), np.array(last))
+        for channel, (indices, received, first, last) in columns.items()
+    }
 
 
 class AccountedHours:
@@ -134,33 +167,36 @@ class AccountedHours:
         self._histograms: dict[str, LogHistogram] = {}
         self.shifts: dict[int, list[Shift]] = {}  # by hour start: the calendar's shifts in that hour
         self.by_device: dict[str, AccountedDevice] = {}
+        calendars: dict[int, BucketCalendar] = {}  # by hour start: the same for every device
         for device in plan.devices:
             rules = DeviceRules.of(plan, device)
             fixes = [c for c in plan.corrections if c.device == device]
+            recorded = hours.get(device, ())
             accounted = AccountedDevice(
-                sorted((corrected(h, fixes) for h in hours.get(device, ())), key=lambda h: h.start_ms)
+                sorted((corrected(h, fixes) for h in recorded) if fixes else recorded, key=attrgetter("start_ms"))
             )
-            for index, hour in enumerate(accounted.hours):
-                if self._excluded(hour):
-                    accounted.included[index] = False
-                    continue
-                if hour.start_ms not in self.shifts:
-                    self.shifts[hour.start_ms] = list(plan.calendar.shifts_between(hour.start_ms, hour.end_ms))
-                result = account(hour, rules, self.shifts[hour.start_ms])
-                self.warnings.update(
-                    f"no ideal cycle time for product {p!r}" for p in result.products_without_ideal_time
-                )
-                accounted.matrix[index] = result.components.as_vector()
+            accounted.included = ~self._excluded(device, accounted.starts)
+            rows = []
+            for hour in itertools.compress(accounted.hours, accounted.included.tolist()):
+                calendar = calendars.get(hour.start_ms)
+                if calendar is None:
+                    shifts = self.shifts[hour.start_ms] = list(plan.calendar.shifts_between(hour.start_ms, hour.end_ms))
+                    calendar = calendars[hour.start_ms] = BucketCalendar.of(hour.start_ms, hour.end_ms, shifts)
+                vector, missing = account_vector(hour, rules, calendar)
+                if missing:
+                    self.warnings.update(f"no ideal cycle time for product {p!r}" for p in missing)
+                rows.append(vector)
+            if rows:
+                accounted.matrix[accounted.included] = rows
             self.by_device[device] = accounted
 
-    def _excluded(self, hour: DeviceHour) -> bool:
+    def _excluded(self, device: str, starts: np.ndarray) -> np.ndarray:
         """Exclusions take whole hours out: production is summed per hour, so it cannot be split finer."""
-        return any(
-            (not e.devices or hour.device in e.devices)
-            and hour.start_ms < e.end.timestamp() * 1000
-            and hour.end_ms > e.start.timestamp() * 1000
-            for e in self.plan.exclusions
-        )
+        excluded = np.zeros(len(starts), dtype=bool)
+        for e in self.plan.exclusions:
+            if not e.devices or device in e.devices:
+                excluded |= (starts < e.end.timestamp() * 1000) & (starts + HOUR_MS > e.start.timestamp() * 1000)
+        return excluded
 
     def hourly_units(self, window: Window) -> np.ndarray:
         """One unit per hour, every device's components summed: the units add up to the window exactly.
@@ -181,12 +217,34 @@ class AccountedHours:
 
     def histogram(self, window: Window) -> LogHistogram:
         if window.name not in self._histograms:
-            merged = LogHistogram()
-            for accounted in self.by_device.values():
-                for index in accounted.in_window(window):
-                    merged.merge(accounted.hours[index].cycle_times)
-            self._histograms[window.name] = merged
+            self._histograms[window.name] = _merged(
+                [
+                    accounted.hours[i].cycle_times
+                    for accounted in self.by_device.values()
+                    for i in accounted.in_window(window)
+                ]
+            )
         return self._histograms[window.name]
+
+
+def _merged(histograms: Sequence[LogHistogram]) -> LogHistogram:
+    """The histograms merged, as ``LogHistogram.merge`` one by one would, but summed by numpy: a month of a line
+    is tens of thousands of hours' histograms."""
+    merged = LogHistogram()
+    if any(h.relative_accuracy != merged.relative_accuracy for h in histograms):
+        for histogram in histograms:
+            merged.merge(histogram)  # refuses what cannot be merged, as ever
+        return merged
+    indices = np.fromiter(itertools.chain.from_iterable(h.counts for h in histograms), dtype=np.int64)
+    if not len(indices):
+        return merged
+    counts = np.fromiter(itertools.chain.from_iterable(h.counts.values() for h in histograms), dtype=np.int64)
+    lowest = int(indices.min())
+    # Bins are consecutive integers over a narrow range (cycle times of one line): counted by position.
+    sums = np.bincount(indices - lowest, weights=counts).astype(np.int64)  # exact: counts stay far below 2**53
+    present = np.flatnonzero(sums)
+    merged.counts = dict(zip((present + lowest).tolist(), sums[present].tolist(), strict=True))
+    return merged
 
 
 def _window(
@@ -206,15 +264,8 @@ def _window(
         expected = received = 0
         if device in intervals:
             expected = len(busy) * round(HOUR_MS / 1000 / intervals[device])
-            received = sum(hours.hours[i].telemetry_points for i in busy)
-        first_last: dict[str, list[int]] = {}
-        seen: dict[str, int] = {}
-        for index in chosen:
-            for channel, span in hours.hours[index].seq.items():
-                low_high = first_last.setdefault(channel, [span.first, span.last])
-                low_high[0], low_high[1] = min(low_high[0], span.first), max(low_high[1], span.last)
-                seen[channel] = seen.get(channel, 0) + span.received
-        missing = sum(max(0, high - low + 1 - seen[ch]) for ch, (low, high) in first_last.items())
+            received = int(hours.telemetry_points[busy].sum())
+        missing = hours.messages_missing(chosen)
         coverage.append(Coverage(device, len(busy), expected, min(received, expected), missing, rolled.unknown_s))
     components = total(parts)
     return WindowResult(window, components, _kpis(components, [accounted.histogram(window)]), coverage, excluded)

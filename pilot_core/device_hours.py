@@ -19,7 +19,16 @@ from pilot_core.calendar import Shift
 from pilot_core.contract import TimeClass
 from pilot_core.demonstration import CountCorrection, DemonstrationPlan, StateCorrection
 from pilot_core.histogram import LogHistogram
-from pilot_core.time_accounting import BucketAccount, ProductionTotals, StateChange, account_bucket
+from pilot_core.kpi import Components
+from pilot_core.time_accounting import (
+    NO_SHIFTS,
+    BucketAccount,
+    BucketCalendar,
+    ProductionTotals,
+    StateChange,
+    account_bucket,
+    bucket_vector,
+)
 
 HOUR_MS = 3_600_000
 # The state of a corrected stretch: not a name a profile can give (they are lower-case words), so no plan
@@ -240,13 +249,22 @@ def corrected(hour: DeviceHour, corrections: Sequence[StateCorrection | CountCor
 
 def account(hour: DeviceHour, rules: DeviceRules, shifts: Sequence[Shift]) -> BucketAccount:
     """The hour's KPI components under a plan's rules for its device: calendar, states, ideal times, roles."""
+    vector, missing = account_vector(hour, rules, BucketCalendar.of(hour.start_ms, hour.end_ms, shifts))
+    return BucketAccount(Components(*vector), missing)
+
+
+def account_vector(
+    hour: DeviceHour, rules: DeviceRules, calendar: BucketCalendar
+) -> tuple[tuple[float, ...], set[str]]:
+    """``account`` as a vector in ``COMPONENT_NAMES`` order, and the products without an ideal cycle time;
+    ``calendar`` is the hour's (``BucketCalendar.of`` its shifts), shared by every device."""
     time_class = rules.time_class
-    return account_bucket(
+    return bucket_vector(
         hour.start_ms,
         hour.end_ms,
-        shifts if hour.machine else [],
+        calendar if hour.machine else NO_SHIFTS,
         time_class(hour.state_at_start),
-        [StateChange(e.ts_ms, time_class(e)) for e in hour.events],
+        [(e.ts_ms, time_class(e)) for e in hour.events],
         hour.production,
         rules.ideal_cycle_time_s,
         energy_kwh=hour.energy_kwh if rules.is_meter else 0.0,

@@ -57,7 +57,7 @@ def account_bucket(
     end_ms: int,
     shifts: Sequence[Shift],
     state_at_start: TimeClass | None,
-    changes: Sequence[StateChange],
+    changes: Sequence[tuple[int, TimeClass | None]],
     production: Mapping[str, ProductionTotals],
     ideal_cycle_time_s: Mapping[str, float],
     *,
@@ -66,42 +66,95 @@ def account_bucket(
 ) -> BucketAccount:
     """Components of one device for [start_ms, end_ms).
 
-    ``changes`` are the state changes inside the bucket in time order,
-    ``state_at_start`` the time class in force when it begins, and
-    ``production`` the bucket's production records summed per product.
+    ``changes`` are the state changes inside the bucket in time order (``StateChange`` or any (ts_ms, time
+    class) pairs), ``state_at_start`` the time class in force when it begins, and ``production`` the bucket's
+    production records summed per product.
     """
+    vector, missing = bucket_vector(
+        start_ms,
+        end_ms,
+        BucketCalendar.of(start_ms, end_ms, shifts),
+        state_at_start,
+        changes,
+        production,
+        ideal_cycle_time_s,
+        energy_kwh=energy_kwh,
+        is_output=is_output,
+    )
+    return BucketAccount(Components(*vector), missing)
+
+
+class BucketCalendar(NamedTuple):
+    """What the shift calendar says of one bucket, the same for every device in it: worked out once per bucket."""
+
+    busy: tuple[tuple[int, int], ...]  # planned busy windows, clipped to the bucket, in time order
+    in_shifts_ms: int
+    busy_ms: int
+
+    @classmethod
+    def of(cls, start_ms: int, end_ms: int, shifts: Sequence[Shift]) -> BucketCalendar:
+        busy = tuple(
+            (max(a, start_ms), min(b, end_ms)) for shift in shifts for a, b in shift.busy if b > start_ms and a < end_ms
+        )
+        in_shifts = sum(max(0, min(s.end_ms, end_ms) - max(s.start_ms, start_ms)) for s in shifts)
+        return cls(busy, in_shifts, sum(b - a for a, b in busy))
+
+
+NO_SHIFTS = BucketCalendar((), 0, 0)  # a bucket outside every shift, or of a device with no time model
+
+# Where each time class's milliseconds are summed in bucket_vector: the order of _ELEMENTS.
+_ELEMENTS = ("apt_s", "asut_s", "adet_s", "adot_s", "planned_down_s")
+_SLOT_OF = {time_class: _ELEMENTS.index(element) for time_class, element in TIME_ELEMENT_OF.items()}
+
+
+def bucket_vector(
+    start_ms: int,
+    end_ms: int,
+    calendar: BucketCalendar,
+    state_at_start: TimeClass | None,
+    changes: Sequence[tuple[int, TimeClass | None]],
+    production: Mapping[str, ProductionTotals],
+    ideal_cycle_time_s: Mapping[str, float],
+    *,
+    energy_kwh: float = 0.0,
+    is_output: bool = False,
+) -> tuple[tuple[float, ...], set[str]]:
+    """``account_bucket``'s components as a vector in ``COMPONENT_NAMES`` order, with the products that have
+    no ideal cycle time: what an evaluation sums, without building a ``Components`` per bucket."""
     # Written for speed: a month of a line is tens of thousands of calls per evaluation.
-    busy = [
-        (max(a, start_ms), min(b, end_ms)) for shift in shifts for a, b in shift.busy if b > start_ms and a < end_ms
-    ]
-    in_shifts = sum(max(0, min(s.end_ms, end_ms) - max(s.start_ms, start_ms)) for s in shifts)
-    busy_total = sum(b - a for a, b in busy)
-    elapsed_ms = dict.fromkeys(TIME_ELEMENT_OF.values(), 0)
+    busy = calendar.busy
+    elapsed_ms = [0, 0, 0, 0, 0]  # by _ELEMENTS
     unknown_ms = repair_ms = failures = 0
-    current = state_at_start
-    cursor = start_ms
-    for change_ts, change_class in [*changes, (end_ms, None)]:
-        ts = min(max(change_ts, start_ms), end_ms)
-        if ts > cursor:
-            busy_ms = sum(max(0, min(b, ts) - max(a, cursor)) for a, b in busy) if busy else 0
-            if current is None:
-                unknown_ms += busy_ms
-            else:
-                elapsed_ms[TIME_ELEMENT_OF[current]] += busy_ms
-                if current is TimeClass.UNPLANNED_DELAY:
-                    repair_ms += busy_ms
-        if (
-            change_class is TimeClass.UNPLANNED_DELAY
-            and current is not TimeClass.UNPLANNED_DELAY
-            and change_ts < end_ms
-            and any(a <= change_ts < b for a, b in busy)
-        ):
-            failures += 1
-        current = change_class
-        cursor = ts
+    if busy:  # outside planned busy time no state counts, and no fault starts
+        single = busy[0] if len(busy) == 1 else None
+        current = state_at_start
+        cursor = start_ms
+        for change_ts, change_class in (*changes, (end_ms, None)):
+            ts = min(max(change_ts, start_ms), end_ms)
+            if ts > cursor:
+                if single is not None:
+                    busy_ms = max(0, min(single[1], ts) - max(single[0], cursor))
+                else:
+                    busy_ms = sum(max(0, min(b, ts) - max(a, cursor)) for a, b in busy)
+                if current is None:
+                    unknown_ms += busy_ms
+                else:
+                    elapsed_ms[_SLOT_OF[current]] += busy_ms
+                    if current is TimeClass.UNPLANNED_DELAY:
+                        repair_ms += busy_ms
+            if (
+                change_class is TimeClass.UNPLANNED_DELAY
+                and current is not TimeClass.UNPLANNED_DELAY
+                and change_ts < end_ms
+                and any(a <= change_ts < b for a, b in busy)
+            ):
+                failures += 1
+            current = change_class
+            cursor = ts
+    apt_ms, asut_ms, adet_ms, adot_ms, reported_planned_ms = elapsed_ms
+    busy_total = calendar.busy_ms
     # Planned downtime the device reports (planned maintenance) leaves planned busy time,
     # as do the calendar's breaks and planned stops.
-    reported_planned_ms = elapsed_ms["planned_down_s"]
     pbt_s = (busy_total - reported_planned_ms) / 1000
 
     produced = good = scrap = rework = cycles = 0
@@ -120,14 +173,14 @@ def account_bucket(
         else:
             ideal_s += ideal * totals.produced
 
-    components = Components(
+    vector = (
         pbt_s,
-        elapsed_ms["apt_s"] / 1000,
-        elapsed_ms["asut_s"] / 1000,
-        elapsed_ms["adet_s"] / 1000,
-        elapsed_ms["adot_s"] / 1000,
+        apt_ms / 1000,
+        asut_ms / 1000,
+        adet_ms / 1000,
+        adot_ms / 1000,
         unknown_ms / 1000,
-        (reported_planned_ms + in_shifts - busy_total) / 1000,
+        (reported_planned_ms + calendar.in_shifts_ms - busy_total) / 1000,
         produced,
         good,
         scrap,
@@ -142,4 +195,4 @@ def account_bucket(
         good if is_output else 0,
         pbt_s if is_output else 0.0,
     )
-    return BucketAccount(components, missing)
+    return vector, missing

@@ -1,15 +1,20 @@
-"""Stored device-hours read back the same by the fast decoder and the general reader."""
+"""Stored device-hours read back the same by the fast decoder and the general reader, and evaluation's numpy
+roll-ups (histograms, seq gaps) agree with doing it one hour at a time."""
 
 from __future__ import annotations
 
 import gc
 import json
 
+import numpy as np
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from kpi_engine.evaluation import AccountedDevice, _merged
 from pilot_core.contract import TimeClass
-from pilot_core.device_hours import DeviceHour, SeqSpan, StateEvent
+from pilot_core.device_hours import HOUR_MS, DeviceHour, SeqSpan, StateEvent
 from pilot_core.histogram import LogHistogram
 from pilot_core.time_accounting import ProductionTotals
 
@@ -72,3 +77,47 @@ def test_decoded_parts_are_not_tracked_by_the_garbage_collector() -> None:
     hour = DeviceHour.decode(stored(busy_hour()))
     assert not gc.is_tracked(hour.events[0])
     assert not gc.is_tracked(hour.production) and not gc.is_tracked(hour.seq)
+
+
+histograms = st.lists(
+    st.dictionaries(st.integers(-50, 50), st.integers(1, 1000), max_size=30).map(
+        lambda counts: LogHistogram(counts=counts)
+    ),
+    max_size=40,
+)
+
+
+@given(histograms)
+def test_histograms_merge_as_one_by_one(parts: list[LogHistogram]) -> None:
+    expected = LogHistogram()
+    for part in parts:
+        expected.merge(part)
+    assert _merged(parts) == expected
+
+
+def test_histograms_of_another_accuracy_are_still_refused() -> None:
+    with pytest.raises(ValueError, match="different accuracy"):
+        _merged([LogHistogram(), LogHistogram(relative_accuracy=0.01, counts={3: 1})])
+
+
+spans = st.tuples(st.integers(0, 100), st.integers(0, 1000), st.integers(0, 100)).map(
+    lambda t: SeqSpan(t[0], t[1], t[1] + t[2])
+)
+
+
+@given(
+    st.lists(st.dictionaries(st.sampled_from(["telemetry", "state", "production"]), spans), min_size=1, max_size=20),
+    st.data(),
+)
+def test_seq_gaps_add_up_as_hour_by_hour(seqs: list[dict[str, SeqSpan]], data: st.DataObject) -> None:
+    hours = [DeviceHour("d", START + i * HOUR_MS, seq=seq) for i, seq in enumerate(seqs)]
+    chosen = sorted(data.draw(st.sets(st.integers(0, len(hours) - 1))))
+    first_last: dict[str, list[int]] = {}
+    seen: dict[str, int] = {}
+    for index in chosen:  # as evaluation did it before
+        for channel, span in hours[index].seq.items():
+            low_high = first_last.setdefault(channel, [span.first, span.last])
+            low_high[0], low_high[1] = min(low_high[0], span.first), max(low_high[1], span.last)
+            seen[channel] = seen.get(channel, 0) + span.received
+    expected = sum(max(0, high - low + 1 - seen[ch]) for ch, (low, high) in first_last.items())
+    assert AccountedDevice(hours).messages_missing(np.array(chosen, dtype=np.intp)) == expected
