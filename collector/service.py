@@ -1,10 +1,13 @@
 """The collector service: wires MQTT intake, processing and InfluxDB output.
 
 The MQTT reader thread (``adapters.mqtt_intake``) only queues what it
-receives, a read's worth of messages at a time. One worker thread takes
-batches from the queue in arrival order, has them validated and encoded in a
-child process, writes them to InfluxDB (or the disk spool), dead-letters what
-was refused, and only then acknowledges the batch to the broker.
+receives, a read's worth of messages at a time. Two stages follow, each a
+thread, with one batch between them: the first takes batches from the queue in
+arrival order and has them validated and encoded in a child process; the
+second writes each to InfluxDB (or the disk spool), dead-letters what was
+refused, and only then acknowledges the batch to the broker. So batch N+1 is
+validated while batch N is written, and batches are still written and
+acknowledged in arrival order.
 """
 
 from __future__ import annotations
@@ -47,10 +50,11 @@ class Collector:
         self._carry: list[Delivery] = []  # what the last batch left of a read: the next batch starts with it
         # One writer each, so the backlog needs no lock: the reader counts in, the worker counts out.
         self._queued = 0
-        self._taken = 0
-        self._in_flight = 0  # taken from the queue, not yet acknowledged
+        self._done = 0  # messages of batches handled, acknowledged or not
         self._queued_bytes = 0
         self._released_bytes = 0  # payload bytes of batches handled, acknowledged or not
+        # Validated batches waiting for the writer: one, so that memory holds at most a batch more.
+        self._validated: queue.Queue[tuple[list[Delivery], BatchOutcome] | None] = queue.Queue(maxsize=1)
         self._accepting = True
         self._store_checked = False  # pinged, and the database created where the server allows
         self._stopping = threading.Event()
@@ -77,7 +81,8 @@ class Collector:
             on_disconnect=self._on_disconnect,
             hold=self._holding_enough,
         )
-        self._worker = threading.Thread(target=self._work, name="pilot-collector-worker", daemon=True)
+        self._worker = threading.Thread(target=self._validate, name="pilot-collector-validate", daemon=True)
+        self._writer = threading.Thread(target=self._write, name="pilot-collector-write", daemon=True)
         self._replayer = threading.Thread(target=self._replay, name="pilot-collector-replay", daemon=True)
         self._last_heartbeat = time.monotonic()
         self._watchdog = threading.Thread(target=self._watch, name="pilot-collector-watchdog", daemon=True)
@@ -95,6 +100,7 @@ class Collector:
             self.metrics.serve(self.settings.metrics_host, self.settings.metrics_port)
             log.info("metrics on http://%s:%d/metrics", self.settings.metrics_host, self.settings.metrics_port)
         self._worker.start()
+        self._writer.start()
         self._replayer.start()
         if self.settings.watchdog_s:
             self._watchdog.start()
@@ -115,15 +121,17 @@ class Collector:
             return
         self._accepting = False  # later deliveries stay unacknowledged and return next session
         self._stopping.set()
+        deadline = time.monotonic() + self.settings.shutdown_timeout_s
         self._worker.join(self.settings.shutdown_timeout_s)
-        if self._worker.is_alive():
+        self._writer.join(max(0.0, deadline - time.monotonic()))
+        if self._writer.is_alive():
             log.error(
                 "shutdown: InfluxDB did not take the last batch within %.0f s; it stays unacknowledged "
                 "and the broker will deliver it again",
                 self.settings.shutdown_timeout_s,
             )
             self._abort.set()
-            self._worker.join(10)
+            self._writer.join(10)
         self._abort.set()  # the spool is durable: replaying stops here and resumes at the next start
         self._spooled.set()
         self._replayer.join(30)
@@ -164,8 +172,8 @@ class Collector:
 
     @property
     def backlog(self) -> int:
-        """Messages received and not yet acknowledged."""
-        return self._queued - self._taken + self._in_flight
+        """Messages received and not yet acknowledged (nor given up on, to come again)."""
+        return self._queued - self._done
 
     def _holding_enough(self) -> bool:
         """Whether to stop reading for now: three batches, counted in messages or in payload bytes, are here."""
@@ -221,23 +229,42 @@ class Collector:
 
     # --- worker ----------------------------------------------------------
 
-    def _work(self) -> None:
-        while True:
-            batch = self._take_batch()
-            if batch:
+    def _validate(self) -> None:
+        """The first stage: batches in arrival order, validated and encoded, handed to the writer."""
+        try:
+            while True:
+                batch = self._take_batch()
+                if not batch:
+                    if self._stopping.is_set() and not self._carry:
+                        return
+                    continue
                 try:
-                    self._handle(batch)
-                except Exception:  # never let one batch kill the collector
-                    log.exception(
-                        "unexpected error handling a batch of %d messages; they stay unacknowledged", len(batch)
-                    )
+                    outcome = self.processor.process([(m.topic, m.payload) for m in batch])
+                except Exception:  # the child died or failed: this batch only
+                    log.exception("validating a batch of %d messages failed; they stay unacknowledged", len(batch))
                     self.metrics.batches.labels("error").inc()
-                    self.processor.forget_sequences()
-                finally:
-                    self._in_flight = len(self._carry)
-                    self._released_bytes += sum(len(d.payload) for d in batch)
-            elif self._stopping.is_set():
-                return
+                    self._finished(batch)
+                    continue
+                self._validated.put((batch, outcome))
+        finally:
+            self._validated.put(None)  # the writer stops after what is queued
+
+    def _write(self) -> None:
+        """The second stage: each validated batch made durable and acknowledged, in order."""
+        while (item := self._validated.get()) is not None:
+            batch, outcome = item
+            try:
+                self._handle(batch, outcome)
+            except Exception:  # never let one batch kill the collector
+                log.exception("unexpected error handling a batch of %d messages; they stay unacknowledged", len(batch))
+                self.metrics.batches.labels("error").inc()
+                self.processor.forget_sequences()
+            finally:
+                self._finished(batch)
+
+    def _finished(self, batch: list[Delivery]) -> None:
+        self._released_bytes += sum(len(d.payload) for d in batch)
+        self._done += len(batch)
 
     def _take_batch(self) -> list[Delivery]:
         """Up to ``batch_size`` messages or ``batch_max_bytes`` of payload, whichever comes first."""
@@ -249,9 +276,6 @@ class Collector:
                 batch, batch_bytes = self._queue.get(timeout=0.2)
             except queue.Empty:
                 return []
-            # In flight before taken: the backlog may count a message twice for a moment, never miss it.
-            self._in_flight = len(batch)
-            self._taken += len(batch)
         deadline = time.monotonic() + self.settings.flush_interval_s
         while len(batch) < size and batch_bytes < max_bytes:
             try:
@@ -266,17 +290,14 @@ class Collector:
                     more, more_bytes = self._queue.get(timeout=min(remaining, 0.05))
                 except queue.Empty:
                     continue
-            self._in_flight = len(batch) + len(more)
-            self._taken += len(more)
             batch.extend(more)  # the reader's lists are ours once queued
             batch_bytes += more_bytes
         if len(batch) > size or batch_bytes > max_bytes:
             cut = _cut(batch, size, max_bytes)
-            batch, self._carry = batch[:cut], batch[cut:]  # both stay in flight
+            batch, self._carry = batch[:cut], batch[cut:]
         return batch
 
-    def _handle(self, messages: list[Delivery]) -> None:
-        outcome = self.processor.process([(m.topic, m.payload) for m in messages])
+    def _handle(self, messages: list[Delivery], outcome: BatchOutcome) -> None:
         self._count(len(messages), outcome)
         # While the spool holds batches, new ones queue behind them, so InfluxDB gets them in order.
         if self.spool.pending and self._spool(messages, outcome):
