@@ -29,8 +29,15 @@ from pilot_core.contract import (
     parse_topic,
 )
 from pilot_core.ids import InvalidIdError, check_id
-from pilot_core.line_protocol import FieldValue, LineProtocolError, encode_point
-from pilot_core.profiles import MetricType, ProductionMode, metric_value_problem
+from pilot_core.line_protocol import (
+    FieldValue,
+    LineProtocolError,
+    encode_point,
+    escape_key,
+    format_field_value,
+    series_key,
+)
+from pilot_core.profiles import DeviceProfile, Metric, MetricType, ProductionMode, metric_value_problem
 from pilot_core.registry import DeviceKey, DeviceRegistry, RegisteredDevice
 
 STATE_MEASUREMENT = "state"
@@ -227,20 +234,76 @@ Tags = tuple[tuple[str, str], ...]
 
 def _telemetry(device: RegisteredDevice, tags: Tags, record: TelemetryRecord, seq: int) -> str:
     profile = device.profile
-    fields: list[tuple[str, FieldValue]] = []
+    encoders = _field_encoders(profile)
+    fields: list[str] = []
     for name, value in record.metrics.items():
-        metric = profile.metric(name)
-        if metric is None:
+        found = encoders.get(name)
+        if found is None:
             raise _Refused(
                 RejectReason.UNKNOWN_METRIC, f"metric {name!r} is not in profile {profile.id} {profile.version}"
             )
-        problem = metric_value_problem(metric, value)
-        if problem is not None:
-            raise _Refused(RejectReason(problem[0]), problem[1])
-        # The declared type decides the stored type, so 3 and 3.5 never conflict.
-        fields.append((name, _as_float(name, value) if metric.type is MetricType.FLOAT else value))
-    fields.append(("seq", seq))
-    return encode_point(profile.measurement, tags, fields, record.ts)
+        metric, encode = found
+        text = encode(value)
+        if text is None:  # not the common case: say why it does not fit, or encode it the long way
+            problem = metric_value_problem(metric, value)
+            if problem is not None:
+                raise _Refused(RejectReason(problem[0]), problem[1])
+            # The declared type decides the stored type, so 3 and 3.5 never conflict.
+            stored = _as_float(name, value) if metric.type is MetricType.FLOAT else value
+            text = f"{escape_key(name)}={format_field_value(stored)}"
+        fields.append(text)
+    fields.append(f"seq={format_field_value(seq)}")
+    return f"{series_key(profile.measurement, tags)} {','.join(fields)} {record.ts}"
+
+
+FieldEncoder = Callable[[Any], str | None]
+
+
+def _field_encoders(profile: DeviceProfile) -> dict[str, tuple[Metric, FieldEncoder]]:
+    """Per metric of ``profile``: a check-and-encode for values that plainly fit (None for any other).
+
+    Telemetry is most of what a collector does, and most values fit: one call per
+    value instead of the general checks and encoder. Anything the fast check does
+    not pass goes through ``metric_value_problem`` and ``format_field_value``, so
+    what is refused, and how, is decided in one place.
+    """
+    cached: dict[str, tuple[Metric, FieldEncoder]] | None = profile.__dict__.get("_field_encoders")
+    if cached is None:
+        cached = {m.name: (m, _fast_encoder(m)) for m in profile.metrics}
+        object.__setattr__(profile, "_field_encoders", cached)  # frozen model: cache outside the fields
+    return cached
+
+
+def _fast_encoder(metric: Metric) -> FieldEncoder:
+    key, low, high = escape_key(metric.name), metric.min, metric.max
+    if metric.type is MetricType.BOOL:
+        return lambda value: (f"{key}=t" if value else f"{key}=f") if type(value) is bool else None
+    if metric.type is MetricType.INT:
+
+        def encode_int(value: Any) -> str | None:
+            if type(value) is not int or not _INT64_MIN <= value <= _INT64_MAX:
+                return None
+            if (low is not None and value < low) or (high is not None and value > high):
+                return None
+            return f"{key}={value}i"
+
+        return encode_int
+
+    def encode_float(value: Any) -> str | None:
+        kind = type(value)
+        if kind is int and -_EXACT_INT <= value <= _EXACT_INT:
+            value = float(value)  # exact, so comparing it gives what comparing the integer would
+        elif kind is not float or value - value != 0.0:  # inf and nan: only the general check names them
+            return None
+        if (low is not None and value < low) or (high is not None and value > high):
+            return None
+        return f"{key}={value!r}"
+
+    return encode_float
+
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_EXACT_INT = 2**53  # integers up to this convert to float exactly
 
 
 def _as_float(name: str, value: float) -> float:
