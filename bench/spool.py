@@ -1,6 +1,6 @@
 """The collector through a long InfluxDB outage: memory while spooling, and how fast the spool drains.
 
-    .venv/bin/python -m bench.spool [--messages 100000] [--out FILE]
+    .venv/bin/python -m bench.spool [--messages 100000] [--repeat 1] [--out FILE]
 
 One run, private Mosquitto and InfluxDB, `pilot collect` as its own process:
 
@@ -10,6 +10,10 @@ One run, private Mosquitto and InfluxDB, `pilot collect` as its own process:
    while the spool grows on disk;
 3. **drain:** InfluxDB started again; the time until every spooled point is
    written gives the drain rate, reported as a ratio to the baseline rate.
+
+Messages are published by ``bench.publisher`` (pre-encoded QoS 1 packets,
+faster than the collector), so the baseline is the collector's live rate.
+Each repeat is a fresh run with fresh services; the JSON keeps every run.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import argparse
 import multiprocessing as mp
 import os
 import pickle
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,7 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from adapters import local_services
-from bench.ingest import DATABASE, _scrape, build_workload, proc_status_kb, process_tree, publish_worker, tree_rss_kb
+from bench.ingest import DATABASE, _scrape, build_workload, proc_status_kb, process_tree, tree_rss_kb
+from bench.publisher import publish_worker
 from bench.results import write_result
 
 
@@ -37,13 +43,19 @@ def rss_mb(pid: int) -> float:
 
 
 def publish(port: int, workload: Path, count: int, client_id: str) -> None:
-    queue: Any = mp.get_context("spawn").Queue()
-    child = mp.get_context("spawn").Process(target=publish_worker, args=(port, str(workload), count, client_id, queue))
+    context = mp.get_context("spawn")
+    out: Any = context.Queue()
+    go = context.Event()
+    child = context.Process(target=publish_worker, args=(port, str(workload), count, client_id, 0, 1, go, out))
     child.start()
-    result = queue.get(timeout=600)
-    child.join(30)
-    if result["published"] != count:
-        raise RuntimeError(f"published {result['published']} of {count}")
+    try:
+        out.get(timeout=120)  # connected, packets encoded
+        go.set()
+        result = out.get(timeout=600)
+    finally:
+        child.join(30)
+    if result.get("error") or result.get("published") != count:
+        raise RuntimeError(f"published {result.get('published')} of {count}: {result.get('error', 'refused')}")
 
 
 def wait_for(condition: Any, timeout_s: float, what: str) -> float:
@@ -55,12 +67,7 @@ def wait_for(condition: Any, timeout_s: float, what: str) -> float:
     raise RuntimeError(f"timed out waiting for {what}")
 
 
-def main() -> int:  # noqa: PLR0915 - one straight run
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--messages", type=int, default=100_000, help="per phase (default 100000)")
-    parser.add_argument("--out", type=Path)
-    args = parser.parse_args()
-    n = args.messages
+def run_once(n: int) -> dict[str, Any]:  # noqa: PLR0915 - one straight run
     with tempfile.TemporaryDirectory(prefix="pilot-bench-spool-") as scratch:
         folder = Path(scratch)
         workload = build_workload(2 * n)
@@ -156,12 +163,41 @@ def main() -> int:  # noqa: PLR0915 - one straight run
         "rss_outage_max_over_start": (max(samples) / rss_start) if samples and rss_start else None,
         "peak_rss_mb_tree": peak / 1024,
     }
-    print(f"live rate, InfluxDB up   {baseline_rate:10,.0f} msg/s (publisher-bound)")
-    print(f"spool drain rate         {drain_rate:10,.0f} points/s   {result['drain_over_baseline']:.2f}× baseline")
-    print(f"spooled                  {result['spooled_mb']:10,.1f} MB in {spooled_batches:,.0f} batches")
+    return result
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.spool", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--messages", type=int, default=100_000, help="per phase (default 100000)")
+    parser.add_argument("--repeat", type=int, default=1, help="fresh runs, each with its own services (default 1)")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+    if args.messages < 1 or args.repeat < 1:
+        parser.error("--messages and --repeat must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    runs = []
+    for number in range(1, args.repeat + 1):
+        print(f"run {number}/{args.repeat}", file=sys.stderr)
+        runs.append(run_once(args.messages))
+    summary = {
+        key: statistics.median(r[key] for r in runs if r[key] is not None)
+        for key in runs[0]
+        if isinstance(runs[0][key], int | float)
+    }
+    summary["rss_mb_during_outage_max"] = max(r["rss_mb_during_outage_max"] or 0 for r in runs)
+    result = {**summary, "messages_per_phase": args.messages, "repeat": args.repeat, "runs": runs}
+    print(f"live rate, InfluxDB up   {summary['baseline_rate_msg_s']:10,.0f} msg/s (median of {args.repeat})")
+    print(f"spool drain rate         {summary['drain_rate_points_s']:10,.0f} points/s")
+    print(f"spooled                  {summary['spooled_mb']:10,.1f} MB in {summary['spooled_batches']:,.0f} batches")
     print(
-        f"collector RSS            start {rss_start:.0f} MB, outage max {result['rss_mb_during_outage_max']:.0f} MB "
-        f"({result['rss_outage_max_over_start']:.2f}× start)"
+        f"collector RSS            start {summary['rss_mb_at_start']:.0f} MB, outage max "
+        f"{result['rss_mb_during_outage_max']:.0f} MB"
     )
     if args.out:
         write_result(args.out, result)
