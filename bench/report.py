@@ -270,7 +270,8 @@ def comparison_section(comparison: dict[str, Any] | None) -> str:
         ("cold", "cold comparison: no cached result, in a running server"),
         ("warm", "warm comparison: the cached result"),
     ):
-        runs = comparison.get(f"{key}_runs_s") or [comparison[f"{key}_s"]]
+        measured = comparison.get("measurements", {}).get(key, {})
+        runs = measured.get("repeats_s") or [comparison[f"{key}_s"]]
         over = comparison[f"{key}_s"] / comparison["decode_only_s"]
         rows.append((label, spread([s * 1000 for s in runs], ",.0f"), f"{over:.2f} ×"))
     return table((f"median of {comparison.get('repeat', '?')}", "ms: median (min–max)", "× decoding"), rows)

@@ -42,7 +42,8 @@ def results_folder(tmp_path: Path, *, node_red_rate: float = 10_000.0) -> Path:
     long_spool = json.loads(json.dumps(spool))
     long_spool["messages_per_phase"] = 100_000
     long_spool["runs"][0]["rss_mb_during_outage_max"] = 155.0
-    comparison = {"repeat": 5, "decode_only_s": 0.5, "first_s": 0.7, "cold_s": 0.4, "warm_s": 0.015}
+    comparison = {"repeat": 5, "decode_only_s": 0.5, "first_s": 0.7, "cold_s": 0.4, "warm_s": 0.015,
+                  "measurements": {"first": {"repeats_s": [0.6, 0.7, 0.9]}}}  # fmt: skip
     run = {"started": "2026-12-02T08:00:00+00:00", "finished": "2026-12-02T08:45:00+00:00", "minutes": 45,
            "commit": "abc1234", "dirty": False, "command": "bench/run"}  # fmt: skip
     for name, value in [("ingest", ingest), ("spool-0030000", spool), ("spool-0100000", long_spool),
@@ -64,6 +65,7 @@ def test_every_section_is_filled_and_every_target_judged(tmp_path: Path) -> None
     assert "| Node-RED, per-message node | 900 | 30,000 | – | – | 40,000 | – |" in page
     assert "| bare paho receiver (baseline) | 14,500 (14,000–15,000) | 1.00 | 1.45 (1.40–1.50) | 0 | 45 |" in page
     assert "1.03 × (150 → 155 MB)" in page
+    assert "| 700 (600–900) | 1.40 × |" in page
 
 
 def test_a_missed_target_says_so(tmp_path: Path) -> None:
