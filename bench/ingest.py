@@ -1306,6 +1306,9 @@ def phase_node_red(ctx: Context, count: int, *, flow_name: str = "node-red", liv
                     ctx.cleanup.popens.remove(process)
         if end is None:
             raise RuntimeError(f"Node-RED did not land {count} points within {ctx.args.timeout:g} s; see {log_path}")
+        with InfluxClient(InfluxSettings(url=env.influx.url, database=DATABASE)) as influx:
+            # Node-RED stopped: anything that landed after the stall was still in flight, not lost for good.
+            stored_after_stop = influx_point_count(influx)
         assert publish is not None
         start = publish["started"] if live else connack
         seconds = end - start
@@ -1315,6 +1318,7 @@ def phase_node_red(ctx: Context, count: int, *, flow_name: str = "node-red", liv
             "messages": count,
             "stored_points": stored,
             "lost": count - stored,
+            "stored_after_stop": stored_after_stop,
             "seconds": round(seconds, 3),
             "rate": stored / seconds if seconds > 0 else 0.0,
             "end_detected_by": f"InfluxDB count polled every 0.1 s: N reached, or no growth for {STALL_S:g} s",
