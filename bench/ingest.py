@@ -260,6 +260,9 @@ def machine_facts(node_red_dir: Path | None = None) -> dict[str, Any]:
         package = node_red_dir / "node_modules" / "node-red" / "package.json"
         if package.is_file():
             facts["node_red"] = json.loads(package.read_text())["version"]
+            contrib = node_red_dir / "node_modules" / "node-red-contrib-influxdb" / "package.json"
+            if contrib.is_file():
+                facts["node_red_contrib_influxdb"] = json.loads(contrib.read_text())["version"]
             facts["node"] = _command_first_line(["node", "--version"])
     return facts
 
