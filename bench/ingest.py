@@ -627,26 +627,41 @@ def _mb(kb: int | None) -> float | None:
 # --- phases -----------------------------------------------------------------------
 
 
+def consume(
+    ctx: Context, env: PhaseEnv, count: int, live: bool, what: str, timeout_s: float,
+    target: Callable[..., None], *args: Any,
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, float | None]]:  # fmt: skip
+    """Run a consumer child on a backlog (drain) or with the publishers going (live).
+
+    The result, the publishing report and the CPU snapshot taken before the consumer started.
+    """
+    publishers = start_publishers(ctx, env.broker.port, count) if live else None
+    try:
+        publish = None if live else publish_backlog(ctx, env.broker.port, count)
+        cpu_before = _cpu_snapshot(env)
+        child, queue = start_child(ctx, target, *args)
+        wait_child(ctx, child, queue, 60, what)  # connected and subscribed
+        if publishers is not None:
+            publishers.go.set()
+        result = wait_child(ctx, child, queue, timeout_s, what)
+        finish_child(ctx, child)
+        if publishers is not None:
+            publish = finish_publishers(ctx, publishers, 120)
+    finally:
+        if publishers is not None:
+            publishers.abandon(ctx)
+    assert publish is not None
+    return result, publish, cpu_before
+
+
 def phase_bare(ctx: Context, count: int, *, live: bool = False) -> dict[str, Any]:
     with phase_services(ctx, "bare", influx=False) as env:
         client_id = "bench-bare"
         prime_session(env.broker.port, client_id, SUBSCRIPTION)
-        publishers = start_publishers(ctx, env.broker.port, count) if live else None
-        try:
-            publish = None if live else publish_backlog(ctx, env.broker.port, count)
-            cpu_before = _cpu_snapshot(env)
-            child, queue = start_child(ctx, bare_worker, env.broker.port, client_id, count, ctx.args.timeout)
-            wait_child(ctx, child, queue, 60, "bare subscriber")
-            if publishers is not None:
-                publishers.go.set()
-            result = wait_child(ctx, child, queue, ctx.args.timeout + 30, "bare subscriber")
-            finish_child(ctx, child)
-            if publishers is not None:
-                publish = finish_publishers(ctx, publishers, 120)
-        finally:
-            if publishers is not None:
-                publishers.abandon(ctx)
-        assert publish is not None
+        result, publish, cpu_before = consume(
+            ctx, env, count, live, "bare subscriber", ctx.args.timeout + 30,
+            bare_worker, env.broker.port, client_id, count, ctx.args.timeout,
+        )  # fmt: skip
         start = publish["started"] if live else result["connack"]
         seconds = result["end"] - start
         received = result["count"]
@@ -1029,25 +1044,11 @@ def phase_naive(ctx: Context, count: int, *, live: bool = False) -> dict[str, An
         assert env.influx is not None
         client_id = "bench-naive"
         prime_session(env.broker.port, client_id, SUBSCRIPTION)
-        publishers = start_publishers(ctx, env.broker.port, count) if live else None
-        try:
-            publish = None if live else publish_backlog(ctx, env.broker.port, count)
-            cpu_before = _cpu_snapshot(env)
-            child, queue = start_child(
-                ctx, naive_worker, env.broker.port, client_id, env.influx.url, str(ctx.devices_file), count,
-                ctx.args.naive_time_cap,
-            )  # fmt: skip
-            wait_child(ctx, child, queue, 60, "naive collector")
-            if publishers is not None:
-                publishers.go.set()
-            result = wait_child(ctx, child, queue, ctx.args.naive_time_cap + 90, "naive collector")
-            finish_child(ctx, child)
-            if publishers is not None:
-                publish = finish_publishers(ctx, publishers, 120)
-        finally:
-            if publishers is not None:
-                publishers.abandon(ctx)
-        assert publish is not None
+        result, publish, cpu_before = consume(
+            ctx, env, count, live, "naive collector", ctx.args.naive_time_cap + 90,
+            naive_worker, env.broker.port, client_id, env.influx.url, str(ctx.devices_file), count,
+            ctx.args.naive_time_cap,
+        )  # fmt: skip
         cpu_after = _cpu_snapshot(env)
         with InfluxClient(InfluxSettings(url=env.influx.url, database=DATABASE)) as influx:
             stored = influx_point_count(influx)
