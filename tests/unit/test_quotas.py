@@ -191,5 +191,5 @@ def test_the_receive_maximum_defaults_to_three_batches_and_must_hold_one() -> No
     assert CollectorSettings().in_flight_limit == 15_000
     assert CollectorSettings(batch_size=30_000).in_flight_limit == 65_535
     assert CollectorSettings(receive_maximum=8_000).in_flight_limit == 8_000
-    with pytest.raises(ValueError, match="receive_maximum .* is below batch_size"):
+    with pytest.raises(ValueError, match=r"receive_maximum .* is below batch_size"):
         CollectorSettings(receive_maximum=100)
