@@ -244,7 +244,8 @@ class IntakeConnection:
         hold = self._hold
         while not self._stopping.is_set():
             chunk: bytes | None = None
-            if hold is not None and hold():
+            # Held, unless a publish of ours awaits its PUBACK: the caller may be waiting on it to free room.
+            if hold is not None and hold() and not self._publications:
                 time.sleep(HOLD_POLL_S)
                 self._last_received = time.monotonic()  # not reading: silence now is ours, not the broker's
             elif pending_tls(sock) or select.select([sock], [], [], tick)[0]:
@@ -259,7 +260,7 @@ class IntakeConnection:
                 if not chunk:
                     return "the broker closed the connection"
             now = time.monotonic()
-            if chunk is not None or (pending and not (hold is not None and hold())):
+            if chunk is not None or (pending and not (hold is not None and hold() and not self._publications)):
                 if chunk is not None:
                     self._last_received = now
                     data = pending + chunk if pending else chunk

@@ -67,6 +67,27 @@ def test_a_queued_backlog_drains_without_the_collector_holding_more_than_its_rec
     assert collector.most_held <= 300 + READ_SIZE // smallest < 12_000, collector.most_held
 
 
+def test_a_backlog_of_refused_messages_larger_than_the_receive_maximum_is_all_dead_lettered(
+    mqtt_settings: MqttSettings, influx_settings: InfluxSettings, unique_id: str
+) -> None:
+    # Reading is held at the receive maximum, but the dead letters' PUBACKs must still be read: the batch
+    # waits for them before it can be acknowledged and make room.
+    settings = collector_settings(
+        mqtt_settings, influx_settings, f"{unique_id}-c", batch_size=100, receive_maximum=300, max_clock_skew_s=0
+    )
+    primer = new_client(mqtt_settings, settings.client_id)
+    connect_and_wait(primer, mqtt_settings, persistent_session_s=600)
+    primer.subscribe(SUBSCRIPTION, qos=1)
+    time.sleep(0.5)
+    primer.disconnect()
+    primer.loop_stop()
+    publish_all(mqtt_settings, conveyor_messages("판교", "cell 2", f"{unique_id}-unknown", 2000), f"{unique_id}-d")
+    with running_collector(settings, registry_of("판교", "cell 2", unique_id)) as collector:
+        wait_until(lambda: collector.metrics.rejected.labels("unknown_device")._value.get() == 2000, timeout_s=60,
+                   what="every message dead-lettered")  # fmt: skip
+        wait_until(lambda: collector.backlog == 0, what="every message acknowledged")
+
+
 def test_what_is_acknowledged_is_not_delivered_again_and_what_is_not_comes_back(
     mqtt_settings: MqttSettings, unique_id: str
 ) -> None:
