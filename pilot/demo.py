@@ -128,6 +128,8 @@ def run_demo(
         mqtt=mqtt,
         influx=influx,
         client_id="pilot-demo-collector",
+        # A clean session: the demo collects what it publishes, not what a shared broker queued since the last run.
+        session_expiry_s=0,
         devices_file=state_dir / "devices.yaml",
         metrics_port=metrics_port,
         spool_dir=state_dir / "spool",
