@@ -28,6 +28,16 @@ def conveyor_messages(site: str, line: str, device: str, count: int) -> list[tup
     ]
 
 
+def prime_session(mqtt_settings: MqttSettings, client_id: str) -> None:
+    """The collector's session exists, subscribed, before anything is published: the backlog queues for it."""
+    primer = new_client(mqtt_settings, client_id)
+    connect_and_wait(primer, mqtt_settings, persistent_session_s=600)
+    primer.subscribe(SUBSCRIPTION, qos=1)
+    time.sleep(0.5)
+    primer.disconnect()
+    primer.loop_stop()
+
+
 class BacklogWatch(Collector):
     """A collector that notes the most it ever held unacknowledged."""
 
@@ -45,12 +55,7 @@ def test_a_queued_backlog_drains_without_the_collector_holding_more_than_its_rec
     settings = collector_settings(
         mqtt_settings, influx_settings, f"{unique_id}-c", batch_size=100, receive_maximum=300, max_clock_skew_s=0
     )
-    primer = new_client(mqtt_settings, settings.client_id)
-    connect_and_wait(primer, mqtt_settings, persistent_session_s=600)
-    primer.subscribe(SUBSCRIPTION, qos=1)
-    time.sleep(0.5)
-    primer.disconnect()
-    primer.loop_stop()
+    prime_session(mqtt_settings, settings.client_id)
     messages = conveyor_messages(site, line, device, 12_000)
     publish_all(mqtt_settings, messages, f"{unique_id}-device")
     collector = BacklogWatch(settings, registry_of(site, line, device))
@@ -75,12 +80,7 @@ def test_a_backlog_of_refused_messages_larger_than_the_receive_maximum_is_all_de
     settings = collector_settings(
         mqtt_settings, influx_settings, f"{unique_id}-c", batch_size=100, receive_maximum=300, max_clock_skew_s=0
     )
-    primer = new_client(mqtt_settings, settings.client_id)
-    connect_and_wait(primer, mqtt_settings, persistent_session_s=600)
-    primer.subscribe(SUBSCRIPTION, qos=1)
-    time.sleep(0.5)
-    primer.disconnect()
-    primer.loop_stop()
+    prime_session(mqtt_settings, settings.client_id)
     publish_all(mqtt_settings, conveyor_messages("판교", "cell 2", f"{unique_id}-unknown", 2000), f"{unique_id}-d")
     with running_collector(settings, registry_of("판교", "cell 2", unique_id)) as collector:
         wait_until(lambda: collector.metrics.rejected.labels("unknown_device")._value.get() == 2000, timeout_s=60,
