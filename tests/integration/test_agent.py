@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -14,6 +17,7 @@ from adapters.catalog import load_profiles
 from adapters.influxdb import InfluxClient, InfluxSettings
 from adapters.mqtt import MqttSettings, connect_and_wait, new_client
 from edge_agent import Agent
+from edge_agent.outbox import Outbox
 from pilot.cli import app
 from pilot_core.registry import DeviceEntry, DeviceRegistry
 from tests.support import collector_settings, count_points, running_collector, wait_until
@@ -92,3 +96,37 @@ def test_pilot_agent_publishes_a_profiles_telemetry_and_its_birth(
     wait_until(lambda: received.count("telemetry") == 20 and received.count("status") == 1, what="the agent's messages")
     watcher.disconnect()
     watcher.loop_stop()
+
+
+def test_a_message_reusing_the_births_packet_id_after_the_wrap_stays_in_the_outbox_until_its_own_puback(
+    tmp_path: Path, unique_id: str
+) -> None:
+    """Past 65,535 publishes paho's packet ids start again at 1, the birth's: that id must not pass for acked."""
+    broker = local_services.mosquitto(tmp_path / "mosquitto")
+    broker.start()
+    assert broker.process is not None
+    mqtt = MqttSettings(host="127.0.0.1", port=broker.port)
+    agent = Agent(mqtt, "판교", "L1", unique_id, load_profiles()["conveyor"], tmp_path / "agent")
+    try:
+        agent.start()
+        agent.telemetry({"belt_speed": 1.0, "jam_detected": False}, ts_ms=TS)
+        # Acknowledged in order: the birth (packet id 1), then this message (id 2).
+        wait_until(lambda: agent.pending == 0, what="the first message acknowledged")
+        # Test-only: start paho's packet ids near the wrap instead of publishing 65,530 messages first.
+        agent._client._last_mid = 65_533  # the next four get the ids 65534, 65535, 1, 2
+        os.kill(broker.process.pid, signal.SIGSTOP)  # the broker hangs: nothing is acknowledged from here on
+        try:
+            for i in range(1, 5):
+                agent.telemetry({"belt_speed": 2.0, "jam_detected": False}, ts_ms=TS + i * 1000)
+            wait_until(lambda: agent._client._last_mid == 2, what="the four messages handed to paho")
+            # What is on disk now is what a killed agent would send again: none of the four was acknowledged.
+            on_disk = Outbox(tmp_path / "agent" / "outbox.sqlite", quota_bytes=1 << 20)
+            seqs = [json.loads(payload)["seq"] for _, _, payload in on_disk.after(0, 10)]
+            on_disk.close()
+            assert seqs == [2, 3, 4, 5]
+        finally:
+            os.kill(broker.process.pid, signal.SIGCONT)
+        wait_until(lambda: agent.pending == 0, what="the four acknowledged once the broker runs again")
+        assert agent.stop() == 0
+    finally:
+        broker.stop()
