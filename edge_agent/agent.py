@@ -237,8 +237,8 @@ class Agent:
                     # paho calls on_publish just before it marks the info published; or this PUBACK was for
                     # an older message with the same id. The info is the judge: sweep shortly.
                     unsettled = True
-        for message_id in removed:
-            self.outbox.remove(message_id)
+        if removed:
+            self.outbox.remove(*removed)
         return unsettled
 
     def _send(self) -> None:
