@@ -322,7 +322,7 @@ class Collector:
                 outcome = "dead_letter_failed" if isinstance(exc, DeadLettersUnconfirmed) else "error"
                 self.metrics.batches.labels(outcome).inc()
                 delay = self.supervisor.failed("write", exc, f"a batch of {len(batch.messages)} messages")
-                if not (self._stopping.is_set() or self._abort.wait(delay)):
+                if not self._stopping.wait(delay):  # a shutdown gives up on it at once
                     continue
                 why = "it failed, and the collector is stopping"
             # Later batches may hold this one's messages delivered again, judged duplicates: none is acknowledged.
