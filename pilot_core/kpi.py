@@ -233,7 +233,7 @@ KPIS: dict[str, KpiDefinition] = {
             "직행률",
             "ratio",
             Better.HIGHER,
-            "GP / IP (good at first pass / inspected)",
+            "GQ / PQ (GP / IP: every unit produced is judged good, scrap or rework at its first pass)",
             quality_ratio,
             (PQ,),
         ),

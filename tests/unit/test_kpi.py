@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import random
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -194,3 +196,23 @@ def test_a_comparison_without_an_energy_meter_says_so_and_not_zero() -> None:
     assert comparison.note == (
         "no value in the baseline: no energy meter in scope; no value in the pilot: no energy meter in scope"
     )
+
+
+def test_docs_list_every_kpi_with_the_engines_formula_and_unit() -> None:
+    """docs/kpis.md's KPI table: every KPI id a result carries, with the formula string and unit of the code."""
+    from kpi_engine.evaluation import PERCENTILES, kpi_unit  # noqa: PLC0415 (the engine, above the pure core)
+
+    docs = (Path(__file__).parents[2] / "docs" / "kpis.md").read_text(encoding="utf-8")
+    rows = {}
+    for line in docs.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and re.fullmatch(r"`[a-z0-9_]+`", cells[0]) and cells[3].startswith("`"):
+            rows[cells[0].strip("`")] = (cells[2], cells[3].strip("`"))
+    assert set(rows) == {*KPIS, *PERCENTILES}
+    for name, (formula, unit) in rows.items():
+        assert unit == kpi_unit(name), name
+        if name in KPIS:
+            assert formula == f"`{KPIS[name].formula}`", name
+    # ISO 22400-2: the throughput rate counts produced units (PQ), not good ones.
+    assert KPIS["throughput_rate"].formula.startswith("output PQ /")
+    assert compute("throughput_rate", SHIFT) == pytest.approx(SHIFT.output_produced / 7)
