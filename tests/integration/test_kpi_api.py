@@ -275,3 +275,28 @@ def test_every_kpi_has_its_unit_and_a_kpi_without_input_is_null_with_the_reason(
         comparison_csv = api.get(f"/v1/demonstrations/{ref}/comparison", params={"format": "csv"}).text
         (energy_row,) = [row for row in comparison_csv.splitlines() if ",energy_per_good_unit," in row]
         assert "no energy meter in scope" in energy_row and ",kWh/unit," in energy_row
+
+
+def test_last_seen_is_the_newest_points_own_time_to_the_millisecond(
+    api_settings: tuple[CollectorSettings, DeviceRegistry, str],
+) -> None:
+    """Points over three hours on two channels; the newest, on neither hour's edge, is what last_seen says."""
+    settings, registry, site = api_settings
+    line = "라인 1"
+    now_ms = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
+    newest = now_ms - 1_234
+    samples = [
+        {"seq": i, "ts": newest - (3 - i) * 3_600_000 // 2 - 777, "metrics": {"belt_speed": 0.8}} for i in range(3)
+    ]
+    samples.append({"seq": 3, "ts": newest, "metrics": {"belt_speed": 0.9}})
+    states = [{"seq": 0, "ts": newest - 4_000_000, "state": "running"}]
+    messages = [(topic_for(site, line, DEVICE, "telemetry"), json.dumps(s).encode()) for s in samples]
+    messages += [(topic_for(site, line, DEVICE, "state"), json.dumps(s).encode()) for s in states]
+    with running_collector(settings, registry) as collector:
+        publish_all(settings.mqtt, messages, f"device-{site}")
+        wait_until(lambda: collector.metrics.totals().points_written == len(messages), what="every point")
+    with admin_client(create_app(settings)) as api:
+        response = api.get("/v1/devices/status", params={"since_hours": 6})
+        assert response.status_code == 200, response.text
+        (device,) = [d for d in response.json() if d["site"] == site]
+        assert dt.datetime.fromisoformat(device["last_seen"]) == dt.datetime.fromtimestamp(newest / 1000, dt.UTC)
