@@ -113,14 +113,16 @@ def _kpis(components: Components, histograms: Sequence[LogHistogram]) -> dict[st
 
 def kpi_unit(name: str) -> str:
     """The unit of a KPI in a result: its definition's, and the cycle time's for its percentiles."""
-    return KPIS[name].unit if name in KPIS else KPIS["cycle_time_mean"].unit
+    if name in PERCENTILES:
+        return KPIS["cycle_time_mean"].unit
+    return KPIS[name].unit  # a KPI without a unit is a defect: no document may show a bare number
 
 
 def kpi_no_value_reason(name: str, components: Components) -> NoValue | None:
     """Why a KPI of a result computed from ``components`` has no value (None if it has one)."""
-    if name in KPIS:
-        return no_value_reason(name, components)
-    return NoValue.NO_CYCLES  # a percentile without value: no cycle time was reported
+    if name in PERCENTILES:
+        return NoValue.NO_CYCLES  # a percentile without value: no cycle time was reported
+    return no_value_reason(name, components)
 
 
 class AccountedDevice:
