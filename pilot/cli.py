@@ -393,6 +393,7 @@ def _serve_demo_api(result: DemoResult, mqtt_port: int, influx_url: str, port: i
     from adapters.influxdb import InfluxSettings
     from adapters.local_services import free_port
     from adapters.mqtt import MqttSettings
+    from api.log_redaction import uvicorn_log_config
     from api.main import create_app
     from collector.settings import CollectorSettings
     from pilot.demo import DATABASE, admin_key
@@ -420,7 +421,7 @@ def _serve_demo_api(result: DemoResult, mqtt_port: int, influx_url: str, port: i
         demonstration = f"{base}/v1/demonstrations/{result.evaluation.slug}"
         console.print(f"  curl {auth} {demonstration}/comparison", soft_wrap=True)
         console.print(f"  curl {auth} '{demonstration}/kpis?format=csv'", soft_wrap=True)
-    uvicorn.run(application, host="127.0.0.1", port=port, log_level="warning")
+    uvicorn.run(application, host="127.0.0.1", port=port, log_level="warning", log_config=uvicorn_log_config())
 
 
 def _before_after_table(evaluation: DemonstrationResult) -> Table:
@@ -476,6 +477,7 @@ def api(
     import uvicorn
     from sqlalchemy.exc import SQLAlchemyError
 
+    from api.log_redaction import uvicorn_log_config
     from api.main import create_app
     from collector.settings import CollectorSettings
 
@@ -485,7 +487,7 @@ def api(
         raise fail(str(exc)) from None
     except SQLAlchemyError as exc:  # a malformed database_url, or a database that cannot be reached
         raise fail(f"the demonstrations database could not be opened: {exc}") from None
-    uvicorn.run(application, host=host, port=port)
+    uvicorn.run(application, host=host, port=port, log_config=uvicorn_log_config())
 
 
 def main() -> None:
