@@ -338,7 +338,7 @@ def demo(
 ) -> None:
     """Run the whole pipeline on private services: simulate, collect, store, compare; then serve the API."""
     from adapters.local_services import ServiceError
-    from pilot.demo import private_services, result_json, run_demo
+    from pilot.demo import private_services, result_json, run_demo, verify_command
 
     scene, catalog = _scenario(scenario_file)
     console.print(f"[bold]{scene.name}[/bold] · {scene.name_ko} · site {scene.site}, line {scene.line}")
@@ -362,8 +362,12 @@ def demo(
                 for warning in result.evaluation.result.warnings:
                     errors.print(f"[yellow]warning:[/yellow] {warning}")
             console.print(f"ground truth of the simulated periods: {result.truth_file}")
-            if result.evidence_file:
-                console.print(f"signed evidence bundle: {result.evidence_file} (check it anywhere: pilot verify FILE)")
+            if result.evidence_file and result.public_key_file:
+                console.print(
+                    f"signed evidence bundle: {result.evidence_file}; check it anywhere, offline:", soft_wrap=True
+                )
+                command = verify_command(result.evidence_file, result.public_key_file)
+                console.print(f"  {command}", soft_wrap=True, markup=False, highlight=False)
             if json_output:
                 json_output.write_text(json.dumps(result_json(result), indent=2, ensure_ascii=False), encoding="utf-8")
             if not result.complete:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -105,6 +106,28 @@ def test_demo_ends_with_the_comparison_and_leaves_the_api_serving(tmp_path: Path
             demo.kill()
             raise
     assert demo.returncode == 0
+
+
+def test_the_demo_keeps_its_signing_key_and_prints_the_verify_command(tmp_path: Path) -> None:
+    """A public key saved from one run verifies the next run's bundle, with the exact command the demo prints."""
+    scenario, state, saved = str(short_scenario(tmp_path)), tmp_path / "state", tmp_path / "saved.pub"
+    commands = []
+    for _ in range(2):
+        result = runner.invoke(app, ["demo", scenario, "--state-dir", str(state), "--no-serve"])
+        assert result.exit_code == 0, result.output
+        printed = re.search(r"^\s*(\.venv/bin/pilot verify \S+ --public-key \S+)$", result.stdout, re.MULTILINE)
+        assert printed, result.stdout
+        commands.append(printed.group(1))
+        if not saved.exists():
+            saved.write_bytes((state / "signing-key.pub").read_bytes())
+    bundle = state / "pangyo-cobot-assembly-cell-v1-evidence.zip"
+    assert commands == [f".venv/bin/pilot verify {bundle} --public-key {state / 'signing-key.pub'}"] * 2
+    assert (state / "signing-key.pub").read_bytes() == saved.read_bytes()
+    verified = runner.invoke(app, ["verify", str(bundle), "--public-key", str(saved)])
+    assert verified.exit_code == 0, verified.output
+    assert Path(".venv/bin/pilot").is_file(), "the tests run from the project's folder, as scripts/test.sh does"
+    command = shlex.split(commands[1])
+    assert subprocess.run(command, capture_output=True, text=True, timeout=300, check=False).returncode == 0
 
 
 def test_simulate_dry_run_and_outputs(tmp_path: Path) -> None:
