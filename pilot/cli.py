@@ -21,7 +21,7 @@ from pilot.access_cli import keys_app, orgs_app
 from pilot.devices_cli import devices_app
 from pilot.evidence_cli import evidence_app, verify
 from pilot.grafana_cli import grafana_app
-from pilot.output import console, errors, fail
+from pilot.output import console, errors, fail, table
 from pilot.report_cli import report
 from pilot_core import contract
 from pilot_core.profiles import ProfileCatalog, ProfileErrors
@@ -80,20 +80,19 @@ def profiles_list(directory: ProfilesDir = BUNDLED_PROFILES) -> None:
         catalog = load_profiles(directory)
     except ProfileErrors as exc:
         raise fail(f"invalid profiles:\n{exc}") from None
-    table = Table(title=f"Device profiles in {directory}")
-    for column in ("id", "version", "name", "이름", "metrics", "states", "production"):
-        table.add_column(column, no_wrap=column in ("id", "version", "production"))
+    columns = ("id", "version", "name · 이름", "metrics", "states", "production")
+    listed = table(f"Device profiles in {directory}", columns, whole=("id", "version", "production"))
+    listed.leading = 1  # a blank line between profiles: their names take two lines or more
     for profile in catalog:
-        table.add_row(
+        listed.add_row(
             profile.id,
             profile.version,
-            profile.name,
-            profile.name_ko,
+            f"{profile.name}\n{profile.name_ko}",
             str(len(profile.metrics)),
             str(len(profile.states)),
             profile.production.mode.value,
         )
-    console.print(table)
+    console.print(listed)
 
 
 @profiles_app.command("validate")
@@ -348,13 +347,19 @@ def demo(
                 f"private Mosquitto on 127.0.0.1:{broker.port}, InfluxDB at {database.url} (files in {state_dir})"
             )
             result = run_demo(scene, catalog, broker, database, state_dir, periods=period, say=errors.print)
-            table = Table(title=f"What landed in InfluxDB (database {database.url}/pilot)")
-            for column in ("device", "profile", "channel", "published", "landed", ""):
-                table.add_column(column, justify="right" if column in ("published", "landed") else "left", no_wrap=True)
+            columns = ("device", "profile", "channel", "published", "landed", "")
+            landed = table(
+                f"What landed in InfluxDB (database {database.url}/pilot)",
+                columns,
+                whole=columns,
+                right=("published", "landed"),
+            )
             for row in result.rows:
                 mark = "[green]✓[/green]" if row.complete else f"[red]✗ {row.landed - row.published:+,}[/red]"
-                table.add_row(row.device, row.profile, row.channel.value, f"{row.published:,}", f"{row.landed:,}", mark)
-            console.print(table)
+                landed.add_row(
+                    row.device, row.profile, row.channel.value, f"{row.published:,}", f"{row.landed:,}", mark
+                )
+            console.print(landed)
             if result.evaluation is not None:
                 # Piped output gets 80 columns by default: too few for this table.
                 wide = console if console.is_terminal else Console(width=170)

@@ -13,9 +13,11 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from typer.testing import CliRunner
 
 from pilot.cli import app
+from pilot.output import console
 from simulators.scenario import BUNDLED_SCENARIOS
 
 runner = CliRunner()
@@ -31,7 +33,8 @@ def short_scenario(tmp_path: Path) -> Path:
     return path
 
 
-def test_demo_lands_every_record(tmp_path: Path) -> None:
+def test_demo_lands_every_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(console, "width", 80)  # an 80-column terminal: the landed table still shows every name whole
     report = tmp_path / "landed.json"
     result = runner.invoke(
         app,
@@ -51,6 +54,10 @@ def test_demo_lands_every_record(tmp_path: Path) -> None:
     assert len({row["profile"] for row in landed["rows"]}) == 7
     assert all(row["published"] == row["landed"] > 0 for row in landed["rows"])
     assert sum(row["landed"] for row in landed["rows"]) == landed["published_records"]
+    table_lines = [line for line in result.stdout.splitlines() if any(row["device"] in line for row in landed["rows"])]
+    for row in landed["rows"]:
+        assert any(line.split()[:3] == [row["device"], row["profile"], row["channel"]] for line in table_lines), row
+    assert all(len(line) <= 80 and "…" not in line for line in table_lines), table_lines
     truth = json.loads((tmp_path / "state" / "truth.json").read_text(encoding="utf-8"))
     assert [p["period"] for p in truth["periods"]] == ["baseline", "pilot"]
 
