@@ -21,7 +21,7 @@ from pilot.access_cli import keys_app, orgs_app
 from pilot.devices_cli import devices_app
 from pilot.evidence_cli import evidence_app, verify
 from pilot.grafana_cli import grafana_app
-from pilot.output import console, errors, fail, table
+from pilot.output import console, errors, fail, fit, table
 from pilot.report_cli import report
 from pilot_core import contract
 from pilot_core.profiles import ProfileCatalog, ProfileErrors
@@ -361,9 +361,11 @@ def demo(
                 )
             console.print(landed)
             if result.evaluation is not None:
-                # Piped output gets 80 columns by default: too few for this table.
-                wide = console if console.is_terminal else Console(width=170)
-                wide.print(_before_after_table(result.evaluation.result))
+                comparison = _before_after_table(result.evaluation.result)
+                if console.is_terminal:  # as wide as the terminal: a narrow one gets the table stacked, not cut
+                    console.print(fit(comparison, console.width, stack=("지표",)))
+                else:  # piped output gets 80 columns by default: too few for this table
+                    Console(width=170).print(comparison)
                 for warning in result.evaluation.result.warnings:
                     errors.print(f"[yellow]warning:[/yellow] {warning}")
             console.print(f"ground truth of the simulated periods: {result.truth_file}")

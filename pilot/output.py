@@ -7,8 +7,11 @@ from typing import Any
 
 import typer
 from rich import box
-from rich.console import Console, JustifyMethod
+from rich.cells import cell_len
+from rich.console import Console, Group, JustifyMethod, RenderableType
+from rich.measure import Measurement
 from rich.table import Table
+from rich.text import Text
 from typer.core import TyperOption
 
 console = Console()
@@ -32,6 +35,47 @@ def table(title: str, columns: Iterable[str], *, whole: Collection[str] = (), ri
         justify: JustifyMethod = "right" if column in right else "left"
         made.add_column(column, no_wrap=column in whole, overflow="fold", justify=justify)
     return made
+
+
+def fit(wide: Table, width: int, *, stack: Collection[str] = ()) -> Table:
+    """``wide`` as it is if it fits in ``width`` columns; else as ``table`` draws it, each ``stack`` column under
+    the one before it (a Korean name under the English one), and every column as wide as its longest word at
+    least, wrapping at spaces: nothing is cut to "…"."""
+    if Measurement.get(_MEASURE, _MEASURE.options, wide).maximum <= width:
+        return wide
+    columns = list(wide.columns)
+    kept = [i for i, column in enumerate(columns) if str(column.header) not in stack or i == 0]
+    groups = [columns[i : kept[n + 1] if n + 1 < len(kept) else len(columns)] for n, i in enumerate(kept)]
+    narrow = table(str(wide.title or ""), [])
+    narrow.leading = 1 if stack else 0  # stacked cells take two lines or more: a blank line between rows
+    headers = ["\n".join(str(c.header) for c in group) for group in groups]
+    texts = [
+        [_text(cell) for c in group for cell in c.cells] + [header]
+        for group, header in zip(groups, headers, strict=True)
+    ]
+    least = [max((cell_len(word) for text in group for word in text.split()), default=1) for group in texts]
+    most = [max((cell_len(line) for text in group for line in text.splitlines()), default=1) for group in texts]
+    room = width - 2 * (len(groups) - 1) - sum(least)  # two spaces between columns
+    wanted = sum(m - s for m, s in zip(most, least, strict=True)) or 1
+    for group, header, low, high in zip(groups, headers, least, most, strict=True):
+        share = low + max(0, room) * (high - low) // wanted
+        narrow.add_column(header, justify=group[0].justify, overflow="fold", width=share)
+    cells = [list(column.cells) for column in columns]
+    for row in range(wide.row_count):
+        line: list[RenderableType] = []
+        for group in groups:
+            parts = [cells[columns.index(c)][row] for c in group]
+            parts = [p for p in parts if p != ""]
+            line.append("\n".join(parts) if all(isinstance(p, str) for p in parts) else Group(*parts))  # type: ignore[arg-type]
+        narrow.add_row(*line)
+    return narrow
+
+
+def _text(cell: RenderableType) -> str:
+    return Text.from_markup(cell).plain if isinstance(cell, str) else str(cell)
+
+
+_MEASURE = Console(width=10_000)  # measures a table at its natural width
 
 
 def _flags_show_no_type() -> None:
