@@ -55,10 +55,14 @@ def fit(wide: Table, width: int, *, stack: Collection[str] = ()) -> Table:
     ]
     least = [max((cell_len(word) for text in group for word in text.split()), default=1) for group in texts]
     most = [max((cell_len(line) for text in group for line in text.splitlines()), default=1) for group in texts]
-    room = width - 2 * (len(groups) - 1) - sum(least)  # two spaces between columns
-    wanted = sum(m - s for m, s in zip(most, least, strict=True)) or 1
+    available = width - 2 * (len(groups) - 1)  # two spaces between columns
+    room = available - sum(least)
+    if room < 0:  # even the longest words do not fit side by side: those columns fold them
+        least = [max(1, low * available // sum(least)) for low in least]
+        room = 0
+    wanted = sum(max(0, m - s) for m, s in zip(most, least, strict=True)) or 1
     for group, header, low, high in zip(groups, headers, least, most, strict=True):
-        share = low + max(0, room) * (high - low) // wanted
+        share = low + room * max(0, high - low) // wanted
         narrow.add_column(header, justify=group[0].justify, overflow="fold", width=share)
     cells = [list(column.cells) for column in columns]
     for row in range(wide.row_count):
