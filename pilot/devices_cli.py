@@ -12,11 +12,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 from rich.text import Text
 
 from adapters.broker_accounts import DEFAULT_BROKER_DIR
-from pilot.output import console, errors, fail
+from pilot.output import console, errors, fail, table
 
 if TYPE_CHECKING:
     from adapters.broker_accounts import BrokerFiles
@@ -330,14 +329,12 @@ def list_accounts(broker_dir: BrokerDir = DEFAULT_BROKER_DIR) -> None:
         book = _files(broker_dir).load()
     except (ProfileErrors, ValueError) as exc:
         raise fail(str(exc)) from None
-    table = Table(title=f"Broker accounts in {broker_dir}")
-    for column in ("username", "kind", "topics", "password set"):
-        table.add_column(column)
+    listed = table(f"Broker accounts in {broker_dir}", ("username", "kind", "topics", "password set"), whole=("kind",))
     for account in book:
         kind = "device" if isinstance(account, DeviceAccount) else account.role.value
         topics = "\n".join(f"{access} {topic}" for access, topic in account.grants())
-        table.add_row(Text(account.username), kind, Text(topics), account.password_set_at)
-    console.print(table)
+        listed.add_row(Text(account.username), kind, Text(topics), account.password_set_at)
+    console.print(listed)
 
 
 @devices_app.command("sync")
