@@ -461,6 +461,7 @@ def test_a_device_using_the_collectors_client_id_cannot_take_its_session(
         wait_until(lambda: count_points(influx, "telemetry_cobot_arm") == 30, what="the 10 messages sent meanwhile")
         assert intruder.is_connected()  # under its own client id, its username: nobody was kicked off
         assert collector.metrics.sessions_lost.labels("taken_over")._value.get() == 0
+        assert collector.metrics.sessions_lost.labels("not_present")._value.get() == 0  # never kicked off
         assert collector.metrics.connected._value.get() == 1
         intruder.disconnect()
         intruder.loop_stop()
