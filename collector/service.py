@@ -80,6 +80,7 @@ class Collector:
             on_connect=self._on_connect,
             on_disconnect=self._on_disconnect,
             on_session_lost=self._on_session_lost,
+            session_marker=settings.spool_dir / "mqtt-session",
             hold=self._holding_enough,
         )
         self._worker = threading.Thread(target=self._validate, name="pilot-collector-validate", daemon=True)

@@ -491,3 +491,27 @@ def test_the_collector_says_loudly_when_its_session_is_taken_over(
         wait_until(lambda: collector.metrics.connected._value.get() == 1, what="the collector connected again")
     messages = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert any("MQTT SESSION LOST (not present)" in m and repr(settings.client_id) in m for m in messages), messages
+
+
+def test_a_session_lost_while_the_collector_was_away_is_reported_when_it_starts(
+    stack: Stack,
+    influx_settings: InfluxSettings,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = collector_as_configured(stack, influx_settings, monkeypatch, tmp_path, metrics_port=0)
+    registry = load_registry(settings.devices_file, load_profiles())
+    with running_collector(settings, registry) as first:
+        assert first.metrics.sessions_lost.labels("not_present")._value.get() == 0  # a first start
+    with running_collector(settings, registry) as second:
+        assert second.metrics.sessions_lost.labels("not_present")._value.get() == 0  # its session was kept
+    # Away, its session is ended: by a clean start with its own account (the only one that can now).
+    other = new_client(stack.mqtt("collector"), "another-process")
+    connect_and_wait(other, stack.mqtt("collector"))
+    other.disconnect()
+    other.loop_stop()
+    with running_collector(settings, registry) as third:
+        assert third.metrics.sessions_lost.labels("not_present")._value.get() == 1
+    messages = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert any("MQTT SESSION LOST (not present)" in m and "when we last ran" in m for m in messages), messages
