@@ -211,14 +211,6 @@ def service_account(
             " $SYS/# (health checks)"
         ),
     ],
-    client_id: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--client-id",
-            help="Collector: a client_id that uses this account, for its heartbeat topic (repeatable; default: the"
-            " configured client_id)",
-        ),
-    ] = None,
     password_env: Annotated[
         str | None,
         typer.Option(
@@ -243,8 +235,6 @@ def service_account(
     if role not in roles:
         raise fail(f"--role must be {', '.join(roles[:-1])} or {roles[-1]}, not {role!r}")
     collector = Role(role) is Role.COLLECTOR
-    if client_id and not collector:
-        raise fail("--client-id is for collector accounts")
     settings = _settings(config) if collector else None
     given = None
     if password_env is not None:
@@ -260,7 +250,6 @@ def service_account(
             role=Role(role),
             password_hash=new_password_hash(password),
             password_set_at=now_text(),
-            client_ids=(client_id or [settings.client_id]) if settings else [],
             dead_letter_topic=settings.dead_letter_topic if settings else None,
         )
     except ValidationError as exc:

@@ -93,7 +93,7 @@ def test_pilot_collect_at_debug_logs_no_credentials(
     )  # fmt: skip
     service = runner.invoke(
         app,
-        ["devices", "service-account", "pilot-collector", "--role", "collector", "--client-id", unique_id,
+        ["devices", "service-account", "pilot-collector", "--role", "collector",
          "--broker-dir", str(auth), "--json"],
     )  # fmt: skip
     assert provisioned.exit_code == 0 and service.exit_code == 0, provisioned.output + service.output
@@ -118,7 +118,7 @@ def test_pilot_collect_at_debug_logs_no_credentials(
         "PILOT_INFLUX__URL": url_with_credentials,
         "PILOT_INFLUX__DATABASE": database,
         "PILOT_DEVICES_FILE": str(devices),
-        "PILOT_CLIENT_ID": unique_id,
+        "PILOT_CLIENT_ID": "pilot-collector",  # the broker makes the username the client id
         "PILOT_METRICS_PORT": "0",
         "PILOT_FLUSH_INTERVAL_S": "0.2",
     }
