@@ -278,7 +278,7 @@ def test_a_dead_letter_refused_until_the_acl_allows_it_is_sent_again_on_the_same
     denied_root = "pilot/denied/v1"
     dead_letters = Watcher(line.settings("watcher"), f"{unique_id}-dead", f"{denied_root}/#")
     settings = collector_settings(
-        line.settings("pilot-collector"), influx_settings, "collector-a", dead_letter_topic=denied_root
+        line.settings("collector-a"), influx_settings, "collector-a", dead_letter_topic=denied_root
     )
     own_user = f"{SITE}/{LINE}/{OWN}"
     with running_collector(settings, registry) as collector:
@@ -292,7 +292,7 @@ def test_a_dead_letter_refused_until_the_acl_allows_it_is_sent_again_on_the_same
         # The operator lets the collector's account write there (and the watcher read it), and reloads the broker.
         line.files.acl_file.write_text(
             line.files.acl_file.read_text(encoding="utf-8")
-            + f"user pilot-collector\ntopic write {denied_root}/#\nuser watcher\ntopic read {denied_root}/#\n",
+            + f"user collector-a\ntopic write {denied_root}/#\nuser watcher\ntopic read {denied_root}/#\n",
             encoding="utf-8",
         )
         line.broker.reload()
