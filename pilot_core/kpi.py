@@ -50,6 +50,8 @@ class Components:
     output_produced: float = 0.0  # PQ of the line's output station(s) only
     output_good: float = 0.0  # GQ of the line's output station(s) only
     output_pbt_s: float = 0.0  # PBT of the line's output station(s) only
+    output_cycle_time_s: float = 0.0  # Σ reported cycle times of the line's output station(s) only
+    output_cycles: float = 0.0  # cycles with a reported cycle time of the line's output station(s) only
 
     def __add__(self, other: Components) -> Components:
         return Components(*(getattr(self, f) + getattr(other, f) for f in COMPONENT_NAMES))
@@ -171,8 +173,9 @@ KPIS: dict[str, KpiDefinition] = {
             "평균 사이클 타임",
             "s",
             Better.LOWER,
-            "Σ cycle time / cycles",
-            lambda c: _ratio(c.cycle_time_s, c.cycles),
+            "output Σ cycle time / output cycles (per station: Σ cycle time / cycles)",
+            # The line's cycle time is read at its output: pooling unlike stations' cycles means nothing.
+            lambda c: _ratio(c.output_cycle_time_s, c.output_cycles),
         ),
         KpiDefinition(
             "first_pass_yield",

@@ -194,5 +194,7 @@ def bucket_vector(
         produced if is_output else 0,
         good if is_output else 0,
         pbt_s if is_output else 0.0,
+        cycle_time_s if is_output else 0.0,
+        cycles if is_output else 0,
     )
     return vector, missing

@@ -99,7 +99,8 @@ def ar1(rng: np.random.Generator, n: int, phi: float, mean: float, sd: float) ->
 
 
 def cycles(values: np.ndarray) -> list[Components]:
-    return [Components(cycle_time_s=float(v), cycles=1) for v in values]
+    """Cycles of the line's output station: its cycle time is the line's."""
+    return [Components(cycle_time_s=float(v), cycles=1, output_cycle_time_s=float(v), output_cycles=1) for v in values]
 
 
 def test_autocorrelation_shrinks_the_effective_n() -> None:
@@ -110,6 +111,16 @@ def test_autocorrelation_shrinks_the_effective_n() -> None:
     assert independent.effective_n > 1_500
     # AR(1) with φ = 0.7: n(1 - φ)/(1 + φ) ≈ 350
     assert 200 < correlated.effective_n < 600
+
+
+def test_the_effective_n_never_exceeds_n() -> None:
+    """Issue 17 item 8: hours that alternate (a slow hour, then a catch-up) give a HAC variance below the
+    i.i.d. one (193.6 effective units from 24 hours), which is no reason to claim more units than there are."""
+    rng = np.random.default_rng(3)
+    alternating = 30 + 3 * (-1.0) ** np.arange(24) + rng.normal(0, 0.3, 24)
+    hourly = estimate("cycle_time_mean", cycles(alternating))
+    assert hourly.effective_n is not None and hourly.std_error is not None
+    assert hourly.effective_n == hourly.n == 24
 
 
 def test_verdicts_follow_the_interval() -> None:
