@@ -83,10 +83,11 @@ def _run(
 
 
 def _realised(period: dict[str, Any]) -> dict[str, float]:
-    """KPIs of one simulated period, straight from the simulator's own record of it."""
+    """KPIs of one simulated period, straight from the simulator's own record of it; the line's cycle time is its
+    output station's."""
     stations = period["stations"].values()
     produced = sum(s["produced"] for s in stations)
-    timed = [s for s in stations if s["cycle_time_mean_s"] is not None]
+    timed = [period["stations"][period["line"]["output_device"]]]
     return {
         "scrap_ratio": sum(s["scrap"] for s in stations) / produced,
         "rework_ratio": sum(s["rework"] for s in stations) / produced,
@@ -127,7 +128,17 @@ def test_recovered_kpis_match_the_simulated_truth(
     if name == "no_effect":
         assert "met" not in verdicts.values(), verdicts
     else:
-        # −12% against a −8% target, −30% against −15%: the truth meets both by a wide margin.
-        assert verdicts["cycle_time_mean"] == "met"
+        # −30% against −15%: the truth meets it by a wide margin.
         assert verdicts["scrap_ratio"] != "not met"
+        # −12% against a −8% target, for every station alike. The line's cycle time is read at its output station
+        # alone (issue 17, item 12); the simulator draws each station's product per shift, so one station's mix
+        # over 20 shifts moves its mean by several percent, and the margin stays unresolved (about −18%…−3% at
+        # 90%): never "not met". The cobot, whose mix held, resolves it on its own.
+        assert verdicts["cycle_time_mean"] != "not met"
+        stations = {s["device"]: s for s in comparison["stations"]}
+        assert stations["cobot-01"]["relative_interval"][1] <= -0.08
+        assert (
+            stations[truth["periods"][0]["line"]["output_device"]]["relative_change"]
+            == (kpis["cycle_time_mean"]["relative_change"])
+        )
         assert comparison["source"]["frozen"] and comparison["source"]["plan_hash"].startswith("sha256:")
