@@ -19,7 +19,7 @@ from pilot_core.comparison import KpiComparison, TargetCheck, check_target, comp
 from pilot_core.demonstration import DemonstrationPlan, Phase, Window
 from pilot_core.device_hours import HOUR_MS, DeviceHour, DeviceRules, account_vector, corrected
 from pilot_core.histogram import LogHistogram
-from pilot_core.kpi import COMPONENT_NAMES, KPIS, Components, compute_all, total
+from pilot_core.kpi import COMPONENT_NAMES, KPIS, Components, NoValue, compute, compute_all, no_value_reason, total
 from pilot_core.time_accounting import BucketCalendar
 
 PERCENTILES = {"cycle_time_p50": 0.50, "cycle_time_p95": 0.95}
@@ -143,24 +143,24 @@ def evaluate(
             line_cycles.exact,
         )
         series[phase] = np.vstack([accounted.hourly_units(w) for w, _ in chosen])
+    # The phases' roll-ups go in too, so that /comparison's values are /kpis' phase values to the last bit.
+    totals = (phases[Phase.BASELINE].components, phases[Phase.PILOT].components)
     comparisons = {
-        kpi: compare(kpi, series[Phase.BASELINE], series[Phase.PILOT], plan.confidence_level) for kpi in KPIS
+        kpi: compare(kpi, series[Phase.BASELINE], series[Phase.PILOT], plan.confidence_level, totals) for kpi in KPIS
     }
     targets = [
         TargetResult(t.label, comparisons[t.kpi], check_target(comparisons[t.kpi], t.change_pct)) for t in plan.targets
     ]
     warnings = accounted.warnings | {w for result in windows for w in _silence_warnings(result)}
     stations = {s.device for p in phases.values() for s in p.stations}
-    station_comparisons = {
-        device: compare(
-            "cycle_time_mean",
-            accounted.station_units(device, plan.windows_of(Phase.BASELINE)),
-            accounted.station_units(device, plan.windows_of(Phase.PILOT)),
-            plan.confidence_level,
-        )
-        for device in plan.devices
-        if device in stations
-    }
+    station_comparisons = {}
+    for device in plan.devices:
+        if device in stations:
+            units = [accounted.station_units(device, plan.windows_of(phase)) for phase in (Phase.BASELINE, Phase.PILOT)]
+            station_totals = (_summed(units[0]), _summed(units[1]))  # as the phases' stations show them
+            station_comparisons[device] = compare(
+                "cycle_time_mean", units[0], units[1], plan.confidence_level, station_totals
+            )
     return DemonstrationResult(plan_hash, windows, phases, comparisons, targets, sorted(warnings), station_comparisons)
 
 
@@ -179,14 +179,15 @@ def _kpis(components: Components, output_cycles: CycleTimes) -> dict[str, float 
     return compute_all(components) | output_cycles.percentiles()
 
 
+def _summed(units: np.ndarray) -> Components:
+    return Components.from_vector(units.sum(axis=0).tolist())
+
+
 def _stations(plan: DemonstrationPlan, accounted: AccountedHours, windows: Sequence[Window]) -> list[StationCycleTime]:
     stations = []
-    cycle_time, cycles = COMPONENT_NAMES.index("cycle_time_s"), COMPONENT_NAMES.index("cycles")
     for device in plan.devices:
-        hours = accounted.by_device[device]
-        rows = np.vstack([hours.matrix[hours.in_window(w)] for w in windows])
-        count = float(rows[:, cycles].sum())
-        if count == 0:
+        summed = _summed(accounted.station_units(device, windows))
+        if summed.cycles == 0:
             continue
         sample = CycleTimes.merged([accounted.cycle_times(w, [device]) for w in windows])
         quantiles = sample.percentiles()
@@ -194,14 +195,28 @@ def _stations(plan: DemonstrationPlan, accounted: AccountedHours, windows: Seque
             StationCycleTime(
                 device,
                 device in plan.output_devices,
-                round(count),
-                float(rows[:, cycle_time].sum()) / count,
+                round(summed.cycles),
+                compute("cycle_time_mean", summed),  # the station as the output: as its comparison computes it
                 quantiles["cycle_time_p50"],
                 quantiles["cycle_time_p95"],
                 sample.exact,
             )
         )
     return stations
+
+
+def kpi_unit(name: str) -> str:
+    """The unit of a KPI in a result: its definition's, and the cycle time's for its percentiles."""
+    if name in PERCENTILES:
+        return KPIS["cycle_time_mean"].unit
+    return KPIS[name].unit  # a KPI without a unit is a defect: no document may show a bare number
+
+
+def kpi_no_value_reason(name: str, components: Components) -> NoValue | None:
+    """Why a KPI of a result computed from ``components`` has no value (None if it has one)."""
+    if name in PERCENTILES:
+        return NoValue.NO_OUTPUT_CYCLES  # a percentile without value: the output stations reported no cycle time
+    return no_value_reason(name, components)
 
 
 class AccountedDevice:

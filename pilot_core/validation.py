@@ -137,16 +137,53 @@ class _Refused(Exception):
         self.detail = detail
 
 
+class StatusTimes:
+    """When each birth and will is stored: a will at the time the collector receives it, after its birth.
+
+    A last will is fixed when its connection is made, so the ``ts`` it carries is older than the birth
+    published just after. The broker publishes it when the connection is lost: the collector receives it
+    then, and that is when the device went offline. So a will is stored at ``received_ms`` (never before its
+    own ``ts``), and the same will received again keeps the time it was given first. A will older than a
+    birth already received (both were queued while the collector was away: the device has reconnected since)
+    keeps its own ``ts``, so it cannot hide that birth; and a birth newer than the last will (by seq) is never
+    stored before it.
+    """
+
+    def __init__(self) -> None:
+        self._birth_seq: dict[tuple[str, str, str], int] = {}
+        self._will: dict[tuple[str, str, str], tuple[int, int]] = {}  # the last will stored: seq, time
+
+    def stored_at(self, topic: Topic, seq: int, record: StatusRecord, received_ms: int) -> int:
+        device = (topic.site, topic.line, topic.device)
+        will = self._will.get(device)
+        if record.status == "online":
+            self._birth_seq[device] = seq
+            newer = will is not None and seq > will[0]  # not an older birth received again
+            return max(record.ts, will[1] + 1) if will is not None and newer else record.ts
+        if will is not None and will[0] == seq:
+            return will[1]
+        birth_seq = self._birth_seq.get(device)
+        if birth_seq is not None and seq < birth_seq:
+            return record.ts
+        at = max(received_ms, record.ts)
+        self._will[device] = (seq, at)
+        return at
+
+
 def validate_message(
     topic_name: str,
     payload: bytes,
     registry: DeviceRegistry,
     max_payload_bytes: int,
     clock: ClockCheck | None = None,
+    statuses: StatusTimes | None = None,
+    received_ms: int = 0,
 ) -> Accepted | Rejection:
     """Check one message against the contract, its device's profile and, if given, the clock.
 
-    Never raises for any topic or payload: every problem is a Rejection.
+    With ``statuses``, a status record is stored at the time they give it for ``received_ms`` (when the
+    message was received); without, at its own ``ts``. Never raises for any topic or payload: every problem
+    is a Rejection.
     """
     topic: Topic | None = None
     try:
@@ -175,7 +212,12 @@ def validate_message(
                 f"payload says device {envelope.device!r} but was published on the topic of device {topic.device!r};"
                 " a device publishes only under its own id",
             )
-        lines = _encode(device, topic, envelope.seq, envelope.records, clock)
+        records = envelope.records
+        if statuses is not None and topic.channel is Channel.STATUS:
+            records = tuple(
+                r.model_copy(update={"ts": statuses.stored_at(topic, envelope.seq, r, received_ms)}) for r in records
+            )
+        lines = _encode(device, topic, envelope.seq, records, clock)
         birth = topic.channel is Channel.STATUS and any(r.status == "online" for r in envelope.records)
         return Accepted(topic, envelope.seq, lines, birth)
     except _Refused as refused:

@@ -272,3 +272,39 @@ def test_a_dead_letter_the_broker_refuses_leaves_its_message_unacknowledged(
         with InfluxClient(influx_settings) as influx:
             wait_until(lambda: count_points(influx, "telemetry_conveyor") == 1, what="the valid point, once")
     dead_letters.close()
+
+
+def test_a_dead_letter_refused_until_the_acl_allows_it_is_sent_again_on_the_same_connection(
+    line: SecuredLine, influx_settings: InfluxSettings, unique_id: str
+) -> None:
+    """Issue 16, defect 3: a batch whose dead letter failed waited, unacknowledged and out of the backlog, for the
+    next session. It is retried while the connection stays up, and counts in the backlog until it is done."""
+    registry = load_registry(line.devices_file, load_profiles())
+    denied_root = "pilot/denied/v1"
+    dead_letters = Watcher(line.settings("watcher"), f"{unique_id}-dead", f"{denied_root}/#")
+    settings = collector_settings(
+        line.settings("pilot-collector"), influx_settings, "collector-a", dead_letter_topic=denied_root
+    )
+    own_user = f"{SITE}/{LINE}/{OWN}"
+    with running_collector(settings, registry) as collector:
+        publish_all(line.settings(own_user), [telemetry(OWN, 0), (telemetry(OWN, 1)[0], b"not json")], unique_id)
+        wait_until(
+            lambda: collector.metrics.batches.labels("dead_letter_failed")._value.get() >= 1,
+            what="the refused dead letter noticed",
+        )
+        assert collector.backlog == 2  # neither message is acknowledged yet
+        assert collector.metrics.registry.get_sample_value("pilot_collector_healthy") == 0.0
+        # The operator lets the collector's account write there (and the watcher read it), and reloads the broker.
+        line.files.acl_file.write_text(
+            line.files.acl_file.read_text(encoding="utf-8")
+            + f"user pilot-collector\ntopic write {denied_root}/#\nuser watcher\ntopic read {denied_root}/#\n",
+            encoding="utf-8",
+        )
+        line.broker.reload()
+        wait_until(lambda: len(dead_letters.topics) == 1, what="the dead letter, sent again on the same connection")
+        wait_until(lambda: collector.backlog == 0, what="both messages acknowledged")
+        with InfluxClient(influx_settings) as influx:
+            wait_until(lambda: count_points(influx, "telemetry_conveyor") == 1, what="the valid point, once")
+        assert collector.metrics.batches.labels("written")._value.get() == 1
+        assert collector.metrics.registry.get_sample_value("pilot_collector_healthy") == 1.0
+    dead_letters.close()

@@ -173,7 +173,7 @@ def test_the_demo_profile_simulates_the_example_line_through_the_publisher_accou
     assert "--realtime" in every["simulator"]["command"]
     # The backfill waits until the collector is subscribed, or what it sends first would go nowhere.
     assert every["simulator-backfill"]["depends_on"]["collector"]["condition"] == "service_healthy"
-    assert "pilot_collector_mqtt_connected 1.0" in str(every["collector"]["healthcheck"]["test"])
+    assert "pilot_collector_healthy 1.0" in str(every["collector"]["healthcheck"]["test"])  # connected, too
     # The line simulated is the one the init registers.
     assert mount_source(every["init"], "/opt/pilot/demo-devices.yaml") == "./examples/devices.yaml"
 
