@@ -104,7 +104,7 @@ class Estimate(BaseModel):
     value: float | None
     reason: str | None = Field(description="Why there is no value: the input that is missing")
     n: int = Field(description="Hourly units")
-    effective_n: float | None = Field(description="n discounted for autocorrelation")
+    effective_n: float | None = Field(description="n discounted for autocorrelation; never more than n")
     std_error: float | None
 
 
