@@ -131,12 +131,11 @@ def test_recovered_kpis_match_the_simulated_truth(
         # −30% against −15%: the truth meets it by a wide margin.
         assert verdicts["scrap_ratio"] != "not met"
         # −12% against a −8% target, for every station alike. The line's cycle time is read at its output station
-        # alone (issue 17, item 12); the simulator draws each station's product per shift, so one station's mix
-        # over 20 shifts moves its mean by several percent, and the margin stays unresolved (about −18%…−3% at
-        # 90%): never "not met". The cobot, whose mix held, resolves it on its own.
-        assert verdicts["cycle_time_mean"] != "not met"
+        # (issue 17, item 12), and the line works one product per shift, the two products' ideal times 31% apart:
+        # over 20 shifts a phase's product mix moves the mean by several percent, so the honest interval may
+        # leave the margin unresolved. A truth that meets the target must never read "not met".
+        assert verdicts["cycle_time_mean"] != "not met", kpis["cycle_time_mean"]
         stations = {s["device"]: s for s in comparison["stations"]}
-        assert stations["cobot-01"]["relative_interval"][1] <= -0.08
         assert (
             stations[truth["periods"][0]["line"]["output_device"]]["relative_change"]
             == (kpis["cycle_time_mean"]["relative_change"])
