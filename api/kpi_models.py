@@ -14,10 +14,11 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from kpi_engine.evaluation import Coverage, WindowResult, kpi_no_value_reason, kpi_unit
+from kpi_engine.evaluation import Coverage, StationCycleTime, WindowResult, kpi_no_value_reason, kpi_unit
 from kpi_engine.service import Evaluation
 from pilot_core.comparison import KpiComparison, PeriodEstimate, Verdict
 from pilot_core.demonstration import Phase
+from pilot_core.histogram import RELATIVE_ACCURACY
 from pilot_core.kpi import COMPONENT_NAMES, KPIS
 
 TIME_COMPONENTS = ("pbt_s", "apt_s", "asut_s", "adet_s", "adot_s", "unknown_s", "planned_down_s", "repair_s")
@@ -49,6 +50,31 @@ class DeviceCoverage(BaseModel):
     unknown_s: float = Field(description="Planned busy time with no known state")
 
 
+class QuantileResolution(BaseModel):
+    """How cycle-time percentiles were found: from every cycle's time, or from a histogram."""
+
+    method: str = Field(description="'exact': from every cycle's time; 'histogram': from mergeable log histograms")
+    relative_accuracy: float = Field(description="Largest relative error of a percentile: 0 when exact")
+
+
+def _resolution(exact: bool) -> QuantileResolution:
+    return QuantileResolution(
+        method="exact" if exact else "histogram", relative_accuracy=0.0 if exact else RELATIVE_ACCURACY
+    )
+
+
+class StationCycleTimes(BaseModel):
+    """One station's cycle time from its own cycles, never pooled with other stations'."""
+
+    device: str
+    output: bool = Field(description="One of the plan's output stations, whose cycles make the line's cycle time")
+    cycles: int = Field(description="Cycles with a reported cycle time")
+    cycle_time_mean: float | None = Field(description="Σ cycle time / cycles, seconds")
+    cycle_time_p50: float | None = Field(description="Seconds")
+    cycle_time_p95: float | None = Field(description="Seconds")
+    quantiles: QuantileResolution
+
+
 class WindowKpis(BaseModel):
     name: str
     phase: Phase
@@ -61,6 +87,10 @@ class WindowKpis(BaseModel):
     counts: dict[str, float] = Field(description="Quantities, cycles, failures and energy, devices summed")
     coverage: list[DeviceCoverage]
     excluded_hours: int
+    cycle_time_quantiles: QuantileResolution = Field(description="How the line's cycle_time_p50 and p95 were found")
+    stations: list[StationCycleTimes] = Field(
+        description="Each station with cycles: its own cycle time (the line's is its output stations')"
+    )
 
 
 class KpisDocument(BaseModel):
@@ -74,7 +104,7 @@ class Estimate(BaseModel):
     value: float | None
     reason: str | None = Field(description="Why there is no value: the input that is missing")
     n: int = Field(description="Hourly units")
-    effective_n: float | None = Field(description="n discounted for autocorrelation")
+    effective_n: float | None = Field(description="n discounted for autocorrelation; never more than n")
     std_error: float | None
 
 
@@ -103,11 +133,19 @@ class KpiChange(BaseModel):
     target: TargetVerdict | None
 
 
+class StationChange(KpiChange):
+    """cycle_time_mean of one station, compared as the line's is (the station as if it were the output)."""
+
+    device: str
+    output: bool
+
+
 class ComparisonDocument(BaseModel):
     source: Source
     level: float
     method: str
     kpis: list[KpiChange]
+    stations: list[StationChange] = Field(description="Each station's own cycle_time_mean, before and after")
     coverage: dict[Phase, list[DeviceCoverage]]
     warnings: list[str]
 
@@ -154,6 +192,20 @@ def _window(result: WindowResult) -> WindowKpis:
         counts={name: getattr(result.components, name) for name in COUNT_COMPONENTS},
         coverage=[_coverage(c) for c in result.coverage],
         excluded_hours=result.excluded_hours,
+        cycle_time_quantiles=_resolution(result.quantiles_exact),
+        stations=[_station(s) for s in result.stations],
+    )
+
+
+def _station(station: StationCycleTime) -> StationCycleTimes:
+    return StationCycleTimes(
+        device=station.device,
+        output=station.output,
+        cycles=station.cycles,
+        cycle_time_mean=station.mean_s,
+        cycle_time_p50=station.p50_s,
+        cycle_time_p95=station.p95_s,
+        quantiles=_resolution(station.quantiles_exact),
     )
 
 
@@ -216,6 +268,12 @@ def comparison_document(evaluation: Evaluation) -> ComparisonDocument:
         level=first.level,
         method=first.method,
         kpis=[_change(c, targets.get(name)) for name, c in result.comparisons.items()],
+        stations=[
+            StationChange(
+                **_change(c, None).model_dump(), device=device, output=device in evaluation.plan.output_devices
+            )
+            for device, c in result.station_comparisons.items()
+        ],
         coverage={phase: [_coverage(c) for c in w.coverage] for phase, w in result.phases.items()},
         warnings=result.warnings,
     )

@@ -33,7 +33,7 @@ KPI_EXPRESSIONS = {
     "availability": 'sum("apt_s") / sum("pbt_s")',
     "effectiveness": 'sum("ideal_s") / sum("apt_s")',
     "quality_ratio": 'sum("good") / sum("produced")',
-    "cycle_time_mean": 'sum("cycle_time_s") / sum("cycles")',
+    "cycle_time_mean": 'sum("output_cycle_time_s") / sum("output_cycles")',
     "throughput_rate": 'sum("output_produced") / sum("output_pbt_s") * 3600',
     "energy_per_good_unit": 'sum("energy_kwh") / sum("output_good")',
 }

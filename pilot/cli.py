@@ -467,6 +467,16 @@ def _before_after_table(evaluation: DemonstrationResult) -> Table:
         after = evaluation.phases[Phase.PILOT].kpis.get(name)
         change = f"{after / before - 1:+.1%}" if before and after else ""
         table.add_row(name.replace("_", " "), title_ko, _kpi_value(before, "s"), _kpi_value(after, "s"), change)
+    for device, station in evaluation.station_comparisons.items():  # each station's own: the line's is its output's
+        interval = station.relative_interval
+        table.add_row(
+            f"cycle time {device}",
+            f"사이클 타임 {device}",
+            _kpi_value(station.baseline.value, "s"),
+            _kpi_value(station.pilot.value, "s"),
+            "" if station.relative_change is None else f"{station.relative_change:+.1%}",
+            "" if interval is None else f"{interval[0]:+.1%} to {interval[1]:+.1%}",
+        )
     return table
 
 

@@ -57,7 +57,7 @@ class PeriodEstimate:
     value: float | None
     components: Components
     n: int  # units in the series
-    effective_n: float | None  # n scaled by how much autocorrelation inflates the variance
+    effective_n: float | None  # n scaled by how much autocorrelation inflates the variance; at most n
     std_error: float | None  # of the KPI value
     bandwidth: int  # Newey-West lags + 1
 
@@ -116,7 +116,11 @@ def estimate(kpi: str, units: Units, summed: Components | None = None) -> Period
     fit = OLS(z, np.ones(n)).fit(cov_type="HAC", cov_kwds={"maxlags": bandwidth - 1, "use_correction": False})
     variance = float(fit.bse[0] ** 2)
     iid_variance = float(z.var() / n)
-    effective_n = n * iid_variance / variance if variance > 0 else float(n)
+    # A HAC variance below the i.i.d. one means negative autocorrelation was estimated: at a fixed-b bandwidth
+    # mostly the Bartlett estimator's known downward bias, which the fixed-b critical values already allow for
+    # (the standard error is used as it is: bench.statistics measures the coverage). It is no reason to claim
+    # more independent units than there are, so the effective n stops at n.
+    effective_n = min(float(n), n * iid_variance / variance) if variance > 0 else float(n)
     return PeriodEstimate(value, summed, n, effective_n, math.sqrt(max(variance, 0.0)), bandwidth)
 
 

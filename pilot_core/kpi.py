@@ -51,6 +51,8 @@ class Components:
     output_good: float = 0.0  # GQ of the line's output station(s) only
     output_pbt_s: float = 0.0  # PBT of the line's output station(s) only
     meter_hours: float = 0.0  # device-hours of the plan's energy meters: none means no energy was measured
+    output_cycle_time_s: float = 0.0  # Σ reported cycle times of the line's output station(s) only
+    output_cycles: float = 0.0  # cycles with a reported cycle time of the line's output station(s) only
 
     def __add__(self, other: Components) -> Components:
         return Components(*(getattr(self, f) + getattr(other, f) for f in COMPONENT_NAMES))
@@ -103,7 +105,7 @@ class NoValue(enum.StrEnum):
     NOTHING_PRODUCED = "nothing produced"
     NO_OUTPUT_BUSY_TIME = "no planned busy time at the output stations"
     NO_OUTPUT_GOOD = "no good units at the output stations"
-    NO_CYCLES = "no cycle times reported"
+    NO_OUTPUT_CYCLES = "no cycle times reported at the output stations"
     NO_BUSY_TIME = "no production, setup or delay time"
     NO_FAILURES = "no failures"
     NO_ENERGY_METER = "no energy meter in scope"
@@ -223,9 +225,10 @@ KPIS: dict[str, KpiDefinition] = {
             "평균 사이클 타임",
             "s",
             Better.LOWER,
-            "Σ cycle time / cycles",
-            lambda c: _ratio(c.cycle_time_s, c.cycles),
-            (Needs(("cycles",), NoValue.NO_CYCLES),),
+            "output Σ cycle time / output cycles (per station: Σ cycle time / cycles)",
+            # The line's cycle time is read at its output: pooling unlike stations' cycles means nothing.
+            lambda c: _ratio(c.output_cycle_time_s, c.output_cycles),
+            (Needs(("output_cycles",), NoValue.NO_OUTPUT_CYCLES),),
         ),
         KpiDefinition(
             "first_pass_yield",

@@ -198,5 +198,7 @@ def bucket_vector(
         good if is_output else 0,
         pbt_s if is_output else 0.0,
         1.0 if is_meter else 0.0,  # an hour of an energy meter in scope: energy was measured
+        cycle_time_s if is_output else 0.0,
+        cycles if is_output else 0,
     )
     return vector, missing

@@ -102,7 +102,8 @@ def ar1(rng: np.random.Generator, n: int, phi: float, mean: float, sd: float) ->
 
 
 def cycles(values: np.ndarray) -> list[Components]:
-    return [Components(cycle_time_s=float(v), cycles=1) for v in values]
+    """Cycles of the line's output station: its cycle time is the line's."""
+    return [Components(cycle_time_s=float(v), cycles=1, output_cycle_time_s=float(v), output_cycles=1) for v in values]
 
 
 def test_autocorrelation_shrinks_the_effective_n() -> None:
@@ -113,6 +114,16 @@ def test_autocorrelation_shrinks_the_effective_n() -> None:
     assert independent.effective_n > 1_500
     # AR(1) with φ = 0.7: n(1 - φ)/(1 + φ) ≈ 350
     assert 200 < correlated.effective_n < 600
+
+
+def test_the_effective_n_never_exceeds_n() -> None:
+    """Issue 17 item 8: hours that alternate (a slow hour, then a catch-up) give a HAC variance below the
+    i.i.d. one (193.6 effective units from 24 hours), which is no reason to claim more units than there are."""
+    rng = np.random.default_rng(3)
+    alternating = 30 + 3 * (-1.0) ** np.arange(24) + rng.normal(0, 0.3, 24)
+    hourly = estimate("cycle_time_mean", cycles(alternating))
+    assert hourly.effective_n is not None and hourly.std_error is not None
+    assert hourly.effective_n == hourly.n == 24
 
 
 def test_verdicts_follow_the_interval() -> None:
@@ -182,7 +193,7 @@ def test_a_kpi_whose_input_is_missing_has_no_value_and_a_reason() -> None:
     assert compute("energy_per_good_unit", unmetered + Components(meter_hours=8)) == 0.0
     assert no_value_reason("energy_per_good_unit", unmetered + Components(meter_hours=8)) is None
     assert no_value_reason("mtbf", unmetered) is NoValue.NO_FAILURES
-    assert no_value_reason("cycle_time_mean", unmetered) is NoValue.NO_CYCLES
+    assert no_value_reason("cycle_time_mean", unmetered) is NoValue.NO_OUTPUT_CYCLES
     assert no_value_reason("availability", Components()) is NoValue.NO_PLANNED_BUSY_TIME
     assert no_value_reason("oee", Components(pbt_s=10)) is NoValue.NO_PRODUCTION_TIME
     for name in KPIS:  # every KPI says why it has no value when nothing at all was recorded
