@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -93,3 +94,15 @@ def test_a_package_imports_only_what_its_layer_allows(package: str) -> None:
     assert not upward, f"{package} may import only {sorted(ALLOWED[package])}:\n" + "\n".join(
         line for where in upward.values() for line in where
     )
+
+
+def test_every_package_folder_is_installed() -> None:
+    """The Dockerfile installs the project without -e: a folder missing from the packages list is left out."""
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]["packages"])
+    found = {
+        ".".join(init.parent.relative_to(REPO).parts)
+        for package in PACKAGES
+        if package != "tests"
+        for init in (REPO / package).rglob("__init__.py")
+    }
+    assert found <= listed, f"missing from [tool.setuptools] packages in pyproject.toml: {sorted(found - listed)}"
