@@ -1,0 +1,69 @@
+"""A bundle signed before the result documents moved below the API (tests/bundles/README.md) verifies now, and
+what this code writes from its rows is the bundle's bytes exactly: a refactoring never changes a signed bundle."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from adapters import bundle_archive
+from api.access_models import AuditEntryModel
+from evidence.export import hours_of, results
+from evidence.verify import verify
+from kpi_engine.evaluation import evaluate
+from kpi_engine.service import telemetry_intervals
+from pilot.cli import app
+from pilot_core import evidence
+from pilot_core.demonstration import DemonstrationPlan
+from pilot_core.profiles import DeviceProfile, ProfileCatalog
+from pilot_core.registry import DeviceEntry, DeviceRegistry
+
+BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
+BUNDLE = BUNDLES / "pangyo-one-day-v1-evidence.zip"
+PUBLIC_KEY = BUNDLES / "pangyo-one-day-signing-key.pub"
+
+
+def test_the_stored_bundle_verifies_against_its_key() -> None:
+    report = verify(bundle_archive.read(BUNDLE), PUBLIC_KEY.read_bytes())
+    assert report.passed, [c for c in report.checks if not c.passed]
+    assert [c.name for c in report.checks] == ["manifest", "signature", "files", "plan", "recomputation"]
+
+
+def test_pilot_verify_passes_the_stored_bundle() -> None:
+    result = CliRunner().invoke(app, ["verify", str(BUNDLE), "--public-key", str(PUBLIC_KEY)])
+    assert result.exit_code == 0, result.output
+
+
+def test_the_results_written_from_the_stored_rows_are_the_bundles_bytes() -> None:
+    """Verification compares the numbers; this compares the files byte for byte, key order and all."""
+    files = bundle_archive.read(BUNDLE)
+    manifest = evidence.Manifest.model_validate_json(files[evidence.MANIFEST])
+    plan = DemonstrationPlan.model_validate_json(files[evidence.plan_file(manifest.plan_version)])
+    profiles = ProfileCatalog(
+        DeviceProfile.model_validate_json(data) for name, data in files.items() if name.startswith("devices/profiles/")
+    )
+    registry = DeviceRegistry([DeviceEntry.model_validate(e) for e in json.loads(files[evidence.REGISTRY])], profiles)
+    hours = hours_of(evidence.rows_from_csv(files))
+    result = evaluate(plan, manifest.plan_hash, hours, telemetry_intervals(plan, registry))
+    written = results(
+        manifest.demonstration_id,
+        manifest.slug,
+        manifest.plan_version,
+        manifest.frozen,
+        plan,
+        result,
+        manifest.data_fingerprint,
+        hours,
+    )
+    assert set(written) == {evidence.KPIS, evidence.COMPARISON}
+    for name, text in written.items():
+        assert text == files[name], f"{name} is no longer written as the stored bundle has it"
+
+
+def test_the_audit_trail_is_written_as_the_stored_bundle_has_it() -> None:
+    files = bundle_archive.read(BUNDLE)
+    entries = [AuditEntryModel.model_validate(e) for e in json.loads(files[evidence.AUDIT_ENTRIES])]
+    assert entries, "the stored bundle records its demonstration's creation and freezing"
+    assert evidence.json_bytes([e.model_dump(mode="json") for e in entries]) == files[evidence.AUDIT_ENTRIES]
