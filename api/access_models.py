@@ -9,8 +9,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.sql import ApiKey, Organisation
-from pilot_core.access import Actor, Principal, Role
-from pilot_core.audit import AuditAction, AuditEntry
+from pilot_core.access import Principal, Role
+from pilot_core.audit import AuditEntry, AuditEntryModel
 
 _KEY_EXAMPLE: dict[str, Any] = {
     "key_id": "3f9c2a71b0d4",
@@ -107,67 +107,6 @@ class CreatedApiKey(ApiKeyModel):
     model_config = ConfigDict(json_schema_extra={"examples": [_KEY_EXAMPLE | {"token": "pt_3f9c2a71b0d4_…"}]})
 
     token: str = Field(description="The key itself. It is shown this once and never stored: keep it safe")
-
-
-class ActorModel(BaseModel):
-    name: str
-    role: Role | None = Field(description="None: a command run on the server, e.g. `pilot keys create`")
-    organisation: str | None
-    key_id: str | None
-
-    @classmethod
-    def of(cls, actor: Actor) -> ActorModel:
-        return cls.model_validate(actor, from_attributes=True)
-
-
-class AuditEntryModel(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "id": 42,
-                    "at": "2026-10-30T02:40:05.917Z",
-                    "actor": {
-                        "name": "Lee Startup",
-                        "role": "startup",
-                        "organisation": "pangyo-robotics",
-                        "key_id": "9a0b1c2d3e4f",
-                    },
-                    "action": "plan.amended",
-                    "target": "demonstration pangyo-cobot-assembly-cell",
-                    "demonstration_id": 1,
-                    "reason": "The evaluator asked for a 95% confidence level",
-                    "details": {
-                        "version_before": 1,
-                        "version": 2,
-                        "changes": [{"path": "confidence_level", "before": 0.9, "after": 0.95}],
-                    },
-                }
-            ]
-        }
-    )
-
-    id: int
-    at: dt.datetime
-    actor: ActorModel
-    action: AuditAction
-    target: str
-    demonstration_id: int | None
-    reason: str | None
-    details: dict[str, Any] = Field(description="What changed; for plans, every changed value by its JSON path")
-
-    @classmethod
-    def of(cls, entry: AuditEntry) -> AuditEntryModel:
-        return cls(
-            id=entry.id,
-            at=entry.at,
-            actor=ActorModel.of(entry.actor),
-            action=entry.action,
-            target=entry.target,
-            demonstration_id=entry.demonstration_id,
-            reason=entry.reason,
-            details=entry.details,
-        )
 
 
 class AuditPage(BaseModel):

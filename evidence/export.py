@@ -1,7 +1,8 @@
 """Exporting a demonstration's evidence bundle: plan versions, audit trail, rows, results, signed manifest.
 
 The results in the bundle are computed from the very rows in it, by the same
-engine the API uses; the export checks that they equal what the API answers
+engine the API uses, and written as the same documents (``kpi_engine.results``);
+the export checks that they equal what the engine answers for the stored hours
 (after re-reading every hour from InfluxDB), so the bundle and the API never
 tell two stories.
 """
@@ -19,11 +20,11 @@ from pydantic import TypeAdapter
 
 from adapters.signing import SigningKey
 from adapters.sql import AuditLog
-from api.access_models import AuditEntryModel
-from api.kpi_models import comparison_document, kpis_document
 from kpi_engine.evaluation import DemonstrationResult, evaluate
+from kpi_engine.results import comparison_document, kpis_document
 from kpi_engine.service import ENGINE_VERSION, Evaluation, KpiService, telemetry_intervals
 from pilot_core import evidence
+from pilot_core.audit import AuditEntryModel
 from pilot_core.demonstration import DemonstrationPlan, canonical_json
 from pilot_core.device_hours import DeviceHour
 from pilot_core.device_rows import DeviceRows, build_hours
@@ -89,7 +90,7 @@ def results(
     fingerprint: str,
     hours: dict[str, list[DeviceHour]],
 ) -> dict[str, bytes]:
-    """The results files: the API's documents of ``result``, as computed from a bundle's rows."""
+    """The results files: the engine's documents of ``result`` (``kpi_engine.results``), from a bundle's rows."""
     evaluation = Evaluation(
         demonstration_id=demonstration_id,
         slug=slug,

@@ -3,7 +3,9 @@
 Every write through the API or the command line leaves one entry, written in the
 same transaction as the change itself, and entries are never altered (the
 database refuses). Plan changes record each changed value by its JSON path, so
-an evaluator reads what moved without diffing two documents by hand.
+an evaluator reads what moved without diffing two documents by hand. An entry is
+written as ``AuditEntryModel`` both where the API lists it and where an evidence
+bundle records it.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-from pilot_core.access import Actor
+from pydantic import BaseModel, ConfigDict, Field
+
+from pilot_core.access import Actor, Role
 
 # A changed value larger than this (a whole calendar, a list of windows) is recorded by its size only.
 _MAX_VALUE_CHARS = 2000
@@ -41,6 +45,67 @@ class AuditEntry:
     demonstration_id: int | None = None
     reason: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
+
+
+class ActorModel(BaseModel):
+    name: str
+    role: Role | None = Field(description="None: a command run on the server, e.g. `pilot keys create`")
+    organisation: str | None
+    key_id: str | None
+
+    @classmethod
+    def of(cls, actor: Actor) -> ActorModel:
+        return cls.model_validate(actor, from_attributes=True)
+
+
+class AuditEntryModel(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": 42,
+                    "at": "2026-10-30T02:40:05.917Z",
+                    "actor": {
+                        "name": "Lee Startup",
+                        "role": "startup",
+                        "organisation": "pangyo-robotics",
+                        "key_id": "9a0b1c2d3e4f",
+                    },
+                    "action": "plan.amended",
+                    "target": "demonstration pangyo-cobot-assembly-cell",
+                    "demonstration_id": 1,
+                    "reason": "The evaluator asked for a 95% confidence level",
+                    "details": {
+                        "version_before": 1,
+                        "version": 2,
+                        "changes": [{"path": "confidence_level", "before": 0.9, "after": 0.95}],
+                    },
+                }
+            ]
+        }
+    )
+
+    id: int
+    at: dt.datetime
+    actor: ActorModel
+    action: AuditAction
+    target: str
+    demonstration_id: int | None
+    reason: str | None
+    details: dict[str, Any] = Field(description="What changed; for plans, every changed value by its JSON path")
+
+    @classmethod
+    def of(cls, entry: AuditEntry) -> AuditEntryModel:
+        return cls(
+            id=entry.id,
+            at=entry.at,
+            actor=ActorModel.of(entry.actor),
+            action=entry.action,
+            target=entry.target,
+            demonstration_id=entry.demonstration_id,
+            reason=entry.reason,
+            details=entry.details,
+        )
 
 
 def json_changes(before: Any, after: Any, path: str = "") -> list[dict[str, Any]]:

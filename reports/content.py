@@ -1,6 +1,6 @@
 """What the demonstration report says, in numbers, before any language or rendering.
 
-Built from an evaluation (the KPIs, as the API's comparison document has them)
+Built from an evaluation (the KPIs, as the engine's comparison document has them)
 and its breakdown (the charts' data from the same stored hours). Nothing here
 formats or translates: ``reports.i18n`` gives the words, ``reports.charts``
 and ``reports.html`` draw it.
@@ -13,9 +13,9 @@ import enum
 import math
 from dataclasses import dataclass
 
-from api.kpi_models import ComparisonDocument, DeviceCoverage, KpiChange, comparison_document
 from kpi_engine.breakdown import Breakdown
 from kpi_engine.evaluation import PERCENTILES
+from kpi_engine.results import ComparisonDocument, DeviceCoverage, KpiChange, comparison_document
 from kpi_engine.service import Evaluation
 from pilot_core.comparison import BANDWIDTH_FRACTION, MIN_UNITS, POWER, Verdict, critical_value
 from pilot_core.demonstration import DemonstrationPlan, Phase

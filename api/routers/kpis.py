@@ -11,7 +11,11 @@ from fastapi.responses import Response
 
 from adapters.influxdb import InfluxError
 from adapters.sql import ResultCache, RollupRepository
-from api.kpi_models import (
+from api.problems import AUTH_ERRORS, problem_responses
+from api.routers.demonstrations import INVALID, NOT_FOUND, Ref
+from api.security import Caller, visible
+from api.state import ApiState, api_state
+from kpi_engine.results import (
     ComparisonDocument,
     KpisDocument,
     comparison_csv,
@@ -19,10 +23,6 @@ from api.kpi_models import (
     kpis_csv,
     kpis_document,
 )
-from api.problems import AUTH_ERRORS, problem_responses
-from api.routers.demonstrations import INVALID, NOT_FOUND, Ref
-from api.security import Caller, visible
-from api.state import ApiState, api_state
 from kpi_engine.service import Evaluation, HourStore, KpiService
 
 router = APIRouter(prefix="/demonstrations", tags=["kpis"])

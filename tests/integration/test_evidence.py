@@ -23,11 +23,11 @@ from adapters.influxdb import InfluxClient, InfluxSettings
 from adapters.mqtt import MqttSettings
 from adapters.signing import SigningKey
 from adapters.sql import AuditLog, Database, DemonstrationRepository, ResultCache, RollupRepository
-from api.kpi_models import comparison_document
 from api.main import create_app
 from collector.settings import CollectorSettings
 from evidence.export import Bundle, export
 from evidence.verify import verify
+from kpi_engine.results import comparison_document
 from kpi_engine.service import HourStore, KpiService
 from pilot.demo import run_demo
 from pilot_core import evidence

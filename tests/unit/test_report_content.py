@@ -11,9 +11,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pytest
 
-from api.kpi_models import comparison_document
 from kpi_engine.breakdown import breakdown
 from kpi_engine.evaluation import evaluate
+from kpi_engine.results import comparison_document
 from kpi_engine.service import Evaluation
 from pilot_core.contract import TimeClass
 from pilot_core.demonstration import DemonstrationPlan, Phase, plan_hash

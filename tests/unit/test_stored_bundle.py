@@ -9,13 +9,13 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from adapters import bundle_archive
-from api.access_models import AuditEntryModel
 from evidence.export import hours_of, results
 from evidence.verify import verify
 from kpi_engine.evaluation import evaluate
 from kpi_engine.service import telemetry_intervals
 from pilot.cli import app
 from pilot_core import evidence
+from pilot_core.audit import AuditEntryModel
 from pilot_core.demonstration import DemonstrationPlan
 from pilot_core.profiles import DeviceProfile, ProfileCatalog
 from pilot_core.registry import DeviceEntry, DeviceRegistry

@@ -1,7 +1,10 @@
-"""The KPI and comparison documents the API serves, as JSON and as CSV rows.
+"""The engine's result documents: a demonstration's KPIs per window and its before/after comparison, as JSON
+and as CSV rows.
 
 Built from a ``kpi_engine.service.Evaluation``; every document names the
 demonstration, the plan version and hash it used, and the data fingerprint.
+The API serves them, the report reads them and an evidence bundle signs them:
+one definition, so the three never tell two stories.
 """
 
 from __future__ import annotations
