@@ -167,7 +167,10 @@ def _recompute(
         registry = DeviceRegistry(entries, profiles)
         bundled = {name: json.loads(files[name]) for name in (evidence.KPIS, evidence.COMPARISON)}
     except (evidence.EvidenceError, KeyError, ValueError) as exc:
-        report.add("recomputation", [f"the bundle cannot be read to recompute it: {exc}"])
+        problems = [f"the bundle cannot be read to recompute it: {exc}"]
+        if all(name in files for name in evidence.DATA_FILES):  # the fingerprint needs only the files' bytes
+            problems += _fingerprint_problems(evidence.data_fingerprint(files), manifest)
+        report.add("recomputation", problems)
         return
     fingerprint = evidence.data_fingerprint(files)
     hours = hours_of(all_rows)
@@ -192,9 +195,13 @@ def _recompute(
             )
         if len(changes) > _SHOWN_DIFFERENCES:
             problems.append(f"{name}: and {len(changes) - _SHOWN_DIFFERENCES} more differences")
-    if fingerprint != manifest.data_fingerprint:
-        problems.append(f"the data files' fingerprint is {fingerprint}; the manifest says {manifest.data_fingerprint}")
-    report.add("recomputation", problems)
+    report.add("recomputation", problems + _fingerprint_problems(fingerprint, manifest))
+
+
+def _fingerprint_problems(fingerprint: str, manifest: evidence.Manifest) -> list[str]:
+    if fingerprint == manifest.data_fingerprint:
+        return []
+    return [f"the data files' fingerprint is {fingerprint}; the manifest says {manifest.data_fingerprint}"]
 
 
 def _environment(files: Mapping[str, bytes], report: Report) -> None:

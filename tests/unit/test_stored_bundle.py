@@ -67,3 +67,20 @@ def test_the_audit_trail_is_written_as_the_stored_bundle_has_it() -> None:
     entries = [AuditEntryModel.model_validate(e) for e in json.loads(files[evidence.AUDIT_ENTRIES])]
     assert entries, "the stored bundle records its demonstration's creation and freezing"
     assert evidence.json_bytes([e.model_dump(mode="json") for e in entries]) == files[evidence.AUDIT_ENTRIES]
+
+
+def test_rows_that_cannot_be_read_still_have_their_fingerprint_checked() -> None:
+    """A data file altered so that its rows no longer parse, its hash updated in the manifest: the signature fails,
+    and the recomputation says both that the rows cannot be read and that they are not the data the results saw."""
+    files = bundle_archive.read(BUNDLE)
+    header, first, rest = files[evidence.PRODUCTION].split(b"\n", 2)
+    device, chunk_ms, remainder = first.split(b",", 2)
+    files[evidence.PRODUCTION] = b"\n".join([header, b",".join([device, b"1" + chunk_ms, remainder]), rest])
+    manifest = json.loads(files[evidence.MANIFEST])
+    manifest["files"][evidence.PRODUCTION] = evidence.entry(files[evidence.PRODUCTION]).model_dump()
+    files[evidence.MANIFEST] = evidence.json_bytes(manifest)
+    report = verify(files, PUBLIC_KEY.read_bytes())
+    failed = {c.name: c.details for c in report.checks if not c.passed}
+    assert set(failed) == {"signature", "recomputation"}
+    assert any("cannot be read" in d and "chunks.csv" in d for d in failed["recomputation"]), failed
+    assert any("fingerprint" in d for d in failed["recomputation"]), failed
