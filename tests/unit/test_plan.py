@@ -139,3 +139,55 @@ def test_plan_hash_changes_with_any_field(path: tuple[str | int, ...], value: ob
         target = target[key]
     target[path[-1]] = value
     assert plan_hash(DemonstrationPlan.model_validate(raw)) != plan_hash(DemonstrationPlan.model_validate(raw_plan()))
+
+
+@pytest.mark.parametrize(
+    "zone",
+    [
+        "Asia",
+        "America",
+        "Etc",
+        "Europe/",
+        "/etc/localtime",
+        "../zoneinfo/UTC",
+        "x" * 300,
+        "é" * 200,
+        "localtime",
+        "Factory",
+        "right/UTC",
+        "posix/UTC",
+        "posixrules",
+        "Asia/Seoul\x00",
+        "asia/seoul",
+        "",
+    ],
+)
+def test_a_time_zone_must_be_an_iana_name_from_tzdata(zone: str) -> None:
+    # Directories of the zone database, names too long for a file name, and names only some hosts have
+    # (right/, posix/, localtime, Factory) are each refused with the same clear reason, never an OSError.
+    raw = raw_plan()
+    raw["calendar"]["timezone"] = zone
+    with pytest.raises(ValidationError, match="use an IANA name such as Asia/Seoul"):
+        DemonstrationPlan.model_validate(raw)
+
+
+@pytest.mark.parametrize("zone", ["Asia/Seoul", "UTC", "Etc/GMT-9", "America/Argentina/Buenos_Aires", "US/Pacific"])
+def test_iana_zone_names_are_taken(zone: str) -> None:
+    raw = raw_plan()
+    raw["calendar"]["timezone"] = zone
+    assert DemonstrationPlan.model_validate(raw).calendar.zone.key == zone
+
+
+@pytest.mark.parametrize(
+    ("window", "key", "moment"),
+    [
+        (0, "start", "0001-01-01T00:00:00+00:00"),
+        (1, "end", "9999-12-31T00:00:00+00:00"),
+        (0, "start", "1999-12-31T23:00:00+00:00"),
+    ],
+)
+def test_a_window_outside_the_years_a_store_can_hold_is_refused(window: int, key: str, moment: str) -> None:
+    raw = raw_plan()
+    raw["windows"][window][key] = moment
+    with pytest.raises(ValidationError, match="within 2000-01-01 and 2100-01-01"):
+        DemonstrationPlan.model_validate(raw)
