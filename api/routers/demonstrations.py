@@ -19,13 +19,14 @@ from adapters.sql import PlanVersion as StoredPlanVersion
 from adapters.sql import StoredDemonstration
 from api.access_models import AuditPage
 from api.examples import AMENDMENT_EXAMPLES, PANGYO_AMENDMENT, PANGYO_PLAN, PLAN_EXAMPLES
+from api.limits import JsonBodyRoute
 from api.problems import AUTH_ERRORS, problem_responses
 from api.security import Caller, require, visible
 from api.state import ApiState, api_state
 from pilot_core.access import Action, Role
 from pilot_core.demonstration import DemonstrationPlan
 
-router = APIRouter(prefix="/demonstrations", tags=["demonstrations"])
+router = APIRouter(prefix="/demonstrations", tags=["demonstrations"], route_class=JsonBodyRoute)
 State = Annotated[ApiState, Depends(api_state)]
 Ref = Annotated[
     str,

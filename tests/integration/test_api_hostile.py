@@ -206,6 +206,56 @@ def test_a_body_nested_too_deeply_gets_a_clear_error(api: TestClient, depth: int
     assert api.get("/v1/demonstrations").json() == []
 
 
+def _duplicated(key: str) -> bytes:
+    """A valid plan whose ``key`` is given twice: JSON readers would keep one of the two silently."""
+    text = json.dumps(hostile_plan(), ensure_ascii=False)
+    first = json.dumps(hostile_plan()[key], ensure_ascii=False)
+    return ("{" + json.dumps(key) + ": " + first + ", " + text[1:]).encode()
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (_duplicated("name"), 'Detected duplicate key "name"'),
+        (json.dumps(hostile_plan()).encode("utf-16"), "not valid UTF-8"),
+        (json.dumps(hostile_plan()).encode("utf-16-le"), "not UTF-8: it holds NUL bytes"),
+        (json.dumps(hostile_plan()).encode("utf-32"), "not valid UTF-8"),
+        (json.dumps(hostile_plan()).encode()[:-20], "not valid JSON: EOF while parsing"),
+        (b'{"name": "x",}', "not valid JSON: trailing comma"),
+        (b"\xef\xbb\xbf" + json.dumps(hostile_plan()).encode(), "byte order mark"),
+    ],
+)
+def test_a_body_that_is_not_one_utf8_json_document_is_refused_with_400(
+    api: TestClient, body: bytes, reason: str
+) -> None:
+    # The same strict reading as the collector's: UTF-8 only, every key once, the whole document.
+    for path in ("/v1/demonstrations", "/v1/organisations"):
+        response = api.post(path, content=body, headers={"content-type": "application/json"})
+        assert response.status_code == 400, response.text
+        problem = response.json()
+        assert problem["title"] == "Bad Request" and reason in problem["detail"], problem
+        assert response.headers["content-type"] == "application/problem+json"
+    assert api.get("/v1/demonstrations").json() == []
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "application/xml", None])
+def test_a_body_of_another_content_type_is_refused_naming_it(api: TestClient, content_type: str | None) -> None:
+    body = json.dumps(hostile_plan()).encode()
+    headers = {} if content_type is None else {"content-type": content_type}
+    response = api.post("/v1/demonstrations", content=body, headers=headers)
+    assert response.status_code == 415, response.text
+    detail = response.json()["detail"]
+    assert "application/json" in detail and (content_type or "no Content-Type") in detail, detail
+    assert "dictionary" not in detail
+    assert api.get("/v1/demonstrations").json() == []
+    # JSON under its own names is taken.
+    for taken in ("application/json", "application/json; charset=utf-8", "application/problem+json"):
+        created = api.post(
+            "/v1/organisations", content=b'{"slug": "o-%d", "name": "O"}' % len(taken), headers={"content-type": taken}
+        )
+        assert created.status_code == 201, created.text
+
+
 def test_a_query_parameter_given_twice_is_refused(api: TestClient) -> None:
     response = api.get("/v1/devices/status?since_hours=1&since_hours=1000")
     assert response.status_code == 422
