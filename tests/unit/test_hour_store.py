@@ -27,10 +27,22 @@ class RecordingReader:
         self.asked: list[tuple[int, int]] = []
 
     def device_rows(
-        self, site: str, line: str, device: str, profile: DeviceProfile, start_ms: int, end_ms: int
+        self,
+        site: str,
+        line: str,
+        device: str,
+        profile: DeviceProfile,
+        start_ms: int,
+        end_ms: int,
+        hours_with_data: set[int] | None = None,
     ) -> Iterator[DeviceRows]:
         self.asked.append((start_ms, end_ms))
         return iter([DeviceRows(device, True, start, end) for start, end in chunks(start_ms, end_ms)])
+
+    def hours_with_data(
+        self, site: str, line: str, measurements: dict[str, str], start_ms: int, end_ms: int
+    ) -> dict[str, set[int]]:
+        return {device: set() for device in measurements}
 
 
 def test_hours_are_read_once_when_settled_and_again_only_while_they_may_change(tmp_path: Path) -> None:
