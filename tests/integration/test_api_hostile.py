@@ -229,8 +229,9 @@ def test_a_time_zone_not_in_tzdata_is_refused_with_422(api: TestClient, zone: st
     assert "use an IANA name such as Asia/Seoul" in response.json()["detail"]
 
 
-def test_a_plan_longer_than_the_limit_is_neither_stored_nor_evaluated(api: TestClient) -> None:
+def test_a_plan_longer_than_the_limit_is_neither_stored_nor_evaluated(api: TestClient, tmp_path: Path) -> None:
     settings: CollectorSettings = api.app.state.pilot.settings  # type: ignore[attr-defined]
+    settings.signing_key_file = tmp_path / "signing.key"  # not the working directory's
     created = api.post("/v1/demonstrations", json=hostile_plan(devices=[VICTIM]))
     assert created.status_code == 201, created.text
     ref = created.json()["id"]
