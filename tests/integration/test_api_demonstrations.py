@@ -265,3 +265,16 @@ def test_a_database_passed_in_is_the_one_used(empty_database: Database, tmp_path
     created = client.post("/v1/demonstrations", json=PANGYO_PLAN).json()
     assert DemonstrationRepository(empty_database).get(created["id"]).plan_hash == created["plan_hash"]
     assert not unused.exists()
+
+
+def test_the_complete_example_plan_is_taken_and_workdays_are_always_shown(client: TestClient) -> None:
+    example = (Path(__file__).resolve().parents[2] / "examples" / "plan.json").read_bytes()
+    created = client.post("/v1/demonstrations", content=example, headers={"content-type": "application/json"})
+    assert created.status_code == 201, created.text
+    assert created.json()["plan"] == as_json(DemonstrationPlan.model_validate_json(example).model_dump(mode="json"))
+
+    without = plan(name="No workdays sent")
+    del without["calendar"]["workdays"]
+    shown = client.post("/v1/demonstrations", json=without)
+    assert shown.status_code == 201, shown.text
+    assert shown.json()["plan"]["calendar"]["workdays"] == ["mon", "tue", "wed", "thu", "fri"]
