@@ -15,6 +15,7 @@ import datetime as dt
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -348,7 +349,7 @@ def _long_plan(devices: list[str], days: int, name: str) -> dict[str, Any]:
 def test_a_startup_key_cannot_stall_the_api(tmp_path: Path, influx_settings: InfluxSettings) -> None:
     """The attack of issue 17: plans from year 1 or to year 9999, then long evaluations while others use the API,
     then SIGTERM. The API is a real `pilot api` process reading the real InfluxDB."""
-    devices = [f"cell-{n}" for n in range(4)]
+    devices = [f"cell-{n}" for n in range(8)]
     now_ms = int(time.time() * 1000)
     with InfluxClient(influx_settings) as influx:
         influx.ensure_database()
@@ -393,7 +394,7 @@ def test_a_startup_key_cannot_stall_the_api(tmp_path: Path, influx_settings: Inf
             # 2. Plans as long as allowed are evaluated while every other request is answered.
             ids = []
             for n in range(2):
-                created = client.post("/v1/demonstrations", json=_long_plan(devices, 400, f"Long {n}"))
+                created = client.post("/v1/demonstrations", json=_long_plan(devices[:4], 400, f"Long {n}"))
                 assert created.status_code == 201, created.text
                 ids.append(created.json()["id"])
             answers: dict[int, httpx.Response] = {}
@@ -419,11 +420,19 @@ def test_a_startup_key_cannot_stall_the_api(tmp_path: Path, influx_settings: Inf
                 produced = sum(p["counts"]["produced"] for p in document["phases"].values())
                 assert produced == 50  # the few hours with data are all read
 
-            # 3. SIGTERM stops the server, an evaluation running or not.
-            running = threading.Thread(target=_ignoring_disconnects(lambda: evaluate(ids[0])), daemon=True)
+            # 3. SIGTERM stops the server while an evaluation runs: one of other devices, whose hours it is storing.
+            others = devices[4:]
+            created = client.post("/v1/demonstrations", json=_long_plan(others, 400, "Long, other devices"))
+            assert created.status_code == 201, created.text
+            running = threading.Thread(
+                target=_ignoring_disconnects(lambda: evaluate(created.json()["id"])), daemon=True
+            )
             running.start()
+            wait_until(lambda: _stored_hours(tmp_path / "pilot.db", others) > 0, what="the evaluation to store hours")
             process.send_signal(signal.SIGTERM)
             process.wait(60)
+            running.join(60)
+            assert not running.is_alive()
     finally:
         if process.poll() is None:
             process.kill()
@@ -432,6 +441,13 @@ def test_a_startup_key_cannot_stall_the_api(tmp_path: Path, influx_settings: Inf
     # uvicorn raises the signal again once it has shut down: the process ends as SIGTERM's.
     assert process.returncode in (0, -signal.SIGTERM), "".join(lines_out)
     assert "Waiting for application shutdown" in "".join(lines_out)
+
+
+def _stored_hours(database: Path, devices: list[str]) -> int:
+    with contextlib.closing(sqlite3.connect(database)) as connection:
+        marks = ", ".join("?" * len(devices))
+        query = f"SELECT count(*) FROM rollups WHERE device IN ({marks})"
+        return int(connection.execute(query, devices).fetchone()[0])
 
 
 def _ignoring_disconnects(request: Callable[[], None]) -> Callable[[], None]:

@@ -6,10 +6,12 @@ import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 from adapters.catalog import load_profiles
 from adapters.influxdb import InfluxClient, InfluxSettings
 from adapters.sql import Database, RollupRepository, default_url
-from kpi_engine.service import HourStore
+from kpi_engine.service import EvaluationStopped, HourStore
 from pilot_core.demonstration import DemonstrationPlan
 from pilot_core.device_hours import HOUR_MS
 from pilot_core.device_rows import DeviceRows, chunks
@@ -45,8 +47,8 @@ class RecordingReader:
         return {device: set() for device in measurements}
 
 
-def test_hours_are_read_once_when_settled_and_again_only_while_they_may_change(tmp_path: Path) -> None:
-    plan = DemonstrationPlan.model_validate(
+def running_plan() -> DemonstrationPlan:
+    return DemonstrationPlan.model_validate(
         {
             "name": "running pilot",
             "site": "s",
@@ -66,6 +68,10 @@ def test_hours_are_read_once_when_settled_and_again_only_while_they_may_change(t
             "products": [{"id": "P", "ideal_cycle_time_s": 10}],
         }
     )
+
+
+def test_hours_are_read_once_when_settled_and_again_only_while_they_may_change(tmp_path: Path) -> None:
+    plan = running_plan()
     now = [START_MS / 1000 + 15 * 3600 + 60]  # 15:01 on the day: the pilot window is still running
     registry = DeviceRegistry([DeviceEntry(site="s", line="l", device="press", profile="cnc_machine")], load_profiles())
     with Database(default_url(tmp_path)) as database, InfluxClient(InfluxSettings()) as unused:
@@ -91,3 +97,22 @@ def test_hours_are_read_once_when_settled_and_again_only_while_they_may_change(t
         refresh()
         assert store.settled(plan, store.summaries(plan))
         assert refresh() == []
+
+
+def test_a_store_that_is_stopping_stops_reading(tmp_path: Path) -> None:
+    plan = running_plan()
+    stopping = [False]
+    registry = DeviceRegistry([DeviceEntry(site="s", line="l", device="press", profile="cnc_machine")], load_profiles())
+    with Database(default_url(tmp_path)) as database, InfluxClient(InfluxSettings()) as unused:
+        database.upgrade()
+        clock = START_MS / 1000 + 15 * 3600
+        store = HourStore(
+            RollupRepository(database), unused, registry, clock=lambda: clock, stopping=lambda: stopping[0]
+        )
+        store.reader = RecordingReader()  # type: ignore[assignment]
+        stopping[0] = True
+        with pytest.raises(EvaluationStopped, match="the server is stopping"):
+            store.refresh(plan, store.stamps(plan))
+        assert store.summaries(plan) == [{}, {}]  # nothing read, nothing stored
+        stopping[0] = False
+        assert store.refresh(plan, store.stamps(plan)) == 15  # every hour begun by 15:00
