@@ -156,10 +156,12 @@ class HourStore:
         return True
 
     def stamps(self, plan: DemonstrationPlan) -> dict[tuple[str, int], HourStamp]:
-        starts = plan_hours(plan)
-        wanted = set(starts)
-        found = self.rollups.stamps(plan.site, plan.line, plan.devices, starts[0], starts[-1] + HOUR_MS)
-        return {(s.device, s.start_ms): s for s in found if s.start_ms in wanted}
+        # A query per run of the windows' hours: what is stored between windows far apart is never read.
+        return {
+            (s.device, s.start_ms): s
+            for run_start, run_end in _runs(plan_hours(plan))
+            for s in self.rollups.stamps(plan.site, plan.line, plan.devices, run_start, run_end)
+        }
 
     def refresh(
         self,
@@ -245,16 +247,16 @@ class HourStore:
         return unsettled and now_ms - stamp.computed_at_ms >= self.reread_after_ms
 
     def read(self, plan: DemonstrationPlan) -> dict[str, list[DeviceHour]]:
-        starts = plan_hours(plan)
-        wanted = set(starts)
         hours: dict[str, list[DeviceHour]] = defaultdict(list)
-        found = self.rollups.read_fingerprinted(
-            plan.site, plan.line, plan.devices, starts[0], starts[-1] + HOUR_MS, self.decoded.snapshot()
-        )
+        known = self.decoded.snapshot()
+        found = [
+            pair
+            for run_start, run_end in _runs(plan_hours(plan))  # in time order, each by device then time
+            for pair in self.rollups.read_fingerprinted(plan.site, plan.line, plan.devices, run_start, run_end, known)
+        ]
         self.decoded.keep(found)
         for _, hour in found:
-            if hour.start_ms in wanted:
-                hours[hour.device].append(hour)
+            hours[hour.device].append(hour)
         return hours
 
 

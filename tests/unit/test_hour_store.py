@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,7 +14,7 @@ from adapters.influxdb import InfluxClient, InfluxSettings
 from adapters.sql import Database, RollupRepository, default_url
 from kpi_engine.service import EvaluationStopped, HourStore
 from pilot_core.demonstration import DemonstrationPlan
-from pilot_core.device_hours import HOUR_MS
+from pilot_core.device_hours import HOUR_MS, DeviceHour
 from pilot_core.device_rows import DeviceRows, chunks
 from pilot_core.profiles import DeviceProfile
 from pilot_core.registry import DeviceEntry, DeviceRegistry
@@ -116,3 +117,28 @@ def test_a_store_that_is_stopping_stops_reading(tmp_path: Path) -> None:
         assert store.summaries(plan) == [{}, {}]  # nothing read, nothing stored
         stopping[0] = False
         assert store.refresh(plan, store.stamps(plan)) == 15  # every hour begun by 15:00
+
+
+def test_hours_stored_between_windows_far_apart_are_never_read(tmp_path: Path) -> None:
+    raw = running_plan().model_dump(mode="json")
+    raw["windows"][1].update(start="2027-11-02T00:00:00Z", end="2027-11-02T10:00:00Z")  # a year later
+    plan = DemonstrationPlan.model_validate(raw)
+    registry = DeviceRegistry([DeviceEntry(site="s", line="l", device="press", profile="cnc_machine")], load_profiles())
+    with Database(default_url(tmp_path)) as database, InfluxClient(InfluxSettings()) as unused:
+        database.upgrade()
+        rollups = RollupRepository(database)
+        # A year of hours of the same device, stored by other plans.
+        between = [DeviceHour("press", START_MS + h * HOUR_MS) for h in range(10, 365 * 24)]
+        rollups.upsert("s", "l", between)
+        asked: list[tuple[int, int]] = []
+        read_fingerprinted = rollups.read_fingerprinted
+
+        def recording(*args: Any) -> Any:
+            asked.append((args[3], args[4]))
+            return read_fingerprinted(*args)
+
+        rollups.read_fingerprinted = recording  # type: ignore[method-assign]
+        store = HourStore(rollups, unused, registry)
+        assert store.stamps(plan) == {}
+        assert store.read(plan) == {}
+        assert asked == [(w.start_ms, w.end_ms) for w in plan.windows]
