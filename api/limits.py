@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl
 from fastapi import HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.problems import PROBLEM_MEDIA_TYPE, PROBLEM_TYPES
@@ -120,7 +121,11 @@ class JsonBodyRoute(APIRoute):
 
         async def strict(request: Request) -> Response:
             request = _StrictJsonRequest(request.scope, request.receive)
-            if takes_body and await request.body():
+            try:
+                sent_body = takes_body and bool(await request.body())
+            except ClientDisconnect:  # the client left, or BodyLimit refused the body and answered already
+                return Response(status_code=400)
+            if sent_body:
                 content_type = request.headers.get("content-type")
                 if not content_type or not _is_json(content_type):
                     sent = f"it was sent as {content_type}" if content_type else "it was sent with no Content-Type"
