@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from kpi_engine.evaluation import Coverage, WindowResult
+from kpi_engine.evaluation import Coverage, WindowResult, kpi_no_value_reason, kpi_unit
 from kpi_engine.service import Evaluation
 from pilot_core.comparison import KpiComparison, PeriodEstimate, Verdict
 from pilot_core.demonstration import Phase
@@ -55,6 +55,8 @@ class WindowKpis(BaseModel):
     start: datetime
     end: datetime
     kpis: dict[str, float | None]
+    units: dict[str, str] = Field(description="Each KPI's unit; a ratio is a fraction of 1 (0.85 is 85%)")
+    reasons: dict[str, str] = Field(description="Why each KPI without a value has none: the input that is missing")
     time_breakdown_s: dict[str, float] = Field(description="ISO 22400-2 time elements, seconds, devices summed")
     counts: dict[str, float] = Field(description="Quantities, cycles, failures and energy, devices summed")
     coverage: list[DeviceCoverage]
@@ -70,6 +72,7 @@ class KpisDocument(BaseModel):
 
 class Estimate(BaseModel):
     value: float | None
+    reason: str | None = Field(description="Why there is no value: the input that is missing")
     n: int = Field(description="Hourly units")
     effective_n: float | None = Field(description="n discounted for autocorrelation")
     std_error: float | None
@@ -141,6 +144,12 @@ def _window(result: WindowResult) -> WindowKpis:
         start=result.window.start,
         end=result.window.end,
         kpis=result.kpis,
+        units={name: kpi_unit(name) for name in result.kpis},
+        reasons={
+            name: str(kpi_no_value_reason(name, result.components))
+            for name, value in result.kpis.items()
+            if value is None
+        },
         time_breakdown_s={name: getattr(result.components, name) for name in TIME_COMPONENTS},
         counts={name: getattr(result.components, name) for name in COUNT_COMPONENTS},
         coverage=[_coverage(c) for c in result.coverage],
@@ -158,8 +167,15 @@ def kpis_document(evaluation: Evaluation) -> KpisDocument:
     )
 
 
-def _estimate(estimate: PeriodEstimate) -> Estimate:
-    return Estimate(value=estimate.value, n=estimate.n, effective_n=estimate.effective_n, std_error=estimate.std_error)
+def _estimate(kpi: str, estimate: PeriodEstimate) -> Estimate:
+    reason = None if estimate.value is not None else kpi_no_value_reason(kpi, estimate.components)
+    return Estimate(
+        value=estimate.value,
+        reason=None if reason is None else str(reason),
+        n=estimate.n,
+        effective_n=estimate.effective_n,
+        std_error=estimate.std_error,
+    )
 
 
 def _change(comparison: KpiComparison, target: TargetVerdict | None) -> KpiChange:
@@ -170,8 +186,8 @@ def _change(comparison: KpiComparison, target: TargetVerdict | None) -> KpiChang
         title_ko=definition.title_ko,
         unit=definition.unit,
         better=definition.better.value,
-        baseline=_estimate(comparison.baseline),
-        pilot=_estimate(comparison.pilot),
+        baseline=_estimate(comparison.kpi, comparison.baseline),
+        pilot=_estimate(comparison.kpi, comparison.pilot),
         absolute_change=comparison.absolute_change,
         relative_change=comparison.relative_change,
         absolute_interval=comparison.absolute_interval,
@@ -214,13 +230,18 @@ def _csv(header: list[str], rows: Iterable[list[Any]]) -> str:
 
 
 def kpis_csv(document: KpisDocument) -> str:
-    """One row per window and KPI, phases last, with the plan version and hash on every row."""
+    """One row per window and KPI, phases last, with the plan version and hash on every row; a KPI without
+    value has an empty value and the reason."""
     source = document.source
-    header = ["demonstration", "plan_version", "plan_hash", "window", "phase", "start", "end", "kpi", "value"]
+    header = [
+        *("demonstration", "plan_version", "plan_hash", "window", "phase", "start", "end", "kpi", "value"),
+        *("unit", "reason"),
+    ]
     rows = [
         [
             *(source.slug, source.plan_version, source.plan_hash),
             *(w.name, w.phase.value, w.start.isoformat(), w.end.isoformat(), kpi, value),
+            *(w.units[kpi], w.reasons.get(kpi)),
         ]
         for w in [*document.windows, *document.phases.values()]
         for kpi, value in w.kpis.items()
@@ -253,6 +274,7 @@ def comparison_csv(document: ComparisonDocument) -> str:
         "minimum_detectable_change",
         "target",
         "verdict",
+        "note",
     ]
     rows = []
     for k in document.kpis:
@@ -263,6 +285,7 @@ def comparison_csv(document: ComparisonDocument) -> str:
                 *(k.baseline.value, k.pilot.value, k.absolute_change, k.relative_change, low, high, document.level),
                 *(k.baseline.n, k.baseline.effective_n, k.pilot.n, k.pilot.effective_n, k.minimum_detectable_change),
                 *(k.target.label if k.target else None, k.target.verdict.value if k.target else None),
+                k.note or None,
             ]
         )
     return _csv(header, rows)

@@ -54,6 +54,24 @@ class CollectorMetrics:
             "Reconnects because the broker stopped delivering while the connection looked alive",
             registry=r,
         )
+        self.thread_failures = Counter(
+            "pilot_collector_thread_failures",
+            "Failures of a collector thread (validate, write, replay, watchdog), each retried with backoff",
+            ["thread"],
+            registry=r,
+        )
+        self.healthy = Gauge(
+            "pilot_collector_healthy",
+            "1 while connected to the broker with every collector thread running and none failing",
+            registry=r,
+        )
+        self.sessions_lost = Counter(
+            "pilot_collector_mqtt_sessions_lost",
+            "Times our broker session was taken over by another connection with our client id (taken_over) or"
+            " was missing on a reconnect (not_present): what the broker had queued for us may be gone",
+            ["reason"],
+            registry=r,
+        )
         self.spool_batches = Gauge(
             "pilot_collector_spool_batches", "Batches in the disk spool, waiting for InfluxDB", registry=r
         )
@@ -82,6 +100,9 @@ class CollectorMetrics:
 
     def watch_backlog(self, size: Callable[[], float]) -> None:
         self.backlog.set_function(size)
+
+    def watch_health(self, healthy: Callable[[], bool]) -> None:
+        self.healthy.set_function(lambda: float(healthy()))
 
     def watch_spool(self, batches: Callable[[], float], size: Callable[[], float], quota: float) -> None:
         self.spool_batches.set_function(batches)

@@ -30,6 +30,7 @@ from pilot_core.validation import (
     RejectReason,
     SeqTracker,
     SeqVerdict,
+    StatusTimes,
     validate_message,
 )
 
@@ -101,6 +102,7 @@ class Processor:
         self.registry = registry
         self.limits = limits
         self.seq = SeqTracker()
+        self.statuses = StatusTimes()  # a will is stored when it is received: the outage
         self.quotas: TokenBuckets[tuple[str, str, str]] | None = (
             TokenBuckets(limits.rate_limit) if limits.rate_limit else None
         )
@@ -109,10 +111,11 @@ class Processor:
 
     def process(self, messages: list[tuple[str, bytes]]) -> BatchOutcome:
         outcome = BatchOutcome()
-        clock = self.limits.clock_check(self._wall_clock())
+        wall_s = self._wall_clock()
+        clock = self.limits.clock_check(wall_s)
         now_s = self._monotonic_clock()
         for index, (topic, payload) in enumerate(messages):
-            result = self._validate(topic, payload, clock)
+            result = self._validate(topic, payload, clock, int(wall_s * 1000))
             if isinstance(result, Accepted):
                 if result.birth:
                     # Even a birth refused for its quota says the agent restarted: its seq may count from 1 again.
@@ -136,9 +139,11 @@ class Processor:
         if self.quotas is not None:
             self.quotas.reset()
 
-    def _validate(self, topic: str, payload: bytes, clock: ClockCheck | None) -> Accepted | Rejection:
+    def _validate(self, topic: str, payload: bytes, clock: ClockCheck | None, received_ms: int) -> Accepted | Rejection:
         try:
-            return validate_message(topic, payload, self.registry, self.limits.max_payload_bytes, clock)
+            return validate_message(
+                topic, payload, self.registry, self.limits.max_payload_bytes, clock, self.statuses, received_ms
+            )
         except Exception as exc:  # a bug must cost this message only, never the batch around it
             detail = (
                 f"the collector failed on this message ({type(exc).__name__}: {exc}); this is a bug in the"

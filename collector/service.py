@@ -7,7 +7,11 @@ arrival order and has them validated and encoded in a child process; the
 second writes each to InfluxDB (or the disk spool), dead-letters what was
 refused, and only then acknowledges the batch to the broker. So batch N+1 is
 validated while batch N is written, and batches are still written and
-acknowledged in arrival order.
+acknowledged in arrival order. A batch that fails (its validation, its dead
+letters, an unexpected error) is retried with backoff until it is durable,
+and counts in the backlog until then: it is never left unacknowledged while
+the connection stays up. Every thread runs under ``collector.supervision``:
+none ends silently.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import logging
 import queue
 import threading
 import time
+from dataclasses import dataclass
 
 from adapters.catalog import load_profiles, load_registry
 from adapters.influxdb import InfluxClient, InfluxError
@@ -27,6 +32,7 @@ from collector.output import InfluxOutput
 from collector.processing import BatchOutcome, Limits, ProcessorProcess, topic_or_none
 from collector.settings import CollectorSettings
 from collector.spool import Spool, SpooledBatch, SpoolFull
+from collector.supervision import RetryLater, Supervisor
 from pilot_core.broker_accounts import heartbeat_topic
 from pilot_core.registry import DeviceRegistry
 from pilot_core.validation import Rejection, RejectReason
@@ -38,6 +44,20 @@ DEAD_LETTER_ACK_TIMEOUT_S = 10.0
 
 class InfluxUnreachable(InfluxError):
     """InfluxDB did not answer: the collector spools until it does."""
+
+
+class DeadLettersUnconfirmed(RetryLater):
+    """The broker did not confirm every dead letter of a batch: the batch is not done, and is tried again."""
+
+
+@dataclass
+class _Batch:
+    """A validated batch on its way to being durable and acknowledged."""
+
+    messages: list[Delivery]
+    outcome: BatchOutcome
+    refused: list[tuple[Delivery, Rejection]] | None = None  # once stored: the messages its dead letters are for
+    spooled: bool = False
 
 
 class Collector:
@@ -55,6 +75,10 @@ class Collector:
         self._released_bytes = 0  # payload bytes of batches handled, acknowledged or not
         # Validated batches waiting for the writer: one, so that memory holds at most a batch more.
         self._validated: queue.Queue[tuple[list[Delivery], BatchOutcome] | None] = queue.Queue(maxsize=1)
+        # What a stage holds, so that after a failure it starts again where it was.
+        self._validating: list[Delivery] = []
+        self._writing: _Batch | None = None
+        self._abandoned = False  # a batch was left unacknowledged at shutdown: so is every one after it
         self._accepting = True
         self._store_checked = False  # pinged, and the database created where the server allows
         self._stopping = threading.Event()
@@ -79,13 +103,18 @@ class Collector:
             receive_maximum=settings.in_flight_limit,
             on_connect=self._on_connect,
             on_disconnect=self._on_disconnect,
+            on_session_lost=self._on_session_lost,
+            session_marker=settings.spool_dir / "mqtt-session",
             hold=self._holding_enough,
         )
-        self._worker = threading.Thread(target=self._validate, name="pilot-collector-validate", daemon=True)
-        self._writer = threading.Thread(target=self._write, name="pilot-collector-write", daemon=True)
-        self._replayer = threading.Thread(target=self._replay, name="pilot-collector-replay", daemon=True)
+        # Each thread is supervised: an unexpected failure is logged, counted, and its work starts again.
+        self.supervisor = Supervisor(self.metrics)
+        self._worker = self.supervisor.thread("validate", self._validate, self._stopping)
+        self._writer = self.supervisor.thread("write", self._write, self._abort)
+        self._replayer = self.supervisor.thread("replay", self._replay, self._abort)
         self._last_heartbeat = time.monotonic()
-        self._watchdog = threading.Thread(target=self._watch, name="pilot-collector-watchdog", daemon=True)
+        self._watchdog = self.supervisor.thread("watchdog", self._watch, self._stopping)
+        self.metrics.watch_health(self._healthy)
 
     # --- lifecycle -------------------------------------------------------
 
@@ -170,6 +199,10 @@ class Collector:
     def run_forever(self) -> None:
         self._stopping.wait()
 
+    def _healthy(self) -> bool:
+        """Connected to the broker, every thread running, none failing."""
+        return self._mqtt.connected and self.supervisor.all_alive() and not self.supervisor.failing
+
     @property
     def backlog(self) -> int:
         """Messages received and not yet acknowledged (nor given up on, to come again)."""
@@ -192,6 +225,10 @@ class Collector:
         if not self._stopping.is_set():
             log.warning("disconnected from MQTT broker (%s); reconnecting", reason)
 
+    def _on_session_lost(self, kind: str, what: str) -> None:
+        self.metrics.sessions_lost.labels(kind).inc()
+        log.error("MQTT SESSION LOST (%s): %s", kind.replace("_", " "), what)
+
     def _on_deliveries(self, deliveries: list[Delivery]) -> None:
         if self.settings.watchdog_s:
             heartbeat = self.heartbeat_topic
@@ -210,6 +247,7 @@ class Collector:
         """Publish a heartbeat to ourselves; if none comes back for ``watchdog_s``, reconnect."""
         period = self.settings.watchdog_s
         while not self._stopping.wait(period / 4):
+            self.supervisor.recovered("watchdog")
             if not self._mqtt.connected:
                 self._last_heartbeat = time.monotonic()  # the reader is reconnecting already
                 continue
@@ -231,36 +269,78 @@ class Collector:
 
     def _validate(self) -> None:
         """The first stage: batches in arrival order, validated and encoded, handed to the writer."""
-        try:
-            while True:
-                batch = self._take_batch()
-                if not batch:
-                    if self._stopping.is_set() and not self._carry:
-                        return
-                    continue
-                try:
-                    outcome = self.processor.process([(m.topic, m.payload) for m in batch])
-                except Exception:  # the child died or failed: this batch only
-                    log.exception("validating a batch of %d messages failed; they stay unacknowledged", len(batch))
-                    self.metrics.batches.labels("error").inc()
-                    self._finished(batch)
-                    continue
+        while True:
+            batch = self._validating or self._take_batch()
+            if not batch:
+                if self._stopping.is_set() and not self._carry:
+                    break
+                continue
+            self._validating = batch
+            outcome = self._validated_outcome(batch)
+            if outcome is None:  # stopping, and it failed: it stays unacknowledged and comes again next session
+                self._finished(batch)
+            else:
                 self._validated.put((batch, outcome))
-        finally:
-            self._validated.put(None)  # the writer stops after what is queued
+            self._validating = []
+        self._validated.put(None)  # the writer stops after what is queued
+
+    def _validated_outcome(self, batch: list[Delivery]) -> BatchOutcome | None:
+        """Validate ``batch``, trying again with backoff if the child fails; None if it failed and we are stopping."""
+        while True:
+            try:
+                outcome = self.processor.process([(m.topic, m.payload) for m in batch])
+            except Exception as exc:  # the child died or failed: a new one validates the batch again
+                self.metrics.batches.labels("error").inc()
+                delay = self.supervisor.failed("validate", exc, f"validating a batch of {len(batch)} messages")
+                if self._stopping.is_set() or self._stopping.wait(delay):
+                    return None
+                continue
+            self.supervisor.recovered("validate")
+            return outcome
 
     def _write(self) -> None:
-        """The second stage: each validated batch made durable and acknowledged, in order."""
-        while (item := self._validated.get()) is not None:
-            batch, outcome = item
+        """The second stage: each validated batch made durable and acknowledged, in order; failures retried."""
+        while True:
+            if self._writing is None:
+                item = self._validated.get()
+                if item is None:
+                    return
+                messages, outcome = item
+                self._count(len(messages), outcome)
+                self._writing = _Batch(messages, outcome)
+            batch = self._writing
+            if self._abandoned:
+                self.metrics.batches.labels("abandoned").inc()
+            else:
+                self._write_until_done(batch)
+            self._writing = None
+            self._finished(batch.messages)
+
+    def _write_until_done(self, batch: _Batch) -> None:
+        """Make ``batch`` durable and acknowledge it, retrying with backoff; give up only when stopping."""
+        while True:
             try:
-                self._handle(batch, outcome)
-            except Exception:  # never let one batch kill the collector
-                log.exception("unexpected error handling a batch of %d messages; they stay unacknowledged", len(batch))
-                self.metrics.batches.labels("error").inc()
-                self.processor.forget_sequences()
-            finally:
-                self._finished(batch)
+                if self._handle(batch):
+                    self.supervisor.recovered("write")
+                    return
+                why = "InfluxDB had not taken it when the shutdown timeout ran out"
+            except Exception as exc:  # never let one batch kill the collector: it is retried
+                outcome = "dead_letter_failed" if isinstance(exc, DeadLettersUnconfirmed) else "error"
+                self.metrics.batches.labels(outcome).inc()
+                delay = self.supervisor.failed("write", exc, f"a batch of {len(batch.messages)} messages")
+                if not self._stopping.wait(delay):  # a shutdown gives up on it at once
+                    continue
+                why = "it failed, and the collector is stopping"
+            # Later batches may hold this one's messages delivered again, judged duplicates: none is acknowledged.
+            log.warning(
+                "a batch of %d messages is left unacknowledged (%s), and so is every one after it;"
+                " the broker delivers them again next session",
+                len(batch.messages),
+                why,
+            )
+            self._abandoned = True
+            self.metrics.batches.labels("abandoned").inc()
+            return
 
     def _finished(self, batch: list[Delivery]) -> None:
         self._released_bytes += sum(len(d.payload) for d in batch)
@@ -297,79 +377,98 @@ class Collector:
             batch, self._carry = batch[:cut], batch[cut:]
         return batch
 
-    def _handle(self, messages: list[Delivery], outcome: BatchOutcome) -> None:
-        self._count(len(messages), outcome)
+    def _handle(self, batch: _Batch) -> bool:
+        """Make ``batch`` durable and acknowledge it: True once done, False if the shutdown came first.
+
+        Raises on a failure, and is called again: what is done already (the points stored) is not done twice.
+        """
+        if batch.refused is None and not self._store(batch):
+            return False
+        if not self._dead_letter(batch.refused or []):
+            raise DeadLettersUnconfirmed(
+                f"the broker did not confirm every dead letter of a batch of {len(batch.messages)} messages:"
+                " it stays unacknowledged, and its dead letters are sent again"
+            )
+        self._acknowledge(batch.messages)
+        self.metrics.batches.labels("spooled" if batch.spooled else "written").inc()
+        return True
+
+    def _store(self, batch: _Batch) -> bool:
+        """Write ``batch`` to InfluxDB, or append it to the spool; False if the shutdown came first."""
+        messages, outcome = batch.messages, batch.outcome
         # While the spool holds batches, new ones queue behind them, so InfluxDB gets them in order.
-        if self.spool.pending and self._spool(messages, outcome):
-            return
-        if not self._store_ready() and self._spool(messages, outcome):
-            return
+        if (self.spool.pending or not self._store_ready()) and self._spool(batch):
+            return True
         report = self.output.write(outcome.lines, give_up_after_s=self.settings.spool_after_s)
         if report.deferred:
-            if self._spool(messages, outcome):
-                return
-            report = self.output.write(outcome.lines)  # the spool is full: wait for InfluxDB, unacknowledged
+            if self._spool(batch):
+                return True
+            report = self.output.write(outcome.lines)  # no spool: wait for InfluxDB, unacknowledged
         if not report.completed:
-            self.metrics.batches.labels("abandoned").inc()
-            self.processor.forget_sequences()
-            return  # unacknowledged: the broker redelivers
+            return False
         self.metrics.points_written.inc(report.written)
         refused = [(messages[i], rejection) for i, rejection in outcome.rejected]
         refused += self._refused_by_store(messages, outcome, report.refused)
-        if not self._dead_letter(refused):
-            self.metrics.batches.labels("dead_letter_failed").inc()
-            return
-        self._acknowledge(messages)
-        self.metrics.batches.labels("written").inc()
+        self._count_refused(refused)
+        batch.refused = refused
+        return True
 
-    def _spool(self, messages: list[Delivery], outcome: BatchOutcome) -> bool:
-        """Make the batch durable on disk and acknowledge it; False if the spool is full."""
+    def _spool(self, batch: _Batch) -> bool:
+        """Make the batch durable on disk; False if the spool is full or its disk failed."""
+        messages, outcome = batch.messages, batch.outcome
         owners = sorted(set(outcome.line_owner))
         index = {owner: n for n, owner in enumerate(owners)}
-        batch = SpooledBatch(
+        spooled = SpooledBatch(
             outcome.lines,
             [index[owner] for owner in outcome.line_owner],
             [(messages[owner].topic, messages[owner].payload) for owner in owners],
         )
         try:
-            self.spool.append(batch)
+            self.spool.append(spooled)
         except SpoolFull as full:
             log.error("%s: this batch waits for InfluxDB in memory, unacknowledged", full)
             self.metrics.batches.labels("spool_full").inc()
             return False
+        except OSError as exc:  # a full or failing disk: the spool is as if full for this batch
+            log.error(
+                "could not append to the spool at %s (%s): this batch waits for InfluxDB in memory, unacknowledged",
+                self.settings.spool_dir,
+                exc,
+            )
+            self.metrics.batches.labels("spool_failed").inc()
+            return False
         self._spooled.set()
-        refused = [(messages[i], rejection) for i, rejection in outcome.rejected]
-        if not self._dead_letter(refused):
-            self.metrics.batches.labels("dead_letter_failed").inc()
-            return True  # the valid part is durable; the batch comes again and its points land twice, harmlessly
-        self._acknowledge(messages)
-        self.metrics.batches.labels("spooled").inc()
+        batch.spooled = True
+        batch.refused = [(messages[i], rejection) for i, rejection in outcome.rejected]
+        self._count_refused(batch.refused)
         return True
 
     def _replay(self) -> None:
-        """Write spooled batches to InfluxDB in order, each dropped from the spool once written."""
+        """Write spooled batches to InfluxDB in order, each dropped from the spool once written.
+
+        A failure (dead letters not confirmed, the spool's disk full when moving past a record) raises: the
+        supervisor logs and counts it and starts this again after a backoff, at the oldest record not yet
+        moved past; writing a record twice is harmless.
+        """
         while not self._abort.is_set():
             record = self.spool.peek()
             if record is None:
+                self.supervisor.recovered("replay")
                 self._spooled.wait(1.0)
                 self._spooled.clear()
                 continue
             if not self._store_ready():
                 self._abort.wait(1.0)
                 continue
-            try:
-                report = self.output.write(record.batch.lines)
-                if not report.completed:
-                    return  # stopping: the record stays in the spool for the next start
-                refused = self._refused_spooled(record.batch, report.refused)
-                if not self._dead_letter(refused):
-                    time.sleep(1.0)  # the broker did not confirm; write and dead-letter again
-                    continue
-            except Exception:  # never let one record stop the replay
-                log.exception("unexpected error replaying a spooled batch; retrying")
-                time.sleep(1.0)
-                continue
+            report = self.output.write(record.batch.lines)
+            if not report.completed:
+                return  # stopping: the record stays in the spool for the next start
+            refused = self._refused_spooled(record.batch, report.refused)
+            self._count_refused(refused)
+            if not self._dead_letter(refused):
+                raise DeadLettersUnconfirmed("the broker did not confirm the dead letters of a spooled batch")
             self.spool.commit(record)
+            self.supervisor.recovered("replay")
             self.metrics.points_written.inc(report.written)
             self.metrics.batches.labels("replayed").inc()
             if not self.spool.pending:
@@ -411,12 +510,15 @@ class Collector:
             refused.append((inbound, Rejection(RejectReason.STORE_REJECTED, message, topic_or_none(inbound.topic))))
         return refused
 
+    def _count_refused(self, refused: list[tuple[Delivery, Rejection]]) -> None:
+        for inbound, rejection in refused:
+            self.metrics.rejected.labels(rejection.reason.value).inc()
+            log.info("refused %s: %s: %s", inbound.topic, rejection.reason.value, rejection.detail)
+
     def _dead_letter(self, refused: list[tuple[Delivery, Rejection]]) -> bool:
         """Publish each refused message to the dead-letter topic; True once the broker has stored them all."""
         publications = []
         for inbound, rejection in refused:
-            self.metrics.rejected.labels(rejection.reason.value).inc()
-            log.info("refused %s: %s: %s", inbound.topic, rejection.reason.value, rejection.detail)
             payload = dead_letter_payload(inbound.topic, inbound.payload, rejection, self.settings.client_id)
             topic = dead_letter_topic(self.settings.dead_letter_topic, rejection)
             publications.append(self._mqtt.publish(topic, payload))

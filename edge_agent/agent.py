@@ -55,13 +55,17 @@ class Agent:
         self.site, self.line, self.device, self.profile = site, line, device, profile
         self.outbox = Outbox(outbox_dir / "outbox.sqlite", quota_mb * 1024 * 1024)
         self._topics = {channel: topic_for(site, line, device, channel) for channel in Channel}
-        self._client = new_client(mqtt, client_id or f"agent-{site}-{line}-{device}")
+        # With an account, the broker makes its username the client id (docs/broker.md): ask for that one.
+        self._client = new_client(mqtt, client_id or mqtt.username or f"agent-{site}-{line}-{device}")
         self._client.max_inflight_messages_set(WINDOW)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_publish = self._on_publish
-        self._in_flight: dict[int, int] = {}  # MQTT packet id → outbox id
-        self._early_acks: set[int] = set()  # PUBACKs that came before publish() returned their id
+        # MQTT packet id → the publish's own MQTTMessageInfo and its outbox id. A packet id is only where to
+        # look: paho reuses ids (1 again after 65,535), so a message leaves the outbox only once its own
+        # MQTTMessageInfo says the broker acknowledged it.
+        self._in_flight: dict[int, tuple[paho.MQTTMessageInfo, int]] = {}
+        self._acked_ids: list[int] = []  # packet ids of PUBACKs the sender has not matched yet
         self._last_sent = 0
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -188,7 +192,7 @@ class Agent:
             return
         with self._lock:
             self._in_flight.clear()
-            self._early_acks.clear()
+            self._acked_ids.clear()
             self._last_sent = 0  # send again whatever the outbox still holds
         # The birth goes first on every connection, ahead of anything sent again: the collector starts
         # counting this device's seq afresh from it. It is not kept in the outbox: a birth is of this moment.
@@ -205,18 +209,45 @@ class Agent:
             self._prepare_connection()  # the next connection's will and birth
 
     def _on_publish(self, client: paho.Client, userdata: object, mid: int, reason: Any, props: object) -> None:
+        # Any PUBACK: the birth's, one for a message published before a reconnection, or one that came
+        # before publish() returned its packet id to the sender. The sender sorts them out.
         with self._lock:
-            message_id = self._in_flight.pop(mid, None)
-            if message_id is None:
-                self._early_acks.add(mid)
-        if message_id is not None:
-            self.outbox.remove(message_id)
-            self._wake.set()
+            self._acked_ids.append(mid)
+        self._wake.set()
+
+    def _remove_acknowledged(self, sweep: bool) -> bool:
+        """Drop from the outbox what the broker acknowledged; True if a PUBACK's message did not show it yet.
+
+        ``sweep`` looks at every message in flight instead of only those named by the PUBACKs since last
+        time; it also runs whenever the sender wakes without news, so no acknowledged message stays behind.
+        """
+        removed = []
+        with self._lock:
+            acked, self._acked_ids = self._acked_ids, []
+            candidates = list(self._in_flight) if sweep else acked
+            unsettled = False
+            for mid in candidates:
+                entry = self._in_flight.get(mid)
+                if entry is None:
+                    continue  # not one of ours (the birth, a reconnection's leftover), or already removed
+                info, message_id = entry
+                if info.is_published():
+                    del self._in_flight[mid]
+                    removed.append(message_id)
+                elif not sweep:
+                    # paho calls on_publish just before it marks the info published; or this PUBACK was for
+                    # an older message with the same id. The info is the judge: sweep shortly.
+                    unsettled = True
+        if removed:
+            self.outbox.remove(*removed)
+        return unsettled
 
     def _send(self) -> None:
+        unsettled = False
         while not self._stopping.is_set():
-            self._wake.wait(0.5)
+            woken = self._wake.wait(0.01 if unsettled else 0.5)
             self._wake.clear()
+            unsettled = self._remove_acknowledged(sweep=unsettled or not woken)
             while self._ready.is_set() and not self._stopping.is_set():
                 with self._lock:
                     room = WINDOW - len(self._in_flight)
@@ -232,10 +263,5 @@ class Agent:
                         break  # disconnected meanwhile: on_connect starts over
                     with self._lock:
                         self._last_sent = message_id
-                        acked = info.mid in self._early_acks
-                        if acked:
-                            self._early_acks.discard(info.mid)
-                        else:
-                            self._in_flight[info.mid] = message_id
-                    if acked:
-                        self.outbox.remove(message_id)
+                        self._in_flight[info.mid] = (info, message_id)
+                unsettled = self._remove_acknowledged(sweep=False) or unsettled

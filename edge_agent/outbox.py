@@ -78,13 +78,24 @@ class Outbox:
                 "SELECT id, topic, payload FROM messages WHERE id > ? ORDER BY id LIMIT ?", (last_id, limit)
             ).fetchall()
 
-    def remove(self, message_id: int) -> None:
-        """The broker has the message."""
+    def remove(self, *message_ids: int) -> None:
+        """The broker has these messages: one transaction, so one sync to disk for them all."""
         with self._lock:
-            row = self._db.execute("SELECT length(payload) FROM messages WHERE id = ?", (message_id,)).fetchone()
-            if row is not None:
-                self._db.execute("DELETE FROM messages WHERE id = ?", (message_id,))
-                self._bytes -= row[0]
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                freed = 0
+                for message_id in message_ids:
+                    row = self._db.execute(
+                        "SELECT length(payload) FROM messages WHERE id = ?", (message_id,)
+                    ).fetchone()
+                    if row is not None:
+                        self._db.execute("DELETE FROM messages WHERE id = ?", (message_id,))
+                        freed += row[0]
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._bytes -= freed
 
     @property
     def pending(self) -> int:

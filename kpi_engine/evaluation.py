@@ -19,7 +19,7 @@ from pilot_core.comparison import KpiComparison, TargetCheck, check_target, comp
 from pilot_core.demonstration import DemonstrationPlan, Phase, Window
 from pilot_core.device_hours import HOUR_MS, DeviceHour, DeviceRules, account_vector, corrected
 from pilot_core.histogram import LogHistogram
-from pilot_core.kpi import COMPONENT_NAMES, KPIS, Components, compute_all, total
+from pilot_core.kpi import COMPONENT_NAMES, KPIS, Components, NoValue, compute_all, no_value_reason, total
 from pilot_core.time_accounting import BucketCalendar
 
 PERCENTILES = {"cycle_time_p50": 0.50, "cycle_time_p95": 0.95}
@@ -90,8 +90,10 @@ def evaluate(
             sum(r.excluded_hours for _, r in chosen),
         )
         series[phase] = np.vstack([accounted.hourly_units(w) for w, _ in chosen])
+    # The phases' roll-ups go in too, so that /comparison's values are /kpis' phase values to the last bit.
+    totals = (phases[Phase.BASELINE].components, phases[Phase.PILOT].components)
     comparisons = {
-        kpi: compare(kpi, series[Phase.BASELINE], series[Phase.PILOT], plan.confidence_level) for kpi in KPIS
+        kpi: compare(kpi, series[Phase.BASELINE], series[Phase.PILOT], plan.confidence_level, totals) for kpi in KPIS
     }
     targets = [
         TargetResult(t.label, comparisons[t.kpi], check_target(comparisons[t.kpi], t.change_pct)) for t in plan.targets
@@ -107,6 +109,20 @@ def _kpis(components: Components, histograms: Sequence[LogHistogram]) -> dict[st
     for name, q in PERCENTILES.items():
         values[name] = merged.quantile(q)
     return values
+
+
+def kpi_unit(name: str) -> str:
+    """The unit of a KPI in a result: its definition's, and the cycle time's for its percentiles."""
+    if name in PERCENTILES:
+        return KPIS["cycle_time_mean"].unit
+    return KPIS[name].unit  # a KPI without a unit is a defect: no document may show a bare number
+
+
+def kpi_no_value_reason(name: str, components: Components) -> NoValue | None:
+    """Why a KPI of a result computed from ``components`` has no value (None if it has one)."""
+    if name in PERCENTILES:
+        return NoValue.NO_CYCLES  # a percentile without value: no cycle time was reported
+    return no_value_reason(name, components)
 
 
 class AccountedDevice:

@@ -38,7 +38,7 @@ from pilot_core.device_rows import DeviceRows, build_hours
 from pilot_core.registry import DeviceKey, DeviceRegistry
 
 # Bump when the same hours and plan would give a different result, so cached results are not reused.
-ENGINE_VERSION = "1"
+ENGINE_VERSION = "2"  # 2: energy meters in scope counted (meter_hours); comparisons take the phase roll-ups
 DEFAULT_SETTLE_S = 2 * 3600
 # An unsettled hour read this recently is not read again: a burst of requests on a running pilot reads once.
 DEFAULT_REREAD_AFTER_S = 60

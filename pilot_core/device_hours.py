@@ -269,6 +269,7 @@ def account_vector(
         rules.ideal_cycle_time_s,
         energy_kwh=hour.energy_kwh if rules.is_meter else 0.0,
         is_output=rules.is_output,
+        is_meter=rules.is_meter,
     )
 
 

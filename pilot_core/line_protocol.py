@@ -19,6 +19,9 @@ INT64_MAX = 2**63 - 1
 
 _MEASUREMENT_ESCAPES = str.maketrans({",": r"\,", " ": r"\ "})
 _KEY_ESCAPES = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ "})
+# InfluxDB reads \" in a field key (and only there) as a quote, so a quote in a field key is escaped too:
+# unescaped, a key holding backslash-quote would be stored without its backslash.
+_FIELD_KEY_ESCAPES = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", '"': r"\""})
 
 
 class LineProtocolError(ValueError):
@@ -31,8 +34,13 @@ def escape_measurement(name: str) -> str:
 
 @functools.lru_cache(maxsize=4096)
 def escape_key(text: str) -> str:
-    """Escape a tag key, tag value or field key."""
+    """Escape a tag key or tag value."""
     return text.translate(_KEY_ESCAPES)
+
+
+@functools.lru_cache(maxsize=4096)
+def escape_field_key(text: str) -> str:
+    return text.translate(_FIELD_KEY_ESCAPES)
 
 
 def escape_string_field(text: str) -> str:
@@ -71,7 +79,7 @@ def encode_point(
     Tags are written sorted by key, as InfluxDB recommends, so the same point
     always encodes to the same line (a replayed point is byte-identical).
     """
-    field_text = ",".join(f"{escape_key(k)}={format_field_value(v)}" for k, v in fields)
+    field_text = ",".join(f"{escape_field_key(k)}={format_field_value(v)}" for k, v in fields)
     if not field_text:
         raise LineProtocolError("a point needs at least one field")
     return f"{series_key(measurement, tuple(tags))} {field_text} {timestamp}"

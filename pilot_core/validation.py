@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from pilot_core.contract import (
+    METRIC_VALUE_ERROR,
     Channel,
     PayloadError,
     ProductionRecord,
@@ -137,16 +138,53 @@ class _Refused(Exception):
         self.detail = detail
 
 
+class StatusTimes:
+    """When each birth and will is stored: a will at the time the collector receives it, after its birth.
+
+    A last will is fixed when its connection is made, so the ``ts`` it carries is older than the birth
+    published just after. The broker publishes it when the connection is lost: the collector receives it
+    then, and that is when the device went offline. So a will is stored at ``received_ms`` (never before its
+    own ``ts``), and the same will received again keeps the time it was given first. A will older than a
+    birth already received (both were queued while the collector was away: the device has reconnected since)
+    keeps its own ``ts``, so it cannot hide that birth; and a birth newer than the last will (by seq) is never
+    stored before it.
+    """
+
+    def __init__(self) -> None:
+        self._birth_seq: dict[tuple[str, str, str], int] = {}
+        self._will: dict[tuple[str, str, str], tuple[int, int]] = {}  # the last will stored: seq, time
+
+    def stored_at(self, topic: Topic, seq: int, record: StatusRecord, received_ms: int) -> int:
+        device = (topic.site, topic.line, topic.device)
+        will = self._will.get(device)
+        if record.status == "online":
+            self._birth_seq[device] = seq
+            newer = will is not None and seq > will[0]  # not an older birth received again
+            return max(record.ts, will[1] + 1) if will is not None and newer else record.ts
+        if will is not None and will[0] == seq:
+            return will[1]
+        birth_seq = self._birth_seq.get(device)
+        if birth_seq is not None and seq < birth_seq:
+            return record.ts
+        at = max(received_ms, record.ts)
+        self._will[device] = (seq, at)
+        return at
+
+
 def validate_message(
     topic_name: str,
     payload: bytes,
     registry: DeviceRegistry,
     max_payload_bytes: int,
     clock: ClockCheck | None = None,
+    statuses: StatusTimes | None = None,
+    received_ms: int = 0,
 ) -> Accepted | Rejection:
     """Check one message against the contract, its device's profile and, if given, the clock.
 
-    Never raises for any topic or payload: every problem is a Rejection.
+    With ``statuses``, a status record is stored at the time they give it for ``received_ms`` (when the
+    message was received); without, at its own ``ts``. Never raises for any topic or payload: every problem
+    is a Rejection.
     """
     topic: Topic | None = None
     try:
@@ -168,14 +206,19 @@ def validate_message(
             reason = RejectReason.DUPLICATE_KEY if exc.duplicate_key else RejectReason.MALFORMED_JSON
             raise _Refused(reason, exc.detail) from None
         except ValidationError as exc:
-            raise _schema_refusal(exc) from None
+            raise _schema_refusal(exc, device.profile) from None
         if envelope.device is not None and envelope.device != topic.device:
             raise _Refused(
                 RejectReason.DEVICE_MISMATCH,
                 f"payload says device {envelope.device!r} but was published on the topic of device {topic.device!r};"
                 " a device publishes only under its own id",
             )
-        lines = _encode(device, topic, envelope.seq, envelope.records, clock)
+        records = envelope.records
+        if statuses is not None and topic.channel is Channel.STATUS:
+            records = tuple(
+                r.model_copy(update={"ts": statuses.stored_at(topic, envelope.seq, r, received_ms)}) for r in records
+            )
+        lines = _encode(device, topic, envelope.seq, records, clock)
         birth = topic.channel is Channel.STATUS and any(r.status == "online" for r in envelope.records)
         return Accepted(topic, envelope.seq, lines, birth)
     except _Refused as refused:
@@ -200,13 +243,15 @@ def _encode(
     return lines
 
 
-def _schema_refusal(exc: ValidationError) -> _Refused:
+def _schema_refusal(exc: ValidationError, profile: DeviceProfile) -> _Refused:
     errors = exc.errors(include_url=False)
     first = errors[0]
     if first["type"] == "model_type" and not first["loc"]:
         return _Refused(RejectReason.SCHEMA, f"payload must be a JSON object, not {_json_type(first['input'])}")
     loc = [p for p in first["loc"] if not isinstance(p, int)]
     where = ".".join(str(p) for p in first["loc"]) or "payload"
+    if first["type"] == METRIC_VALUE_ERROR:
+        return _Refused(RejectReason.WRONG_TYPE, f"{where}: {_expected_metric(profile, str(loc[-1]), first['input'])}")
     if loc and loc[-1] == "ts":
         if first["type"] == "missing":
             return _Refused(RejectReason.MISSING_TIMESTAMP, f"{where} is missing; every record needs a timestamp")
@@ -215,6 +260,15 @@ def _schema_refusal(exc: ValidationError) -> _Refused:
         return _Refused(RejectReason.NON_FINITE, f"{where} is not a finite number")
     more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
     return _Refused(RejectReason.SCHEMA, f"{where}: {first['msg'].removeprefix('Value error, ')}{more}")
+
+
+def _expected_metric(profile: DeviceProfile, name: str, value: object) -> str:
+    got = f"the string {value!r}" if isinstance(value, str) else _json_type(value)
+    metric = next((m for m in profile.metrics if m.name == name), None)
+    if metric is None:
+        return f"expected a number (true or false for a bool metric), got {got}"
+    expected = {MetricType.BOOL: "true or false", MetricType.INT: "an integer"}.get(metric.type, "a number")
+    return f"metric {name!r} is {metric.type.value}: expected {expected}, got {got}"
 
 
 def _json_type(value: object) -> str:
@@ -226,6 +280,8 @@ def _json_type(value: object) -> str:
         return "a number"
     if isinstance(value, str):
         return "a string"
+    if isinstance(value, dict):
+        return "an object"
     return "an array" if isinstance(value, list) else type(value).__name__
 
 

@@ -21,7 +21,7 @@ from pilot_core.comparison import BANDWIDTH_FRACTION, MIN_UNITS, POWER, Verdict,
 from pilot_core.demonstration import DemonstrationPlan, Phase
 from pilot_core.device_hours import DowntimeCause
 from pilot_core.histogram import RELATIVE_ACCURACY, LogHistogram
-from pilot_core.kpi import Components, compute
+from pilot_core.kpi import Components, NoValue, compute
 
 # Causes drawn one by one in the Pareto; the rest are summed by state, and past PARETO_ROWS into "other causes".
 PARETO_CAUSES = 8
@@ -55,6 +55,7 @@ class KpiRow:
     pilot_length_factor: float | None
     leaning: Verdict | None  # inconclusive: what a longer pilot would show if the present estimate held
     gap: IntervalGap | None  # why there is no interval, or why an inconclusive verdict cannot say more
+    no_value: NoValue | None = None  # a phase without a value: the input that is missing
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +223,7 @@ def _kpi_row(change: KpiChange, plan: DemonstrationPlan) -> KpiRow:
         pilot_length_factor=target.pilot_length_factor if target else None,
         leaning=_leaning(change),
         gap=_gap(change),
+        no_value=next((NoValue(e.reason) for e in (change.baseline, change.pilot) if e.reason), None),
     )
 
 

@@ -89,6 +89,17 @@ EN: dict[str, str] = {
     "explain_inconclusive_factor": "The interval straddles the target; if the present estimate holds, a pilot"
     " about {factor:.1f}× as long would show it {leaning}.",
     "gap_no_value": "No value in one phase (nothing to divide by).",
+    "gap_no_value_because": "No value in one phase: {reason}.",
+    "why_no_planned_busy_time": "no planned busy time",
+    "why_no_production_time": "no production time (APT is zero)",
+    "why_nothing_produced": "nothing produced",
+    "why_no_output_busy_time": "no planned busy time at the output stations",
+    "why_no_output_good": "no good units at the output stations",
+    "why_no_cycles": "no cycle times reported",
+    "why_no_busy_time": "no production, setup or delay time",
+    "why_no_failures": "no failures",
+    "why_no_energy_meter": "no energy meter in scope",
+    "why_not_finite": "not a finite number",
     "gap_too_few_units": "Too few hours for an interval (at least {min_units} per phase).",
     "gap_zero_value": "A value of zero in one phase: only the absolute change has an interval.",
     "gap_baseline_uncertain": "The interval straddles the target, and the baseline's own uncertainty is too large"
@@ -250,6 +261,17 @@ KO: dict[str, str] = {
     "explain_inconclusive_factor": "신뢰구간이 목표에 걸쳐 있습니다. 현재 추정이 유지된다면 약 {factor:.1f}배 길이의"
     " 실증에서 ‘{leaning}’으로 판정됩니다.",
     "gap_no_value": "한 기간에 값이 없습니다(분모가 0).",
+    "gap_no_value_because": "한 기간에 값이 없습니다: {reason}.",
+    "why_no_planned_busy_time": "계획 가동 시간 없음",
+    "why_no_production_time": "실제 생산 시간(APT) 0",
+    "why_nothing_produced": "생산 수량 없음",
+    "why_no_output_busy_time": "출력 설비의 계획 가동 시간 없음",
+    "why_no_output_good": "출력 설비의 양품 없음",
+    "why_no_cycles": "보고된 사이클 타임 없음",
+    "why_no_busy_time": "생산·준비교체·지연 시간 없음",
+    "why_no_failures": "고장 없음",
+    "why_no_energy_meter": "범위 안에 전력량계 없음",
+    "why_not_finite": "유한한 수가 아님",
     "gap_too_few_units": "신뢰구간을 내기에 시간 수가 부족합니다(기간마다 {min_units}시간 이상 필요).",
     "gap_zero_value": "한 기간의 값이 0이어서 절대 변화량에만 신뢰구간이 있습니다.",
     "gap_baseline_uncertain": "신뢰구간이 목표에 걸쳐 있고, 기준 기간 자체의 불확실성이 커서 실증을 늘려도"
@@ -413,6 +435,8 @@ class Words:
 
     def explanation(self, row: KpiRow, method: Method) -> str:
         """Why the verdict is what it is, or why the row has no interval."""
+        if row.no_value is not None:  # no value in a phase: say which input is missing
+            return self.format("gap_no_value_because", reason=self.text[f"why_{row.no_value.name.lower()}"])
         if row.gap is not None:
             return self.format(f"gap_{row.gap.value}", min_units=method.min_units)
         if row.kpi.startswith("cycle_time_p"):

@@ -4,7 +4,8 @@ Written from InfluxDB's documented rules, not from our encoder:
 
 - ``measurement[,tag_key=tag_value...] field_key=field_value[,...] timestamp``
 - measurements: ``\\,`` and ``\\ `` are a comma and a space;
-- tag keys, tag values and field keys: ``\\,``, ``\\=`` and ``\\ ``;
+- tag keys, tag values and field keys: ``\\,``, ``\\=`` and ``\\ ``; in field keys also ``\\"``
+  (InfluxDB 1.6 stores a field key written ``a\\"b`` as ``a"b``, a tag value as ``a\\"b``);
 - a backslash before any other character is that backslash itself;
 - string field values are double-quoted, with ``\\"`` and ``\\\\`` inside;
 - integers end in ``i``; unsigned ``u`` integers are refused (InfluxDB 1.x has
@@ -24,6 +25,7 @@ FieldValue = int | float | bool | str
 
 _MEASUREMENT_ESCAPES = frozenset(", ")
 _KEY_ESCAPES = frozenset(",= ")
+_FIELD_KEY_ESCAPES = frozenset(',= "')
 _INTEGER = re.compile(r"-?(0|[1-9][0-9]*)i")
 _FLOAT = re.compile(r"[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?")
 _TIMESTAMP = re.compile(r"-?(0|[1-9][0-9]*)")
@@ -68,7 +70,7 @@ def parse_line(line: str) -> Point:
     reader.expect(" ")
     fields: dict[str, FieldValue] = {}
     while True:
-        key = reader.token(_KEY_ESCAPES, stops=",= ")
+        key = reader.token(_FIELD_KEY_ESCAPES, stops=",= ")
         if not key:
             raise LineSyntaxError(f"empty field key at {reader.at}")
         reader.expect("=")

@@ -79,6 +79,7 @@ def test_collect_runs_from_environment_serves_metrics_and_stops_cleanly(
         assert "pilot_collector_write_seconds_bucket" in text
         assert "pilot_collector_backlog_messages 0.0" in text
         assert "pilot_collector_mqtt_connected 1.0" in text
+        assert "pilot_collector_healthy 1.0" in text
     finally:
         process.send_signal(signal.SIGTERM)
         try:

@@ -54,3 +54,20 @@ def assert_stored(client: InfluxClient, point: PointSpec) -> None:
         assert types[key] == expected, (key, sent)
         assert (float(stored) if expected == "float" else stored) == sent, (key, sent, stored)
     assert row == {}, row  # nothing more came back
+
+
+def test_a_field_key_with_a_backslash_before_a_quote_reads_back_as_written(
+    influxdb: local_services.InfluxService,
+) -> None:
+    """InfluxDB 1.6 reads backslash-quote in a field key as a quote (found by the property above)."""
+    key = 'a\\"b'
+    database = f"lp_property_{next(_databases)}"
+    with InfluxClient(InfluxSettings(url=influxdb.url, database=database)) as client:
+        client.ensure_database()
+        try:
+            point = PointSpec("m", {"t": key}, {key: 1, "plain": 2}, 10**12)
+            line = encode_point(point.measurement, point.tags.items(), point.fields.items(), point.timestamp)
+            assert client.write([line], precision="ms").outcome is WriteOutcome.WRITTEN
+            assert_stored(client, point)
+        finally:
+            client.query(f"DROP DATABASE {quote_identifier(database)}", method="POST", database=None)

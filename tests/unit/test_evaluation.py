@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+import msgspec
 import numpy as np
 import pytest
 from pydantic import TypeAdapter
@@ -163,3 +164,32 @@ def test_decoded_hours_keep_the_most_recent_up_to_capacity() -> None:
     decoded.keep([("a", hours[0])])  # used again: now the most recent
     decoded.keep([("c", hours[2])])
     assert decoded.snapshot() == {"a": hours[0], "c": hours[2]}
+
+
+def test_phase_kpis_and_the_comparison_are_one_number_bit_for_bit() -> None:
+    """/kpis shows the phases' values and /comparison the estimates: the same computation, not two summations."""
+    rng = np.random.default_rng(11)
+    the_plan = plan(devices=["press", "press-2", "meter"], output_devices=["press-2"])
+    hours: dict[str, list[DeviceHour]] = {
+        "press": press_hours(range(5), 31.3, rng) + press_hours(range(7, 12), 27.1, rng),
+        "meter": meter_hours(range(5)) + meter_hours(range(7, 12)),
+    }
+    second = press_hours(range(5), 29.7, rng) + press_hours(range(7, 12), 26.3, rng)
+    hours["press-2"] = [msgspec.structs.replace(h, device="press-2") for h in second]
+    result = evaluate(the_plan, plan_hash(the_plan), hours, {"press": 60.0, "press-2": 60.0})
+    for kpi, comparison in result.comparisons.items():
+        assert comparison.baseline.value == result.phases[Phase.BASELINE].kpis[kpi], kpi
+        assert comparison.pilot.value == result.phases[Phase.PILOT].kpis[kpi], kpi
+
+
+def test_energy_per_good_unit_without_an_energy_meter_has_no_value_and_says_why() -> None:
+    rng = np.random.default_rng(12)
+    the_plan = plan(devices=["press"], energy_meters=[])
+    hours = {"press": press_hours(range(5), 30.0, rng) + press_hours(range(7, 12), 25.0, rng)}
+    result = evaluate(the_plan, plan_hash(the_plan), hours, {"press": 60.0})
+    for phase in Phase:
+        assert result.phases[phase].kpis["energy_per_good_unit"] is None
+    comparison = result.comparisons["energy_per_good_unit"]
+    assert comparison.baseline.value is None and comparison.pilot.value is None
+    assert "no energy meter in scope" in comparison.note
+    assert "zero" not in comparison.note

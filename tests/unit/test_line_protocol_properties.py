@@ -8,7 +8,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from pilot_core.line_protocol import encode_point, escape_key, escape_measurement
+from pilot_core.line_protocol import encode_point, escape_field_key, escape_key, escape_measurement
 from tests.strategies import PointSpec, ids, names, points
 from tests.strict_line_protocol import LineSyntaxError, parse_line
 
@@ -55,7 +55,8 @@ def test_tags_come_out_sorted_whatever_order_they_go_in(tags: list[tuple[str, st
 
 @given(ids)
 def test_escaping_is_undone_exactly(text: str) -> None:
-    point = parse_line(f"{escape_measurement(text)},{escape_key(text)}={escape_key(text)} {escape_key(text)}=1i 0")
+    line = f"{escape_measurement(text)},{escape_key(text)}={escape_key(text)} {escape_field_key(text)}=1i 0"
+    point = parse_line(line)
     assert (point.measurement, point.tags, point.fields) == (text, {text: text}, {text: 1})
 
 

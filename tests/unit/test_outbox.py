@@ -43,3 +43,11 @@ def test_the_quota_refuses_without_taking_a_seq(tmp_path: Path) -> None:
     outbox.remove(outbox.after(0, 1)[0][0])
     outbox.put("t", "telemetry", payload)
     assert outbox.after(0, 10)[-1][2] == payload(3)
+
+
+def test_several_messages_leave_in_one_removal_and_their_bytes_with_them(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "outbox.sqlite", quota_bytes=10_000)
+    ids = [outbox.put("t", "telemetry", payload) for _ in range(4)]
+    outbox.remove(ids[0], ids[2], ids[2], 999)  # an id twice, or one not there, is nothing to remove
+    assert [p for _, _, p in outbox.after(0, 10)] == [payload(2), payload(4)]
+    assert outbox.bytes == len(payload(2)) + len(payload(4))
