@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -119,6 +118,26 @@ def test_a_store_that_is_stopping_stops_reading(tmp_path: Path) -> None:
         assert store.refresh(plan, store.stamps(plan)) == 15  # every hour begun by 15:00
 
 
+class RecordingRollups(RollupRepository):
+    """The real repository, noting the range of every read of stored hours."""
+
+    def __init__(self, database: Database) -> None:
+        super().__init__(database)
+        self.asked: list[tuple[int, int]] = []
+
+    def read_fingerprinted(
+        self,
+        site: str,
+        line: str,
+        devices: Sequence[str],
+        start_ms: int,
+        end_ms: int,
+        known: Mapping[str, DeviceHour] | None = None,
+    ) -> list[tuple[str, DeviceHour]]:
+        self.asked.append((start_ms, end_ms))
+        return super().read_fingerprinted(site, line, devices, start_ms, end_ms, known)
+
+
 def test_hours_stored_between_windows_far_apart_are_never_read(tmp_path: Path) -> None:
     raw = running_plan().model_dump(mode="json")
     raw["windows"][1].update(start="2027-11-02T00:00:00Z", end="2027-11-02T10:00:00Z")  # a year later
@@ -126,19 +145,11 @@ def test_hours_stored_between_windows_far_apart_are_never_read(tmp_path: Path) -
     registry = DeviceRegistry([DeviceEntry(site="s", line="l", device="press", profile="cnc_machine")], load_profiles())
     with Database(default_url(tmp_path)) as database, InfluxClient(InfluxSettings()) as unused:
         database.upgrade()
-        rollups = RollupRepository(database)
+        rollups = RecordingRollups(database)
         # A year of hours of the same device, stored by other plans.
         between = [DeviceHour("press", START_MS + h * HOUR_MS) for h in range(10, 365 * 24)]
         rollups.upsert("s", "l", between)
-        asked: list[tuple[int, int]] = []
-        read_fingerprinted = rollups.read_fingerprinted
-
-        def recording(*args: Any) -> Any:
-            asked.append((args[3], args[4]))
-            return read_fingerprinted(*args)
-
-        rollups.read_fingerprinted = recording  # type: ignore[method-assign]
         store = HourStore(rollups, unused, registry)
         assert store.stamps(plan) == {}
         assert store.read(plan) == {}
-        assert asked == [(w.start_ms, w.end_ms) for w in plan.windows]
+        assert rollups.asked == [(w.start_ms, w.end_ms) for w in plan.windows]
