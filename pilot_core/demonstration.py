@@ -59,9 +59,7 @@ class Window(_Strict):
         if self.end <= self.start:
             raise ValueError(f"window {self.name!r} must end after it starts")
         if self.start < EARLIEST or self.end > LATEST:
-            raise ValueError(
-                f"window {self.name!r} must lie within {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d} (UTC)"
-            )
+            raise ValueError(f"window {self.name!r} must lie within {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d} (UTC)")
         return self
 
     @property
