@@ -488,6 +488,9 @@ def _kpi_value(value: float | None, unit: str) -> str:
     return f"{value:,.4g} {unit}"
 
 
+API_SHUTDOWN_S = 5
+
+
 @app.command()
 def api(
     config: ConfigFile = None,
@@ -508,7 +511,15 @@ def api(
         raise fail(str(exc)) from None
     except SQLAlchemyError as exc:  # a malformed database_url, or a database that cannot be reached
         raise fail(f"the demonstrations database could not be opened: {exc}") from None
-    uvicorn.run(application, host=host, port=port, log_config=uvicorn_log_config())
+    # On SIGTERM, requests still running after this long are cancelled and their evaluations stop at their next
+    # read, rather than the server waiting on them.
+    uvicorn.run(
+        application,
+        host=host,
+        port=port,
+        log_config=uvicorn_log_config(),
+        timeout_graceful_shutdown=API_SHUTDOWN_S,
+    )
 
 
 def main() -> None:
