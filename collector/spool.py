@@ -228,6 +228,12 @@ class Spool:
         path = self._path(segment)
         data = path.read_bytes()
         offset = self._cursor[1] if segment == self._cursor[0] else 0
+        if offset > len(data):  # emptied once replayed, and the process died before the cursor said so
+            log.warning(
+                "spool segment %s: the cursor (%d) is past its end: it was emptied, reading from 0", path, offset
+            )
+            offset, self._cursor = 0, (segment, 0)
+            self._write_cursor()
         records = 0
         while offset < len(data):
             end = _record_end(data, offset)

@@ -187,3 +187,15 @@ def test_a_spool_on_a_disk_with_less_free_space_than_its_quota_warns_at_start(
         with caplog.at_level(logging.WARNING, logger="pilot.collector.spool"):
             Spool(disk / "other", quota_bytes=1024 * 1024)
         assert "less than its quota" not in caplog.text
+
+
+def test_a_crash_between_emptying_the_spool_and_moving_the_cursor_loses_no_later_batch(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, quota_bytes=1_000_000)
+    spool.append(batch(0))
+    old_end = spool.bytes
+    drain(spool)  # empties the segment, then moves the cursor to 0
+    (tmp_path / "cursor").write_text(f"1 {old_end}\n")  # as if the process died in between
+    reopened = Spool(tmp_path, quota_bytes=1_000_000)
+    assert reopened.pending == 0
+    reopened.append(batch(1))
+    assert drain(Spool(tmp_path, quota_bytes=1_000_000)) == [batch(1)]
