@@ -161,19 +161,37 @@ class Spool:
             segment, offset = self._cursor
             while True:
                 offset = self._skips.get((segment, offset), offset)
+                if segment == self._segments[-1] and offset >= self._end:
+                    self._records = 0  # what was counted was damaged on disk, and reported
+                    return None
                 with open(self._path(segment), "rb") as file:
                     file.seek(offset)
                     header = file.read(_HEADER.size)
                     if len(header) == _HEADER.size:
-                        length, _crc = _HEADER.unpack(header)
-                        body = orjson.loads(file.read(length))
-                        batch = SpooledBatch(
-                            body["lines"],
-                            body["line_owner"],
-                            [(t, base64.b64decode(p)) for t, p in body["messages"]],
-                        )
-                        return Record(batch, segment, offset + _HEADER.size + length)
+                        length, crc = _HEADER.unpack(header)
+                        body = file.read(length)
+                        if len(body) == length and body.startswith(_BODY_START) and zlib.crc32(body) == crc:
+                            return Record(_decode(body), segment, offset + _HEADER.size + length)
+                        self._skip_damage(segment, offset)
+                        continue
                 segment, offset = self._next_segment(segment), 0
+
+    def _skip_damage(self, segment: int, offset: int) -> None:
+        """A record found damaged while replaying: go on at the next whole record, as a start would."""
+        path = self._path(segment)
+        data = path.read_bytes()
+        end = self._end if segment == self._segments[-1] else len(data)
+        resumed = _next_record(data[:end], offset + 1)
+        self._skips[(segment, offset)] = resumed if resumed is not None else end
+        self._records -= 1
+        kept = _keep_corrupt(path, offset, data[offset : resumed if resumed is not None else end])
+        log.error(
+            "spool segment %s: the record at offset %d is damaged (copied to %s); replaying on from the next whole"
+            " record. Its batch is lost: look for a gap in its devices' seq",
+            path,
+            offset,
+            kept,
+        )
 
     def commit(self, record: Record) -> None:
         """``record`` is in InfluxDB: move past it, and delete segments wholly replayed."""
@@ -314,6 +332,13 @@ def _cut_tail(path: Path, data: bytes, offset: int) -> None:
     with open(path, "r+b") as file:
         file.truncate(offset)
         os.fsync(file.fileno())
+
+
+def _decode(body: bytes) -> SpooledBatch:
+    fields = orjson.loads(body)
+    return SpooledBatch(
+        fields["lines"], fields["line_owner"], [(t, base64.b64decode(p)) for t, p in fields["messages"]]
+    )
 
 
 def _keep_corrupt(segment: Path, offset: int, data: bytes) -> str:

@@ -199,3 +199,36 @@ def test_a_crash_between_emptying_the_spool_and_moving_the_cursor_loses_no_later
     assert reopened.pending == 0
     reopened.append(batch(1))
     assert drain(Spool(tmp_path, quota_bytes=1_000_000)) == [batch(1)]
+
+
+def test_a_record_damaged_while_the_collector_runs_is_skipped_by_the_replay(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    spool = Spool(tmp_path, quota_bytes=1_000_000)
+    for n in range(4):
+        spool.append(batch(n))
+    (segment,) = tmp_path.glob("*.seg")
+    data = bytearray(segment.read_bytes())
+    second = data.index(b'{"lines":', data.index(b'{"lines":') + 1)
+    data[second + 20] ^= 0xFF
+    segment.write_bytes(bytes(data))  # damaged on disk after it was appended
+    with caplog.at_level(logging.ERROR, logger="pilot.collector.spool"):
+        assert drain(spool) == [batch(0), batch(2), batch(3)]
+    assert "damaged" in caplog.text and spool.pending == 0
+    spool.append(batch(4))
+    assert drain(spool) == [batch(4)]
+
+
+def test_a_damaged_last_record_while_running_leaves_an_empty_spool_that_takes_more(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, quota_bytes=1_000_000)
+    spool.append(batch(0))
+    spool.append(batch(1))
+    (segment,) = tmp_path.glob("*.seg")
+    data = bytearray(segment.read_bytes())
+    data[-5] ^= 0xFF
+    segment.write_bytes(bytes(data))
+    assert drain(spool) == [batch(0)]
+    assert spool.pending == 0
+    spool.append(batch(2))
+    assert drain(spool) == [batch(2)]
+    assert drain(Spool(tmp_path, quota_bytes=1_000_000)) == []
