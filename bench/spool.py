@@ -149,7 +149,7 @@ def run_in(folder: Path, spool_dir: Path, n: int, disk_full: bool) -> dict[str, 
         with open(workload_path, "rb") as fh:
             second = pickle.load(fh)[n:]
         (folder / "second.pickle").write_bytes(pickle.dumps(second))
-        disk_refused = 0.0
+        disk_refused = disk_failed = 0.0
         if disk_full:
             # Room for about a third of the outage: the spool's disk fills mid-stream.
             ballast = fill(spool_dir.parent, leave_bytes=n * SPOOLED_BYTES_PER_MESSAGE // 3)
