@@ -39,12 +39,12 @@ from typing import Any
 
 from adapters import local_services
 from adapters.influxdb import InfluxClient, InfluxSettings
+from adapters.scratch_disk import fill, small_filesystem
 from bench.ingest.measure import influx_point_count, proc_status_kb, process_tree, scrape_metrics, tree_rss_kb
 from bench.ingest.settings import DATABASE
 from bench.ingest.workload import build_workload
 from bench.publisher import publish_worker
 from bench.results import write_result
-from tests.filesystems import fill, small_filesystem  # the tests' tmpfs helper: a disk that fills on demand
 
 SPOOLED_BYTES_PER_MESSAGE = 500  # about what one message of the workload takes in the spool (47 MB per 100,000)
 

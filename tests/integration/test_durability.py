@@ -22,10 +22,10 @@ from adapters import local_services
 from adapters.catalog import load_profiles
 from adapters.influxdb import InfluxClient, InfluxSettings
 from adapters.mqtt import MqttSettings, connect_and_wait, new_client
+from adapters.scratch_disk import fill, small_filesystem
 from collector.spool import Spool
 from pilot_core.contract import SUBSCRIPTION, topic_for
 from pilot_core.registry import DeviceEntry, DeviceRegistry
-from tests.filesystems import fill, small_filesystem
 from tests.support import collector_settings, count_points, running_collector, wait_until
 
 TS = 1_793_000_000_000

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from adapters.scratch_disk import fill, small_filesystem
 from collector import spool as spool_module
 from collector.spool import Spool, SpooledBatch, SpoolFull
-from tests.filesystems import fill, small_filesystem
 
 
 def batch(n: int) -> SpooledBatch:
