@@ -1,0 +1,201 @@
+"""The agent reading real protocol servers (pymodbus's, asyncua's): states and production derived from their
+signals reach InfluxDB through the real broker and collector, exactly, through wraps, resets and outages."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from adapters.catalog import load_profiles
+from adapters.influxdb import InfluxClient, InfluxSettings
+from adapters.mqtt import MqttSettings
+from edge_agent.sources import SourceAgents
+from pilot_core.registry import DeviceEntry, DeviceRegistry
+from pilot_core.source_map import parse_source_map
+from tests.protocol_servers import HOLDING, INPUT, ModbusServer, OpcUaServer
+from tests.support import collector_settings, count_points, running_collector, wait_until
+
+CATALOG = load_profiles()
+
+
+@contextmanager
+def running_sources(source_map_text: str, mqtt: MqttSettings, outbox: Path) -> Iterator[SourceAgents]:
+    """The agent process of ``pilot agent --sources``, in a thread: its event loop, its devices' agents."""
+    source_map = parse_source_map(source_map_text, "agent.yaml", CATALOG)
+    agents = SourceAgents(source_map, CATALOG, mqtt, outbox)
+    agents.start()
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    thread = threading.Thread(target=lambda: loop.run_until_complete(agents.run(stop)), daemon=True)
+    thread.start()
+    try:
+        yield agents
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(30)
+        loop.close()
+        assert agents.stop() == 0
+
+
+def produced(client: InfluxClient, device: str) -> int:
+    series = client.query(f'SELECT sum("produced") FROM "production" WHERE "device" = \'{device}\'')
+    return int(series[0].values[0][1]) if series else 0
+
+
+def states(client: InfluxClient, device: str) -> list[str]:
+    series = client.query(f'SELECT "state" FROM "state" WHERE "device" = \'{device}\'')
+    return [row[1] for row in series[0].values] if series else []
+
+
+def statuses(client: InfluxClient, device: str) -> list[bool]:
+    series = client.query(f'SELECT "online" FROM "status" WHERE "device" = \'{device}\'')
+    return [row[1] for row in series[0].values] if series else []
+
+
+def fault_count(agents: SourceAgents, device: str, item: str, reason: str) -> float:
+    labels = {"site": "판교", "line": "L1", "device": device, "item": item, "reason": reason}
+    return agents.metrics.registry.get_sample_value("pilot_agent_item_faults_total", labels) or 0.0
+
+
+@pytest.fixture
+def pipeline(
+    tmp_path: Path, mqtt_settings: MqttSettings, influx_settings: InfluxSettings, unique_id: str
+) -> Iterator[tuple[InfluxClient, str]]:
+    """The broker and the collector, with two registered devices: a conveyor and a CNC machine."""
+    entries = [
+        DeviceEntry(site="판교", line="L1", device=f"{unique_id}-conveyor", profile="conveyor"),
+        DeviceEntry(site="판교", line="L1", device=f"{unique_id}-cnc", profile="cnc_machine"),
+    ]
+    settings = collector_settings(mqtt_settings, influx_settings, f"{unique_id}-collector")
+    with running_collector(settings, DeviceRegistry(entries, CATALOG)), InfluxClient(influx_settings) as client:
+        yield client, unique_id
+
+
+def modbus_map(device: str, port: int) -> str:
+    return f"""
+devices:
+  - site: 판교
+    line: L1
+    device: {device}
+    profile: conveyor
+    modbus: {{host: 127.0.0.1, port: {port}, unit: 1, poll_s: 0.1, timeout_s: 1}}
+    items:
+      - {{name: clamp_current, table: input, address: 0, type: float32, metric: motor_current}}
+      - {{name: box_counter, table: holding, address: 10, type: uint16}}
+      - {{name: broken, table: holding, address: 100}}  # beyond the device's registers: illegal address
+    state:
+      rules:
+        - {{state: running, when: {{clamp_current: {{above: 4.0}}}}, for_s: 0.5}}
+        - {{state: idle, when: {{clamp_current: {{below: 0.5}}}}, for_s: 0.5}}
+    production:
+      product: BOX-S
+      counters: {{produced: {{item: box_counter}}}}
+"""
+
+
+def test_a_retrofit_current_clamp_and_a_wrapping_16_bit_counter_over_modbus_land_exactly_through_an_outage(
+    pipeline: tuple[InfluxClient, str], mqtt_settings: MqttSettings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    client, unique_id = pipeline
+    device = f"{unique_id}-conveyor"
+    server = ModbusServer()
+    server.set_float32(INPUT, 0, 6.2)  # amperes: the motor runs
+    server.set(HOLDING, 10, [65_530])  # the counter, near the top of its 16 bits
+    server.start()
+    caplog.set_level(logging.INFO, logger="pilot.agent.sources")
+    try:
+        with running_sources(modbus_map(device, server.port), mqtt_settings, tmp_path / "outbox") as agents:
+            wait_until(lambda: states(client, device) == ["running"], what="running after 0.5 s above 4 A")
+            server.set(HOLDING, 10, [65_535])
+            wait_until(lambda: produced(client, device) == 5, what="5 boxes")
+            server.set(HOLDING, 10, [4])  # wrapped: 65535 → 0 → 4
+            wait_until(lambda: produced(client, device) == 10, what="10 boxes across the wrap")
+            server.set_float32(INPUT, 0, 2.0)  # between the thresholds: still running (hysteresis)
+            server.set_float32(INPUT, 0, 0.1)
+            wait_until(lambda: states(client, device) == ["running", "idle"], what="idle below 0.5 A")
+
+            server.stop()  # the Modbus device drops off the network
+            wait_until(lambda: statuses(client, device)[-1:] == [False], what="the device offline")
+            server.set(HOLDING, 10, [20])  # it went on counting meanwhile: 16 more boxes
+            server.start()
+            wait_until(lambda: produced(client, device) == 26, what="the boxes counted during the outage")
+            wait_until(lambda: states(client, device) == ["running", "idle", "idle"], what="idle again after it")
+            server.set(HOLDING, 10, [0])  # an operator resets the counter, and 3 more boxes follow
+            server.set(HOLDING, 10, [3])
+            wait_until(lambda: produced(client, device) == 29, what="3 boxes after the reset")
+            assert fault_count(agents, device, "broken", "illegal_address") > 1  # read, and failed, at every poll
+        assert statuses(client, device)[-2:] == [False, True]  # offline during the outage, then online
+        assert count_points(client, "telemetry_conveyor", "motor_current", f"\"device\" = '{device}'") > 5
+        warnings = [r.getMessage() for r in caplog.records if "item broken fails" in r.getMessage()]
+        assert len(warnings) == 1 and "illegal_address" in warnings[0]  # logged once, not at every poll
+    finally:
+        server.close()
+
+
+def opcua_map(device: str, endpoint: str) -> str:
+    return f"""
+devices:
+  - site: 판교
+    line: L1
+    device: {device}
+    profile: cnc_machine
+    opcua: {{endpoint: "{endpoint}", publishing_interval_ms: 100, sampling_interval_ms: 50, timeout_s: 2}}
+    items:
+      - {{name: run_state, browse_path: "2:CNC/2:RunState"}}
+      - {{name: part_count, node: "ns=2;s=CNC.PartCount"}}
+      - {{name: spindle, node: "ns=2;s=CNC.SpindleSpeed", metric: spindle_speed}}
+    state:
+      item: run_state
+      map: {{0: idle, 1: cutting, 3: alarm}}
+    production:
+      product: SHAFT-20
+      counters: {{produced: {{item: part_count, bits: 32}}}}
+"""
+
+
+def test_a_cnc_over_opcua_restarted_with_a_node_gone_is_resubscribed_and_the_vanished_node_reported(
+    pipeline: tuple[InfluxClient, str], mqtt_settings: MqttSettings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    client, unique_id = pipeline
+    device = f"{unique_id}-cnc"
+    server = OpcUaServer()
+    server.values["PartCount"].Value = 100
+    server.start()
+    caplog.set_level(logging.INFO, logger="pilot.agent.sources")
+    try:
+        with running_sources(opcua_map(device, server.endpoint), mqtt_settings, tmp_path / "outbox") as agents:
+            wait_until(lambda: states(client, device) == ["idle"], what="idle from state number 0")
+            server.set("RunState", 1)
+            server.set("SpindleSpeed", 8000.0)
+            wait_until(lambda: states(client, device) == ["idle", "cutting"], what="cutting")
+            for part in (1, 2, 3):
+                server.set("PartCount", 100 + part)
+                wait_until(lambda: produced(client, device) == part, what=f"part {part}")  # noqa: B023 - waited here
+
+            server.stop()  # the controller restarts: its session and our subscription are gone
+            wait_until(lambda: statuses(client, device)[-1:] == [False], what="the device offline")
+            server.set("RunState", 3)
+            server.start(with_part_count=False)  # ... and comes back without the part counter node
+            wait_until(lambda: states(client, device)[-1:] == ["alarm"], what="alarm, over a new subscription")
+            wait_until(
+                lambda: fault_count(agents, device, "part_count", "bad_node_id") >= 1, what="the vanished node reported"
+            )
+            server.set("SpindleSpeed", 1200.0)
+            spindle = f'"device" = \'{device}\' AND "spindle_speed" = 1200'
+            wait_until(
+                lambda: count_points(client, "telemetry_cnc_machine", "spindle_speed", spindle) >= 1,
+                what="the other items still read",
+            )
+        assert produced(client, device) == 3
+        assert statuses(client, device)[-2:] == [False, True]
+        (cycles,) = client.query(f'SELECT "produced", "cycle_time_s" FROM "production" WHERE "device" = \'{device}\'')
+        assert [row[1] for row in cycles.values] == [1, 1, 1] and all(row[2] > 0 for row in cycles.values)
+        assert any("item part_count fails (bad_node_id)" in r.getMessage() for r in caplog.records)
+    finally:
+        server.close()
