@@ -11,11 +11,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from adapters.catalog import load_profiles
 from adapters.influxdb import InfluxClient, InfluxSettings
 from adapters.mqtt import MqttSettings
 from edge_agent.sources import SourceAgents
+from pilot.cli import app
 from pilot_core.registry import DeviceEntry, DeviceRegistry
 from pilot_core.source_map import parse_source_map
 from tests.protocol_servers import HOLDING, INPUT, ModbusServer, OpcUaServer
@@ -199,3 +201,64 @@ def test_a_cnc_over_opcua_restarted_with_a_node_gone_is_resubscribed_and_the_van
         assert any("item part_count fails (bad_node_id)" in r.getMessage() for r in caplog.records)
     finally:
         server.close()
+
+
+def test_an_agent_restarted_resumes_from_the_kept_counter_reading_counting_nothing_twice(
+    pipeline: tuple[InfluxClient, str], mqtt_settings: MqttSettings, tmp_path: Path
+) -> None:
+    client, unique_id = pipeline
+    device = f"{unique_id}-conveyor"
+    server = ModbusServer()
+    server.set(HOLDING, 10, [1_000])
+    server.start()
+    source_map = modbus_map(device, server.port)
+    try:
+        with running_sources(source_map, mqtt_settings, tmp_path / "outbox"):
+            wait_until(lambda: count_points(client, "status", "online", f"\"device\" = '{device}'") >= 1, what="birth")
+            server.set(HOLDING, 10, [1_007])
+            wait_until(lambda: produced(client, device) == 7, what="7 boxes")
+        server.set(HOLDING, 10, [1_012])  # 5 boxes while the agent is stopped (an update, a reboot)
+        with running_sources(source_map, mqtt_settings, tmp_path / "outbox"):
+            wait_until(lambda: produced(client, device) == 12, what="the 5 boxes made while the agent was down")
+            server.set(HOLDING, 10, [1_013])
+            wait_until(lambda: produced(client, device) == 13, what="one more")
+        assert produced(client, device) == 13
+    finally:
+        server.close()
+
+
+def test_pilot_agent_check_reads_each_item_once_and_names_what_fails(tmp_path: Path, unique_id: str) -> None:
+    server = ModbusServer()
+    server.set_float32(INPUT, 0, 6.5)
+    server.set(HOLDING, 10, [42])
+    server.start()
+    agent_yaml = tmp_path / "agent.yaml"
+    try:
+        agent_yaml.write_text(modbus_map("press-1", server.port), encoding="utf-8")
+        result = CliRunner().invoke(app, ["agent", "--sources", str(agent_yaml), "--check"])
+        assert result.exit_code == 1
+        assert "판교/L1/press-1: reachable" in result.stdout
+        assert "clamp_current = 6.5" in result.stdout and "box_counter = 42" in result.stdout
+        assert "broken: illegal_address: holding 100: Modbus exception 2" in result.stdout
+        assert "0 of 1 sources unreachable, 1 items failing" in result.stderr
+
+        agent_yaml.write_text(modbus_map("press-1", server.port).replace("      - {name: broken", "#"), "utf-8")
+        result = CliRunner().invoke(app, ["agent", "--sources", str(agent_yaml), "--check"])
+        assert result.exit_code == 0, result.output
+        assert "1 sources reachable, every item read" in result.stdout
+    finally:
+        server.close()
+    # The server is gone: an unreachable endpoint is a clear error at check time.
+    result = CliRunner().invoke(app, ["agent", "--sources", str(agent_yaml), "--check"])
+    assert result.exit_code == 1
+    assert f"판교/L1/press-1: unreachable: modbus://127.0.0.1:{server.port}/1 does not answer" in result.stdout
+    assert "1 of 1 sources unreachable" in result.stderr
+
+
+def test_pilot_agent_refuses_a_source_map_naming_its_file_line_and_item(tmp_path: Path) -> None:
+    agent_yaml = tmp_path / "agent.yaml"
+    agent_yaml.write_text(modbus_map("press-1", 502).replace("metric: motor_current", "metric: torque"), "utf-8")
+    result = CliRunner().invoke(app, ["agent", "--sources", str(agent_yaml), "--check"])
+    assert result.exit_code == 1
+    assert f"{agent_yaml}:9: devices[0] (판교/L1/press-1).items[0] (clamp_current).metric:" in result.stderr
+    assert "profile conveyor has no metric 'torque'" in result.stderr
