@@ -111,7 +111,7 @@ class DeviceDerivation:
             if problem is not None:
                 self.faults([problem])
             elif value.item in self.faulty:
-                log.info("%s: item %s reads again", self._name, value.item)
+                log.info("%s: item %s reads again", self.name, value.item)
                 del self.faulty[value.item]
         if telemetry:
             self.agent.telemetry(telemetry, ts_ms=ts)
@@ -129,7 +129,7 @@ class DeviceDerivation:
         for fault in faults:
             self.metrics.item_faults.labels(**self.labels, item=fault.item, reason=fault.reason).inc()
             if self.faulty.get(fault.item) != fault.reason:
-                log.warning("%s: item %s fails (%s): %s", self._name, fault.item, fault.reason, fault.detail)
+                log.warning("%s: item %s fails (%s): %s", self.name, fault.item, fault.reason, fault.detail)
                 self.faulty[fault.item] = fault.reason
 
     def lost(self, why: str) -> None:
@@ -137,7 +137,7 @@ class DeviceDerivation:
         self.metrics.up.labels(**self.labels).set(0)
         if self.online is False:
             return
-        log.warning("%s: source lost (%s); its state is unknown until it answers", self._name, why)
+        log.warning("%s: source lost (%s); its state is unknown until it answers", self.name, why)
         self.online = False
         now = max(self._last_ts + 1, int(time.time() * 1000))
         self._last_ts = now
@@ -148,7 +148,7 @@ class DeviceDerivation:
     def _found(self, ts_ms: int) -> None:
         self.metrics.up.labels(**self.labels).set(1)
         if self.online is False:
-            log.info("%s: source answers again", self._name)
+            log.info("%s: source answers again", self.name)
             ts_ms = max(ts_ms, self._last_ts + 1)
             self._last_ts = ts_ms
             self.agent.source_status(True, ts_ms=ts_ms)
@@ -157,8 +157,13 @@ class DeviceDerivation:
     # --- derivations ------------------------------------------------------
 
     @property
-    def _name(self) -> str:
+    def name(self) -> str:
         return f"{self.device.site}/{self.device.line}/{self.device.device}"
+
+    @property
+    def state(self) -> str | None:
+        """The state derived last (recorded, if not yet sent); None while unknown."""
+        return self._debouncer.current
 
     def _derive_state(self, ts: int) -> None:
         spec = self.device.state
@@ -195,7 +200,7 @@ class DeviceDerivation:
         try:
             self._counters = ProductionCounters(specs, last, kept.get("scrap_ahead", 0))
         except ValueError as exc:  # a reading kept by an older source map that no longer fits the register
-            log.warning("%s: kept counter readings do not fit (%s); counting from the next reading", self._name, exc)
+            log.warning("%s: kept counter readings do not fit (%s); counting from the next reading", self.name, exc)
             self._counters = ProductionCounters(specs)
         self._cycle_since_ms = kept.get("cycle_since_ms")
 
@@ -219,7 +224,7 @@ class DeviceDerivation:
             return
         for role, step in steps.items():
             if step.event in (CounterEvent.WRAP, CounterEvent.RESET):
-                log.info("%s: counter %s %s: %s → %s", self._name, role, step.event, before[role], readings[role])
+                log.info("%s: counter %s %s: %s → %s", self.name, role, step.event, before[role], readings[role])
         if self._cycle_since_ms is None:
             self._cycle_since_ms = ts
         keep = {_COUNTERS_KEY: self._kept(ts if counts.produced else self._cycle_since_ms)}
@@ -321,6 +326,9 @@ async def _serve(reader: ModbusReader | OpcUaReader, derivation: DeviceDerivatio
                     ticker.cancel()
         except SourceUnreachable as exc:
             derivation.lost(str(exc))
+            await _wait(stop, RETRY_S)
+        except Exception:  # a full outbox disk, a bug: this device tries again, the others go on regardless
+            log.exception("%s: reading its source failed", derivation.name)
             await _wait(stop, RETRY_S)
 
 

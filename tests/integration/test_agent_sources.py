@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from adapters import local_services
 from adapters.catalog import load_profiles
 from adapters.influxdb import InfluxClient, InfluxSettings
 from adapters.mqtt import MqttSettings
@@ -262,3 +263,39 @@ def test_pilot_agent_refuses_a_source_map_naming_its_file_line_and_item(tmp_path
     assert result.exit_code == 1
     assert f"{agent_yaml}:9: devices[0] (판교/L1/press-1).items[0] (clamp_current).metric:" in result.stderr
     assert "profile conveyor has no metric 'torque'" in result.stderr
+
+
+def test_a_broker_outage_loses_nothing_the_agent_derived_from_its_sources(
+    tmp_path: Path, influx_settings: InfluxSettings, unique_id: str
+) -> None:
+    device = f"{unique_id}-conveyor"
+    entry = DeviceEntry(site="판교", line="L1", device=device, profile="conveyor")
+    broker = local_services.mosquitto(tmp_path / "mosquitto")
+    broker.start()
+    mqtt = MqttSettings(host="127.0.0.1", port=broker.port)
+    settings = collector_settings(mqtt, influx_settings, f"{unique_id}-collector", spool_dir=tmp_path / "spool")
+    server = ModbusServer()
+    server.set_float32(INPUT, 0, 6.0)
+    server.set(HOLDING, 10, [65_520])
+    server.start()
+    try:
+        with (
+            running_collector(settings, DeviceRegistry([entry], CATALOG)),
+            InfluxClient(influx_settings) as client,
+            running_sources(modbus_map(device, server.port), mqtt, tmp_path / "outbox") as agents,
+        ):
+            (derivation,) = agents.derivations
+            wait_until(lambda: states(client, device) == ["running"], what="running")
+            broker.stop()  # the plant network to the broker drops; the machine goes on
+            server.set(HOLDING, 10, [65_535])
+            wait_until(lambda: derivation.agent.pending >= 1, what="15 boxes recorded in the outbox")
+            server.set(HOLDING, 10, [24])  # wrapped while the broker was away: 40 boxes in all
+            server.set_float32(INPUT, 0, 0.2)
+            wait_until(lambda: derivation.state == "idle", what="idle derived while cut off")
+            assert produced(client, device) == 0 and states(client, device) == ["running"]
+            broker.start()
+            wait_until(lambda: produced(client, device) == 40, what="the 40 boxes once the broker is back")
+            wait_until(lambda: states(client, device) == ["running", "idle"], what="idle once the broker is back")
+    finally:
+        server.close()
+        broker.stop()
