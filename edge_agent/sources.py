@@ -35,6 +35,7 @@ from pilot_core.signals import (
     ProductionCounters,
     SignalValue,
     StateDebouncer,
+    as_unsigned,
     classify,
 )
 from pilot_core.source_map import ModbusDevice, OpcUaDevice, SourceMap, counter_spec, scaled
@@ -43,6 +44,9 @@ log = logging.getLogger("pilot.agent.sources")
 
 RETRY_S = 2.0  # between two attempts to reach a source that is gone
 _COUNTERS_KEY = "counters"
+# Faults of what a value means rather than of reading it: the item reads, yet the fault stands until the
+# meaning is understood again (a state number the map lists, a count that fits its counter).
+_MEANING_FAULTS = ("unmapped_state", "not_a_count")
 
 
 class SourceMetrics:
@@ -110,9 +114,8 @@ class DeviceDerivation:
                     telemetry.pop(metric.name, None)
             if problem is not None:
                 self.faults([problem])
-            elif value.item in self.faulty:
-                log.info("%s: item %s reads again", self.name, value.item)
-                del self.faulty[value.item]
+            elif self.faulty.get(value.item) not in (None, *_MEANING_FAULTS):
+                self._recovered(value.item)
         if telemetry:
             self.agent.telemetry(telemetry, ts_ms=ts)
         self._derive_state(ts)
@@ -131,6 +134,10 @@ class DeviceDerivation:
             if self.faulty.get(fault.item) != fault.reason:
                 log.warning("%s: item %s fails (%s): %s", self.name, fault.item, fault.reason, fault.detail)
                 self.faulty[fault.item] = fault.reason
+
+    def _recovered(self, item: str) -> None:
+        log.info("%s: item %s reads again", self.name, item)
+        del self.faulty[item]
 
     def lost(self, why: str) -> None:
         """The source cannot be reached: the device's state is unknown until it answers again."""
@@ -177,6 +184,8 @@ class DeviceDerivation:
             called_for = self._enum.state_of(raw)
             if called_for is None:
                 self.faults([ItemFault(spec.item, "unmapped_state", f"state number {raw!r} is not in the map")])
+            elif self.faulty.get(spec.item) == "unmapped_state":
+                self._recovered(spec.item)
             change = self._debouncer.observe(ts, called_for, self._enum.min_duration_ms)
         else:
             rule = classify(self._rules, self.signals)
@@ -215,13 +224,18 @@ class DeviceDerivation:
             if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 self.faults([ItemFault(counter.item, "not_a_count", f"counter read {value!r}")])
                 return
-            readings[role] = int(value)
+            bits = self._counters.trackers[role].spec.bits
+            # A signed register counting past its top reads negative: the same count, as the register holds it.
+            readings[role] = as_unsigned(int(value), bits) if bits is not None and value < 0 else int(value)
         before = self._counters.last
         try:
             counts, steps = self._counters.observe(readings)
         except ValueError as exc:
             self.faults([ItemFault(production.counters[CounterRole.PRODUCED].item, "not_a_count", str(exc))])
             return
+        for counter in production.counters.values():
+            if self.faulty.get(counter.item) == "not_a_count":
+                self._recovered(counter.item)
         for role, step in steps.items():
             if step.event in (CounterEvent.WRAP, CounterEvent.RESET):
                 log.info("%s: counter %s %s: %s → %s", self.name, role, step.event, before[role], readings[role])

@@ -299,3 +299,34 @@ def test_a_broker_outage_loses_nothing_the_agent_derived_from_its_sources(
     finally:
         server.close()
         broker.stop()
+
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def test_the_documented_example_source_maps_read_every_item_of_real_servers(tmp_path: Path) -> None:
+    """docs/agent.md's examples, pointed at pymodbus's and asyncua's servers instead of the plant's."""
+    modbus, opcua = ModbusServer(), OpcUaServer()
+    modbus.set_float32(INPUT, 0, 5.5)
+    modbus.set(INPUT, 2, [150])
+    modbus.set(HOLDING, 10, [65_535])
+    modbus.start()
+    opcua.start()
+    try:
+        example = (EXAMPLES / "agent-modbus.yaml").read_text(encoding="utf-8")
+        (tmp_path / "modbus.yaml").write_text(example.replace("port: 5020", f"port: {modbus.port}"), "utf-8")
+        result = CliRunner().invoke(app, ["agent", "--sources", str(tmp_path / "modbus.yaml"), "--check"])
+        assert result.exit_code == 0, result.output
+        for line in ("clamp_current = 5.5", "belt_speed_raw = 150", "jam_switch = False", "box_counter = 65535"):
+            assert line in result.stdout
+
+        example = (EXAMPLES / "agent-opcua.yaml").read_text(encoding="utf-8")
+        example = example.replace("opc.tcp://127.0.0.1:4840/pilot/", opcua.endpoint)
+        (tmp_path / "opcua.yaml").write_text(example, "utf-8")
+        result = CliRunner().invoke(app, ["agent", "--sources", str(tmp_path / "opcua.yaml"), "--check"])
+        assert result.exit_code == 0, result.output
+        for line in ("run_state = 0", "part_count = 0", "spindle = 0.0"):
+            assert line in result.stdout
+    finally:
+        modbus.close()
+        opcua.close()
