@@ -62,14 +62,15 @@ def _print_check(source_map: SourceMap, results: list[SourceCheck]) -> None:
     for name, values, faults, why in results:
         if why is not None:
             unreachable += 1
-            console.print(f"{escape(name)}: [red]unreachable[/red]: {escape(why)}", highlight=False)
+            console.print(f"{escape(name)}: [red]unreachable[/red]: {escape(why)}", highlight=False, soft_wrap=True)
             continue
-        console.print(f"{escape(name)}: reachable", highlight=False)
+        console.print(f"{escape(name)}: reachable", highlight=False, soft_wrap=True)
         for value in values:
-            console.print(f"  {escape(value.item)} = {value.value!r}", highlight=False)
+            console.print(f"  {escape(value.item)} = {value.value!r}", highlight=False, soft_wrap=True)
         for fault in faults:
             failing += 1
-            console.print(f"  {escape(fault.item)}: [red]{fault.reason}[/red]: {escape(fault.detail)}", highlight=False)
+            line = f"  {escape(fault.item)}: [red]{fault.reason}[/red]: {escape(fault.detail)}"
+            console.print(line, highlight=False, soft_wrap=True)
     devices = len(source_map.devices)
     if unreachable or failing:
         raise fail(f"{unreachable} of {devices} sources unreachable, {failing} items failing")
