@@ -152,7 +152,7 @@ devices:
     items:
       - {{name: run_state, browse_path: "2:CNC/2:RunState"}}
       - {{name: part_count, node: "ns=2;s=CNC.PartCount"}}
-      - {{name: spindle, node: "ns=2;s=CNC.SpindleSpeed", metric: spindle_speed}}
+      - {{name: spindle, node: "ns=2;s=CNC.SpindleSpeed", metric: spindle_speed, deadband: 1.0}}
     state:
       item: run_state
       map: {{0: idle, 1: cutting, 3: alarm}}
