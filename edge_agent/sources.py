@@ -27,6 +27,7 @@ from adapters.mqtt import MqttSettings
 from adapters.sources import ItemFault, ItemValue, SourceUnreachable
 from adapters.sources.modbus import ModbusReader
 from adapters.sources.opcua import OpcUaReader
+from adapters.sources.s7 import S7Reader
 from edge_agent.agent import Agent
 from pilot_core.profiles import DeviceProfile, ProductionMode, ProfileCatalog, metric_value_problem
 from pilot_core.signals import (
@@ -38,7 +39,7 @@ from pilot_core.signals import (
     as_unsigned,
     classify,
 )
-from pilot_core.source_map import ModbusDevice, OpcUaDevice, SourceMap, counter_spec, scaled
+from pilot_core.source_map import ModbusDevice, OpcUaDevice, S7Device, SourceMap, counter_spec, scaled
 
 log = logging.getLogger("pilot.agent.sources")
 
@@ -47,6 +48,9 @@ _COUNTERS_KEY = "counters"
 # Faults of what a value means rather than of reading it: the item reads, yet the fault stands until the
 # meaning is understood again (a state number the map lists, a count that fits its counter).
 _MEANING_FAULTS = ("unmapped_state", "not_a_count")
+Device = ModbusDevice | OpcUaDevice | S7Device
+PolledReader = ModbusReader | S7Reader
+Reader = PolledReader | OpcUaReader
 
 
 class SourceMetrics:
@@ -67,9 +71,7 @@ class SourceMetrics:
 class DeviceDerivation:
     """One device's item values become its telemetry, states and production, recorded in its agent's outbox."""
 
-    def __init__(
-        self, device: ModbusDevice | OpcUaDevice, profile: DeviceProfile, agent: Agent, metrics: SourceMetrics
-    ) -> None:
+    def __init__(self, device: Device, profile: DeviceProfile, agent: Agent, metrics: SourceMetrics) -> None:
         self.device, self.profile, self.agent, self.metrics = device, profile, agent, metrics
         self.labels = {"site": device.site, "line": device.line, "device": device.device}
         self.items = {item.name: item for item in device.source_items}
@@ -279,7 +281,7 @@ class DeviceDerivation:
         return records
 
 
-def outbox_folder(root: Path, device: ModbusDevice | OpcUaDevice) -> Path:
+def outbox_folder(root: Path, device: Device) -> Path:
     """Each device's own outbox: ids may hold any character a folder name may not."""
     return root / urllib.parse.quote(f"{device.site}/{device.line}/{device.device}", safe="")
 
@@ -290,15 +292,12 @@ class SourceAgents:
     def __init__(self, source_map: SourceMap, catalog: ProfileCatalog, mqtt: MqttSettings, outbox_root: Path) -> None:
         self.metrics = SourceMetrics()
         self.derivations: list[DeviceDerivation] = []
-        self.readers: list[ModbusReader | OpcUaReader] = []
+        self.readers: list[Reader] = []
         for device in source_map.devices:
             profile = catalog[device.profile]
             agent = Agent(mqtt, device.site, device.line, device.device, profile, outbox_folder(outbox_root, device))
             self.derivations.append(DeviceDerivation(device, profile, agent, self.metrics))
-            if isinstance(device, ModbusDevice):
-                self.readers.append(ModbusReader(device.modbus, device.items))
-            else:
-                self.readers.append(OpcUaReader(device.opcua, device.items))
+            self.readers.append(reader_for(device))
 
     def start(self) -> None:
         for derivation in self.derivations:
@@ -316,7 +315,7 @@ class SourceAgents:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         for reader in self.readers:
-            if isinstance(reader, ModbusReader):
+            if isinstance(reader, PolledReader):
                 reader.close()
 
     def stop(self, flush_timeout_s: float = 30.0) -> int:
@@ -324,10 +323,18 @@ class SourceAgents:
         return sum(derivation.agent.stop(flush_timeout_s) for derivation in self.derivations)
 
 
-async def _serve(reader: ModbusReader | OpcUaReader, derivation: DeviceDerivation, stop: asyncio.Event) -> None:
+def reader_for(device: Device) -> Reader:
+    if isinstance(device, ModbusDevice):
+        return ModbusReader(device.modbus, device.items)
+    if isinstance(device, S7Device):
+        return S7Reader(device.s7, device.items)
+    return OpcUaReader(device.opcua, device.items)
+
+
+async def _serve(reader: Reader, derivation: DeviceDerivation, stop: asyncio.Event) -> None:
     while not stop.is_set():
         try:
-            if isinstance(reader, ModbusReader):
+            if isinstance(reader, PolledReader):
                 values, faults = await reader.read()
                 derivation.faults(faults)
                 derivation.values(values)
@@ -365,15 +372,15 @@ async def check_sources(source_map: SourceMap) -> list[SourceCheck]:
     results: list[SourceCheck] = []
     for device in source_map.devices:
         name = f"{device.site}/{device.line}/{device.device}"
+        reader = reader_for(device)
         try:
-            if isinstance(device, ModbusDevice):
-                modbus = ModbusReader(device.modbus, device.items)
+            if isinstance(reader, PolledReader):
                 try:
-                    values, faults = await modbus.read()
+                    values, faults = await reader.read()
                 finally:
-                    modbus.close()
+                    reader.close()
             else:
-                values, faults = await OpcUaReader(device.opcua, device.items).read_once()
+                values, faults = await reader.read_once()
             results.append((name, values, faults, None))
         except SourceUnreachable as exc:
             results.append((name, [], [], str(exc)))

@@ -172,6 +172,60 @@ class OpcUaEndpoint(_Strict):
         return self
 
 
+# --- Siemens S7 (S7comm) ----------------------------------------------------
+
+
+class S7Type(enum.StrEnum):
+    BOOL = "bool"  # one bit of a byte
+    BYTE = "byte"
+    INT = "int"  # 16 bits, signed
+    WORD = "word"  # 16 bits, unsigned
+    DINT = "dint"  # 32 bits, signed
+    DWORD = "dword"  # 32 bits, unsigned
+    REAL = "real"  # 32-bit float
+    LREAL = "lreal"  # 64-bit float
+
+
+S7_BYTES = {
+    S7Type.BOOL: 1,
+    S7Type.BYTE: 1,
+    S7Type.INT: 2,
+    S7Type.WORD: 2,
+    S7Type.DINT: 4,
+    S7Type.DWORD: 4,
+    S7Type.REAL: 4,
+    S7Type.LREAL: 8,
+}
+S7_COUNTER_BITS = {S7Type.BYTE: 8, S7Type.INT: 16, S7Type.WORD: 16, S7Type.DINT: 32, S7Type.DWORD: 32}
+
+
+class S7Item(_Item):
+    """A value in a data block, read by offset: DB10.DBD4 REAL is ``{db: 10, offset: 4, type: real}``."""
+
+    db: int = Field(ge=1, le=65_535, description="Data block number")
+    offset: int = Field(ge=0, le=65_535, description="Byte offset in the data block")
+    type: S7Type
+    bit: int | None = Field(default=None, ge=0, le=7, description="For bool: the bit of the byte (DB10.DBX4.3)")
+
+    @model_validator(mode="after")
+    def _bit_only_for_bool(self) -> Self:
+        if (self.type is S7Type.BOOL) != (self.bit is not None):
+            raise ValueError("a bool item needs its bit (0-7), and only a bool item has one")
+        return self
+
+    @property
+    def size(self) -> int:
+        return S7_BYTES[self.type]
+
+
+class S7Endpoint(_Strict):
+    host: str = Field(min_length=1)
+    port: int = Field(default=102, ge=1, le=65_535)
+    rack: int = Field(default=0, ge=0, le=7)
+    slot: int = Field(default=1, ge=0, le=31, description="1 for S7-1200/1500, 2 for most S7-300")
+    poll_s: float = Field(default=1.0, gt=0, allow_inf_nan=False, description="Seconds between two reads")
+
+
 # --- what the signals mean --------------------------------------------------
 
 
@@ -310,8 +364,21 @@ class OpcUaDevice(_Device):
         return self.items
 
 
-_KINDS = ("modbus", "opcua")
-_TAGS = {"modbus": "modbus device", "opcua": "opcua device"}
+class S7Device(_Device):
+    s7: S7Endpoint
+    items: list[S7Item] = Field(min_length=1)
+
+    @property
+    def kind(self) -> str:
+        return "s7"
+
+    @property
+    def source_items(self) -> Sequence[S7Item]:
+        return self.items
+
+
+_KINDS = ("modbus", "opcua", "s7")
+_TAGS = {"modbus": "modbus device", "opcua": "opcua device", "s7": "s7 device"}
 
 
 def _kind_of(value: Any) -> str | None:
@@ -324,11 +391,13 @@ def _kind_of(value: Any) -> str | None:
 
 
 SourceDevice = Annotated[
-    Annotated[ModbusDevice, Tag("modbus device")] | Annotated[OpcUaDevice, Tag("opcua device")],
+    Annotated[ModbusDevice, Tag("modbus device")]
+    | Annotated[OpcUaDevice, Tag("opcua device")]
+    | Annotated[S7Device, Tag("s7 device")],
     Discriminator(
         _kind_of,
         custom_error_type="source",
-        custom_error_message="a device has exactly one source: modbus or opcua",
+        custom_error_message="a device has exactly one source: modbus, opcua or s7",
     ),
 ]
 
@@ -435,22 +504,29 @@ def _device_against_profile(device: _Device, profile: DeviceProfile, at: list[in
             counted = items.get(counter.item)
             if counted is None:
                 yield error(where, f"no item named {counter.item!r} in this device")
-            elif not isinstance(counted, ModbusItem):
                 continue
-            elif counted.is_bit or counted.data_type.value.startswith("float"):
+            if isinstance(counted, ModbusItem):
                 kind = counted.data_type.value
-                yield error(where, f"item {counted.name!r} is {kind}; a counter is an integer register")
-            elif counter.bits is not None and counter.bits > BITS_OF[counted.data_type]:
-                width = counted.data_type.value
-                yield error(where, f"a {counter.bits}-bit counter does not fit item {counted.name!r} ({width})")
+                width = None if counted.is_bit or kind.startswith("float") else BITS_OF[counted.data_type]
+            elif isinstance(counted, S7Item):
+                kind, width = counted.type.value, S7_COUNTER_BITS.get(counted.type)
+            else:
+                continue  # OPC UA: a number of any width
+            if width is None:
+                yield error(where, f"item {counted.name!r} is {kind}; a counter is an integer")
+            elif counter.bits is not None and counter.bits > width:
+                yield error(where, f"a {counter.bits}-bit counter does not fit item {counted.name!r} ({kind})")
 
 
 def counter_spec(device: _Device, counter: CounterItem) -> CounterSpec:
-    """The counter's width: as the map says, else its Modbus register's, else none (OPC UA reports numbers)."""
+    """The counter's width: as the map says, else its Modbus register's or S7 type's, else none (OPC UA)."""
     bits: int | None = counter.bits
     if bits is None:
         item = next(i for i in device.source_items if i.name == counter.item)
-        bits = BITS_OF.get(item.data_type) if isinstance(item, ModbusItem) else None
+        if isinstance(item, ModbusItem):
+            bits = BITS_OF.get(item.data_type)
+        elif isinstance(item, S7Item):
+            bits = S7_COUNTER_BITS.get(item.type)
     return CounterSpec(bits=bits, max_step=counter.max_step)
 
 

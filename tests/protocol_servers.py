@@ -12,6 +12,8 @@ from typing import Any, TypeVar
 from asyncua import Server, ua
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
+from snap7.server import Server as Snap7Server
+from snap7.type import SrvArea
 
 from adapters import local_services
 
@@ -147,6 +149,32 @@ class OpcUaServer:
         variable = self._variables.get(name)
         if self._server is not None and variable is not None:
             self._thread.call(variable.write_value(self.values[name]))
+
+
+class S7Server:
+    """An S7 PLC with one data block (DB10, 64 bytes) read by offset. Its memory survives a stop and start."""
+
+    def __init__(self, db: int = 10) -> None:
+        self.port = local_services.free_port()
+        self.db = db
+        self.memory = bytearray(64)
+        self._server: Snap7Server | None = None
+
+    def start(self) -> None:
+        server = Snap7Server(log=False)
+        server.register_area(SrvArea.DB, self.db, self.memory)
+        server.start_to("127.0.0.1", tcp_port=self.port)
+        self._server = server
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server.destroy()
+            self._server = None
+
+    def set(self, offset: int, fmt: str, value: float | bool) -> None:
+        """Write the data block at ``offset`` (struct format, big-endian as S7 stores it)."""
+        struct.pack_into(">" + fmt, self.memory, offset, value)
 
 
 def run_in_thread(target: Callable[[], None], name: str) -> threading.Thread:

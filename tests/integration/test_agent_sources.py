@@ -21,7 +21,7 @@ from edge_agent.sources import SourceAgents
 from pilot.cli import app
 from pilot_core.registry import DeviceEntry, DeviceRegistry
 from pilot_core.source_map import parse_source_map
-from tests.protocol_servers import HOLDING, INPUT, ModbusServer, OpcUaServer
+from tests.protocol_servers import HOLDING, INPUT, ModbusServer, OpcUaServer, S7Server
 from tests.support import collector_settings, count_points, running_collector, wait_until
 
 CATALOG = load_profiles()
@@ -305,8 +305,8 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def test_the_documented_example_source_maps_read_every_item_of_real_servers(tmp_path: Path) -> None:
-    """docs/agent.md's examples, pointed at pymodbus's and asyncua's servers instead of the plant's."""
-    modbus, opcua = ModbusServer(), OpcUaServer()
+    """docs/agent.md's examples, pointed at pymodbus's, asyncua's and python-snap7's servers, not the plant's."""
+    modbus, opcua, plc = ModbusServer(), OpcUaServer(), S7Server()
     modbus.set_float32(INPUT, 0, 5.5)
     modbus.set(INPUT, 2, [150])
     modbus.set(HOLDING, 10, [65_535])
@@ -327,6 +327,69 @@ def test_the_documented_example_source_maps_read_every_item_of_real_servers(tmp_
         assert result.exit_code == 0, result.output
         for line in ("run_state = 0", "part_count = 0", "spindle = 0.0"):
             assert line in result.stdout
+
+        plc.set(0, "B", 0b10)  # DB10.DBX0.1
+        plc.set(4, "f", 0.25)
+        plc.set(8, "I", 4_000_000_000)
+        plc.start()
+        example = (EXAMPLES / "agent-s7.yaml").read_text(encoding="utf-8")
+        (tmp_path / "s7.yaml").write_text(example.replace("port: 102", f"port: {plc.port}"), "utf-8")
+        result = CliRunner().invoke(app, ["agent", "--sources", str(tmp_path / "s7.yaml"), "--check"])
+        assert result.exit_code == 0, result.output
+        for line in ("jam = True", "motor_amps = 0.25", "strokes = 4000000000"):
+            assert line in result.stdout
     finally:
         modbus.close()
         opcua.close()
+        plc.stop()
+
+
+def s7_map(device: str, port: int) -> str:
+    return f"""
+devices:
+  - site: 판교
+    line: L1
+    device: {device}
+    profile: conveyor
+    s7: {{host: 127.0.0.1, port: {port}, rack: 0, slot: 1, poll_s: 0.1}}
+    items:
+      - {{name: jam, db: 10, offset: 0, type: bool, bit: 1, metric: jam_detected}}
+      - {{name: current, db: 10, offset: 4, type: real, metric: motor_current}}  # DB10.DBD4 REAL
+      - {{name: boxes, db: 10, offset: 8, type: word}}  # DB10.DBW8, 16 bits
+      - {{name: missing, db: 11, offset: 0, type: word}}  # no DB11 in this PLC
+    state:
+      rules:
+        - {{state: running, when: {{current: {{above: 4.0}}}}, for_s: 0.5}}
+        - {{state: idle, when: {{current: {{below: 0.5}}}}, for_s: 0.5}}
+    production:
+      product: BOX-S
+      counters: {{produced: {{item: boxes}}}}
+"""
+
+
+def test_an_s7_plc_data_block_wrapping_counter_and_an_outage_land_exactly(
+    pipeline: tuple[InfluxClient, str], mqtt_settings: MqttSettings, tmp_path: Path
+) -> None:
+    client, unique_id = pipeline
+    device = f"{unique_id}-conveyor"
+    plc = S7Server()
+    plc.set(4, "f", 6.0)
+    plc.set(8, "H", 65_530)
+    plc.start()
+    try:
+        with running_sources(s7_map(device, plc.port), mqtt_settings, tmp_path / "outbox") as agents:
+            wait_until(lambda: states(client, device) == ["running"], what="running above 4 A")
+            plc.set(8, "H", 65_535)
+            wait_until(lambda: produced(client, device) == 5, what="5 boxes")
+            plc.set(8, "H", 2)  # wrapped
+            wait_until(lambda: produced(client, device) == 8, what="8 boxes across the wrap")
+            wait_until(lambda: fault_count(agents, device, "missing", "illegal_address") >= 1, what="DB11 reported")
+            plc.stop()
+            wait_until(lambda: statuses(client, device)[-1:] == [False], what="the PLC offline")
+            plc.set(8, "H", 12)  # 10 more boxes while the network was down
+            plc.start()
+            wait_until(lambda: produced(client, device) == 18, what="the boxes counted during the outage")
+            wait_until(lambda: statuses(client, device)[-1:] == [True], what="the PLC online again")
+        assert produced(client, device) == 18
+    finally:
+        plc.stop()

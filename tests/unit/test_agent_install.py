@@ -56,7 +56,7 @@ def test_the_base_set_and_the_agent_extra_hold_nothing_only_the_server_needs() -
     assert isinstance(extras, dict)
     light = names(project()["dependencies"]) | names(extras["agent"])
     assert not light & set(SERVER_ONLY)
-    assert {"asyncua", "pymodbus"} <= light
+    assert {"asyncua", "pymodbus", "python_snap7"} <= light
     # What scripts/setup.sh and the README install still installs everything.
     assert "pilot-telemetry[server,agent]" in extras["dev"] and extras["all"] == ["pilot-telemetry[server,agent]"]
 

@@ -9,7 +9,15 @@ import pytest
 from adapters.catalog import load_profiles
 from pilot_core.profiles import MetricType, ProfileErrors
 from pilot_core.signals import CounterRole
-from pilot_core.source_map import ModbusDevice, ModbusType, OpcUaDevice, counter_spec, parse_source_map, scaled
+from pilot_core.source_map import (
+    ModbusDevice,
+    ModbusType,
+    OpcUaDevice,
+    S7Device,
+    counter_spec,
+    parse_source_map,
+    scaled,
+)
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 CATALOG = load_profiles()
@@ -33,7 +41,7 @@ def errors_of(text: str) -> list[str]:
     return [str(error) for error in caught.value.errors]
 
 
-@pytest.mark.parametrize("name", ["agent-modbus.yaml", "agent-opcua.yaml"])
+@pytest.mark.parametrize("name", ["agent-modbus.yaml", "agent-opcua.yaml", "agent-s7.yaml"])
 def test_the_example_source_maps_are_valid(name: str) -> None:
     path = EXAMPLES / name
     parsed = parse_source_map(path.read_text(encoding="utf-8"), str(path), CATALOG)
@@ -93,7 +101,7 @@ def test_states_and_counters_must_name_the_profile_and_the_device_items() -> Non
     where = "agent.yaml:13: devices[0] (s1/l1/press-1).state.rules[1].when"
     assert errors[1] == f"{where}: no item named 'amps' in this device"
     assert errors[2].startswith("agent.yaml:14: devices[0] (s1/l1/press-1).production.counters.produced: ")
-    assert "item 'current' is float32; a counter is an integer register" in errors[2]
+    assert "item 'current' is float32; a counter is an integer" in errors[2]
 
 
 def test_shape_errors_name_their_line_and_a_device_needs_exactly_one_source() -> None:
@@ -125,3 +133,16 @@ def test_a_reading_is_scaled_and_typed_as_its_metric() -> None:
     assert scaled(item, 1, MetricType.BOOL) is True
     with pytest.raises(ValueError, match="not a whole number"):
         scaled(item, 5, MetricType.INT)
+
+
+def test_an_s7_item_is_a_data_block_offset_and_type_and_a_bool_needs_its_bit() -> None:
+    path = EXAMPLES / "agent-s7.yaml"
+    text = path.read_text(encoding="utf-8")
+    (device,) = parse_source_map(text, "agent.yaml", CATALOG).devices
+    assert isinstance(device, S7Device) and device.production is not None
+    assert counter_spec(device, device.production.counters[CounterRole.PRODUCED]).bits == 32
+    (error,) = errors_of(text.replace("type: bool, bit: 1,", "type: bool,"))
+    assert error.startswith("agent.yaml:15: devices[0] (판교/프레스-1라인/press-02).items[0] (jam):")
+    assert "a bool item needs its bit (0-7)" in error
+    (error,) = errors_of(text.replace("{item: strokes}", "{item: motor_amps}"))
+    assert "item 'motor_amps' is real; a counter is an integer" in error
