@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +18,7 @@ from adapters import local_services
 from adapters.catalog import load_profiles
 from adapters.influxdb import InfluxClient, InfluxSettings
 from adapters.mqtt import MqttSettings
+from adapters.telemetry_reader import TelemetryReader
 from edge_agent.sources import SourceAgents
 from pilot.cli import app
 from pilot_core.registry import DeviceEntry, DeviceRegistry
@@ -107,6 +109,7 @@ def test_a_retrofit_current_clamp_and_a_wrapping_16_bit_counter_over_modbus_land
 ) -> None:
     client, unique_id = pipeline
     device = f"{unique_id}-conveyor"
+    began_ms = int(time.time() * 1000)
     server = ModbusServer()
     server.set_float32(INPUT, 0, 6.2)  # amperes: the motor runs
     server.set(HOLDING, 10, [65_530])  # the counter, near the top of its 16 bits
@@ -135,6 +138,14 @@ def test_a_retrofit_current_clamp_and_a_wrapping_16_bit_counter_over_modbus_land
             assert fault_count(agents, device, "broken", "illegal_address") > 1  # read, and failed, at every poll
         assert statuses(client, device)[-2:] == [False, True]  # offline during the outage, then online
         assert count_points(client, "telemetry_conveyor", "motor_current", f"\"device\" = '{device}'") > 5
+        # What the KPI engine reads: the outage is unknown time (a None state) until the state is derived again.
+        hours = list(
+            TelemetryReader(client).device_hours(
+                "판교", "L1", device, CATALOG["conveyor"], began_ms, int(time.time() * 1000)
+            )
+        )
+        assert [event.state for hour in hours for event in hour.events] == ["running", "idle", None, "idle"]
+        assert sum(totals.produced for hour in hours for totals in hour.production.values()) == 29
         warnings = [r.getMessage() for r in caplog.records if "item broken fails" in r.getMessage()]
         assert len(warnings) == 1 and "illegal_address" in warnings[0]  # logged once, not at every poll
     finally:
