@@ -1,1 +1,1 @@
-"""Adapters at the edges: files, MQTT, InfluxDB and local service processes."""
+"""Adapters at the edges: MQTT, InfluxDB, SQL, files, Grafana, TLS, the signing key and local service processes."""

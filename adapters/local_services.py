@@ -142,14 +142,16 @@ def mosquitto(
 ) -> LocalService:
     """A Mosquitto 2 broker configured for the collector: large queues, MQTT 5.
 
-    Anonymous and plain by default. With ``password_file`` only its accounts may connect, and with
-    ``acl_file`` each may use only the topics it grants; ``tls`` makes the listener TLS-only.
+    Anonymous and plain by default. With ``password_file`` only its accounts may connect, each with its
+    username as client id (as deploy/mosquitto/mosquitto.conf), and with ``acl_file`` each may use only the
+    topics it grants; ``tls`` makes the listener TLS-only.
     """
     binary = find_binary("mosquitto", "/usr/sbin/mosquitto")
     folder = folder.resolve()  # the process runs in the folder, so relative paths would break
     folder.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
-    access = [f"password_file {password_file.resolve()}"] if password_file else []
+    # As in deploy/mosquitto/mosquitto.conf: no account can take another's client id, and with it its session.
+    access = [f"password_file {password_file.resolve()}", "use_username_as_clientid true"] if password_file else []
     access += [f"acl_file {acl_file.resolve()}"] if acl_file else []
     listener_tls = []
     if tls is not None:

@@ -23,6 +23,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
@@ -37,6 +38,7 @@ log = logging.getLogger("pilot.mqtt")
 READ_SIZE = 256 * 1024
 HOLD_POLL_S = 0.005
 RECONNECT_DELAYS_S = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
+SESSION_TAKEN_OVER = 0x8E  # DISCONNECT reason: another connection with our client id took the session
 
 
 class ConnectionLost(ConnectionError):
@@ -74,6 +76,8 @@ class IntakeConnection:
         receive_maximum: int = 65535,
         on_connect: Callable[[bool], None] | None = None,
         on_disconnect: Callable[[str], None] | None = None,
+        on_session_lost: Callable[[str, str], None] | None = None,
+        session_marker: Path | None = None,
         hold: Callable[[], bool] | None = None,
     ) -> None:
         if any(qos not in (0, 1) for _, qos in subscriptions):
@@ -84,6 +88,12 @@ class IntakeConnection:
         self._on_deliveries = on_deliveries
         self._on_connect = on_connect
         self._on_disconnect = on_disconnect
+        # (kind, what happened): "taken_over" when the broker hands our session to another connection,
+        # "not_present" when a reconnect finds no session although the broker was to keep it.
+        self._on_session_lost = on_session_lost
+        # A file that outlives the process, saying the broker keeps a session for this client id: a first
+        # connection without one is then a lost session too, not a first start.
+        self._session_marker = session_marker
         # Reading pauses while this says so: the caller's own bound on what it holds. Brokers do not all
         # honour Receive Maximum (Mosquitto 2.0.11 sends past it once the first PUBACKs arrive), and TCP
         # flow control then keeps the rest on the broker.
@@ -122,6 +132,7 @@ class IntakeConnection:
     def start(self, timeout_s: float = 10.0) -> None:
         """Connect and subscribe, or raise MqttConnectError saying why not; then read and reconnect in a thread."""
         session_present = self._connect(timeout_s)
+        self._check_session_marker(session_present)
         self._reader.start()
         self._announce(session_present)
         if not self._subscribed.wait(timeout_s):
@@ -222,6 +233,14 @@ class IntakeConnection:
                     self._stopping.wait(delay)
                     continue
                 failures = 0
+                if not session_present and self._session_expiry_s:
+                    self._session_lost(
+                        "not_present",
+                        "the broker kept no session for us although it was to keep it for"
+                        f" {self._session_expiry_s} s: what it had queued for {self.client_id!r} is gone (taken"
+                        " over and ended by another connection with our client id, expired, or lost in a broker"
+                        " restart)",
+                    )
                 self._announce(session_present)
                 sock = self._sock
                 if sock is None:  # lost already
@@ -303,7 +322,14 @@ class IntakeConnection:
                     )
                 self._subscribed.set()
         elif packet.kind == wire.DISCONNECT:
-            return f"the broker disconnected us: {_reason(PacketTypes.DISCONNECT, packet.reasons[0])}"
+            reason = f"the broker disconnected us: {_reason(PacketTypes.DISCONNECT, packet.reasons[0])}"
+            if packet.reasons[0] == SESSION_TAKEN_OVER:
+                self._session_lost(
+                    "taken_over",
+                    f"another connection with our client id {self.client_id!r} took our session: it may have"
+                    " ended it and its queue; give every collector process its own account (docs/broker.md)",
+                )
+            return reason
         elif packet.kind == wire.CONNACK:
             return "the broker sent a second CONNACK"
         return None
@@ -395,6 +421,38 @@ class IntakeConnection:
                 self._on_connect(session_present)
             except Exception:
                 log.exception("the on_connect callback failed")
+
+    def _check_session_marker(self, session_present: bool) -> None:
+        marker = self._session_marker
+        if marker is None:
+            return
+        identity = f"{self.client_id}@{self.settings.address}\n"
+        try:
+            kept = marker.read_text(encoding="utf-8") == identity
+        except OSError:
+            kept = False
+        if kept and not session_present and self._session_expiry_s:
+            self._session_lost(
+                "not_present",
+                f"the broker had a session for {self.client_id!r} when we last ran, and has none now: what it"
+                " queued for us meanwhile is gone (taken over and ended by another connection with our client id,"
+                " expired, or lost in a broker crash)",
+            )
+        try:
+            if self._session_expiry_s:
+                marker.parent.mkdir(parents=True, exist_ok=True)
+                marker.write_text(identity, encoding="utf-8")
+            else:
+                marker.unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("cannot keep %s (%s): a session lost while we are away will not be noticed", marker, exc)
+
+    def _session_lost(self, kind: str, what: str) -> None:
+        if self._on_session_lost is not None:
+            try:
+                self._on_session_lost(kind, what)
+            except Exception:
+                log.exception("the on_session_lost callback failed")
 
     def _drop(self, sock: socket.socket, reason: str) -> None:
         with self._state_lock:

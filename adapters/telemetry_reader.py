@@ -175,12 +175,18 @@ class DeviceActivity:
 def device_activity(client: InfluxClient, measurements: Iterable[str], since_ms: int) -> list[DeviceActivity]:
     """Every device with a point since ``since_ms``: one small query per measurement, grouped by device.
 
-    Bounded in time, so that no query scans more than InfluxDB 3 Core allows.
+    Bounded in time, so that no query scans more than InfluxDB 3 Core allows. The newest point is selected
+    as a raw point (``ORDER BY time DESC LIMIT 1``), whose time is its own on every InfluxDB version: a
+    selector such as ``last()`` answers with its point's time on some versions and queries, and with the
+    start of the range or of a window on others.
     """
     group = ", ".join(quote_identifier(k) for k in ("site", "line", "device"))
     seen: dict[tuple[str, str, str], int] = {}
     for measurement in sorted({STATUS_MEASUREMENT, STATE_MEASUREMENT, PRODUCTION_MEASUREMENT, *measurements}):
-        query = f'SELECT last("seq") FROM {quote_identifier(measurement)} WHERE time >= {since_ms}ms GROUP BY {group}'
+        query = (
+            f'SELECT "seq" FROM {quote_identifier(measurement)} WHERE time >= {since_ms}ms'
+            f" GROUP BY {group} ORDER BY time DESC LIMIT 1"
+        )
         for series in client.query(query):
             key = _device_key(series)
             seen[key] = max(seen.get(key, 0), int(series.values[0][0]))

@@ -1,1 +1,2 @@
-"""The HTTP API: thin routers over the services and repositories (KPI results arrive with issue 3)."""
+"""The HTTP API: thin routers over the services and repositories: the device catalog, demonstrations and their
+plans, KPIs and comparisons, reports, evidence bundles, organisations and API keys."""

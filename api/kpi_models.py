@@ -14,10 +14,11 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from kpi_engine.evaluation import Coverage, WindowResult
+from kpi_engine.evaluation import Coverage, StationCycleTime, WindowResult, kpi_no_value_reason, kpi_unit
 from kpi_engine.service import Evaluation
 from pilot_core.comparison import KpiComparison, PeriodEstimate, Verdict
 from pilot_core.demonstration import Phase
+from pilot_core.histogram import RELATIVE_ACCURACY
 from pilot_core.kpi import COMPONENT_NAMES, KPIS
 
 TIME_COMPONENTS = ("pbt_s", "apt_s", "asut_s", "adet_s", "adot_s", "unknown_s", "planned_down_s", "repair_s")
@@ -49,16 +50,47 @@ class DeviceCoverage(BaseModel):
     unknown_s: float = Field(description="Planned busy time with no known state")
 
 
+class QuantileResolution(BaseModel):
+    """How cycle-time percentiles were found: from every cycle's time, or from a histogram."""
+
+    method: str = Field(description="'exact': from every cycle's time; 'histogram': from mergeable log histograms")
+    relative_accuracy: float = Field(description="Largest relative error of a percentile: 0 when exact")
+
+
+def _resolution(exact: bool) -> QuantileResolution:
+    return QuantileResolution(
+        method="exact" if exact else "histogram", relative_accuracy=0.0 if exact else RELATIVE_ACCURACY
+    )
+
+
+class StationCycleTimes(BaseModel):
+    """One station's cycle time from its own cycles, never pooled with other stations'."""
+
+    device: str
+    output: bool = Field(description="One of the plan's output stations, whose cycles make the line's cycle time")
+    cycles: int = Field(description="Cycles with a reported cycle time")
+    cycle_time_mean: float | None = Field(description="Σ cycle time / cycles, seconds")
+    cycle_time_p50: float | None = Field(description="Seconds")
+    cycle_time_p95: float | None = Field(description="Seconds")
+    quantiles: QuantileResolution
+
+
 class WindowKpis(BaseModel):
     name: str
     phase: Phase
     start: datetime
     end: datetime
     kpis: dict[str, float | None]
+    units: dict[str, str] = Field(description="Each KPI's unit; a ratio is a fraction of 1 (0.85 is 85%)")
+    reasons: dict[str, str] = Field(description="Why each KPI without a value has none: the input that is missing")
     time_breakdown_s: dict[str, float] = Field(description="ISO 22400-2 time elements, seconds, devices summed")
     counts: dict[str, float] = Field(description="Quantities, cycles, failures and energy, devices summed")
     coverage: list[DeviceCoverage]
     excluded_hours: int
+    cycle_time_quantiles: QuantileResolution = Field(description="How the line's cycle_time_p50 and p95 were found")
+    stations: list[StationCycleTimes] = Field(
+        description="Each station with cycles: its own cycle time (the line's is its output stations')"
+    )
 
 
 class KpisDocument(BaseModel):
@@ -70,8 +102,9 @@ class KpisDocument(BaseModel):
 
 class Estimate(BaseModel):
     value: float | None
+    reason: str | None = Field(description="Why there is no value: the input that is missing")
     n: int = Field(description="Hourly units")
-    effective_n: float | None = Field(description="n discounted for autocorrelation")
+    effective_n: float | None = Field(description="n discounted for autocorrelation; never more than n")
     std_error: float | None
 
 
@@ -100,11 +133,19 @@ class KpiChange(BaseModel):
     target: TargetVerdict | None
 
 
+class StationChange(KpiChange):
+    """cycle_time_mean of one station, compared as the line's is (the station as if it were the output)."""
+
+    device: str
+    output: bool
+
+
 class ComparisonDocument(BaseModel):
     source: Source
     level: float
     method: str
     kpis: list[KpiChange]
+    stations: list[StationChange] = Field(description="Each station's own cycle_time_mean, before and after")
     coverage: dict[Phase, list[DeviceCoverage]]
     warnings: list[str]
 
@@ -141,10 +182,30 @@ def _window(result: WindowResult) -> WindowKpis:
         start=result.window.start,
         end=result.window.end,
         kpis=result.kpis,
+        units={name: kpi_unit(name) for name in result.kpis},
+        reasons={
+            name: str(kpi_no_value_reason(name, result.components))
+            for name, value in result.kpis.items()
+            if value is None
+        },
         time_breakdown_s={name: getattr(result.components, name) for name in TIME_COMPONENTS},
         counts={name: getattr(result.components, name) for name in COUNT_COMPONENTS},
         coverage=[_coverage(c) for c in result.coverage],
         excluded_hours=result.excluded_hours,
+        cycle_time_quantiles=_resolution(result.quantiles_exact),
+        stations=[_station(s) for s in result.stations],
+    )
+
+
+def _station(station: StationCycleTime) -> StationCycleTimes:
+    return StationCycleTimes(
+        device=station.device,
+        output=station.output,
+        cycles=station.cycles,
+        cycle_time_mean=station.mean_s,
+        cycle_time_p50=station.p50_s,
+        cycle_time_p95=station.p95_s,
+        quantiles=_resolution(station.quantiles_exact),
     )
 
 
@@ -158,8 +219,15 @@ def kpis_document(evaluation: Evaluation) -> KpisDocument:
     )
 
 
-def _estimate(estimate: PeriodEstimate) -> Estimate:
-    return Estimate(value=estimate.value, n=estimate.n, effective_n=estimate.effective_n, std_error=estimate.std_error)
+def _estimate(kpi: str, estimate: PeriodEstimate) -> Estimate:
+    reason = None if estimate.value is not None else kpi_no_value_reason(kpi, estimate.components)
+    return Estimate(
+        value=estimate.value,
+        reason=None if reason is None else str(reason),
+        n=estimate.n,
+        effective_n=estimate.effective_n,
+        std_error=estimate.std_error,
+    )
 
 
 def _change(comparison: KpiComparison, target: TargetVerdict | None) -> KpiChange:
@@ -170,8 +238,8 @@ def _change(comparison: KpiComparison, target: TargetVerdict | None) -> KpiChang
         title_ko=definition.title_ko,
         unit=definition.unit,
         better=definition.better.value,
-        baseline=_estimate(comparison.baseline),
-        pilot=_estimate(comparison.pilot),
+        baseline=_estimate(comparison.kpi, comparison.baseline),
+        pilot=_estimate(comparison.kpi, comparison.pilot),
         absolute_change=comparison.absolute_change,
         relative_change=comparison.relative_change,
         absolute_interval=comparison.absolute_interval,
@@ -200,6 +268,12 @@ def comparison_document(evaluation: Evaluation) -> ComparisonDocument:
         level=first.level,
         method=first.method,
         kpis=[_change(c, targets.get(name)) for name, c in result.comparisons.items()],
+        stations=[
+            StationChange(
+                **_change(c, None).model_dump(), device=device, output=device in evaluation.plan.output_devices
+            )
+            for device, c in result.station_comparisons.items()
+        ],
         coverage={phase: [_coverage(c) for c in w.coverage] for phase, w in result.phases.items()},
         warnings=result.warnings,
     )
@@ -214,13 +288,18 @@ def _csv(header: list[str], rows: Iterable[list[Any]]) -> str:
 
 
 def kpis_csv(document: KpisDocument) -> str:
-    """One row per window and KPI, phases last, with the plan version and hash on every row."""
+    """One row per window and KPI, phases last, with the plan version and hash on every row; a KPI without
+    value has an empty value and the reason."""
     source = document.source
-    header = ["demonstration", "plan_version", "plan_hash", "window", "phase", "start", "end", "kpi", "value"]
+    header = [
+        *("demonstration", "plan_version", "plan_hash", "window", "phase", "start", "end", "kpi", "value"),
+        *("unit", "reason"),
+    ]
     rows = [
         [
             *(source.slug, source.plan_version, source.plan_hash),
             *(w.name, w.phase.value, w.start.isoformat(), w.end.isoformat(), kpi, value),
+            *(w.units[kpi], w.reasons.get(kpi)),
         ]
         for w in [*document.windows, *document.phases.values()]
         for kpi, value in w.kpis.items()
@@ -253,6 +332,7 @@ def comparison_csv(document: ComparisonDocument) -> str:
         "minimum_detectable_change",
         "target",
         "verdict",
+        "note",
     ]
     rows = []
     for k in document.kpis:
@@ -263,6 +343,7 @@ def comparison_csv(document: ComparisonDocument) -> str:
                 *(k.baseline.value, k.pilot.value, k.absolute_change, k.relative_change, low, high, document.level),
                 *(k.baseline.n, k.baseline.effective_n, k.pilot.n, k.pilot.effective_n, k.minimum_detectable_change),
                 *(k.target.label if k.target else None, k.target.verdict.value if k.target else None),
+                k.note or None,
             ]
         )
     return _csv(header, rows)

@@ -32,7 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from adapters import local_services
-from bench.ingest import DATABASE, _scrape, build_workload, proc_status_kb, process_tree, tree_rss_kb
+from bench.ingest.measure import proc_status_kb, process_tree, scrape_metrics, tree_rss_kb
+from bench.ingest.settings import DATABASE
+from bench.ingest.workload import build_workload
 from bench.publisher import publish_worker
 from bench.results import write_result
 
@@ -99,9 +101,9 @@ def run_once(n: int) -> dict[str, Any]:  # noqa: PLR0915 - one straight run
         try:
 
             def metric(name: str) -> float:
-                return _scrape(url).get(name, 0.0)
+                return scrape_metrics(url).get(name, 0.0)
 
-            wait_for(lambda: "pilot_collector_mqtt_connected" in _scrape(url), 60, "the collector")
+            wait_for(lambda: "pilot_collector_mqtt_connected" in scrape_metrics(url), 60, "the collector")
             rss_start = rss_mb(collector.pid)
             print(f"baseline: {n:,} messages with InfluxDB up", file=sys.stderr)
             began = time.time()

@@ -62,8 +62,8 @@ def run(seeds: int, cycles: int, phi: float, change: float, progress: bool = Tru
         pilot = ar1(rng, cycles, phi, 30.0 * (1 + change), 0.1)
         result = compare(
             "cycle_time_mean",
-            [Components(cycle_time_s=float(v), cycles=1) for v in baseline],
-            [Components(cycle_time_s=float(v), cycles=1) for v in pilot],
+            [Components(output_cycle_time_s=float(v), output_cycles=1) for v in baseline],
+            [Components(output_cycle_time_s=float(v), output_cycles=1) for v in pilot],
             level=NOMINAL,
         )
         assert result.relative_interval is not None

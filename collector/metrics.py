@@ -65,6 +65,13 @@ class CollectorMetrics:
             "1 while connected to the broker with every collector thread running and none failing",
             registry=r,
         )
+        self.sessions_lost = Counter(
+            "pilot_collector_mqtt_sessions_lost",
+            "Times our broker session was taken over by another connection with our client id (taken_over) or"
+            " was missing on a reconnect (not_present): what the broker had queued for us may be gone",
+            ["reason"],
+            registry=r,
+        )
         self.spool_batches = Gauge(
             "pilot_collector_spool_batches", "Batches in the disk spool, waiting for InfluxDB", registry=r
         )

@@ -103,6 +103,8 @@ class Collector:
             receive_maximum=settings.in_flight_limit,
             on_connect=self._on_connect,
             on_disconnect=self._on_disconnect,
+            on_session_lost=self._on_session_lost,
+            session_marker=settings.spool_dir / "mqtt-session",
             hold=self._holding_enough,
         )
         # Each thread is supervised: an unexpected failure is logged, counted, and its work starts again.
@@ -222,6 +224,10 @@ class Collector:
         self.metrics.connected.set(0)
         if not self._stopping.is_set():
             log.warning("disconnected from MQTT broker (%s); reconnecting", reason)
+
+    def _on_session_lost(self, kind: str, what: str) -> None:
+        self.metrics.sessions_lost.labels(kind).inc()
+        log.error("MQTT SESSION LOST (%s): %s", kind.replace("_", " "), what)
 
     def _on_deliveries(self, deliveries: list[Delivery]) -> None:
         if self.settings.watchdog_s:

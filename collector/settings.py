@@ -36,7 +36,11 @@ class CollectorSettings(BaseSettings):
         description="The deployment's Ed25519 key that signs evidence bundles; made (mode 0600) on first use",
     )
 
-    client_id: str = Field(default="pilot-collector", description="MQTT client id; the broker keeps this session")
+    client_id: str = Field(
+        default="pilot-collector",
+        description="MQTT client id; the broker keeps this session. With mqtt.username it is the username, which"
+        " the broker (use_username_as_clientid) makes every client's id",
+    )
     share_group: str | None = Field(default=None, description="Join $share/<group>/… to split load between collectors")
     session_expiry_s: int = Field(
         default=7 * 24 * 3600, ge=0, description="How long the broker keeps our queue while we are away"
@@ -104,6 +108,22 @@ class CollectorSettings(BaseSettings):
             raise ValueError(
                 f"receive_maximum ({self.receive_maximum}) is below batch_size ({self.batch_size}): a batch could"
                 " never fill, since the broker sends no more until the collector acknowledges"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _client_id_is_the_username(self) -> CollectorSettings:
+        """The broker replaces a client's id with its username, so the heartbeat topic must use that name."""
+        username = self.mqtt.username
+        if not username:
+            return self
+        if "client_id" not in self.model_fields_set:
+            self.client_id = username
+        elif self.client_id != username:
+            raise ValueError(
+                f"client_id {self.client_id!r} differs from mqtt.username {username!r}: the broker gives every"
+                " client its username as client id (use_username_as_clientid; docs/broker.md), so leave client_id"
+                " out or set it to the username; each collector process needs its own account"
             )
         return self
 

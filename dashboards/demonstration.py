@@ -33,10 +33,14 @@ KPI_EXPRESSIONS = {
     "availability": 'sum("apt_s") / sum("pbt_s")',
     "effectiveness": 'sum("ideal_s") / sum("apt_s")',
     "quality_ratio": 'sum("good") / sum("produced")',
-    "cycle_time_mean": 'sum("cycle_time_s") / sum("cycles")',
+    "cycle_time_mean": 'sum("output_cycle_time_s") / sum("output_cycles")',
     "throughput_rate": 'sum("output_produced") / sum("output_pbt_s") * 3600',
     "energy_per_good_unit": 'sum("energy_kwh") / sum("output_good")',
 }
+# InfluxQL divides by zero as 0: a KPI whose inputs are missing is kept to the days that have them, so
+# that a panel shows no data (as the engine shows null) instead of a 0 that reads as measured.
+KPI_CONDITIONS = {"energy_per_good_unit": '"meter_hours" > 0'}
+NO_VALUE_NOTES = {"energy_per_good_unit": " No value (no data) where no energy meter in scope measured the day."}
 DOWNTIME_HOURS = '(sum("pbt_s") - sum("apt_s")) / 3600'
 # Planned busy time lost, by ISO 22400-2 time element; they add up to PBT − APT.
 LOST_TIME = {"setup": "asut_s", "delays": "adet_s", "idle": "adot_s", "unknown": "unknown_s"}
@@ -73,14 +77,16 @@ def demonstration_dashboard(view: DemonstrationView) -> JSON:
     )
 
     def by_phase(expression: str, name: str) -> Query:
+        where = [*scope, *([KPI_CONDITIONS[name]] if name in KPI_CONDITIONS else [])]
         return Query(
-            select(f"{expression} AS {quote_identifier(name)}", MEASUREMENT, scope, group_by=["phase"]), "$tag_phase"
+            select(f"{expression} AS {quote_identifier(name)}", MEASUREMENT, where, group_by=["phase"]), "$tag_phase"
         )
 
     def daily(expression: str, name: str) -> Query:
+        where = [*scope, *([KPI_CONDITIONS[name]] if name in KPI_CONDITIONS else [])]
         return Query(
             select(
-                f"{expression} AS {quote_identifier(name)}", MEASUREMENT, scope, per_interval=True, group_by=["phase"]
+                f"{expression} AS {quote_identifier(name)}", MEASUREMENT, where, per_interval=True, group_by=["phase"]
             ),
             "$tag_phase",
         )
@@ -97,6 +103,7 @@ def demonstration_dashboard(view: DemonstrationView) -> JSON:
                 width=6,
                 height=5,
                 description=f"{definition.formula}, over the days of each phase in the time range."
+                + NO_VALUE_NOTES.get(kpi, "")
                 + (f" Target: {targets[kpi]}." if kpi in targets else ""),
                 unit=grafana_unit(definition.unit),
                 options=_STAT_OPTIONS,
@@ -126,7 +133,8 @@ def demonstration_dashboard(view: DemonstrationView) -> JSON:
                 "timeseries",
                 title,
                 [daily(expression, name)],
-                description="Per day (or longer, when zoomed out) from the summed components of the day.",
+                description="Per day (or longer, when zoomed out) from the summed components of the day."
+                + NO_VALUE_NOTES.get(name, ""),
                 unit=grafana_unit(unit),
                 interval="1d",
                 custom={"drawStyle": "bars", "fillOpacity": 70},

@@ -56,7 +56,8 @@ class Agent:
         self.site, self.line, self.device, self.profile = site, line, device, profile
         self.outbox = Outbox(outbox_dir / "outbox.sqlite", quota_mb * 1024 * 1024)
         self._topics = {channel: topic_for(site, line, device, channel) for channel in Channel}
-        self._client = new_client(mqtt, client_id or f"agent-{site}-{line}-{device}")
+        # With an account, the broker makes its username the client id (docs/broker.md): ask for that one.
+        self._client = new_client(mqtt, client_id or mqtt.username or f"agent-{site}-{line}-{device}")
         self._client.max_inflight_messages_set(WINDOW)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect

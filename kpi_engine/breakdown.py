@@ -1,7 +1,7 @@
 """What a demonstration's charts need from its stored device-hours, accounted exactly as its KPIs are.
 
 Per phase: the summed components (equal to the evaluation's), the merged
-cycle-time histogram, and the planned busy time lost per downtime cause
+cycle-time histogram of the output stations, and the planned busy time lost per downtime cause
 (state and reason). Per local calendar day and phase: the summed components,
 so that a daily OEE is computed from summed times and counts, never averaged.
 Every hour counts once, under the same exclusions and window rules as the KPIs.
@@ -31,7 +31,7 @@ class DayComponents:
 @dataclass(frozen=True, slots=True)
 class PhaseBreakdown:
     components: Components  # the phase's roll-up: the sum of its days
-    cycle_times: LogHistogram
+    cycle_times: LogHistogram  # of the line's output stations: other stations' cycles are not the line's
     downtime_s: dict[DowntimeCause, float]  # adds up to PBT − APT of ``components``
 
 
@@ -53,7 +53,7 @@ def breakdown(plan: DemonstrationPlan, hours: Mapping[str, Sequence[DeviceHour]]
         histogram = LogHistogram()
         downtime: dict[DowntimeCause, float] = defaultdict(float)
         for window in windows:
-            histogram.merge(accounted.histogram(window))
+            histogram.merge(accounted.cycle_times(window, plan.output_devices).histogram)
             for device, device_hours in accounted.by_device.items():
                 for index in device_hours.in_window(window):
                     hour = device_hours.hours[index]

@@ -19,10 +19,56 @@ from pilot_core.comparison import KpiComparison, TargetCheck, check_target, comp
 from pilot_core.demonstration import DemonstrationPlan, Phase, Window
 from pilot_core.device_hours import HOUR_MS, DeviceHour, DeviceRules, account_vector, corrected
 from pilot_core.histogram import LogHistogram
-from pilot_core.kpi import COMPONENT_NAMES, KPIS, Components, compute_all, total
+from pilot_core.kpi import COMPONENT_NAMES, KPIS, Components, NoValue, compute, compute_all, no_value_reason, total
 from pilot_core.time_accounting import BucketCalendar
 
 PERCENTILES = {"cycle_time_p50": 0.50, "cycle_time_p95": 0.95}
+
+
+@dataclass(frozen=True, slots=True)
+class CycleTimes:
+    """Some cycles' times: their merged histogram, and every value where each of their hours kept them."""
+
+    histogram: LogHistogram
+    values: np.ndarray | None  # None: some hour had too many cycles to keep their values
+
+    @classmethod
+    def of(cls, hours: Sequence[DeviceHour]) -> CycleTimes:
+        exact = all(h.has_exact_cycle_times for h in hours)
+        values = np.fromiter(itertools.chain.from_iterable(h.cycle_time_values for h in hours), dtype=float)
+        return cls(_merged([h.cycle_times for h in hours]), values if exact else None)
+
+    @classmethod
+    def merged(cls, parts: Sequence[CycleTimes]) -> CycleTimes:
+        values = [p.values for p in parts if p.values is not None]
+        exact = np.concatenate([np.zeros(0), *values]) if len(values) == len(parts) else None
+        return cls(_merged([p.histogram for p in parts]), exact)
+
+    @property
+    def exact(self) -> bool:
+        return self.values is not None
+
+    def percentiles(self) -> dict[str, float | None]:
+        """Exact (linear interpolation between order statistics) where every value is at hand, else from the
+        histogram, within its relative accuracy."""
+        if self.values is not None:
+            if not len(self.values):
+                return dict.fromkeys(PERCENTILES)
+            return {name: float(np.quantile(self.values, q)) for name, q in PERCENTILES.items()}
+        return {name: self.histogram.quantile(q) for name, q in PERCENTILES.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class StationCycleTime:
+    """One station's cycle time in a window: its own cycles only, never pooled with other stations'."""
+
+    device: str
+    output: bool  # one of the plan's output stations, whose cycles make the line's figure
+    cycles: int
+    mean_s: float | None
+    p50_s: float | None
+    p95_s: float | None
+    quantiles_exact: bool  # False: from the histogram, within RELATIVE_ACCURACY of the value
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +94,8 @@ class WindowResult:
     kpis: dict[str, float | None]
     coverage: list[Coverage]
     excluded_hours: int
+    stations: list[StationCycleTime] = field(default_factory=list)  # every station with cycles in the window
+    quantiles_exact: bool = False  # the line's cycle-time percentiles: exact, or from the histogram
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +113,8 @@ class DemonstrationResult:
     comparisons: dict[str, KpiComparison]
     targets: list[TargetResult]
     warnings: list[str] = field(default_factory=list)
+    # Per station with cycles: its own cycle_time_mean compared, as if it were the line's output.
+    station_comparisons: dict[str, KpiComparison] = field(default_factory=dict)
 
 
 def evaluate(
@@ -82,31 +132,91 @@ def evaluate(
     for phase in Phase:
         chosen = [(w, r) for w, r in zip(plan.windows, windows, strict=True) if w.phase is phase]
         rolled = total(r.components for _, r in chosen)
+        line_cycles = CycleTimes.merged([accounted.cycle_times(w, plan.output_devices) for w, _ in chosen])
         phases[phase] = WindowResult(
             Window(name=phase.value, phase=phase, start=chosen[0][0].start, end=chosen[-1][0].end),
             rolled,
-            _kpis(rolled, [accounted.histogram(w) for w, _ in chosen]),
+            _kpis(rolled, line_cycles),
             [c for _, r in chosen for c in r.coverage],
             sum(r.excluded_hours for _, r in chosen),
+            _stations(plan, accounted, [w for w, _ in chosen]),
+            line_cycles.exact,
         )
         series[phase] = np.vstack([accounted.hourly_units(w) for w, _ in chosen])
+    # The phases' roll-ups go in too, so that /comparison's values are /kpis' phase values to the last bit.
+    totals = (phases[Phase.BASELINE].components, phases[Phase.PILOT].components)
     comparisons = {
-        kpi: compare(kpi, series[Phase.BASELINE], series[Phase.PILOT], plan.confidence_level) for kpi in KPIS
+        kpi: compare(kpi, series[Phase.BASELINE], series[Phase.PILOT], plan.confidence_level, totals) for kpi in KPIS
     }
     targets = [
         TargetResult(t.label, comparisons[t.kpi], check_target(comparisons[t.kpi], t.change_pct)) for t in plan.targets
     ]
-    return DemonstrationResult(plan_hash, windows, phases, comparisons, targets, sorted(accounted.warnings))
+    warnings = accounted.warnings | {w for result in windows for w in _silence_warnings(result)}
+    stations = {s.device for p in phases.values() for s in p.stations}
+    station_comparisons = {}
+    for device in plan.devices:
+        if device in stations:
+            units = [accounted.station_units(device, plan.windows_of(phase)) for phase in (Phase.BASELINE, Phase.PILOT)]
+            station_totals = (_summed(units[0]), _summed(units[1]))  # as the phases' stations show them
+            station_comparisons[device] = compare(
+                "cycle_time_mean", units[0], units[1], plan.confidence_level, station_totals
+            )
+    return DemonstrationResult(plan_hash, windows, phases, comparisons, targets, sorted(warnings), station_comparisons)
 
 
-def _kpis(components: Components, histograms: Sequence[LogHistogram]) -> dict[str, float | None]:
-    values = compute_all(components)
-    merged = LogHistogram()
-    for histogram in histograms:
-        merged.merge(histogram)
-    for name, q in PERCENTILES.items():
-        values[name] = merged.quantile(q)
-    return values
+def _silence_warnings(result: WindowResult) -> list[str]:
+    """A device in scope that sent no telemetry at all in a window: its coverage alone would not stand out."""
+    return [
+        f"device {c.device!r} sent no telemetry in window {result.window.name!r}"
+        f" ({c.telemetry_expected:,} samples expected, 0 received)"
+        for c in result.coverage
+        if c.telemetry_expected > 0 and c.telemetry_received == 0
+    ]
+
+
+def _kpis(components: Components, output_cycles: CycleTimes) -> dict[str, float | None]:
+    """The KPIs of summed components, with the cycle-time percentiles of the output stations' cycles."""
+    return compute_all(components) | output_cycles.percentiles()
+
+
+def _summed(units: np.ndarray) -> Components:
+    return Components.from_vector(units.sum(axis=0).tolist())
+
+
+def _stations(plan: DemonstrationPlan, accounted: AccountedHours, windows: Sequence[Window]) -> list[StationCycleTime]:
+    stations = []
+    for device in plan.devices:
+        summed = _summed(accounted.station_units(device, windows))
+        if summed.cycles == 0:
+            continue
+        sample = CycleTimes.merged([accounted.cycle_times(w, [device]) for w in windows])
+        quantiles = sample.percentiles()
+        stations.append(
+            StationCycleTime(
+                device,
+                device in plan.output_devices,
+                round(summed.cycles),
+                compute("cycle_time_mean", summed),  # the station as the output: as its comparison computes it
+                quantiles["cycle_time_p50"],
+                quantiles["cycle_time_p95"],
+                sample.exact,
+            )
+        )
+    return stations
+
+
+def kpi_unit(name: str) -> str:
+    """The unit of a KPI in a result: its definition's, and the cycle time's for its percentiles."""
+    if name in PERCENTILES:
+        return KPIS["cycle_time_mean"].unit
+    return KPIS[name].unit  # a KPI without a unit is a defect: no document may show a bare number
+
+
+def kpi_no_value_reason(name: str, components: Components) -> NoValue | None:
+    """Why a KPI of a result computed from ``components`` has no value (None if it has one)."""
+    if name in PERCENTILES:
+        return NoValue.NO_OUTPUT_CYCLES  # a percentile without value: the output stations reported no cycle time
+    return no_value_reason(name, components)
 
 
 class AccountedDevice:
@@ -117,6 +227,7 @@ class AccountedDevice:
         self.starts = np.fromiter((h.start_ms for h in hours), dtype=np.int64, count=len(hours))
         self.matrix = np.zeros((len(hours), len(COMPONENT_NAMES)))
         self.included = np.ones(len(hours), dtype=bool)  # False: excluded by the plan (its row stays zero)
+        self.scheduled = np.zeros(len(hours), dtype=bool)  # the calendar has planned busy time in the hour
         self.telemetry_points = np.fromiter((h.telemetry_points for h in hours), dtype=np.int64, count=len(hours))
         self.seq = _seq_columns(hours)
 
@@ -164,7 +275,7 @@ class AccountedHours:
     def __init__(self, plan: DemonstrationPlan, hours: Mapping[str, Sequence[DeviceHour]]) -> None:
         self.plan = plan
         self.warnings: set[str] = set()
-        self._histograms: dict[str, LogHistogram] = {}
+        self._cycle_times: dict[tuple[str, tuple[str, ...]], CycleTimes] = {}
         self.shifts: dict[int, list[Shift]] = {}  # by hour start: the calendar's shifts in that hour
         self.by_device: dict[str, AccountedDevice] = {}
         calendars: dict[int, BucketCalendar] = {}  # by hour start: the same for every device
@@ -177,17 +288,20 @@ class AccountedHours:
             )
             accounted.included = ~self._excluded(device, accounted.starts)
             rows = []
+            scheduled = []
             for hour in itertools.compress(accounted.hours, accounted.included.tolist()):
                 calendar = calendars.get(hour.start_ms)
                 if calendar is None:
                     shifts = self.shifts[hour.start_ms] = list(plan.calendar.shifts_between(hour.start_ms, hour.end_ms))
                     calendar = calendars[hour.start_ms] = BucketCalendar.of(hour.start_ms, hour.end_ms, shifts)
+                scheduled.append(calendar.busy_ms > 0)
                 vector, missing = account_vector(hour, rules, calendar)
                 if missing:
                     self.warnings.update(f"no ideal cycle time for product {p!r}" for p in missing)
                 rows.append(vector)
             if rows:
                 accounted.matrix[accounted.included] = rows
+                accounted.scheduled[accounted.included] = scheduled
             self.by_device[device] = accounted
 
     def _excluded(self, device: str, starts: np.ndarray) -> np.ndarray:
@@ -215,16 +329,23 @@ class AccountedHours:
         np.add.at(units, slot, np.vstack(rows) if rows else units)
         return units
 
-    def histogram(self, window: Window) -> LogHistogram:
-        if window.name not in self._histograms:
-            self._histograms[window.name] = _merged(
-                [
-                    accounted.hours[i].cycle_times
-                    for accounted in self.by_device.values()
-                    for i in accounted.in_window(window)
-                ]
+    def cycle_times(self, window: Window, devices: Sequence[str]) -> CycleTimes:
+        """The cycle times of ``devices`` (in scope) in the window's included hours."""
+        key = (window.name, tuple(devices))
+        if key not in self._cycle_times:
+            self._cycle_times[key] = CycleTimes.of(
+                [self.by_device[d].hours[i] for d in devices for i in self.by_device[d].in_window(window)]
             )
-        return self._histograms[window.name]
+        return self._cycle_times[key]
+
+    def station_units(self, device: str, windows: Sequence[Window]) -> np.ndarray:
+        """One device's hourly units in the windows, its own cycles standing as the output's: a station's
+        ``cycle_time_mean`` is then computed, and compared, exactly as the line's is."""
+        hours = self.by_device[device]
+        units = np.vstack([hours.matrix[hours.in_window(w)] for w in windows]).copy()
+        for own, output in (("cycle_time_s", "output_cycle_time_s"), ("cycles", "output_cycles")):
+            units[:, COMPONENT_NAMES.index(output)] = units[:, COMPONENT_NAMES.index(own)]
+        return units
 
 
 def _merged(histograms: Sequence[LogHistogram]) -> LogHistogram:
@@ -260,7 +381,10 @@ def _window(
         excluded += hours.excluded_in(window)
         rolled = Components.from_vector(hours.matrix[chosen].sum(axis=0).tolist())
         parts.append(rolled)
-        busy = chosen[hours.matrix[chosen, pbt] > 0]
+        # A machine's busy hours are its own (planned downtime it reports leaves them); a meter has no time
+        # model, so it is expected to report whenever the line is scheduled.
+        machine = np.fromiter((hours.hours[i].machine for i in chosen), dtype=bool, count=len(chosen))
+        busy = chosen[np.where(machine, hours.matrix[chosen, pbt] > 0, hours.scheduled[chosen])]
         expected = received = 0
         if device in intervals:
             expected = len(busy) * round(HOUR_MS / 1000 / intervals[device])
@@ -268,4 +392,13 @@ def _window(
         missing = hours.messages_missing(chosen)
         coverage.append(Coverage(device, len(busy), expected, min(received, expected), missing, rolled.unknown_s))
     components = total(parts)
-    return WindowResult(window, components, _kpis(components, [accounted.histogram(window)]), coverage, excluded)
+    line_cycles = accounted.cycle_times(window, plan.output_devices)
+    return WindowResult(
+        window,
+        components,
+        _kpis(components, line_cycles),
+        coverage,
+        excluded,
+        _stations(plan, accounted, [window]),
+        line_cycles.exact,
+    )

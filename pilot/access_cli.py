@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
-from pilot.output import console, errors, fail
+from pilot.output import console, errors, fail, table
 from pilot_core.access import Actor, Role
 
 if TYPE_CHECKING:
@@ -70,12 +69,10 @@ def orgs_create(
 @orgs_app.command("list")
 def orgs_list(config: ConfigFile = None) -> None:
     """List the organisations."""
-    table = Table(title="Organisations")
-    for column in ("slug", "name", "created"):
-        table.add_column(column)
+    listed = table("Organisations", ("slug", "name", "created"), whole=("slug", "created"))
     for organisation in _access(config).organisations():
-        table.add_row(organisation.slug, organisation.name, f"{organisation.created_at:%Y-%m-%d %H:%M}")
-    console.print(table)
+        listed.add_row(organisation.slug, organisation.name, f"{organisation.created_at:%Y-%m-%d %H:%M}")
+    console.print(listed)
 
 
 @keys_app.command("create")
@@ -83,9 +80,7 @@ def keys_create(
     name: Annotated[str, typer.Option(help="Who holds the key: a person or a system")],
     role: Annotated[str, typer.Option(help=ROLES)],
     org: Annotated[str, typer.Option("--org", help="Slug of the holder's organisation")],
-    demonstration: Annotated[
-        str | None, typer.Option(help="Limit the key to this demonstration (id or slug)")
-    ] = None,
+    demonstration: Annotated[str | None, typer.Option(help="Limit the key to this demonstration (id or slug)")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the key as JSON")] = False,
     config: ConfigFile = None,
 ) -> None:
@@ -117,11 +112,10 @@ def keys_list(
     config: ConfigFile = None,
 ) -> None:
     """List the API keys (never their secrets)."""
-    table = Table(title="API keys")
-    for column in ("key id", "name", "role", "organisation", "demonstration", "created", "revoked"):
-        table.add_column(column, no_wrap=column in ("key id", "role"))
+    columns = ("key id", "name", "role", "organisation", "demonstration", "created", "revoked")
+    listed = table("API keys", columns, whole=("key id", "role"))
     for key in _access(config).keys(org):
-        table.add_row(
+        listed.add_row(
             key.key_id,
             key.name,
             key.role.value,
@@ -130,7 +124,7 @@ def keys_list(
             f"{key.created_at:%Y-%m-%d %H:%M}",
             f"{key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "",
         )
-    console.print(table)
+    console.print(listed)
 
 
 @keys_app.command("revoke")

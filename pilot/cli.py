@@ -21,7 +21,7 @@ from pilot.access_cli import keys_app, orgs_app
 from pilot.devices_cli import devices_app
 from pilot.evidence_cli import evidence_app, verify
 from pilot.grafana_cli import grafana_app
-from pilot.output import console, errors, fail
+from pilot.output import console, errors, fail, fit, table
 from pilot.report_cli import report
 from pilot_core import contract
 from pilot_core.profiles import ProfileCatalog, ProfileErrors
@@ -80,20 +80,19 @@ def profiles_list(directory: ProfilesDir = BUNDLED_PROFILES) -> None:
         catalog = load_profiles(directory)
     except ProfileErrors as exc:
         raise fail(f"invalid profiles:\n{exc}") from None
-    table = Table(title=f"Device profiles in {directory}")
-    for column in ("id", "version", "name", "이름", "metrics", "states", "production"):
-        table.add_column(column, no_wrap=column in ("id", "version", "production"))
+    columns = ("id", "version", "name · 이름", "metrics", "states", "production")
+    listed = table(f"Device profiles in {directory}", columns, whole=("id", "version", "production"))
+    listed.leading = 1  # a blank line between profiles: their names take two lines or more
     for profile in catalog:
-        table.add_row(
+        listed.add_row(
             profile.id,
             profile.version,
-            profile.name,
-            profile.name_ko,
+            f"{profile.name}\n{profile.name_ko}",
             str(len(profile.metrics)),
             str(len(profile.states)),
             profile.production.mode.value,
         )
-    console.print(table)
+    console.print(listed)
 
 
 @profiles_app.command("validate")
@@ -357,7 +356,7 @@ def demo(
 ) -> None:
     """Run the whole pipeline on private services: simulate, collect, store, compare; then serve the API."""
     from adapters.local_services import ServiceError
-    from pilot.demo import private_services, result_json, run_demo
+    from pilot.demo import private_services, result_json, run_demo, verify_command
 
     scene, catalog = _scenario(scenario_file)
     console.print(f"[bold]{scene.name}[/bold] · {scene.name_ko} · site {scene.site}, line {scene.line}")
@@ -367,22 +366,34 @@ def demo(
                 f"private Mosquitto on 127.0.0.1:{broker.port}, InfluxDB at {database.url} (files in {state_dir})"
             )
             result = run_demo(scene, catalog, broker, database, state_dir, periods=period, say=errors.print)
-            table = Table(title=f"What landed in InfluxDB (database {database.url}/pilot)")
-            for column in ("device", "profile", "channel", "published", "landed", ""):
-                table.add_column(column, justify="right" if column in ("published", "landed") else "left", no_wrap=True)
+            columns = ("device", "profile", "channel", "published", "landed", "")
+            landed = table(
+                f"What landed in InfluxDB (database {database.url}/pilot)",
+                columns,
+                whole=columns,
+                right=("published", "landed"),
+            )
             for row in result.rows:
                 mark = "[green]✓[/green]" if row.complete else f"[red]✗ {row.landed - row.published:+,}[/red]"
-                table.add_row(row.device, row.profile, row.channel.value, f"{row.published:,}", f"{row.landed:,}", mark)
-            console.print(table)
+                landed.add_row(
+                    row.device, row.profile, row.channel.value, f"{row.published:,}", f"{row.landed:,}", mark
+                )
+            console.print(landed)
             if result.evaluation is not None:
-                # Piped output gets 80 columns by default: too few for this table.
-                wide = console if console.is_terminal else Console(width=170)
-                wide.print(_before_after_table(result.evaluation.result))
+                comparison = _before_after_table(result.evaluation.result)
+                if console.is_terminal:  # as wide as the terminal: a narrow one gets the table stacked, not cut
+                    console.print(fit(comparison, console.width, stack=("지표",)))
+                else:  # piped output gets 80 columns by default: too few for this table
+                    Console(width=170).print(comparison)
                 for warning in result.evaluation.result.warnings:
                     errors.print(f"[yellow]warning:[/yellow] {warning}")
             console.print(f"ground truth of the simulated periods: {result.truth_file}")
-            if result.evidence_file:
-                console.print(f"signed evidence bundle: {result.evidence_file} (check it anywhere: pilot verify FILE)")
+            if result.evidence_file and result.public_key_file:
+                console.print(
+                    f"signed evidence bundle: {result.evidence_file}; check it anywhere, offline:", soft_wrap=True
+                )
+                command = verify_command(result.evidence_file, result.public_key_file)
+                console.print(f"  {command}", soft_wrap=True, markup=False, highlight=False)
             if json_output:
                 json_output.write_text(json.dumps(result_json(result), indent=2, ensure_ascii=False), encoding="utf-8")
             if not result.complete:
@@ -412,6 +423,7 @@ def _serve_demo_api(result: DemoResult, mqtt_port: int, influx_url: str, port: i
     from adapters.influxdb import InfluxSettings
     from adapters.local_services import free_port
     from adapters.mqtt import MqttSettings
+    from api.log_redaction import uvicorn_log_config
     from api.main import create_app
     from collector.settings import CollectorSettings
     from pilot.demo import DATABASE, admin_key
@@ -439,7 +451,7 @@ def _serve_demo_api(result: DemoResult, mqtt_port: int, influx_url: str, port: i
         demonstration = f"{base}/v1/demonstrations/{result.evaluation.slug}"
         console.print(f"  curl {auth} {demonstration}/comparison", soft_wrap=True)
         console.print(f"  curl {auth} '{demonstration}/kpis?format=csv'", soft_wrap=True)
-    uvicorn.run(application, host="127.0.0.1", port=port, log_level="warning")
+    uvicorn.run(application, host="127.0.0.1", port=port, log_level="warning", log_config=uvicorn_log_config())
 
 
 def _before_after_table(evaluation: DemonstrationResult) -> Table:
@@ -474,6 +486,16 @@ def _before_after_table(evaluation: DemonstrationResult) -> Table:
         after = evaluation.phases[Phase.PILOT].kpis.get(name)
         change = f"{after / before - 1:+.1%}" if before and after else ""
         table.add_row(name.replace("_", " "), title_ko, _kpi_value(before, "s"), _kpi_value(after, "s"), change)
+    for device, station in evaluation.station_comparisons.items():  # each station's own: the line's is its output's
+        interval = station.relative_interval
+        table.add_row(
+            f"cycle time {device}",
+            f"사이클 타임 {device}",
+            _kpi_value(station.baseline.value, "s"),
+            _kpi_value(station.pilot.value, "s"),
+            "" if station.relative_change is None else f"{station.relative_change:+.1%}",
+            "" if interval is None else f"{interval[0]:+.1%} to {interval[1]:+.1%}",
+        )
     return table
 
 
@@ -495,6 +517,7 @@ def api(
     import uvicorn
     from sqlalchemy.exc import SQLAlchemyError
 
+    from api.log_redaction import uvicorn_log_config
     from api.main import create_app
     from collector.settings import CollectorSettings
 
@@ -504,7 +527,7 @@ def api(
         raise fail(str(exc)) from None
     except SQLAlchemyError as exc:  # a malformed database_url, or a database that cannot be reached
         raise fail(f"the demonstrations database could not be opened: {exc}") from None
-    uvicorn.run(application, host=host, port=port)
+    uvicorn.run(application, host=host, port=port, log_config=uvicorn_log_config())
 
 
 def main() -> None:

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shlex
 import shutil
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -53,6 +56,9 @@ DATABASE = "pilot"
 LANDING_TIMEOUT_S = 300.0
 DEMO = Actor.system("pilot demo")
 OPERATOR = "demo-operator"  # the organisation of the demo's admin key
+# Kept across runs, so that a public key saved from one run verifies the next run's bundle.
+SIGNING_KEY = "signing.key"
+PUBLIC_KEY = "signing-key.pub"  # beside the bundle: what `pilot verify --public-key` trusts
 
 
 @dataclass
@@ -80,6 +86,7 @@ class DemoResult:
     database_url: str = ""  # the demonstrations database (SQLite in the state folder)
     evaluation: Evaluation | None = None  # None unless a baseline and a pilot period were run
     evidence_file: Path | None = None  # its signed evidence bundle, with the evaluation
+    public_key_file: Path | None = None  # the public key that verifies it
 
     @property
     def complete(self) -> bool:
@@ -90,9 +97,15 @@ class DemoResult:
 def private_services(
     state_dir: Path, *, fresh: bool = True
 ) -> Iterator[tuple[local_services.LocalService, local_services.InfluxService]]:
-    """Mosquitto and InfluxDB of our own, stopped on exit."""
+    """Mosquitto and InfluxDB of our own, stopped on exit. Fresh: the last run's files go, but not its signing key."""
     if fresh and state_dir.exists():
-        shutil.rmtree(state_dir)
+        for entry in state_dir.iterdir():
+            if entry.name == SIGNING_KEY and entry.is_file():
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
     broker = local_services.mosquitto(state_dir / "mosquitto")
     database = local_services.influxdb(state_dir / "influxdb")
     broker.start()
@@ -187,6 +200,7 @@ def run_demo(
         database_url,
         evaluation,
         evidence_file,
+        state_dir / PUBLIC_KEY if evidence_file else None,
     )
 
 
@@ -208,10 +222,38 @@ def _evaluate(
         )
         evaluation = service.evaluate(stored.id, progress=say)
         say(f"demonstration {stored.slug!r}: plan version {stored.version} frozen as {stored.plan_hash}")
-        key = SigningKey.load_or_create(state_dir / "signing.key")
+        key = SigningKey.load_or_create(state_dir / SIGNING_KEY)
+        (state_dir / PUBLIC_KEY).write_bytes(key.public_pem)
         bundle = export(service, AuditLog(database), key, stored.id, created_by="pilot demo")
         bundle_archive.write(state_dir / bundle.name, bundle.files)
         return evaluation, state_dir / bundle.name
+
+
+def verify_command(bundle: Path, public_key: Path) -> str:
+    """The shell command that verifies ``bundle``, as this user would type it here."""
+    return shlex.join([_pilot_command(), "verify", _as_typed(bundle), "--public-key", _as_typed(public_key)])
+
+
+def _pilot_command() -> str:
+    script = Path(sys.argv[0])
+    if script.name != "pilot":  # python -m pilot, or a test
+        script = Path(".venv/bin/pilot")
+        if not script.is_file():
+            return "pilot"
+    typed = _as_typed(script)  # .venv/bin/pilot, from the project's folder
+    found = shutil.which("pilot")
+    if Path(typed).is_absolute() and found and os.path.samefile(found, script):  # installed elsewhere, on the PATH
+        return "pilot"
+    return typed
+
+
+def _as_typed(path: Path) -> str:
+    """``path`` relative to the working folder when it is inside it, else absolute."""
+    absolute = Path(os.path.abspath(path))
+    try:
+        return str(absolute.relative_to(Path.cwd()))
+    except ValueError:
+        return str(absolute)
 
 
 def admin_key(result: DemoResult) -> Path:

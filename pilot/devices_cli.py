@@ -12,11 +12,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 from rich.text import Text
 
 from adapters.broker_accounts import DEFAULT_BROKER_DIR
-from pilot.output import console, errors, fail
+from pilot.output import console, errors, fail, table
 
 if TYPE_CHECKING:
     from adapters.broker_accounts import BrokerFiles
@@ -212,14 +211,6 @@ def service_account(
             " $SYS/# (health checks)"
         ),
     ],
-    client_id: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--client-id",
-            help="Collector: a client_id that uses this account, for its heartbeat topic (repeatable; default: the"
-            " configured client_id)",
-        ),
-    ] = None,
     password_env: Annotated[
         str | None,
         typer.Option(
@@ -244,8 +235,6 @@ def service_account(
     if role not in roles:
         raise fail(f"--role must be {', '.join(roles[:-1])} or {roles[-1]}, not {role!r}")
     collector = Role(role) is Role.COLLECTOR
-    if client_id and not collector:
-        raise fail("--client-id is for collector accounts")
     settings = _settings(config) if collector else None
     given = None
     if password_env is not None:
@@ -261,7 +250,6 @@ def service_account(
             role=Role(role),
             password_hash=new_password_hash(password),
             password_set_at=now_text(),
-            client_ids=(client_id or [settings.client_id]) if settings else [],
             dead_letter_topic=settings.dead_letter_topic if settings else None,
         )
     except ValidationError as exc:
@@ -330,14 +318,12 @@ def list_accounts(broker_dir: BrokerDir = DEFAULT_BROKER_DIR) -> None:
         book = _files(broker_dir).load()
     except (ProfileErrors, ValueError) as exc:
         raise fail(str(exc)) from None
-    table = Table(title=f"Broker accounts in {broker_dir}")
-    for column in ("username", "kind", "topics", "password set"):
-        table.add_column(column)
+    listed = table(f"Broker accounts in {broker_dir}", ("username", "kind", "topics", "password set"), whole=("kind",))
     for account in book:
         kind = "device" if isinstance(account, DeviceAccount) else account.role.value
         topics = "\n".join(f"{access} {topic}" for access, topic in account.grants())
-        table.add_row(Text(account.username), kind, Text(topics), account.password_set_at)
-    console.print(table)
+        listed.add_row(Text(account.username), kind, Text(topics), account.password_set_at)
+    console.print(listed)
 
 
 @devices_app.command("sync")

@@ -25,11 +25,12 @@ grafana_app = typer.Typer(no_args_is_help=True, help="Grafana dashboards: export
 ConfigFile = Annotated[
     Path | None, typer.Option("--config", "-c", help="YAML configuration file (default ./pilot.yaml)")
 ]
-WithDemonstrations = Annotated[
+# One flag, not --demonstrations/--no-demonstrations: the pair took half of an 80-column help screen.
+WithoutDemonstrations = Annotated[
     bool,
     typer.Option(
-        "--demonstrations/--no-demonstrations",
-        help="Also a before/after dashboard per demonstration stored in the configured database",
+        "--no-demonstrations",
+        help="Only the line overview and the profiles' dashboards: none per demonstration in the database",
     ),
 ]
 DEFAULT_OUT = Path("deploy/grafana")
@@ -88,13 +89,13 @@ def _dashboards(settings: CollectorSettings, demonstrations: bool) -> list[dict[
 @grafana_app.command()
 def export(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder of the Grafana provisioning layout")] = DEFAULT_OUT,
-    demonstrations: WithDemonstrations = True,
+    no_demonstrations: WithoutDemonstrations = False,
     config: ConfigFile = None,
 ) -> None:
     """Write the datasource, the dashboard provider and the dashboards as Grafana provisioning files."""
     from dashboards.provisioning import DASHBOARD_DIR, provisioning_files
 
-    files = provisioning_files(_dashboards(_settings(config), demonstrations))
+    files = provisioning_files(_dashboards(_settings(config), not no_demonstrations))
     try:
         for relative, text in files.items():
             target = out / relative
@@ -135,7 +136,7 @@ def push(
             help="A read token for InfluxDB 2.x/3.x, or user:password for 1.8+ with authentication",
         ),
     ] = None,
-    demonstrations: WithDemonstrations = True,
+    no_demonstrations: WithoutDemonstrations = False,
     config: ConfigFile = None,
 ) -> None:
     """Send the datasource and the dashboards to a running Grafana (created, or updated in place)."""
@@ -143,7 +144,7 @@ def push(
     from dashboards.provisioning import FOLDER_TITLE, FOLDER_UID, datasource_model
 
     settings = _settings(config)
-    dashboards = _dashboards(settings, demonstrations)
+    dashboards = _dashboards(settings, not no_demonstrations)
     datasource = datasource_model(
         influx_url or settings.influx.url, influx_database or settings.influx.database, influx_token
     )

@@ -1,7 +1,9 @@
 """Broker accounts: who may connect to Mosquitto, and which topics each may use.
 
 The accounts document (``accounts.yaml``) is the source of truth; the Mosquitto
-password file and ACL are made from it, whole. A device may publish only below
+password file and ACL are made from it, whole. The broker gives every client its
+username as client id (``use_username_as_clientid``), so an account's client id,
+and the session the broker keeps under it, is the account's alone. A device may publish only below
 its own ``pilot/v1/{site}/{line}/{device}/``; the collector reads ``pilot/v1/#``
 and writes dead letters and its heartbeat; a publisher (simulators, backfills)
 writes ``pilot/v1/#``; a monitor (health checks, exporters) reads the broker's ``$SYS/#``.
@@ -148,7 +150,7 @@ class ServiceAccount(BaseModel):
     role: Role
     password_hash: str
     password_set_at: str = ""
-    # Collector only: every client_id that uses this account (one per scale-out member), for its heartbeat.
+    # Read from older documents only: the broker makes the username the client id, so a collector's is its name.
     client_ids: list[str] = Field(default_factory=list)
     dead_letter_topic: str | None = None
 
@@ -170,13 +172,17 @@ class ServiceAccount(BaseModel):
     @model_validator(mode="after")
     def _collector_topics(self) -> ServiceAccount:
         if self.role is Role.COLLECTOR:
-            if not self.client_ids:
-                raise ValueError("a collector account needs client_ids (the collectors' client_id settings)")
+            if self.client_ids and self.client_ids != [self.name]:
+                raise ValueError(
+                    f"the collector account {self.name!r} lists client_ids {self.client_ids}, but the broker gives"
+                    f" every client its username as client id (use_username_as_clientid), so this account's is"
+                    f" {self.name!r}: give each collector process its own account (`pilot devices service-account"
+                    " NAME --role collector`, then PILOT_MQTT__USERNAME=NAME) and remove client_ids"
+                )
             if not self.dead_letter_topic:
                 raise ValueError("a collector account needs dead_letter_topic (the collectors' setting)")
-            for topic in [*self.client_ids, self.dead_letter_topic]:
-                if any(char in topic for char in "+#") or not topic.strip():
-                    raise ValueError(f"{topic!r} cannot be part of a topic: it is empty or has '+' or '#'")
+            if any(char in self.dead_letter_topic for char in "+#") or not self.dead_letter_topic.strip():
+                raise ValueError(f"{self.dead_letter_topic!r} cannot be part of a topic: it is empty or has '+' or '#'")
         elif self.client_ids or self.dead_letter_topic:
             raise ValueError(f"client_ids and dead_letter_topic are for collector accounts, not {self.role.value}")
         return self
@@ -192,8 +198,8 @@ class ServiceAccount(BaseModel):
         if self.role is Role.MONITOR:
             return [("read", "$SYS/#")]
         # Reading pilot/v1/# also covers $share/<group>/pilot/v1/...: Mosquitto checks the message's topic.
-        heartbeats = [("readwrite", heartbeat_topic(client_id)) for client_id in self.client_ids]
-        return [("read", data), ("write", f"{(self.dead_letter_topic or '').rstrip('/')}/#"), *heartbeats]
+        dead_letters = f"{(self.dead_letter_topic or '').rstrip('/')}/#"
+        return [("read", data), ("write", dead_letters), ("readwrite", heartbeat_topic(self.name))]
 
     def matches(self, existing: Account | None, password: str) -> bool:
         """Whether ``existing`` already is this account with ``password``: asking again changes nothing."""

@@ -25,7 +25,7 @@ from statistics import NormalDist
 
 import numpy as np
 
-from pilot_core.kpi import COMPONENT_NAMES, KPIS, Better, Components, compute
+from pilot_core.kpi import COMPONENT_NAMES, KPIS, Better, Components, compute, no_value_reason
 
 METHOD = "delta method + Newey-West HAC, fixed-b bandwidth, Kiefer-Vogelsang critical values"
 BANDWIDTH_FRACTION = 0.2
@@ -57,7 +57,7 @@ class PeriodEstimate:
     value: float | None
     components: Components
     n: int  # units in the series
-    effective_n: float | None  # n scaled by how much autocorrelation inflates the variance
+    effective_n: float | None  # n scaled by how much autocorrelation inflates the variance; at most n
     std_error: float | None  # of the KPI value
     bandwidth: int  # Newey-West lags + 1
 
@@ -87,10 +87,16 @@ def unit_matrix(units: Units) -> np.ndarray:
     return np.array([u.as_vector() for u in units], dtype=float).reshape(-1, len(COMPONENT_NAMES))
 
 
-def estimate(kpi: str, units: Units) -> PeriodEstimate:
-    """A KPI over a period of units (hours, say), with its HAC standard error."""
+def estimate(kpi: str, units: Units, summed: Components | None = None) -> PeriodEstimate:
+    """A KPI over a period of units (hours, say), with its HAC standard error.
+
+    ``summed``: the period's roll-up where the caller already has it, so that the value is that roll-up's
+    to the last bit (floating-point sums in another order differ in the last digits). It must be the
+    units' sum.
+    """
     matrix = unit_matrix(units)
-    summed = Components.from_vector(matrix.sum(axis=0).tolist())
+    if summed is None:
+        summed = Components.from_vector(matrix.sum(axis=0).tolist())
     raw = compute(kpi, summed)
     value = None if raw is None else float(raw)
     n = len(matrix)
@@ -110,7 +116,11 @@ def estimate(kpi: str, units: Units) -> PeriodEstimate:
     fit = OLS(z, np.ones(n)).fit(cov_type="HAC", cov_kwds={"maxlags": bandwidth - 1, "use_correction": False})
     variance = float(fit.bse[0] ** 2)
     iid_variance = float(z.var() / n)
-    effective_n = n * iid_variance / variance if variance > 0 else float(n)
+    # A HAC variance below the i.i.d. one means negative autocorrelation was estimated: at a fixed-b bandwidth
+    # mostly the Bartlett estimator's known downward bias, which the fixed-b critical values already allow for
+    # (the standard error is used as it is: bench.statistics measures the coverage). It is no reason to claim
+    # more independent units than there are, so the effective n stops at n.
+    effective_n = min(float(n), n * iid_variance / variance) if variance > 0 else float(n)
     return PeriodEstimate(value, summed, n, effective_n, math.sqrt(max(variance, 0.0)), bandwidth)
 
 
@@ -137,13 +147,27 @@ def _gradient(kpi: str, at: np.ndarray) -> np.ndarray | None:
     return gradient
 
 
-def compare(kpi: str, baseline: Units, pilot: Units, level: float = 0.90) -> KpiComparison:
-    """Baseline against pilot for one KPI, with intervals at ``level`` (two-sided)."""
-    b = estimate(kpi, baseline)
-    p = estimate(kpi, pilot)
+def compare(
+    kpi: str,
+    baseline: Units,
+    pilot: Units,
+    level: float = 0.90,
+    totals: tuple[Components, Components] | None = None,
+) -> KpiComparison:
+    """Baseline against pilot for one KPI, with intervals at ``level`` (two-sided).
+
+    ``totals``: the two periods' roll-ups, where the caller shows them too (see ``estimate``).
+    """
+    b = estimate(kpi, baseline, totals[0] if totals else None)
+    p = estimate(kpi, pilot, totals[1] if totals else None)
     cv = critical_value(level, max(b.bandwidth / max(b.n, 1), p.bandwidth / max(p.n, 1)))
     if b.value is None or p.value is None:
-        return KpiComparison(kpi, b, p, level, None, None, note="no value in one period (nothing to divide by)")
+        reasons = [
+            f"no value in the {period}: {no_value_reason(kpi, e.components)}"
+            for period, e in (("baseline", b), ("pilot", p))
+            if e.value is None
+        ]
+        return KpiComparison(kpi, b, p, level, None, None, note="; ".join(reasons))
     absolute = p.value - b.value
     relative = p.value / b.value - 1 if b.value else None
     bare = KpiComparison(kpi, b, p, level, absolute, relative)

@@ -25,12 +25,14 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
     StrictBool,
     StrictFloat,
     StrictInt,
     TypeAdapter,
     model_validator,
 )
+from pydantic_core import CoreSchema
 
 from pilot_core.ids import InvalidIdError, check_id
 from pilot_core.line_protocol import INT64_MAX
@@ -154,7 +156,21 @@ Seq = Annotated[
     StrictInt,
     Field(ge=0, le=INT64_MAX, description="Grows by one with each message a device publishes on this channel"),
 ]
-MetricValue = StrictBool | StrictInt | StrictFloat
+METRIC_VALUE_ERROR = "metric_value"
+
+
+class _OneErrorForTheUnion:
+    """A value that is none of bool, int, float gets one error, not one per member ("metrics.power.bool: Input
+    should be a valid boolean" for the string "410"); validation names the type the profile declares."""
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        schema = cast(dict[str, Any], handler(source))
+        schema["custom_error_type"] = METRIC_VALUE_ERROR
+        schema["custom_error_message"] = "expected a number (true or false for a bool metric)"
+        return cast(CoreSchema, schema)
+
+
+MetricValue = Annotated[StrictBool | StrictInt | StrictFloat, _OneErrorForTheUnion()]
 Id = Annotated[str, Field(min_length=1, max_length=128)]
 # Counts become signed 64-bit integer fields: anything larger could not be stored.
 Count = Annotated[StrictInt, Field(ge=0, le=INT64_MAX)]
@@ -318,11 +334,36 @@ def parse_json(payload: bytes | str) -> Any:
         except UnicodeEncodeError as exc:
             raise PayloadError(f"payload is not valid Unicode: {exc.reason} at character {exc.start}") from None
     try:
-        return jiter.from_json(payload, catch_duplicate_keys=True, cache_mode="keys")
+        document = jiter.from_json(payload, catch_duplicate_keys=True, cache_mode="keys")
     except ValueError as exc:
         message = str(exc)
         duplicate = message.startswith("Detected duplicate key")
         raise PayloadError(_json_problem(payload, message, duplicate), duplicate_key=duplicate) from None
+    if len(payload) > MAX_NUMBER_DIGITS and _NUMBER_RUN.search(payload):  # only then can a number be that long
+        _refuse_long_numbers(jiter.from_json(payload, float_mode="lossless-float"))
+    return document
+
+
+# jiter refuses integers of more digits (Python's int_max_str_digits); a fraction of as many is as malformed,
+# though a float would parse it (a million digits of 0.000…1 as 0.0). A float holds 17 significant digits.
+MAX_NUMBER_DIGITS = 4300
+_NUMBER_RUN = re.compile(rb"[-+.eE0-9]{%d,}" % (MAX_NUMBER_DIGITS + 1))
+
+
+def _refuse_long_numbers(value: Any) -> None:
+    if isinstance(value, jiter.LosslessFloat):
+        text = bytes(value)
+        if len(text.translate(None, b"-+.eE")) > MAX_NUMBER_DIGITS:
+            raise PayloadError(
+                f"not valid JSON: a number of {len(text):,} characters ({text[:12].decode()}…); numbers may have"
+                f" at most {MAX_NUMBER_DIGITS:,} digits"
+            )
+    elif isinstance(value, dict):
+        for item in value.values():
+            _refuse_long_numbers(item)
+    elif isinstance(value, list):
+        for item in value:
+            _refuse_long_numbers(item)
 
 
 def _json_problem(payload: bytes, message: str, duplicate: bool) -> str:

@@ -31,6 +31,9 @@ from pilot_core.time_accounting import (
 )
 
 HOUR_MS = 3_600_000
+# An hour with at most this many cycles (one per 10 s) keeps every cycle's time, so percentiles over few cycles
+# are exact; beyond it only the histogram is kept (accurate to its relative accuracy), as hours stay small.
+EXACT_CYCLE_TIMES_PER_HOUR = 360
 # The state of a corrected stretch: not a name a profile can give (they are lower-case words), so no plan
 # override applies to it: the correction says its time class.
 CORRECTED_STATE = "(corrected)"
@@ -66,6 +69,13 @@ class DeviceHour(msgspec.Struct, gc=False):
     energy_kwh: float = 0.0
     telemetry_points: int = 0
     seq: dict[str, SeqSpan] = msgspec.field(default_factory=dict)
+    # Every positive cycle time, in arrival order, when the hour had at most EXACT_CYCLE_TIMES_PER_HOUR of them
+    # (then as many as the histogram counts); empty otherwise.
+    cycle_time_values: list[float] = msgspec.field(default_factory=list)
+
+    @property
+    def has_exact_cycle_times(self) -> bool:
+        return len(self.cycle_time_values) == self.cycle_times.total
 
     @property
     def end_ms(self) -> int:
@@ -87,6 +97,8 @@ class DeviceHour(msgspec.Struct, gc=False):
             "energy_kwh": self.energy_kwh,
             "telemetry_points": self.telemetry_points,
             "seq": {k: [v.received, v.first, v.last] for k, v in self.seq.items()},
+            # Only when there are some: an hour without them keeps the JSON, and the fingerprint, it had before.
+            **({"cycle_time_values": self.cycle_time_values} if self.cycle_time_values else {}),
         }
 
     @classmethod
@@ -109,6 +121,7 @@ class DeviceHour(msgspec.Struct, gc=False):
             stored.energy_kwh,
             stored.telemetry_points,
             stored.seq,
+            stored.cycle_time_values,
         )
 
     @classmethod
@@ -125,6 +138,7 @@ class DeviceHour(msgspec.Struct, gc=False):
             energy_kwh=data["energy_kwh"],
             telemetry_points=data["telemetry_points"],
             seq={k: SeqSpan(*v) for k, v in data["seq"].items()},
+            cycle_time_values=[float(v) for v in data.get("cycle_time_values", [])],
         )
 
 
@@ -142,6 +156,7 @@ class _StoredHour(msgspec.Struct, gc=False):
     energy_kwh: float
     telemetry_points: int
     seq: dict[str, SeqSpan]
+    cycle_time_values: list[float] = []
 
 
 _STORED_HOUR = msgspec.json.Decoder(_StoredHour)
@@ -269,6 +284,7 @@ def account_vector(
         rules.ideal_cycle_time_s,
         energy_kwh=hour.energy_kwh if rules.is_meter else 0.0,
         is_output=rules.is_output,
+        is_meter=rules.is_meter,
     )
 
 

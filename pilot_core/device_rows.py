@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from pilot_core.contract import TimeClass
-from pilot_core.device_hours import HOUR_MS, DeviceHour, SeqSpan, StateEvent
+from pilot_core.device_hours import EXACT_CYCLE_TIMES_PER_HOUR, HOUR_MS, DeviceHour, SeqSpan, StateEvent
 from pilot_core.time_accounting import ProductionTotals
 
 CHUNK_MS = 24 * HOUR_MS
@@ -112,6 +112,10 @@ def build_hours(rows: DeviceRows) -> list[DeviceHour]:
             if record.cycle_time_s > 0:
                 # Percentiles do not add up across hours; a histogram of the hour's cycle times does.
                 hour.cycle_times.add(record.cycle_time_s)
+                hour.cycle_time_values.append(record.cycle_time_s)
+    for hour in hours.values():
+        if len(hour.cycle_time_values) > EXACT_CYCLE_TIMES_PER_HOUR:
+            hour.cycle_time_values = []  # too many to keep: the histogram stands for them
     for (start, product), (produced, good, scrap, rework, cycle_sum, cycles) in sums.items():
         if produced or cycles:
             hours[start].production[product] = ProductionTotals(produced, good, scrap, rework, cycle_sum, cycles)

@@ -50,6 +50,9 @@ class Components:
     output_produced: float = 0.0  # PQ of the line's output station(s) only
     output_good: float = 0.0  # GQ of the line's output station(s) only
     output_pbt_s: float = 0.0  # PBT of the line's output station(s) only
+    meter_hours: float = 0.0  # device-hours of the plan's energy meters: none means no energy was measured
+    output_cycle_time_s: float = 0.0  # Σ reported cycle times of the line's output station(s) only
+    output_cycles: float = 0.0  # cycles with a reported cycle time of the line's output station(s) only
 
     def __add__(self, other: Components) -> Components:
         return Components(*(getattr(self, f) + getattr(other, f) for f in COMPONENT_NAMES))
@@ -94,6 +97,32 @@ class Better(enum.StrEnum):
     LOWER = "lower"
 
 
+class NoValue(enum.StrEnum):
+    """Why a KPI has no value: an input it divides by, or needs, is missing (zero) in what was summed."""
+
+    NO_PLANNED_BUSY_TIME = "no planned busy time"
+    NO_PRODUCTION_TIME = "no production time (APT is zero)"
+    NOTHING_PRODUCED = "nothing produced"
+    NO_OUTPUT_BUSY_TIME = "no planned busy time at the output stations"
+    NO_OUTPUT_GOOD = "no good units at the output stations"
+    NO_OUTPUT_CYCLES = "no cycle times reported at the output stations"
+    NO_BUSY_TIME = "no production, setup or delay time"
+    NO_FAILURES = "no failures"
+    NO_ENERGY_METER = "no energy meter in scope"
+    NOT_FINITE = "not a finite number"
+
+
+@dataclass(frozen=True, slots=True)
+class Needs:
+    """An input of a KPI: the sum of these components must be positive, else the KPI has no value."""
+
+    components: tuple[str, ...]
+    reason: NoValue
+
+    def missing(self, c: Components) -> bool:
+        return not sum(getattr(c, name) for name in self.components) > 0
+
+
 @dataclass(frozen=True, slots=True)
 class KpiDefinition:
     name: str
@@ -103,6 +132,7 @@ class KpiDefinition:
     better: Better
     formula: str
     value: Callable[[Components], float | None]
+    needs: tuple[Needs, ...] = ()  # in the order their absence is reported
 
 
 def _ratio(numerator: float, denominator: float) -> float | None:
@@ -139,10 +169,23 @@ def _per_hour(count: float, seconds: float) -> float | None:
     return count / (seconds / 3600.0) if seconds > 0 else None
 
 
+PBT = Needs(("pbt_s",), NoValue.NO_PLANNED_BUSY_TIME)
+APT = Needs(("apt_s",), NoValue.NO_PRODUCTION_TIME)
+PQ = Needs(("produced",), NoValue.NOTHING_PRODUCED)
+FAILURES = Needs(("failures",), NoValue.NO_FAILURES)
+
+
+def _energy_per_good_unit(c: Components) -> float | None:
+    # With no meter in scope there is no energy figure at all: zero kWh would read as measured.
+    return _ratio(c.energy_kwh, c.output_good) if c.meter_hours > 0 else None
+
+
 KPIS: dict[str, KpiDefinition] = {
     k.name: k
     for k in [
-        KpiDefinition("availability", "Availability", "가용률", "ratio", Better.HIGHER, "APT / PBT", availability),
+        KpiDefinition(
+            "availability", "Availability", "가용률", "ratio", Better.HIGHER, "APT / PBT", availability, (PBT,)
+        ),
         KpiDefinition(
             "effectiveness",
             "Effectiveness (performance)",
@@ -151,10 +194,20 @@ KPIS: dict[str, KpiDefinition] = {
             Better.HIGHER,
             "Σ PRU·PQ / APT",
             effectiveness,
+            (APT,),
         ),
-        KpiDefinition("quality_ratio", "Quality ratio", "품질률", "ratio", Better.HIGHER, "GQ / PQ", quality_ratio),
         KpiDefinition(
-            "oee", "OEE", "설비종합효율", "ratio", Better.HIGHER, "availability × effectiveness × quality ratio", oee
+            "quality_ratio", "Quality ratio", "품질률", "ratio", Better.HIGHER, "GQ / PQ", quality_ratio, (PQ,)
+        ),
+        KpiDefinition(
+            "oee",
+            "OEE",
+            "설비종합효율",
+            "ratio",
+            Better.HIGHER,
+            "availability × effectiveness × quality ratio",
+            oee,
+            (PBT, APT, PQ),
         ),
         KpiDefinition(
             "throughput_rate",
@@ -164,6 +217,7 @@ KPIS: dict[str, KpiDefinition] = {
             Better.HIGHER,
             "output PQ / output PBT (per planned busy hour)",
             lambda c: _per_hour(c.output_produced, c.output_pbt_s),
+            (Needs(("output_pbt_s",), NoValue.NO_OUTPUT_BUSY_TIME),),
         ),
         KpiDefinition(
             "cycle_time_mean",
@@ -171,8 +225,10 @@ KPIS: dict[str, KpiDefinition] = {
             "평균 사이클 타임",
             "s",
             Better.LOWER,
-            "Σ cycle time / cycles",
-            lambda c: _ratio(c.cycle_time_s, c.cycles),
+            "output Σ cycle time / output cycles (per station: Σ cycle time / cycles)",
+            # The line's cycle time is read at its output: pooling unlike stations' cycles means nothing.
+            lambda c: _ratio(c.output_cycle_time_s, c.output_cycles),
+            (Needs(("output_cycles",), NoValue.NO_OUTPUT_CYCLES),),
         ),
         KpiDefinition(
             "first_pass_yield",
@@ -180,8 +236,9 @@ KPIS: dict[str, KpiDefinition] = {
             "직행률",
             "ratio",
             Better.HIGHER,
-            "GP / IP (good at first pass / inspected)",
+            "GQ / PQ (GP / IP: every unit produced is judged good, scrap or rework at its first pass)",
             quality_ratio,
+            (PQ,),
         ),
         KpiDefinition(
             "scrap_ratio",
@@ -191,6 +248,7 @@ KPIS: dict[str, KpiDefinition] = {
             Better.LOWER,
             "SQ / PQ",
             lambda c: _ratio(c.scrap, c.produced),
+            (PQ,),
         ),
         KpiDefinition(
             "rework_ratio",
@@ -200,6 +258,7 @@ KPIS: dict[str, KpiDefinition] = {
             Better.LOWER,
             "RQ / PQ",
             lambda c: _ratio(c.rework, c.produced),
+            (PQ,),
         ),
         KpiDefinition(
             "technical_efficiency",
@@ -209,6 +268,7 @@ KPIS: dict[str, KpiDefinition] = {
             Better.HIGHER,
             "APT / (APT + ADET)",
             lambda c: _ratio(c.apt_s, c.apt_s + c.adet_s),
+            (Needs(("apt_s", "adet_s"), NoValue.NO_BUSY_TIME),),
         ),
         KpiDefinition(
             "setup_ratio",
@@ -218,6 +278,7 @@ KPIS: dict[str, KpiDefinition] = {
             Better.LOWER,
             "ASUT / AUPT",
             lambda c: _ratio(c.asut_s, c.apt_s + c.asut_s),
+            (Needs(("apt_s", "asut_s"), NoValue.NO_BUSY_TIME),),
         ),
         KpiDefinition(
             "mtbf",
@@ -227,6 +288,7 @@ KPIS: dict[str, KpiDefinition] = {
             Better.HIGHER,
             "(APT + ASUT) / failures",
             lambda c: _ratio((c.apt_s + c.asut_s) / 3600.0, c.failures),
+            (FAILURES,),
         ),
         KpiDefinition(
             "mttr",
@@ -236,6 +298,7 @@ KPIS: dict[str, KpiDefinition] = {
             Better.LOWER,
             "time in fault / failures",
             lambda c: _ratio(c.repair_s / 60.0, c.failures),
+            (FAILURES,),
         ),
         KpiDefinition(
             "energy_per_good_unit",
@@ -244,7 +307,11 @@ KPIS: dict[str, KpiDefinition] = {
             "kWh/unit",
             Better.LOWER,
             "E / output GQ",
-            lambda c: _ratio(c.energy_kwh, c.output_good),
+            _energy_per_good_unit,
+            (
+                Needs(("meter_hours",), NoValue.NO_ENERGY_METER),
+                Needs(("output_good",), NoValue.NO_OUTPUT_GOOD),
+            ),
         ),
     ]
 }
@@ -262,3 +329,13 @@ def compute(name: str, components: Components) -> float | None:
 
 def compute_all(components: Components) -> dict[str, float | None]:
     return {name: compute(name, components) for name in KPIS}
+
+
+def no_value_reason(name: str, components: Components) -> NoValue | None:
+    """Why ``compute(name, components)`` is None (the first missing input), or None when it has a value."""
+    if compute(name, components) is not None:
+        return None
+    for needs in KPIS[name].needs:
+        if needs.missing(components):
+            return needs.reason
+    return NoValue.NOT_FINITE

@@ -63,6 +63,7 @@ def account_bucket(
     *,
     energy_kwh: float = 0.0,
     is_output: bool = False,
+    is_meter: bool = False,
 ) -> BucketAccount:
     """Components of one device for [start_ms, end_ms).
 
@@ -80,6 +81,7 @@ def account_bucket(
         ideal_cycle_time_s,
         energy_kwh=energy_kwh,
         is_output=is_output,
+        is_meter=is_meter,
     )
     return BucketAccount(Components(*vector), missing)
 
@@ -118,6 +120,7 @@ def bucket_vector(
     *,
     energy_kwh: float = 0.0,
     is_output: bool = False,
+    is_meter: bool = False,
 ) -> tuple[tuple[float, ...], set[str]]:
     """``account_bucket``'s components as a vector in ``COMPONENT_NAMES`` order, with the products that have
     no ideal cycle time: what an evaluation sums, without building a ``Components`` per bucket."""
@@ -194,5 +197,8 @@ def bucket_vector(
         produced if is_output else 0,
         good if is_output else 0,
         pbt_s if is_output else 0.0,
+        1.0 if is_meter else 0.0,  # an hour of an energy meter in scope: energy was measured
+        cycle_time_s if is_output else 0.0,
+        cycles if is_output else 0,
     )
     return vector, missing

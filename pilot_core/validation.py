@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from pilot_core.contract import (
+    METRIC_VALUE_ERROR,
     Channel,
     PayloadError,
     ProductionRecord,
@@ -205,7 +206,7 @@ def validate_message(
             reason = RejectReason.DUPLICATE_KEY if exc.duplicate_key else RejectReason.MALFORMED_JSON
             raise _Refused(reason, exc.detail) from None
         except ValidationError as exc:
-            raise _schema_refusal(exc) from None
+            raise _schema_refusal(exc, device.profile) from None
         if envelope.device is not None and envelope.device != topic.device:
             raise _Refused(
                 RejectReason.DEVICE_MISMATCH,
@@ -242,13 +243,15 @@ def _encode(
     return lines
 
 
-def _schema_refusal(exc: ValidationError) -> _Refused:
+def _schema_refusal(exc: ValidationError, profile: DeviceProfile) -> _Refused:
     errors = exc.errors(include_url=False)
     first = errors[0]
     if first["type"] == "model_type" and not first["loc"]:
         return _Refused(RejectReason.SCHEMA, f"payload must be a JSON object, not {_json_type(first['input'])}")
     loc = [p for p in first["loc"] if not isinstance(p, int)]
     where = ".".join(str(p) for p in first["loc"]) or "payload"
+    if first["type"] == METRIC_VALUE_ERROR:
+        return _Refused(RejectReason.WRONG_TYPE, f"{where}: {_expected_metric(profile, str(loc[-1]), first['input'])}")
     if loc and loc[-1] == "ts":
         if first["type"] == "missing":
             return _Refused(RejectReason.MISSING_TIMESTAMP, f"{where} is missing; every record needs a timestamp")
@@ -257,6 +260,15 @@ def _schema_refusal(exc: ValidationError) -> _Refused:
         return _Refused(RejectReason.NON_FINITE, f"{where} is not a finite number")
     more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
     return _Refused(RejectReason.SCHEMA, f"{where}: {first['msg'].removeprefix('Value error, ')}{more}")
+
+
+def _expected_metric(profile: DeviceProfile, name: str, value: object) -> str:
+    got = f"the string {value!r}" if isinstance(value, str) else _json_type(value)
+    metric = next((m for m in profile.metrics if m.name == name), None)
+    if metric is None:
+        return f"expected a number (true or false for a bool metric), got {got}"
+    expected = {MetricType.BOOL: "true or false", MetricType.INT: "an integer"}.get(metric.type, "a number")
+    return f"metric {name!r} is {metric.type.value}: expected {expected}, got {got}"
 
 
 def _json_type(value: object) -> str:
@@ -268,6 +280,8 @@ def _json_type(value: object) -> str:
         return "a number"
     if isinstance(value, str):
         return "a string"
+    if isinstance(value, dict):
+        return "an object"
     return "an array" if isinstance(value, list) else type(value).__name__
 
 

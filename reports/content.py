@@ -21,7 +21,7 @@ from pilot_core.comparison import BANDWIDTH_FRACTION, MIN_UNITS, POWER, Verdict,
 from pilot_core.demonstration import DemonstrationPlan, Phase
 from pilot_core.device_hours import DowntimeCause
 from pilot_core.histogram import RELATIVE_ACCURACY, LogHistogram
-from pilot_core.kpi import Components, compute
+from pilot_core.kpi import Components, NoValue, compute
 
 # Causes drawn one by one in the Pareto; the rest are summed by state, and past PARETO_ROWS into "other causes".
 PARETO_CAUSES = 8
@@ -55,6 +55,7 @@ class KpiRow:
     pilot_length_factor: float | None
     leaning: Verdict | None  # inconclusive: what a longer pilot would show if the present estimate held
     gap: IntervalGap | None  # why there is no interval, or why an inconclusive verdict cannot say more
+    no_value: NoValue | None = None  # a phase without a value: the input that is missing
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +95,21 @@ class CycleTimeBin:
 
 
 @dataclass(frozen=True, slots=True)
+class StationRow:
+    """One station's own cycle time before and after: stations are never pooled."""
+
+    device: str
+    output: bool  # one of the plan's output stations: the line's cycle time is theirs
+    cycles: dict[Phase, int]
+    mean_s: dict[Phase, float | None]
+    p50_s: dict[Phase, float | None]
+    p95_s: dict[Phase, float | None]
+    quantiles_exact: bool  # in both phases, from every cycle's time rather than the histogram
+    relative_change: float | None  # of the mean
+    relative_interval: tuple[float, float] | None
+
+
+@dataclass(frozen=True, slots=True)
 class PhaseTime:
     """A phase's planned busy time and where it went, from the KPI components."""
 
@@ -122,6 +138,7 @@ class Method:
     min_units: int
     power: float
     histogram_accuracy: float
+    quantiles_exact: bool  # the line's cycle-time percentiles, in both phases, from every cycle's time
     method: str
 
 
@@ -139,7 +156,8 @@ class ReportContent:
     coverage: list[CoverageRow]
     days: list[DayPoint]
     downtime: list[DowntimeRow]  # largest first, "other causes" last
-    cycle_times: list[CycleTimeBin]
+    cycle_times: list[CycleTimeBin]  # of the line's output stations
+    stations: list[StationRow]
     phases: dict[Phase, PhaseTime]
     method: Method
     warnings: list[str]
@@ -172,6 +190,7 @@ def report_content(evaluation: Evaluation, breakdown: Breakdown, generated_at: d
         ],
         downtime=_downtime(breakdown, phases),
         cycle_times=_cycle_time_bins(breakdown),
+        stations=_stations(evaluation, document),
         phases=phases,
         method=_method(evaluation, document),
         warnings=document.warnings,
@@ -190,6 +209,28 @@ def _phase_time(components: Components, kpis: dict[str, float | None]) -> PhaseT
         energy_per_good_unit=kpis.get("energy_per_good_unit"),
         oee=kpis.get("oee"),
     )
+
+
+def _stations(evaluation: Evaluation, document: ComparisonDocument) -> list[StationRow]:
+    phases = evaluation.result.phases
+    by_phase = {phase: {s.device: s for s in phases[phase].stations} for phase in Phase}
+    rows = []
+    for change in document.stations:
+        own = {phase: by_phase[phase].get(change.device) for phase in Phase}
+        rows.append(
+            StationRow(
+                device=change.device,
+                output=change.output,
+                cycles={phase: s.cycles if s else 0 for phase, s in own.items()},
+                mean_s={phase: s.mean_s if s else None for phase, s in own.items()},
+                p50_s={phase: s.p50_s if s else None for phase, s in own.items()},
+                p95_s={phase: s.p95_s if s else None for phase, s in own.items()},
+                quantiles_exact=all(s is None or s.quantiles_exact for s in own.values()),
+                relative_change=change.relative_change,
+                relative_interval=change.relative_interval,
+            )
+        )
+    return rows
 
 
 def _gap(change: KpiChange) -> IntervalGap | None:
@@ -222,6 +263,7 @@ def _kpi_row(change: KpiChange, plan: DemonstrationPlan) -> KpiRow:
         pilot_length_factor=target.pilot_length_factor if target else None,
         leaning=_leaning(change),
         gap=_gap(change),
+        no_value=next((NoValue(e.reason) for e in (change.baseline, change.pilot) if e.reason), None),
     )
 
 
@@ -376,5 +418,6 @@ def _method(evaluation: Evaluation, document: ComparisonDocument) -> Method:
         min_units=MIN_UNITS,
         power=POWER,
         histogram_accuracy=RELATIVE_ACCURACY,
+        quantiles_exact=all(evaluation.result.phases[phase].quantiles_exact for phase in Phase),
         method=document.method,
     )

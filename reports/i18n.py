@@ -89,13 +89,39 @@ EN: dict[str, str] = {
     "explain_inconclusive_factor": "The interval straddles the target; if the present estimate holds, a pilot"
     " about {factor:.1f}× as long would show it {leaning}.",
     "gap_no_value": "No value in one phase (nothing to divide by).",
+    "gap_no_value_because": "No value in one phase: {reason}.",
+    "why_no_planned_busy_time": "no planned busy time",
+    "why_no_production_time": "no production time (APT is zero)",
+    "why_nothing_produced": "nothing produced",
+    "why_no_output_busy_time": "no planned busy time at the output stations",
+    "why_no_output_good": "no good units at the output stations",
+    "why_no_output_cycles": "no cycle times reported at the output stations",
+    "why_no_busy_time": "no production, setup or delay time",
+    "why_no_failures": "no failures",
+    "why_no_energy_meter": "no energy meter in scope",
+    "why_not_finite": "not a finite number",
     "gap_too_few_units": "Too few hours for an interval (at least {min_units} per phase).",
     "gap_zero_value": "A value of zero in one phase: only the absolute change has an interval.",
     "gap_baseline_uncertain": "The interval straddles the target, and the baseline's own uncertainty is too large"
     " for a longer pilot to decide.",
-    "percentile_note": "From merged histograms; compared by the change only, without an interval.",
-    "chart_cycle_times": "Distribution of cycle times",
-    "chart_cycle_times_caption": "Share of each phase's cycles per cycle-time bin; dashed lines are the phase means."
+    "percentile_note": "At the line's output stations, from merged histograms (within ±{accuracy:.1f}% of the value);"
+    " compared by the change only, without an interval.",
+    "percentile_note_exact": "At the line's output stations, exact (from every cycle's time); compared by the change"
+    " only, without an interval.",
+    "section_stations": "Cycle time per station",
+    "station": "Station",
+    "output_station_mark": "output",
+    "station_mean": "Mean",
+    "station_p50": "Median",
+    "station_p95": "95th pct.",
+    "stations_note": "Each station's cycle time from its own cycles; stations are never pooled. The line's cycle time"
+    " (in the KPI table) is that of its output stations, marked here. Percentiles marked * come from histograms,"
+    " within ±{accuracy:.1f}% of the value; the others are exact.",
+    "warning_no_telemetry": "Device {device} sent no telemetry in window {window} ({expected} samples expected,"
+    " none received).",
+    "chart_cycle_times": "Distribution of cycle times at the line's output",
+    "chart_cycle_times_caption": "Cycles of the line's output stations only (each station's own in the table"
+    " above). Share of each phase's cycles per cycle-time bin; dashed lines are the phase means."
     " Cycles beyond the drawn range are counted in its first or last bin.",
     "chart_daily_oee": "Daily OEE",
     "chart_daily_oee_caption": "OEE of each day with planned busy time, from the day's summed times and counts;"
@@ -161,7 +187,10 @@ EN: dict[str, str] = {
     " produced; OEE = availability × effectiveness × quality ratio.",
     "method_rollups": "Roll-ups sum components, never ratios. Every KPI of a phase or of a day is computed once from"
     " the summed times and counts of all its device-hours; the daily OEE in the chart is computed the same way."
-    " Cycle-time percentiles come from mergeable logarithmic histograms, accurate to ±{accuracy:.1f}% of the value.",
+    " A line's cycle time is that of its output stations (the plan's output_devices): pooling a cobot's cycles"
+    " with an AMR's trips would mean nothing. Cycle-time percentiles are exact where every hour kept its cycles'"
+    " times (up to 360 an hour); otherwise they come from mergeable logarithmic histograms, accurate to"
+    " ±{accuracy:.1f}% of the value.",
     "method_units": "Hourly units. The unit of analysis is the hour: each hour's components summed over the devices"
     " in scope. Hours outside the shifts stay in (energy is used and parts finish then), so the hours add up exactly"
     " to the phase totals. This demonstration has {baseline_hours} baseline hours and {pilot_hours} pilot hours.",
@@ -250,13 +279,39 @@ KO: dict[str, str] = {
     "explain_inconclusive_factor": "신뢰구간이 목표에 걸쳐 있습니다. 현재 추정이 유지된다면 약 {factor:.1f}배 길이의"
     " 실증에서 ‘{leaning}’으로 판정됩니다.",
     "gap_no_value": "한 기간에 값이 없습니다(분모가 0).",
+    "gap_no_value_because": "한 기간에 값이 없습니다: {reason}.",
+    "why_no_planned_busy_time": "계획 가동 시간 없음",
+    "why_no_production_time": "실제 생산 시간(APT) 0",
+    "why_nothing_produced": "생산 수량 없음",
+    "why_no_output_busy_time": "출력 설비의 계획 가동 시간 없음",
+    "why_no_output_good": "출력 설비의 양품 없음",
+    "why_no_output_cycles": "출력 설비에서 보고된 사이클 타임 없음",
+    "why_no_busy_time": "생산·준비교체·지연 시간 없음",
+    "why_no_failures": "고장 없음",
+    "why_no_energy_meter": "범위 안에 전력량계 없음",
+    "why_not_finite": "유한한 수가 아님",
     "gap_too_few_units": "신뢰구간을 내기에 시간 수가 부족합니다(기간마다 {min_units}시간 이상 필요).",
     "gap_zero_value": "한 기간의 값이 0이어서 절대 변화량에만 신뢰구간이 있습니다.",
     "gap_baseline_uncertain": "신뢰구간이 목표에 걸쳐 있고, 기준 기간 자체의 불확실성이 커서 실증을 늘려도"
     " 판정할 수 없습니다.",
-    "percentile_note": "병합한 히스토그램에서 구한 값으로, 신뢰구간 없이 변화율만 비교합니다.",
-    "chart_cycle_times": "사이클 타임 분포",
-    "chart_cycle_times_caption": "구간별로 각 기간 사이클 중 차지하는 비율입니다. 점선은 기간 평균입니다."
+    "percentile_note": "라인 출력 공정의 사이클을 병합한 히스토그램에서 구한 값으로(값의 ±{accuracy:.1f}% 이내),"
+    " 신뢰구간 없이 변화율만 비교합니다.",
+    "percentile_note_exact": "라인 출력 공정의 모든 사이클 타임에서 구한 정확한 값으로, 신뢰구간 없이 변화율만"
+    " 비교합니다.",
+    "section_stations": "공정별 사이클 타임",
+    "station": "공정",
+    "output_station_mark": "출력",
+    "station_mean": "평균",
+    "station_p50": "중앙값",
+    "station_p95": "95백분위수",
+    "stations_note": "각 공정의 사이클 타임은 그 공정의 사이클로만 구하며, 공정끼리 합치지 않습니다. 지표 표의 라인"
+    " 사이클 타임은 여기 표시한 출력 공정의 값입니다. *표시 백분위수는 히스토그램에서 구한 값(값의 ±{accuracy:.1f}%"
+    " 이내)이고, 나머지는 정확한 값입니다.",
+    "warning_no_telemetry": "구간 {window}에서 설비 {device}의 텔레메트리가 한 건도 수신되지 않았습니다(예상"
+    " {expected}건).",
+    "chart_cycle_times": "라인 출력 공정의 사이클 타임 분포",
+    "chart_cycle_times_caption": "라인 출력 공정의 사이클만 포함합니다(공정별 값은 위 표). 구간별로 각 기간 사이클 중"
+    " 차지하는 비율입니다. 점선은 기간 평균입니다."
     " 표시 범위를 벗어난 사이클은 첫 구간이나 마지막 구간에 포함했습니다.",
     "chart_daily_oee": "일별 설비종합효율(OEE)",
     "chart_daily_oee_caption": "계획 가동 시간이 있는 날마다, 그날 합산한 시간과 수량으로 구한 OEE입니다."
@@ -321,7 +376,9 @@ KO: dict[str, str] = {
     " 타임 × 생산 수량) ÷ APT, 품질률 = 양품 ÷ 생산 수량, OEE = 가용률 × 성능효율 × 품질률입니다.",
     "method_rollups": "합산 원칙. 비율을 평균하지 않고 구성요소를 더합니다. 기간이나 하루의 모든 지표는 해당"
     " 설비-시간들의 시간과 수량을 모두 더한 뒤 한 번 계산하며, 그래프의 일별 OEE도 같은 방식입니다. 사이클 타임"
-    " 백분위수는 병합 가능한 로그 히스토그램에서 구하며 값의 ±{accuracy:.1f}% 이내로 정확합니다.",
+    " 라인의 사이클 타임은 출력 공정(계획의 output_devices)의 값입니다. 협동로봇의 사이클과 AMR의 운반을 합치면"
+    " 의미가 없기 때문입니다. 사이클 타임 백분위수는 모든 시간이 사이클 타임을 보관한 경우(시간당 360개까지)"
+    " 정확한 값이고, 그렇지 않으면 병합 가능한 로그 히스토그램에서 구하며 값의 ±{accuracy:.1f}% 이내로 정확합니다.",
     "method_units": "시간 단위 분석. 분석 단위는 1시간이며, 각 시간의 구성요소를 대상 설비 전체에 대해 더합니다."
     " 교대 시간 밖의 시간도 포함하므로(그때도 에너지를 쓰고 부품이 완성됩니다) 시간 단위들의 합이 기간 합계와"
     " 정확히 같습니다. 이 실증은 기준 기간 {baseline_hours}시간, 실증 기간 {pilot_hours}시간입니다.",
@@ -356,6 +413,9 @@ METHOD_NOTES = (
     "method_downtime",
 )
 _NO_IDEAL_TIME = re.compile(r"^no ideal cycle time for product '(?P<product>.*)'$")
+_NO_TELEMETRY = re.compile(
+    r"^device '(?P<device>.*)' sent no telemetry in window '(?P<window>.*)' \((?P<expected>[\d,]+) samples expected"
+)
 
 
 class Words:
@@ -413,10 +473,14 @@ class Words:
 
     def explanation(self, row: KpiRow, method: Method) -> str:
         """Why the verdict is what it is, or why the row has no interval."""
+        if row.no_value is not None:  # no value in a phase: say which input is missing
+            return self.format("gap_no_value_because", reason=self.text[f"why_{row.no_value.name.lower()}"])
         if row.gap is not None:
             return self.format(f"gap_{row.gap.value}", min_units=method.min_units)
         if row.kpi.startswith("cycle_time_p"):
-            return self.text["percentile_note"]
+            if method.quantiles_exact:
+                return self.text["percentile_note_exact"]
+            return self.format("percentile_note", accuracy=method.histogram_accuracy * 100)
         if row.verdict is Verdict.MET:
             return self.text["explain_met"]
         if row.verdict is Verdict.NOT_MET:
@@ -440,7 +504,12 @@ class Words:
 
     def warning(self, warning: str) -> str:
         match = _NO_IDEAL_TIME.match(warning)
-        return self.format("warning_no_ideal_time", product=match["product"]) if match else warning
+        if match:
+            return self.format("warning_no_ideal_time", product=match["product"])
+        match = _NO_TELEMETRY.match(warning)
+        if match:
+            return self.format("warning_no_telemetry", **match.groupdict())
+        return warning
 
     def moment(self, moment: dt.datetime, zone: dt.tzinfo) -> str:
         return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M")

@@ -2,7 +2,8 @@
 # One-time set-up on a fresh Debian/Ubuntu machine, safe to run again:
 # Mosquitto and InfluxDB binaries (the demo and the tests start private
 # instances of them on free ports), the Korean font and the pango library the
-# reports are drawn with, a virtual environment, and this package.
+# reports are drawn with, a virtual environment, and this package (again only
+# when pyproject.toml has changed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,5 +37,17 @@ if [ ! -x .venv/bin/python ]; then
     echo "creating .venv" >&2
     "$python" -m venv .venv
 fi
+# Install (editable, with the dev tools) only when pyproject.toml changed since the last install here, or
+# the environment cannot import this folder's package: every demo and test run calls this script.
+stamp=.venv/pilot-install.sha256
+wanted="$(sha256sum pyproject.toml | cut -d' ' -f1) $PWD"
+if [ "$(cat "$stamp" 2>/dev/null)" = "$wanted" ] &&
+    .venv/bin/python -c 'import os, sys, pilot.cli
+sys.exit(not os.path.realpath(pilot.cli.__file__).startswith(os.path.realpath(sys.argv[1]) + os.sep))' "$PWD" 2>/dev/null; then
+    exit 0
+fi
+rm -f "$stamp"
+echo "installing pilot-telemetry and its dependencies into .venv" >&2
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q -e '.[dev]'
+echo "$wanted" >"$stamp"

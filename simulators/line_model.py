@@ -171,6 +171,9 @@ class LineModel:
             raise ValueError("the span to simulate must end after it starts")
         behaviour = self.scenario.behaviour(behaviour_name)
         windows = list(self._shift_windows(start_ms, end_ms))
+        # One product per shift for the whole line, as a serial cell runs: every station works the same order.
+        rng = np.random.default_rng(stable_seed(self.scenario.seed, period_name or start_ms, "products"))
+        products = [_pick_product(self.scenario.products, rng) for _ in windows]
         stations = {}
         for device in self.scenario.devices:
             if role_of(device, self.catalog) is Role.STATION:
@@ -181,7 +184,7 @@ class LineModel:
                     device,
                     self.catalog[device.profile],
                     behaviour,
-                    self.scenario.products,
+                    products,
                     windows,
                     start_ms,
                     end_ms,
@@ -212,15 +215,14 @@ def _simulate_station(
     device: ScenarioDevice,
     profile: DeviceProfile,
     behaviour: Behaviour,
-    products: list[Product],
+    products: list[Product],  # each shift's
     shifts: list[tuple[int, list[tuple[int, int]]]],
     start_ms: int,
     end_ms: int,
     rng: np.random.Generator,
 ) -> StationRun:
     simulator = _StationSimulator(StationRun(device, profile, behaviour), rng, start_ms)
-    for shift_start, windows in shifts:
-        product = _pick_product(products, rng)
+    for product, (shift_start, windows) in zip(products, shifts, strict=True):
         for index, (w0, w1) in enumerate(windows):
             simulator.work(product, w0, w1, changeover=index == 0 and w0 == shift_start)
     simulator.add(simulator.t, end_ms, simulator.off_state)

@@ -30,7 +30,7 @@ account() {
         exit 1
     fi
 }
-account pilot-collector collector MQTT_COLLECTOR_PASSWORD  # client id and dead letters: PILOT_* settings
+account pilot-collector collector MQTT_COLLECTOR_PASSWORD  # its name is its client id; dead letters: PILOT_*
 account simulator publisher MQTT_SIMULATOR_PASSWORD
 account pilot-healthcheck monitor MQTT_HEALTHCHECK_PASSWORD
 echo "init: broker accounts ready in $broker_dir"

@@ -63,21 +63,17 @@ def line(tmp_path: Path) -> Iterator[SecuredLine]:
     secured = SecuredLine(local_services.LocalService("unused", tmp_path, 0, []), files, tmp_path / "devices.yaml")
     secured.provision(OWN)
     secured.provision(OTHER)
-    for name, role, *client_ids in [
-        ("pilot-collector", "collector", "collector-a", "collector-b"),
-        ("simulator", "publisher"),
-    ]:
-        ids = [option for client_id in client_ids for option in ("--client-id", client_id)]
-        created = pilot(
-            "devices", "service-account", name, "--role", role, *ids, "--broker-dir", str(files.folder), "--json"
-        )
+    # One account per collector process: the broker makes the username the client id.
+    for name, role in [("collector-a", "collector"), ("collector-b", "collector"), ("simulator", "publisher")]:
+        created = pilot("devices", "service-account", name, "--role", role, "--broker-dir", str(files.folder), "--json")
         secured.passwords[name] = created["password"]
-    # Test-only: a reader of the dead letters, to see the collector may write them.
+    # Test-only: a reader of the data and the dead letters, to see what the broker lets through.
     files.password_file.write_text(
         files.password_file.read_text(encoding="utf-8") + f"watcher:{new_password_hash('watch')}\n", encoding="utf-8"
     )
     files.acl_file.write_text(
-        files.acl_file.read_text(encoding="utf-8") + "user watcher\ntopic read pilot/deadletter/v1/#\n",
+        files.acl_file.read_text(encoding="utf-8")
+        + "user watcher\ntopic read pilot/deadletter/v1/#\ntopic read pilot/v1/#\n",
         encoding="utf-8",
     )
     secured.passwords["watcher"] = "watch"
@@ -118,8 +114,8 @@ def test_a_device_publishing_to_another_devices_topic_is_refused_and_nothing_lan
     own_user = f"{SITE}/{LINE}/{OWN}"
     registry = load_registry(line.devices_file, load_profiles())
     assert len(registry) == 2
-    watcher = Watcher(line.settings("pilot-collector"), f"{unique_id}-watch", "pilot/v1/#")
-    settings = collector_settings(line.settings("pilot-collector"), influx_settings, "collector-a")
+    watcher = Watcher(line.settings("watcher"), f"{unique_id}-watch", "pilot/v1/#")
+    settings = collector_settings(line.settings("collector-a"), influx_settings, "collector-a")
     with running_collector(settings, registry), InfluxClient(influx_settings) as influx:
         device = new_client(line.settings(own_user), f"{unique_id}-device")
         acks: dict[int, int] = {}
@@ -206,11 +202,10 @@ def test_the_collector_account_collects_through_a_shared_subscription_and_writes
     line: SecuredLine, influx_settings: InfluxSettings, unique_id: str
 ) -> None:
     registry = load_registry(line.devices_file, load_profiles())
-    collector_mqtt = line.settings("pilot-collector")
     dead_letters = Watcher(line.settings("watcher"), f"{unique_id}-dead", "pilot/deadletter/v1/#")
     members = [
-        collector_settings(collector_mqtt, influx_settings, client_id, share_group=f"g-{unique_id}")
-        for client_id in ("collector-a", "collector-b")
+        collector_settings(line.settings(name), influx_settings, name, share_group=f"g-{unique_id}")
+        for name in ("collector-a", "collector-b")
     ]
     with running_collector(members[0], registry) as a, running_collector(members[1], registry) as b:
         own_user = f"{SITE}/{LINE}/{OWN}"
@@ -233,7 +228,7 @@ def test_the_edge_agent_connects_with_its_credentials(
 ) -> None:
     own_user = f"{SITE}/{LINE}/{OWN}"
     registry = load_registry(line.devices_file, load_profiles())
-    settings = collector_settings(line.settings("pilot-collector"), influx_settings, "collector-a")
+    settings = collector_settings(line.settings("collector-a"), influx_settings, "collector-a")
     with running_collector(settings, registry), InfluxClient(influx_settings) as influx:
         monkeypatch.setenv("PILOT_MQTT__PORT", str(line.broker.port))
         monkeypatch.setenv("PILOT_MQTT__USERNAME", own_user)
@@ -254,7 +249,7 @@ def test_a_dead_letter_the_broker_refuses_leaves_its_message_unacknowledged(
 ) -> None:
     """A PUBACK that refuses is not a stored dead letter: the refused message must come again, not be lost."""
     registry = load_registry(line.devices_file, load_profiles())
-    collector_mqtt = line.settings("pilot-collector")
+    collector_mqtt = line.settings("collector-a")
     dead_letters = Watcher(line.settings("watcher"), f"{unique_id}-dead", "pilot/deadletter/v1/#")
     denied = collector_settings(collector_mqtt, influx_settings, "collector-a", dead_letter_topic="pilot/denied/v1")
     own_user = f"{SITE}/{LINE}/{OWN}"
@@ -283,7 +278,7 @@ def test_a_dead_letter_refused_until_the_acl_allows_it_is_sent_again_on_the_same
     denied_root = "pilot/denied/v1"
     dead_letters = Watcher(line.settings("watcher"), f"{unique_id}-dead", f"{denied_root}/#")
     settings = collector_settings(
-        line.settings("pilot-collector"), influx_settings, "collector-a", dead_letter_topic=denied_root
+        line.settings("collector-a"), influx_settings, "collector-a", dead_letter_topic=denied_root
     )
     own_user = f"{SITE}/{LINE}/{OWN}"
     with running_collector(settings, registry) as collector:
@@ -297,7 +292,7 @@ def test_a_dead_letter_refused_until_the_acl_allows_it_is_sent_again_on_the_same
         # The operator lets the collector's account write there (and the watcher read it), and reloads the broker.
         line.files.acl_file.write_text(
             line.files.acl_file.read_text(encoding="utf-8")
-            + f"user pilot-collector\ntopic write {denied_root}/#\nuser watcher\ntopic read {denied_root}/#\n",
+            + f"user collector-a\ntopic write {denied_root}/#\nuser watcher\ntopic read {denied_root}/#\n",
             encoding="utf-8",
         )
         line.broker.reload()

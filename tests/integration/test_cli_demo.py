@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -12,9 +13,11 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from typer.testing import CliRunner
 
 from pilot.cli import app
+from pilot.output import console
 from simulators.scenario import BUNDLED_SCENARIOS
 
 runner = CliRunner()
@@ -30,7 +33,8 @@ def short_scenario(tmp_path: Path) -> Path:
     return path
 
 
-def test_demo_lands_every_record(tmp_path: Path) -> None:
+def test_demo_lands_every_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(console, "width", 80)  # an 80-column terminal: the landed table still shows every name whole
     report = tmp_path / "landed.json"
     result = runner.invoke(
         app,
@@ -50,6 +54,10 @@ def test_demo_lands_every_record(tmp_path: Path) -> None:
     assert len({row["profile"] for row in landed["rows"]}) == 7
     assert all(row["published"] == row["landed"] > 0 for row in landed["rows"])
     assert sum(row["landed"] for row in landed["rows"]) == landed["published_records"]
+    table_lines = [line for line in result.stdout.splitlines() if any(row["device"] in line for row in landed["rows"])]
+    for row in landed["rows"]:
+        assert any(line.split()[:3] == [row["device"], row["profile"], row["channel"]] for line in table_lines), row
+    assert all(len(line) <= 80 and "…" not in line for line in table_lines), table_lines
     truth = json.loads((tmp_path / "state" / "truth.json").read_text(encoding="utf-8"))
     assert [p["period"] for p in truth["periods"]] == ["baseline", "pilot"]
 
@@ -105,6 +113,28 @@ def test_demo_ends_with_the_comparison_and_leaves_the_api_serving(tmp_path: Path
             demo.kill()
             raise
     assert demo.returncode == 0
+
+
+def test_the_demo_keeps_its_signing_key_and_prints_the_verify_command(tmp_path: Path) -> None:
+    """A public key saved from one run verifies the next run's bundle, with the exact command the demo prints."""
+    scenario, state, saved = str(short_scenario(tmp_path)), tmp_path / "state", tmp_path / "saved.pub"
+    commands = []
+    for _ in range(2):
+        result = runner.invoke(app, ["demo", scenario, "--state-dir", str(state), "--no-serve"])
+        assert result.exit_code == 0, result.output
+        printed = re.search(r"^\s*(\.venv/bin/pilot verify \S+ --public-key \S+)$", result.stdout, re.MULTILINE)
+        assert printed, result.stdout
+        commands.append(printed.group(1))
+        if not saved.exists():
+            saved.write_bytes((state / "signing-key.pub").read_bytes())
+    bundle = state / "pangyo-cobot-assembly-cell-v1-evidence.zip"
+    assert commands == [f".venv/bin/pilot verify {bundle} --public-key {state / 'signing-key.pub'}"] * 2
+    assert (state / "signing-key.pub").read_bytes() == saved.read_bytes()
+    verified = runner.invoke(app, ["verify", str(bundle), "--public-key", str(saved)])
+    assert verified.exit_code == 0, verified.output
+    assert Path(".venv/bin/pilot").is_file(), "the tests run from the project's folder, as scripts/test.sh does"
+    command = shlex.split(commands[1])
+    assert subprocess.run(command, capture_output=True, text=True, timeout=300, check=False).returncode == 0
 
 
 def test_simulate_dry_run_and_outputs(tmp_path: Path) -> None:

@@ -68,6 +68,9 @@ def test_every_valid_message_lands_and_every_invalid_one_is_dead_lettered(
     invalid.append((telemetry, sample(seq + 1, temperature_c=900.0), "out_of_range"))
     invalid.append((telemetry, sample(seq + 1, strokes=2.5), "wrong_type"))
     invalid.append((telemetry, sample(seq + 1, door_open=1), "wrong_type"))
+    invalid.append((telemetry, sample(seq + 1, temperature_c="410"), "wrong_type"))
+    long_fraction = f'{{"seq": {seq + 1}, "ts": {TS}, "metrics": {{"temperature_c": 0.{"0" * 100_000}1}}}}'
+    invalid.append((telemetry, long_fraction.encode(), "malformed_json"))  # once stored as 0.0
     add_valid()
     invalid.append(
         (telemetry, f'{{"seq": {seq + 1}, "ts": {TS}, "metrics": {{"temperature_c": NaN}}}}'.encode(), "non_finite")
@@ -145,6 +148,9 @@ def test_every_valid_message_lands_and_every_invalid_one_is_dead_lettered(
 
     got = Counter(m["reason"] for m in dead.messages)
     assert got == Counter(reason for _, _, reason in invalid)
+    details = [m["detail"] for m in dead.messages]
+    assert "metrics.temperature_c: metric 'temperature_c' is float: expected a number, got the string '410'" in details
+    assert any("a number of 100,003 characters" in d and "at most 4,300 digits" in d for d in details), details
     for message in dead.messages:
         assert message["detail"], message
         if message["reason"] != "too_large":

@@ -276,9 +276,10 @@ def test_the_collectors_account_writes_its_heartbeat_and_dead_letters_and_nothin
     simulator.close()
 
 
-def test_the_collector_as_configured_collects_the_simulators_messages_through_a_shared_subscription(
-    stack: Stack, influx_settings: InfluxSettings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def collector_as_configured(
+    stack: Stack, influx_settings: InfluxSettings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, **update: Any
+) -> CollectorSettings:
+    """The collector's settings as docker-compose.yml gives them, pointed at the broker and InfluxDB here."""
     assert stack.broker is not None
     for name in list(os.environ):
         if name.upper().startswith("PILOT_"):
@@ -287,8 +288,7 @@ def test_the_collector_as_configured_collects_the_simulators_messages_through_a_
         monkeypatch.setenv(key, value)
     monkeypatch.chdir(tmp_path)
     configured = CollectorSettings.load()
-    metrics_port = local_services.free_port()
-    settings = configured.model_copy(
+    return configured.model_copy(
         update={
             "mqtt": configured.mqtt.model_copy(update={"host": "127.0.0.1", "port": stack.broker.port}),
             "influx": configured.influx.model_copy(
@@ -297,11 +297,19 @@ def test_the_collector_as_configured_collects_the_simulators_messages_through_a_
             "devices_file": stack.local("collector", str(configured.devices_file)),
             "spool_dir": tmp_path / "spool",
             "metrics_host": "127.0.0.1",
-            "metrics_port": metrics_port,
+            "metrics_port": local_services.free_port(),
             "flush_interval_s": 0.2,
-            "share_group": "compose",  # scale-out: $share/compose/pilot/v1/+/+/+/+ with the same account
+            **update,
         }
     )
+
+
+def test_the_collector_as_configured_collects_the_simulators_messages_through_a_shared_subscription(
+    stack: Stack, influx_settings: InfluxSettings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # scale-out: $share/compose/pilot/v1/+/+/+/+
+    settings = collector_as_configured(stack, influx_settings, monkeypatch, tmp_path, share_group="compose")
+    metrics_port = settings.metrics_port
     registry = load_registry(settings.devices_file, load_profiles())
     ts = int(time.time() * 1000) - 3_600_000
     messages = [
@@ -327,3 +335,183 @@ def test_the_collector_as_configured_collects_the_simulators_messages_through_a_
         )
         assert collector.metrics.batches.labels("dead_letter_failed")._value.get() == 0
     assert yaml.safe_load(settings.devices_file.read_text(encoding="utf-8"))["devices"]
+
+
+# --- the broker crashing, and a device after the collector's session ---------------------------------------------
+
+# What README ("No loss") and docs/deploy.md promise: a crash of the broker as shipped loses at most this many of
+# the messages queued for a disconnected session, the last ones (autosave_on_changes, autosave_interval 1000).
+DOCUMENTED_CRASH_LOSS = 999
+
+
+class SessionReader:
+    """The collector's account reading pilot/v1/# with a persistent session, recording each payload's seq."""
+
+    def __init__(self, settings: MqttSettings) -> None:
+        self.settings = settings
+        self.seqs: list[int] = []
+        self.marker = threading.Event()
+        self._client = new_client(settings, "the-broker-makes-this-the-username")
+        self._client.on_message = self._on_message
+        subscribed = threading.Event()
+        self._client.on_subscribe = lambda *args: subscribed.set()
+        connect_and_wait(self._client, settings, persistent_session_s=3600)
+        self._client.subscribe("pilot/v1/#", qos=1)
+        assert subscribed.wait(10)
+
+    def _on_message(self, client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
+        seq = json.loads(message.payload)["seq"]
+        if seq < 0:
+            self.marker.set()
+        else:
+            self.seqs.append(seq)
+
+    def leave(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def come_back(self) -> bool:
+        """Connect again; whether the broker still had the session (else subscribe anew, to see the marker)."""
+        present: list[bool] = []
+        self._client.on_connect = lambda client, userdata, flags, *rest: present.append(flags.session_present)
+        connect_and_wait(self._client, self.settings, persistent_session_s=3600)
+        if not present[0]:
+            subscribed = threading.Event()
+            self._client.on_subscribe = lambda *args: subscribed.set()
+            self._client.subscribe("pilot/v1/#", qos=1)
+            assert subscribed.wait(10)
+        return present[0]
+
+
+def numbered(count: int, start: int = 0) -> list[tuple[str, bytes]]:
+    ts = int(time.time() * 1000) - 3_600_000
+    return [
+        (
+            topic_for(SITE, LINE, DEVICE, "telemetry"),
+            json.dumps({"seq": seq, "ts": ts + seq * 1000, "metrics": {"tcp_speed": 800.0, "power": 400.0}}).encode(),
+        )
+        for seq in range(start, start + count)
+    ]
+
+
+def test_a_broker_crash_loses_at_most_what_the_docs_state(stack: Stack) -> None:
+    assert stack.broker is not None
+    for document in (ROOT / "README.md", ROOT / "docs/deploy.md"):
+        assert f"{DOCUMENTED_CRASH_LOSS} " in document.read_text(encoding="utf-8"), document
+    reader = SessionReader(stack.mqtt("collector"))
+    reader.leave()  # the collector stopped: the broker queues for it
+    sent = 5_000
+    publish_all(stack.mqtt("simulator-backfill"), numbered(sent), "simulator")  # every one acknowledged
+    stack.broker.kill()  # kill -9
+    stack.broker.start()
+    session_kept = reader.come_back()
+    # Queued messages come in order, before anything published after the restart: the marker comes last.
+    publish_all(stack.mqtt("simulator-backfill"), [(numbered(1)[0][0], b'{"seq": -1}')], "simulator")
+    assert reader.marker.wait(30), "the marker published after the restart never came"
+    reader.leave()
+    kept = len(reader.seqs)
+    assert reader.seqs == list(range(kept)), "what survived is not the first messages, in order"
+    lost = sent - kept
+    assert lost <= DOCUMENTED_CRASH_LOSS, f"the crash lost {lost} of {sent} acknowledged messages"
+    assert session_kept
+
+
+def provision_device(stack: Stack) -> MqttSettings:
+    """cobot-01's own account, made with `pilot devices` in the stack's broker folder, and the broker reloaded."""
+    assert stack.broker is not None
+    init = services()["init"]
+    broker_dir = stack.local("init", str(Path(init["working_dir"]) / "deploy/mosquitto/auth"))
+    registry = stack.local("init", environment(init, stack.env)["PILOT_DEVICES_FILE"])
+    created = subprocess.run(
+        [str(Path(sys.executable).parent / "pilot"), "devices", "provision", DEVICE, "--site", SITE, "--line", LINE,
+         "--profile", "cobot_arm", "--devices", str(registry), "--broker-dir", str(broker_dir), "--json"],
+        check=True, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    account = json.loads(created.stdout)
+    stack.broker.reload()
+    return MqttSettings(
+        host="127.0.0.1", port=stack.broker.port, username=account["username"], password=SecretStr(account["password"])
+    )
+
+
+def test_a_device_using_the_collectors_client_id_cannot_take_its_session(
+    stack: Stack, influx_settings: InfluxSettings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Two collectors one after the other: no /metrics (the first one's server would still hold the port).
+    settings = collector_as_configured(stack, influx_settings, monkeypatch, tmp_path, metrics_port=0)
+    registry = load_registry(settings.devices_file, load_profiles())
+    device = provision_device(stack)
+    simulator = stack.mqtt("simulator-backfill")
+    with running_collector(settings, registry):
+        pass  # its session now exists, and outlives it
+    # While the collector is away: 20 messages queue for it, then the device connects with its client id and a
+    # clean start, which on a broker that trusts client ids deletes the collector's session and queue.
+    publish_all(simulator, numbered(20), "simulator")
+    intruder = new_client(device, settings.client_id)
+    connect_and_wait(intruder, device)
+    intruder.disconnect()
+    intruder.loop_stop()
+    with running_collector(settings, registry) as collector, InfluxClient(influx_settings) as influx:
+        wait_until(lambda: count_points(influx, "telemetry_cobot_arm") == 20, what="the 20 queued messages")
+        # While the collector runs: the device stays connected with the collector's client id (paho reconnects
+        # it whenever it is kicked off) while 10 more messages come.
+        intruder = new_client(device, settings.client_id)
+        connect_and_wait(intruder, device)
+        publish_all(simulator, numbered(10, start=20), "simulator")
+        wait_until(lambda: count_points(influx, "telemetry_cobot_arm") == 30, what="the 10 messages sent meanwhile")
+        assert intruder.is_connected()  # under its own client id, its username: nobody was kicked off
+        assert collector.metrics.sessions_lost.labels("taken_over")._value.get() == 0
+        assert collector.metrics.sessions_lost.labels("not_present")._value.get() == 0  # never kicked off
+        assert collector.metrics.connected._value.get() == 1
+        intruder.disconnect()
+        intruder.loop_stop()
+
+
+def test_the_collector_says_loudly_when_its_session_is_taken_over(
+    stack: Stack,
+    influx_settings: InfluxSettings,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Only the collector's own account can take its session now: a second process started with it, by mistake.
+
+    Mosquitto 2.0.11 closes the collector's connection without a DISCONNECT (newer brokers send reason 0x8E,
+    tests/unit/test_intake_session_lost.py); the collector's reconnect then finds no session, and says so.
+    """
+    settings = collector_as_configured(stack, influx_settings, monkeypatch, tmp_path)
+    registry = load_registry(settings.devices_file, load_profiles())
+    with running_collector(settings, registry) as collector:
+        second = new_client(stack.mqtt("collector"), "another-process")
+        connect_and_wait(second, stack.mqtt("collector"))  # a clean start: the broker ends the collector's session
+        lost = collector.metrics.sessions_lost
+        wait_until(lambda: lost.labels("not_present")._value.get() >= 1, what="the lost session counted")
+        second.disconnect()
+        second.loop_stop()
+        wait_until(lambda: collector.metrics.connected._value.get() == 1, what="the collector connected again")
+    messages = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert any("MQTT SESSION LOST (not present)" in m and repr(settings.client_id) in m for m in messages), messages
+
+
+def test_a_session_lost_while_the_collector_was_away_is_reported_when_it_starts(
+    stack: Stack,
+    influx_settings: InfluxSettings,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = collector_as_configured(stack, influx_settings, monkeypatch, tmp_path, metrics_port=0)
+    registry = load_registry(settings.devices_file, load_profiles())
+    with running_collector(settings, registry) as first:
+        assert first.metrics.sessions_lost.labels("not_present")._value.get() == 0  # a first start
+    with running_collector(settings, registry) as second:
+        assert second.metrics.sessions_lost.labels("not_present")._value.get() == 0  # its session was kept
+    # Away, its session is ended: by a clean start with its own account (the only one that can now).
+    other = new_client(stack.mqtt("collector"), "another-process")
+    connect_and_wait(other, stack.mqtt("collector"))
+    other.disconnect()
+    other.loop_stop()
+    with running_collector(settings, registry) as third:
+        assert third.metrics.sessions_lost.labels("not_present")._value.get() == 1
+    messages = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert any("MQTT SESSION LOST (not present)" in m and "when we last ran" in m for m in messages), messages

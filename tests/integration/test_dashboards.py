@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 from adapters import local_services
 from adapters.catalog import load_profiles
 from adapters.influxdb import InfluxClient, InfluxSettings, WriteOutcome
-from dashboards.demonstration import DOWNTIME_HOURS, KPI_EXPRESSIONS
+from dashboards.demonstration import DOWNTIME_HOURS, KPI_EXPRESSIONS, DemonstrationView, demonstration_dashboard
 from kpi_engine.service import Evaluation
 from pilot.cli import app as cli
 from pilot.demo import run_demo
@@ -249,3 +249,34 @@ def test_a_day_that_changed_is_published_as_a_new_revision_the_dashboard_then_sh
     for phase, shown in oee.items():
         expected = line.evaluation.result.phases[phase].kpis["oee"]
         assert expected is not None and math.isclose(shown, expected, rel_tol=1e-9)
+
+
+def test_energy_per_good_unit_without_an_energy_meter_shows_no_value_not_zero(influx_settings: InfluxSettings) -> None:
+    """InfluxQL divides by zero as 0: the dashboard must not show 0 kWh per unit where no meter was in scope."""
+    from tests.unit.test_evaluation import plan as press_plan  # noqa: PLC0415
+
+    plan = press_plan(devices=["press"], energy_meters=[])
+    view = DemonstrationView("press-without-meter", 1, "sha256:plan", True, plan)
+    worked = Components(pbt_s=8 * 3600, apt_s=7 * 3600, produced=800, good=790, ideal_s=16_000, output_good=790)
+    days = [
+        DailyComponents(dt.datetime.fromtimestamp(w.start_ms / 1000, plan.calendar.zone).date(), w.phase, worked)
+        for w in plan.windows
+    ]
+    with InfluxClient(influx_settings) as client:
+        client.query(f'CREATE DATABASE "{influx_settings.database}"', method="POST", database=None)
+        lines = encode_days(
+            days, slug=view.slug, plan_version=1, revision=1, site=plan.site, line=plan.line, zone=plan.calendar.zone
+        )
+        assert client.write(lines, precision="s").outcome is WriteOutcome.WRITTEN
+        board = demonstration_dashboard(view)
+        span = TimeRange(*(_epoch_ms(board["time"][side]) for side in ("from", "to")))
+        shown: dict[str, list[Any]] = {}
+        for panel in board["panels"]:
+            for target in panel.get("targets", []):
+                query = panel_query(target["query"], {"revision": "1"}, span, panel.get("interval"))
+                shown[panel["title"]] = [v for _, row in _rows(client, query) for v in row[1:] if v is not None]
+    assert shown["OEE · 설비종합효율"]  # the days are there
+    for title in ("Energy per good unit · 양품당 에너지", "Daily energy per good unit"):
+        assert shown[title] == [], title  # Grafana shows "No data", not 0
+    energy = next(p for p in board["panels"] if p["title"] == "Energy per good unit · 양품당 에너지")
+    assert "no energy meter in scope" in energy["description"]

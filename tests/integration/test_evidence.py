@@ -275,3 +275,14 @@ def test_the_api_and_the_command_export_bundles_that_verify(exported: Exported, 
     assert result.returncode == 0, result.stderr
     assert "pilot verify" in result.stderr
     assert _offline("verify", str(written), cwd=tmp_path).returncode == 0
+
+
+def test_the_bundles_kpis_carry_units_and_reasons_and_the_comparisons_numbers(exported: Exported) -> None:
+    kpis = json.loads(exported.bundle.files[evidence.KPIS])
+    comparison = json.loads(exported.bundle.files[evidence.COMPARISON])
+    for phase, window in kpis["phases"].items():
+        assert set(window["units"]) == set(window["kpis"])
+        assert set(window["reasons"]) == {k for k, v in window["kpis"].items() if v is None}
+        for change in comparison["kpis"]:
+            assert change[phase]["value"] == window["kpis"][change["kpi"]], change["kpi"]  # one number, bit for bit
+            assert change["unit"] == window["units"][change["kpi"]]

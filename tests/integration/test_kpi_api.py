@@ -204,3 +204,99 @@ def test_devices_seen_with_their_last_status(api_settings: tuple[CollectorSettin
         assert round(dt.datetime.fromisoformat(device["last_seen"]).timestamp() * 1000) == now_ms - 1_000
         assert round(dt.datetime.fromisoformat(device["status_at"]).timestamp() * 1000) == now_ms - 60_000
         assert api.get("/v1/devices/status", params={"since_hours": 0}).status_code == 422
+
+
+def publish_worked_example(settings: CollectorSettings, registry: DeviceRegistry, site: str, line: str) -> None:
+    """Both days of the worked example, device → MQTT → collector → InfluxDB."""
+    messages = []
+    seq = {"state": 0, "production": 0}
+    for day in (BASELINE_DAY, PILOT_DAY):
+        states, counts = worked_example_shift(day)
+        for channel, records in (("state", states), ("production", counts)):
+            for record in records:
+                messages.append((topic_for(site, line, DEVICE, channel), json.dumps({"seq": seq[channel], **record})))
+                seq[channel] += 1
+    with running_collector(settings, registry), InfluxClient(settings.influx) as influx:
+        publish_all(settings.mqtt, [(topic, body.encode()) for topic, body in messages], f"device-{site}")
+        where = f"\"site\" = '{site}'"
+        wait_until(
+            lambda: (
+                count_points(influx, STATE_MEASUREMENT, where=where) == seq["state"]
+                and count_points(influx, PRODUCTION_MEASUREMENT, where=where) == seq["production"]
+            ),
+            what="the shifts' records in InfluxDB",
+        )
+
+
+def test_every_kpi_has_its_unit_and_a_kpi_without_input_is_null_with_the_reason(
+    api_settings: tuple[CollectorSettings, DeviceRegistry, str],
+) -> None:
+    """The worked example has no energy meter in scope: energy per good unit is null and says so, in /kpis,
+    /comparison and their CSV; every KPI carries its unit; both documents give the same numbers, bit for bit."""
+    settings, registry, site = api_settings
+    line = "라인 1"
+    publish_worked_example(settings, registry, site, line)
+    with admin_client(create_app(settings)) as api:
+        created = api.post("/v1/demonstrations", json=plan(site, line))
+        assert created.status_code == 201, created.text
+        ref = created.json()["id"]
+        kpis = api.get(f"/v1/demonstrations/{ref}/kpis")
+        assert kpis.status_code == 200, kpis.text
+        document = kpis.json()
+        for window in [*document["windows"], *document["phases"].values()]:
+            assert set(window["units"]) == set(window["kpis"]), window["name"]
+            assert window["kpis"]["energy_per_good_unit"] is None
+            assert window["reasons"]["energy_per_good_unit"] == "no energy meter in scope"
+            assert window["reasons"]["mtbf"] if window["kpis"]["mtbf"] is None else "mtbf" not in window["reasons"]
+            assert set(window["reasons"]) == {k for k, v in window["kpis"].items() if v is None}
+        units = document["phases"]["baseline"]["units"]
+        assert (units["mtbf"], units["mttr"], units["availability"], units["throughput_rate"]) == (
+            "h",
+            "min",
+            "ratio",
+            "units/h",
+        )
+        assert units["cycle_time_p50"] == units["cycle_time_p95"] == units["cycle_time_mean"] == "s"
+
+        comparison = api.get(f"/v1/demonstrations/{ref}/comparison").json()
+        for change in comparison["kpis"]:
+            for phase in ("baseline", "pilot"):
+                # JSON floats as written: the same computation gives the same digits.
+                assert change[phase]["value"] == document["phases"][phase]["kpis"][change["kpi"]], change["kpi"]
+            assert change["unit"] == units[change["kpi"]]
+        energy = next(k for k in comparison["kpis"] if k["kpi"] == "energy_per_good_unit")
+        assert energy["baseline"]["value"] is None and energy["baseline"]["reason"] == "no energy meter in scope"
+        assert "no energy meter in scope" in energy["note"] and "zero" not in energy["note"]
+
+        kpis_csv = api.get(f"/v1/demonstrations/{ref}/kpis", params={"format": "csv"}).text.splitlines()
+        assert kpis_csv[0].endswith(",kpi,value,unit,reason")
+        assert any(",energy_per_good_unit,,kWh/unit,no energy meter in scope" in row for row in kpis_csv)
+        assert any(",mtbf," in row and row.split(",")[-2] == "h" for row in kpis_csv)
+        comparison_csv = api.get(f"/v1/demonstrations/{ref}/comparison", params={"format": "csv"}).text
+        (energy_row,) = [row for row in comparison_csv.splitlines() if ",energy_per_good_unit," in row]
+        assert "no energy meter in scope" in energy_row and ",kWh/unit," in energy_row
+
+
+def test_last_seen_is_the_newest_points_own_time_to_the_millisecond(
+    api_settings: tuple[CollectorSettings, DeviceRegistry, str],
+) -> None:
+    """Points over three hours on two channels; the newest, on neither hour's edge, is what last_seen says."""
+    settings, registry, site = api_settings
+    line = "라인 1"
+    now_ms = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
+    newest = now_ms - 1_234
+    samples = [
+        {"seq": i, "ts": newest - (3 - i) * 3_600_000 // 2 - 777, "metrics": {"belt_speed": 0.8}} for i in range(3)
+    ]
+    samples.append({"seq": 3, "ts": newest, "metrics": {"belt_speed": 0.9}})
+    states = [{"seq": 0, "ts": newest - 4_000_000, "state": "running"}]
+    messages = [(topic_for(site, line, DEVICE, "telemetry"), json.dumps(s).encode()) for s in samples]
+    messages += [(topic_for(site, line, DEVICE, "state"), json.dumps(s).encode()) for s in states]
+    with running_collector(settings, registry) as collector:
+        publish_all(settings.mqtt, messages, f"device-{site}")
+        wait_until(lambda: collector.metrics.totals().points_written == len(messages), what="every point")
+    with admin_client(create_app(settings)) as api:
+        response = api.get("/v1/devices/status", params={"since_hours": 6})
+        assert response.status_code == 200, response.text
+        (device,) = [d for d in response.json() if d["site"] == site]
+        assert dt.datetime.fromisoformat(device["last_seen"]) == dt.datetime.fromtimestamp(newest / 1000, dt.UTC)

@@ -83,10 +83,11 @@ def _run(
 
 
 def _realised(period: dict[str, Any]) -> dict[str, float]:
-    """KPIs of one simulated period, straight from the simulator's own record of it."""
+    """KPIs of one simulated period, straight from the simulator's own record of it; the line's cycle time is its
+    output station's."""
     stations = period["stations"].values()
     produced = sum(s["produced"] for s in stations)
-    timed = [s for s in stations if s["cycle_time_mean_s"] is not None]
+    timed = [period["stations"][period["line"]["output_device"]]]
     return {
         "scrap_ratio": sum(s["scrap"] for s in stations) / produced,
         "rework_ratio": sum(s["rework"] for s in stations) / produced,
@@ -127,7 +128,16 @@ def test_recovered_kpis_match_the_simulated_truth(
     if name == "no_effect":
         assert "met" not in verdicts.values(), verdicts
     else:
-        # −12% against a −8% target, −30% against −15%: the truth meets both by a wide margin.
-        assert verdicts["cycle_time_mean"] == "met"
+        # −30% against −15%: the truth meets it by a wide margin.
         assert verdicts["scrap_ratio"] != "not met"
+        # −12% against a −8% target, for every station alike. The line's cycle time is read at its output station
+        # (issue 17, item 12), and the line works one product per shift, the two products' ideal times 31% apart:
+        # over 20 shifts a phase's product mix moves the mean by several percent, so the honest interval may
+        # leave the margin unresolved. A truth that meets the target must never read "not met".
+        assert verdicts["cycle_time_mean"] != "not met", kpis["cycle_time_mean"]
+        stations = {s["device"]: s for s in comparison["stations"]}
+        assert (
+            stations[truth["periods"][0]["line"]["output_device"]]["relative_change"]
+            == (kpis["cycle_time_mean"]["relative_change"])
+        )
         assert comparison["source"]["frozen"] and comparison["source"]["plan_hash"].startswith("sha256:")

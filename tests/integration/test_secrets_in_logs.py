@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
+import httpx
 import pytest
 from pydantic import SecretStr
 from typer.testing import CliRunner
@@ -92,7 +93,7 @@ def test_pilot_collect_at_debug_logs_no_credentials(
     )  # fmt: skip
     service = runner.invoke(
         app,
-        ["devices", "service-account", "pilot-collector", "--role", "collector", "--client-id", unique_id,
+        ["devices", "service-account", "pilot-collector", "--role", "collector",
          "--broker-dir", str(auth), "--json"],
     )  # fmt: skip
     assert provisioned.exit_code == 0 and service.exit_code == 0, provisioned.output + service.output
@@ -117,7 +118,7 @@ def test_pilot_collect_at_debug_logs_no_credentials(
         "PILOT_INFLUX__URL": url_with_credentials,
         "PILOT_INFLUX__DATABASE": database,
         "PILOT_DEVICES_FILE": str(devices),
-        "PILOT_CLIENT_ID": unique_id,
+        "PILOT_CLIENT_ID": "pilot-collector",  # the broker makes the username the client id
         "PILOT_METRICS_PORT": "0",
         "PILOT_FLUSH_INTERVAL_S": "0.2",
     }
@@ -164,3 +165,69 @@ def test_pilot_collect_at_debug_logs_no_credentials(
         if process.poll() is None:
             process.kill()
         broker.stop()
+
+
+def test_pilot_api_logs_no_key_wherever_a_client_puts_it(
+    tmp_path: Path, influxdb: local_services.InfluxService
+) -> None:
+    """Keys sent every way a client might (the documented headers, and the places the API does not take them:
+    query strings under many names, the URL's userinfo, a cookie, a path): no line of the server's output holds one.
+    """
+    env = {
+        **os.environ,
+        "PILOT_DATABASE_URL": f"sqlite:///{tmp_path / 'pilot.db'}",
+        "PILOT_INFLUX__URL": influxdb.url,
+        "PILOT_DEVICES_FILE": str(tmp_path / "devices.yaml"),
+    }
+    runner = CliRunner()
+    assert runner.invoke(app, ["orgs", "create", "operator"], env=env).exit_code == 0
+    tokens = []
+    for name in ("admin-1", "admin-2"):
+        created = runner.invoke(
+            app, ["keys", "create", "--name", name, "--role", "admin", "--org", "operator", "--json"], env=env
+        )
+        assert created.exit_code == 0, created.output
+        tokens.append(json.loads(created.stdout)["token"])
+    valid, other = tokens
+    wrong = valid[:-6] + "abcdef"  # well formed, not a key
+    secrets = [*tokens, wrong, valid.split("_", 2)[2], other.split("_", 2)[2], "hunter2-password"]
+
+    port = local_services.free_port()
+    command = [sys.executable, "-m", "pilot", "api", "--port", str(port)]
+    server = subprocess.Popen(
+        command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(server.stdout or []), daemon=True)
+    reader.start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: any("Uvicorn running" in line for line in lines), what="the API listening")
+        with httpx.Client(base_url=base, timeout=30) as client:
+            answers = [
+                client.get("/v1/demonstrations", headers={"Authorization": f"Bearer {valid}"}).status_code,
+                client.get("/v1/demonstrations", headers={"X-API-Key": other}).status_code,
+                client.get("/v1/demonstrations", headers={"Authorization": f"Bearer {wrong}"}).status_code,
+                client.get("/v1/demonstrations", headers={"Cookie": f"api_key={valid}; session={other}"}).status_code,
+            ]
+            for parameter in ("api_key", "key", "token", "access_token", "apikey", "API-KEY", "X-Api-Key",
+                              "auth", "password", "q"):  # fmt: skip
+                for token in (valid, wrong):
+                    answers.append(client.get(f"/v1/demonstrations?format=csv&{parameter}={token}").status_code)
+            answers.append(client.get("/v1/demonstrations", params={"password": "hunter2-password"}).status_code)
+            answers.append(client.get(f"/v1/demonstrations/{valid}/kpis").status_code)
+            answers.append(client.get(f"/v1/{other}?token={valid}").status_code)
+            answers.append(
+                httpx.get(f"http://user:{valid}@127.0.0.1:{port}/v1/demonstrations?key={other}", timeout=30).status_code
+            )
+        assert answers[:2] == [200, 200] and 401 in answers, answers
+        server.send_signal(signal.SIGINT)
+        server.wait(30)
+        reader.join(10)
+    finally:
+        if server.poll() is None:
+            server.kill()
+    log = "".join(lines)
+    assert log.count('"GET /v1/') >= len(answers), log  # the access log did write the requests
+    assert_no_secret(log, secrets)
+    assert "[redacted]" in log and "format=csv" in log  # what is not a credential stays

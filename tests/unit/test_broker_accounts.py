@@ -35,13 +35,9 @@ def _device(site: str, line: str, device: str, password: str = "pw") -> DeviceAc
     return DeviceAccount(site=site, line=line, device=device, password_hash=new_password_hash(password))
 
 
-def _collector(name: str = "pilot-collector", client_ids: tuple[str, ...] = ("pilot-collector",)) -> ServiceAccount:
+def _collector(name: str = "pilot-collector", dead_letter_topic: str = "pilot/deadletter/v1") -> ServiceAccount:
     return ServiceAccount(
-        name=name,
-        role=Role.COLLECTOR,
-        password_hash=new_password_hash("pw"),
-        client_ids=list(client_ids),
-        dead_letter_topic="pilot/deadletter/v1",
+        name=name, role=Role.COLLECTOR, password_hash=new_password_hash("pw"), dead_letter_topic=dead_letter_topic
     )
 
 
@@ -102,18 +98,23 @@ def test_acl_for_awkward_ids_grants_each_device_its_own_topic_only() -> None:
             _device("판교", "조립 1라인", "cobot 01"),
             _device("시흥", "L,1", "비전 \"검사\" 'A'"),
             _device("site", "100%", "back\\slash"),
-            _collector(client_ids=("collector-a", "collector-b")),
+            _collector(),
+            _collector("collector-b"),
             ServiceAccount(name="simulator", role=Role.PUBLISHER, password_hash=new_password_hash("pw")),
         ]
     )
     assert book.acl_text().splitlines() == [
         "# Made by `pilot devices` from accounts.yaml; edits here are overwritten.",
         "",
+        "user collector-b",
+        "topic read pilot/v1/#",
+        "topic write pilot/deadletter/v1/#",
+        "topic readwrite pilot/collector/collector-b/heartbeat",
+        "",
         "user pilot-collector",
         "topic read pilot/v1/#",
         "topic write pilot/deadletter/v1/#",
-        "topic readwrite pilot/collector/collector-a/heartbeat",
-        "topic readwrite pilot/collector/collector-b/heartbeat",
+        "topic readwrite pilot/collector/pilot-collector/heartbeat",
         "",
         "user simulator",
         "topic write pilot/v1/#",
@@ -154,7 +155,7 @@ def test_a_monitor_reads_sys_only_and_a_service_account_matches_only_itself() ->
     assert monitor.matches(monitor, "pw")
     assert not monitor.matches(monitor, "other")
     assert not monitor.matches(None, "pw")
-    assert not _collector().matches(_collector(client_ids=("collector-b",)), "pw")
+    assert not _collector().matches(_collector(dead_letter_topic="pilot/other/v1"), "pw")
     assert not monitor.matches(_device("s", "l", "d", "pw"), "pw")
     with pytest.raises(ValueError, match="for collector accounts"):
         ServiceAccount(name="m", role=Role.MONITOR, password_hash=new_password_hash("pw"), dead_letter_topic="d")
@@ -175,14 +176,29 @@ def test_chosen_passwords_must_be_long_and_plain() -> None:
 def test_service_accounts_are_checked() -> None:
     with pytest.raises(ValueError, match="letters, digits"):
         ServiceAccount(name="a b", role=Role.PUBLISHER, password_hash=new_password_hash("pw"))
-    with pytest.raises(ValueError, match="needs client_ids"):
-        ServiceAccount(name="c", role=Role.COLLECTOR, password_hash=new_password_hash("pw"), dead_letter_topic="d")
+    with pytest.raises(ValueError, match="needs dead_letter_topic"):
+        ServiceAccount(name="c", role=Role.COLLECTOR, password_hash=new_password_hash("pw"))
     with pytest.raises(ValueError, match="'\\+' or '#'"):
-        _collector(client_ids=("a+b",))
+        _collector(dead_letter_topic="pilot/+/v1")
     with pytest.raises(ValueError, match="for collector accounts"):
         ServiceAccount(name="p", role=Role.PUBLISHER, password_hash=new_password_hash("pw"), client_ids=["x"])
     with pytest.raises(ValueError, match="not a Mosquitto 2 hash"):
         ServiceAccount(name="p", role=Role.PUBLISHER, password_hash="plain text")
+
+
+def test_a_collector_accounts_client_id_is_its_name_and_serves_one_collector() -> None:
+    """The broker makes every client's username its client id: a collector account's heartbeat is its name's."""
+    assert ("readwrite", "pilot/collector/collector-b/heartbeat") in _collector("collector-b").grants()
+    # An older document that listed the account's own client id still reads; other ids cannot work any more.
+    older = ServiceAccount(
+        name="c", role=Role.COLLECTOR, password_hash=new_password_hash("pw"), client_ids=["c"], dead_letter_topic="d"
+    )
+    assert older.grants() == ServiceAccount(**{**older.model_dump(), "client_ids": []}).grants()
+    with pytest.raises(ValueError, match="give each collector process its own account"):
+        ServiceAccount(
+            name="c", role=Role.COLLECTOR, password_hash=new_password_hash("pw"), client_ids=["a", "b"],
+            dead_letter_topic="d",
+        )  # fmt: skip
 
 
 def test_the_accounts_file_round_trips_and_its_errors_name_the_line(tmp_path: Path) -> None:

@@ -241,6 +241,8 @@ def test_the_init_and_the_clients_agree_on_the_accounts() -> None:
     init_env, collector_env = environment(every["init"], env), environment(every["collector"], env)
     for key in ("PILOT_CLIENT_ID", "PILOT_DEAD_LETTER_TOPIC", "PILOT_DEVICES_FILE"):
         assert init_env[key] == collector_env[key], key
+    # The broker makes the username the client id: the collector's heartbeat topic must use that name.
+    assert collector_env["PILOT_CLIENT_ID"] == collector_env["PILOT_MQTT__USERNAME"]
     # The broker's health check logs in as the monitor, with the password the init gave it.
     check = " ".join(every["mosquitto"]["healthcheck"]["test"])
     assert '-u pilot-healthcheck -P "$$MQTT_HEALTHCHECK_PASSWORD"' in check
@@ -267,10 +269,15 @@ def test_mosquitto_conf_matches_the_mounts_and_the_files_pilot_devices_writes() 
     assert next(m for m in mounts(broker) if m.source == volume).read_only
     init_dir = PurePosixPath(init["working_dir"]) / environment(init, env).get("BROKER_DIR", str(DEFAULT_BROKER_DIR))
     assert mount_source(init, str(init_dir)) == volume
+    # No account can take another's client id, and with it the session the broker keeps for it.
+    assert settings["use_username_as_clientid"] == "true"
     # Sessions and queued messages outlive the container; queues are large enough for an outage.
     assert settings["persistence"] == "true"
     assert mount_source(broker, settings["persistence_location"].rstrip("/")) == "mosquitto-data"
     assert int(settings["max_queued_messages"]) >= 100_000
+    # Saved after a number of changes, not of seconds: what a crash loses is bounded (docs/deploy.md).
+    assert settings["autosave_on_changes"] == "true"
+    assert settings["autosave_interval"] == "1000"
 
 
 def test_the_init_writes_the_broker_files_as_their_owner_in_volumes_the_image_prepares() -> None:

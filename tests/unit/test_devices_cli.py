@@ -46,7 +46,6 @@ def test_provision_refuses_what_it_cannot_do_safely(tmp_path: Path) -> None:
         (["provision", "cnc-01", *where, "--profile", "cnc_machine", "--rotate"], "no broker credentials to rotate"),
         (["service-account", "pilot collector", "--role", "collector"], "letters, digits"),
         (["service-account", "sim", "--role", "admin"], "--role must be collector, publisher or monitor"),
-        (["service-account", "sim", "--role", "publisher", "--client-id", "x"], "--client-id is for collector"),
         (["revoke", "cnc-01", *where], "there is no broker account '판교/조립/cnc-01'"),
         (["revoke-service", "cobot-01"], "there is no service account"),
     ]
@@ -106,11 +105,11 @@ def test_a_different_chosen_password_needs_rotate(tmp_path: Path) -> None:
     rotated = run(tmp_path, *args, "--rotate", env={"SIM_PASSWORD": CHOSEN + "-new"})
     assert rotated.exit_code == 0, rotated.output
     assert verify_password(CHOSEN + "-new", files.load().get("simulator").password_hash)  # type: ignore[union-attr]
-    # The same password with other grants (another client id) is a change as well.
+    # The same password with other grants (another dead-letter root) is a change as well.
     collector = ["service-account", "c", "--role", "collector", "--password-env", "SIM_PASSWORD"]
     assert run(tmp_path, *collector, env={"SIM_PASSWORD": CHOSEN}).exit_code == 0
-    other_id = run(tmp_path, *collector, "--client-id", "collector-b", env={"SIM_PASSWORD": CHOSEN})
-    assert other_id.exit_code == 1 and "other grants" in other_id.output
+    other_root = run(tmp_path, *collector, env={"SIM_PASSWORD": CHOSEN, "PILOT_DEAD_LETTER_TOPIC": "pilot/dl2"})
+    assert other_root.exit_code == 1 and "other grants" in other_root.output
 
 
 @pytest.mark.parametrize(
@@ -137,5 +136,3 @@ def test_a_monitor_account_reads_only_the_brokers_sys_topics(tmp_path: Path) -> 
     assert result.exit_code == 0, result.output
     acl = BrokerFiles(tmp_path / "auth").acl_file.read_text(encoding="utf-8")
     assert "user pilot-healthcheck\ntopic read $SYS/#\n" in acl
-    refused = run(tmp_path, "service-account", "m2", "--role", "monitor", "--client-id", "x")
-    assert refused.exit_code == 1 and "--client-id is for collector" in refused.output

@@ -167,3 +167,25 @@ def test_transient_failures_are_retried_until_written() -> None:
     report = output_for(server).write(["m f=1i 1"])
     assert server.stored == ["m f=1i 1"]
     assert report.completed and report.written == 1
+
+
+def test_last_seen_is_read_from_the_newest_raw_point_not_from_a_selectors_time() -> None:
+    """InfluxQL gives an aggregate's row the lower bound of the query's time range (or of its window) as its time,
+    and a selector its point's own time only on some versions: last_seen must come from the raw point."""
+    from adapters.telemetry_reader import device_activity  # noqa: PLC0415
+
+    newest_ms, since_ms = 1_796_528_593_464, 1_796_270_000_000
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        query = request.url.params["q"]
+        tags = {"site": "s", "line": "l", "device": "d"}
+        if "last(" in query:
+            series = {"name": "m", "tags": tags, "columns": ["time", "last"], "values": [[since_ms, 7]]}
+        elif "ORDER BY time DESC LIMIT 1" in query and '"online"' not in query:
+            series = {"name": "m", "tags": tags, "columns": ["time", "seq"], "values": [[newest_ms, 7]]}
+        else:
+            return httpx.Response(200, json={"results": [{"statement_id": 0}]})
+        return httpx.Response(200, json={"results": [{"statement_id": 0, "series": [series]}]})
+
+    (activity,) = device_activity(client_answering(httpx.MockTransport(handler)), {"telemetry_conveyor"}, since_ms)
+    assert activity.last_seen_ms == newest_ms

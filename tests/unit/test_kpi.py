@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import math
 import random
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from pilot_core.comparison import LEVELS, Verdict, check_target, compare, critical_value, estimate
 from pilot_core.histogram import LogHistogram
-from pilot_core.kpi import KPIS, Components, compute, compute_all, total
+from pilot_core.kpi import KPIS, Components, NoValue, compute, compute_all, no_value_reason, total
 
 # The public worked example: a 480-minute shift with 60 minutes of planned
 # breaks, 47 minutes down, an ideal cycle of 1 s, 19,271 parts, 423 rejects.
@@ -29,6 +31,7 @@ SHIFT = Components(
     failures=3,
     repair_s=47 * 60,
     energy_kwh=1_200.0,
+    meter_hours=8,  # the 1,200 kWh were metered: one energy meter in scope over the 8-hour shift
 )
 
 
@@ -99,7 +102,8 @@ def ar1(rng: np.random.Generator, n: int, phi: float, mean: float, sd: float) ->
 
 
 def cycles(values: np.ndarray) -> list[Components]:
-    return [Components(cycle_time_s=float(v), cycles=1) for v in values]
+    """Cycles of the line's output station: its cycle time is the line's."""
+    return [Components(cycle_time_s=float(v), cycles=1, output_cycle_time_s=float(v), output_cycles=1) for v in values]
 
 
 def test_autocorrelation_shrinks_the_effective_n() -> None:
@@ -110,6 +114,16 @@ def test_autocorrelation_shrinks_the_effective_n() -> None:
     assert independent.effective_n > 1_500
     # AR(1) with φ = 0.7: n(1 - φ)/(1 + φ) ≈ 350
     assert 200 < correlated.effective_n < 600
+
+
+def test_the_effective_n_never_exceeds_n() -> None:
+    """Issue 17 item 8: hours that alternate (a slow hour, then a catch-up) give a HAC variance below the
+    i.i.d. one (193.6 effective units from 24 hours), which is no reason to claim more units than there are."""
+    rng = np.random.default_rng(3)
+    alternating = 30 + 3 * (-1.0) ** np.arange(24) + rng.normal(0, 0.3, 24)
+    hourly = estimate("cycle_time_mean", cycles(alternating))
+    assert hourly.effective_n is not None and hourly.std_error is not None
+    assert hourly.effective_n == hourly.n == 24
 
 
 def test_verdicts_follow_the_interval() -> None:
@@ -166,3 +180,50 @@ def test_confidence_levels_and_critical_values() -> None:
         critical_value(0.99, 0.1)
     with pytest.raises(ValueError, match="size of the improvement"):
         check_target(compare("availability", [SHIFT] * 10, [SHIFT] * 10), -5)
+
+
+def test_a_kpi_whose_input_is_missing_has_no_value_and_a_reason() -> None:
+    unmetered = Components(
+        pbt_s=SHIFT.pbt_s, apt_s=SHIFT.apt_s, produced=SHIFT.produced, good=SHIFT.good, output_good=SHIFT.good
+    )
+    # No energy meter in scope: no energy figure, not zero kWh per unit.
+    assert compute("energy_per_good_unit", unmetered) is None
+    assert no_value_reason("energy_per_good_unit", unmetered) is NoValue.NO_ENERGY_METER
+    # A meter in scope that measured nothing is a measurement of zero.
+    assert compute("energy_per_good_unit", unmetered + Components(meter_hours=8)) == 0.0
+    assert no_value_reason("energy_per_good_unit", unmetered + Components(meter_hours=8)) is None
+    assert no_value_reason("mtbf", unmetered) is NoValue.NO_FAILURES
+    assert no_value_reason("cycle_time_mean", unmetered) is NoValue.NO_OUTPUT_CYCLES
+    assert no_value_reason("availability", Components()) is NoValue.NO_PLANNED_BUSY_TIME
+    assert no_value_reason("oee", Components(pbt_s=10)) is NoValue.NO_PRODUCTION_TIME
+    for name in KPIS:  # every KPI says why it has no value when nothing at all was recorded
+        assert no_value_reason(name, Components()) not in (None, NoValue.NOT_FINITE), name
+
+
+def test_a_comparison_without_an_energy_meter_says_so_and_not_zero() -> None:
+    hour = Components(pbt_s=3600, apt_s=3000, produced=100, good=98, output_good=98, output_pbt_s=3600)
+    comparison = compare("energy_per_good_unit", [hour] * 12, [hour] * 12)
+    assert comparison.baseline.value is None and comparison.pilot.value is None
+    assert comparison.note == (
+        "no value in the baseline: no energy meter in scope; no value in the pilot: no energy meter in scope"
+    )
+
+
+def test_docs_list_every_kpi_with_the_engines_formula_and_unit() -> None:
+    """docs/kpis.md's KPI table: every KPI id a result carries, with the formula string and unit of the code."""
+    from kpi_engine.evaluation import PERCENTILES, kpi_unit  # noqa: PLC0415 (the engine, above the pure core)
+
+    docs = (Path(__file__).parents[2] / "docs" / "kpis.md").read_text(encoding="utf-8")
+    rows = {}
+    for line in docs.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and re.fullmatch(r"`[a-z0-9_]+`", cells[0]) and cells[3].startswith("`"):
+            rows[cells[0].strip("`")] = (cells[2], cells[3].strip("`"))
+    assert set(rows) == {*KPIS, *PERCENTILES}
+    for name, (formula, unit) in rows.items():
+        assert unit == kpi_unit(name), name
+        if name in KPIS:
+            assert formula == f"`{KPIS[name].formula}`", name
+    # ISO 22400-2: the throughput rate counts produced units (PQ), not good ones.
+    assert KPIS["throughput_rate"].formula.startswith("output PQ /")
+    assert compute("throughput_rate", SHIFT) == pytest.approx(SHIFT.output_produced / 7)

@@ -125,3 +125,18 @@ def test_a_draft_is_a_preview_and_a_report_without_data_still_renders() -> None:
     assert draft.count("<svg") == 4
     content = content_of(the_plan, {}, frozen=False)
     assert content.downtime == [] and content.cycle_times == [] and content.days == []
+
+
+@pytest.mark.parametrize("language", list(Language))
+def test_energy_without_a_meter_in_scope_has_no_value_and_the_report_says_why(language: Language) -> None:
+    the_plan = plan(devices=["press"], energy_meters=[])
+    content = content_of(the_plan, {"press": faulty_hours(5)["press"]})
+    (row,) = [r for r in content.kpis if r.kpi == "energy_per_good_unit"]
+    assert row.baseline is None and row.pilot is None
+    assert all(day.energy_per_good_unit is None for day in content.days)
+    assert content.phases[Phase.BASELINE].energy_per_good_unit is None
+    words = Words(language)
+    explanation = words.explanation(row, content.method)
+    assert TEXT[language]["why_no_energy_meter"] in explanation
+    shown = re.sub(r"<[^>]+>", "", render_html(content, language))  # each word is a span of its own
+    assert explanation in shown

@@ -76,3 +76,26 @@ def test_non_finite_values_are_refused_by_name() -> None:
         result = validate_message(TELEMETRY, payload, REGISTRY, 1024 * 1024)
         assert isinstance(result, Rejection) and result.reason.value == "non_finite"
         assert result.detail == f"metric 'temperature_c' is {shown}; only finite numbers are stored"
+
+
+@given(
+    st.sampled_from(["temperature_c", "strokes"]),
+    st.integers(min_value=1, max_value=6000),
+    st.integers(min_value=0, max_value=6000),
+)
+@example("temperature_c", 1, 1_000_000)  # 0.000…1 of a million digits was stored as 0
+@example("temperature_c", 4300, 0)
+@example("strokes", 4301, 0)
+@example("temperature_c", 2150, 2150)
+@example("temperature_c", 2150, 2151)
+def test_a_number_of_more_than_4300_digits_is_malformed_whatever_its_form(
+    metric: str, whole_digits: int, fraction_digits: int
+) -> None:
+    """An integer or a fraction: beyond 4,300 digits the payload is malformed, on the fast path and off it."""
+    literal = "0" if whole_digits == 1 else "1" + "0" * (whole_digits - 1)
+    if fraction_digits:
+        literal += "." + "0" * (fraction_digits - 1) + "1"
+    payload = f'{{"seq": 1, "ts": {TS}, "metrics": {{"{metric}": {literal}}}}}'.encode()
+    result = validate_message(TELEMETRY, payload, REGISTRY, 4 * 1024 * 1024)
+    too_long = whole_digits + fraction_digits > 4300
+    assert (isinstance(result, Rejection) and result.reason.value == "malformed_json") == too_long, result
