@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import struct
 import threading
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Coroutine
 from typing import Any, TypeVar
 
 from asyncua import Server, ua
@@ -175,9 +175,3 @@ class S7Server:
     def set(self, offset: int, fmt: str, value: float | bool) -> None:
         """Write the data block at ``offset`` (struct format, big-endian as S7 stores it)."""
         struct.pack_into(">" + fmt, self.memory, offset, value)
-
-
-def run_in_thread(target: Callable[[], None], name: str) -> threading.Thread:
-    thread = threading.Thread(target=target, name=name, daemon=True)
-    thread.start()
-    return thread
