@@ -12,9 +12,9 @@ RUN apt-get update \
         libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-nanum fontconfig \
     && rm -rf /var/lib/apt/lists/*
 
-# Install the package (runtime dependencies only), then drop the sources.
+# Install the package with the server's dependencies (no dev tools, no agent protocols), then drop the sources.
 COPY . /tmp/src
-RUN pip install /tmp/src && rm -rf /tmp/src
+RUN pip install '/tmp/src[server]' && rm -rf /tmp/src
 
 RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin pilot \
     && mkdir /var/lib/pilot && chown pilot:pilot /var/lib/pilot

@@ -1,8 +1,10 @@
 """Reading device-hours back from InfluxDB with InfluxQL.
 
-Every query covers at most one day of one device, so no query comes near
-InfluxDB 3 Core's limit on the time range a query may scan, and each hour is
-read once: the KPI engine works on the stored device-hours afterwards.
+Every query covers at most one day of one device (two days for the counts of
+points per hour), so no query comes near InfluxDB 3 Core's limit on the time
+range a query may scan, and each hour is read once: the KPI engine works on the
+stored device-hours afterwards. A day with no point in it, nor in the lookback
+before it, is not read at all: its hours are built empty, as reading them would.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 
 from adapters.influxdb import InfluxClient, Series
 from pilot_core.contract import TimeClass
-from pilot_core.device_hours import DeviceHour
+from pilot_core.device_hours import HOUR_MS, DeviceHour
 from pilot_core.device_rows import (
     ENERGY_LOOKBACK_MS,
     STATE_LOOKBACK_MS,
@@ -30,6 +32,8 @@ from pilot_core.profiles import DeviceProfile, ProductionMode
 from pilot_core.validation import PRODUCTION_MEASUREMENT, STATE_MEASUREMENT, STATUS_MEASUREMENT
 
 ENERGY_UNIT = "kWh"
+# The span of one query counting points per hour: well within the ~72 hours InfluxDB 3 Core lets a query read.
+COUNT_SPAN_MS = 48 * HOUR_MS
 
 
 class TelemetryReader:
@@ -44,12 +48,59 @@ class TelemetryReader:
             yield from build_hours(rows)
 
     def device_rows(
-        self, site: str, line: str, device: str, profile: DeviceProfile, start_ms: int, end_ms: int
+        self,
+        site: str,
+        line: str,
+        device: str,
+        profile: DeviceProfile,
+        start_ms: int,
+        end_ms: int,
+        hours_with_data: set[int] | None = None,
     ) -> Iterator[DeviceRows]:
-        """The rows those hours are built from, a day at a time: what an evidence bundle carries."""
+        """The rows those hours are built from, a day at a time: what an evidence bundle carries.
+
+        With ``hours_with_data`` (``hours_with_data()`` of this device, over the range and the lookback before
+        it), a day none of whose hours nor of the lookback's has data is given empty, without a query.
+        """
         where = f"{_tag('site', site)} AND {_tag('line', line)} AND {_tag('device', device)}"
         for chunk_start, chunk_end in chunks(start_ms, end_ms):
+            if hours_with_data is not None and not any(
+                t in hours_with_data for t in range(chunk_start - STATE_LOOKBACK_MS, chunk_end, HOUR_MS)
+            ):
+                yield DeviceRows(device, bool(profile.states), chunk_start, chunk_end)
+                continue
             yield _Chunk(self.client, where, device, profile, chunk_start, chunk_end).rows()
+
+    def hours_with_data(
+        self, site: str, line: str, measurements: dict[str, str], start_ms: int, end_ms: int
+    ) -> dict[str, set[int]]:
+        """Per device of ``measurements`` (device → its telemetry measurement), the starts of the hours in
+        [start_ms − the lookback, end_ms) holding any of its points: one aggregate query per two days for them all.
+
+        Cheap where there is no data: InfluxDB answers a count over an empty range from its index.
+        """
+        found: dict[str, set[int]] = {device: set() for device in measurements}
+        if not measurements:
+            return found
+        sources = ", ".join(
+            quote_identifier(m)
+            for m in sorted({STATE_MEASUREMENT, STATUS_MEASUREMENT, PRODUCTION_MEASUREMENT, *measurements.values()})
+        )
+        devices = " OR ".join(_tag("device", d) for d in sorted(measurements))
+        where = f"{_tag('site', site)} AND {_tag('line', line)} AND ({devices})"
+        first = start_ms - start_ms % HOUR_MS - STATE_LOOKBACK_MS
+        end_ms += -end_ms % HOUR_MS  # the whole hour, as device_rows reads it
+        for span_start in range(first, end_ms, COUNT_SPAN_MS):
+            span_end = min(span_start + COUNT_SPAN_MS, end_ms)
+            query = (
+                f"SELECT count(*) FROM {sources} WHERE {where} AND time >= {span_start}ms AND time < {span_end}ms"
+                ' GROUP BY time(1h), "device" fill(none)'
+            )
+            for series in self.client.query(query):
+                device = (series.tags or {}).get("device", "")
+                if device in found:
+                    found[device].update(int(row[0]) for row in series.values if any(row[1:]))
+        return found
 
 
 def _tag(name: str, value: str) -> str:

@@ -3,19 +3,27 @@
 - A body larger than ``MAX_BODY_BYTES`` is refused with 413 before it is read whole: a plan is a few kilobytes,
   and nothing the API takes comes near a megabyte.
 - A query parameter given twice is refused with 422, rather than silently taking one of the values.
-- A body that cannot be parsed at all (not UTF-8, nested deeper than the parser goes) says why, with 400.
+- A body is read as the collector reads a device's payload (``pilot_core.contract.parse_json``): one UTF-8 JSON
+  document, every key once in an object. Anything else (UTF-16, a key given twice, truncated JSON, nested deeper
+  than the parser goes) is refused with 400 saying why; a body sent as another content type than JSON with 415.
 """
 
 from __future__ import annotations
 
+import email.message
 import json
+from collections.abc import Callable, Coroutine
+from typing import Any
 from urllib.parse import parse_qsl
 
-from fastapi import Request
+from fastapi import HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.problems import PROBLEM_MEDIA_TYPE, PROBLEM_TYPES
+from pilot_core.contract import PayloadError, parse_json
 
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -81,3 +89,47 @@ def single_valued_query(request: Request) -> None:
     if repeated:
         message = "given more than once; give it once"
         raise RequestValidationError([{"loc": ("query", n), "msg": message, "type": "repeated"} for n in repeated])
+
+
+class _StrictJsonRequest(Request):
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            body = await self.body()
+            try:
+                self._json = parse_json(body)  # PayloadError: FastAPI answers 400 with it as the cause
+            except PayloadError as exc:
+                # NUL is UTF-8, but never in JSON text: UTF-16 or UTF-32 without a byte order mark.
+                if b"\x00" in body and "UTF-8" not in exc.detail:
+                    raise PayloadError("payload is not UTF-8: it holds NUL bytes (UTF-16 or UTF-32?)") from None
+                raise
+        return self._json
+
+
+def _is_json(content_type: str) -> bool:
+    message = email.message.Message()
+    message["content-type"] = content_type
+    subtype = message.get_content_subtype()
+    return message.get_content_maintype() == "application" and (subtype == "json" or subtype.endswith("+json"))
+
+
+class JsonBodyRoute(APIRoute):
+    """A route whose JSON body is parsed strictly, and whose body must be sent as JSON (415 otherwise)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        takes_body = self.body_field is not None
+
+        async def strict(request: Request) -> Response:
+            request = _StrictJsonRequest(request.scope, request.receive)
+            try:
+                sent_body = takes_body and bool(await request.body())
+            except ClientDisconnect:  # the client left, or BodyLimit refused the body and answered already
+                return Response(status_code=400)
+            if sent_body:
+                content_type = request.headers.get("content-type")
+                if not content_type or not _is_json(content_type):
+                    sent = f"it was sent as {content_type}" if content_type else "it was sent with no Content-Type"
+                    raise HTTPException(415, f"send the body as application/json; {sent}")
+            return await handler(request)
+
+        return strict

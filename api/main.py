@@ -28,8 +28,10 @@ def create_app(settings: CollectorSettings | None = None, database: Database | N
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        state.stopping.clear()  # an app may be served again after a shutdown (tests do)
         threading.Thread(target=comparison.preload, name="preload-statsmodels", daemon=True).start()
         yield
+        state.stopping.set()
         if database is None:
             state.database.dispose()
 

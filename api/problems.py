@@ -32,12 +32,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
 from adapters.sql.errors import RepositoryError
+from pilot_core.contract import PayloadError
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_TYPES = "https://pilot-telemetry.dev/problems/"
 INVALID_REQUEST = PROBLEM_TYPES + "invalid-request"
 _SHOWN_ERRORS = 3  # in the summary of an invalid request; all of them are in `errors`
-UNPARSABLE = "it must be UTF-8 JSON, nested at most a few hundred levels deep"
+UNPARSABLE = "it must be one UTF-8 JSON document, each key once in an object, nested at most a few hundred levels deep"
 AUTH_ERRORS = {401: "No API key was sent, or it is not valid (unknown, revoked or mistyped)"}
 
 logger = logging.getLogger(__name__)
@@ -120,12 +121,23 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     detail = None if exc.detail is None else str(exc.detail)
     if exc.status_code == 400 and exc.__cause__ is not None:  # FastAPI could not parse the body at all
         detail = f"the body could not be parsed ({UNPARSABLE})"
-        if isinstance(exc.__cause__, RecursionError):
+        if isinstance(exc.__cause__, PayloadError):  # api.limits parses bodies as the collector does payloads
+            detail = _unreadable_body(exc.__cause__.detail)
+        elif isinstance(exc.__cause__, RecursionError):
             detail = "the JSON body is nested too deeply to parse"
         elif isinstance(exc.__cause__, UnicodeDecodeError):
             detail = "the body is not UTF-8 text"
     problem = Problem(title=_phrase(exc.status_code), status=exc.status_code, detail=detail)
     return _respond(request, problem, exc.headers)  # e.g. Allow on a 405
+
+
+def _unreadable_body(reason: str) -> str:
+    """The collector's words for an unreadable payload, said of a request body."""
+    if reason.startswith("payload "):
+        return "the body " + reason.removeprefix("payload ")
+    if reason.startswith("not valid JSON"):
+        return "the body is " + reason
+    return "the body is not one JSON document: " + reason
 
 
 async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
@@ -170,6 +182,7 @@ def _document_problems(schema: dict[str, Any]) -> dict[str, Any]:
             if "requestBody" in operation:
                 responses.setdefault("400", {"description": "The body could not be parsed: " + UNPARSABLE})
                 responses.setdefault("413", {"description": "The body is larger than the API takes"})
+                responses.setdefault("415", {"description": "The body was not sent as application/json"})
             for status, response in responses.items():
                 if not (status.startswith(("4", "5")) or status == "default"):
                     continue

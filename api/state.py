@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 from fastapi import Request
@@ -22,6 +23,8 @@ class ApiState:
     registry: DeviceRegistry | None
     database: Database
     decoded_hours: DecodedHours = field(default_factory=DecodedHours)  # kept across requests
+    # Set when the server shuts down: evaluations still running in worker threads give up at their next read.
+    stopping: threading.Event = field(default_factory=threading.Event)
 
     @classmethod
     def from_settings(cls, settings: CollectorSettings, database: Database | None = None) -> ApiState:

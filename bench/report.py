@@ -184,6 +184,14 @@ def targets_section(results: dict[str, dict[str, Any] | None]) -> str:
             f"bounded (≤ {BOUNDED_GROWTH} ×, and ≤ {TARGET_RSS_MB:,.0f} MB)",
             verdict(growth <= BOUNDED_GROWTH and long["rss_max"] <= TARGET_RSS_MB),
         ))  # fmt: skip
+    for full in disk_full_figures(results):
+        rows.append((
+            f"a spool disk that fills mid-outage and is freed ({full['messages']:,} messages spooled or held):"
+            " points in InfluxDB",
+            f"{full['stored']:,} of {full['published']:,}, RSS ≤ {full['rss_max']:,.0f} MB",
+            f"exactly every one, RSS ≤ {TARGET_RSS_MB:,.0f} MB",
+            verdict(full["exact"] and full["rss_max"] <= TARGET_RSS_MB),
+        ))  # fmt: skip
     return table(("what the issue asks", "measured: median (rounds' range)", "target", "verdict"), rows)
 
 
@@ -295,6 +303,45 @@ def outage_figures(results: dict[str, dict[str, Any] | None]) -> list[dict[str, 
     return sorted(figures, key=lambda f: f["messages"])
 
 
+def disk_full_figures(results: dict[str, dict[str, Any] | None]) -> list[dict[str, Any]]:
+    """The outage runs whose spool disk filled and was freed mid-stream (``bench.spool --disk-full``)."""
+    figures = []
+    for name, result in sorted(results.items()):
+        if not name.startswith("diskfull") or not result:
+            continue
+        runs = result.get("runs") or [result]
+        figures.append({
+            "messages": result["messages_per_phase"],
+            "runs": len(runs),
+            "refused": sum(r["batches_refused_by_full_disk"] for r in runs),
+            "stored": min(r["points_in_influxdb"] for r in runs),
+            "published": runs[0]["published"],
+            "exact": all(r["points_in_influxdb"] == r["published"] for r in runs),
+            "rss_start": statistics.median(r["rss_mb_at_start"] for r in runs),
+            "rss_max": max(r["rss_mb_during_outage_max"] for r in runs),
+        })  # fmt: skip
+    return figures
+
+
+def disk_full_section(results: dict[str, dict[str, Any] | None]) -> str:
+    figures = disk_full_figures(results)
+    if not figures:
+        return "_not run_"
+    rows = [
+        (
+            f"{f['messages']:,} messages ({f['runs']} run{'s' if f['runs'] > 1 else ''})",
+            f"{f['refused']:,.0f}",
+            f"{f['stored']:,} of {f['published']:,}" + ("" if f["exact"] else " **(not exact)**"),
+            f"{f['rss_start']:,.0f} MB",
+            f"{f['rss_max']:,.0f} MB ({f['rss_max'] / f['rss_start']:.2f} ×)",
+        )
+        for f in figures
+    ]
+    header = ("outage of", "batches refused by the full disk", "points in InfluxDB / published", "RSS at start",
+              "highest RSS in the outage")  # fmt: skip
+    return table(header, rows)
+
+
 def outage_section(results: dict[str, dict[str, Any] | None]) -> str:
     figures = outage_figures(results)
     if not figures:
@@ -334,12 +381,14 @@ SECTIONS: dict[str, Callable[[dict[str, dict[str, Any] | None]], str]] = {
     "latency": lambda r: latency_section(r["ingest"] or {}),
     "comparison": lambda r: comparison_section(r["comparison"]),
     "outage": outage_section,
+    "disk_full": disk_full_section,
     "statistics": lambda r: statistics_section(r["statistics"]),
 }
 
 
 def render(folder: Path) -> str:
-    names = ["run", "ingest", "comparison", "statistics", *sorted(p.stem for p in folder.glob("spool*.json"))]
+    names = ["run", "ingest", "comparison", "statistics", *sorted(p.stem for p in folder.glob("spool*.json")),
+             *sorted(p.stem for p in folder.glob("diskfull*.json"))]  # fmt: skip
     results = {name: load(folder, name) for name in names}
     if results["ingest"] is None:
         raise MissingResult(f"{folder}/ingest.json is missing: run bench/run first")

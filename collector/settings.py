@@ -35,6 +35,12 @@ class CollectorSettings(BaseSettings):
         default=Path("pilot-signing.key"),
         description="The deployment's Ed25519 key that signs evidence bundles; made (mode 0600) on first use",
     )
+    max_window_days: float = Field(
+        default=400,
+        gt=0,
+        le=3660,
+        description="The API refuses a plan whose windows together cover more days: evaluating a plan reads them",
+    )
 
     client_id: str = Field(
         default="pilot-collector",

@@ -21,6 +21,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,22 @@ class Agent:
             record["cycle_time_s"] = cycle_time_s
         self._record(Channel.PRODUCTION, record, ts_ms)
 
+    def production_batch(self, records: Sequence[dict[str, Any]], keep: Mapping[str, str] | None = None) -> None:
+        """Several production records (each with its ``ts``) in one message, recorded in one transaction with
+        ``keep``: what the agent must remember with them, such as the counter readings they were derived from."""
+        body = list(records)
+        self.outbox.put(
+            self._topics[Channel.PRODUCTION],
+            Channel.PRODUCTION.value,
+            lambda seq: self._encode({"seq": seq, "device": self.device, "batch": body}),
+            keep=keep,
+        )
+        self._wake.set()
+
+    def source_status(self, online: bool, ts_ms: int | None = None) -> None:
+        """Say the machine behind the agent was lost (offline: its state is unknown from here) or found again."""
+        self._record(Channel.STATUS, self._status(online), ts_ms)
+
     @property
     def pending(self) -> int:
         """Messages recorded and not yet acknowledged by the broker."""
@@ -168,7 +185,10 @@ class Agent:
 
     def _payload(self, seq: int, ts_ms: int, fields: dict[str, Any]) -> bytes:
         # The device id travels in the payload too: the collector refuses a message whose topic names another device.
-        body = {"seq": seq, "device": self.device, "ts": ts_ms, **fields}
+        return self._encode({"seq": seq, "device": self.device, "ts": ts_ms, **fields})
+
+    @staticmethod
+    def _encode(body: dict[str, Any]) -> bytes:
         return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
     def _status(self, online: bool) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 
@@ -31,6 +31,9 @@ class Outbox:
             "CREATE TABLE IF NOT EXISTS messages (id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT, payload BLOB)"
         )
         self._db.execute("CREATE TABLE IF NOT EXISTS seqs (channel TEXT PRIMARY KEY, last INTEGER NOT NULL)")
+        # What the agent must remember across restarts with the messages it derived from (a counter's last
+        # reading): written in the same transaction as those messages, so neither is kept without the other.
+        self._db.execute("CREATE TABLE IF NOT EXISTS kept (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
         self._bytes = self._db.execute("SELECT coalesce(sum(length(payload)), 0) FROM messages").fetchone()[0]
 
     def reserve(self, channel: str, count: int) -> int:
@@ -42,8 +45,16 @@ class Outbox:
             self._db.execute("COMMIT")
             return first
 
-    def put(self, topic: str, channel: str, payload_for: Callable[[int], bytes], seq: int | None = None) -> int:
-        """Record ``payload_for(seq)`` with the channel's next seq (or a reserved one); returns the message's id."""
+    def put(
+        self,
+        topic: str,
+        channel: str,
+        payload_for: Callable[[int], bytes],
+        seq: int | None = None,
+        keep: Mapping[str, str] | None = None,
+    ) -> int:
+        """Record ``payload_for(seq)`` with the channel's next seq (or a reserved one), and ``keep`` with it;
+        returns the message's id."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -53,6 +64,7 @@ class Outbox:
                     raise OutboxFull(f"the outbox {self.path} is at its quota of {self.quota_bytes:,} bytes")
                 self._set_last(channel, max(seq, self._next(channel) - 1))
                 cursor = self._db.execute("INSERT INTO messages (topic, payload) VALUES (?, ?)", (topic, payload))
+                self._keep(keep or {})
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -60,6 +72,29 @@ class Outbox:
             self._bytes += len(payload)
             assert cursor.lastrowid is not None
             return cursor.lastrowid
+
+    def keep(self, values: Mapping[str, str]) -> None:
+        """Remember ``values`` without a message (a counter read for the first time, or reset to its last value)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._keep(values)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def kept(self, key: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM kept WHERE key = ?", (key,)).fetchone()
+            return None if row is None else str(row[0])
+
+    def _keep(self, values: Mapping[str, str]) -> None:
+        for key, value in values.items():
+            self._db.execute(
+                "INSERT INTO kept (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = ?",
+                (key, value, value),
+            )
 
     def _next(self, channel: str) -> int:
         row = self._db.execute("SELECT last FROM seqs WHERE channel = ?", (channel,)).fetchone()

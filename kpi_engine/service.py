@@ -45,6 +45,7 @@ DEFAULT_SETTLE_S = 2 * 3600
 # An unsettled hour read this recently is not read again: a burst of requests on a running pilot reads once.
 DEFAULT_REREAD_AFTER_S = 60
 _RESULT = TypeAdapter(DemonstrationResult)
+_UPSERT_HOURS = 2000  # hours stored per statement: one per day read would be a transaction per day
 
 Progress = Callable[[str], None]
 
@@ -83,6 +84,10 @@ def telemetry_intervals(plan: DemonstrationPlan, registry: DeviceRegistry) -> di
     return intervals
 
 
+class EvaluationStopped(Exception):
+    """The process is shutting down: the evaluation was given up between two days' reads."""
+
+
 class DecodedHours:
     """Device-hours already decoded, by content fingerprint, kept across requests (least recently used go first).
 
@@ -119,7 +124,9 @@ class HourStore:
         clock: Callable[[], float] = time.time,
         decoded: DecodedHours | None = None,
         reread_after_s: float = DEFAULT_REREAD_AFTER_S,
+        stopping: Callable[[], bool] = lambda: False,
     ) -> None:
+        self.stopping = stopping  # checked between days read: a server that is stopping stops reading
         self.decoded = decoded or DecodedHours()
         self.reread_after_ms = round(reread_after_s * 1000)
         self.rollups = rollups
@@ -151,10 +158,12 @@ class HourStore:
         return True
 
     def stamps(self, plan: DemonstrationPlan) -> dict[tuple[str, int], HourStamp]:
-        starts = plan_hours(plan)
-        wanted = set(starts)
-        found = self.rollups.stamps(plan.site, plan.line, plan.devices, starts[0], starts[-1] + HOUR_MS)
-        return {(s.device, s.start_ms): s for s in found if s.start_ms in wanted}
+        # A query per run of the windows' hours: what is stored between windows far apart is never read.
+        return {
+            (s.device, s.start_ms): s
+            for run_start, run_end in _runs(plan_hours(plan))
+            for s in self.rollups.stamps(plan.site, plan.line, plan.devices, run_start, run_end)
+        }
 
     def refresh(
         self,
@@ -167,13 +176,22 @@ class HourStore:
         """Read the hours that are missing or unsettled (all of them if ``force``); returns how many."""
         now_ms = round(self.clock() * 1000)
         starts = [t for t in plan_hours(plan) if t < now_ms]  # hours still to come have nothing to read
+        stale_hours = {
+            device: [t for t in starts if force or self._stale(stamps.get((device, t)), t, now_ms)]
+            for device in plan.devices
+        }
+        with_data = self._hours_with_data(plan, sorted({t for stale in stale_hours.values() for t in stale}))
         refreshed = 0
-        for device in plan.devices:
-            stale = [t for t in starts if force or self._stale(stamps.get((device, t)), t, now_ms)]
+        for device, stale in stale_hours.items():
             if not stale:
                 continue
-            for rows in self._rows(plan, device, stale):
-                refreshed += self.rollups.upsert(plan.site, plan.line, build_hours(rows), now_ms)
+            built: list[DeviceHour] = []
+            for rows in self._rows(plan, device, stale, with_data):
+                built += build_hours(rows)
+                if len(built) >= _UPSERT_HOURS:
+                    refreshed += self.rollups.upsert(plan.site, plan.line, built, now_ms)
+                    built = []
+            refreshed += self.rollups.upsert(plan.site, plan.line, built, now_ms)
             if progress:
                 progress(f"  read {len(stale):,} hours of {device} from InfluxDB")
         return refreshed
@@ -183,17 +201,45 @@ class HourStore:
         bundle's data, from which the very same hours are built."""
         now_ms = round(self.clock() * 1000)
         starts = [t for t in plan_hours(plan) if t < now_ms]
+        with_data = self._hours_with_data(plan, starts)
         for device in plan.devices:
-            yield from self._rows(plan, device, starts)
+            yield from self._rows(plan, device, starts, with_data)
 
-    def _rows(self, plan: DemonstrationPlan, device: str, starts: list[int]) -> Iterator[DeviceRows]:
+    def _hours_with_data(self, plan: DemonstrationPlan, starts: list[int]) -> dict[str, set[int]]:
+        """Per registered device of the plan, the hours around ``starts`` that hold points: the days without
+        any are not read (``TelemetryReader.device_rows``), so a long window costs what its data costs."""
+        measurements = {}
+        for device in plan.devices:
+            registered = self.registry.get(DeviceKey(plan.site, plan.line, device))
+            if registered is not None:
+                measurements[device] = registered.profile.measurement
+        found: dict[str, set[int]] = defaultdict(set)
+        for run_start, run_end in _runs(starts) if starts else ():
+            self._check_stopping()
+            for device, hours in self.reader.hours_with_data(
+                plan.site, plan.line, measurements, run_start, run_end
+            ).items():
+                found[device] |= hours
+        return found
+
+    def _rows(
+        self, plan: DemonstrationPlan, device: str, starts: list[int], with_data: dict[str, set[int]]
+    ) -> Iterator[DeviceRows]:
         if not starts:
             return
         registered = self.registry.get(DeviceKey(plan.site, plan.line, device))
         if registered is None:
             raise LookupError(f"device {device!r} of the plan is not in the device registry")
         for run_start, run_end in _runs(starts):
-            yield from self.reader.device_rows(plan.site, plan.line, device, registered.profile, run_start, run_end)
+            for rows in self.reader.device_rows(
+                plan.site, plan.line, device, registered.profile, run_start, run_end, with_data.get(device, set())
+            ):
+                self._check_stopping()
+                yield rows
+
+    def _check_stopping(self) -> None:
+        if self.stopping():
+            raise EvaluationStopped("the server is stopping")
 
     def _stale(self, stamp: HourStamp | None, start_ms: int, now_ms: int) -> bool:
         """Missing, or not yet settled and not read in the last ``reread_after_s``."""
@@ -203,16 +249,16 @@ class HourStore:
         return unsettled and now_ms - stamp.computed_at_ms >= self.reread_after_ms
 
     def read(self, plan: DemonstrationPlan) -> dict[str, list[DeviceHour]]:
-        starts = plan_hours(plan)
-        wanted = set(starts)
         hours: dict[str, list[DeviceHour]] = defaultdict(list)
-        found = self.rollups.read_fingerprinted(
-            plan.site, plan.line, plan.devices, starts[0], starts[-1] + HOUR_MS, self.decoded.snapshot()
-        )
+        known = self.decoded.snapshot()
+        found = [
+            pair
+            for run_start, run_end in _runs(plan_hours(plan))  # in time order, each by device then time
+            for pair in self.rollups.read_fingerprinted(plan.site, plan.line, plan.devices, run_start, run_end, known)
+        ]
         self.decoded.keep(found)
         for _, hour in found:
-            if hour.start_ms in wanted:
-                hours[hour.device].append(hour)
+            hours[hour.device].append(hour)
         return hours
 
 
@@ -240,6 +286,10 @@ def data_fingerprint(plan_hash: str, summaries: list[dict[str, RangeSummary]]) -
     return "sha256:" + digest.hexdigest()
 
 
+class PlanTooLong(ValueError):
+    """The plan's windows cover more days than this service evaluates (a plan stored before the limit was lowered)."""
+
+
 class KpiService:
     """Evaluates stored demonstrations, reusing stored hours and cached results."""
 
@@ -248,10 +298,12 @@ class KpiService:
         demonstrations: DemonstrationRepository,
         hours: HourStore,
         cache: ResultCache,
+        max_window_days: float | None = None,
     ) -> None:
         self.demonstrations = demonstrations
         self.hours = hours
         self.cache = cache
+        self.max_window_days = max_window_days
 
     def evaluate(
         self,
@@ -265,6 +317,11 @@ class KpiService:
         stored = self.demonstrations.get(ref)
         chosen = self.demonstrations.version(stored.id, version or stored.version)
         plan = chosen.plan
+        if self.max_window_days is not None and plan.window_days > self.max_window_days:
+            raise PlanTooLong(
+                f"version {chosen.version} of the plan has windows covering {plan.window_days:g} days together;"
+                f" at most {self.max_window_days:g} are evaluated (max_window_days): amend the plan"
+            )
         summaries = self.hours.summaries(plan)
         refreshed = 0
         if refresh or not self.hours.settled(plan, summaries):

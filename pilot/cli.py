@@ -161,11 +161,18 @@ def collect(
 
 @app.command()
 def agent(
-    device: Annotated[str, typer.Argument(help="The device's id, as registered")],
-    site: Annotated[str, typer.Option(help="Site id")],
-    line: Annotated[str, typer.Option(help="Line id")],
-    profile: Annotated[str, typer.Option(help="Device profile id (see `pilot profiles list`)")],
+    device: Annotated[str | None, typer.Argument(help="The device's id, as registered (not with --sources)")] = None,
+    site: Annotated[str | None, typer.Option(help="Site id")] = None,
+    line: Annotated[str | None, typer.Option(help="Line id")] = None,
+    profile: Annotated[str | None, typer.Option(help="Device profile id (see `pilot profiles list`)")] = None,
     config: ConfigFile = None,
+    sources: Annotated[
+        Path | None,
+        typer.Option(help="Source map (YAML): read these machines over OPC UA or Modbus TCP instead of simulating"),
+    ] = None,
+    check: Annotated[
+        bool, typer.Option("--check", help="With --sources: check the map, read each item once, and exit")
+    ] = False,
     outbox: Annotated[Path, typer.Option(help="Folder of the agent's on-disk outbox")] = Path("outbox"),
     quota_mb: Annotated[int, typer.Option(help="Disk the outbox may use")] = 256,
     interval_s: Annotated[
@@ -177,11 +184,23 @@ def agent(
         int, typer.Option(help="Serve Prometheus metrics of the outbox on 127.0.0.1:PORT (0: off)")
     ] = 0,
 ) -> None:
-    """Run an edge agent for one device, publishing simulated telemetry from its profile.
+    """Run an edge agent for one device, publishing simulated telemetry from its profile; or, with
+    --sources, one agent process for every machine of a source map (OPC UA, Modbus TCP).
 
     It keeps every sample on disk until the broker has it, so a broker outage loses nothing. Your own
     code uses the same agent through the Python SDK: `from edge_agent import Agent`.
     """
+    if sources is not None:
+        from pilot.sources_cli import run_sources
+
+        if device or site or line or profile:
+            raise fail("--sources names its devices itself: give no DEVICE, --site, --line or --profile")
+        run_sources(sources, config, check=check, metrics_port=metrics_port)
+        return
+    if check:
+        raise fail("--check checks a source map: give it with --sources")
+    if not (device and site and line and profile):
+        raise fail("give DEVICE, --site, --line and --profile (or a source map with --sources)")
     import random
 
     from adapters.catalog import load_profiles
@@ -488,6 +507,9 @@ def _kpi_value(value: float | None, unit: str) -> str:
     return f"{value:,.4g} {unit}"
 
 
+API_SHUTDOWN_S = 5
+
+
 @app.command()
 def api(
     config: ConfigFile = None,
@@ -508,7 +530,15 @@ def api(
         raise fail(str(exc)) from None
     except SQLAlchemyError as exc:  # a malformed database_url, or a database that cannot be reached
         raise fail(f"the demonstrations database could not be opened: {exc}") from None
-    uvicorn.run(application, host=host, port=port, log_config=uvicorn_log_config())
+    # On SIGTERM, requests still running after this long are cancelled and their evaluations stop at their next
+    # read, rather than the server waiting on them.
+    uvicorn.run(
+        application,
+        host=host,
+        port=port,
+        log_config=uvicorn_log_config(),
+        timeout_graceful_shutdown=API_SHUTDOWN_S,
+    )
 
 
 def main() -> None:

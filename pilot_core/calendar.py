@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import functools
+import importlib.resources
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Self
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -34,7 +36,10 @@ class Weekday(enum.StrEnum):
     @property
     def number(self) -> int:
         """Monday is 0, as in datetime.date.weekday()."""
-        return list(Weekday).index(self)
+        return _WEEKDAY_NUMBERS[self]
+
+
+_WEEKDAY_NUMBERS = {day: number for number, day in enumerate(Weekday)}
 
 
 class ClockSpan(_Strict):
@@ -67,10 +72,26 @@ class PlannedStop(ClockSpan):
     weekdays: list[Weekday] = Field(min_length=1)
 
 
+# Not a place: tzdata's zone for machines whose zone is not set yet.
+_NOT_ZONES = frozenset({"Factory"})
+
+
+@functools.cache
+def iana_zones() -> frozenset[str]:
+    """The zone names of the IANA database as the tzdata package lists them.
+
+    Not what the host's zoneinfo directory holds: that also has directories (``Asia``), host-dependent files
+    (``localtime``, ``right/UTC``), and a name a file system cannot take fails with an OSError.
+    """
+    listed = importlib.resources.files("tzdata").joinpath("zones").read_text(encoding="utf-8").split()
+    return frozenset(listed) - _NOT_ZONES
+
+
 class Calendar(_Strict):
-    timezone: str = "Asia/Seoul"
+    timezone: str = Field(default="Asia/Seoul", description="An IANA zone name; the shifts are in its local time")
     workdays: list[Weekday] = Field(
-        default_factory=lambda: [Weekday.MON, Weekday.TUE, Weekday.WED, Weekday.THU, Weekday.FRI]
+        default_factory=lambda: [Weekday.MON, Weekday.TUE, Weekday.WED, Weekday.THU, Weekday.FRI],
+        description="Days the shifts are worked; default Monday to Friday (the stored plan always lists them)",
     )
     shifts: list[ClockSpan] = Field(min_length=1)
     breaks: list[ClockSpan] = Field(default_factory=list, description="Planned downtime inside every shift")
@@ -79,10 +100,9 @@ class Calendar(_Strict):
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r}; use an IANA name such as Asia/Seoul") from None
+        if value not in iana_zones():
+            shown = value if len(value) <= 64 else value[:64] + "…"
+            raise ValueError(f"unknown time zone {shown!r}; use an IANA name such as Asia/Seoul")
         return value
 
     @property

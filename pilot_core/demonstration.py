@@ -37,6 +37,10 @@ def _aware(value: dt.datetime) -> dt.datetime:
 
 
 Moment = Annotated[dt.datetime, AfterValidator(_aware)]
+# Windows lie within these: far outside them a window is a typing error or an attack, and InfluxDB holds no
+# points before 1677 or after 2262 anyway. How long the windows may be is the API's setting (max_window_days).
+EARLIEST = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+LATEST = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
 
 
 class Phase(enum.StrEnum):
@@ -54,7 +58,13 @@ class Window(_Strict):
     def _ordered(self) -> Self:
         if self.end <= self.start:
             raise ValueError(f"window {self.name!r} must end after it starts")
+        if self.start < EARLIEST or self.end > LATEST:
+            raise ValueError(f"window {self.name!r} must lie within {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d} (UTC)")
         return self
+
+    @property
+    def days(self) -> float:
+        return (self.end - self.start).total_seconds() / 86_400
 
     @property
     def start_ms(self) -> int:
@@ -253,6 +263,11 @@ class DemonstrationPlan(_Strict):
         if len(set(kpis)) != len(kpis):
             raise ValueError("one target per KPI")
         return self
+
+    @property
+    def window_days(self) -> float:
+        """Days the windows cover together (they never overlap): what evaluating the plan reads."""
+        return sum(w.days for w in self.windows)
 
     def windows_of(self, phase: Phase) -> list[Window]:
         return [w for w in self.windows if w.phase is phase]

@@ -15,12 +15,13 @@ from api.access_models import (
     NewOrganisation,
     OrganisationModel,
 )
+from api.limits import JsonBodyRoute
 from api.problems import AUTH_ERRORS, problem_responses
 from api.security import Caller, require
 from api.state import ApiState, api_state
 from pilot_core.access import Action
 
-router = APIRouter(tags=["access"])
+router = APIRouter(tags=["access"], route_class=JsonBodyRoute)
 State = Annotated[ApiState, Depends(api_state)]
 ADMINS_ONLY = AUTH_ERRORS | {403: "Only an admin key may do this"}
 

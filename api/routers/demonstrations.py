@@ -13,19 +13,21 @@ import datetime as dt
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.sql import PlanVersion as StoredPlanVersion
 from adapters.sql import StoredDemonstration
 from api.access_models import AuditPage
 from api.examples import AMENDMENT_EXAMPLES, PANGYO_AMENDMENT, PANGYO_PLAN, PLAN_EXAMPLES
+from api.limits import JsonBodyRoute
 from api.problems import AUTH_ERRORS, problem_responses
 from api.security import Caller, require, visible
 from api.state import ApiState, api_state
 from pilot_core.access import Action, Role
 from pilot_core.demonstration import DemonstrationPlan
 
-router = APIRouter(prefix="/demonstrations", tags=["demonstrations"])
+router = APIRouter(prefix="/demonstrations", tags=["demonstrations"], route_class=JsonBodyRoute)
 State = Annotated[ApiState, Depends(api_state)]
 Ref = Annotated[
     str,
@@ -38,6 +40,19 @@ INVALID = {422: "The request is invalid: every refused value is listed in `error
 FORBIDDEN = {403: "This key's role may not do this (to this demonstration)"}
 OrganisationSlug = Annotated[str, Path(description="An organisation's slug", examples=["pangyo-robotics"])]
 _HASH = "sha256:4b2f0c9d1e8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c"  # an example, not this plan's
+
+
+def within_limits(plan: DemonstrationPlan, state: ApiState, where: tuple[str, ...] = ("body",)) -> DemonstrationPlan:
+    """Refuse (422) a plan whose windows cover more days than the ``max_window_days`` setting allows: evaluating a
+    plan reads every hour of its windows, so this bounds what one request can cost."""
+    limit = state.settings.max_window_days
+    if plan.window_days > limit:
+        message = (
+            f"the windows cover {plan.window_days:g} days together; at most {limit:g} are allowed"
+            " (the API's max_window_days setting)"
+        )
+        raise RequestValidationError([{"loc": (*where, "windows"), "msg": message, "type": "too_long"}])
+    return plan
 
 
 class Demonstration(BaseModel):
@@ -212,7 +227,7 @@ def create_demonstration(
     if organisation is not None and organisation != principal.organisation and principal.role is not Role.ADMIN:
         raise HTTPException(403, "only an admin creates a demonstration for another organisation")
     owner = organisation or (None if principal.role is Role.ADMIN else principal.organisation)
-    stored = state.demonstrations().create(plan, slug, actor=principal.actor, owner=owner)
+    stored = state.demonstrations().create(within_limits(plan, state), slug, actor=principal.actor, owner=owner)
     response.headers["Location"] = str(request.url_for("get_demonstration", ref=str(stored.id)))
     return Demonstration.of(stored)
 
@@ -240,7 +255,8 @@ def replace_draft(ref: Ref, plan: PlanBody, state: State, principal: Caller) -> 
     """Replace the draft plan in place; it keeps version 1 and gets a new hash."""
     stored = visible(principal, state, ref)
     require(principal, Action.REPLACE_DRAFT, stored)
-    return Demonstration.of(state.demonstrations().replace_draft(stored.id, plan, actor=principal.actor))
+    replaced = state.demonstrations().replace_draft(stored.id, within_limits(plan, state), actor=principal.actor)
+    return Demonstration.of(replaced)
 
 
 @router.post("/{ref}/freeze", responses=problem_responses(AUTH_ERRORS | FORBIDDEN | NOT_FOUND | INVALID))
@@ -273,7 +289,8 @@ def amend(
     """Amend a frozen plan: a new version, frozen at once, with the reason; earlier versions stay as they were."""
     stored = visible(principal, state, ref)
     require(principal, Action.AMEND, stored)
-    amended = state.demonstrations().amend(stored.id, amendment.plan, amendment.reason, actor=principal.actor)
+    plan = within_limits(amendment.plan, state, ("body", "plan"))
+    amended = state.demonstrations().amend(stored.id, plan, amendment.reason, actor=principal.actor)
     response.headers["Location"] = str(
         request.url_for("get_plan_version", ref=str(amended.id), number=str(amended.version))
     )

@@ -15,8 +15,8 @@ State = Annotated[ApiState, Depends(api_state)]
 
 
 @router.get("/health")
-def health() -> dict[str, str]:
-    """The process is up."""
+async def health() -> dict[str, str]:
+    """The process is up: answered on the event loop itself, so it needs no worker thread evaluations may hold."""
     return {"status": "ok"}
 
 

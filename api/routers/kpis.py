@@ -23,7 +23,7 @@ from kpi_engine.results import (
     kpis_csv,
     kpis_document,
 )
-from kpi_engine.service import Evaluation, HourStore, KpiService
+from kpi_engine.service import Evaluation, EvaluationStopped, HourStore, KpiService, PlanTooLong
 
 router = APIRouter(prefix="/demonstrations", tags=["kpis"])
 State = Annotated[ApiState, Depends(api_state)]
@@ -35,7 +35,8 @@ _ERRORS = problem_responses(
     | INVALID
     | {
         409: "The plan names a device that is not in the device registry, or there is no registry",
-        503: "InfluxDB could not be read",
+        422: "The request is invalid, or the plan's windows are longer than the API evaluates (max_window_days)",
+        503: "InfluxDB could not be read, or the server is stopping",
     }
 )
 
@@ -53,8 +54,15 @@ def kpi_service(ref: Ref, state: State, principal: Caller) -> Iterator[KpiServic
     with state.influx() as influx:
         yield KpiService(
             state.demonstrations(),
-            HourStore(RollupRepository(database), influx, state.registry, decoded=state.decoded_hours),
+            HourStore(
+                RollupRepository(database),
+                influx,
+                state.registry,
+                decoded=state.decoded_hours,
+                stopping=state.stopping.is_set,
+            ),
             ResultCache(database),
+            max_window_days=state.settings.max_window_days,
         )
 
 
@@ -73,6 +81,10 @@ def engine_errors() -> Iterator[None]:
         yield
     except InfluxError as exc:
         raise HTTPException(503, f"InfluxDB could not be read: {exc}") from None
+    except EvaluationStopped as exc:
+        raise HTTPException(503, str(exc)) from None
+    except PlanTooLong as exc:
+        raise HTTPException(422, str(exc)) from None
     except LookupError as exc:  # a device of the plan that is not registered
         raise HTTPException(409, str(exc)) from None
 

@@ -216,8 +216,9 @@ def test_an_invalid_plan_is_a_422_problem_listing_every_error(client: TestClient
     assert all(set(error) == {"loc", "msg"} for error in body["errors"])  # never the refused input
     assert client.get("/v1/demonstrations").json() == []
 
+    # Truncated JSON cannot be parsed at all: 400, as docs/access.md says, not a 422 about some value.
     unparsable = client.post("/v1/demonstrations", content=b"{", headers={"content-type": "application/json"})
-    problem(unparsable, 422, "invalid-request")
+    assert "the body is not valid JSON: EOF while parsing" in problem(unparsable, 400)["detail"]
 
 
 def test_the_openapi_document_has_the_examples_and_the_problem_schema(client: TestClient) -> None:
@@ -236,7 +237,7 @@ def test_the_openapi_document_has_the_examples_and_the_problem_schema(client: Te
         if "demonstrations" in operation.get("tags", [])
     }
     assert len(declared) == 12
-    body_errors = {"400", "413"}  # unparsable, too large
+    body_errors = {"400", "413", "415"}  # unparsable, too large, not sent as JSON
     assert declared[("/v1/demonstrations", "post")] == {"201", "401", "403", "409", "422"} | body_errors
     assert declared[("/v1/demonstrations/{ref}", "put")] == {"200", "401", "403", "404", "409", "422"} | body_errors
     assert (
@@ -264,3 +265,16 @@ def test_a_database_passed_in_is_the_one_used(empty_database: Database, tmp_path
     created = client.post("/v1/demonstrations", json=PANGYO_PLAN).json()
     assert DemonstrationRepository(empty_database).get(created["id"]).plan_hash == created["plan_hash"]
     assert not unused.exists()
+
+
+def test_the_complete_example_plan_is_taken_and_workdays_are_always_shown(client: TestClient) -> None:
+    example = (Path(__file__).resolve().parents[2] / "examples" / "plan.json").read_bytes()
+    created = client.post("/v1/demonstrations", content=example, headers={"content-type": "application/json"})
+    assert created.status_code == 201, created.text
+    assert created.json()["plan"] == as_json(DemonstrationPlan.model_validate_json(example).model_dump(mode="json"))
+
+    without = plan(name="No workdays sent")
+    del without["calendar"]["workdays"]
+    shown = client.post("/v1/demonstrations", json=without)
+    assert shown.status_code == 201, shown.text
+    assert shown.json()["plan"]["calendar"]["workdays"] == ["mon", "tue", "wed", "thu", "fri"]

@@ -9,26 +9,38 @@ against the real InfluxDB and on SQLite and the real PostgreSQL.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import datetime as dt
 import json
-from collections.abc import Iterator
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 from fastapi.testclient import TestClient
 
+from adapters import local_services
 from adapters.influxdb import InfluxClient, InfluxSettings
-from adapters.sql import Database
+from adapters.sql import AccessRepository, Database
 from api.examples import PANGYO_PLAN
 from api.limits import MAX_BODY_BYTES
 from api.main import create_app
 from collector.settings import CollectorSettings
+from pilot_core.access import Role
 from pilot_core.line_protocol import encode_point
 from pilot_core.validation import PRODUCTION_MEASUREMENT, STATE_MEASUREMENT
-from tests.api_support import key_headers
-from tests.support import count_points
+from tests.api_support import TESTS, key_headers
+from tests.support import count_points, wait_until
 
 SITE, LINE = PANGYO_PLAN["site"], PANGYO_PLAN["line"]
 VICTIM = "cobot-01"  # has data; no hostile demonstration may read it
@@ -206,7 +218,250 @@ def test_a_body_nested_too_deeply_gets_a_clear_error(api: TestClient, depth: int
     assert api.get("/v1/demonstrations").json() == []
 
 
+@pytest.mark.parametrize(
+    "zone", ["Asia", "America", "Etc", "x" * 300, "ü" * 200, "localtime", "Factory", "right/UTC", "../../etc/passwd"]
+)
+def test_a_time_zone_not_in_tzdata_is_refused_with_422(api: TestClient, zone: str) -> None:
+    plan = hostile_plan()
+    plan["calendar"]["timezone"] = zone
+    response = api.post("/v1/demonstrations", json=plan)
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["loc"] == ["body", "calendar", "timezone"]
+    assert "use an IANA name such as Asia/Seoul" in response.json()["detail"]
+
+
+def test_a_plan_longer_than_the_limit_is_neither_stored_nor_evaluated(api: TestClient, tmp_path: Path) -> None:
+    settings: CollectorSettings = api.app.state.pilot.settings  # type: ignore[attr-defined]
+    settings.signing_key_file = tmp_path / "signing.key"  # not the working directory's
+    created = api.post("/v1/demonstrations", json=hostile_plan(devices=[VICTIM]))
+    assert created.status_code == 201, created.text
+    ref = created.json()["id"]
+    settings.max_window_days = 1.5  # lowered after the two-day plan was stored
+    try:
+        replaced = api.put(f"/v1/demonstrations/{ref}", json=hostile_plan(devices=[VICTIM]))
+        assert replaced.status_code == 422, replaced.text
+        assert "the windows cover 2 days together; at most 1.5 are allowed" in replaced.json()["detail"]
+        for path in ("kpis", "comparison", "report", "evidence"):
+            refused = api.get(f"/v1/demonstrations/{ref}/{path}")
+            assert refused.status_code == 422, (path, refused.text)
+            assert "windows covering 2 days together; at most 1.5 are evaluated" in refused.json()["detail"]
+    finally:
+        settings.max_window_days = 400
+    assert api.get(f"/v1/demonstrations/{ref}/kpis").status_code == 200
+
+
+def _duplicated(key: str) -> bytes:
+    """A valid plan whose ``key`` is given twice: JSON readers would keep one of the two silently."""
+    text = json.dumps(hostile_plan(), ensure_ascii=False)
+    first = json.dumps(hostile_plan()[key], ensure_ascii=False)
+    return ("{" + json.dumps(key) + ": " + first + ", " + text[1:]).encode()
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (_duplicated("name"), 'Detected duplicate key "name"'),
+        (json.dumps(hostile_plan()).encode("utf-16"), "not valid UTF-8"),
+        (json.dumps(hostile_plan()).encode("utf-16-le"), "not UTF-8: it holds NUL bytes"),
+        (json.dumps(hostile_plan()).encode("utf-32"), "not valid UTF-8"),
+        (json.dumps(hostile_plan()).encode()[:-20], "not valid JSON: EOF while parsing"),
+        (b'{"name": "x",}', "not valid JSON: trailing comma"),
+        (b"\xef\xbb\xbf" + json.dumps(hostile_plan()).encode(), "byte order mark"),
+    ],
+)
+def test_a_body_that_is_not_one_utf8_json_document_is_refused_with_400(
+    api: TestClient, body: bytes, reason: str
+) -> None:
+    # The same strict reading as the collector's: UTF-8 only, every key once, the whole document.
+    for path in ("/v1/demonstrations", "/v1/organisations"):
+        response = api.post(path, content=body, headers={"content-type": "application/json"})
+        assert response.status_code == 400, response.text
+        problem = response.json()
+        assert problem["title"] == "Bad Request" and reason in problem["detail"], problem
+        assert response.headers["content-type"] == "application/problem+json"
+    assert api.get("/v1/demonstrations").json() == []
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "application/xml", None])
+def test_a_body_of_another_content_type_is_refused_naming_it(api: TestClient, content_type: str | None) -> None:
+    body = json.dumps(hostile_plan()).encode()
+    headers = {} if content_type is None else {"content-type": content_type}
+    response = api.post("/v1/demonstrations", content=body, headers=headers)
+    assert response.status_code == 415, response.text
+    detail = response.json()["detail"]
+    assert "application/json" in detail and (content_type or "no Content-Type") in detail, detail
+    assert "dictionary" not in detail
+    assert api.get("/v1/demonstrations").json() == []
+    # JSON under its own names is taken.
+    for taken in ("application/json", "application/json; charset=utf-8", "application/problem+json"):
+        created = api.post(
+            "/v1/organisations", content=b'{"slug": "o-%d", "name": "O"}' % len(taken), headers={"content-type": taken}
+        )
+        assert created.status_code == 201, created.text
+
+
 def test_a_query_parameter_given_twice_is_refused(api: TestClient) -> None:
     response = api.get("/v1/devices/status?since_hours=1&since_hours=1000")
     assert response.status_code == 422
     assert response.json()["errors"] == [{"loc": ["query", "since_hours"], "msg": "given more than once; give it once"}]
+
+
+def _served_api(
+    tmp_path: Path, influx_settings: InfluxSettings, devices: list[str]
+) -> tuple[subprocess.Popen[str], str, dict[str, str]]:
+    """`pilot api` as its own process over a SQLite file, and a startup's key for it."""
+    registry = tmp_path / "devices.yaml"
+    entries = [{"site": SITE, "line": LINE, "device": d, "profile": "cobot_arm"} for d in devices]
+    registry.write_text(yaml.safe_dump({"devices": entries}), encoding="utf-8")
+    url = f"sqlite:///{tmp_path / 'pilot.db'}"
+    database = Database(url)
+    database.upgrade()
+    access = AccessRepository(database)
+    access.create_organisation("startup", "A startup", actor=TESTS)
+    _, token = access.create_key("startup's key", Role.STARTUP, "startup", actor=TESTS)
+    database.dispose()
+    port = local_services.free_port()
+    env = {
+        **os.environ,
+        "PILOT_INFLUX__URL": influx_settings.url,
+        "PILOT_INFLUX__DATABASE": influx_settings.database,
+        "PILOT_DEVICES_FILE": str(registry),
+        "PILOT_DATABASE_URL": url,
+    }
+    command = [sys.executable, "-m", "pilot", "api", "--port", str(port)]
+    process = subprocess.Popen(command, env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    return process, f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {token}"}
+
+
+def _long_plan(devices: list[str], days: int, name: str) -> dict[str, Any]:
+    """A plan whose windows cover ``days`` days up to an hour ago, the baseline and the pilot half each."""
+    end = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0) - dt.timedelta(hours=1)
+    middle, start = end - dt.timedelta(days=days / 2), end - dt.timedelta(days=days)
+    plan = hostile_plan(devices=devices)
+    plan["name"] = name
+    plan["windows"] = [
+        {"name": "baseline", "phase": "baseline", "start": start.isoformat(), "end": middle.isoformat()},
+        {"name": "pilot", "phase": "pilot", "start": middle.isoformat(), "end": end.isoformat()},
+    ]
+    return plan
+
+
+def test_a_startup_key_cannot_stall_the_api(tmp_path: Path, influx_settings: InfluxSettings) -> None:
+    """The attack of issue 17: plans from year 1 or to year 9999, then long evaluations while others use the API,
+    then SIGTERM. The API is a real `pilot api` process reading the real InfluxDB."""
+    devices = [f"cell-{n}" for n in range(8)]
+    now_ms = int(time.time() * 1000)
+    with InfluxClient(influx_settings) as influx:
+        influx.ensure_database()
+        tags = (("site", SITE), ("line", LINE), ("device", devices[0]))
+        # A little data, a month ago: most hours of a long window have none.
+        start = now_ms - 30 * DAY_MS
+        lines = [
+            encode_point(
+                STATE_MEASUREMENT, tags, [("state", "running"), ("time_class", "production"), ("seq", 0)], start
+            )
+        ]
+        fields = [("produced", 1), ("good", 1), ("scrap", 0), ("rework", 0), ("cycle_time_s", 40.0)]
+        lines += [
+            encode_point(
+                PRODUCTION_MEASUREMENT, (*tags, ("product", "BRK-100")), [*fields, ("seq", 1 + n)], start + n * 40_000
+            )
+            for n in range(50)
+        ]
+        assert influx.write(lines).status == 204
+    process, base, key = _served_api(tmp_path, influx_settings, devices)
+    lines_out: list[str] = []
+    reader = threading.Thread(target=lambda: lines_out.extend(process.stderr or []), daemon=True)
+    reader.start()
+    try:
+        with httpx.Client(base_url=base, headers=key, timeout=600) as client:
+            wait_until(lambda: _answers(client), what="the API to answer")
+            # 1. The hostile windows are refused when the plan is stored, each with the reason.
+            for window, key_name, moment in (
+                (0, "start", "0001-01-01T00:00:00+00:00"),
+                (1, "end", "9999-12-31T23:00:00+00:00"),
+            ):
+                plan = hostile_plan(devices=devices)
+                plan["windows"][window][key_name] = moment
+                refused = client.post("/v1/demonstrations", json=plan)
+                assert refused.status_code == 422, refused.text
+                assert "must lie within 2000-01-01 and 2100-01-01" in refused.json()["detail"]
+            too_long = client.post("/v1/demonstrations", json=_long_plan(devices, 401, "Too long"))
+            assert too_long.status_code == 422, too_long.text
+            assert "cover 401 days together; at most 400 are allowed" in too_long.json()["detail"]
+            assert too_long.json()["errors"][0]["loc"] == ["body", "windows"]
+
+            # 2. Plans as long as allowed are evaluated while every other request is answered.
+            ids = []
+            for n in range(2):
+                created = client.post("/v1/demonstrations", json=_long_plan(devices[:4], 400, f"Long {n}"))
+                assert created.status_code == 201, created.text
+                ids.append(created.json()["id"])
+            answers: dict[int, httpx.Response] = {}
+
+            def evaluate(ref: int) -> None:
+                answers[ref] = client.get(f"/v1/demonstrations/{ref}/kpis", params={"refresh": "true"})
+
+            evaluations = [threading.Thread(target=evaluate, args=(ref,)) for ref in ids]
+            for thread in evaluations:
+                thread.start()
+            answered_during = 0
+            with httpx.Client(base_url=base, headers=key, timeout=10) as other:  # a stalled server times this out
+                while any(t.is_alive() for t in evaluations):
+                    assert other.get("/health").json() == {"status": "ok"}
+                    assert other.get("/v1/demonstrations").status_code == 200
+                    answered_during += any(t.is_alive() for t in evaluations)
+            for thread in evaluations:
+                thread.join()
+            assert answered_during >= 1  # the other requests were answered while an evaluation ran
+            for ref in ids:
+                assert answers[ref].status_code == 200, answers[ref].text
+                document = answers[ref].json()
+                produced = sum(p["counts"]["produced"] for p in document["phases"].values())
+                assert produced == 50  # the few hours with data are all read
+
+            # 3. SIGTERM stops the server while an evaluation runs: one of other devices, whose hours it is storing.
+            others = devices[4:]
+            created = client.post("/v1/demonstrations", json=_long_plan(others, 400, "Long, other devices"))
+            assert created.status_code == 201, created.text
+            running = threading.Thread(
+                target=_ignoring_disconnects(lambda: evaluate(created.json()["id"])), daemon=True
+            )
+            running.start()
+            wait_until(lambda: _stored_hours(tmp_path / "pilot.db", others) > 0, what="the evaluation to store hours")
+            process.send_signal(signal.SIGTERM)
+            process.wait(60)
+            running.join(60)
+            assert not running.is_alive()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        reader.join(10)
+    # uvicorn raises the signal again once it has shut down: the process ends as SIGTERM's.
+    assert process.returncode in (0, -signal.SIGTERM), "".join(lines_out)
+    assert "Waiting for application shutdown" in "".join(lines_out)
+
+
+def _stored_hours(database: Path, devices: list[str]) -> int:
+    with contextlib.closing(sqlite3.connect(database)) as connection:
+        marks = ", ".join("?" * len(devices))
+        query = f"SELECT count(*) FROM rollups WHERE device IN ({marks})"
+        return int(connection.execute(query, devices).fetchone()[0])
+
+
+def _ignoring_disconnects(request: Callable[[], None]) -> Callable[[], None]:
+    """``request``, whose connection the stopping server may close without an answer."""
+
+    def run() -> None:
+        with contextlib.suppress(httpx.TransportError):
+            request()
+
+    return run
+
+
+def _answers(client: httpx.Client) -> bool:
+    try:
+        return client.get("/health").status_code == 200
+    except httpx.TransportError:
+        return False

@@ -17,9 +17,9 @@ from pathlib import Path
 from adapters import local_services
 from adapters.influxdb import InfluxClient, InfluxSettings
 from adapters.mqtt import MqttSettings
+from adapters.scratch_disk import fill, small_filesystem
 from collector.service import Collector
 from pilot_core.contract import topic_for
-from tests.filesystems import fill, small_filesystem
 from tests.integration.test_durability import TS, registry_of, wait_for_all
 from tests.support import collector_settings, count_points, publish_all, running_collector, wait_until
 

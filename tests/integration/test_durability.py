@@ -22,6 +22,8 @@ from adapters import local_services
 from adapters.catalog import load_profiles
 from adapters.influxdb import InfluxClient, InfluxSettings
 from adapters.mqtt import MqttSettings, connect_and_wait, new_client
+from adapters.scratch_disk import fill, small_filesystem
+from collector.spool import Spool
 from pilot_core.contract import SUBSCRIPTION, topic_for
 from pilot_core.registry import DeviceEntry, DeviceRegistry
 from tests.support import collector_settings, count_points, running_collector, wait_until
@@ -316,3 +318,42 @@ def test_a_session_that_stops_delivering_is_noticed_and_reconnected(
         with SteadyPublisher(mqtt_settings, site, line, device) as publisher:
             time.sleep(1.0)
         wait_for_all(influx_settings, publisher.published)
+
+
+def test_a_spool_disk_that_fills_and_frees_under_load_loses_nothing(
+    mqtt_settings: MqttSettings, unique_id: str, tmp_path: Path
+) -> None:
+    """Issue 16: InfluxDB down, the spool's disk full mid-stream, then freed, then InfluxDB back: exact count."""
+    site, line, device = "시화", "line 7", unique_id
+    influx = local_services.influxdb(tmp_path / "influxdb")
+    influx.start()
+    influx_settings = InfluxSettings(url=influx.url, database="disk_full")
+    with small_filesystem(4) as disk:
+        settings = collector_settings(
+            mqtt_settings, influx_settings, f"{unique_id}-collector", spool_after_s=1.0, spool_dir=disk / "spool"
+        )
+        try:
+            with running_collector(settings, registry_of(site, line, device)) as collector:
+                with SteadyPublisher(mqtt_settings, site, line, device) as publisher:
+                    time.sleep(1.0)
+                    influx.stop()
+                    wait_until(lambda: collector.spool.pending >= 3, timeout_s=60, what="batches in the spool")
+                    ballast = fill(disk, leave_bytes=0)
+                    wait_until(
+                        lambda: outcomes(collector).get("spool_full", 0) + outcomes(collector).get("error", 0) > 0,
+                        timeout_s=60,
+                        what="an append refused by the full disk",
+                    )
+                    ballast.unlink()
+                    time.sleep(3.0)  # batches keep coming while InfluxDB is still down
+                    influx.start()
+                    time.sleep(2.0)
+                wait_for_all(influx_settings, publisher.published)
+                wait_until(lambda: not collector.spool.pending, what="an empty spool")
+                batches = outcomes(collector)
+                assert batches.get("spool_full", 0) > 0 and "error" not in batches, batches  # refused, not failed
+            # And the next start finds nothing to cut or to replay twice.
+            assert Spool(disk / "spool", settings.spool_quota_mb * 1024 * 1024).pending == 0
+            wait_for_all(influx_settings, publisher.published)
+        finally:
+            influx.stop()

@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from bench import report
+from bench import report, spool
 
 
 def ingest_phase(rates: list[float], **extra: Any) -> dict[str, Any]:
@@ -91,3 +91,23 @@ def test_bench_run_parses_and_explains_itself_without_running_anything() -> None
 def test_the_report_options_default_to_the_docs_page() -> None:
     args = report.parse_args([])
     assert args.out == Path("docs/benchmarks.md") and args.results == Path(".pilot/bench/results")
+
+
+def test_the_disk_full_run_is_shown_in_the_outage_section_and_judged(tmp_path: Path) -> None:
+    folder = results_folder(tmp_path)
+    run = {"published": 60_000, "points_in_influxdb": 60_000, "batches_refused_by_full_disk": 2.0,
+           "rss_mb_at_start": 121.0, "rss_mb_during_outage_max": 165.0}  # fmt: skip
+    (folder / "diskfull-0030000.json").write_text(json.dumps({"messages_per_phase": 30_000, "runs": [run]}))
+    page = report.render(folder)
+    assert "| 30,000 messages (1 run) | 2 | 60,000 of 60,000 | 121 MB | 165 MB (1.36 ×) |" in page
+    targets = page.split("## What issue 8 asks")[1].split("## 1.")[0]
+    assert targets.count("**met**") == 9 and "60,000 of 60,000, RSS ≤ 165 MB" in targets
+    run["points_in_influxdb"] = 40_000
+    (folder / "diskfull-0030000.json").write_text(json.dumps({"messages_per_phase": 30_000, "runs": [run]}))
+    page = report.render(folder)
+    assert "40,000 of 60,000 **(not exact)**" in page and "**not met**" in page
+
+
+def test_bench_spool_takes_the_disk_full_option() -> None:
+    assert spool.parse_args(["--disk-full", "--messages", "1000"]).disk_full
+    assert not spool.parse_args([]).disk_full

@@ -13,8 +13,9 @@ import pytest
 from adapters import mqtt_packets as wire
 from adapters.catalog import load_profiles
 from adapters.influxdb import Series
-from bench import comparison, ingest, latency, publisher
+from bench import comparison, ingest, latency, publisher, sources
 from pilot_core.contract import SUBSCRIPTION, parse_topic
+from pilot_core.source_map import parse_source_map
 from pilot_core.validation import Accepted, validate_message
 
 
@@ -420,3 +421,14 @@ def test_the_comparison_benchmark_runs_small(tmp_path: Path, monkeypatch: pytest
     assert comparison.main() == 0
     result = json.loads(out.read_text())
     assert result["device_hours"] == 2 * 4 * 24 and result["warm_s"] > 0 and result["cold_s"] > 0
+
+
+def test_the_sources_bench_parses_its_options_and_writes_a_valid_source_map() -> None:
+    args = sources.parse_args([])
+    assert (args.modbus, args.opcua, args.seconds, args.install_size) == (25, 25, 60.0, False)
+    args = sources.parse_args(["--modbus", "2", "--opcua", "0", "--seconds", "5", "--install-size"])
+    assert (args.modbus, args.opcua, args.seconds, args.install_size) == (2, 0, 5.0, True)
+    parsed = parse_source_map(sources.source_map([5020, 5021], [4840]), "bench.yaml", load_profiles())
+    assert [device.device for device in parsed.devices] == ["conveyor-000", "conveyor-001", "cnc-000"]
+    with pytest.raises(SystemExit):
+        sources.parse_args(["--modbus", "0", "--opcua", "0"])

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+
+import pytest
 
 from adapters.catalog import load_profiles
 from adapters.influxdb import InfluxClient, InfluxSettings
 from adapters.sql import Database, RollupRepository, default_url
-from kpi_engine.service import HourStore
+from kpi_engine.service import EvaluationStopped, HourStore
 from pilot_core.demonstration import DemonstrationPlan
-from pilot_core.device_hours import HOUR_MS
+from pilot_core.device_hours import HOUR_MS, DeviceHour
 from pilot_core.device_rows import DeviceRows, chunks
 from pilot_core.profiles import DeviceProfile
 from pilot_core.registry import DeviceEntry, DeviceRegistry
@@ -27,14 +29,26 @@ class RecordingReader:
         self.asked: list[tuple[int, int]] = []
 
     def device_rows(
-        self, site: str, line: str, device: str, profile: DeviceProfile, start_ms: int, end_ms: int
+        self,
+        site: str,
+        line: str,
+        device: str,
+        profile: DeviceProfile,
+        start_ms: int,
+        end_ms: int,
+        hours_with_data: set[int] | None = None,
     ) -> Iterator[DeviceRows]:
         self.asked.append((start_ms, end_ms))
         return iter([DeviceRows(device, True, start, end) for start, end in chunks(start_ms, end_ms)])
 
+    def hours_with_data(
+        self, site: str, line: str, measurements: dict[str, str], start_ms: int, end_ms: int
+    ) -> dict[str, set[int]]:
+        return {device: set() for device in measurements}
 
-def test_hours_are_read_once_when_settled_and_again_only_while_they_may_change(tmp_path: Path) -> None:
-    plan = DemonstrationPlan.model_validate(
+
+def running_plan() -> DemonstrationPlan:
+    return DemonstrationPlan.model_validate(
         {
             "name": "running pilot",
             "site": "s",
@@ -54,6 +68,10 @@ def test_hours_are_read_once_when_settled_and_again_only_while_they_may_change(t
             "products": [{"id": "P", "ideal_cycle_time_s": 10}],
         }
     )
+
+
+def test_hours_are_read_once_when_settled_and_again_only_while_they_may_change(tmp_path: Path) -> None:
+    plan = running_plan()
     now = [START_MS / 1000 + 15 * 3600 + 60]  # 15:01 on the day: the pilot window is still running
     registry = DeviceRegistry([DeviceEntry(site="s", line="l", device="press", profile="cnc_machine")], load_profiles())
     with Database(default_url(tmp_path)) as database, InfluxClient(InfluxSettings()) as unused:
@@ -79,3 +97,59 @@ def test_hours_are_read_once_when_settled_and_again_only_while_they_may_change(t
         refresh()
         assert store.settled(plan, store.summaries(plan))
         assert refresh() == []
+
+
+def test_a_store_that_is_stopping_stops_reading(tmp_path: Path) -> None:
+    plan = running_plan()
+    stopping = [False]
+    registry = DeviceRegistry([DeviceEntry(site="s", line="l", device="press", profile="cnc_machine")], load_profiles())
+    with Database(default_url(tmp_path)) as database, InfluxClient(InfluxSettings()) as unused:
+        database.upgrade()
+        clock = START_MS / 1000 + 15 * 3600
+        store = HourStore(
+            RollupRepository(database), unused, registry, clock=lambda: clock, stopping=lambda: stopping[0]
+        )
+        store.reader = RecordingReader()  # type: ignore[assignment]
+        stopping[0] = True
+        with pytest.raises(EvaluationStopped, match="the server is stopping"):
+            store.refresh(plan, store.stamps(plan))
+        assert store.summaries(plan) == [{}, {}]  # nothing read, nothing stored
+        stopping[0] = False
+        assert store.refresh(plan, store.stamps(plan)) == 15  # every hour begun by 15:00
+
+
+class RecordingRollups(RollupRepository):
+    """The real repository, noting the range of every read of stored hours."""
+
+    def __init__(self, database: Database) -> None:
+        super().__init__(database)
+        self.asked: list[tuple[int, int]] = []
+
+    def read_fingerprinted(
+        self,
+        site: str,
+        line: str,
+        devices: Sequence[str],
+        start_ms: int,
+        end_ms: int,
+        known: Mapping[str, DeviceHour] | None = None,
+    ) -> list[tuple[str, DeviceHour]]:
+        self.asked.append((start_ms, end_ms))
+        return super().read_fingerprinted(site, line, devices, start_ms, end_ms, known)
+
+
+def test_hours_stored_between_windows_far_apart_are_never_read(tmp_path: Path) -> None:
+    raw = running_plan().model_dump(mode="json")
+    raw["windows"][1].update(start="2027-11-02T00:00:00Z", end="2027-11-02T10:00:00Z")  # a year later
+    plan = DemonstrationPlan.model_validate(raw)
+    registry = DeviceRegistry([DeviceEntry(site="s", line="l", device="press", profile="cnc_machine")], load_profiles())
+    with Database(default_url(tmp_path)) as database, InfluxClient(InfluxSettings()) as unused:
+        database.upgrade()
+        rollups = RecordingRollups(database)
+        # A year of hours of the same device, stored by other plans.
+        between = [DeviceHour("press", START_MS + h * HOUR_MS) for h in range(10, 365 * 24)]
+        rollups.upsert("s", "l", between)
+        store = HourStore(rollups, unused, registry)
+        assert store.stamps(plan) == {}
+        assert store.read(plan) == {}
+        assert rollups.asked == [(w.start_ms, w.end_ms) for w in plan.windows]

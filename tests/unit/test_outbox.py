@@ -51,3 +51,15 @@ def test_several_messages_leave_in_one_removal_and_their_bytes_with_them(tmp_pat
     outbox.remove(ids[0], ids[2], ids[2], 999)  # an id twice, or one not there, is nothing to remove
     assert [p for _, _, p in outbox.after(0, 10)] == [payload(2), payload(4)]
     assert outbox.bytes == len(payload(2)) + len(payload(4))
+
+
+def test_what_is_kept_with_a_message_is_kept_only_if_the_message_is(tmp_path: Path) -> None:
+    """A counter's reading is kept with the production derived from it: both, or (over quota) neither."""
+    outbox = Outbox(tmp_path / "outbox.sqlite", quota_bytes=len(payload(1)) * 2)
+    outbox.put("p", "production", payload, keep={"counters": "100"})
+    outbox.keep({"counters": "101"})  # a reading with nothing produced: kept without a message
+    with pytest.raises(OutboxFull):
+        outbox.put("p", "production", lambda seq: payload(seq) * 2, keep={"counters": "150"})
+    assert outbox.kept("counters") == "101" and outbox.kept("other") is None
+    outbox.close()
+    assert Outbox(tmp_path / "outbox.sqlite", quota_bytes=1_000).kept("counters") == "101"

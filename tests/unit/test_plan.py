@@ -3,13 +3,28 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+from pydantic_core import to_jsonable_python
 
-from pilot_core.demonstration import DemonstrationPlan, canonical_json, plan_hash
+from pilot_core.calendar import Calendar, PlannedStop
+from pilot_core.demonstration import (
+    CountCorrection,
+    DemonstrationPlan,
+    Exclusion,
+    Product,
+    StateCorrection,
+    StateOverride,
+    Target,
+    Window,
+    canonical_json,
+    plan_hash,
+)
 
 Raw = dict[str, Any]
 
@@ -139,3 +154,123 @@ def test_plan_hash_changes_with_any_field(path: tuple[str | int, ...], value: ob
         target = target[key]
     target[path[-1]] = value
     assert plan_hash(DemonstrationPlan.model_validate(raw)) != plan_hash(DemonstrationPlan.model_validate(raw_plan()))
+
+
+@pytest.mark.parametrize(
+    "zone",
+    [
+        "Asia",
+        "America",
+        "Etc",
+        "Europe/",
+        "/etc/localtime",
+        "../zoneinfo/UTC",
+        "x" * 300,
+        "é" * 200,
+        "localtime",
+        "Factory",
+        "right/UTC",
+        "posix/UTC",
+        "posixrules",
+        "Asia/Seoul\x00",
+        "asia/seoul",
+        "",
+    ],
+)
+def test_a_time_zone_must_be_an_iana_name_from_tzdata(zone: str) -> None:
+    # Directories of the zone database, names too long for a file name, and names only some hosts have
+    # (right/, posix/, localtime, Factory) are each refused with the same clear reason, never an OSError.
+    raw = raw_plan()
+    raw["calendar"]["timezone"] = zone
+    with pytest.raises(ValidationError, match="use an IANA name such as Asia/Seoul"):
+        DemonstrationPlan.model_validate(raw)
+
+
+@pytest.mark.parametrize("zone", ["Asia/Seoul", "UTC", "Etc/GMT-9", "America/Argentina/Buenos_Aires", "US/Pacific"])
+def test_iana_zone_names_are_taken(zone: str) -> None:
+    raw = raw_plan()
+    raw["calendar"]["timezone"] = zone
+    assert DemonstrationPlan.model_validate(raw).calendar.zone.key == zone
+
+
+@pytest.mark.parametrize(
+    ("window", "key", "moment"),
+    [
+        (0, "start", "0001-01-01T00:00:00+00:00"),
+        (1, "end", "9999-12-31T00:00:00+00:00"),
+        (0, "start", "1999-12-31T23:00:00+00:00"),
+    ],
+)
+def test_a_window_outside_the_years_a_store_can_hold_is_refused(window: int, key: str, moment: str) -> None:
+    raw = raw_plan()
+    raw["windows"][window][key] = moment
+    with pytest.raises(ValidationError, match="within 2000-01-01 and 2100-01-01"):
+        DemonstrationPlan.model_validate(raw)
+
+
+ROOT = Path(__file__).resolve().parents[2]
+# Each table of docs/kpis.md's "The plan, field by field", and the model whose fields it lists.
+FIELD_TABLES: dict[str, type[BaseModel]] = {
+    "The plan": DemonstrationPlan,
+    "`calendar`": Calendar,
+    "`calendar.shifts[]`, `calendar.breaks[]`, `calendar.planned_stops[]`": PlannedStop,
+    "`windows[]`": Window,
+    "`products[]`": Product,
+    "`state_overrides[]`": StateOverride,
+    "`targets[]`": Target,
+    "`exclusions[]`": Exclusion,
+    "`corrections[]` of kind `state`": StateCorrection,
+    "`corrections[]` of kind `counts`": CountCorrection,
+}
+
+
+def _documented_fields() -> dict[str, dict[str, str]]:
+    """Per table heading of the section, field → its default as written."""
+    text = (ROOT / "docs" / "kpis.md").read_text(encoding="utf-8")
+    section = text.split("\n## The plan, field by field\n", 1)[1].split("\n## ", 1)[0]
+    tables: dict[str, dict[str, str]] = {}
+    for block in section.split("\n### ")[1:]:
+        heading, _, body = block.partition("\n")
+        rows = [line.split(" | ") for line in body.splitlines() if line.startswith("| `")]
+        tables[heading.strip()] = {row[0].removeprefix("| ").strip("`"): row[1].strip() for row in rows}
+    return tables
+
+
+def test_the_docs_list_every_plan_field_with_its_default() -> None:
+    tables = _documented_fields()
+    assert set(tables) == set(FIELD_TABLES)
+    for heading, model in FIELD_TABLES.items():
+        documented = tables[heading]
+        assert set(documented) == set(model.model_fields), heading
+        for name, field in model.model_fields.items():
+            if field.is_required() or name == "kind":  # the discriminator must be sent
+                assert documented[name] == "required", (heading, name)
+                continue
+            default = to_jsonable_python(field.get_default(call_default_factory=True))
+            assert json.loads(documented[name].strip("`")) == default, (heading, name)
+
+
+def _unset_fields(value: object, where: str = "plan") -> Iterator[str]:
+    if isinstance(value, BaseModel):
+        for name in type(value).model_fields:
+            if name not in value.model_fields_set:
+                yield f"{where}.{name}"
+            yield from _unset_fields(getattr(value, name), f"{where}.{name}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _unset_fields(item, f"{where}[{index}]")
+
+
+def test_the_example_plan_is_valid_and_sets_every_field() -> None:
+    plan = DemonstrationPlan.model_validate_json((ROOT / "examples" / "plan.json").read_bytes())
+    assert list(_unset_fields(plan)) == []
+    assert {type(c) for c in plan.corrections} == {StateCorrection, CountCorrection}
+    assert plan.calendar.planned_stops and plan.calendar.breaks and plan.state_overrides and plan.exclusions
+    assert plan.telemetry_interval_s and plan.targets
+
+
+def test_workdays_left_out_are_monday_to_friday_and_always_shown() -> None:
+    raw = raw_plan()
+    assert "workdays" not in raw["calendar"]
+    plan = DemonstrationPlan.model_validate(raw)
+    assert json.loads(canonical_json(plan))["calendar"]["workdays"] == ["mon", "tue", "wed", "thu", "fri"]

@@ -1,4 +1,4 @@
-"""Small filesystems for tests of what happens when a disk fills.
+"""Small filesystems for the tests and benchmarks of what happens when a disk fills.
 
 A tmpfs of a few MiB, mounted by the test and unmounted after. Mounting needs
 root (CI and these machines run as root); anywhere else it fails loudly rather

@@ -1,0 +1,406 @@
+"""The agent reading real protocol servers (pymodbus's, asyncua's): states and production derived from their
+signals reach InfluxDB through the real broker and collector, exactly, through wraps, resets and outages."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from adapters import local_services
+from adapters.catalog import load_profiles
+from adapters.influxdb import InfluxClient, InfluxSettings
+from adapters.mqtt import MqttSettings
+from adapters.telemetry_reader import TelemetryReader
+from edge_agent.sources import SourceAgents
+from pilot.cli import app
+from pilot_core.registry import DeviceEntry, DeviceRegistry
+from pilot_core.source_map import parse_source_map
+from tests.protocol_servers import HOLDING, INPUT, ModbusServer, OpcUaServer, S7Server
+from tests.support import collector_settings, count_points, running_collector, wait_until
+
+CATALOG = load_profiles()
+
+
+@contextmanager
+def running_sources(source_map_text: str, mqtt: MqttSettings, outbox: Path) -> Iterator[SourceAgents]:
+    """The agent process of ``pilot agent --sources``, in a thread: its event loop, its devices' agents."""
+    source_map = parse_source_map(source_map_text, "agent.yaml", CATALOG)
+    agents = SourceAgents(source_map, CATALOG, mqtt, outbox)
+    agents.start()
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    thread = threading.Thread(target=lambda: loop.run_until_complete(agents.run(stop)), daemon=True)
+    thread.start()
+    try:
+        yield agents
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(30)
+        loop.close()
+        assert agents.stop() == 0
+
+
+def produced(client: InfluxClient, device: str) -> int:
+    series = client.query(f'SELECT sum("produced") FROM "production" WHERE "device" = \'{device}\'')
+    return int(series[0].values[0][1]) if series else 0
+
+
+def states(client: InfluxClient, device: str) -> list[str]:
+    series = client.query(f'SELECT "state" FROM "state" WHERE "device" = \'{device}\'')
+    return [row[1] for row in series[0].values] if series else []
+
+
+def statuses(client: InfluxClient, device: str) -> list[bool]:
+    series = client.query(f'SELECT "online" FROM "status" WHERE "device" = \'{device}\'')
+    return [row[1] for row in series[0].values] if series else []
+
+
+def fault_count(agents: SourceAgents, device: str, item: str, reason: str) -> float:
+    labels = {"site": "판교", "line": "L1", "device": device, "item": item, "reason": reason}
+    return agents.metrics.registry.get_sample_value("pilot_agent_item_faults_total", labels) or 0.0
+
+
+@pytest.fixture
+def pipeline(
+    tmp_path: Path, mqtt_settings: MqttSettings, influx_settings: InfluxSettings, unique_id: str
+) -> Iterator[tuple[InfluxClient, str]]:
+    """The broker and the collector, with two registered devices: a conveyor and a CNC machine."""
+    entries = [
+        DeviceEntry(site="판교", line="L1", device=f"{unique_id}-conveyor", profile="conveyor"),
+        DeviceEntry(site="판교", line="L1", device=f"{unique_id}-cnc", profile="cnc_machine"),
+    ]
+    settings = collector_settings(mqtt_settings, influx_settings, f"{unique_id}-collector")
+    with running_collector(settings, DeviceRegistry(entries, CATALOG)), InfluxClient(influx_settings) as client:
+        yield client, unique_id
+
+
+def modbus_map(device: str, port: int) -> str:
+    return f"""
+devices:
+  - site: 판교
+    line: L1
+    device: {device}
+    profile: conveyor
+    modbus: {{host: 127.0.0.1, port: {port}, unit: 1, poll_s: 0.1, timeout_s: 1}}
+    items:
+      - {{name: clamp_current, table: input, address: 0, type: float32, metric: motor_current}}
+      - {{name: box_counter, table: holding, address: 10, type: uint16}}
+      - {{name: broken, table: holding, address: 100}}  # beyond the device's registers: illegal address
+    state:
+      rules:
+        - {{state: running, when: {{clamp_current: {{above: 4.0}}}}, for_s: 0.5}}
+        - {{state: idle, when: {{clamp_current: {{below: 0.5}}}}, for_s: 0.5}}
+    production:
+      product: BOX-S
+      counters: {{produced: {{item: box_counter}}}}
+"""
+
+
+def test_a_retrofit_current_clamp_and_a_wrapping_16_bit_counter_over_modbus_land_exactly_through_an_outage(
+    pipeline: tuple[InfluxClient, str], mqtt_settings: MqttSettings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    client, unique_id = pipeline
+    device = f"{unique_id}-conveyor"
+    began_ms = int(time.time() * 1000)
+    server = ModbusServer()
+    server.set_float32(INPUT, 0, 6.2)  # amperes: the motor runs
+    server.set(HOLDING, 10, [65_530])  # the counter, near the top of its 16 bits
+    server.start()
+    caplog.set_level(logging.INFO, logger="pilot.agent.sources")
+    try:
+        with running_sources(modbus_map(device, server.port), mqtt_settings, tmp_path / "outbox") as agents:
+            wait_until(lambda: states(client, device) == ["running"], what="running after 0.5 s above 4 A")
+            server.set(HOLDING, 10, [65_535])
+            wait_until(lambda: produced(client, device) == 5, what="5 boxes")
+            server.set(HOLDING, 10, [4])  # wrapped: 65535 → 0 → 4
+            wait_until(lambda: produced(client, device) == 10, what="10 boxes across the wrap")
+            server.set_float32(INPUT, 0, 2.0)  # between the thresholds: still running (hysteresis)
+            server.set_float32(INPUT, 0, 0.1)
+            wait_until(lambda: states(client, device) == ["running", "idle"], what="idle below 0.5 A")
+
+            server.stop()  # the Modbus device drops off the network
+            wait_until(lambda: statuses(client, device)[-1:] == [False], what="the device offline")
+            server.set(HOLDING, 10, [20])  # it went on counting meanwhile: 16 more boxes
+            server.start()
+            wait_until(lambda: produced(client, device) == 26, what="the boxes counted during the outage")
+            wait_until(lambda: states(client, device) == ["running", "idle", "idle"], what="idle again after it")
+            server.set(HOLDING, 10, [0])  # an operator resets the counter, and 3 more boxes follow
+            server.set(HOLDING, 10, [3])
+            wait_until(lambda: produced(client, device) == 29, what="3 boxes after the reset")
+            assert fault_count(agents, device, "broken", "illegal_address") > 1  # read, and failed, at every poll
+        assert statuses(client, device)[-2:] == [False, True]  # offline during the outage, then online
+        assert count_points(client, "telemetry_conveyor", "motor_current", f"\"device\" = '{device}'") > 5
+        # What the KPI engine reads: the outage is unknown time (a None state) until the state is derived again.
+        hours = list(
+            TelemetryReader(client).device_hours(
+                "판교", "L1", device, CATALOG["conveyor"], began_ms, int(time.time() * 1000)
+            )
+        )
+        assert [event.state for hour in hours for event in hour.events] == ["running", "idle", None, "idle"]
+        assert sum(totals.produced for hour in hours for totals in hour.production.values()) == 29
+        warnings = [r.getMessage() for r in caplog.records if "item broken fails" in r.getMessage()]
+        assert len(warnings) == 1 and "illegal_address" in warnings[0]  # logged once, not at every poll
+    finally:
+        server.close()
+
+
+def opcua_map(device: str, endpoint: str) -> str:
+    return f"""
+devices:
+  - site: 판교
+    line: L1
+    device: {device}
+    profile: cnc_machine
+    opcua: {{endpoint: "{endpoint}", publishing_interval_ms: 100, sampling_interval_ms: 50, timeout_s: 2}}
+    items:
+      - {{name: run_state, browse_path: "2:CNC/2:RunState"}}
+      - {{name: part_count, node: "ns=2;s=CNC.PartCount"}}
+      - {{name: spindle, node: "ns=2;s=CNC.SpindleSpeed", metric: spindle_speed, deadband: 1.0}}
+    state:
+      item: run_state
+      map: {{0: idle, 1: cutting, 3: alarm}}
+    production:
+      product: SHAFT-20
+      counters: {{produced: {{item: part_count, bits: 32}}}}
+"""
+
+
+def test_a_cnc_over_opcua_restarted_with_a_node_gone_is_resubscribed_and_the_vanished_node_reported(
+    pipeline: tuple[InfluxClient, str], mqtt_settings: MqttSettings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    client, unique_id = pipeline
+    device = f"{unique_id}-cnc"
+    server = OpcUaServer()
+    server.values["PartCount"].Value = 100
+    server.start()
+    caplog.set_level(logging.INFO, logger="pilot.agent.sources")
+    try:
+        with running_sources(opcua_map(device, server.endpoint), mqtt_settings, tmp_path / "outbox") as agents:
+            wait_until(lambda: states(client, device) == ["idle"], what="idle from state number 0")
+            server.set("RunState", 1)
+            server.set("SpindleSpeed", 8000.0)
+            wait_until(lambda: states(client, device) == ["idle", "cutting"], what="cutting")
+            for part in (1, 2, 3):
+                server.set("PartCount", 100 + part)
+                wait_until(lambda: produced(client, device) == part, what=f"part {part}")  # noqa: B023 - waited here
+
+            server.stop()  # the controller restarts: its session and our subscription are gone
+            wait_until(lambda: statuses(client, device)[-1:] == [False], what="the device offline")
+            server.set("RunState", 3)
+            server.start(with_part_count=False)  # ... and comes back without the part counter node
+            wait_until(lambda: states(client, device)[-1:] == ["alarm"], what="alarm, over a new subscription")
+            wait_until(
+                lambda: fault_count(agents, device, "part_count", "bad_node_id") >= 1, what="the vanished node reported"
+            )
+            server.set("SpindleSpeed", 1200.0)
+            spindle = f'"device" = \'{device}\' AND "spindle_speed" = 1200'
+            wait_until(
+                lambda: count_points(client, "telemetry_cnc_machine", "spindle_speed", spindle) >= 1,
+                what="the other items still read",
+            )
+        assert produced(client, device) == 3
+        assert statuses(client, device)[-2:] == [False, True]
+        (cycles,) = client.query(f'SELECT "produced", "cycle_time_s" FROM "production" WHERE "device" = \'{device}\'')
+        assert [row[1] for row in cycles.values] == [1, 1, 1] and all(row[2] > 0 for row in cycles.values)
+        assert any("item part_count fails (bad_node_id)" in r.getMessage() for r in caplog.records)
+    finally:
+        server.close()
+
+
+def test_an_agent_restarted_resumes_from_the_kept_counter_reading_counting_nothing_twice(
+    pipeline: tuple[InfluxClient, str], mqtt_settings: MqttSettings, tmp_path: Path
+) -> None:
+    client, unique_id = pipeline
+    device = f"{unique_id}-conveyor"
+    server = ModbusServer()
+    server.set(HOLDING, 10, [1_000])
+    server.start()
+    source_map = modbus_map(device, server.port)
+    try:
+        with running_sources(source_map, mqtt_settings, tmp_path / "outbox"):
+            wait_until(lambda: count_points(client, "status", "online", f"\"device\" = '{device}'") >= 1, what="birth")
+            server.set(HOLDING, 10, [1_007])
+            wait_until(lambda: produced(client, device) == 7, what="7 boxes")
+        server.set(HOLDING, 10, [1_012])  # 5 boxes while the agent is stopped (an update, a reboot)
+        with running_sources(source_map, mqtt_settings, tmp_path / "outbox"):
+            wait_until(lambda: produced(client, device) == 12, what="the 5 boxes made while the agent was down")
+            server.set(HOLDING, 10, [1_013])
+            wait_until(lambda: produced(client, device) == 13, what="one more")
+        assert produced(client, device) == 13
+    finally:
+        server.close()
+
+
+def test_pilot_agent_check_reads_each_item_once_and_names_what_fails(tmp_path: Path, unique_id: str) -> None:
+    server = ModbusServer()
+    server.set_float32(INPUT, 0, 6.5)
+    server.set(HOLDING, 10, [42])
+    server.start()
+    agent_yaml = tmp_path / "agent.yaml"
+    try:
+        agent_yaml.write_text(modbus_map("press-1", server.port), encoding="utf-8")
+        result = CliRunner().invoke(app, ["agent", "--sources", str(agent_yaml), "--check"])
+        assert result.exit_code == 1
+        assert "판교/L1/press-1: reachable" in result.stdout
+        assert "clamp_current = 6.5" in result.stdout and "box_counter = 42" in result.stdout
+        assert "broken: illegal_address: holding 100: Modbus exception 2" in result.stdout
+        assert "0 of 1 sources unreachable, 1 items failing" in result.stderr
+
+        agent_yaml.write_text(modbus_map("press-1", server.port).replace("      - {name: broken", "#"), "utf-8")
+        result = CliRunner().invoke(app, ["agent", "--sources", str(agent_yaml), "--check"])
+        assert result.exit_code == 0, result.output
+        assert "1 sources reachable, every item read" in result.stdout
+    finally:
+        server.close()
+    # The server is gone: an unreachable endpoint is a clear error at check time.
+    result = CliRunner().invoke(app, ["agent", "--sources", str(agent_yaml), "--check"])
+    assert result.exit_code == 1
+    assert f"판교/L1/press-1: unreachable: modbus://127.0.0.1:{server.port}/1 does not answer" in result.stdout
+    assert "1 of 1 sources unreachable" in result.stderr
+
+
+def test_pilot_agent_refuses_a_source_map_naming_its_file_line_and_item(tmp_path: Path) -> None:
+    agent_yaml = tmp_path / "agent.yaml"
+    agent_yaml.write_text(modbus_map("press-1", 502).replace("metric: motor_current", "metric: torque"), "utf-8")
+    result = CliRunner().invoke(app, ["agent", "--sources", str(agent_yaml), "--check"])
+    assert result.exit_code == 1
+    assert f"{agent_yaml}:9: devices[0] (판교/L1/press-1).items[0] (clamp_current).metric:" in result.stderr
+    assert "profile conveyor has no metric 'torque'" in result.stderr
+
+
+def test_a_broker_outage_loses_nothing_the_agent_derived_from_its_sources(
+    tmp_path: Path, influx_settings: InfluxSettings, unique_id: str
+) -> None:
+    device = f"{unique_id}-conveyor"
+    entry = DeviceEntry(site="판교", line="L1", device=device, profile="conveyor")
+    broker = local_services.mosquitto(tmp_path / "mosquitto")
+    broker.start()
+    mqtt = MqttSettings(host="127.0.0.1", port=broker.port)
+    settings = collector_settings(mqtt, influx_settings, f"{unique_id}-collector", spool_dir=tmp_path / "spool")
+    server = ModbusServer()
+    server.set_float32(INPUT, 0, 6.0)
+    server.set(HOLDING, 10, [65_520])
+    server.start()
+    try:
+        with (
+            running_collector(settings, DeviceRegistry([entry], CATALOG)),
+            InfluxClient(influx_settings) as client,
+            running_sources(modbus_map(device, server.port), mqtt, tmp_path / "outbox") as agents,
+        ):
+            (derivation,) = agents.derivations
+            wait_until(lambda: states(client, device) == ["running"], what="running")
+            broker.stop()  # the plant network to the broker drops; the machine goes on
+            server.set(HOLDING, 10, [65_535])
+            wait_until(lambda: derivation.agent.pending >= 1, what="15 boxes recorded in the outbox")
+            server.set(HOLDING, 10, [24])  # wrapped while the broker was away: 40 boxes in all
+            server.set_float32(INPUT, 0, 0.2)
+            wait_until(lambda: derivation.state == "idle", what="idle derived while cut off")
+            assert produced(client, device) == 0 and states(client, device) == ["running"]
+            broker.start()
+            wait_until(lambda: produced(client, device) == 40, what="the 40 boxes once the broker is back")
+            wait_until(lambda: states(client, device) == ["running", "idle"], what="idle once the broker is back")
+    finally:
+        server.close()
+        broker.stop()
+
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def test_the_documented_example_source_maps_read_every_item_of_real_servers(tmp_path: Path) -> None:
+    """docs/agent.md's examples, pointed at pymodbus's, asyncua's and python-snap7's servers, not the plant's."""
+    modbus, opcua, plc = ModbusServer(), OpcUaServer(), S7Server()
+    modbus.set_float32(INPUT, 0, 5.5)
+    modbus.set(INPUT, 2, [150])
+    modbus.set(HOLDING, 10, [65_535])
+    modbus.start()
+    opcua.start()
+    try:
+        example = (EXAMPLES / "agent-modbus.yaml").read_text(encoding="utf-8")
+        (tmp_path / "modbus.yaml").write_text(example.replace("port: 5020", f"port: {modbus.port}"), "utf-8")
+        result = CliRunner().invoke(app, ["agent", "--sources", str(tmp_path / "modbus.yaml"), "--check"])
+        assert result.exit_code == 0, result.output
+        for line in ("clamp_current = 5.5", "belt_speed_raw = 150", "jam_switch = False", "box_counter = 65535"):
+            assert line in result.stdout
+
+        example = (EXAMPLES / "agent-opcua.yaml").read_text(encoding="utf-8")
+        example = example.replace("opc.tcp://127.0.0.1:4840/pilot/", opcua.endpoint)
+        (tmp_path / "opcua.yaml").write_text(example, "utf-8")
+        result = CliRunner().invoke(app, ["agent", "--sources", str(tmp_path / "opcua.yaml"), "--check"])
+        assert result.exit_code == 0, result.output
+        for line in ("run_state = 0", "part_count = 0", "spindle = 0.0"):
+            assert line in result.stdout
+
+        plc.set(0, "B", 0b10)  # DB10.DBX0.1
+        plc.set(4, "f", 0.25)
+        plc.set(8, "I", 4_000_000_000)
+        plc.start()
+        example = (EXAMPLES / "agent-s7.yaml").read_text(encoding="utf-8")
+        (tmp_path / "s7.yaml").write_text(example.replace("port: 102", f"port: {plc.port}"), "utf-8")
+        result = CliRunner().invoke(app, ["agent", "--sources", str(tmp_path / "s7.yaml"), "--check"])
+        assert result.exit_code == 0, result.output
+        for line in ("jam = True", "motor_amps = 0.25", "strokes = 4000000000"):
+            assert line in result.stdout
+    finally:
+        modbus.close()
+        opcua.close()
+        plc.stop()
+
+
+def s7_map(device: str, port: int) -> str:
+    return f"""
+devices:
+  - site: 판교
+    line: L1
+    device: {device}
+    profile: conveyor
+    s7: {{host: 127.0.0.1, port: {port}, rack: 0, slot: 1, poll_s: 0.1}}
+    items:
+      - {{name: jam, db: 10, offset: 0, type: bool, bit: 1, metric: jam_detected}}
+      - {{name: current, db: 10, offset: 4, type: real, metric: motor_current}}  # DB10.DBD4 REAL
+      - {{name: boxes, db: 10, offset: 8, type: word}}  # DB10.DBW8, 16 bits
+      - {{name: missing, db: 11, offset: 0, type: word}}  # no DB11 in this PLC
+    state:
+      rules:
+        - {{state: running, when: {{current: {{above: 4.0}}}}, for_s: 0.5}}
+        - {{state: idle, when: {{current: {{below: 0.5}}}}, for_s: 0.5}}
+    production:
+      product: BOX-S
+      counters: {{produced: {{item: boxes}}}}
+"""
+
+
+def test_an_s7_plc_data_block_wrapping_counter_and_an_outage_land_exactly(
+    pipeline: tuple[InfluxClient, str], mqtt_settings: MqttSettings, tmp_path: Path
+) -> None:
+    client, unique_id = pipeline
+    device = f"{unique_id}-conveyor"
+    plc = S7Server()
+    plc.set(4, "f", 6.0)
+    plc.set(8, "H", 65_530)
+    plc.start()
+    try:
+        with running_sources(s7_map(device, plc.port), mqtt_settings, tmp_path / "outbox") as agents:
+            wait_until(lambda: states(client, device) == ["running"], what="running above 4 A")
+            plc.set(8, "H", 65_535)
+            wait_until(lambda: produced(client, device) == 5, what="5 boxes")
+            plc.set(8, "H", 2)  # wrapped
+            wait_until(lambda: produced(client, device) == 8, what="8 boxes across the wrap")
+            wait_until(lambda: fault_count(agents, device, "missing", "illegal_address") >= 1, what="DB11 reported")
+            plc.stop()
+            wait_until(lambda: statuses(client, device)[-1:] == [False], what="the PLC offline")
+            plc.set(8, "H", 12)  # 10 more boxes while the network was down
+            plc.start()
+            wait_until(lambda: produced(client, device) == 18, what="the boxes counted during the outage")
+            wait_until(lambda: statuses(client, device)[-1:] == [True], what="the PLC online again")
+        assert produced(client, device) == 18
+    finally:
+        plc.stop()
