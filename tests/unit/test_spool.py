@@ -160,13 +160,13 @@ def test_torn_bytes_between_whole_records_are_skipped_not_cut(tmp_path: Path) ->
     """The file the old appender left on a disk that filled and was freed: a record, the head of a torn one,
     then a record appended after it and acknowledged."""
 
-    def record_of(item: SpooledBatch) -> bytes:
-        one = Spool(tmp_path / f"one-{id(item)}", quota_bytes=1_000_000)
-        one.append(item)
-        return next((tmp_path / f"one-{id(item)}").glob("*.seg")).read_bytes()
+    def record_of(n: int) -> bytes:
+        directory = tmp_path / f"one-{n}"  # a spool of its own for each record
+        Spool(directory, quota_bytes=1_000_000).append(batch(n))
+        return next(directory.glob("*.seg")).read_bytes()
 
     directory = tmp_path / "spool"
-    first, torn, third = record_of(batch(0)), record_of(batch(1))[:17], record_of(batch(2))
+    first, torn, third = record_of(0), record_of(1)[:17], record_of(2)
     Spool(directory, quota_bytes=1_000_000)
     (segment,) = directory.glob("*.seg")
     segment.write_bytes(first + torn + third)
