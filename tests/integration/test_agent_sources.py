@@ -4,14 +4,16 @@ signals reach InfluxDB through the real broker and collector, exactly, through w
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from adapters import local_services
@@ -19,11 +21,13 @@ from adapters.catalog import load_profiles
 from adapters.influxdb import InfluxClient, InfluxSettings
 from adapters.mqtt import MqttSettings
 from adapters.telemetry_reader import TelemetryReader
+from api.main import create_app
 from edge_agent.sources import SourceAgents
 from pilot.cli import app
 from pilot_core.registry import DeviceEntry, DeviceRegistry
 from pilot_core.source_map import parse_source_map
-from tests.protocol_servers import HOLDING, INPUT, ModbusServer, OpcUaServer, S7Server
+from tests.api_support import admin_client
+from tests.protocol_servers import COIL, HOLDING, INPUT, ModbusServer, OpcUaServer, S7Server
 from tests.support import collector_settings, count_points, running_collector, wait_until
 
 CATALOG = load_profiles()
@@ -404,3 +408,152 @@ def test_an_s7_plc_data_block_wrapping_counter_and_an_outage_land_exactly(
         assert produced(client, device) == 18
     finally:
         plc.stop()
+
+
+def conveyor_scenario_map(device: str, port: int) -> str:
+    return f"""
+devices:
+  - site: 판교
+    line: L1
+    device: {device}
+    profile: conveyor
+    modbus: {{host: 127.0.0.1, port: {port}, unit: 1, poll_s: 0.1, timeout_s: 1}}
+    items:
+      - {{name: clamp_current, table: input, address: 0, type: float32, metric: motor_current}}
+      - {{name: jam_switch, table: coil, address: 0, metric: jam_detected}}
+      - {{name: box_counter, table: holding, address: 10, type: uint16}}
+    state:
+      rules:
+        - {{state: jammed, when: {{jam_switch: {{equals: true}}}}}}
+        - {{state: running, when: {{clamp_current: {{above: 4.0}}}}, for_s: 0.5}}
+        - {{state: idle, when: {{clamp_current: {{below: 0.5}}}}, for_s: 0.5}}
+    production:
+      product: BOX-S
+      counters: {{produced: {{item: box_counter}}}}
+"""
+
+
+def at(seconds: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(seconds, dt.UTC)
+
+
+def test_the_kpis_the_api_returns_for_a_scripted_modbus_scenario_equal_its_truth(
+    tmp_path: Path, mqtt_settings: MqttSettings, influx_settings: InfluxSettings, unique_id: str
+) -> None:
+    """A retrofit clamp, a jam switch and a wrapping 16-bit counter on pymodbus's server, scripted second by
+    second over a 12 s shift: the agent → broker → collector → InfluxDB → KPI engine → API, against the truth.
+
+    Counts are exact. A state change is dated by the first poll that reads it: never before the test wrote
+    the register (the read's time is taken after the answer), and at the latest when the agent had derived it
+    less the rule's minimum duration (the change is dated when it started). The test measures that bracket for
+    every change, and the time elements must equal the truth to within the sum of the brackets (about a poll
+    interval, 0.1 s, each).
+    """
+    device = f"{unique_id}-conveyor"
+    site = f"판교-{unique_id}"
+    entry = DeviceEntry(site=site, line="L1", device=device, profile="conveyor")
+    devices_file = tmp_path / "devices.yaml"
+    devices_file.write_text(yaml.safe_dump({"devices": [entry.model_dump()]}, allow_unicode=True), encoding="utf-8")
+    settings = collector_settings(
+        mqtt_settings,
+        influx_settings,
+        f"{unique_id}-collector",
+        devices_file=devices_file,
+        database_url=f"sqlite:///{tmp_path / 'pilot.db'}",
+    )
+    server = ModbusServer()
+    server.set_float32(INPUT, 0, 6.2)  # the motor runs
+    server.set(HOLDING, 10, [65_530])
+    server.start()
+    source_map = conveyor_scenario_map(device, server.port).replace("site: 판교", f"site: {site}")
+    # Each step: seconds into the shift, what changes on the device, and the state the agent must derive from it.
+    steps: list[tuple[int, Callable[[], None], str | None]] = [
+        (1, lambda: server.set(HOLDING, 10, [65_535]), None),  # 5 boxes
+        (3, lambda: server.set_float32(INPUT, 0, 0.1), "idle"),
+        (5, lambda: server.set_float32(INPUT, 0, 6.2), "running"),
+        (6, lambda: server.set(HOLDING, 10, [3]), None),  # 65535 → 0 → 3: 4 boxes across the wrap
+        (8, lambda: server.set(COIL, 0, [True]), "jammed"),
+        (10, lambda: server.set(COIL, 0, [False]), "running"),
+        (11, lambda: server.set(HOLDING, 10, [10]), None),  # 7 boxes
+    ]
+    for_s = {"idle": 0.5, "running": 0.5, "jammed": 0.0}
+    shift_s = 12
+    try:
+        with (
+            running_collector(settings, DeviceRegistry([entry], CATALOG)),
+            InfluxClient(influx_settings) as client,
+            running_sources(source_map, mqtt_settings, tmp_path / "outbox") as agents,
+        ):
+            (derivation,) = agents.derivations
+            wait_until(lambda: derivation.state == "running", what="running before the shift starts")
+            start = float(int(time.time()) + 1)
+            if time.gmtime(start).tm_yday != time.gmtime(start + shift_s).tm_yday:  # a shift cannot span midnight
+                start = float(int(start) // 86_400 * 86_400 + 86_400)
+            changes: list[tuple[float, str]] = []  # (when the device changed, the state it calls for)
+            slack_s = 0.0
+            for offset, change, state in steps:
+                time.sleep(max(0.0, start + offset - time.time()))
+                changed = time.time()
+                change()
+                if state is not None:
+                    while derivation.state != state:
+                        time.sleep(0.005)
+                    slack_s += max(0.0, time.time() - for_s[state] - changed)
+                    changes.append((changed, state))
+            end = start + shift_s
+            time.sleep(max(0.0, end - time.time()))
+            wait_until(lambda: produced(client, device) == 16, what="the 16 boxes in InfluxDB")
+            derived = ["running", "idle", "running", "jammed", "running"]
+            wait_until(lambda: states(client, device) == derived, what="the states in InfluxDB")
+
+        truth = {"apt_s": 0.0, "adot_s": 0.0, "adet_s": 0.0}
+        element = {"running": "apt_s", "idle": "adot_s", "jammed": "adet_s"}
+        for (since, state), (until, _) in zip([(start, "running"), *changes], [*changes, (end, "")], strict=True):
+            truth[element[state]] += until - since
+        hour_s = 3600
+        window_start = int(start) // hour_s * hour_s
+        window_end = (int(end) // hour_s + 1) * hour_s
+        plan = {
+            "name": "scripted conveyor",
+            "site": site,
+            "line": "L1",
+            "devices": [device],
+            "output_devices": [device],
+            "calendar": {
+                "timezone": "UTC",
+                "workdays": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+                "shifts": [{"start": f"{at(start):%H:%M:%S}", "end": f"{at(end):%H:%M:%S}"}],
+            },
+            "windows": [
+                {
+                    "name": "scenario",
+                    "phase": "baseline",
+                    "start": at(window_start).isoformat(),
+                    "end": at(window_end).isoformat(),
+                },
+                {
+                    "name": "after",
+                    "phase": "pilot",
+                    "start": at(window_end).isoformat(),
+                    "end": at(window_end + hour_s).isoformat(),
+                },
+            ],
+            "products": [{"id": "BOX-S", "ideal_cycle_time_s": 0.25}],
+        }
+        with admin_client(create_app(settings)) as api:
+            created = api.post("/v1/demonstrations", json=plan)
+            assert created.status_code == 201, created.text
+            response = api.get(f"/v1/demonstrations/{created.json()['id']}/kpis")
+            assert response.status_code == 200, response.text
+        window = response.json()["windows"][0]
+        times, counts, kpis = window["time_breakdown_s"], window["counts"], window["kpis"]
+        assert times["pbt_s"] == shift_s and times["unknown_s"] == 0 and times["planned_down_s"] == 0
+        assert times["apt_s"] + times["adot_s"] + times["adet_s"] == pytest.approx(shift_s, abs=0.002)
+        for name, seconds in truth.items():
+            assert times[name] == pytest.approx(seconds, abs=slack_s + 0.002), (name, times, truth, slack_s)
+        assert (counts["produced"], counts["good"], counts["scrap"]) == (16, 16, 0)
+        assert kpis["availability"] == pytest.approx(truth["apt_s"] / shift_s, abs=(slack_s + 0.002) / shift_s)
+        assert kpis["effectiveness"] == pytest.approx(16 * 0.25 / times["apt_s"])
+        assert kpis["quality_ratio"] == 1.0
+    finally:
+        server.close()
