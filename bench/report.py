@@ -29,6 +29,10 @@ TARGET_P99_MS = 2000.0
 TARGET_COLD_S = 1.0
 TARGET_WARM_S = 0.1
 TARGET_RSS_MB = 200.0
+# Issue 19: one agent process serving 50 Modbus and OPC UA devices at 1 s sampling.
+TARGET_AGENT_CPU_SHARE = 0.10
+TARGET_AGENT_RSS_MB = 80.0
+TARGET_AGENT_INSTALL_MB = 150.0
 # "Bounded" through an outage: memory at the end of the long outage within this factor of the short one's.
 BOUNDED_GROWTH = 1.15
 
@@ -372,6 +376,48 @@ def statistics_section(result: dict[str, Any] | None) -> str:
     return table((f"method ({result.get('seeds', '?')} seeds, nominal 95%)", "coverage", "mean width"), rows)
 
 
+def sources_section(result: dict[str, Any] | None) -> str:
+    """One agent process reading many machines (``bench.sources``): its own run, named, and its verdicts."""
+    if result is None:
+        return "_not run_"
+    devices = result.get("devices", {})
+    cpu, rss, peak = result["cpu_share_of_one_core"], result["rss_mb"], result["peak_rss_mb"]
+    install = result.get("agent_install_mb")
+    floor = result.get("import_floor_rss_mb")
+    system = result.get("cpu_system_share")
+    rows = [
+        (
+            "CPU share of one core (user + system)",
+            f"{cpu:.1%}" + (f" ({system:.0%} of it in the kernel)" if system is not None else ""),
+            f"≤ {TARGET_AGENT_CPU_SHARE:.0%}",
+            verdict(cpu <= TARGET_AGENT_CPU_SHARE),
+        ),
+        (
+            "resident memory (RSS) at the end; its peak",
+            f"{rss:,.1f} MB; {peak:,.1f} MB"
+            + (f" (the modules alone, before any device: {floor:,.1f} MB)" if floor else ""),
+            f"≤ {TARGET_AGENT_RSS_MB:,.0f} MB",
+            verdict(peak <= TARGET_AGENT_RSS_MB),
+        ),
+        (
+            "the `[agent]` virtual environment on disk",
+            f"{install:,.1f} MB" if install is not None else "–",
+            f"< {TARGET_AGENT_INSTALL_MB:,.0f} MB",
+            verdict(None if install is None else install < TARGET_AGENT_INSTALL_MB),
+        ),
+    ]
+    load = ", ".join(f"{x:.2f}" for x in result.get("loadavg_at_start", [])) or "?"
+    measured = (
+        f"Measured {result.get('started', '?')} at commit `{result.get('commit', '?')}`"
+        + (" (with uncommitted changes)" if result.get("dirty") else "")
+        + f": {devices.get('modbus', '?')} Modbus TCP and {devices.get('opcua', '?')} OPC UA devices, sampled every"
+        f" {number(result.get('sampling_s'), 'g')} s, over {number(result.get('measured_s'), '.0f')} s;"
+        f" {result.get('threads', '?')} threads; load average at start {load}."
+    )
+    header = ("what issue 19 asks", "measured", "target", "verdict")
+    return measured + "\n\n" + table(header, rows)
+
+
 SECTIONS: dict[str, Callable[[dict[str, dict[str, Any] | None]], str]] = {
     "machine": lambda r: machine_section(r["run"] or {}, r["ingest"] or {}),
     "targets": targets_section,
@@ -383,11 +429,13 @@ SECTIONS: dict[str, Callable[[dict[str, dict[str, Any] | None]], str]] = {
     "outage": outage_section,
     "disk_full": disk_full_section,
     "statistics": lambda r: statistics_section(r["statistics"]),
+    "sources": lambda r: sources_section(r["sources"]),
 }
 
 
 def render(folder: Path) -> str:
-    names = ["run", "ingest", "comparison", "statistics", *sorted(p.stem for p in folder.glob("spool*.json")),
+    names = ["run", "ingest", "comparison", "statistics", "sources",
+             *sorted(p.stem for p in folder.glob("spool*.json")),
              *sorted(p.stem for p in folder.glob("diskfull*.json"))]  # fmt: skip
     results = {name: load(folder, name) for name in names}
     if results["ingest"] is None:
@@ -400,17 +448,49 @@ def render(folder: Path) -> str:
     return Template(TEMPLATE.read_text(encoding="utf-8")).substitute(values)
 
 
+SOURCES_HEADING = "## 8. One agent process reading 50 machines"
+_ALONE = (
+    "_This section was rendered on its own (`python -m bench.report --only sources`) from a `bench.sources`"
+    " run that is not the run above; the other sections are that run's._"
+)
+
+
+def splice_sources(page: str, folder: Path) -> str:
+    """``page`` with its agent section rendered from ``folder``'s sources.json alone, the rest kept as it is:
+    for a ``bench.sources`` run without the full ``bench/run``. The section says so."""
+    result = load(folder, "sources")
+    if result is None:
+        raise MissingResult(f"{folder}/sources.json is missing: run python -m bench.sources --out it first")
+    template = TEMPLATE.read_text(encoding="utf-8")
+    start = template.index(SOURCES_HEADING)
+    chunk = template[start : template.index("\n## ", start) + 1]
+    chunk = Template(chunk).substitute(sources=_ALONE + "\n\n" + sources_section(result))
+    if SOURCES_HEADING in page:
+        at = page.index(SOURCES_HEADING)
+        return page[:at] + chunk + page[page.index("\n## ", at) + 1 :]
+    at = page.index("## How the collector got here")
+    return page[:at] + chunk + page[at:]
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("--results", type=Path, default=Path(".pilot/bench/results"), help="one run's JSON folder")
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
+    parser.add_argument(
+        "--only",
+        choices=["sources"],
+        help="render only this section into the page at --out, from a results folder that holds only its JSON",
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        page = render(args.results)
+        if args.only == "sources":
+            page = splice_sources(args.out.read_text(encoding="utf-8"), args.results)
+        else:
+            page = render(args.results)
     except MissingResult as exc:
         print(f"bench.report: {exc}", file=sys.stderr)
         return 2

@@ -115,8 +115,42 @@ async def serve(modbus_ports: list[int], opcua_ports: list[int]) -> None:
 
 
 def cpu_seconds(pid: int) -> float:
+    user, system = cpu_split(pid)
+    return user + system
+
+
+def cpu_split(pid: int) -> tuple[float, float]:
+    """The process's CPU seconds so far: (user, system)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS_PER_S  # utime, stime
+    return int(fields[11]) / TICKS_PER_S, int(fields[12]) / TICKS_PER_S  # utime, stime
+
+
+# The agent's modules alone, before any device: the floor under its RSS, whatever the number of devices.
+_IMPORT_FLOOR = (
+    "import pilot.agent_cli, edge_agent.sources\n"
+    "print(next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmRSS:')))"
+)
+
+
+def import_floor_mb() -> float:
+    shown = subprocess.run([sys.executable, "-c", _IMPORT_FLOOR], cwd=ROOT, capture_output=True, text=True, check=True)
+    return round(int(shown.stdout.split()[-1]) / 1024, 1)
+
+
+def provenance() -> dict[str, Any]:
+    """Which code was measured, when, and how busy the machine was: the page names them."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
+        return done.stdout.strip()
+
+    return {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
+        "commit": git("rev-parse", "--short", "HEAD") or "unknown",
+        "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+        "cores": os.cpu_count(),
+    }
 
 
 def status_kb(pid: int, key: str) -> int:
@@ -136,6 +170,7 @@ def install_size_mb(work: Path) -> float:
 def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     from adapters import local_services  # noqa: PLC0415 - keeps --help fast
 
+    began = provenance()
     modbus_ports = [local_services.free_port() for _ in range(args.modbus)]
     opcua_ports = [local_services.free_port() for _ in range(args.opcua)]
     broker = local_services.mosquitto(work / "mosquitto")
@@ -161,17 +196,21 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             stderr=subprocess.DEVNULL,
         )
         time.sleep(args.warm_up)
-        start_cpu, start = cpu_seconds(agent.pid), time.monotonic()
+        (user_0, system_0), start = cpu_split(agent.pid), time.monotonic()
         time.sleep(args.seconds)
-        used, elapsed = cpu_seconds(agent.pid) - start_cpu, time.monotonic() - start
+        (user_1, system_1), elapsed = cpu_split(agent.pid), time.monotonic() - start
+        used = user_1 - user_0 + system_1 - system_0
         result = {
+            **began,
             "devices": {"modbus": args.modbus, "opcua": args.opcua},
             "sampling_s": 1.0,
             "measured_s": round(elapsed, 1),
             "cpu_share_of_one_core": round(used / elapsed, 4),
+            "cpu_system_share": round((system_1 - system_0) / used, 3) if used else None,
             "rss_mb": round(status_kb(agent.pid, "VmRSS") / 1024, 1),
             "peak_rss_mb": round(status_kb(agent.pid, "VmHWM") / 1024, 1),
             "threads": status_kb(agent.pid, "Threads"),
+            "import_floor_rss_mb": import_floor_mb(),
             "agent_exit": agent.poll(),  # None: still running, as it should be
         }
     finally:

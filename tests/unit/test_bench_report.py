@@ -111,3 +111,49 @@ def test_the_disk_full_run_is_shown_in_the_outage_section_and_judged(tmp_path: P
 def test_bench_spool_takes_the_disk_full_option() -> None:
     assert spool.parse_args(["--disk-full", "--messages", "1000"]).disk_full
     assert not spool.parse_args([]).disk_full
+
+
+AGENT = {
+    "started": "2026-12-06T05:00:00+00:00", "commit": "def5678", "dirty": False, "loadavg_at_start": [0.8, 1.1, 1.2],
+    "cores": 2, "devices": {"modbus": 25, "opcua": 25}, "sampling_s": 1.0, "measured_s": 60.0,
+    "cpu_share_of_one_core": 0.087, "cpu_system_share": 0.41, "rss_mb": 78.0, "peak_rss_mb": 79.5, "threads": 101,
+    "import_floor_rss_mb": 68.0, "agent_install_mb": 115.2,
+}  # fmt: skip
+
+
+def agent_section(page: str) -> str:
+    return page.split(report.SOURCES_HEADING)[1].split("\n## ", maxsplit=1)[0]
+
+
+def test_the_agent_run_is_shown_named_and_judged_against_issue_19s_targets(tmp_path: Path) -> None:
+    folder = results_folder(tmp_path)
+    assert "_not run_" in agent_section(report.render(folder))
+    (folder / "sources.json").write_text(json.dumps(AGENT))
+    section = agent_section(report.render(folder))
+    assert "Measured 2026-12-06T05:00:00+00:00 at commit `def5678`: 25 Modbus TCP and 25 OPC UA devices" in section
+    assert "| CPU share of one core (user + system) | 8.7% (41% of it in the kernel) | ≤ 10% | **met** |" in section
+    assert "79.5 MB (the modules alone, before any device: 68.0 MB) | ≤ 80 MB | **met** |" in section
+    assert "| 115.2 MB | < 150 MB | **met** |" in section
+    (folder / "sources.json").write_text(json.dumps({**AGENT, "cpu_share_of_one_core": 0.137, "peak_rss_mb": 95.6}))
+    section = agent_section(report.render(folder))
+    assert section.count("**not met**") == 2 and section.count("**met**") == 1
+
+
+def test_the_agent_section_alone_replaces_only_itself_and_says_it_is_another_run(tmp_path: Path) -> None:
+    (tmp_path / "full").mkdir()
+    page = report.render(results_folder(tmp_path / "full"))
+    before = page[: page.index(report.SOURCES_HEADING)] + page[page.index("## How the collector got here") :]
+    out = tmp_path / "benchmarks.md"
+    out.write_text(before, encoding="utf-8")  # a page rendered before the agent had its section
+    agent = tmp_path / "agent"
+    agent.mkdir()
+    assert report.main(["--only", "sources", "--results", str(agent), "--out", str(out)]) == 2  # no sources.json
+    (agent / "sources.json").write_text(json.dumps(AGENT))
+    assert report.main(["--only", "sources", "--results", str(agent), "--out", str(out)]) == 0
+    once = out.read_text(encoding="utf-8")
+    assert "not the run above" in agent_section(once) and "at commit `def5678`" in agent_section(once)
+    assert once.index(report.SOURCES_HEADING) < once.index("## How the collector got here")
+    assert report.main(["--only", "sources", "--results", str(agent), "--out", str(out)]) == 0
+    assert out.read_text(encoding="utf-8") == once  # rendered again in place, not added twice
+    assert once.split(report.SOURCES_HEADING)[0] == out.read_text(encoding="utf-8").split(report.SOURCES_HEADING)[0]
+    assert "| commit | `abc1234` |" in once  # the full run's sections are kept as they were
