@@ -70,21 +70,25 @@ def source_map(modbus_ports: list[int], opcua_ports: list[int]) -> str:
 
 
 async def serve(modbus_ports: list[int], opcua_ports: list[int]) -> None:
-    """The machines: every second each counts a part, and every 10 s each switches running and idle."""
+    """The machines: every second each counts a part, and every 10 s each switches running and idle.
+
+    A port taken meanwhile by another process (starting 25 OPC UA servers takes a while) is replaced by
+    another free one: the ports served are printed with ``ready``."""
     from asyncua import Server, ua  # noqa: PLC0415 - only the server process needs them
     from pymodbus.server import ModbusTcpServer  # noqa: PLC0415
     from pymodbus.simulator import DataType, SimData, SimDevice  # noqa: PLC0415
 
-    modbus = []
-    for port in modbus_ports:
+    from adapters import local_services  # noqa: PLC0415
+
+    async def modbus_on(port: int) -> ModbusTcpServer:
         bits = [SimData(0, count=16, values=False, datatype=DataType.BITS)]
         registers = [SimData(0, count=16, values=0, datatype=DataType.REGISTERS)]
         device = SimDevice(id=1, simdata=(bits, bits, registers, registers))
         modbus_server = ModbusTcpServer([device], address=("127.0.0.1", port))
         await modbus_server.serve_forever(background=True)
-        modbus.append(modbus_server)
-    opcua = []
-    for port in opcua_ports:
+        return modbus_server
+
+    async def opcua_on(port: int) -> tuple[Any, Any, Any]:
         opcua_server = Server()
         await opcua_server.init()
         opcua_server.set_endpoint(f"opc.tcp://127.0.0.1:{port}/bench/")
@@ -97,8 +101,19 @@ async def serve(modbus_ports: list[int], opcua_ports: list[int]) -> None:
         )
         spindle = await cnc.add_variable(f"ns={ns};s=CNC.SpindleSpeed", f"{ns}:SpindleSpeed", 0.0)
         await opcua_server.start()
-        opcua.append((state, parts, spindle))
-    print("ready", flush=True)
+        return state, parts, spindle
+
+    async def on_a_free_port(ports: list[int], index: int, start: Any) -> Any:
+        for _ in range(10):
+            try:
+                return await start(ports[index])
+            except OSError:  # the port was taken since it was picked
+                ports[index] = local_services.free_port()
+        raise RuntimeError("no free port for a machine's server")
+
+    modbus = [await on_a_free_port(modbus_ports, i, modbus_on) for i in range(len(modbus_ports))]
+    opcua = [await on_a_free_port(opcua_ports, i, opcua_on) for i in range(len(opcua_ports))]
+    print("ready", json.dumps([modbus_ports, opcua_ports]), flush=True)
     tick = 0
     while True:
         await asyncio.sleep(1)
@@ -184,8 +199,10 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     agent: subprocess.Popen[bytes] | None = None
     try:
         assert machines.stdout is not None
-        if machines.stdout.readline().strip() != "ready":
+        ready = machines.stdout.readline().split(" ", 1)
+        if ready[0].strip() != "ready":
             raise RuntimeError("the machines' servers did not start")
+        modbus_ports, opcua_ports = json.loads(ready[1])
         (work / "agent.yaml").write_text(source_map(modbus_ports, opcua_ports), encoding="utf-8")
         environment = {**os.environ, "PILOT_MQTT__HOST": "127.0.0.1", "PILOT_MQTT__PORT": str(broker.port)}
         agent = subprocess.Popen(
