@@ -10,7 +10,9 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -22,7 +24,8 @@ from adapters.influxdb import InfluxClient, InfluxSettings
 from adapters.mqtt import MqttSettings
 from adapters.telemetry_reader import TelemetryReader
 from api.main import create_app
-from edge_agent.sources import SourceAgents
+from collector.settings import CollectorSettings
+from edge_agent.sources import DeviceDerivation, SourceAgents
 from pilot.cli import app
 from pilot_core.registry import DeviceEntry, DeviceRegistry
 from pilot_core.source_map import parse_source_map
@@ -437,37 +440,142 @@ def at(seconds: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(seconds, dt.UTC)
 
 
+SHIFT_S = 12
+Step = tuple[int, Callable[[], None], str | None]  # seconds into the shift, a change on the device, the state due
+
+
+@dataclass
+class PlayedShift:
+    """A scripted shift as it happened: when it started and ended, each state change's time, and the slack."""
+
+    start: float
+    end: float
+    changes: list[tuple[float, str]]  # (when the test changed the device, the state it calls for)
+    slack_s: float  # Σ over the changes of how late the agent may have dated them: the tolerance of the times
+
+    def truth(self, first_state: str, element: dict[str, str]) -> dict[str, float]:
+        """Seconds of each ISO 22400 time element in the shift, from the states' true intervals."""
+        seconds = dict.fromkeys(element.values(), 0.0)
+        intervals = zip([(self.start, first_state), *self.changes], [*self.changes, (self.end, "")], strict=True)
+        for (since, state), (until, _) in intervals:
+            seconds[element[state]] += until - since
+        return seconds
+
+
+def play_shift(derivation: DeviceDerivation, steps: list[Step], for_s: dict[str, float]) -> PlayedShift:
+    """Make the steps' changes on time and wait, after each, until the agent has derived the state it calls for.
+
+    A change is dated no earlier than the test made it (a read's or a notification's time is taken after the
+    server has the value) and no later than when the agent had derived it, less the state's minimum duration
+    (the change is dated when it started): that bracket, measured, is each change's slack.
+    """
+    start = float(int(time.time()) + 1)
+    if time.gmtime(start).tm_yday != time.gmtime(start + SHIFT_S).tm_yday:  # a shift cannot span midnight
+        start = float(int(start) // 86_400 * 86_400 + 86_400)
+    changes: list[tuple[float, str]] = []
+    slack_s = 0.0
+    for offset, change, state in steps:
+        time.sleep(max(0.0, start + offset - time.time()))
+        changed = time.time()
+        change()
+        if state is not None:
+            while derivation.state != state:
+                time.sleep(0.005)
+            slack_s += max(0.0, time.time() - for_s[state] - changed)
+            changes.append((changed, state))
+    end = start + SHIFT_S
+    time.sleep(max(0.0, end - time.time()))
+    return PlayedShift(start, end, changes, slack_s)
+
+
+def api_settings(
+    tmp_path: Path, mqtt: MqttSettings, influx: InfluxSettings, unique_id: str, entry: DeviceEntry
+) -> CollectorSettings:
+    """The collector's and the API's settings, with the device registered in their devices file."""
+    devices_file = tmp_path / "devices.yaml"
+    devices_file.write_text(yaml.safe_dump({"devices": [entry.model_dump()]}, allow_unicode=True), encoding="utf-8")
+    return collector_settings(
+        mqtt,
+        influx,
+        f"{unique_id}-collector",
+        devices_file=devices_file,
+        database_url=f"sqlite:///{tmp_path / 'pilot.db'}",
+    )
+
+
+def shift_kpis(settings: CollectorSettings, entry: DeviceEntry, shift: PlayedShift, product: str) -> dict[str, Any]:
+    """The API's KPIs of a demonstration whose only shift is the played one (the window: its whole hours)."""
+    hour_s = 3600
+    window_start = int(shift.start) // hour_s * hour_s
+    window_end = (int(shift.end) // hour_s + 1) * hour_s
+    plan = {
+        "name": "scripted shift",
+        "site": entry.site,
+        "line": entry.line,
+        "devices": [entry.device],
+        "output_devices": [entry.device],
+        "calendar": {
+            "timezone": "UTC",
+            "workdays": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+            "shifts": [{"start": f"{at(shift.start):%H:%M:%S}", "end": f"{at(shift.end):%H:%M:%S}"}],
+        },
+        "windows": [
+            {
+                "name": "shift",
+                "phase": "baseline",
+                "start": at(window_start).isoformat(),
+                "end": at(window_end).isoformat(),
+            },
+            {
+                "name": "after",
+                "phase": "pilot",
+                "start": at(window_end).isoformat(),
+                "end": at(window_end + hour_s).isoformat(),
+            },
+        ],
+        "products": [{"id": product, "ideal_cycle_time_s": IDEAL_CYCLE_S}],
+    }
+    with admin_client(create_app(settings)) as api:
+        created = api.post("/v1/demonstrations", json=plan)
+        assert created.status_code == 201, created.text
+        response = api.get(f"/v1/demonstrations/{created.json()['id']}/kpis")
+        assert response.status_code == 200, response.text
+    window: dict[str, Any] = response.json()["windows"][0]
+    return window
+
+
+IDEAL_CYCLE_S = 0.25
+
+
+def assert_the_truth(window: dict[str, Any], truth: dict[str, float], shift: PlayedShift, parts: int) -> None:
+    times, counts, kpis = window["time_breakdown_s"], window["counts"], window["kpis"]
+    assert times["pbt_s"] == SHIFT_S and times["unknown_s"] == 0 and times["planned_down_s"] == 0
+    assert sum(times[name] for name in truth) == pytest.approx(SHIFT_S, abs=0.002)  # every ms of the shift
+    for name, seconds in truth.items():  # 0.002 s: InfluxDB keeps ms
+        assert times[name] == pytest.approx(seconds, abs=shift.slack_s + 0.002), (name, times, truth, shift)
+    assert (counts["produced"], counts["good"], counts["scrap"]) == (parts, parts, 0)
+    assert kpis["availability"] == pytest.approx(truth["apt_s"] / SHIFT_S, abs=(shift.slack_s + 0.002) / SHIFT_S)
+    assert kpis["effectiveness"] == pytest.approx(parts * IDEAL_CYCLE_S / times["apt_s"])
+    assert kpis["quality_ratio"] == 1.0
+
+
 def test_the_kpis_the_api_returns_for_a_scripted_modbus_scenario_equal_its_truth(
     tmp_path: Path, mqtt_settings: MqttSettings, influx_settings: InfluxSettings, unique_id: str
 ) -> None:
     """A retrofit clamp, a jam switch and a wrapping 16-bit counter on pymodbus's server, scripted second by
     second over a 12 s shift: the agent → broker → collector → InfluxDB → KPI engine → API, against the truth.
 
-    Counts are exact. A state change is dated by the first poll that reads it: never before the test wrote
-    the register (the read's time is taken after the answer), and at the latest when the agent had derived it
-    less the rule's minimum duration (the change is dated when it started). The test measures that bracket for
-    every change, and the time elements must equal the truth to within the sum of the brackets (about a poll
-    interval, 0.1 s, each).
+    Counts are exact; the time elements equal the truth to within the slack the test measures for each state
+    change (``play_shift``): about a poll interval, 0.1 s, each.
     """
-    device = f"{unique_id}-conveyor"
-    site = f"판교-{unique_id}"
-    entry = DeviceEntry(site=site, line="L1", device=device, profile="conveyor")
-    devices_file = tmp_path / "devices.yaml"
-    devices_file.write_text(yaml.safe_dump({"devices": [entry.model_dump()]}, allow_unicode=True), encoding="utf-8")
-    settings = collector_settings(
-        mqtt_settings,
-        influx_settings,
-        f"{unique_id}-collector",
-        devices_file=devices_file,
-        database_url=f"sqlite:///{tmp_path / 'pilot.db'}",
-    )
+    entry = DeviceEntry(site=f"판교-{unique_id}", line="L1", device=f"{unique_id}-conveyor", profile="conveyor")
+    settings = api_settings(tmp_path, mqtt_settings, influx_settings, unique_id, entry)
     server = ModbusServer()
     server.set_float32(INPUT, 0, 6.2)  # the motor runs
     server.set(HOLDING, 10, [65_530])
     server.start()
-    source_map = conveyor_scenario_map(device, server.port).replace("site: 판교", f"site: {site}")
-    # Each step: seconds into the shift, what changes on the device, and the state the agent must derive from it.
-    steps: list[tuple[int, Callable[[], None], str | None]] = [
+    source_map = conveyor_scenario_map(entry.device, server.port).replace("site: 판교", f"site: {entry.site}")
+    steps: list[Step] = [
         (1, lambda: server.set(HOLDING, 10, [65_535]), None),  # 5 boxes
         (3, lambda: server.set_float32(INPUT, 0, 0.1), "idle"),
         (5, lambda: server.set_float32(INPUT, 0, 6.2), "running"),
@@ -476,8 +584,6 @@ def test_the_kpis_the_api_returns_for_a_scripted_modbus_scenario_equal_its_truth
         (10, lambda: server.set(COIL, 0, [False]), "running"),
         (11, lambda: server.set(HOLDING, 10, [10]), None),  # 7 boxes
     ]
-    for_s = {"idle": 0.5, "running": 0.5, "jammed": 0.0}
-    shift_s = 12
     try:
         with (
             running_collector(settings, DeviceRegistry([entry], CATALOG)),
@@ -486,74 +592,53 @@ def test_the_kpis_the_api_returns_for_a_scripted_modbus_scenario_equal_its_truth
         ):
             (derivation,) = agents.derivations
             wait_until(lambda: derivation.state == "running", what="running before the shift starts")
-            start = float(int(time.time()) + 1)
-            if time.gmtime(start).tm_yday != time.gmtime(start + shift_s).tm_yday:  # a shift cannot span midnight
-                start = float(int(start) // 86_400 * 86_400 + 86_400)
-            changes: list[tuple[float, str]] = []  # (when the device changed, the state it calls for)
-            slack_s = 0.0
-            for offset, change, state in steps:
-                time.sleep(max(0.0, start + offset - time.time()))
-                changed = time.time()
-                change()
-                if state is not None:
-                    while derivation.state != state:
-                        time.sleep(0.005)
-                    slack_s += max(0.0, time.time() - for_s[state] - changed)
-                    changes.append((changed, state))
-            end = start + shift_s
-            time.sleep(max(0.0, end - time.time()))
-            wait_until(lambda: produced(client, device) == 16, what="the 16 boxes in InfluxDB")
+            shift = play_shift(derivation, steps, {"idle": 0.5, "running": 0.5, "jammed": 0.0})
+            wait_until(lambda: produced(client, entry.device) == 16, what="the 16 boxes in InfluxDB")
             derived = ["running", "idle", "running", "jammed", "running"]
-            wait_until(lambda: states(client, device) == derived, what="the states in InfluxDB")
+            wait_until(lambda: states(client, entry.device) == derived, what="the states in InfluxDB")
+        truth = shift.truth("running", {"running": "apt_s", "idle": "adot_s", "jammed": "adet_s"})
+        assert_the_truth(shift_kpis(settings, entry, shift, "BOX-S"), truth, shift, parts=16)
+    finally:
+        server.close()
 
-        truth = {"apt_s": 0.0, "adot_s": 0.0, "adet_s": 0.0}
-        element = {"running": "apt_s", "idle": "adot_s", "jammed": "adet_s"}
-        for (since, state), (until, _) in zip([(start, "running"), *changes], [*changes, (end, "")], strict=True):
-            truth[element[state]] += until - since
-        hour_s = 3600
-        window_start = int(start) // hour_s * hour_s
-        window_end = (int(end) // hour_s + 1) * hour_s
-        plan = {
-            "name": "scripted conveyor",
-            "site": site,
-            "line": "L1",
-            "devices": [device],
-            "output_devices": [device],
-            "calendar": {
-                "timezone": "UTC",
-                "workdays": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
-                "shifts": [{"start": f"{at(start):%H:%M:%S}", "end": f"{at(end):%H:%M:%S}"}],
-            },
-            "windows": [
-                {
-                    "name": "scenario",
-                    "phase": "baseline",
-                    "start": at(window_start).isoformat(),
-                    "end": at(window_end).isoformat(),
-                },
-                {
-                    "name": "after",
-                    "phase": "pilot",
-                    "start": at(window_end).isoformat(),
-                    "end": at(window_end + hour_s).isoformat(),
-                },
-            ],
-            "products": [{"id": "BOX-S", "ideal_cycle_time_s": 0.25}],
-        }
-        with admin_client(create_app(settings)) as api:
-            created = api.post("/v1/demonstrations", json=plan)
-            assert created.status_code == 201, created.text
-            response = api.get(f"/v1/demonstrations/{created.json()['id']}/kpis")
-            assert response.status_code == 200, response.text
-        window = response.json()["windows"][0]
-        times, counts, kpis = window["time_breakdown_s"], window["counts"], window["kpis"]
-        assert times["pbt_s"] == shift_s and times["unknown_s"] == 0 and times["planned_down_s"] == 0
-        assert times["apt_s"] + times["adot_s"] + times["adet_s"] == pytest.approx(shift_s, abs=0.002)
-        for name, seconds in truth.items():
-            assert times[name] == pytest.approx(seconds, abs=slack_s + 0.002), (name, times, truth, slack_s)
-        assert (counts["produced"], counts["good"], counts["scrap"]) == (16, 16, 0)
-        assert kpis["availability"] == pytest.approx(truth["apt_s"] / shift_s, abs=(slack_s + 0.002) / shift_s)
-        assert kpis["effectiveness"] == pytest.approx(16 * 0.25 / times["apt_s"])
-        assert kpis["quality_ratio"] == 1.0
+
+def test_the_kpis_the_api_returns_for_a_scripted_opcua_cnc_equal_its_truth(
+    tmp_path: Path, mqtt_settings: MqttSettings, influx_settings: InfluxSettings, unique_id: str
+) -> None:
+    """A CNC controller on asyncua's server, its state number and a 16-bit part counter that wraps, scripted over
+    a 12 s shift; one record per part (a cycle profile). Same truth, same tolerance as the Modbus scenario."""
+    entry = DeviceEntry(site=f"판교-{unique_id}", line="L1", device=f"{unique_id}-cnc", profile="cnc_machine")
+    settings = api_settings(tmp_path, mqtt_settings, influx_settings, unique_id, entry)
+    server = OpcUaServer()
+    server.values["RunState"].Value = 1  # cutting
+    server.values["PartCount"].Value = 65_530
+    server.start()
+    source_map = opcua_map(entry.device, server.endpoint).replace("site: 판교", f"site: {entry.site}")
+    source_map = source_map.replace("item: part_count, bits: 32", "item: part_count, bits: 16")
+    steps: list[Step] = [
+        (1, lambda: server.set("PartCount", 65_535), None),  # 5 parts
+        (3, lambda: server.set("RunState", 0), "idle"),
+        (5, lambda: server.set("RunState", 1), "cutting"),
+        (6, lambda: server.set("PartCount", 3), None),  # 65535 → 0 → 3: 4 parts across the wrap
+        (8, lambda: server.set("RunState", 3), "alarm"),
+        (10, lambda: server.set("RunState", 1), "cutting"),
+        (11, lambda: server.set("PartCount", 10), None),  # 7 parts
+    ]
+    try:
+        with (
+            running_collector(settings, DeviceRegistry([entry], CATALOG)),
+            InfluxClient(influx_settings) as client,
+            running_sources(source_map, mqtt_settings, tmp_path / "outbox") as agents,
+        ):
+            (derivation,) = agents.derivations
+            wait_until(lambda: derivation.state == "cutting", what="cutting before the shift starts")
+            shift = play_shift(derivation, steps, {"idle": 0.0, "cutting": 0.0, "alarm": 0.0})
+            wait_until(lambda: produced(client, entry.device) == 16, what="the 16 parts in InfluxDB")
+            derived = ["cutting", "idle", "cutting", "alarm", "cutting"]
+            wait_until(lambda: states(client, entry.device) == derived, what="the states in InfluxDB")
+        truth = shift.truth("cutting", {"cutting": "apt_s", "idle": "adot_s", "alarm": "adet_s"})
+        window = shift_kpis(settings, entry, shift, "SHAFT-20")
+        assert_the_truth(window, truth, shift, parts=16)
+        assert window["counts"]["failures"] == 1  # the alarm: an unplanned delay begun in the shift
     finally:
         server.close()
