@@ -400,10 +400,12 @@ class Collector:
         if (self.spool.pending or not self._store_ready()) and self._spool(batch):
             return True
         report = self.output.write(outcome.lines, give_up_after_s=self.settings.spool_after_s)
-        if report.deferred:
+        # The spool refused it (at its quota, its disk full): InfluxDB is tried again, and the spool after each
+        # further spool_after_s, so that a disk freed meanwhile takes the batch without waiting for InfluxDB.
+        while report.deferred:
             if self._spool(batch):
                 return True
-            report = self.output.write(outcome.lines)  # no spool: wait for InfluxDB, unacknowledged
+            report = self.output.write(outcome.lines, give_up_after_s=self.settings.spool_after_s)
         if not report.completed:
             return False
         self.metrics.points_written.inc(report.written)
@@ -426,12 +428,13 @@ class Collector:
         try:
             self.spool.append(spooled)
         except SpoolFull as full:
-            log.error("%s: this batch waits for InfluxDB in memory, unacknowledged", full)
+            log.error("%s: this batch waits in memory, unacknowledged, for InfluxDB or room in the spool", full)
             self.metrics.batches.labels("spool_full").inc()
             return False
         except OSError as exc:  # a full or failing disk: the spool is as if full for this batch
             log.error(
-                "could not append to the spool at %s (%s): this batch waits for InfluxDB in memory, unacknowledged",
+                "could not append to the spool at %s (%s): this batch waits in memory, unacknowledged, for InfluxDB or"
+                " the spool",
                 self.settings.spool_dir,
                 exc,
             )

@@ -357,3 +357,44 @@ def test_a_spool_disk_that_fills_and_frees_under_load_loses_nothing(
             wait_for_all(influx_settings, publisher.published)
         finally:
             influx.stop()
+
+
+def test_a_batch_the_full_disk_refused_is_spooled_once_the_disk_is_freed_while_influxdb_stays_down(
+    mqtt_settings: MqttSettings, unique_id: str, tmp_path: Path
+) -> None:
+    """A batch that neither InfluxDB nor the full spool took waited for InfluxDB alone: with the disk freed and
+    InfluxDB still down, nothing more was spooled or acknowledged. The spool is tried again after each
+    spool_after_s."""
+    site, line, device = "시화", "line 8", unique_id
+    influx = local_services.influxdb(tmp_path / "influxdb")
+    influx.start()
+    influx_settings = InfluxSettings(url=influx.url, database="disk_freed")
+    with small_filesystem(4) as disk:
+        settings = collector_settings(
+            mqtt_settings, influx_settings, f"{unique_id}-collector", spool_after_s=1.0, spool_dir=disk / "spool"
+        )
+        try:
+            with running_collector(settings, registry_of(site, line, device)) as collector:
+                with SteadyPublisher(mqtt_settings, site, line, device) as publisher:
+                    time.sleep(1.0)
+                    influx.stop()
+                    wait_until(lambda: collector.spool.pending >= 3, timeout_s=60, what="batches in the spool")
+                    ballast = fill(disk, leave_bytes=0)
+                    wait_until(
+                        lambda: outcomes(collector).get("spool_full", 0) >= 2,
+                        timeout_s=60,
+                        what="the spool refusing a batch before and after InfluxDB's spool_after_s",
+                    )
+                    time.sleep(3.0)  # the batch is waiting for InfluxDB now
+                    ballast.unlink()
+                    spooled = outcomes(collector).get("spooled", 0)
+                    wait_until(
+                        lambda: outcomes(collector).get("spooled", 0) > spooled,
+                        timeout_s=60,
+                        what="a batch spooled after the disk was freed, InfluxDB still down",
+                    )
+                    influx.start()
+                wait_for_all(influx_settings, publisher.published)
+                wait_until(lambda: not collector.spool.pending, what="an empty spool")
+        finally:
+            influx.stop()
