@@ -80,6 +80,9 @@ class DeviceDerivation:
         self.faulty: dict[str, str] = {}  # item → reason, while it keeps failing: logged once, not every read
         self._debouncer = StateDebouncer()
         self._last_ts = 0
+        # How far the source's clock is behind the agent's (OPC UA SourceTimestamp; Modbus and S7 reads are stamped
+        # by the agent, so about 0): ticks and outages are dated on the source's clock, as its values are.
+        self._source_behind_ms = 0
         self._counters: ProductionCounters | None = None
         self._cycle_since_ms: int | None = None
         spec = device.state
@@ -96,7 +99,9 @@ class DeviceDerivation:
             return
         if self.online is not True:
             self._found(batch[0].ts_ms)
-        ts = max(self._last_ts, *(value.ts_ms for value in batch))
+        newest = max(value.ts_ms for value in batch)
+        self._source_behind_ms = int(time.time() * 1000) - newest
+        ts = max(self._last_ts, newest)
         self._last_ts = ts
         telemetry: dict[str, bool | int | float] = {}
         for value in batch:
@@ -125,9 +130,11 @@ class DeviceDerivation:
             self._derive_production(ts)
 
     def tick(self, ts_ms: int) -> None:
-        """Time passed without news (OPC UA reports changes only): a state may have held long enough now."""
+        """Time passed without news (OPC UA reports changes only): a state may have held long enough now.
+
+        ``ts_ms`` is the agent's clock; the source's is what its values carry, so the tick is moved onto it."""
         if self.online:
-            self._last_ts = max(self._last_ts, ts_ms)
+            self._last_ts = max(self._last_ts, ts_ms - self._source_behind_ms)
             self._derive_state(self._last_ts)
 
     def faults(self, faults: Iterable[ItemFault]) -> None:
@@ -148,7 +155,7 @@ class DeviceDerivation:
             return
         log.warning("%s: source lost (%s); its state is unknown until it answers", self.name, why)
         self.online = False
-        now = max(self._last_ts + 1, int(time.time() * 1000))
+        now = max(self._last_ts + 1, int(time.time() * 1000) - self._source_behind_ms)
         self._last_ts = now
         self.agent.source_status(False, ts_ms=now)
         self._debouncer.forget()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -90,3 +91,16 @@ def test_a_lost_source_records_offline_then_online_and_the_state_again(tmp_path:
     derivation.values([ItemValue("state", 1, TS + 10_000)])
     assert [m["status"] for m in messages(derivation, "status")] == ["offline", "online"]
     assert [m["state"] for m in messages(derivation, "state")] == ["cutting", "cutting"]
+
+
+def test_a_source_whose_clock_runs_behind_the_agents_keeps_its_own_timestamps_between_changes(
+    tmp_path: Path,
+) -> None:
+    """OPC UA reports changes only, so the agent ticks on its own clock to let states settle; a tick must not
+    move a source that is behind the agent's clock onto the agent's time (docs/agent.md: SourceTimestamp)."""
+    derivation = derivation_for(tmp_path, CNC, "cnc_machine")  # TS is weeks behind the agent's clock
+    derivation.values([ItemValue("state", 1, TS)])
+    derivation.tick(int(time.time() * 1000))
+    derivation.values([ItemValue("state", 0, TS + 5_000)])
+    derivation.tick(int(time.time() * 1000))
+    assert [(m["state"], m["ts"]) for m in messages(derivation, "state")] == [("cutting", TS), ("idle", TS + 5_000)]
