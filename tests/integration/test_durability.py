@@ -15,6 +15,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,7 @@ from adapters.catalog import load_profiles
 from adapters.influxdb import InfluxClient, InfluxSettings
 from adapters.mqtt import MqttSettings, connect_and_wait, new_client
 from adapters.scratch_disk import fill, small_filesystem
+from collector.service import Collector
 from collector.spool import Spool
 from pilot_core.contract import SUBSCRIPTION, topic_for
 from pilot_core.registry import DeviceEntry, DeviceRegistry
@@ -320,11 +324,25 @@ def test_a_session_that_stops_delivering_is_noticed_and_reconnected(
         wait_for_all(influx_settings, publisher.published)
 
 
-def test_a_spool_disk_that_fills_and_frees_under_load_loses_nothing(
-    mqtt_settings: MqttSettings, unique_id: str, tmp_path: Path
-) -> None:
-    """Issue 16: InfluxDB down, the spool's disk full mid-stream, then freed, then InfluxDB back: exact count."""
-    site, line, device = "시화", "line 7", unique_id
+@dataclass
+class FullSpoolDisk:
+    """A collector spooling to a small disk while InfluxDB is down, the disk then filled by a ballast."""
+
+    collector: Collector
+    publisher: SteadyPublisher
+    influx: local_services.InfluxService
+    influx_settings: InfluxSettings
+    disk: Path
+    ballast: Path
+
+
+@contextmanager
+def spooling_onto_a_full_disk(
+    mqtt_settings: MqttSettings, unique_id: str, tmp_path: Path, line: str
+) -> Iterator[FullSpoolDisk]:
+    """InfluxDB stopped under a steady publisher, a few batches spooled, then the spool's 4 MiB disk filled.
+    InfluxDB is stopped again on the way out, whatever the test did with it."""
+    site, device = "시화", unique_id
     influx = local_services.influxdb(tmp_path / "influxdb")
     influx.start()
     influx_settings = InfluxSettings(url=influx.url, database="disk_full")
@@ -333,30 +351,43 @@ def test_a_spool_disk_that_fills_and_frees_under_load_loses_nothing(
             mqtt_settings, influx_settings, f"{unique_id}-collector", spool_after_s=1.0, spool_dir=disk / "spool"
         )
         try:
-            with running_collector(settings, registry_of(site, line, device)) as collector:
-                with SteadyPublisher(mqtt_settings, site, line, device) as publisher:
-                    time.sleep(1.0)
-                    influx.stop()
-                    wait_until(lambda: collector.spool.pending >= 3, timeout_s=60, what="batches in the spool")
-                    ballast = fill(disk, leave_bytes=0)
-                    wait_until(
-                        lambda: outcomes(collector).get("spool_full", 0) + outcomes(collector).get("error", 0) > 0,
-                        timeout_s=60,
-                        what="an append refused by the full disk",
-                    )
-                    ballast.unlink()
-                    time.sleep(3.0)  # batches keep coming while InfluxDB is still down
-                    influx.start()
-                    time.sleep(2.0)
-                wait_for_all(influx_settings, publisher.published)
-                wait_until(lambda: not collector.spool.pending, what="an empty spool")
-                batches = outcomes(collector)
-                assert batches.get("spool_full", 0) > 0 and "error" not in batches, batches  # refused, not failed
-            # And the next start finds nothing to cut or to replay twice.
-            assert Spool(disk / "spool", settings.spool_quota_mb * 1024 * 1024).pending == 0
-            wait_for_all(influx_settings, publisher.published)
+            with (
+                running_collector(settings, registry_of(site, line, device)) as collector,
+                SteadyPublisher(mqtt_settings, site, line, device) as publisher,
+            ):
+                time.sleep(1.0)
+                influx.stop()
+                wait_until(lambda: collector.spool.pending >= 3, timeout_s=60, what="batches in the spool")
+                ballast = fill(disk, leave_bytes=0)
+                yield FullSpoolDisk(collector, publisher, influx, influx_settings, disk, ballast)
         finally:
             influx.stop()
+
+
+def test_a_spool_disk_that_fills_and_frees_under_load_loses_nothing(
+    mqtt_settings: MqttSettings, unique_id: str, tmp_path: Path
+) -> None:
+    """Issue 16: InfluxDB down, the spool's disk full mid-stream, then freed, then InfluxDB back: exact count."""
+    with spooling_onto_a_full_disk(mqtt_settings, unique_id, tmp_path, "line 7") as run:
+        collector = run.collector
+        wait_until(
+            lambda: outcomes(collector).get("spool_full", 0) + outcomes(collector).get("error", 0) > 0,
+            timeout_s=60,
+            what="an append refused by the full disk",
+        )
+        run.ballast.unlink()
+        time.sleep(3.0)  # batches keep coming while InfluxDB is still down
+        run.influx.start()
+        time.sleep(2.0)
+        run.publisher.stop()
+        wait_for_all(run.influx_settings, run.publisher.published)
+        wait_until(lambda: not collector.spool.pending, what="an empty spool")
+        batches = outcomes(collector)
+        assert batches.get("spool_full", 0) > 0 and "error" not in batches, batches  # refused, not failed
+        collector.stop()
+        # And the next start finds nothing to cut or to replay twice.
+        assert Spool(run.disk / "spool", collector.settings.spool_quota_mb * 1024 * 1024).pending == 0
+        wait_for_all(run.influx_settings, run.publisher.published)
 
 
 def test_a_batch_the_full_disk_refused_is_spooled_once_the_disk_is_freed_while_influxdb_stays_down(
@@ -365,36 +396,22 @@ def test_a_batch_the_full_disk_refused_is_spooled_once_the_disk_is_freed_while_i
     """A batch that neither InfluxDB nor the full spool took waited for InfluxDB alone: with the disk freed and
     InfluxDB still down, nothing more was spooled or acknowledged. The spool is tried again after each
     spool_after_s."""
-    site, line, device = "시화", "line 8", unique_id
-    influx = local_services.influxdb(tmp_path / "influxdb")
-    influx.start()
-    influx_settings = InfluxSettings(url=influx.url, database="disk_freed")
-    with small_filesystem(4) as disk:
-        settings = collector_settings(
-            mqtt_settings, influx_settings, f"{unique_id}-collector", spool_after_s=1.0, spool_dir=disk / "spool"
+    with spooling_onto_a_full_disk(mqtt_settings, unique_id, tmp_path, "line 8") as run:
+        collector = run.collector
+        wait_until(
+            lambda: outcomes(collector).get("spool_full", 0) >= 2,
+            timeout_s=60,
+            what="the spool refusing a batch before and after InfluxDB's spool_after_s",
         )
-        try:
-            with running_collector(settings, registry_of(site, line, device)) as collector:
-                with SteadyPublisher(mqtt_settings, site, line, device) as publisher:
-                    time.sleep(1.0)
-                    influx.stop()
-                    wait_until(lambda: collector.spool.pending >= 3, timeout_s=60, what="batches in the spool")
-                    ballast = fill(disk, leave_bytes=0)
-                    wait_until(
-                        lambda: outcomes(collector).get("spool_full", 0) >= 2,
-                        timeout_s=60,
-                        what="the spool refusing a batch before and after InfluxDB's spool_after_s",
-                    )
-                    time.sleep(3.0)  # the batch is waiting for InfluxDB now
-                    ballast.unlink()
-                    spooled = outcomes(collector).get("spooled", 0)
-                    wait_until(
-                        lambda: outcomes(collector).get("spooled", 0) > spooled,
-                        timeout_s=60,
-                        what="a batch spooled after the disk was freed, InfluxDB still down",
-                    )
-                    influx.start()
-                wait_for_all(influx_settings, publisher.published)
-                wait_until(lambda: not collector.spool.pending, what="an empty spool")
-        finally:
-            influx.stop()
+        time.sleep(3.0)  # the batch is waiting for InfluxDB now
+        run.ballast.unlink()
+        spooled = outcomes(collector).get("spooled", 0)
+        wait_until(
+            lambda: outcomes(collector).get("spooled", 0) > spooled,
+            timeout_s=60,
+            what="a batch spooled after the disk was freed, InfluxDB still down",
+        )
+        run.influx.start()
+        run.publisher.stop()
+        wait_for_all(run.influx_settings, run.publisher.published)
+        wait_until(lambda: not collector.spool.pending, what="an empty spool")
