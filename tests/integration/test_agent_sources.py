@@ -559,6 +559,31 @@ def assert_the_truth(window: dict[str, Any], truth: dict[str, float], shift: Pla
     assert kpis["quality_ratio"] == 1.0
 
 
+def play_through_the_pipeline(
+    settings: CollectorSettings,
+    entry: DeviceEntry,
+    source_map: str,
+    tmp_path: Path,
+    steps: list[Step],
+    for_s: dict[str, float],
+    states_due: list[str],
+    parts: int,
+) -> PlayedShift:
+    """The agent reading ``source_map`` while ``steps`` play, through the real broker and collector into
+    InfluxDB, until every part and every state due is stored."""
+    with (
+        running_collector(settings, DeviceRegistry([entry], CATALOG)),
+        InfluxClient(settings.influx) as client,
+        running_sources(source_map, settings.mqtt, tmp_path / "outbox") as agents,
+    ):
+        (derivation,) = agents.derivations
+        wait_until(lambda: derivation.state == states_due[0], what=f"{states_due[0]} before the shift starts")
+        shift = play_shift(derivation, steps, for_s)
+        wait_until(lambda: produced(client, entry.device) == parts, what=f"the {parts} parts in InfluxDB")
+        wait_until(lambda: states(client, entry.device) == states_due, what="the states in InfluxDB")
+    return shift
+
+
 def test_the_kpis_the_api_returns_for_a_scripted_modbus_scenario_equal_its_truth(
     tmp_path: Path, mqtt_settings: MqttSettings, influx_settings: InfluxSettings, unique_id: str
 ) -> None:
@@ -585,17 +610,9 @@ def test_the_kpis_the_api_returns_for_a_scripted_modbus_scenario_equal_its_truth
         (11, lambda: server.set(HOLDING, 10, [10]), None),  # 7 boxes
     ]
     try:
-        with (
-            running_collector(settings, DeviceRegistry([entry], CATALOG)),
-            InfluxClient(influx_settings) as client,
-            running_sources(source_map, mqtt_settings, tmp_path / "outbox") as agents,
-        ):
-            (derivation,) = agents.derivations
-            wait_until(lambda: derivation.state == "running", what="running before the shift starts")
-            shift = play_shift(derivation, steps, {"idle": 0.5, "running": 0.5, "jammed": 0.0})
-            wait_until(lambda: produced(client, entry.device) == 16, what="the 16 boxes in InfluxDB")
-            derived = ["running", "idle", "running", "jammed", "running"]
-            wait_until(lambda: states(client, entry.device) == derived, what="the states in InfluxDB")
+        derived = ["running", "idle", "running", "jammed", "running"]
+        for_s = {"idle": 0.5, "running": 0.5, "jammed": 0.0}
+        shift = play_through_the_pipeline(settings, entry, source_map, tmp_path, steps, for_s, derived, parts=16)
         truth = shift.truth("running", {"running": "apt_s", "idle": "adot_s", "jammed": "adet_s"})
         assert_the_truth(shift_kpis(settings, entry, shift, "BOX-S"), truth, shift, parts=16)
     finally:
@@ -625,17 +642,9 @@ def test_the_kpis_the_api_returns_for_a_scripted_opcua_cnc_equal_its_truth(
         (11, lambda: server.set("PartCount", 10), None),  # 7 parts
     ]
     try:
-        with (
-            running_collector(settings, DeviceRegistry([entry], CATALOG)),
-            InfluxClient(influx_settings) as client,
-            running_sources(source_map, mqtt_settings, tmp_path / "outbox") as agents,
-        ):
-            (derivation,) = agents.derivations
-            wait_until(lambda: derivation.state == "cutting", what="cutting before the shift starts")
-            shift = play_shift(derivation, steps, {"idle": 0.0, "cutting": 0.0, "alarm": 0.0})
-            wait_until(lambda: produced(client, entry.device) == 16, what="the 16 parts in InfluxDB")
-            derived = ["cutting", "idle", "cutting", "alarm", "cutting"]
-            wait_until(lambda: states(client, entry.device) == derived, what="the states in InfluxDB")
+        derived = ["cutting", "idle", "cutting", "alarm", "cutting"]
+        for_s = {"idle": 0.0, "cutting": 0.0, "alarm": 0.0}
+        shift = play_through_the_pipeline(settings, entry, source_map, tmp_path, steps, for_s, derived, parts=16)
         truth = shift.truth("cutting", {"cutting": "apt_s", "idle": "adot_s", "alarm": "adet_s"})
         window = shift_kpis(settings, entry, shift, "SHAFT-20")
         assert_the_truth(window, truth, shift, parts=16)
