@@ -136,18 +136,24 @@ def test_a_full_disk_while_rolling_over_to_a_new_segment_leaves_no_empty_segment
         assert drain(Spool(directory, quota_bytes=100_000_000)) == [batch(0), batch(1)]
 
 
+def four_batches_the_second_damaged(directory: Path) -> Spool:
+    """A spool of batches 0 to 3 whose record 1's body no longer matches its checksum."""
+    spool = Spool(directory, quota_bytes=1_000_000)
+    for n in range(4):
+        spool.append(batch(n))
+    (segment,) = directory.glob("*.seg")
+    data = bytearray(segment.read_bytes())
+    second = data.index(b'{"lines":', data.index(b'{"lines":') + 1)
+    data[second + 20] ^= 0xFF
+    segment.write_bytes(bytes(data))
+    return spool
+
+
 def test_records_after_a_corrupt_one_are_kept_and_the_corruption_is_reported(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Recovery never drops a record that lies after a bad one: it resynchronises on the next whole record."""
-    spool = Spool(tmp_path, quota_bytes=1_000_000)
-    for n in range(4):
-        spool.append(batch(n))
-    (segment,) = tmp_path.glob("*.seg")
-    data = bytearray(segment.read_bytes())
-    second = data.index(b'{"lines":', data.index(b'{"lines":') + 1)
-    data[second + 20] ^= 0xFF  # record 1's body no longer matches its checksum
-    segment.write_bytes(bytes(data))
+    four_batches_the_second_damaged(tmp_path)
     with caplog.at_level(logging.ERROR, logger="pilot.collector.spool"):
         reopened = Spool(tmp_path, quota_bytes=1_000_000)
     assert reopened.pending == 3
@@ -204,14 +210,7 @@ def test_a_crash_between_emptying_the_spool_and_moving_the_cursor_loses_no_later
 def test_a_record_damaged_while_the_collector_runs_is_skipped_by_the_replay(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    spool = Spool(tmp_path, quota_bytes=1_000_000)
-    for n in range(4):
-        spool.append(batch(n))
-    (segment,) = tmp_path.glob("*.seg")
-    data = bytearray(segment.read_bytes())
-    second = data.index(b'{"lines":', data.index(b'{"lines":') + 1)
-    data[second + 20] ^= 0xFF
-    segment.write_bytes(bytes(data))  # damaged on disk after it was appended
+    spool = four_batches_the_second_damaged(tmp_path)  # damaged on disk after it was appended
     with caplog.at_level(logging.ERROR, logger="pilot.collector.spool"):
         assert drain(spool) == [batch(0), batch(2), batch(3)]
     assert "damaged" in caplog.text and spool.pending == 0
