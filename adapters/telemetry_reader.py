@@ -9,7 +9,7 @@ before it, is not read at all: its hours are built empty, as reading them would.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Container, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,7 +55,7 @@ class TelemetryReader:
         profile: DeviceProfile,
         start_ms: int,
         end_ms: int,
-        hours_with_data: set[int] | None = None,
+        hours_with_data: Container[int] | None = None,
     ) -> Iterator[DeviceRows]:
         """The rows those hours are built from, a day at a time: what an evidence bundle carries.
 
@@ -79,7 +79,15 @@ class TelemetryReader:
 
         Cheap where there is no data: InfluxDB answers a count over an empty range from its index.
         """
-        found: dict[str, set[int]] = {device: set() for device in measurements}
+        counted = self.values_per_hour(site, line, measurements, start_ms, end_ms)
+        return {device: set(hours) for device, hours in counted.items()}
+
+    def values_per_hour(
+        self, site: str, line: str, measurements: dict[str, str], start_ms: int, end_ms: int
+    ) -> dict[str, dict[int, int]]:
+        """``hours_with_data`` with, for each hour, how many field values its points hold (``count(*)`` summed
+        over the measurements): a hour whose count moves after it was read took in late data."""
+        found: dict[str, dict[int, int]] = {device: {} for device in measurements}
         if not measurements:
             return found
         sources = ", ".join(
@@ -99,7 +107,11 @@ class TelemetryReader:
             for series in self.client.query(query):
                 device = (series.tags or {}).get("device", "")
                 if device in found:
-                    found[device].update(int(row[0]) for row in series.values if any(row[1:]))
+                    hours = found[device]
+                    for row in series.values:
+                        values = sum(n for n in row[1:] if isinstance(n, int))
+                        if values:
+                            hours[int(row[0])] = hours.get(int(row[0]), 0) + values
         return found
 
 

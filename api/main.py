@@ -12,7 +12,7 @@ from adapters.sql import Database
 from api.limits import BodyLimit, single_valued_query
 from api.problems import use_problem_details
 from api.routers import access, catalog, demonstrations, evidence, health, kpis, reports
-from api.state import ApiState
+from api.state import ApiState, rollup_loop
 from collector.settings import CollectorSettings
 from pilot_core import comparison
 
@@ -30,6 +30,8 @@ def create_app(settings: CollectorSettings | None = None, database: Database | N
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         state.stopping.clear()  # an app may be served again after a shutdown (tests do)
         threading.Thread(target=comparison.preload, name="preload-statsmodels", daemon=True).start()
+        if state.settings.rollup_every_s > 0:
+            threading.Thread(target=rollup_loop, args=(state,), name="rollups", daemon=True).start()
         yield
         state.stopping.set()
         if database is None:

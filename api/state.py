@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass, field
 
@@ -9,9 +10,10 @@ from fastapi import Request
 
 from adapters.catalog import load_profiles, load_registry
 from adapters.influxdb import InfluxClient
-from adapters.sql import AccessRepository, AuditLog, Database, DemonstrationRepository
+from adapters.sql import AccessRepository, AuditLog, Database, DemonstrationRepository, RollupRepository
 from collector.settings import CollectorSettings
-from kpi_engine.service import DecodedHours
+from kpi_engine.rollups import roll_up
+from kpi_engine.service import DecodedHours, EvaluationStopped, HourStore
 from pilot_core.profiles import ProfileCatalog
 from pilot_core.registry import DeviceRegistry
 
@@ -49,3 +51,29 @@ class ApiState:
 def api_state(request: Request) -> ApiState:
     state: ApiState = request.app.state.pilot
     return state
+
+
+_log = logging.getLogger("pilot.api.rollups")
+
+
+def rollup_loop(state: ApiState) -> None:
+    """Every ``rollup_every_s``, build the device-hours of every demonstration (``kpi_engine.rollups``), until the
+    server stops. Replicas may each run it: the build locks make an hour built once whichever runs first."""
+    while not state.stopping.wait(state.settings.rollup_every_s):
+        if state.registry is None:
+            continue  # no registry, no profiles: nothing can be read
+        try:
+            with state.influx() as influx:
+                hours = HourStore(
+                    RollupRepository(state.database), influx, state.registry, stopping=state.stopping.is_set
+                )
+                run = roll_up(state.demonstrations(), hours)
+        except EvaluationStopped:
+            return
+        except Exception:  # the next pass tries again; a request still builds what it needs
+            _log.exception("the roll-up pass failed")
+            continue
+        for slug, reason in run.failed.items():
+            _log.warning("roll-up of %s failed: %s", slug, reason)
+        if any(run.stored.values()):
+            _log.info("roll-ups stored: %s", ", ".join(f"{s} {n}" for s, n in run.stored.items() if n))

@@ -41,6 +41,12 @@ class CollectorSettings(BaseSettings):
         le=3660,
         description="The API refuses a plan whose windows together cover more days: evaluating a plan reads them",
     )
+    rollup_every_s: float = Field(
+        default=0,
+        ge=0,
+        description="The API builds every demonstration's device-hours (and picks up late data) this often,"
+        " in the background; 0: never (run `pilot rollups --every` on a schedule instead)",
+    )
 
     client_id: str = Field(
         default="pilot-collector",

@@ -41,6 +41,14 @@ class Source(BaseModel):
     )
     cached: bool
     hours_refreshed: int = Field(description="Device-hours read from InfluxDB for this answer")
+    late_hours: int = Field(
+        default=0,
+        description="Device-hours of the plan's windows that took in data which reached InfluxDB after they had"
+        " settled (late data), picked up by the roll-up job: the result includes it",
+    )
+    late_data: str | None = Field(
+        default=None, description="Why late_hours is not 0: which devices, and when the latest was taken in"
+    )
 
 
 class DeviceCoverage(BaseModel):
@@ -163,6 +171,8 @@ def _source(evaluation: Evaluation) -> Source:
         data_fingerprint=evaluation.data_fingerprint,
         cached=evaluation.cached,
         hours_refreshed=evaluation.hours_refreshed,
+        late_hours=evaluation.late_hours,
+        late_data=evaluation.late_data,
     )
 
 

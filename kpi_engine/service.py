@@ -17,18 +17,27 @@ A demonstration is evaluated in three steps:
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import threading
 import time
 from collections import OrderedDict, defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import TypeAdapter
 
 from adapters.influxdb import InfluxClient
-from adapters.sql import DemonstrationRepository, HourStamp, RangeSummary, ResultCache, RollupRepository
+from adapters.sql import (
+    DemonstrationRepository,
+    HourStamp,
+    RangeSummary,
+    ResultCache,
+    RollupRepository,
+    fingerprint_of,
+)
 from adapters.telemetry_reader import TelemetryReader
 from kpi_engine.breakdown import Breakdown, breakdown
 from kpi_engine.evaluation import DemonstrationResult, evaluate
@@ -46,6 +55,9 @@ DEFAULT_SETTLE_S = 2 * 3600
 DEFAULT_REREAD_AFTER_S = 60
 _RESULT = TypeAdapter(DemonstrationResult)
 _UPSERT_HOURS = 2000  # hours stored per statement: one per day read would be a transaction per day
+# Devices whose values per hour are counted together (one query per two days): bounds what a plant's refresh holds.
+_DEVICES_PER_COUNT = 25
+DAY_MS = 24 * HOUR_MS
 
 Progress = Callable[[str], None]
 
@@ -61,6 +73,8 @@ class Evaluation:
     data_fingerprint: str  # what the result saw: engine version, plan hash and the stored hours' versions
     hours_refreshed: int  # device-hours read from InfluxDB for this answer
     cached: bool
+    late_hours: int = 0  # device-hours that took in data arriving after they had settled
+    late_data: str | None = None  # why late_hours is not 0, in words
 
 
 def plan_hours(plan: DemonstrationPlan) -> list[int]:
@@ -168,62 +182,157 @@ class HourStore:
     def refresh(
         self,
         plan: DemonstrationPlan,
-        stamps: dict[tuple[str, int], HourStamp],
+        stamps: dict[tuple[str, int], HourStamp] | None = None,
         *,
         force: bool = False,
         progress: Progress | None = None,
+        check_late: bool = False,
     ) -> int:
-        """Read the hours that are missing or unsettled (all of them if ``force``); returns how many."""
+        """Read the hours that are missing or unsettled (all of them if ``force``); returns how many were stored.
+
+        ``stamps`` (``stamps(plan)``), when given, spares the devices with nothing to read any lock or query.
+        Each device is built under ``RollupRepository.building``, its stamps read again once its lock is held,
+        so two processes asked at once read InfluxDB once. With ``check_late``, settled hours whose count of
+        values in InfluxDB moved since they were read (late data) are read again too, and keep a mark of it.
+        """
         now_ms = round(self.clock() * 1000)
         starts = [t for t in plan_hours(plan) if t < now_ms]  # hours still to come have nothing to read
-        stale_hours = {
-            device: [t for t in starts if force or self._stale(stamps.get((device, t)), t, now_ms)]
-            for device in plan.devices
-        }
-        with_data = self._hours_with_data(plan, sorted({t for stale in stale_hours.values() for t in stale}))
+        if not starts:
+            return 0
         refreshed = 0
-        for device, stale in stale_hours.items():
-            if not stale:
+        for group in _batches(plan.devices, _DEVICES_PER_COUNT):
+            batch, counted = group, starts
+            if stamps is not None and not (force or check_late):
+                batch = [d for d in group if any(self._stale(stamps.get((d, t)), t, now_ms) for t in starts)]
+                counted = sorted({t for d in batch for t in starts if self._stale(stamps.get((d, t)), t, now_ms)})
+            if not batch:
                 continue
-            built: list[DeviceHour] = []
-            for rows in self._rows(plan, device, stale, with_data):
-                built += build_hours(rows)
-                if len(built) >= _UPSERT_HOURS:
-                    refreshed += self.rollups.upsert(plan.site, plan.line, built, now_ms)
-                    built = []
-            refreshed += self.rollups.upsert(plan.site, plan.line, built, now_ms)
-            if progress:
-                progress(f"  read {len(stale):,} hours of {device} from InfluxDB")
+            counts = self._values_per_hour(plan, batch, counted)
+            for device in batch:
+                with self.hours_of(plan, device) as rollups:
+                    read = self._refresh_device(rollups, plan, device, starts, counts, now_ms, force, check_late)
+                refreshed += read
+                if progress and read:
+                    progress(f"  read {read:,} hours of {device} from InfluxDB")
         return refreshed
+
+    def hours_of(self, plan: DemonstrationPlan, device: str) -> AbstractContextManager[RollupRepository]:
+        return self.rollups.building(plan.site, plan.line, device)
+
+    def _refresh_device(
+        self,
+        rollups: RollupRepository,
+        plan: DemonstrationPlan,
+        device: str,
+        starts: list[int],
+        counts: dict[str, dict[int, int]],
+        now_ms: int,
+        force: bool,
+        check_late: bool,
+    ) -> int:
+        """One device's hours, under its lock: what is stored is read again here, as another process may have
+        stored the hours while this one waited."""
+        stored = {s.start_ms: s for run in _runs(starts) for s in rollups.stamps(plan.site, plan.line, [device], *run)}
+        stale = [t for t in starts if force or self._stale(stored.get(t), t, now_ms)]
+        counted = counts.get(device, {})
+        sources = {(device, t): counted.get(t, 0) for t in stale}
+        refreshed = self._build(rollups, plan, device, stale, counted, sources, now_ms)
+        if not check_late:
+            return refreshed
+        late, first_counted = self._late(stored, set(stale), starts, counted, now_ms)
+        rollups.count_sources(plan.site, plan.line, {(device, t): n for t, n in first_counted.items()})
+        if late:
+            refreshed += self._build(
+                rollups,
+                plan,
+                device,
+                late,
+                counted,
+                {(device, t): counted.get(t, 0) for t in late},
+                now_ms,
+                changed_from={t: stored[t].fingerprint for t in late if t in stored},
+            )
+        return refreshed
+
+    def _late(
+        self, stored: dict[int, HourStamp], stale: set[int], starts: list[int], counted: dict[int, int], now_ms: int
+    ) -> tuple[list[int], dict[int, int]]:
+        """The settled hours to read again because their count of values moved (and the rest of their day, whose
+        state in force they may change), and the settled hours counted for the first time."""
+        late: set[int] = set()
+        first: dict[int, int] = {}
+        for t in starts:
+            stamp = stored.get(t)
+            if t in stale or stamp is None or stamp.computed_at_ms < t + HOUR_MS + self.settle_ms:
+                continue
+            if stamp.source_values is None:
+                first[t] = counted.get(t, 0)
+            elif stamp.source_values != counted.get(t, 0):
+                day_end = t - t % DAY_MS + DAY_MS
+                late.update(u for u in range(t, day_end, HOUR_MS) if u in stored and u not in stale)
+        return sorted(late), first
+
+    def _build(
+        self,
+        rollups: RollupRepository,
+        plan: DemonstrationPlan,
+        device: str,
+        starts: list[int],
+        with_data: dict[int, int],
+        sources: dict[tuple[str, int], int],
+        now_ms: int,
+        changed_from: dict[int, str] | None = None,
+    ) -> int:
+        """Read ``starts`` of ``device`` and store them. With ``changed_from`` (their stored fingerprints), they
+        are read again for late data: those that changed are stored marked late, the others only recounted."""
+        stored = 0
+        built: list[DeviceHour] = []
+
+        def store(hours: list[DeviceHour]) -> int:
+            if changed_from is None:
+                return rollups.upsert(plan.site, plan.line, hours, now_ms, source_values=sources)
+            changed = [h for h in hours if fingerprint_of(h) != changed_from.get(h.start_ms)]
+            rollups.count_sources(plan.site, plan.line, {k: v for k, v in sources.items() if k[1] in changed_from})
+            return rollups.upsert(plan.site, plan.line, changed, now_ms, source_values=sources, late=True)
+
+        for rows in self._rows(plan, device, starts, {device: with_data}):
+            built += build_hours(rows)
+            if len(built) >= _UPSERT_HOURS:
+                stored += store(built)
+                built = []
+        return stored + store(built)
 
     def rows(self, plan: DemonstrationPlan) -> Iterator[DeviceRows]:
         """The rows of every past hour of the plan, read as ``refresh(force=True)`` reads them: an evidence
         bundle's data, from which the very same hours are built."""
         now_ms = round(self.clock() * 1000)
         starts = [t for t in plan_hours(plan) if t < now_ms]
-        with_data = self._hours_with_data(plan, starts)
+        with_data = self._values_per_hour(plan, plan.devices, starts)
         for device in plan.devices:
             yield from self._rows(plan, device, starts, with_data)
 
-    def _hours_with_data(self, plan: DemonstrationPlan, starts: list[int]) -> dict[str, set[int]]:
-        """Per registered device of the plan, the hours around ``starts`` that hold points: the days without
-        any are not read (``TelemetryReader.device_rows``), so a long window costs what its data costs."""
+    def _values_per_hour(
+        self, plan: DemonstrationPlan, devices: Sequence[str], starts: list[int]
+    ) -> dict[str, dict[int, int]]:
+        """Per registered device of ``devices``, the hours around ``starts`` that hold points and how many field
+        values: the days without any are not read (``TelemetryReader.device_rows``), so a long window costs
+        what its data costs; the counts tell a settled hour that took in late data."""
         measurements = {}
-        for device in plan.devices:
+        for device in devices:
             registered = self.registry.get(DeviceKey(plan.site, plan.line, device))
             if registered is not None:
                 measurements[device] = registered.profile.measurement
-        found: dict[str, set[int]] = defaultdict(set)
+        found: dict[str, dict[int, int]] = defaultdict(dict)
         for run_start, run_end in _runs(starts) if starts else ():
             self._check_stopping()
-            for device, hours in self.reader.hours_with_data(
+            for device, hours in self.reader.values_per_hour(
                 plan.site, plan.line, measurements, run_start, run_end
             ).items():
-                found[device] |= hours
+                found[device].update(hours)
         return found
 
     def _rows(
-        self, plan: DemonstrationPlan, device: str, starts: list[int], with_data: dict[str, set[int]]
+        self, plan: DemonstrationPlan, device: str, starts: list[int], with_data: Mapping[str, Container[int]]
     ) -> Iterator[DeviceRows]:
         if not starts:
             return
@@ -262,6 +371,11 @@ class HourStore:
         return hours
 
 
+def _batches(devices: Sequence[str], size: int) -> Iterator[list[str]]:
+    for index in range(0, len(devices), size):
+        yield list(devices[index : index + size])
+
+
 def _hour_floor(ms: int) -> int:
     return ms - ms % HOUR_MS
 
@@ -284,6 +398,26 @@ def data_fingerprint(plan_hash: str, summaries: list[dict[str, RangeSummary]]) -
         for device, summary in sorted(by_device.items()):
             digest.update(f"{index}\t{device}\t{summary.hours}\t{summary.last_computed_ms}\n".encode())
     return "sha256:" + digest.hexdigest()
+
+
+def late_data_reason(plan: DemonstrationPlan, summaries: list[dict[str, RangeSummary]]) -> tuple[int, str | None]:
+    """How many of the windows' device-hours took in late data, and a sentence saying which and when."""
+    late: dict[str, int] = defaultdict(int)
+    last_ms = 0
+    for by_device in summaries:
+        for device, summary in by_device.items():
+            if summary.late_hours:
+                late[device] += summary.late_hours
+                last_ms = max(last_ms, summary.last_late_ms or 0)
+    if not late:
+        return 0, None
+    total = sum(late.values())
+    devices = ", ".join(f"{device} ({hours})" for device, hours in sorted(late.items()))
+    when = dt.datetime.fromtimestamp(last_ms / 1000, dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return total, (
+        f"{total} device-hour(s) of the plan's windows took in data that reached InfluxDB after they had settled"
+        f" (late data): {devices}; the latest was taken in at {when}, and this result includes it"
+    )
 
 
 class PlanTooLong(ValueError):
@@ -329,7 +463,10 @@ class KpiService:
             if refreshed:
                 summaries = self.hours.summaries(plan)
         fingerprint = data_fingerprint(chosen.plan_hash, summaries)
+        late_hours, late_data = late_data_reason(plan, summaries)
         common: dict[str, Any] = {
+            "late_hours": late_hours,
+            "late_data": late_data,
             "demonstration_id": stored.id,
             "slug": stored.slug,
             "plan_version": chosen.version,

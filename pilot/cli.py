@@ -507,6 +507,50 @@ def _kpi_value(value: float | None, unit: str) -> str:
     return f"{value:,.4g} {unit}"
 
 
+@app.command()
+def rollups(
+    demonstration: Annotated[
+        list[str] | None, typer.Argument(help="Demonstration ids or slugs (default: every stored demonstration)")
+    ] = None,
+    every: Annotated[float, typer.Option(min=0, help="Run again every this many seconds, until Ctrl-C (0: once)")] = 0,
+    late: Annotated[
+        bool, typer.Option(help="Count every settled hour's values in InfluxDB, and read again those that moved")
+    ] = True,
+    config: ConfigFile = None,
+) -> None:
+    """Build the device-hours of stored demonstrations as time passes (cron, a timer, or --every), so that a
+    comparison finds them stored; late data for settled hours is picked up and marked."""
+    from kpi_engine.rollups import roll_up
+    from kpi_engine.service import EvaluationStopped
+    from pilot.engine import kpi_engine
+
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    failed = 0
+    try:
+        with kpi_engine(config) as (service, _database, _settings):
+            service.hours.stopping = stop.is_set
+            while True:
+                began = time.monotonic()
+                try:
+                    run = roll_up(service.demonstrations, service.hours, demonstration, check_late=late)
+                except EvaluationStopped:
+                    break  # Ctrl-C: what was built is stored
+                for slug, stored in run.stored.items():
+                    console.print(f"{slug}: {stored:,} device-hours stored", highlight=False)
+                for ref, reason in run.failed.items():
+                    errors.print(f"[red]error:[/red] {ref}: {reason}", highlight=False)
+                failed = len(run.failed)
+                console.print(f"took {time.monotonic() - began:.1f} s", highlight=False)
+                if not every or stop.wait(every):
+                    break
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if failed:
+        raise typer.Exit(1)
+
+
 API_SHUTDOWN_S = 5
 
 

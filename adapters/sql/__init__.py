@@ -13,6 +13,7 @@ from adapters.sql.errors import (
     AmendmentNeedsReason,
     DuplicateOrganisation,
     DuplicateSlug,
+    FrozenByAnother,
     InvalidKeyScope,
     InvalidSlug,
     NotFound,
@@ -30,6 +31,7 @@ from adapters.sql.repository import (
     ResultCache,
     RollupRepository,
     StoredDemonstration,
+    fingerprint_of,
 )
 
 __all__ = [
@@ -41,6 +43,7 @@ __all__ = [
     "DemonstrationRepository",
     "DuplicateOrganisation",
     "DuplicateSlug",
+    "FrozenByAnother",
     "HourStamp",
     "InvalidKeyScope",
     "InvalidSlug",
@@ -57,4 +60,5 @@ __all__ = [
     "StoredDemonstration",
     "UnknownOrganisation",
     "default_url",
+    "fingerprint_of",
 ]

@@ -35,6 +35,21 @@ class PlanFrozen(RepositoryError):
         self.plan_hash = plan_hash
 
 
+class FrozenByAnother(RepositoryError):
+    """Two callers froze the same draft at once (or one after the other): the first froze it, this is the other."""
+
+    title = "Plan was frozen by someone else"
+    status = 409
+
+    def __init__(self, version: int, plan_hash: str, by: str, at: str) -> None:
+        super().__init__(
+            f"version {version} was frozen already, by {by} at {at} ({plan_hash}); nothing was changed:"
+            " read it back, and amend it with a reason if it must change"
+        )
+        self.version = version
+        self.plan_hash = plan_hash
+
+
 class NotFrozenYet(RepositoryError):
     title = "Plan is still a draft"
     status = 409

@@ -127,6 +127,9 @@ rollups = Table(
     Column("hour", Text, nullable=False),
     Column("fingerprint", String(64), nullable=False),  # SHA-256 of the hour's text
     Column("computed_at_ms", BigInteger, nullable=False),  # epoch ms: compared with hour ends, read by the thousand
+    # count(*) of the hour's fields in InfluxDB when it was read (NULL: not counted): late data moves it.
+    Column("source_values", BigInteger, nullable=True),
+    Column("late_at_ms", BigInteger, nullable=True),  # when data that came after the hour had settled was taken in
 )
 
 

@@ -11,13 +11,15 @@ import builtins
 import datetime as dt
 import hashlib
 import re
+import threading
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import orjson
-from sqlalchemy import false, func, select
+from sqlalchemy import Connection, bindparam, false, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -27,6 +29,7 @@ from adapters.sql.database import Database
 from adapters.sql.errors import (
     AmendmentNeedsReason,
     DuplicateSlug,
+    FrozenByAnother,
     InvalidSlug,
     NotFound,
     NotFrozenYet,
@@ -36,6 +39,7 @@ from adapters.sql.errors import (
 )
 from adapters.sql.models import (
     SLUG_LENGTH,
+    AuditRecord,
     CachedResultRecord,
     DemonstrationOrganisationRecord,
     DemonstrationRecord,
@@ -268,11 +272,21 @@ class DemonstrationRepository:
             return self._loaded(session, demonstration, current)
 
     def freeze(self, id_or_slug: int | str, *, actor: Actor) -> StoredDemonstration:
-        """Freeze the draft; freezing a frozen plan changes nothing (and records nothing)."""
+        """Freeze the draft. Freezing it again changes nothing (and records nothing) for whoever froze it, so a
+        retry is safe; anyone else learns that the plan was frozen before them (``FrozenByAnother``).
+
+        The demonstration's row is locked first, so of two callers freezing at once (two API replicas on one
+        PostgreSQL) one freezes and the other then finds the plan frozen.
+        """
         with self._db.transaction() as session:
             demonstration = self.find(session, id_or_slug, for_update=True)
             current = self._current(session, demonstration.id)
-            if not current.frozen:
+            if current.frozen:
+                froze = _who_froze(session, demonstration.id)
+                if froze is not None and not _same_actor(froze, actor):
+                    at = current.frozen_at.isoformat(timespec="seconds") if current.frozen_at else "an unknown time"
+                    raise FrozenByAnother(current.version, current.plan_hash, _named(froze), at)
+            else:
                 now = _now()
                 current.frozen = True
                 current.frozen_at = now
@@ -454,6 +468,31 @@ class DemonstrationRepository:
         return slug
 
 
+def _who_froze(session: Session, demonstration_id: int) -> AuditRecord | None:
+    """The audit entry of the change that froze the current version: its freeze, or the amendment that made it."""
+    return session.scalars(
+        select(AuditRecord)
+        .where(
+            AuditRecord.demonstration_id == demonstration_id,
+            AuditRecord.action.in_([AuditAction.PLAN_FROZEN.value, AuditAction.PLAN_AMENDED.value]),
+        )
+        .order_by(AuditRecord.id.desc())
+        .limit(1)
+    ).first()
+
+
+def _same_actor(entry: AuditRecord, actor: Actor) -> bool:
+    return (entry.actor, entry.actor_organisation, entry.actor_key_id) == (
+        actor.name,
+        actor.organisation,
+        actor.key_id,
+    )
+
+
+def _named(entry: AuditRecord) -> str:
+    return f"{entry.actor} ({entry.actor_organisation})" if entry.actor_organisation else entry.actor
+
+
 _MEMBERS = select(
     DemonstrationOrganisationRecord.demonstration_id, OrganisationRecord.slug, DemonstrationOrganisationRecord.relation
 ).join(OrganisationRecord, OrganisationRecord.id == DemonstrationOrganisationRecord.organisation_id)
@@ -475,6 +514,7 @@ class HourStamp(NamedTuple):  # a tuple: read by the ten thousand on every reque
     start_ms: int
     fingerprint: str
     computed_at_ms: int
+    source_values: int | None = None  # count(*) of its fields in InfluxDB when it was read; None: not counted
 
 
 class RangeSummary(NamedTuple):
@@ -483,6 +523,8 @@ class RangeSummary(NamedTuple):
     hours: int
     last_computed_ms: int  # every upsert moves this: it versions the range's content
     least_settled_ms: int  # min(computed_at - hour start) over the hours
+    late_hours: int = 0  # hours that took in data which arrived after they had settled
+    last_late_ms: int | None = None  # when the latest of those was taken in
 
 
 def _insert(database: Database) -> Any:
@@ -497,21 +539,89 @@ def _insert(database: Database) -> Any:
 _KEY = ("site", "line", "device", "hour_start_ms")
 
 
+def stored_text(hour: DeviceHour) -> str:
+    return orjson.dumps(hour.to_json(), option=orjson.OPT_SORT_KEYS).decode()
+
+
+def fingerprint_of(hour: DeviceHour) -> str:
+    """The fingerprint the hour is stored with: the SHA-256 of its stored text."""
+    return hashlib.sha256(stored_text(hour).encode("utf-8")).hexdigest()
+
+
+# Builders of a device's hours in this process, where the database has no locks of its own to lend (SQLite).
+_LOCAL_BUILDERS: dict[tuple[str, str, str, str], threading.Lock] = {}
+_LOCAL_BUILDERS_GUARD = threading.Lock()
+
+
+def _advisory_key(site: str, line: str, device: str) -> int:
+    """A 64-bit key naming the building of one device's hours, the same in every process."""
+    digest = hashlib.sha256(f"pilot rollups\0{site}\0{line}\0{device}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
 class RollupRepository:
     """Device-hours condensed from InfluxDB, kept so that no query ever scans weeks of raw points."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, connection: Connection | None = None) -> None:
         self._db = database
+        self._connection = connection  # set inside ``building``: every read and write goes through its lock
 
-    def upsert(self, site: str, line: str, hours: Iterable[DeviceHour], computed_at_ms: int | None = None) -> int:
+    @contextmanager
+    def building(self, site: str, line: str, device: str) -> Iterator[RollupRepository]:
+        """Hold the right to build ``device``'s hours while the block runs; yields the repository to build with.
+
+        On PostgreSQL a transaction-scoped advisory lock, so API replicas (and ``pilot rollups``) sharing the
+        database build a device's hours one at a time: whoever comes second waits, then reads what the first
+        stored (read the stamps again inside the block) rather than reading InfluxDB again. The hours written
+        in the block commit when it ends, which releases the lock; a builder that dies releases it with its
+        connection. One device at a time and never two locks at once, so builders cannot deadlock. Elsewhere
+        (SQLite: one process) a lock in this process does the same.
+        """
+        if self._connection is not None:
+            raise RuntimeError("building() is not re-entrant: one device's lock at a time")
+        if self._db.dialect == "postgresql":
+            with self._db.engine.begin() as connection:
+                connection.execute(select(func.pg_advisory_xact_lock(_advisory_key(site, line, device))))
+                yield RollupRepository(self._db, connection)
+            return
+        key = (str(self._db.engine.url), site, line, device)
+        with _LOCAL_BUILDERS_GUARD:
+            lock = _LOCAL_BUILDERS.setdefault(key, threading.Lock())
+        with lock:
+            yield self
+
+    @contextmanager
+    def _connect(self, *, write: bool = False) -> Iterator[Connection]:
+        if self._connection is not None:
+            yield self._connection
+        elif write:
+            with self._db.engine.begin() as connection:
+                yield connection
+        else:
+            with self._db.engine.connect() as connection:
+                yield connection
+
+    def upsert(
+        self,
+        site: str,
+        line: str,
+        hours: Iterable[DeviceHour],
+        computed_at_ms: int | None = None,
+        *,
+        source_values: Mapping[tuple[str, int], int] | None = None,
+        late: bool = False,
+    ) -> int:
         """Insert or replace hours by (site, line, device, start); returns how many were written.
 
-        ``computed_at_ms`` (default: now) is when they were read from the store, which decides their settling.
+        ``computed_at_ms`` (default: now) is when they were read from the store, which decides their settling;
+        ``source_values`` the count of their fields in InfluxDB by (device, hour start), when it was counted;
+        ``late``: they are read again because data came after they had settled, which they keep a mark of.
         """
         now_ms = round(_now().timestamp() * 1000) if computed_at_ms is None else computed_at_ms
+        counted = source_values or {}
         values = []
         for hour in hours:
-            text = orjson.dumps(hour.to_json(), option=orjson.OPT_SORT_KEYS).decode()
+            text = stored_text(hour)
             values.append(
                 {
                     "site": site,
@@ -519,25 +629,54 @@ class RollupRepository:
                     "device": hour.device,
                     "hour_start_ms": hour.start_ms,
                     "hour": text,
-                    "fingerprint": hashlib.sha256(text.encode("utf-8")).hexdigest(),
+                    "fingerprint": hashlib.sha256(text.encode("utf-8")).hexdigest(),  # fingerprint_of(hour)
                     "computed_at_ms": now_ms,
+                    "source_values": counted.get((hour.device, hour.start_ms)),
+                    "late_at_ms": now_ms if late else None,
                 }
             )
         if not values:
             return 0
         statement = _insert(self._db)(rollups)
+        kept = {"late_at_ms", "source_values"}  # an ordinary re-read keeps the late mark, and a count it lacks
         statement = statement.on_conflict_do_update(
             index_elements=list(_KEY),
-            set_={c.name: statement.excluded[c.name] for c in rollups.c if c.name not in _KEY},
+            set_={
+                **{c.name: statement.excluded[c.name] for c in rollups.c if c.name not in (*_KEY, *kept)},
+                **{name: func.coalesce(statement.excluded[name], rollups.c[name]) for name in kept},
+            },
         )
-        with self._db.engine.begin() as connection:
+        with self._connect(write=True) as connection:
             connection.execute(statement, values)
         return len(values)
 
+    def count_sources(self, site: str, line: str, counts: Mapping[tuple[str, int], int]) -> None:
+        """Record the count of fields in InfluxDB of stored hours counted for the first time (by device, start)."""
+        if not counts:
+            return
+        statement = (
+            update(rollups)
+            .where(
+                rollups.c.site == site,
+                rollups.c.line == line,
+                rollups.c.device == bindparam("d"),
+                rollups.c.hour_start_ms == bindparam("t"),
+            )
+            .values(source_values=bindparam("n"))
+        )
+        with self._connect(write=True) as connection:
+            connection.execute(statement, [{"d": d, "t": t, "n": n} for (d, t), n in counts.items()])
+
     def stamps(self, site: str, line: str, devices: Sequence[str], start_ms: int, end_ms: int) -> list[HourStamp]:
         """The stored hours that start in [start_ms, end_ms), by device then time, without their data."""
-        columns = (rollups.c.device, rollups.c.hour_start_ms, rollups.c.fingerprint, rollups.c.computed_at_ms)
-        with self._db.engine.connect() as connection:
+        columns = (
+            rollups.c.device,
+            rollups.c.hour_start_ms,
+            rollups.c.fingerprint,
+            rollups.c.computed_at_ms,
+            rollups.c.source_values,
+        )
+        with self._connect() as connection:
             return [
                 HourStamp(*row)
                 for row in connection.execute(self._select_in_range(columns, site, line, devices, start_ms, end_ms))
@@ -553,11 +692,13 @@ class RollupRepository:
                 func.count(),
                 func.max(rollups.c.computed_at_ms),
                 func.min(rollups.c.computed_at_ms - rollups.c.hour_start_ms),
+                func.count(rollups.c.late_at_ms),
+                func.max(rollups.c.late_at_ms),
             )
             .where(*_in_range(site, line, devices, start_ms, end_ms))
             .group_by(rollups.c.device)
         )
-        with self._db.engine.connect() as connection:
+        with self._connect() as connection:
             return {row[0]: RangeSummary(*row[1:]) for row in connection.execute(query)}
 
     def read(self, site: str, line: str, devices: Sequence[str], start_ms: int, end_ms: int) -> list[DeviceHour]:
@@ -580,7 +721,7 @@ class RollupRepository:
         """
         known = known or {}
         query = self._select_in_range((rollups.c.fingerprint, rollups.c.hour), site, line, devices, start_ms, end_ms)
-        with self._db.engine.connect() as connection:
+        with self._connect() as connection:
             return [
                 (fingerprint, known.get(fingerprint) or DeviceHour.decode(text))
                 for fingerprint, text in connection.execute(query)

@@ -259,9 +259,19 @@ def replace_draft(ref: Ref, plan: PlanBody, state: State, principal: Caller) -> 
     return Demonstration.of(replaced)
 
 
-@router.post("/{ref}/freeze", responses=problem_responses(AUTH_ERRORS | FORBIDDEN | NOT_FOUND | INVALID))
+@router.post(
+    "/{ref}/freeze",
+    responses=problem_responses(
+        AUTH_ERRORS
+        | FORBIDDEN
+        | NOT_FOUND
+        | {409: "Someone else froze the plan first (two evaluators freezing at once): nothing was changed"}
+        | INVALID
+    ),
+)
 def freeze(ref: Ref, state: State, principal: Caller) -> Demonstration:
-    """Freeze the draft, fixing its hash before the pilot runs. Freezing a frozen plan changes nothing."""
+    """Freeze the draft, fixing its hash before the pilot runs. Freezing it again with the key that froze it
+    changes nothing (a retry is safe); with any other key it is refused (409), naming who froze it and when."""
     stored = visible(principal, state, ref)
     require(principal, Action.FREEZE, stored)
     return Demonstration.of(state.demonstrations().freeze(stored.id, actor=principal.actor))

@@ -46,6 +46,11 @@ class RecordingReader:
     ) -> dict[str, set[int]]:
         return {device: set() for device in measurements}
 
+    def values_per_hour(
+        self, site: str, line: str, measurements: dict[str, str], start_ms: int, end_ms: int
+    ) -> dict[str, dict[int, int]]:
+        return {device: {} for device in measurements}
+
 
 def running_plan() -> DemonstrationPlan:
     return DemonstrationPlan.model_validate(
