@@ -460,8 +460,8 @@ class KpiService:
         refreshed = 0
         if refresh or not self.hours.settled(plan, summaries):
             refreshed = self.hours.refresh(plan, self.hours.stamps(plan), force=refresh, progress=progress)
-            if refreshed:
-                summaries = self.hours.summaries(plan)
+            # Read again even when this process stored nothing: another may have stored the hours it waited for.
+            summaries = self.hours.summaries(plan)
         fingerprint = data_fingerprint(chosen.plan_hash, summaries)
         late_hours, late_data = late_data_reason(plan, summaries)
         common: dict[str, Any] = {
