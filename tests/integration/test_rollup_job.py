@@ -1,0 +1,127 @@
+"""`pilot rollups`: hours built before anyone asks, and late data for a settled hour picked up and said (issue 23)."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from adapters.influxdb import InfluxClient, InfluxSettings
+from api.examples import PANGYO_PLAN
+from api.main import create_app
+from collector.settings import CollectorSettings
+from pilot_core.line_protocol import encode_point
+from pilot_core.validation import PRODUCTION_MEASUREMENT, STATE_MEASUREMENT
+from tests.api_support import admin_client
+
+SITE, LINE, DEVICE = "late-site", "L1", "press"
+HOUR_MS = 3_600_000
+START = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0) - dt.timedelta(days=6)
+START_MS = int(START.timestamp() * 1000)
+PRODUCT = PANGYO_PLAN["products"][0]["id"]
+TAGS = (("site", SITE), ("line", LINE), ("device", DEVICE))
+
+
+def _plan() -> dict[str, Any]:
+    body = copy.deepcopy(PANGYO_PLAN)
+    body.update(name="Late data", site=SITE, line=LINE, devices=[DEVICE], output_devices=[DEVICE], energy_meters=[])
+    for product in body["products"]:
+        product["per_device"] = {}
+    middle = START + dt.timedelta(days=1)
+    body["windows"] = [
+        {"name": "baseline", "phase": "baseline", "start": START.isoformat(), "end": middle.isoformat()},
+        {
+            "name": "pilot",
+            "phase": "pilot",
+            "start": middle.isoformat(),
+            "end": (START + dt.timedelta(days=2)).isoformat(),
+        },
+    ]
+    body["calendar"] = {"timezone": "UTC", "shifts": [{"start": "00:00", "end": "23:59"}]}
+    return body
+
+
+def _parts(hour: int, count: int, first_seq: int, offset_ms: int = 0) -> list[str]:
+    at = START_MS + hour * HOUR_MS + offset_ms
+    fields = [("produced", 1), ("good", 1), ("scrap", 0), ("rework", 0), ("cycle_time_s", 40.0)]
+    return [
+        encode_point(
+            PRODUCTION_MEASUREMENT, (*TAGS, ("product", PRODUCT)), [*fields, ("seq", first_seq + n)], at + n * 60_000
+        )
+        for n in range(count)
+    ]
+
+
+def _rollups(env: dict[str, str], folder: Path) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "pilot", "rollups"],
+        check=False,
+        env=env,
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_the_job_builds_hours_first_and_takes_in_late_data_for_a_settled_hour(
+    tmp_path: Path, influx_settings: InfluxSettings
+) -> None:
+    registry = tmp_path / "devices.yaml"
+    registry.write_text(
+        yaml.safe_dump({"devices": [{"site": SITE, "line": LINE, "device": DEVICE, "profile": "cobot_arm"}]}),
+        encoding="utf-8",
+    )
+    url = f"sqlite:///{tmp_path / 'pilot.db'}"
+    env = {
+        **os.environ,
+        "PILOT_INFLUX__URL": influx_settings.url,
+        "PILOT_INFLUX__DATABASE": influx_settings.database,
+        "PILOT_DEVICES_FILE": str(registry),
+        "PILOT_DATABASE_URL": url,
+    }
+    with InfluxClient(influx_settings) as influx:
+        influx.ensure_database()
+        running = [("state", "running"), ("time_class", "production"), ("seq", 0)]
+        lines = [encode_point(STATE_MEASUREMENT, TAGS, running, START_MS)]
+        for hour in range(48):
+            lines += _parts(hour, 10, 1 + hour * 10)
+        assert influx.write(lines).status == 204
+    settings = CollectorSettings(influx=influx_settings, devices_file=registry, database_url=url)
+    client = admin_client(create_app(settings))
+    ref = client.post("/v1/demonstrations", json=_plan()).json()["id"]
+
+    assert "late-data: 48 device-hours stored" in _rollups(env, tmp_path)  # before anyone asked
+    first = client.get(f"/v1/demonstrations/{ref}/comparison").json()
+    assert first["source"]["hours_refreshed"] == 0  # every hour was stored by the job
+    assert (first["source"]["late_hours"], first["source"]["late_data"]) == (0, None)
+
+    # Five parts of hour 30 (in the pilot window, days settled) reach InfluxDB only now: an agent's late replay.
+    with InfluxClient(influx_settings) as influx:
+        assert influx.write(_parts(30, 5, 10_000, offset_ms=30_000)).status == 204
+    unchanged = client.get(f"/v1/demonstrations/{ref}/comparison").json()
+    assert (
+        unchanged["source"]["cached"] and unchanged["source"]["data_fingerprint"] == first["source"]["data_fingerprint"]
+    )
+
+    # Hour 30 and the rest of its day are read again (its state in force carries over); only hour 30 changed.
+    assert "late-data: 1 device-hours stored" in _rollups(env, tmp_path)
+    after = client.get(f"/v1/demonstrations/{ref}/comparison").json()
+    kpis = client.get(f"/v1/demonstrations/{ref}/kpis").json()
+    assert not after["source"]["cached"] and after["source"]["hours_refreshed"] == 0
+    assert after["source"]["late_hours"] == 1  # only the hour whose content changed is marked
+    assert (
+        "1 device-hour(s) of the plan's windows took in data that reached InfluxDB after they had settled"
+        in (after["source"]["late_data"])
+    )
+    assert f"{DEVICE} (1)" in after["source"]["late_data"]
+    assert kpis["phases"]["pilot"]["counts"]["produced"] == 24 * 10 + 5
+    assert "late-data: 0 device-hours stored" in _rollups(env, tmp_path)  # counted again: nothing more to read
