@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import functools
 import os
 import subprocess
 import sys
@@ -38,6 +39,7 @@ from pilot_core.validation import PRODUCTION_MEASUREMENT, STATE_MEASUREMENT
 from tests.api_support import TESTS
 from tests.support import wait_until
 
+Value = int | float | bool | str
 SITE, LINE = "replica-site", "L1"
 DEVICES = [f"cell-{n}" for n in range(4)]
 HOUR_MS = 3_600_000
@@ -78,8 +80,8 @@ def _points() -> list[str]:
             at = start_ms + hour * HOUR_MS
             for offset, state, time_class in ((0, "running", "production"), (600_000, "fault", "unplanned_delay")):
                 seq += 1
-                fields = [("state", state), ("time_class", time_class), ("seq", seq)]
-                lines.append(encode_point(STATE_MEASUREMENT, tags, fields, at + offset + index))
+                states: list[tuple[str, Value]] = [("state", state), ("time_class", time_class), ("seq", seq)]
+                lines.append(encode_point(STATE_MEASUREMENT, tags, states, at + offset + index))
             lines.append(
                 encode_point(
                     STATE_MEASUREMENT,
@@ -92,7 +94,7 @@ def _points() -> list[str]:
             cycle = 40.0 + (hour % 5) - (6.0 if hour >= 24 else 0.0)
             for part in range(12):
                 seq += 1
-                fields = [
+                fields: list[tuple[str, Value]] = [
                     ("produced", 1),
                     ("good", 1),
                     ("scrap", 0),
@@ -145,7 +147,7 @@ def replicas(url: str, influx: InfluxSettings, folder: Path, count: int = 2) -> 
             processes.append(subprocess.Popen(command, env=env, cwd=folder, stderr=subprocess.DEVNULL))
             bases.append(f"http://127.0.0.1:{port}")
         for base in bases:
-            wait_until(lambda base=base: _answers(base), timeout_s=60, what=f"the API at {base} to answer")
+            wait_until(functools.partial(_answers, base), timeout_s=60, what=f"the API at {base} to answer")
         yield bases
     finally:
         for process in processes:
@@ -247,9 +249,7 @@ def test_two_evaluators_freezing_at_once_on_two_replicas_one_wins_and_the_other_
         for ref in ids:
             answers = _at_once(
                 [
-                    lambda base=base, key=key, ref=ref: httpx.post(
-                        f"{base}/v1/demonstrations/{ref}/freeze", headers=key, timeout=30
-                    )
+                    functools.partial(httpx.post, f"{base}/v1/demonstrations/{ref}/freeze", headers=key, timeout=30)
                     for base, key in zip(bases, evaluators.values(), strict=True)
                 ]
             )
@@ -269,7 +269,8 @@ def test_two_evaluators_freezing_at_once_on_two_replicas_one_wins_and_the_other_
             amended = plan("Cell, amended")
             amendments = _at_once(
                 [
-                    lambda base=base, key=key, n=n, ref=ref, amended=amended: httpx.post(
+                    functools.partial(
+                        httpx.post,
                         f"{base}/v1/demonstrations/{ref}/amendments",
                         json={"plan": {**amended, "confidence_level": (0.8, 0.95)[n]}, "reason": f"change {n}"},
                         headers=key,

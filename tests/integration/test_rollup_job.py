@@ -90,7 +90,11 @@ def test_the_job_builds_hours_first_and_takes_in_late_data_for_a_settled_hour(
     }
     with InfluxClient(influx_settings) as influx:
         influx.ensure_database()
-        running = [("state", "running"), ("time_class", "production"), ("seq", 0)]
+        running: list[tuple[str, int | float | bool | str]] = [
+            ("state", "running"),
+            ("time_class", "production"),
+            ("seq", 0),
+        ]
         lines = [encode_point(STATE_MEASUREMENT, TAGS, running, START_MS)]
         for hour in range(48):
             lines += _parts(hour, 10, 1 + hour * 10)
