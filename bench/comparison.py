@@ -21,6 +21,17 @@ garbage collector's full collections in each repeat (each traverses the
 whole heap, about 0.1 s here: most of the spread).
 
     .venv/bin/python -m bench.comparison [--devices 20] [--days 30] [--repeat 5] [--out FILE]
+
+Plant scale (issue 23): ``--sizes 10x30,20x60,40x90`` runs the measurement above once per size (devices ×
+days), each in a process of its own so that its peak RSS is its own, and reports every measurement per
+device-hour against the smallest size (the baseline): a ratio near 1 at every size is cost that grows
+linearly. ``--influx-sizes 2x7,4x7,4x14`` measures what the roll-up job costs: raw points written to a
+private InfluxDB 1.x, then the hours built from them (``HourStore.refresh``, InfluxDB read a day per device
+per query) and a late-data pass over the settled hours with nothing changed (``refresh(check_late=True)``:
+counting queries only), per device-hour against the smallest size. The large sizes are seeded as roll-ups
+directly: writing half a year of a plant through InfluxDB is more than this machine does in a run.
+
+    .venv/bin/python -m bench.comparison --sizes 10x30,20x60,40x90 --influx-sizes 2x7,4x7,4x14 [--out FILE]
 """
 
 from __future__ import annotations
@@ -28,7 +39,10 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import gc
+import json
+import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -39,10 +53,12 @@ from typing import Any, NamedTuple
 import numpy as np
 from sqlalchemy import delete
 
+from adapters import local_services
 from adapters.catalog import load_profiles
 from adapters.influxdb import InfluxClient, InfluxSettings
 from adapters.sql import Database, DemonstrationRepository, ResultCache, RollupRepository, default_url
 from adapters.sql.models import CachedResultRecord
+from adapters.sql.models import rollups as rollups_table
 from bench.results import write_result
 from kpi_engine.service import DecodedHours, HourStore, KpiService
 from pilot_core.access import Actor
@@ -50,8 +66,10 @@ from pilot_core.contract import TimeClass
 from pilot_core.demonstration import DemonstrationPlan
 from pilot_core.device_hours import HOUR_MS, DeviceHour, SeqSpan, StateEvent
 from pilot_core.histogram import LogHistogram
-from pilot_core.registry import DeviceRegistry
+from pilot_core.line_protocol import encode_point
+from pilot_core.registry import DeviceEntry, DeviceRegistry
 from pilot_core.time_accounting import ProductionTotals
+from pilot_core.validation import PRODUCTION_MEASUREMENT, STATE_MEASUREMENT
 
 BENCH = Actor.system("bench.comparison")
 
@@ -162,9 +180,17 @@ def main() -> int:
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--database-url", help="default: SQLite in a temporary folder")
+    parser.add_argument("--sizes", type=_sizes, help="devices x days, comma-separated: the scaling run")
+    parser.add_argument("--influx-sizes", type=_sizes, help="devices x days read from InfluxDB by the roll-up job")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
+    if args.sizes or args.influx_sizes:
+        result = scaling(args.sizes or [], args.influx_sizes or [], args.repeat, args.database_url)
+        print_scaling(result)
+        if args.out:
+            write_result(args.out, result)
+        return 0
     with tempfile.TemporaryDirectory() as folder:
         database = Database(args.database_url or default_url(Path(folder)))
         try:
@@ -172,10 +198,45 @@ def main() -> int:
         finally:
             database.dispose()
     result = summary(args.devices, args.days, args.repeat, repeats)
+    result["peak_rss_mb"] = peak_rss_mb()
     print_table(result)
     if args.out:
         write_result(args.out, result)
     return 0
+
+
+def _sizes(text: str) -> list[tuple[int, int]]:
+    try:
+        return [(int(d), int(n)) for d, n in (size.lower().split("x") for size in text.split(","))]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"sizes are devices x days, comma-separated (10x30,20x60): {text!r}") from None
+
+
+def peak_rss_mb() -> float:
+    """The highest resident memory of this process so far (Linux reports kB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def scaling(
+    sizes: list[tuple[int, int]], influx_sizes: list[tuple[int, int]], repeat: int, database_url: str | None
+) -> dict[str, Any]:
+    """Each size's evaluation in a process of its own, and the roll-up job's InfluxDB reads; per device-hour."""
+    runs = []
+    for devices, days in sizes:
+        with tempfile.TemporaryDirectory() as folder:
+            out = Path(folder) / "size.json"
+            command = [sys.executable, "-m", "bench.comparison", "--devices", str(devices), "--days", str(days)]
+            command += ["--repeat", str(repeat), "--out", str(out)]
+            if database_url:
+                command += ["--database-url", database_url]
+            subprocess.run(command, check=True)
+            runs.append(json.loads(out.read_text(encoding="utf-8")))
+    for run in runs:
+        for name in ("first", "cold", "warm", "decode_only"):
+            run[f"{name}_us_per_hour"] = run[f"{name}_s"] / run["device_hours"] * 1e6
+            run[f"{name}_per_hour_over_smallest"] = run[f"{name}_us_per_hour"] / runs[0][f"{name}_us_per_hour"]
+    reads = influx_reads(influx_sizes, repeat) if influx_sizes else []
+    return {"scaling": runs, "influx_read": reads, "repeat": repeat, "baseline": "the smallest size, per device-hour"}
 
 
 def measure(database: Database, device_count: int, days: int, repeat: int) -> dict[str, Repeats]:
@@ -259,6 +320,143 @@ def print_table(result: dict[str, Any]) -> None:
         wanted = f"target ≤ {target * 1000:.0f} ms" if target else ""
         collections = f"{sum(m['full_collections'])} full GC"
         print(f"  {label:<38} {figures:<28} {m['over_baseline']:6.2f}×  {collections:<10} {wanted}")
+
+
+def influx_reads(sizes: list[tuple[int, int]], repeat: int) -> list[dict[str, Any]]:
+    """Per size: raw points written to a private InfluxDB, the hours built from them (cold, nothing stored),
+    and a late-data pass with nothing changed; median seconds of ``repeat`` and per device-hour."""
+    profiles = load_profiles()
+    profile = profiles["cobot_arm"]
+    results: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as folder:
+        influx = local_services.influxdb(Path(folder) / "influxdb")
+        influx.start()
+        try:
+            for index, (device_count, days) in enumerate(sizes):
+                settings = InfluxSettings(url=influx.url, database=f"bench_{index}")
+                devices = [f"station-{i:02d}" for i in range(device_count)]
+                the_plan = plan(devices, days)
+                registry = DeviceRegistry(
+                    [
+                        DeviceEntry(site=the_plan.site, line=the_plan.line, device=d, profile="cobot_arm")
+                        for d in devices
+                    ],
+                    profiles,
+                )
+                with InfluxClient(settings) as client:
+                    client.ensure_database()
+                    points = write_raw(client, the_plan, profile.measurement, days)
+                    builds: list[float] = []
+                    late_checks: list[float] = []
+                    stored = 0
+                    for _ in range(repeat):
+                        with Database(default_url(Path(folder) / f"sql-{index}")) as database:
+                            database.upgrade()
+                            with database.engine.begin() as connection:
+                                connection.execute(delete(rollups_table))
+                            store = HourStore(RollupRepository(database), client, registry)
+                            began = time.perf_counter()
+                            stored = store.refresh(the_plan)
+                            builds.append(time.perf_counter() - began)
+                            began = time.perf_counter()
+                            assert store.refresh(the_plan, check_late=True) == 0  # nothing changed: nothing read
+                            late_checks.append(time.perf_counter() - began)
+                hours = device_count * days * 24
+                results.append(
+                    {
+                        "devices": device_count,
+                        "days": days,
+                        "device_hours": hours,
+                        "points": points,
+                        "hours_stored": stored,
+                        "build_s": statistics.median(builds),
+                        "build_repeats_s": builds,
+                        "late_check_s": statistics.median(late_checks),
+                        "late_check_repeats_s": late_checks,
+                    }
+                )
+        finally:
+            influx.stop()
+    for result in results:
+        for name in ("build", "late_check"):
+            result[f"{name}_us_per_hour"] = result[f"{name}_s"] / result["device_hours"] * 1e6
+            result[f"{name}_per_hour_over_smallest"] = result[f"{name}_us_per_hour"] / results[0][f"{name}_us_per_hour"]
+    return results
+
+
+def write_raw(client: InfluxClient, the_plan: DemonstrationPlan, measurement: str, days: int) -> int:
+    """Each device's hours as a station sends them: three state changes, 20 parts of two products, a telemetry
+    sample a minute. Returns the points written."""
+    start_ms = int(START.timestamp() * 1000)
+    written = 0
+    for index, device in enumerate(the_plan.devices):
+        tags = (("site", the_plan.site), ("line", the_plan.line), ("device", device))
+        lines: list[str] = []
+        seq = 0
+        for hour in range(days * 24):
+            at = start_ms + hour * HOUR_MS + index
+            for offset, state, time_class in (
+                (0, "running", "production"),
+                (600_000, "fault", "unplanned_delay"),
+                (900_000, "running", "production"),
+            ):
+                seq += 1
+                lines.append(
+                    encode_point(
+                        STATE_MEASUREMENT,
+                        tags,
+                        [("state", state), ("time_class", time_class), ("seq", seq)],
+                        at + offset,
+                    )
+                )
+            for part in range(20):
+                seq += 1
+                fields: list[tuple[str, int | float | bool | str]] = [
+                    ("produced", 1), ("good", 1), ("scrap", 0), ("rework", 0), ("cycle_time_s", 48.0 + part % 5),
+                    ("seq", seq),
+                ]  # fmt: skip
+                product = "P1" if part < 14 else "P2"
+                lines.append(
+                    encode_point(
+                        PRODUCTION_MEASUREMENT, (*tags, ("product", product)), fields, at + 960_000 + part * 120_000
+                    )
+                )
+            for minute in range(60):
+                seq += 1
+                lines.append(
+                    encode_point(
+                        measurement, tags, [("power", 1200.0 + minute), ("seq", seq)], at + minute * 60_000 + 30_000
+                    )
+                )
+            if len(lines) >= 20_000:
+                written += _write(client, lines)
+                lines = []
+        written += _write(client, lines)
+    return written
+
+
+def _write(client: InfluxClient, lines: list[str]) -> int:
+    result = client.write(lines)
+    if result.status != 204:
+        raise RuntimeError(f"InfluxDB refused the benchmark's points: HTTP {result.status}")
+    return len(lines)
+
+
+def print_scaling(result: dict[str, Any]) -> None:
+    for run in result["scaling"]:
+        print(
+            f"{run['devices']:>4} devices × {run['days']:>3} days = {run['device_hours']:>8,} device-hours:"
+            f" first {run['first_s']:7.2f} s, cold {run['cold_s']:7.2f} s, warm {run['warm_s'] * 1000:6.1f} ms;"
+            f" cold {run['cold_us_per_hour']:6.1f} µs/hour ({run['cold_per_hour_over_smallest']:.2f}×);"
+            f" peak RSS {run['peak_rss_mb']:,.0f} MB"
+        )
+    for read in result["influx_read"]:
+        print(
+            f"{read['devices']:>4} devices × {read['days']:>3} days from InfluxDB ({read['points']:,} points):"
+            f" build {read['build_s']:6.2f} s ({read['build_us_per_hour']:,.0f} µs/hour,"
+            f" {read['build_per_hour_over_smallest']:.2f}×), late-data pass {read['late_check_s']:5.2f} s"
+            f" ({read['late_check_us_per_hour']:,.0f} µs/hour, {read['late_check_per_hour_over_smallest']:.2f}×)"
+        )
 
 
 if __name__ == "__main__":
