@@ -12,11 +12,12 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+MIGRATION_LOCK = 0x70696C6F74_00  # "pilot", 0: the advisory lock key held while migrating PostgreSQL
 DATABASE_FILE = "pilot.db"
 
 
@@ -72,6 +73,9 @@ class Database:
         """Apply the migrations up to ``revision``; a no-op when the schema is there already."""
         config = alembic_config()
         with self.engine.begin() as connection:
+            if self.dialect == "postgresql":
+                # Replicas starting together migrate one at a time: the others wait, then find the schema at head.
+                connection.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK)))
             config.attributes["connection"] = connection
             command.upgrade(config, revision)
 

@@ -111,19 +111,24 @@ def _points() -> list[str]:
 
 
 @pytest.fixture
-def shared_url(postgres_database: str) -> Iterator[str]:
-    """A schema of its own in the session's PostgreSQL database, migrated: what both replicas open."""
+def empty_url(postgres_database: str) -> Iterator[str]:
+    """An empty schema of its own in the session's PostgreSQL database."""
     schema = f"r_{uuid.uuid4().hex[:12]}"
     admin = create_engine(postgres_database, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = f"{postgres_database}?options=-csearch_path%3D{schema}"
-    with Database(url) as database:
-        database.upgrade()
-    yield url
+    yield f"{postgres_database}?options=-csearch_path%3D{schema}"
     with admin.connect() as connection:
         connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
     admin.dispose()
+
+
+@pytest.fixture
+def shared_url(empty_url: str) -> str:
+    """The schema migrated, so that keys can be made before the replicas start: what both replicas open."""
+    with Database(empty_url) as database:
+        database.upgrade()
+    return empty_url
 
 
 @contextmanager
@@ -165,6 +170,15 @@ def _answers(base: str) -> bool:
         return httpx.get(f"{base}/health", timeout=2).status_code == 200
     except httpx.TransportError:
         return False
+
+
+def test_replicas_starting_together_on_an_empty_database_migrate_it_once(
+    empty_url: str, influx_settings: InfluxSettings, tmp_path: Path
+) -> None:
+    with replicas(empty_url, influx_settings, tmp_path, count=3) as bases:
+        assert all(_answers(base) for base in bases)  # none failed on a table another was creating
+    with Database(empty_url) as database, database.engine.connect() as connection:
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0003"]
 
 
 def _key(database: Database, name: str, role: Role, organisation: str) -> dict[str, str]:
