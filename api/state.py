@@ -13,7 +13,7 @@ from adapters.influxdb import InfluxClient
 from adapters.sql import AccessRepository, AuditLog, Database, DemonstrationRepository, RollupRepository
 from collector.settings import CollectorSettings
 from kpi_engine.rollups import roll_up
-from kpi_engine.service import DecodedHours, EvaluationStopped, HourStore
+from kpi_engine.service import DecodedHours, EvaluationStopped, HourStore, StoredSummaries
 from pilot_core.profiles import ProfileCatalog
 from pilot_core.registry import DeviceRegistry
 
@@ -25,6 +25,7 @@ class ApiState:
     registry: DeviceRegistry | None
     database: Database
     decoded_hours: DecodedHours = field(default_factory=DecodedHours)  # kept across requests
+    stored_summaries: StoredSummaries = field(default_factory=StoredSummaries)  # likewise
     # Set when the server shuts down: evaluations still running in worker threads give up at their next read.
     stopping: threading.Event = field(default_factory=threading.Event)
 

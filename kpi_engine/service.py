@@ -126,6 +126,28 @@ class DecodedHours:
                 self._hours.popitem(last=False)
 
 
+class StoredSummaries:
+    """Each plan's summaries of stored hours, with the line's roll-up mark they were read at, kept across requests:
+    while the mark has not moved they are still true, so a repeated request reads one row, not every hour."""
+
+    def __init__(self, capacity: int = 256) -> None:
+        self.capacity = capacity
+        self._kept: OrderedDict[tuple[Any, ...], tuple[int, list[dict[str, RangeSummary]]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[Any, ...], mark: int) -> list[dict[str, RangeSummary]] | None:
+        with self._lock:
+            kept = self._kept.get(key)
+            return kept[1] if kept is not None and kept[0] == mark else None
+
+    def keep(self, key: tuple[Any, ...], mark: int, summaries: list[dict[str, RangeSummary]]) -> None:
+        with self._lock:
+            self._kept[key] = (mark, summaries)
+            self._kept.move_to_end(key)
+            while len(self._kept) > self.capacity:
+                self._kept.popitem(last=False)
+
+
 class HourStore:
     """Device-hours of a line: stored ones reused, missing or unsettled ones read from InfluxDB."""
 
@@ -139,7 +161,9 @@ class HourStore:
         decoded: DecodedHours | None = None,
         reread_after_s: float = DEFAULT_REREAD_AFTER_S,
         stopping: Callable[[], bool] = lambda: False,
+        stored_summaries: StoredSummaries | None = None,
     ) -> None:
+        self.stored_summaries = stored_summaries or StoredSummaries()
         self.stopping = stopping  # checked between days read: a server that is stopping stops reading
         self.decoded = decoded or DecodedHours()
         self.reread_after_ms = round(reread_after_s * 1000)
@@ -150,11 +174,19 @@ class HourStore:
         self.clock = clock
 
     def summaries(self, plan: DemonstrationPlan) -> list[dict[str, RangeSummary]]:
-        """Per window, per device: what is stored of its hours (one aggregate query per window)."""
-        return [
+        """Per window, per device: what is stored of its hours (one aggregate query per window), or what was
+        when the line's roll-up mark was last where it is (read first: a write after it moves it again)."""
+        mark = self.rollups.mark(plan.site, plan.line)
+        key = (plan.site, plan.line, tuple(plan.devices), tuple((w.start_ms, w.end_ms) for w in plan.windows))
+        kept = self.stored_summaries.get(key, mark)
+        if kept is not None:
+            return kept
+        found = [
             self.rollups.summary(plan.site, plan.line, plan.devices, _hour_floor(w.start_ms), w.end_ms)
             for w in plan.windows
         ]
+        self.stored_summaries.keep(key, mark, found)
+        return found
 
     def settled(self, plan: DemonstrationPlan, summaries: list[dict[str, RangeSummary]]) -> bool:
         """Every hour of every window is stored and settled, so nothing needs reading from InfluxDB."""

@@ -132,6 +132,16 @@ rollups = Table(
     Column("late_at_ms", BigInteger, nullable=True),  # when data that came after the hour had settled was taken in
 )
 
+# One row per line, counting the writes to its roll-ups (in the same transaction as each): a result whose
+# count has not moved saw the same hours, known from one row rather than an aggregate over every hour.
+rollup_marks = Table(
+    "rollup_marks",
+    Base.metadata,
+    Column("site", String(MAX_ID_LENGTH), primary_key=True),
+    Column("line", String(MAX_ID_LENGTH), primary_key=True),
+    Column("changes", BigInteger, nullable=False),
+)
+
 
 class OrganisationRecord(Base):
     """A startup, a factory, an evaluating body or the operator: whoever holds API keys."""

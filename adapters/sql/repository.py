@@ -45,6 +45,7 @@ from adapters.sql.models import (
     DemonstrationRecord,
     OrganisationRecord,
     PlanVersionRecord,
+    rollup_marks,
     rollups,
 )
 from pilot_core.access import Actor, Membership
@@ -565,6 +566,7 @@ class RollupRepository:
     def __init__(self, database: Database, connection: Connection | None = None) -> None:
         self._db = database
         self._connection = connection  # set inside ``building``: every read and write goes through its lock
+        self._written = False  # inside ``building``: whether hours were written, to count as it ends
 
     @contextmanager
     def building(self, site: str, line: str, device: str) -> Iterator[RollupRepository]:
@@ -582,7 +584,10 @@ class RollupRepository:
         if self._db.dialect == "postgresql":
             with self._db.engine.begin() as connection:
                 connection.execute(select(func.pg_advisory_xact_lock(_advisory_key(site, line, device))))
-                yield RollupRepository(self._db, connection)
+                builder = RollupRepository(self._db, connection)
+                yield builder
+                if builder._written:
+                    self._moved(connection, site, line)
             return
         key = (str(self._db.engine.url), site, line, device)
         with _LOCAL_BUILDERS_GUARD:
@@ -648,7 +653,25 @@ class RollupRepository:
         )
         with self._connect(write=True) as connection:
             connection.execute(statement, values)
+            if self._connection is None:
+                self._moved(connection, site, line)
+            else:
+                self._written = True  # counted once, as the build commits: its row is then locked for a moment
         return len(values)
+
+    def _moved(self, connection: Connection, site: str, line: str) -> None:
+        """Count a write to the line's roll-ups, in the writer's transaction."""
+        statement = _insert(self._db)(rollup_marks).values(site=site, line=line, changes=1)
+        statement = statement.on_conflict_do_update(
+            index_elements=["site", "line"], set_={"changes": rollup_marks.c.changes + 1}
+        )
+        connection.execute(statement)
+
+    def mark(self, site: str, line: str) -> int:
+        """How many writes the line's roll-ups have had: unchanged, so are they (read it before the hours)."""
+        query = select(rollup_marks.c.changes).where(rollup_marks.c.site == site, rollup_marks.c.line == line)
+        with self._connect() as connection:
+            return int(connection.scalar(query) or 0)
 
     def count_sources(self, site: str, line: str, counts: Mapping[tuple[str, int], int]) -> None:
         """Record the count of fields in InfluxDB of stored hours counted for the first time (by device, start)."""

@@ -60,6 +60,7 @@ def kpi_service(ref: Ref, state: State, principal: Caller) -> Iterator[KpiServic
                 state.registry,
                 decoded=state.decoded_hours,
                 stopping=state.stopping.is_set,
+                stored_summaries=state.stored_summaries,
             ),
             ResultCache(database),
             max_window_days=state.settings.max_window_days,

@@ -65,6 +65,7 @@ def test_migrations_run_on_an_empty_database_and_twice(empty_database: Database)
         "demonstrations",
         "plan_versions",
         "rollups",
+        "rollup_marks",
         "result_cache",
         "organisations",
         "api_keys",
@@ -205,6 +206,20 @@ def test_a_device_hour_round_trips_and_an_upsert_replaces_it(database: Database)
     (same,) = rollups.stamps("판교", "line 1", ["프레스-1"], first.start_ms, first.end_ms)
     assert same.fingerprint == restamp.fingerprint  # the fingerprint is of the content only
     assert rollups.upsert("판교", "line 1", []) == 0
+
+
+def test_every_write_to_a_lines_rollups_moves_its_mark_once(database: Database) -> None:
+    rollups = RollupRepository(database)
+    assert rollups.mark("판교", "line 1") == 0
+    rollups.upsert("판교", "line 1", [device_hour("프레스-1", 0)])
+    assert (rollups.mark("판교", "line 1"), rollups.mark("판교", "line 2")) == (1, 0)
+    with rollups.building("판교", "line 1", "프레스-1") as builder:
+        builder.upsert("판교", "line 1", [device_hour("프레스-1", 1)])
+        builder.upsert("판교", "line 1", [device_hour("프레스-1", 2)])
+    assert rollups.mark("판교", "line 1") in (2, 3)  # PostgreSQL counts a build once, as it commits
+    with rollups.building("판교", "line 1", "프레스-1") as builder:
+        assert len(builder.stamps("판교", "line 1", ["프레스-1"], 0, 2**62)) == 3  # nothing written: no move
+    assert rollups.mark("판교", "line 1") in (2, 3)
 
 
 def test_rollups_are_read_in_range_by_device_then_time(database: Database) -> None:

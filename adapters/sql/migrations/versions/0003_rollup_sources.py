@@ -1,4 +1,5 @@
-"""Roll-ups remember how many values InfluxDB held for their hour, and when late data made them change.
+"""Roll-ups remember how many values InfluxDB held for their hour, and when late data made them change; each
+line counts the writes to its roll-ups.
 
 Revision ID: 0003
 Revises: 0002
@@ -24,9 +25,17 @@ def upgrade() -> None:
         table.add_column(sa.Column("source_values", sa.BigInteger(), nullable=True))
         # When data that arrived after the hour had settled was last taken in (epoch ms); NULL: never.
         table.add_column(sa.Column("late_at_ms", sa.BigInteger(), nullable=True))
+    op.create_table(
+        "rollup_marks",
+        sa.Column("site", sa.String(128), nullable=False),
+        sa.Column("line", sa.String(128), nullable=False),
+        sa.Column("changes", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("site", "line", name=op.f("pk_rollup_marks")),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("rollup_marks")
     with op.batch_alter_table("rollups") as table:
         table.drop_column("late_at_ms")
         table.drop_column("source_values")
