@@ -68,7 +68,7 @@ def rollup_loop(state: ApiState) -> None:
                 hours = HourStore(
                     RollupRepository(state.database), influx, state.registry, stopping=state.stopping.is_set
                 )
-                run = roll_up(state.demonstrations(), hours)
+                run = roll_up(state.demonstrations(), hours, late_days=state.settings.rollup_late_days or None)
         except EvaluationStopped:
             return
         except Exception:  # the next pass tries again; a request still builds what it needs

@@ -27,7 +27,7 @@ days), each in a process of its own so that its peak RSS is its own, and reports
 device-hour against the smallest size (the baseline): a ratio near 1 at every size is cost that grows
 linearly. ``--influx-sizes 2x7,4x7,4x14`` measures what the roll-up job costs: raw points written to a
 private InfluxDB 1.x, then the hours built from them (``HourStore.refresh``, InfluxDB read a day per device
-per query) and a late-data pass over the settled hours with nothing changed (``refresh(check_late=True)``:
+per query) and a late-data pass over the settled hours with nothing changed (``refresh(late_days=…)``:
 counting queries only), per device-hour against the smallest size. The large sizes are seeded as roll-ups
 directly: writing half a year of a plant through InfluxDB is more than this machine does in a run.
 
@@ -359,7 +359,7 @@ def influx_reads(sizes: list[tuple[int, int]], repeat: int) -> list[dict[str, An
                             stored = store.refresh(the_plan)
                             builds.append(time.perf_counter() - began)
                             began = time.perf_counter()
-                            assert store.refresh(the_plan, check_late=True) == 0  # nothing changed: nothing read
+                            assert store.refresh(the_plan, late_days=days + 1) == 0  # nothing changed: nothing read
                             late_checks.append(time.perf_counter() - began)
                 hours = device_count * days * 24
                 results.append(

@@ -47,6 +47,12 @@ class CollectorSettings(BaseSettings):
         description="The API builds every demonstration's device-hours (and picks up late data) this often,"
         " in the background; 0: never (run `pilot rollups --every` on a schedule instead)",
     )
+    rollup_late_days: float = Field(
+        default=14,
+        ge=0,
+        description="The roll-up job counts InfluxDB's values of the settled hours of this many last days and reads"
+        " again those whose count moved (late data); 0: it does not look (an agent's backlog is days, not months)",
+    )
 
     client_id: str = Field(
         default="pilot-collector",

@@ -3,8 +3,9 @@
 Run on a schedule (``pilot rollups --every 600``) or inside the API (``rollup_every_s``), it reads each hour
 once it has begun and again until it has settled, so that the first comparison after a pilot ends finds
 every hour stored and reads nothing from InfluxDB. It also counts the values InfluxDB holds for every settled
-hour: an hour whose count moved took in late data, and is read again and marked (results say so). Replicas
-and the job share the per-device build locks of ``RollupRepository.building``: an hour is built once.
+hour of the last ``late_days`` (the ``rollup_late_days`` setting, two weeks): an hour whose count moved took
+in late data, and is read again and marked (results say so). Replicas and the job share the per-device build
+locks of ``RollupRepository.building``: an hour is built once.
 """
 
 from __future__ import annotations
@@ -29,10 +30,11 @@ def roll_up(
     hours: HourStore,
     refs: list[str] | None = None,
     *,
-    check_late: bool = True,
+    late_days: float | None = None,
     progress: Progress | None = None,
 ) -> RollupRun:
-    """One pass over ``refs`` (default: every stored demonstration), under each one's latest plan version.
+    """One pass over ``refs`` (default: every stored demonstration), under each one's latest plan version;
+    late data is looked for in the settled hours of the last ``late_days`` (None: not looked for).
 
     A demonstration that cannot be rolled up (a device not in the registry, InfluxDB down) is noted and the
     others still go; a process that is stopping stops.
@@ -41,7 +43,7 @@ def roll_up(
     for ref in refs if refs is not None else [d.slug for d in demonstrations.list()]:
         try:
             stored = demonstrations.get(ref)
-            run.stored[stored.slug] = hours.refresh(stored.plan, check_late=check_late, progress=progress)
+            run.stored[stored.slug] = hours.refresh(stored.plan, late_days=late_days, progress=progress)
         except EvaluationStopped:
             raise
         except (NotFound, InfluxError, LookupError) as exc:

@@ -218,35 +218,47 @@ class HourStore:
         *,
         force: bool = False,
         progress: Progress | None = None,
-        check_late: bool = False,
+        late_days: float | None = None,
     ) -> int:
         """Read the hours that are missing or unsettled (all of them if ``force``); returns how many were stored.
 
-        ``stamps`` (``stamps(plan)``), when given, spares the devices with nothing to read any lock or query.
-        Each device is built under ``RollupRepository.building``, its stamps read again once its lock is held,
-        so two processes asked at once read InfluxDB once. With ``check_late``, settled hours whose count of
-        values in InfluxDB moved since they were read (late data) are read again too, and keep a mark of it.
+        ``stamps`` (``stamps(plan)``) is what is stored, read per 25 devices if not given: devices with nothing
+        to read take no lock and cost no query. Each device is built under ``RollupRepository.building``, its
+        stamps read again once its lock is held, so two processes asked at once read InfluxDB once. With
+        ``late_days``, settled hours of the last that many days whose count of values in InfluxDB moved since
+        they were read (late data) are read again too, and keep a mark of it.
         """
         now_ms = round(self.clock() * 1000)
         starts = [t for t in plan_hours(plan) if t < now_ms]  # hours still to come have nothing to read
         if not starts:
             return 0
+        late_from_ms = None if late_days is None else now_ms - round(late_days * DAY_MS)
+        late_starts = [] if late_from_ms is None else [t for t in starts if t >= late_from_ms]
         refreshed = 0
         for group in _batches(plan.devices, _DEVICES_PER_COUNT):
-            batch, counted = group, starts
-            if stamps is not None and not (force or check_late):
-                batch = [d for d in group if any(self._stale(stamps.get((d, t)), t, now_ms) for t in starts)]
-                counted = sorted({t for d in batch for t in starts if self._stale(stamps.get((d, t)), t, now_ms)})
+            known = stamps if stamps is not None else self._stamps_of(plan, group, starts)
+            stale = {d: [t for t in starts if force or self._stale(known.get((d, t)), t, now_ms)] for d in group}
+            batch = [d for d in group if stale[d] or late_starts]
             if not batch:
                 continue
+            counted = sorted({t for d in batch for t in stale[d]} | set(late_starts))
             counts = self._values_per_hour(plan, batch, counted)
             for device in batch:
                 with self.hours_of(plan, device) as rollups:
-                    read = self._refresh_device(rollups, plan, device, starts, counts, now_ms, force, check_late)
+                    read = self._refresh_device(rollups, plan, device, starts, counts, now_ms, force, late_from_ms)
                 refreshed += read
                 if progress and read:
                     progress(f"  read {read:,} hours of {device} from InfluxDB")
         return refreshed
+
+    def _stamps_of(
+        self, plan: DemonstrationPlan, devices: Sequence[str], starts: list[int]
+    ) -> dict[tuple[str, int], HourStamp]:
+        return {
+            (s.device, s.start_ms): s
+            for run_start, run_end in _runs(starts)
+            for s in self.rollups.stamps(plan.site, plan.line, devices, run_start, run_end)
+        }
 
     def hours_of(self, plan: DemonstrationPlan, device: str) -> AbstractContextManager[RollupRepository]:
         return self.rollups.building(plan.site, plan.line, device)
@@ -260,7 +272,7 @@ class HourStore:
         counts: dict[str, dict[int, int]],
         now_ms: int,
         force: bool,
-        check_late: bool,
+        late_from_ms: int | None,
     ) -> int:
         """One device's hours, under its lock: what is stored is read again here, as another process may have
         stored the hours while this one waited."""
@@ -269,9 +281,10 @@ class HourStore:
         counted = counts.get(device, {})
         sources = {(device, t): counted.get(t, 0) for t in stale}
         refreshed = self._build(rollups, plan, device, stale, counted, sources, now_ms)
-        if not check_late:
+        if late_from_ms is None:
             return refreshed
-        late, first_counted = self._late(stored, set(stale), starts, counted, now_ms)
+        recent = [t for t in starts if t >= late_from_ms]
+        late, first_counted = self._late(stored, set(stale), recent, counted)
         rollups.count_sources(plan.site, plan.line, {(device, t): n for t, n in first_counted.items()})
         if late:
             refreshed += self._build(
@@ -287,7 +300,7 @@ class HourStore:
         return refreshed
 
     def _late(
-        self, stored: dict[int, HourStamp], stale: set[int], starts: list[int], counted: dict[int, int], now_ms: int
+        self, stored: dict[int, HourStamp], stale: set[int], starts: list[int], counted: dict[int, int]
     ) -> tuple[list[int], dict[int, int]]:
         """The settled hours to read again because their count of values moved (and the rest of their day, whose
         state in force they may change), and the settled hours counted for the first time."""

@@ -513,9 +513,14 @@ def rollups(
         list[str] | None, typer.Argument(help="Demonstration ids or slugs (default: every stored demonstration)")
     ] = None,
     every: Annotated[float, typer.Option(min=0, help="Run again every this many seconds, until Ctrl-C (0: once)")] = 0,
-    late: Annotated[
-        bool, typer.Option(help="Count every settled hour's values in InfluxDB, and read again those that moved")
-    ] = True,
+    late_days: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            help="Count the values in InfluxDB of the settled hours of this many last days, and read again those"
+            " whose count moved (late data); 0: do not look. Default: the rollup_late_days setting (14)",
+        ),
+    ] = None,
     config: ConfigFile = None,
 ) -> None:
     """Build the device-hours of stored demonstrations as time passes (cron, a timer, or --every), so that a
@@ -528,12 +533,13 @@ def rollups(
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     failed = 0
     try:
-        with kpi_engine(config) as (service, _database, _settings):
+        with kpi_engine(config) as (service, _database, settings):
+            looked_back = settings.rollup_late_days if late_days is None else late_days
             service.hours.stopping = stop.is_set
             while True:
                 began = time.monotonic()
                 try:
-                    run = roll_up(service.demonstrations, service.hours, demonstration, check_late=late)
+                    run = roll_up(service.demonstrations, service.hours, demonstration, late_days=looked_back or None)
                 except EvaluationStopped:
                     break  # Ctrl-C: what was built is stored
                 for slug, stored in run.stored.items():

@@ -538,6 +538,7 @@ def _insert(database: Database) -> Any:
 
 
 _KEY = ("site", "line", "device", "hour_start_ms")
+_FINGERPRINTS_PER_QUERY = 500  # the hours whose text is fetched by one query (an IN list of this many)
 
 
 def stored_text(hour: DeviceHour) -> str:
@@ -742,13 +743,28 @@ class RollupRepository:
         Hours whose fingerprint is in ``known`` are taken from it rather than decoded again: decoding is most
         of the cost of reading a month of a line.
         """
-        known = known or {}
-        query = self._select_in_range((rollups.c.fingerprint, rollups.c.hour), site, line, devices, start_ms, end_ms)
+        if not known:
+            query = self._select_in_range(
+                (rollups.c.fingerprint, rollups.c.hour), site, line, devices, start_ms, end_ms
+            )
+            with self._connect() as connection:
+                return [(fingerprint, DeviceHour.decode(text)) for fingerprint, text in connection.execute(query)]
+        # Most hours known (a running server): their fingerprints first, then the text of the others only, as
+        # moving every hour's text out of the database costs as much as the rest of the evaluation.
+        query = self._select_in_range((rollups.c.fingerprint,), site, line, devices, start_ms, end_ms)
         with self._connect() as connection:
-            return [
-                (fingerprint, known.get(fingerprint) or DeviceHour.decode(text))
-                for fingerprint, text in connection.execute(query)
-            ]
+            fingerprints = connection.execute(query).scalars().all()
+            missing = sorted({f for f in fingerprints if f not in known})
+            decoded: dict[str, DeviceHour] = {}
+            for index in range(0, len(missing), _FINGERPRINTS_PER_QUERY):
+                chosen = missing[index : index + _FINGERPRINTS_PER_QUERY]
+                texts = self._select_in_range(
+                    (rollups.c.fingerprint, rollups.c.hour), site, line, devices, start_ms, end_ms
+                ).where(rollups.c.fingerprint.in_(chosen))
+                decoded.update((f, DeviceHour.decode(text)) for f, text in connection.execute(texts))
+        if len(decoded) < len(missing):  # rewritten between the two queries: read them all as they are now
+            return self.read_fingerprinted(site, line, devices, start_ms, end_ms)
+        return [(f, known.get(f) or decoded[f]) for f in fingerprints]
 
     @staticmethod
     def _select_in_range(
