@@ -289,6 +289,51 @@ def comparison_section(comparison: dict[str, Any] | None) -> str:
     return table((f"median of {comparison.get('repeat', '?')}", "ms: median (min–max)", "× decoding"), rows)
 
 
+def plant_section(plant: dict[str, Any] | None) -> str:
+    """The comparison per size and the roll-up job's InfluxDB reads, each per device-hour against the smallest."""
+    if plant is None:
+        return "_not run_"
+    rows = [
+        (
+            f"{run['devices']} × {run['days']} ({run['device_hours']:,})",
+            spread([s * 1000 for s in run["measurements"]["first"]["repeats_s"]]),
+            spread([s * 1000 for s in run["measurements"]["cold"]["repeats_s"]]),
+            spread([s * 1000 for s in run["measurements"]["warm"]["repeats_s"]], ",.1f"),
+            f"{run['first_us_per_hour']:,.0f} ({run['first_per_hour_over_smallest']:.2f} ×)",
+            f"{run['cold_us_per_hour']:,.0f} ({run['cold_per_hour_over_smallest']:.2f} ×)",
+            number(run.get("peak_rss_mb")),
+        )
+        for run in plant.get("scaling", [])
+    ]
+    header = (
+        "devices × days (device-hours)",
+        "first, ms",
+        "cold, ms",
+        "warm, ms",
+        "first, µs per device-hour (× smallest)",
+        "cold, µs per device-hour (× smallest)",
+        "peak RSS, MB",
+    )
+    reads = [
+        (
+            f"{read['devices']} × {read['days']} ({read['device_hours']:,}; {read['points']:,} points)",
+            spread([s * 1000 for s in read["build_repeats_s"]]),
+            f"{read['build_us_per_hour']:,.0f} ({read['build_per_hour_over_smallest']:.2f} ×)",
+            spread([s * 1000 for s in read["late_check_repeats_s"]]),
+            f"{read['late_check_us_per_hour']:,.0f} ({read['late_check_per_hour_over_smallest']:.2f} ×)",
+        )
+        for read in plant.get("influx_read", [])
+    ]
+    read_header = (
+        "from InfluxDB: devices × days",
+        "build, ms",
+        "build, µs per device-hour (× smallest)",
+        "late-data pass, ms",
+        "late-data pass, µs per device-hour (× smallest)",
+    )
+    return table(header, rows) + ("\n\n" + table(read_header, reads) if reads else "")
+
+
 def outage_figures(results: dict[str, dict[str, Any] | None]) -> list[dict[str, Any]]:
     figures = []
     for name, result in sorted(results.items()):
@@ -426,6 +471,7 @@ SECTIONS: dict[str, Callable[[dict[str, dict[str, Any] | None]], str]] = {
     "batched": lambda r: batched_section(r["ingest"] or {}),
     "latency": lambda r: latency_section(r["ingest"] or {}),
     "comparison": lambda r: comparison_section(r["comparison"]),
+    "plant": lambda r: plant_section(r["plant"]),
     "outage": outage_section,
     "disk_full": disk_full_section,
     "statistics": lambda r: statistics_section(r["statistics"]),
@@ -434,7 +480,7 @@ SECTIONS: dict[str, Callable[[dict[str, dict[str, Any] | None]], str]] = {
 
 
 def render(folder: Path) -> str:
-    names = ["run", "ingest", "comparison", "statistics", "sources",
+    names = ["run", "ingest", "comparison", "plant", "statistics", "sources",
              *sorted(p.stem for p in folder.glob("spool*.json")),
              *sorted(p.stem for p in folder.glob("diskfull*.json"))]  # fmt: skip
     results = {name: load(folder, name) for name in names}
