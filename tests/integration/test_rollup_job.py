@@ -11,14 +11,17 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from fastapi.testclient import TestClient
 
 from adapters.influxdb import InfluxClient, InfluxSettings
+from adapters.sql import RollupRepository
 from api.examples import PANGYO_PLAN
 from api.main import create_app
 from collector.settings import CollectorSettings
 from pilot_core.line_protocol import encode_point
 from pilot_core.validation import PRODUCTION_MEASUREMENT, STATE_MEASUREMENT
-from tests.api_support import admin_client
+from tests.api_support import admin_client, key_headers
+from tests.support import wait_until
 
 SITE, LINE, DEVICE = "late-site", "L1", "press"
 HOUR_MS = 3_600_000
@@ -129,3 +132,35 @@ def test_the_job_builds_hours_first_and_takes_in_late_data_for_a_settled_hour(
     assert f"{DEVICE} (1)" in after["source"]["late_data"]
     assert kpis["phases"]["pilot"]["counts"]["produced"] == 24 * 10 + 5
     assert "late-data: 0 device-hours stored" in _rollups(env, tmp_path)  # counted again: nothing more to read
+
+
+def test_the_apis_background_task_builds_the_hours_before_anyone_asks(
+    tmp_path: Path, influx_settings: InfluxSettings
+) -> None:
+    registry = tmp_path / "devices.yaml"
+    registry.write_text(
+        yaml.safe_dump({"devices": [{"site": SITE, "line": LINE, "device": DEVICE, "profile": "cobot_arm"}]}),
+        encoding="utf-8",
+    )
+    with InfluxClient(influx_settings) as influx:
+        influx.ensure_database()
+        assert influx.write([line for hour in range(48) for line in _parts(hour, 3, 1 + hour * 3)]).status == 204
+    settings = CollectorSettings(
+        influx=influx_settings,
+        devices_file=registry,
+        database_url=f"sqlite:///{tmp_path / 'pilot.db'}",
+        rollup_every_s=0.5,
+    )
+    app = create_app(settings)
+    headers = key_headers(app)
+    with TestClient(app, headers=headers) as client:  # as a served app: its lifespan starts the task
+        ref = client.post("/v1/demonstrations", json=_plan()).json()["id"]
+        rollups = RollupRepository(app.state.pilot.database)
+        wait_until(lambda: rollups.mark(SITE, LINE) > 0, timeout_s=30, what="the background task to store hours")
+        wait_until(
+            lambda: len(rollups.stamps(SITE, LINE, [DEVICE], START_MS, START_MS + 48 * HOUR_MS)) == 48,
+            timeout_s=30,
+            what="every hour stored",
+        )
+        answer = client.get(f"/v1/demonstrations/{ref}/comparison").json()
+    assert answer["source"]["hours_refreshed"] == 0  # the task had stored them all
