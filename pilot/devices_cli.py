@@ -231,7 +231,9 @@ def service_account(
     from pilot_core.broker_accounts import AccountError, Role, ServiceAccount, check_given_password
     from pilot_core.profiles import ProfileErrors
 
-    roles = [r.value for r in Role]
+    roles = [r.value for r in Role if r is not Role.BRIDGE]
+    if role == Role.BRIDGE.value:
+        raise fail("a site's bridge account is made with `pilot devices site-bridge NAME --site SITE …`")
     if role not in roles:
         raise fail(f"--role must be {', '.join(roles[:-1])} or {roles[-1]}, not {role!r}")
     collector = Role(role) is Role.COLLECTOR
@@ -277,6 +279,85 @@ def service_account(
         _say(f"the {role} account {name!r} is already as asked; {broker_dir} is unchanged")
     else:
         _say(f"{'rotated' if rotate else 'wrote'} {broker_dir}/passwd and {broker_dir}/acl; {RELOAD_HINT}")
+
+
+@devices_app.command("site-bridge")
+def site_bridge(
+    name: Annotated[
+        str, typer.Argument(help="The bridge's account at the central broker, its client id there (e.g. bridge-pangyo)")
+    ],
+    site: Annotated[str, typer.Option(help="Site id: the bridge may publish only pilot/v1/SITE/# at the centre")],
+    central_host: Annotated[str, typer.Option(help="The central broker's host name, as its certificate names it")],
+    output: Annotated[
+        Path,
+        typer.Option("--output", "-o", help="Write the bridge's configuration here (mode 0600: it holds the password)"),
+    ],
+    central_port: Annotated[int, typer.Option(help="The central broker's TLS listener")] = 8883,
+    ca_file: Annotated[
+        str, typer.Option(help="The CA of the central broker's certificate, as the site's broker sees the path")
+    ] = "/mosquitto/config/tls/central-ca.pem",
+    cert_file: Annotated[
+        str | None, typer.Option(help="A client certificate, for a centre that requires one (path at the site)")
+    ] = None,
+    key_file: Annotated[str | None, typer.Option(help="The client certificate's key (path at the site)")] = None,
+    password_env: Annotated[
+        str | None,
+        typer.Option(help="Take the password from this environment variable instead of making one"),
+    ] = None,
+    broker_dir: BrokerDir = DEFAULT_BROKER_DIR,
+    rotate: Rotate = False,
+) -> None:
+    """Give a factory's broker an account at the central broker and write the bridge that uses it.
+
+    The account may publish only pilot/v1/SITE/# (and its connection state); the configuration forwards that
+    subtree, topics unchanged, with QoS 1 and persistent sessions, over TLS (docs/deploy.md#sites-that-bridge).
+    """
+    from pathlib import PurePosixPath
+
+    from pydantic import ValidationError
+
+    from adapters.broker_accounts import new_password, new_password_hash, now_text, write_private
+    from pilot_core.broker_accounts import AccountError, Role, ServiceAccount, check_given_password
+    from pilot_core.profiles import ProfileErrors
+    from pilot_core.site_bridge import SiteBridge
+
+    given = os.environ.get(password_env, "") if password_env is not None else None
+    try:
+        if given is not None:
+            check_given_password(given, f"the environment variable {password_env}")
+        bridge = SiteBridge(
+            name=name,
+            site=site,
+            central_host=central_host,
+            central_port=central_port,
+            ca_file=PurePosixPath(ca_file),
+            cert_file=PurePosixPath(cert_file) if cert_file else None,
+            key_file=PurePosixPath(key_file) if key_file else None,
+        )
+    except (AccountError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    password = given if given is not None else new_password()
+    try:
+        account = ServiceAccount(
+            name=name,
+            role=Role.BRIDGE,
+            site=site,
+            password_hash=new_password_hash(password),
+            password_set_at=now_text(),
+        )
+    except ValidationError as exc:
+        raise fail("; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())) from None
+    try:
+        with _files(broker_dir).editing() as book:
+            existing = book.get(account.username)
+            if not (given is not None and not rotate and account.matches(existing, given)):
+                book.put(account, rotate=rotate)
+    except (AccountError, ProfileErrors, ValueError) as exc:
+        raise fail(str(exc)) from None
+    write_private(output, bridge.config_text(password))
+    console.print(f"username: {name}", highlight=False, markup=False)
+    _say(f"wrote {output}: put it in the site broker's /mosquitto/config/bridge/ (deploy/mosquitto/site.conf)")
+    _say(f"the account {name!r} may publish {bridge.topic} at the centre; {broker_dir}/acl says so; {RELOAD_HINT}")
 
 
 def _print_chosen(username: str, role: str, password_env: str, *, changed: bool, json_output: bool) -> None:

@@ -6,7 +6,9 @@ username as client id (``use_username_as_clientid``), so an account's client id,
 and the session the broker keeps under it, is the account's alone. A device may publish only below
 its own ``pilot/v1/{site}/{line}/{device}/``; the collector reads ``pilot/v1/#``
 and writes dead letters and its heartbeat; a publisher (simulators, backfills)
-writes ``pilot/v1/#``; a monitor (health checks, exporters) reads the broker's ``$SYS/#``.
+writes ``pilot/v1/#``; a monitor (health checks, exporters) reads the broker's ``$SYS/#``; a site's bridge
+(the Mosquitto in a factory, bridged to the central broker) writes only ``pilot/v1/{its site}/#`` and its
+connection state.
 
 Pure: the caller supplies salts and times.
 """
@@ -45,6 +47,23 @@ class Role(enum.StrEnum):
     COLLECTOR = "collector"
     PUBLISHER = "publisher"
     MONITOR = "monitor"
+    BRIDGE = "bridge"
+
+
+def bridge_state_topic(name: str) -> str:
+    """Where a site's bridge says whether it is connected (1) or not (0): Mosquitto's own default topic."""
+    return f"$SYS/broker/connection/{name}/state"
+
+
+def check_bridge_site(site: str) -> str:
+    """A site id that a Mosquitto bridge's ``topic`` line can hold: the id rules, and no white space."""
+    check_id(site, "site")
+    if any(char.isspace() for char in site):
+        raise ValueError(
+            f"site {site!r} contains white space, which a Mosquitto bridge's topic line cannot hold; bridge a site"
+            " whose id has none"
+        )
+    return site
 
 
 # A password the operator chooses (an init step, from a secret store) rather than one we make.
@@ -153,6 +172,8 @@ class ServiceAccount(BaseModel):
     # Read from older documents only: the broker makes the username the client id, so a collector's is its name.
     client_ids: list[str] = Field(default_factory=list)
     dead_letter_topic: str | None = None
+    # A bridge's site: the one topic subtree it may publish, pilot/v1/{site}/#.
+    site: str | None = None
 
     @field_validator("name")
     @classmethod
@@ -185,6 +206,12 @@ class ServiceAccount(BaseModel):
                 raise ValueError(f"{self.dead_letter_topic!r} cannot be part of a topic: it is empty or has '+' or '#'")
         elif self.client_ids or self.dead_letter_topic:
             raise ValueError(f"client_ids and dead_letter_topic are for collector accounts, not {self.role.value}")
+        if self.role is Role.BRIDGE:
+            if not self.site:
+                raise ValueError("a bridge account needs the site whose messages it carries")
+            check_bridge_site(self.site)
+        elif self.site is not None:
+            raise ValueError(f"site is for bridge accounts, not {self.role.value}")
         return self
 
     @property
@@ -197,6 +224,10 @@ class ServiceAccount(BaseModel):
             return [("write", data)]
         if self.role is Role.MONITOR:
             return [("read", "$SYS/#")]
+        if self.role is Role.BRIDGE:
+            # Its own site only: a factory's broker cannot speak for another factory's devices.
+            site_data = f"{TOPIC_ROOT}/{CONTRACT_VERSION}/{self.site}/#"
+            return [("write", site_data), ("write", bridge_state_topic(self.name))]
         # Reading pilot/v1/# also covers $share/<group>/pilot/v1/...: Mosquitto checks the message's topic.
         dead_letters = f"{(self.dead_letter_topic or '').rstrip('/')}/#"
         return [("read", data), ("write", dead_letters), ("readwrite", heartbeat_topic(self.name))]

@@ -260,3 +260,21 @@ def test_registry_edits_keep_comments(tmp_path: Path) -> None:
     fresh = tmp_path / "new.yaml"
     assert add_device(fresh, new, catalog)
     assert "vision 01" in fresh.read_text(encoding="utf-8")
+
+
+def test_a_bridge_account_writes_only_its_own_sites_data_and_its_state() -> None:
+    bridge = ServiceAccount(name="bridge-pangyo", role=Role.BRIDGE, site="판교", password_hash=new_password_hash("pw"))
+    assert bridge.grants() == [
+        ("write", "pilot/v1/판교/#"),
+        ("write", "$SYS/broker/connection/bridge-pangyo/state"),
+    ]
+    with pytest.raises(ValueError, match="needs the site"):
+        ServiceAccount(name="b", role=Role.BRIDGE, password_hash=new_password_hash("pw"))
+    with pytest.raises(ValueError, match="white space"):
+        ServiceAccount(name="b", role=Role.BRIDGE, site="판교 1", password_hash=new_password_hash("pw"))
+    with pytest.raises(ValueError, match="wildcard"):
+        ServiceAccount(name="b", role=Role.BRIDGE, site="#", password_hash=new_password_hash("pw"))
+    with pytest.raises(ValueError, match="site is for bridge accounts"):
+        ServiceAccount(name="p", role=Role.PUBLISHER, site="판교", password_hash=new_password_hash("pw"))
+    # It reads back from accounts.yaml as it was written.
+    assert parse_accounts(AccountBook([bridge]).document_text(), "accounts.yaml").get("bridge-pangyo") == bridge

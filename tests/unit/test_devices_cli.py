@@ -12,6 +12,7 @@ from adapters.broker_accounts import BrokerFiles
 from adapters.catalog import load_profiles, load_registry
 from pilot.cli import app
 from pilot_core.broker_accounts import verify_password
+from pilot_core.site_bridge import SiteBridge
 
 
 def run(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> Result:
@@ -136,3 +137,51 @@ def test_a_monitor_account_reads_only_the_brokers_sys_topics(tmp_path: Path) -> 
     assert result.exit_code == 0, result.output
     acl = BrokerFiles(tmp_path / "auth").acl_file.read_text(encoding="utf-8")
     assert "user pilot-healthcheck\ntopic read $SYS/#\n" in acl
+
+
+def test_site_bridge_writes_the_bridge_and_an_account_that_may_publish_only_its_site(tmp_path: Path) -> None:
+    output = tmp_path / "bridge" / "bridge-pangyo.conf"
+    centre = "mqtt.centre.example"
+    args = ["site-bridge", "bridge-pangyo", "--site", "판교", "--central-host", centre, "-o", str(output)]
+    result = run(tmp_path, *args)
+    assert result.exit_code == 0, result.output
+    assert output.stat().st_mode & 0o777 == 0o600  # it holds the password
+    config = dict(line.split(" ", 1) for line in output.read_text(encoding="utf-8").splitlines() if line[:1] != "#")
+    assert config["address"] == "mqtt.centre.example:8883"
+    assert config["topic"] == "pilot/v1/판교/# out 1"
+    assert (config["cleansession"], config["bridge_protocol_version"]) == ("false", "mqttv50")
+    assert config["remote_clientid"] == config["remote_username"] == "bridge-pangyo"
+    account = BrokerFiles(tmp_path / "auth").load().get("bridge-pangyo")
+    assert account is not None and verify_password(config["remote_password"], account.password_hash)
+    assert config["remote_password"] not in result.output
+    acl = (tmp_path / "auth" / "acl").read_text(encoding="utf-8")
+    grants = "topic write pilot/v1/판교/#\ntopic write $SYS/broker/connection/bridge-pangyo/state\n"
+    assert f"user bridge-pangyo\n{grants}" in acl
+    # Asked again, it refuses to replace the password silently; --rotate replaces it, and the bridge file with it.
+    again = run(tmp_path, *args)
+    assert again.exit_code == 1 and "pass --rotate" in again.output
+    assert run(tmp_path, *args, "--rotate").exit_code == 0
+    rotated = dict(line.split(" ", 1) for line in output.read_text(encoding="utf-8").splitlines() if line[:1] != "#")
+    assert rotated["remote_password"] != config["remote_password"]
+
+
+def test_site_bridge_refuses_what_a_bridge_cannot_hold(tmp_path: Path) -> None:
+    output = str(tmp_path / "b.conf")
+    cases = [
+        (["site-bridge", "b", "--site", "판교 1", "--central-host", "c", "-o", output], "white space"),
+        (["site-bridge", "b", "--site", "a/b", "--central-host", "c", "-o", output], "contains a slash"),
+        (["site-bridge", "b", "--site", "s", "--central-host", "c", "-o", output, "--cert-file", "x"], "its key"),
+        (["site-bridge", "b c", "--site", "s", "--central-host", "c", "-o", output], "letters, digits"),
+        (["service-account", "b", "--role", "bridge"], "pilot devices site-bridge"),
+    ]
+    for args, message in cases:
+        result = run(tmp_path, *args)
+        assert result.exit_code == 1 and message in result.output, (args, result.output)
+    assert not Path(output).exists()
+    assert len(BrokerFiles(tmp_path / "auth").load()) == 0
+
+
+def test_the_shipped_example_bridge_is_what_the_command_writes() -> None:
+    example = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto" / "site-bridge.example.conf"
+    bridge = SiteBridge(name="bridge-pangyo", site="판교", central_host="mqtt.centre.example")
+    assert example.read_text(encoding="utf-8") == bridge.config_text("<made by pilot devices site-bridge>")
