@@ -239,19 +239,19 @@ def test_a_30_s_wan_cut_under_a_steady_stream_loses_nothing_and_duplicates_nothi
     tmp_path: Path, influx_settings: InfluxSettings
 ) -> None:
     state = bridge_state_topic(BRIDGE)
-    with programme(tmp_path) as line, InfluxClient(influx_settings) as influx:
-        at_site = Listener(line.at_site("site-monitor"), "site-monitor", state, DROPPED, STORED)
-        at_centre = Listener(line.at_centre("centre-monitor"), "centre-monitor", state)
-        watch = Listener(line.at_centre("centre-watch"), "centre-watch", f"pilot/v1/{SITE}/#")
+    with programme(tmp_path) as plant, InfluxClient(influx_settings) as influx:
+        at_site = Listener(plant.at_site("site-monitor"), "site-monitor", state, DROPPED, STORED)
+        at_centre = Listener(plant.at_centre("centre-monitor"), "centre-monitor", state)
+        watch = Listener(plant.at_centre("centre-watch"), "centre-watch", f"pilot/v1/{SITE}/#")
         wait_until(lambda: at_site.last(state) == "1", 30, "the bridge connected (its state at the site)")
         wait_until(lambda: at_centre.last(state) == "1", 10, "the bridge's state at the centre")
-        settings = collector_settings(line.at_centre("collector-centre"), influx_settings, "collector-centre")
+        settings = collector_settings(plant.at_centre("collector-centre"), influx_settings, "collector-centre")
         with running_collector(settings, registry()):
-            publisher = SteadyPublisher(line.at_site("line-agents"), "line-agents")
+            publisher = SteadyPublisher(plant.at_site("line-agents"), "line-agents")
             wait_until(lambda: all(points(influx, d) > 20 for d in DEVICES), 30, "the stream reaching InfluxDB")
 
             sent_at_cut = sum(publisher.sent.values())
-            line.factory.cut_wan()
+            plant.factory.cut_wan()
             cut_at = time.monotonic()
             # The bridge notices by its keepalive (10 s, twice); the centre sees its will after 1.5 keepalives.
             wait_until(lambda: at_site.last(state) == "0", OUTAGE_S, "the site's bridge noticing the cut")
@@ -259,7 +259,7 @@ def test_a_30_s_wan_cut_under_a_steady_stream_loses_nothing_and_duplicates_nothi
             time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - cut_at)))
             sent_during_cut = sum(publisher.sent.values()) - sent_at_cut
             landed_before_restore = {d: points(influx, d) for d in DEVICES}
-            line.factory.restore_wan()
+            plant.factory.restore_wan()
 
             # restart_timeout 2 30: the bridge tries again within 30 s of the WAN's return.
             wait_until(lambda: at_site.last(state) == "1", 90, "the bridge reconnected after the WAN returned")
@@ -298,22 +298,22 @@ def test_beyond_its_bound_the_site_queue_keeps_the_oldest_and_drops_and_counts_t
 ) -> None:
     bound, burst = 100, 250
     state = bridge_state_topic(BRIDGE)
-    with programme(tmp_path, max_queued_messages=bound) as line, InfluxClient(influx_settings) as influx:
-        at_site = Listener(line.at_site("site-monitor"), "site-monitor", state, DROPPED)
+    with programme(tmp_path, max_queued_messages=bound) as plant, InfluxClient(influx_settings) as influx:
+        at_site = Listener(plant.at_site("site-monitor"), "site-monitor", state, DROPPED)
         wait_until(lambda: at_site.last(state) == "1", 30, "the bridge connected")
-        settings = collector_settings(line.at_centre("collector-centre"), influx_settings, "collector-centre")
+        settings = collector_settings(plant.at_centre("collector-centre"), influx_settings, "collector-centre")
         device = DEVICES[0]
         with running_collector(settings, registry()):
-            publish_all(line.at_site("line-agents"), [telemetry(device, seq) for seq in range(10)], "line-agents")
+            publish_all(plant.at_site("line-agents"), [telemetry(device, seq) for seq in range(10)], "line-agents")
             wait_until(lambda: points(influx, device) == 10, 30, "the first ten through the bridge")
 
-            line.factory.cut_wan()
+            plant.factory.cut_wan()
             wait_until(lambda: at_site.last(state) == "0", OUTAGE_S, "the site's bridge noticing the cut")
             # Every message of the burst is acknowledged to the agent by the site broker...
-            publish_all(line.at_site("line-agents"), [telemetry(device, 10 + i) for i in range(burst)], "line-agents")
+            publish_all(plant.at_site("line-agents"), [telemetry(device, 10 + i) for i in range(burst)], "line-agents")
             # ...which queues `bound` of them for the bridge, and drops and counts the rest.
             wait_until(lambda: at_site.last(DROPPED) == str(burst - bound), 30, "the drops counted in $SYS")
-            line.factory.restore_wan()
+            plant.factory.restore_wan()
             wait_until(lambda: at_site.last(state) == "1", 90, "the bridge reconnected")
             wait_until(lambda: points(influx, device) == 10 + bound, 60, "the queued messages in InfluxDB")
             # The oldest were kept: seq 10 .. 10 + bound - 1.
@@ -322,13 +322,9 @@ def test_beyond_its_bound_the_site_queue_keeps_the_oldest_and_drops_and_counts_t
         # The bridge's account at the centre speaks for its own site only.
         bridge_file = tmp_path / "site" / "bridge" / f"{BRIDGE}.conf"
         config = dict(line.split(" ", 1) for line in bridge_file.read_text(encoding="utf-8").splitlines())
-        line.passwords[BRIDGE] = config["remote_password"]
-        assert puback_reasons(
-            line.at_centre(BRIDGE), [telemetry(device, 0), ("pilot/v1/시화/L1/x/telemetry", b"{}")]
-        ) == [
-            0,
-            NOT_AUTHORIZED,
-        ]
+        plant.passwords[BRIDGE] = config["remote_password"]
+        other_site = ("pilot/v1/시화/L1/x/telemetry", b"{}")
+        assert puback_reasons(plant.at_centre(BRIDGE), [telemetry(device, 0), other_site]) == [0, NOT_AUTHORIZED]
     # Mosquitto's log, whole once it has stopped, names the bridge whose messages it dropped.
-    log = line.site.log_path.read_text(errors="replace")
+    log = plant.site.log_path.read_text(errors="replace")
     assert f"Outgoing messages are being dropped for client {BRIDGE}.local." in log
