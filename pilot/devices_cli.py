@@ -352,9 +352,12 @@ def site_bridge(
             existing = book.get(account.username)
             if not (given is not None and not rotate and account.matches(existing, given)):
                 book.put(account, rotate=rotate)
+            # Inside: an account whose bridge file could not be written is not kept (its password would be lost).
+            write_private(output, bridge.config_text(password))
     except (AccountError, ProfileErrors, ValueError) as exc:
         raise fail(str(exc)) from None
-    write_private(output, bridge.config_text(password))
+    except OSError as exc:
+        raise fail(f"cannot write {output}: {exc.strerror or exc}; the account was not made") from None
     console.print(f"username: {name}", highlight=False, markup=False)
     _say(f"wrote {output}: put it in the site broker's /mosquitto/config/bridge/ (deploy/mosquitto/site.conf)")
     _say(f"the account {name!r} may publish {bridge.topic} at the centre; {broker_dir}/acl says so; {RELOAD_HINT}")

@@ -178,6 +178,11 @@ def test_site_bridge_refuses_what_a_bridge_cannot_hold(tmp_path: Path) -> None:
         result = run(tmp_path, *args)
         assert result.exit_code == 1 and message in result.output, (args, result.output)
     assert not Path(output).exists()
+    # A bridge file that cannot be written leaves no account behind, whose password would be lost.
+    (tmp_path / "blocker").touch()  # a file where the folder would be: refused even to root
+    unwritable = str(tmp_path / "blocker" / "b.conf")
+    result = run(tmp_path, "site-bridge", "b", "--site", "s", "--central-host", "c", "-o", unwritable)
+    assert result.exit_code == 1 and "the account was not made" in result.output, result.output
     assert len(BrokerFiles(tmp_path / "auth").load()) == 0
 
 
