@@ -295,7 +295,7 @@ def test_a_30_s_wan_cut_under_a_steady_stream_loses_nothing_and_duplicates_nothi
             listener.close()
 
 
-def test_beyond_its_bound_the_site_queue_keeps_the_oldest_and_drops_and_counts_the_rest(
+def test_beyond_its_bound_the_site_queue_drops_and_counts_the_newest_and_keeps_the_rest_across_a_restart(
     tmp_path: Path, influx_settings: InfluxSettings
 ) -> None:
     bound, burst = 100, 250
@@ -315,6 +315,10 @@ def test_beyond_its_bound_the_site_queue_keeps_the_oldest_and_drops_and_counts_t
             publish_all(plant.at_site("line-agents"), [telemetry(device, 10 + i) for i in range(burst)], "line-agents")
             # ...which queues `bound` of them for the bridge, and drops and counts the rest.
             wait_until(lambda: at_site.last(DROPPED) == str(burst - bound), 30, "the drops counted in $SYS")
+            # The queue outlives a restart of the site's broker (persistence, the bridge's persistent local session).
+            at_site.close()
+            plant.site.restart()
+            at_site = Listener(plant.at_site("site-monitor"), "site-monitor", state)
             plant.factory.restore_wan()
             wait_until(lambda: at_site.last(state) == "1", 90, "the bridge reconnected")
             wait_until(lambda: points(influx, device) == 10 + bound, 60, "the queued messages in InfluxDB")
