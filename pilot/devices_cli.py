@@ -16,6 +16,7 @@ from rich.text import Text
 
 from adapters.broker_accounts import DEFAULT_BROKER_DIR
 from pilot.output import console, errors, fail, table
+from pilot_core.site_bridge import DEFAULT_CA_FILE
 
 if TYPE_CHECKING:
     from adapters.broker_accounts import BrokerFiles
@@ -294,8 +295,13 @@ def site_bridge(
     ],
     central_port: Annotated[int, typer.Option(help="The central broker's TLS listener")] = 8883,
     ca_file: Annotated[
-        str, typer.Option(help="The CA of the central broker's certificate, as the site's broker sees the path")
-    ] = "/mosquitto/config/tls/central-ca.pem",
+        str,
+        typer.Option(
+            help="The CA of the central broker's certificate, as the site's broker sees the path (default: the"
+            " container's tls/central-ca.pem)",
+            show_default=False,
+        ),
+    ] = str(DEFAULT_CA_FILE),
     cert_file: Annotated[
         str | None, typer.Option(help="A client certificate, for a centre that requires one (path at the site)")
     ] = None,
@@ -307,11 +313,7 @@ def site_bridge(
     broker_dir: BrokerDir = DEFAULT_BROKER_DIR,
     rotate: Rotate = False,
 ) -> None:
-    """Give a factory's broker an account at the central broker and write the bridge that uses it.
-
-    The account may publish only pilot/v1/SITE/# (and its connection state); the configuration forwards that
-    subtree, topics unchanged, with QoS 1 and persistent sessions, over TLS (docs/deploy.md#sites-that-bridge).
-    """
+    """Give a factory's broker an account at the centre, which may publish only pilot/v1/SITE/#, and its bridge."""
     from pathlib import PurePosixPath
 
     from pydantic import ValidationError
