@@ -190,3 +190,16 @@ def test_the_shipped_example_bridge_is_what_the_command_writes() -> None:
     example = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto" / "site-bridge.example.conf"
     bridge = SiteBridge(name="bridge-pangyo", site="판교", central_host="mqtt.centre.example")
     assert example.read_text(encoding="utf-8") == bridge.config_text("<made by pilot devices site-bridge>")
+
+
+def test_site_bridge_with_a_chosen_password_can_run_again_unchanged(tmp_path: Path) -> None:
+    chosen = "a-chosen-bridge-password-0123456789"
+    output = tmp_path / "b.conf"
+    args = ["site-bridge", "bridge-sihwa", "--site", "시화", "--central-host", "c", "-o", str(output)]
+    for _ in range(2):  # the second time finds the same account and changes nothing
+        result = run(tmp_path, *args, "--password-env", "BRIDGE_PASSWORD", env={"BRIDGE_PASSWORD": chosen})
+        assert result.exit_code == 0, result.output
+        assert chosen not in result.output
+        assert f"remote_password {chosen}\n" in output.read_text(encoding="utf-8")
+    account = BrokerFiles(tmp_path / "auth").load().get("bridge-sihwa")
+    assert account is not None and verify_password(chosen, account.password_hash)
