@@ -26,10 +26,11 @@ from adapters.catalog import load_profiles, load_registry
 from adapters.influxdb import InfluxClient, InfluxError
 from adapters.mqtt_intake import IntakeConnection
 from adapters.mqtt_packets import Delivery
+from adapters.sparkplug.codec import host_state, rebirth_command
 from collector.dead_letter import dead_letter_payload, dead_letter_topic
 from collector.metrics import CollectorMetrics
 from collector.output import InfluxOutput
-from collector.processing import BatchOutcome, Limits, ProcessorProcess, topic_or_none
+from collector.processing import BatchOutcome, Limits, ProcessorProcess, SparkplugIntake, topic_or_none
 from collector.settings import CollectorSettings
 from collector.spool import Spool, SpooledBatch, SpoolFull
 from collector.supervision import RetryLater, Supervisor
@@ -40,6 +41,7 @@ from pilot_core.validation import Rejection, RejectReason
 log = logging.getLogger("pilot.collector")
 
 DEAD_LETTER_ACK_TIMEOUT_S = 10.0
+SPARKPLUG_CHECKPOINT = "sparkplug-host.pickle"
 
 
 class InfluxUnreachable(InfluxError):
@@ -84,7 +86,17 @@ class Collector:
         self._stopping = threading.Event()
         self._abort = threading.Event()
         self.output = InfluxOutput(self.influx, self.metrics, self._abort)
-        self.processor = ProcessorProcess(self.registry, Limits.from_settings(settings))
+        sparkplug = settings.sparkplug
+        self._state_ts = 0  # the timestamp of our Sparkplug STATE, the same in its will
+        self.processor = ProcessorProcess(
+            self.registry,
+            Limits.from_settings(settings),
+            SparkplugIntake(
+                tuple(sparkplug.devices), sparkplug.rebirth_interval_s, settings.spool_dir / SPARKPLUG_CHECKPOINT
+            )
+            if sparkplug.enabled
+            else None,
+        )
         self.spool = Spool(settings.spool_dir, settings.spool_quota_mb * 1024 * 1024)
         self._spooled = threading.Event()  # wakes the replayer
         self.metrics.watch_backlog(lambda: self.backlog)
@@ -92,6 +104,8 @@ class Collector:
         # The collector publishes to itself: a connection that stays up while deliveries stop is found out.
         self.heartbeat_topic = heartbeat_topic(settings.client_id)
         subscriptions = [(settings.subscription, 1)]
+        if sparkplug.enabled:
+            subscriptions += [(topic_filter, 1) for topic_filter in sparkplug.subscriptions]
         if settings.watchdog_s:
             subscriptions.append((self.heartbeat_topic, 0))
         self._mqtt = IntakeConnection(
@@ -106,6 +120,7 @@ class Collector:
             on_session_lost=self._on_session_lost,
             session_marker=settings.spool_dir / "mqtt-session",
             hold=self._holding_enough,
+            will=self._state_will if sparkplug.enabled else None,
         )
         # Each thread is supervised: an unexpected failure is logged, counted, and its work starts again.
         self.supervisor = Supervisor(self.metrics)
@@ -164,6 +179,10 @@ class Collector:
         self._abort.set()  # the spool is durable: replaying stops here and resumes at the next start
         self._spooled.set()
         self._replayer.join(30)
+        if self.settings.sparkplug.enabled and self._mqtt.connected:
+            # Edge nodes that wait for a primary host start storing and forwarding now, not at a timeout.
+            topic, payload = host_state(self.settings.sparkplug.host_id, False, self._state_ts)
+            self._mqtt.publish(topic, payload, retain=True).wait(5.0)
         self._mqtt.close()
         self.processor.close()
         self.influx.close()
@@ -215,7 +234,15 @@ class Collector:
 
     # --- MQTT callbacks (the reader thread: keep them cheap) ------------------
 
+    def _state_will(self) -> tuple[str, bytes]:
+        """Our Sparkplug STATE will for the next connection: offline, with the timestamp its online will carry."""
+        self._state_ts = max(int(time.time() * 1000), self._state_ts + 1)
+        return host_state(self.settings.sparkplug.host_id, False, self._state_ts)
+
     def _on_connect(self, session_present: bool) -> None:
+        if self.settings.sparkplug.enabled:  # subscribed already: the SUBSCRIBE went with the CONNECT
+            topic, payload = host_state(self.settings.sparkplug.host_id, True, self._state_ts)
+            self._mqtt.publish(topic, payload, retain=True)
         self.metrics.connected.set(1)
         self._last_heartbeat = time.monotonic()
         log.info("connected to MQTT broker (session present: %s)", session_present)
@@ -280,6 +307,7 @@ class Collector:
             if outcome is None:  # stopping, and it failed: it stays unacknowledged and comes again next session
                 self._finished(batch)
             else:
+                self._request_rebirths(outcome)
                 self._validated.put((batch, outcome))
             self._validating = []
         self._validated.put(None)  # the writer stops after what is queued
@@ -297,6 +325,14 @@ class Collector:
                 continue
             self.supervisor.recovered("validate")
             return outcome
+
+    def _request_rebirths(self, outcome: BatchOutcome) -> None:
+        """Ask edge nodes for their births at once (QoS 0, as Sparkplug commands go): they need not be durable."""
+        for group, edge_node in outcome.rebirths:
+            topic, payload = rebirth_command(group, edge_node, int(time.time() * 1000))
+            self._mqtt.publish(topic, payload, qos=0)
+            self.metrics.sparkplug_rebirths.inc()
+            log.warning("asked Sparkplug edge node %s/%s for a rebirth", group, edge_node)
 
     def _write(self) -> None:
         """The second stage: each validated batch made durable and acknowledged, in order; failures retried."""
@@ -390,6 +426,8 @@ class Collector:
                 " it stays unacknowledged, and its dead letters are sent again"
             )
         self._acknowledge(batch.messages)
+        if batch.outcome.checkpoint is not None:  # the Sparkplug host state as of this batch, now acknowledged
+            self.processor.commit(batch.outcome.checkpoint)
         self.metrics.batches.labels("spooled" if batch.spooled else "written").inc()
         return True
 
@@ -497,6 +535,9 @@ class Collector:
             self.metrics.duplicates.labels(*stream).inc()
         for stream, missing in outcome.seq_gaps:
             self.metrics.seq_gaps.labels(*stream).inc(missing)
+        self.metrics.sparkplug_historical.inc(outcome.historical_points)
+        self.metrics.sparkplug_stale_deaths.inc(outcome.stale_deaths)
+        self.metrics.sparkplug_ignored_metrics.inc(outcome.ignored_metrics)
 
     @staticmethod
     def _refused_by_store(
