@@ -68,7 +68,7 @@ class BatchOutcome:
     historical_points: int = 0  # Sparkplug store-and-forward: backfill, not live
     stale_deaths: int = 0
     ignored_metrics: int = 0
-    checkpoint: int | None = None  # the host state after this batch, to keep once the batch is acknowledged
+    checkpoint: int | None = None  # the host state after this batch, to keep once the batch is durable
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +77,7 @@ class SparkplugIntake:
 
     maps: tuple[SparkplugDeviceMap, ...] = ()
     rebirth_interval_s: float = 10.0
-    checkpoint_file: Path | None = None  # the host state as of the last acknowledged batch
+    checkpoint_file: Path | None = None  # the host state as of the last durable batch
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,7 +224,7 @@ class Processor:
             outcome.line_owner.extend([index] * len(result.lines))
 
     def commit(self, checkpoint: int) -> None:
-        """Keep the host state as of batch ``checkpoint``, now acknowledged: a restart resumes from it."""
+        """Keep the host state as of batch ``checkpoint``, now durable: a restart resumes from it."""
         snapshot = self._snapshots.get(checkpoint)
         for number in [n for n in self._snapshots if n <= checkpoint]:
             del self._snapshots[number]
@@ -380,7 +380,7 @@ class ProcessorProcess:
             raise
 
     def commit(self, checkpoint: int) -> None:
-        """Keep the Sparkplug host state as of an acknowledged batch (on disk, in the child)."""
+        """Keep the Sparkplug host state as of a durable batch (on disk, in the child)."""
         try:
             self._pool.submit(_commit, checkpoint).result()
         except BrokenProcessPool:

@@ -425,9 +425,11 @@ class Collector:
                 f"the broker did not confirm every dead letter of a batch of {len(batch.messages)} messages:"
                 " it stays unacknowledged, and its dead letters are sent again"
             )
-        self._acknowledge(batch.messages)
-        if batch.outcome.checkpoint is not None:  # the Sparkplug host state as of this batch, now acknowledged
+        if batch.outcome.checkpoint is not None:
+            # The Sparkplug host state as of this batch, kept once the batch is durable and before it is
+            # acknowledged: killed in between, its messages come again and find their seq and timestamps seen.
             self.processor.commit(batch.outcome.checkpoint)
+        self._acknowledge(batch.messages)
         self.metrics.batches.labels("spooled" if batch.spooled else "written").inc()
         return True
 

@@ -579,8 +579,10 @@ class SparkplugHost:
         derivation = self.derivations.setdefault(key, _Derivation())
         records: list[tuple[Channel, object]] = []
         for ts in sorted(samples):
-            if ts < derivation.last_ts:
-                continue  # older than what was derived already (historical data): telemetry only
+            if ts <= derivation.last_ts:
+                # Not newer than what was derived already: historical data, or a message delivered again after a
+                # restart. Telemetry only: counters are cumulative, so the next reading counts what this one did.
+                continue
             derivation.last_ts = ts
             derivation.signals.update(samples[ts])
             if mapping.state is not None:
