@@ -36,6 +36,7 @@ from collector.spool import Spool, SpooledBatch, SpoolFull
 from collector.supervision import RetryLater, Supervisor
 from pilot_core.broker_accounts import heartbeat_topic
 from pilot_core.registry import DeviceRegistry
+from pilot_core.sparkplug import map_problems
 from pilot_core.validation import Rejection, RejectReason
 
 log = logging.getLogger("pilot.collector")
@@ -87,6 +88,9 @@ class Collector:
         self._abort = threading.Event()
         self.output = InfluxOutput(self.influx, self.metrics, self._abort)
         sparkplug = settings.sparkplug
+        problems = map_problems(sparkplug.devices, self.registry) if sparkplug.enabled else []
+        if problems:
+            raise ValueError("invalid Sparkplug mapping: " + "; ".join(problems))
         self._state_ts = 0  # the timestamp of our Sparkplug STATE, the same in its will
         self.processor = ProcessorProcess(
             self.registry,

@@ -150,6 +150,16 @@ class CollectorSettings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _sparkplug_sees_whole_nodes(self) -> CollectorSettings:
+        if self.sparkplug.enabled and self.share_group:
+            raise ValueError(
+                "sparkplug.enabled with share_group: a Sparkplug host must see every message of an edge node (its"
+                " births, aliases and seq), which a shared subscription splits between collectors; run the"
+                " Sparkplug host in a collector of its own, without share_group"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _client_id_is_the_username(self) -> CollectorSettings:
         """The broker replaces a client's id with its username, so the heartbeat topic must use that name."""
         username = self.mqtt.username

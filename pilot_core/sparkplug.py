@@ -13,6 +13,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -138,6 +139,7 @@ VALUE_FIELD: dict[int, str] = {
 _SIGNED_BITS = {DataType.INT8: 8, DataType.INT16: 16, DataType.INT32: 32, DataType.INT64: 64}
 _UNSIGNED_BITS = {DataType.UINT8: 8, DataType.UINT16: 16, DataType.UINT32: 32, DataType.UINT64: 64}
 # What our fields hold: numbers and booleans. The profile's metric type decides the stored type.
+_FLOATS = {DataType.FLOAT, DataType.DOUBLE}
 STORABLE = {*_SIGNED_BITS, *_UNSIGNED_BITS, DataType.FLOAT, DataType.DOUBLE, DataType.BOOLEAN, DataType.DATETIME}
 
 
@@ -150,8 +152,7 @@ def datatype_name(datatype: int | None) -> str:
         return f"datatype {datatype}" if datatype < 22 or datatype > 34 else f"array datatype {datatype}"
 
 
-@dataclass(frozen=True, slots=True)
-class SpbMetric:
+class SpbMetric(NamedTuple):  # a tuple: built by the hundred thousand a second, where a frozen dataclass costs more
     name: str | None = None
     alias: int | None = None
     timestamp: int | None = None
@@ -162,8 +163,7 @@ class SpbMetric:
     is_null: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class SpbPayload:
+class SpbPayload(NamedTuple):
     timestamp: int | None = None
     seq: int | None = None
     metrics: tuple[SpbMetric, ...] = ()
@@ -195,6 +195,34 @@ class SparkplugDeviceMap(BaseModel):
     @property
     def address(self) -> tuple[str, str, str | None]:
         return (self.group, self.edge_node, self.device)
+
+
+def map_problems(maps: Sequence[SparkplugDeviceMap], registry: DeviceRegistry) -> list[str]:
+    """What in ``sparkplug.devices`` cannot work with this registry and its profiles, each said once."""
+    problems: list[str] = []
+    seen: set[tuple[str, str, str | None]] = set()
+    for index, mapping in enumerate(maps):
+        where = f"sparkplug.devices[{index}] ({'/'.join(p for p in mapping.address if p)})"
+        if mapping.address in seen:
+            problems.append(f"{where}: mapped twice")
+        seen.add(mapping.address)
+        default = default_key(*mapping.address)
+        key = DeviceKey(mapping.site or default.site, mapping.line or default.line, mapping.device_id or default.device)
+        device = registry.get(key)
+        if device is None:
+            problems.append(f"{where}: site {key.site!r}, line {key.line!r}, device {key.device!r} is not registered")
+            continue
+        profile = device.profile
+        if mapping.state is not None:
+            spec = mapping.state
+            named = [*(spec.map or {}).values(), *([spec.otherwise] if spec.otherwise else [])]
+            named += [rule.state for rule in spec.rules or ()]
+            problems += [
+                f"{where}: profile {profile.id} has no state {state!r}" for state in named if not profile.state(state)
+            ]
+        if mapping.production is not None and profile.production.mode.value == "none":
+            problems.append(f"{where}: profile {profile.id} does not report production")
+    return problems
 
 
 def default_key(group: str, edge_node: str, device: str | None) -> DeviceKey:
@@ -467,26 +495,34 @@ class SparkplugHost:
         profile = device.profile
         renames = mapping.metrics if mapping else {}
         signal_names = _signal_names(mapping)
+        deriving = mapping is not None and (mapping.state is not None or mapping.production is not None)
+        metric_of = profile.metric
         seq = payload.seq or 0
-        samples: dict[int, dict[str, SignalValue]] = {}  # ts → local name → value
+        samples: dict[int, dict[str, SignalValue]] = {}  # ts → local name → value, for states and production
         telemetry: dict[int, dict[str, bool | int | float]] = {}
         historical_ts: set[int] = set()
         for name, metric in named:
             local = renames.get(name, name)
-            profiled = profile.metric(local)
+            profiled = metric_of(local)
             if profiled is None and local not in signal_names:
                 result.ignored_metrics += 1
                 continue
             if metric.is_null or metric.value_field is None:
                 continue  # no value: nothing to store or derive
             datatype = metric.datatype if metric.datatype is not None else birth.datatypes.get(name)
-            value = _value_of(name, datatype, metric)
+            if metric.value_field == "double_value" and datatype in _FLOATS:  # the common case, checked at once
+                value: SignalValue = metric.value  # type: ignore[assignment]
+            else:
+                value = _value_of(name, datatype, metric)
             ts = metric.timestamp or payload.timestamp
             if ts is None:
                 raise _Refusal(RejectReason.MISSING_TIMESTAMP, f"metric {name!r} has no timestamp, nor has the payload")
-            samples.setdefault(ts, {})[local] = value
+            if deriving:
+                samples.setdefault(ts, {})[local] = value
             if profiled is not None:
-                telemetry.setdefault(ts, {})[local] = _as_field(name, value, profiled.type)
+                if profiled.type is not MetricType.FLOAT or type(value) is not float:
+                    value = _as_field(name, value, profiled.type)
+                telemetry.setdefault(ts, {})[local] = value
                 if metric.is_historical:
                     historical_ts.add(ts)
         records: list[tuple[Channel, object]] = []
@@ -650,7 +686,7 @@ def _value_of(name: str, datatype: int | None, metric: SpbMetric) -> SignalValue
     if isinstance(value, bool | float):
         return value
     assert isinstance(value, int)
-    bits = _SIGNED_BITS.get(DataType(datatype))
+    bits = _SIGNED_BITS.get(datatype)  # type: ignore[call-overload]
     if bits is not None:  # two's complement in an unsigned protobuf field
         raw = value % (1 << (32 if bits < 64 else 64))
         top = 1 << (32 if bits < 64 else 64)

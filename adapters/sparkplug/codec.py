@@ -25,18 +25,20 @@ def decode_payload(data: bytes) -> SpbPayload:
         raise SparkplugDecodeError(f"not a Sparkplug B payload: protobuf could not decode it ({exc})") from None
     metrics = []
     for metric in message.metrics:
+        # Plain attribute reads; HasField (a call each) only where a default value could also be a set one.
         value_field = metric.WhichOneof("value")
-        value = getattr(metric, value_field) if value_field in _SCALARS else None
+        alias = metric.alias
+        timestamp = metric.timestamp
         metrics.append(
             SpbMetric(
-                name=metric.name if metric.HasField("name") else None,
-                alias=metric.alias if metric.HasField("alias") else None,
-                timestamp=metric.timestamp if metric.HasField("timestamp") else None,
-                datatype=metric.datatype if metric.HasField("datatype") else None,
-                value=value,
-                value_field=value_field,
-                is_historical=metric.is_historical,
-                is_null=metric.is_null,
+                metric.name or None,  # an empty name is no name
+                alias if alias or metric.HasField("alias") else None,
+                timestamp if timestamp or metric.HasField("timestamp") else None,
+                metric.datatype or None,  # 0 is Unknown
+                getattr(metric, value_field) if value_field in _SCALARS else None,
+                value_field,
+                metric.is_historical,
+                metric.is_null,
             )
         )
     return SpbPayload(

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import pickle
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from adapters.catalog import load_profiles
 from adapters.sparkplug.codec import SparkplugDecodeError, decode_payload, rebirth_command
+from collector.settings import CollectorSettings
 from pilot_core.registry import DeviceEntry, DeviceRegistry
 from pilot_core.sparkplug import (
     DataType,
@@ -18,6 +20,7 @@ from pilot_core.sparkplug import (
     SpbMetric,
     SpbPayload,
     Verdict,
+    map_problems,
     parse_sparkplug_topic,
 )
 from pilot_core.validation import RejectReason
@@ -241,3 +244,19 @@ def test_any_payload_is_stored_refused_or_ignored_never_a_crash(metrics: list[Sp
     host = born_host()
     result = host.handle(topic(kind, DEVICE if kind[0] == "D" else None), SpbPayload(T0, 2, tuple(metrics)), T0, 1.0)
     assert (result.verdict is Verdict.REFUSED) == (result.rejection is not None)
+
+
+def test_a_mapping_to_an_unregistered_device_or_an_unknown_state_is_reported_at_start() -> None:
+    bad = SparkplugDeviceMap.model_validate(
+        {**MAP.model_dump(exclude_none=True), "state": {"item": "code", "map": {1: "sprinting"}}}
+    )
+    elsewhere = SparkplugDeviceMap(group=GROUP, edge_node=NODE, device="nobody")
+    problems = map_problems([bad, elsewhere], registry())
+    assert any("no state 'sprinting'" in p for p in problems)
+    assert any("'nobody' is not registered" in p for p in problems)
+    assert map_problems([MAP], registry()) == []
+
+
+def test_the_sparkplug_host_refuses_a_shared_subscription() -> None:
+    with pytest.raises(ValueError, match="shared subscription splits"):
+        CollectorSettings(share_group="g", sparkplug={"enabled": True})  # type: ignore[arg-type]
