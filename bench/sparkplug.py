@@ -6,20 +6,22 @@ One run, private Mosquitto and InfluxDB, the collector in this process (its vali
 child process, as always). For each form a backlog is queued for the collector's persistent session
 while it is away, then the collector starts and the time until every point is in InfluxDB is taken:
 
-- **json**: pilot/v1 telemetry in its batched form, 50 records of 20 metrics a message;
+- **json**: pilot/v1 telemetry in its batched form, 50 records of 20 metrics a message (the baseline);
+- **json-single**: pilot/v1 telemetry, one record of 20 metrics a message;
 - **sparkplug**: Sparkplug B DDATA, one message per point of 20 metrics sent by alias, as edge nodes
   send them (after one NBIRTH and DBIRTH).
 
-Every point has the same 20 float fields in both forms, so points per second compare the two intakes;
-the ratio (Sparkplug / JSON, from the same run) is the figure docs/benchmarks.md reports. Sparkplug
-sends a message per point, JSON a message per 50 points: the ratio says what an edge node's
-one-message-per-change costs, not what protobuf costs against JSON.
+Every point has the same 20 float fields in every form, so points per second compare the intakes; the
+ratios to the batched JSON of the same run are the figures docs/benchmarks.md reports. Sparkplug sends a
+message per point: against batched JSON the ratio says what that costs; against json-single, what the
+Sparkplug host's work (protobuf, aliases, seq) costs beside the contract's JSON for the same messages.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -52,16 +54,26 @@ def registry() -> DeviceRegistry:
     return DeviceRegistry([DeviceEntry(site=GROUP, line=NODE, device=DEVICE, profile="bench20")], catalog)
 
 
-def json_messages(points: int) -> list[tuple[str, bytes]]:
+FORMS = ("json", "json-single", "sparkplug")
+
+
+def json_messages(points: int, per_message: int = JSON_BATCH) -> list[tuple[str, bytes]]:
     topic = topic_for(GROUP, NODE, DEVICE, "telemetry")
     messages = []
-    for seq, start in enumerate(range(0, points, JSON_BATCH), 1):
+    for seq, start in enumerate(range(0, points, per_message), 1):
         batch = [
             {"ts": T0 + n, "metrics": {f"m{i:02d}": n + i / 10 for i in range(METRICS)}}
-            for n in range(start, min(start + JSON_BATCH, points))
+            for n in range(start, min(start + per_message, points))
         ]
-        messages.append((topic, json.dumps({"seq": seq, "batch": batch}).encode()))
+        body = {"seq": seq, "batch": batch} if per_message > 1 else {"seq": seq, **batch[0]}
+        messages.append((topic, json.dumps(body).encode()))
     return messages
+
+
+def messages_of(form: str, points: int) -> list[tuple[str, bytes]]:
+    if form == "sparkplug":
+        return sparkplug_messages(points)
+    return json_messages(points, JSON_BATCH if form == "json" else 1)
 
 
 def sparkplug_messages(points: int) -> list[tuple[str, bytes]]:
@@ -107,7 +119,7 @@ def drain(form: str, points: int, folder: Path, mqtt: MqttSettings, influx: Infl
     first = Collector(settings, registry())  # makes the persistent session, then goes away
     first.start()
     first.stop()
-    messages = json_messages(points) if form == "json" else sparkplug_messages(points)
+    messages = messages_of(form, points)
     publish(mqtt, messages)
     collector = Collector(settings, registry())
     collector.start()  # its validation child is up before the broker delivers: the clock starts here
@@ -138,8 +150,8 @@ def run_once(points: int) -> dict[str, Any]:
         try:
             mqtt = MqttSettings(host="127.0.0.1", port=broker.port)
             results = {}
-            for form in ("json", "sparkplug"):
-                influx = InfluxSettings(url=influx_service.url, database=f"bench_{form}")
+            for form in FORMS:
+                influx = InfluxSettings(url=influx_service.url, database=f"bench_{form.replace('-', '_')}")
                 with InfluxClient(influx) as client:
                     client.ensure_database()
                 results[form] = drain(form, points, folder, mqtt, influx)
@@ -149,15 +161,29 @@ def run_once(points: int) -> dict[str, Any]:
             influx_service.stop()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.sparkplug", description=__doc__.splitlines()[0] if __doc__ else None
+    )
     parser.add_argument("--points", type=int, default=20_000, help="points of 20 metrics per form")
     parser.add_argument("--repeat", type=int, default=3, help="fresh services per repeat; medians reported")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    load_at_start = list(os.getloadavg())
     runs = [run_once(args.points) for _ in range(args.repeat)]
-    summary: dict[str, Any] = {"points": args.points, "metrics_per_point": METRICS, "json_batch": JSON_BATCH}
-    for form in ("json", "sparkplug"):
+    summary: dict[str, Any] = {
+        "points": args.points,
+        "metrics_per_point": METRICS,
+        "json_batch": JSON_BATCH,
+        "repeat": args.repeat,
+        "loadavg_at_start": load_at_start,
+        "cpus": os.cpu_count(),
+    }
+    for form in FORMS:
         rates = [run[form]["points_per_s"] for run in runs]
         summary[form] = {
             "points_per_s_median": statistics.median(rates),
@@ -166,8 +192,9 @@ def main(argv: list[str] | None = None) -> int:
             "messages": runs[0][form]["messages"],
             "bytes": runs[0][form]["bytes"],
         }
-    ratios = [run["sparkplug"]["points_per_s"] / run["json"]["points_per_s"] for run in runs]
-    summary["sparkplug_to_json_median"] = statistics.median(ratios)
+    for form in FORMS[1:]:
+        ratios = [run[form]["points_per_s"] / run["json"]["points_per_s"] for run in runs]
+        summary[form]["to_json"] = {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
     summary["runs"] = runs
     print(json.dumps({k: v for k, v in summary.items() if k != "runs"}, indent=2))
     if args.out:

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pilot_core.contract import Channel, ProductionRecord, StateRecord, StatusRecord, TelemetryRecord, Topic
 from pilot_core.ids import InvalidIdError, check_id
-from pilot_core.profiles import DeviceProfile, MetricType
+from pilot_core.profiles import DeviceProfile, Metric, MetricType
 from pilot_core.registry import DeviceKey, DeviceRegistry, RegisteredDevice
 from pilot_core.signals import (
     CounterRole,
@@ -258,6 +258,23 @@ class _Derivation:
     last_ts: int = 0
 
 
+class _Plan(dict[str, tuple[str, "Metric | None", bool, int | None]]):
+    """Metric name → (local name, profile metric, wanted, birth datatype); names not in the birth made on demand."""
+
+    def __init__(
+        self, datatypes: Mapping[str, int], renames: Mapping[str, str], signals: set[str], profile: DeviceProfile
+    ) -> None:
+        super().__init__()
+        self._datatypes, self._renames, self._signals, self._profile = datatypes, renames, signals, profile
+
+    def __missing__(self, name: str) -> tuple[str, Metric | None, bool, int | None]:
+        local = self._renames.get(name, name)
+        profiled = self._profile.metric(local)
+        entry = (local, profiled, profiled is not None or local in self._signals, self._datatypes.get(name))
+        self[name] = entry
+        return entry
+
+
 class Verdict(enum.Enum):
     STORED = "stored"  # lines to write (maybe none: a command, an unmapped node)
     DUPLICATE = "duplicate"  # seen already: acknowledged, not written again
@@ -292,6 +309,8 @@ class SparkplugHost:
         self.rebirth_interval_s = rebirth_interval_s
         self.nodes: dict[tuple[str, str], _Node] = {}
         self.derivations: dict[DeviceKey, _Derivation] = {}
+        # Per Sparkplug address: the birth a plan was made for, and the plan (not in the snapshot).
+        self._plans: dict[tuple[str, str, str | None], tuple[_Birth, _Plan]] = {}
 
     # The state is pickled as the collector's checkpoint: the registry and maps come from configuration.
     def snapshot(self) -> dict[str, object]:
@@ -492,29 +511,26 @@ class SparkplugHost:
         if target is None:
             return
         mapping, device, contract_topic = target
-        profile = device.profile
-        renames = mapping.metrics if mapping else {}
-        signal_names = _signal_names(mapping)
+        plan = self._plan(topic, birth, mapping, device.profile)
         deriving = mapping is not None and (mapping.state is not None or mapping.production is not None)
-        metric_of = profile.metric
         seq = payload.seq or 0
+        payload_ts = payload.timestamp
         samples: dict[int, dict[str, SignalValue]] = {}  # ts → local name → value, for states and production
         telemetry: dict[int, dict[str, bool | int | float]] = {}
         historical_ts: set[int] = set()
         for name, metric in named:
-            local = renames.get(name, name)
-            profiled = metric_of(local)
-            if profiled is None and local not in signal_names:
+            local, profiled, wanted, birth_datatype = plan[name]
+            if not wanted:
                 result.ignored_metrics += 1
                 continue
             if metric.is_null or metric.value_field is None:
                 continue  # no value: nothing to store or derive
-            datatype = metric.datatype if metric.datatype is not None else birth.datatypes.get(name)
+            datatype = metric.datatype if metric.datatype is not None else birth_datatype
             if metric.value_field == "double_value" and datatype in _FLOATS:  # the common case, checked at once
                 value: SignalValue = metric.value  # type: ignore[assignment]
             else:
                 value = _value_of(name, datatype, metric)
-            ts = metric.timestamp or payload.timestamp
+            ts = metric.timestamp or payload_ts
             if ts is None:
                 raise _Refusal(RejectReason.MISSING_TIMESTAMP, f"metric {name!r} has no timestamp, nor has the payload")
             if deriving:
@@ -522,7 +538,10 @@ class SparkplugHost:
             if profiled is not None:
                 if profiled.type is not MetricType.FLOAT or type(value) is not float:
                     value = _as_field(name, value, profiled.type)
-                telemetry.setdefault(ts, {})[local] = value
+                fields = telemetry.get(ts)
+                if fields is None:
+                    fields = telemetry[ts] = {}
+                fields[local] = value
                 if metric.is_historical:
                     historical_ts.add(ts)
         records: list[tuple[Channel, object]] = []
@@ -537,6 +556,22 @@ class SparkplugHost:
         lines = self._encode(device, contract_topic, seq, records, clock)
         lines += self._derive(mapping, device, contract_topic, seq, samples, clock)
         result.lines.extend(lines)
+
+    def _plan(
+        self, topic: SparkplugTopic, birth: _Birth, mapping: SparkplugDeviceMap | None, profile: DeviceProfile
+    ) -> dict[str, tuple[str, Metric | None, bool, int | None]]:
+        """Per metric name of a birth: its local name, profile metric, whether it is wanted, its datatype.
+
+        Made once per birth and device, so that each value costs a lookup, not a mapping."""
+        address = (topic.group, topic.edge_node, topic.device)
+        cached = self._plans.get(address)
+        if cached is not None and cached[0] is birth:
+            return cached[1]
+        renames = mapping.metrics if mapping else {}
+        signals = _signal_names(mapping)
+        plan = _Plan(birth.datatypes, renames, signals, profile)
+        self._plans[address] = (birth, plan)
+        return plan
 
     def _resolved(self, topic: SparkplugTopic, birth: _Birth, payload: SpbPayload) -> list[tuple[str, SpbMetric]]:
         named = []
