@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import tempfile
 import time
@@ -33,6 +32,7 @@ from adapters.influxdb import InfluxClient, InfluxSettings
 from adapters.mqtt import MqttSettings, connect_and_wait, new_client
 from adapters.sparkplug import sparkplug_b_pb2 as pb
 from bench.results import write_result
+from bench.sources import provenance
 from collector.service import Collector
 from collector.settings import CollectorSettings
 from pilot_core.contract import topic_for
@@ -80,15 +80,15 @@ def sparkplug_messages(points: int) -> list[tuple[str, bytes]]:
     base = f"spBv1.0/{GROUP}"
     nbirth = pb.Payload(timestamp=T0, seq=0)
     nbirth.metrics.add(name="bdSeq", datatype=DataType.INT64, long_value=0)
-    dbirth = pb.Payload(timestamp=T0, seq=1)
+    dbirth = pb.Payload(timestamp=T0, seq=1)  # the birth carries the first point's values
     for i in range(METRICS):
-        dbirth.metrics.add(name=f"m{i:02d}", alias=i + 1, datatype=DataType.DOUBLE, double_value=0.0)
+        dbirth.metrics.add(name=f"m{i:02d}", alias=i + 1, datatype=DataType.DOUBLE, double_value=i / 10)
     messages = [
         (f"{base}/NBIRTH/{NODE}", nbirth.SerializeToString()),
         (f"{base}/DBIRTH/{NODE}/{DEVICE}", dbirth.SerializeToString()),
     ]
-    for n in range(points):
-        data = pb.Payload(timestamp=T0 + 1 + n, seq=(n + 2) % 256)
+    for n in range(1, points):
+        data = pb.Payload(timestamp=T0 + n, seq=(n + 1) % 256)
         for i in range(METRICS):
             data.metrics.add(alias=i + 1, double_value=n + i / 10)
         messages.append((f"{base}/DDATA/{NODE}/{DEVICE}", data.SerializeToString()))
@@ -173,15 +173,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    load_at_start = list(os.getloadavg())
+    measured = provenance()  # the code, the time and the machine's load, before the run
     runs = [run_once(args.points) for _ in range(args.repeat)]
     summary: dict[str, Any] = {
+        **measured,
         "points": args.points,
         "metrics_per_point": METRICS,
         "json_batch": JSON_BATCH,
         "repeat": args.repeat,
-        "loadavg_at_start": load_at_start,
-        "cpus": os.cpu_count(),
     }
     for form in FORMS:
         rates = [run[form]["points_per_s"] for run in runs]
