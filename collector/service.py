@@ -162,6 +162,14 @@ class Collector:
             len(self.registry),
             len(self.registry.catalog),
         )
+        sparkplug = self.settings.sparkplug
+        if sparkplug.enabled:
+            log.info(
+                "Sparkplug B host %r: %s, %d mapped edge nodes and devices",
+                sparkplug.host_id,
+                ", ".join(sparkplug.subscriptions),
+                len(sparkplug.devices),
+            )
 
     def stop(self) -> None:
         """Flush what was received, acknowledge it, then disconnect."""

@@ -470,12 +470,14 @@ class SparkplugHost:
         )
 
     def _registered(self, topic: SparkplugTopic) -> tuple[SparkplugDeviceMap | None, RegisteredDevice, Topic] | None:
-        """The registered device a node or device maps to; None for a node's own metrics with no device."""
+        """The registered device a node or device maps to; None for one neither registered nor mapped."""
         mapping, key = self._target(topic)
         device = self.registry.get(key)
         if device is None:
-            if topic.device is None and mapping is None:
-                return None  # most edge nodes' own metrics are about the gateway: not ours unless mapped
+            if mapping is None:
+                # An edge node publishes every device it has (and metrics of its own, about the gateway): only
+                # those registered or mapped are a demonstration's.
+                return None
             raise _Refusal(
                 RejectReason.UNKNOWN_DEVICE,
                 f"Sparkplug {'device' if topic.device else 'edge node'} {topic.device or topic.edge_node!r} (group"

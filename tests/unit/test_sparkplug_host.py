@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import pickle
 
 import pytest
@@ -29,6 +30,7 @@ GROUP, NODE, DEVICE = "plant1", "line3", "belt1"
 T0 = 1_780_000_000_000
 
 
+@functools.cache
 def registry() -> DeviceRegistry:
     entries = [DeviceEntry(site=GROUP, line=NODE, device=DEVICE, profile="conveyor")]
     return DeviceRegistry(entries, load_profiles())
@@ -260,3 +262,10 @@ def test_a_mapping_to_an_unregistered_device_or_an_unknown_state_is_reported_at_
 def test_the_sparkplug_host_refuses_a_shared_subscription() -> None:
     with pytest.raises(ValueError, match="shared subscription splits"):
         CollectorSettings(share_group="g", sparkplug={"enabled": True})  # type: ignore[arg-type]
+
+
+def test_a_device_neither_registered_nor_mapped_is_not_ours_and_is_ignored_not_dead_lettered() -> None:
+    host = born_host()
+    other = parse_sparkplug_topic(f"spBv1.0/{GROUP}/DBIRTH/{NODE}/hvac")
+    result = host.handle(other, dbirth(2), T0, 1.0)
+    assert result.verdict is Verdict.STORED and not result.lines and result.rejection is None
