@@ -258,6 +258,7 @@ def test_a_missed_birth_is_dead_lettered_and_the_rebirth_the_node_answers_lets_d
             wait_until(lambda: any(m["reason"] == "sparkplug_no_birth" for m in dead.messages), what="dead letter")
             edge.disconnect()
             edge.connect(mqtt_settings.host, port=mqtt_settings.port)  # the node's answer: births again
+            wait_until(lambda: count_points(client, "status", "online") >= 1, what="the births, received")
             edge.update_device(DEVICE, [spb.Metric(T0 + 9, "belt_speed", spb.DataType.DOUBLE, value=2.5)])
             wait_until(
                 lambda: count_points(client, "telemetry_conveyor", "belt_speed", f"time = {T0 + 9}ms") == 1,
