@@ -434,9 +434,10 @@ def test_the_collector_killed_mid_stream_loses_nothing_and_counts_nothing_twice(
                 lambda: rows(client, 'SELECT sum(produced) FROM "production"')[0]["sum"] == sent[-1][2] - 100,
                 what="every box counted once",
             )
-            states = [json.loads(p) for p in watcher.on(state_topic)]
-            offline = next(s for s in states if not s["online"])
-            assert any(s["online"] and s["timestamp"] == offline["timestamp"] for s in states)  # its will's pair
+            states = [spb.State.decode(p) for p in watcher.on(state_topic)]  # as an edge node reads them
+            offline = next(s for s in states if not s.online)
+            assert any(s.online and s.timestamp == offline.timestamp for s in states)  # the will pairs its birth
+            assert states[-1].online and states[-1].timestamp > offline.timestamp  # online again, later
         finally:
             host.stop()
             raw.close()
