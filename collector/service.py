@@ -16,6 +16,7 @@ none ends silently.
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
@@ -276,11 +277,31 @@ class Collector:
                 deliveries = [d for d in deliveries if d.topic != heartbeat]
                 if not deliveries:
                     return
+        if self.settings.sparkplug.enabled:
+            self._answer_offline_state(deliveries)
         if self._accepting:  # once stopping, deliveries stay unacknowledged and return next session
             size = sum(len(d.payload) for d in deliveries)
             self._queued += len(deliveries)
             self._queued_bytes += size
             self._queue.put((deliveries, size))
+
+    def _answer_offline_state(self, deliveries: list[Delivery]) -> None:
+        """Our STATE said offline while we are connected (an old session's will, someone else): say online again,
+        as Sparkplug 3.0 asks of a host, so that edge nodes waiting for us do not store and forward for nothing."""
+        own = self.settings.sparkplug.state_topic
+        for delivery in deliveries:
+            if delivery.topic != own or self._stopping.is_set():
+                continue
+            try:
+                online = json.loads(delivery.payload).get("online")
+            except (ValueError, AttributeError):
+                online = None
+            if online is not True:
+                log.warning(
+                    "our Sparkplug STATE read %r while we are online: publishing online again", delivery.payload
+                )
+                topic, payload = host_state(self.settings.sparkplug.host_id, True, self._state_ts)
+                self._mqtt.publish(topic, payload, retain=True)
 
     def _watch(self) -> None:
         """Publish a heartbeat to ourselves; if none comes back for ``watchdog_s``, reconnect."""

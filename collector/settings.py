@@ -41,10 +41,15 @@ class SparkplugSettings(BaseModel):
     )
 
     @property
+    def state_topic(self) -> str:
+        return f"{NAMESPACE}/STATE/{self.host_id}"
+
+    @property
     def subscriptions(self) -> list[str]:
+        """The groups' topics, and our own STATE (to answer an offline one, a will outliving its session)."""
         if not self.groups:
             return [f"{NAMESPACE}/#"]
-        return [f"{NAMESPACE}/{group}/#" for group in self.groups]
+        return [*(f"{NAMESPACE}/{group}/#" for group in self.groups), self.state_topic]
 
 
 class CollectorSettings(BaseSettings):

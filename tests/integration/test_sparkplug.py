@@ -442,3 +442,21 @@ def test_the_collector_killed_mid_stream_loses_nothing_and_counts_nothing_twice(
             host.stop()
             raw.close()
             watcher.close()
+
+
+def test_an_offline_state_for_our_host_while_it_runs_is_answered_with_online(
+    mqtt_settings: MqttSettings, influx_settings: InfluxSettings, unique_id: str
+) -> None:
+    group, node = f"g{unique_id}", "line3"
+    settings = host_settings(mqtt_settings, influx_settings, group, node, f"spb-{unique_id}")
+    state_topic = f"spBv1.0/STATE/{settings.sparkplug.host_id}"
+    watcher = Watcher(mqtt_settings, f"watch-{unique_id}", state_topic)
+    try:
+        with running_collector(settings, registry(group, node)):
+            wait_until(lambda: any(json.loads(p)["online"] for p in watcher.on(state_topic)), what="STATE online")
+            stale = json.dumps({"online": False, "timestamp": 1}).encode()  # an old session's will, say
+            watcher.client.publish(state_topic, stale, qos=1, retain=True).wait_for_publish(10)
+            wait_until(lambda: len(watcher.on(state_topic)) >= 3, what="the stale STATE and the answer")
+            assert [json.loads(p)["online"] for p in watcher.on(state_topic)][:3] == [True, False, True]
+    finally:
+        watcher.close()
