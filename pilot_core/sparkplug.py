@@ -663,7 +663,7 @@ class SparkplugHost:
                 if change is not None:
                     records.append((Channel.STATE, StateRecord(ts=change[0], state=change[1])))
             if mapping.production is not None and set(samples[ts]) & _counter_items(mapping.production):
-                produced = _production(mapping, device.profile, derivation, ts)
+                produced = _production(mapping, derivation, ts)
                 if produced is not None:
                     records.append((Channel.PRODUCTION, produced))
         return self._encode(device, topic, seq, records, clock)
@@ -768,9 +768,8 @@ def _state_change(spec: StateSpec, derivation: _Derivation, ts: int) -> tuple[in
     return None if change is None else (change.ts_ms, change.state)
 
 
-def _production(
-    mapping: SparkplugDeviceMap, profile: DeviceProfile, derivation: _Derivation, ts: int
-) -> ProductionRecord | None:
+def _production(mapping: SparkplugDeviceMap, derivation: _Derivation, ts: int) -> ProductionRecord | None:
+    """A production record from the counters' readings at ``ts``; the encoder checks the profile's mode."""
     production = mapping.production
     assert production is not None
     if derivation.counters is None:
@@ -789,7 +788,6 @@ def _production(
         raise _Refusal(RejectReason.OUT_OF_RANGE, f"counter reading: {exc}") from None
     if not counts.produced:
         return None
-    del profile  # the encoder checks the profile's production mode
     return ProductionRecord(
         ts=ts, product=production.product, produced=counts.produced, good=counts.good, scrap=counts.scrap
     )
