@@ -49,7 +49,9 @@ async def _cancel_others() -> None:
 class ModbusServer:
     """A Modbus TCP device (unit 1): 64 coils, discrete inputs, holding and input registers, all 0.
 
-    Its values survive a stop and start, as a device's own memory does across a network outage."""
+    Its values survive a stop and start, as a device's own memory does across a network outage.
+    ``slow[(table, address)]`` (or ``slow_all``) seconds pass before a read starting there is answered: a
+    register behind a slow gateway, or (every read slow) a device that hangs with its TCP port still open."""
 
     def __init__(self, unit: int = 1) -> None:
         self.port = local_services.free_port()
@@ -57,6 +59,8 @@ class ModbusServer:
         self._thread = _LoopThread("modbus-server")
         self._server: ModbusTcpServer | None = None
         self._values: dict[tuple[int, int], list[int] | list[bool]] = {}
+        self.slow: dict[tuple[int, int], float] = {}
+        self.slow_all = 0.0
 
     def start(self) -> None:
         async def start() -> ModbusTcpServer:
@@ -64,6 +68,15 @@ class ModbusServer:
             registers = [SimData(0, count=64, values=0, datatype=DataType.REGISTERS)]
             device = SimDevice(id=self.unit, simdata=(bits, bits, registers, registers))
             server = ModbusTcpServer([device], address=("127.0.0.1", self.port))
+            read = server.context.async_getValues
+
+            async def answer_slowly(device_id: int, table: int, address: int, count: int = 1) -> Any:
+                delay = self.slow.get((table, address), self.slow_all)
+                if delay:
+                    await asyncio.sleep(delay)
+                return await read(device_id, table, address, count)
+
+            server.context.async_getValues = answer_slowly  # type: ignore[method-assign]
             await server.serve_forever(background=True)
             for (table, address), values in self._values.items():
                 await server.context.async_setValues(self.unit, table, address, values)

@@ -159,6 +159,46 @@ def test_a_retrofit_current_clamp_and_a_wrapping_16_bit_counter_over_modbus_land
         server.close()
 
 
+def test_a_modbus_item_that_times_out_fails_alone_and_a_device_that_hangs_is_offline(
+    pipeline: tuple[InfluxClient, str], mqtt_settings: MqttSettings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A register that never answers in time is that item's fault (metric, one log line): the device stays
+    online and its other items are read. Only when no item answers is the device offline."""
+    client, unique_id = pipeline
+    device = f"{unique_id}-conveyor"
+    server = ModbusServer()
+    server.set_float32(INPUT, 0, 6.2)
+    server.set(HOLDING, 10, [100])
+    server.slow[(HOLDING, 20)] = 5.0  # the map's timeout is 1 s
+    server.start()
+    source_map = modbus_map(device, server.port).replace(
+        "      - {name: broken", "      - {name: slow_register, table: holding, address: 20}\n      - {name: broken"
+    )
+    caplog.set_level(logging.INFO, logger="pilot.agent.sources")
+    try:
+        with running_sources(source_map, mqtt_settings, tmp_path / "outbox") as agents:
+            wait_until(lambda: states(client, device) == ["running"], what="running, the slow item notwithstanding")
+            server.set(HOLDING, 10, [105])
+            wait_until(lambda: produced(client, device) == 5, what="5 boxes counted by the other items")
+            wait_until(
+                lambda: fault_count(agents, device, "slow_register", "timeout") >= 2, what="the timeouts counted"
+            )
+            assert fault_count(agents, device, "broken", "illegal_address") >= 1
+            assert statuses(client, device) == [True]  # its birth; never offline for one slow item
+
+            server.slow_all = 5.0  # the device hangs: its port is open, nothing answers
+            wait_until(lambda: statuses(client, device)[-1:] == [False], what="offline when no item answers")
+            server.set(HOLDING, 10, [108])
+            server.slow_all = 0.0
+            wait_until(lambda: statuses(client, device)[-1:] == [True], what="online once it answers again")
+            wait_until(lambda: produced(client, device) == 8, what="the 3 boxes made while it hung")
+        assert statuses(client, device) == [True, False, True]
+        warnings = [r.getMessage() for r in caplog.records if "item slow_register fails" in r.getMessage()]
+        assert len(warnings) == 1 and "timeout" in warnings[0]  # logged once, not at every poll
+    finally:
+        server.close()
+
+
 def opcua_map(device: str, endpoint: str) -> str:
     return f"""
 devices:
