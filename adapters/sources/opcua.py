@@ -19,9 +19,12 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from asyncua import Client, Node, ua
+from asyncua.crypto import uacrypto
+from cryptography import x509
 
 from adapters.sources import ItemFault, ItemValue, SourceUnreachable
 from pilot_core.signals import SignalValue
@@ -73,6 +76,16 @@ class _Changes:
         self.lost.set()  # the server ended the subscription (BadTimeout, BadShutdown): start over
 
 
+async def _application_uri(certificate: str) -> str | None:
+    loaded = await uacrypto.load_certificate(certificate)
+    try:
+        names = loaded.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return None
+    uris = names.get_values_for_type(x509.UniformResourceIdentifier)
+    return uris[0] if uris else None
+
+
 def _where(item: OpcUaItem) -> str:
     return item.node if item.node is not None else f"browse path {item.browse_path}"
 
@@ -90,6 +103,9 @@ class OpcUaReader:
         client = Client(self.endpoint.endpoint, timeout=self.endpoint.timeout_s, auto_reconnect=False)
         endpoint = self.endpoint
         if endpoint.security_mode is not SecurityMode.NONE:
+            assert endpoint.certificate is not None  # the source map requires it with a security mode
+            # The server checks the application URI the client gives against its certificate's: give that one.
+            client.application_uri = await _application_uri(endpoint.certificate) or client.application_uri
             await client.set_security_string(
                 f"{endpoint.security_policy},{endpoint.security_mode.value},{endpoint.certificate},{endpoint.private_key}"
             )
@@ -97,6 +113,9 @@ class OpcUaReader:
             client.set_user(endpoint.username)
             if endpoint.password_env is not None:
                 client.set_password(os.environ.get(endpoint.password_env, ""))
+        if endpoint.user_certificate is not None and endpoint.user_private_key is not None:
+            await client.load_client_certificate(endpoint.user_certificate)
+            await client.load_private_key(Path(endpoint.user_private_key))
         return client
 
     async def _connected(self) -> Client:
