@@ -259,6 +259,7 @@ class Agent:
         birth = self._payload(self._birth_seq, int(time.time() * 1000), self._status(online=True))
         client.publish(self._topics[Channel.STATUS], birth, qos=1)
         self._ready = True
+        self.network.accepted(self)
         log.info("agent %s connected to %s; %d messages to send", self.name, self.mqtt.address, self.pending)
         self.network.wake(self)
 

@@ -30,7 +30,7 @@ log = logging.getLogger("pilot.agent")
 
 COMMIT_EVERY_S = 0.05  # how long a grouped outbox's writes wait for others before one sync takes them all
 MISC_EVERY_S = 1.0  # keep-alive pings, and a sweep of what the broker acknowledged
-RETRY_MIN_S, RETRY_MAX_S = 1.0, 30.0  # between attempts to reach the broker, doubling
+RETRY_MIN_S, RETRY_MAX_S = 1.0, 10.0  # between attempts to reach the broker, doubling until it accepts
 
 
 class AgentNetwork:
@@ -137,16 +137,23 @@ class AgentNetwork:
             try:
                 agent.client.reconnect()
             except (OSError, ValueError) as exc:  # refused, unreachable, TLS: try again later, less often
-                delay = min(self._delays.get(agent, RETRY_MIN_S / 2) * 2, RETRY_MAX_S)
-                self._delays[agent] = delay
+                delay = self._longer_delay(agent)
                 log.debug("%s: broker not reached (%s); again in %.0f s", agent.name, exc, delay)
                 self._connect_later(agent, delay)
                 continue
-            self._delays.pop(agent, None)
             with self._lock:
                 self._adopted.append(agent)
                 self._signalled = True
             self._signal()
+
+    def _longer_delay(self, agent: Agent) -> float:
+        delay = min(self._delays.get(agent, RETRY_MIN_S / 2) * 2, RETRY_MAX_S)
+        self._delays[agent] = delay
+        return delay
+
+    def accepted(self, agent: Agent) -> None:
+        """The broker accepted ``agent`` (its CONNACK): the next loss is retried quickly again."""
+        self._delays.pop(agent, None)
 
     # --- the network thread -------------------------------------------------
 
@@ -222,8 +229,8 @@ class AgentNetwork:
             self._selector.unregister(registered[0])  # type: ignore[arg-type]
             del self._sockets[agent]
             registered = None
-            if not agent.stopping:
-                self._connect_later(agent, self._delays.setdefault(agent, RETRY_MIN_S))
+            if not agent.stopping:  # lost, or refused at its CONNECT (a wrong password): less often each time
+                self._connect_later(agent, self._longer_delay(agent))
         if sock is None:
             return
         events = selectors.EVENT_READ | (selectors.EVENT_WRITE if agent.client.want_write() else 0)
