@@ -183,6 +183,8 @@ class AgentNetwork:
                 calls, self._calls = self._calls, []
                 self._signalled = False
             for agent in adopted:
+                if agent.stopping:  # it stopped while the connector was connecting it: say goodbye now
+                    agent.client.disconnect()
                 self._watch(agent)
             for work in calls:
                 work()

@@ -49,13 +49,21 @@ def _signal(value: Any) -> SignalValue | None:
 
 
 class _Changes:
-    """The subscription's handler: data changes to ItemValues, a lost subscription to the lost event."""
+    """The subscription's handler: data changes to ItemValues, a lost subscription to the lost event.
 
-    def __init__(self, items_by_handle: dict[int, OpcUaItem], deliver: Callable[[ItemValue], None]) -> None:
+    asyncua calls it in the event loop, so it delivers and reports at once."""
+
+    def __init__(
+        self,
+        items_by_handle: dict[int, OpcUaItem],
+        deliver: Callable[[ItemValue], None],
+        report: Callable[[ItemFault], None],
+        lost: asyncio.Event,
+    ) -> None:
         self.items_by_handle = items_by_handle
         self.deliver = deliver
-        self.faults: list[ItemFault] = []
-        self.lost = asyncio.Event()
+        self.report = report
+        self.lost = lost
 
     def datachange_notification(self, node: Node, val: Any, data: Any) -> None:
         item = self.items_by_handle.get(data.monitored_item.ClientHandle)
@@ -63,11 +71,11 @@ class _Changes:
             return
         value = data.monitored_item.Value
         if value.StatusCode is not None and not value.StatusCode.is_good():
-            self.faults.append(ItemFault(item.name, "bad_status", f"{_where(item)}: {value.StatusCode.name}"))
+            self.report(ItemFault(item.name, "bad_status", f"{_where(item)}: {value.StatusCode.name}"))
             return
         signal = _signal(val)
         if signal is None:
-            self.faults.append(ItemFault(item.name, "not_a_number", f"{_where(item)}: {type(val).__name__} {val!r}"))
+            self.report(ItemFault(item.name, "not_a_number", f"{_where(item)}: {type(val).__name__} {val!r}"))
             return
         ts = _epoch_ms(value.SourceTimestamp) or _epoch_ms(value.ServerTimestamp) or int(time.time() * 1000)
         self.deliver(ItemValue(item.name, signal, ts))
@@ -158,8 +166,8 @@ class OpcUaReader:
                     continue
                 by_handle[handle] = item
                 requests.append(self._request(handle, item, node))
-            changes = _Changes(by_handle, deliver)
-            lost = asyncio.Event()
+            lost = asyncio.Event()  # the connection, or the subscription, is gone
+            changes = _Changes(by_handle, deliver, report, lost)
 
             async def on_lost(exc: Exception) -> None:
                 lost.set()
@@ -178,11 +186,7 @@ class OpcUaReader:
                     if isinstance(result, ua.StatusCode):
                         item = by_handle.pop(request.RequestedParameters.ClientHandle)
                         report(ItemFault(item.name, "bad_node_id", f"{_where(item)}: {result.name}"))
-            while not (lost.is_set() or changes.lost.is_set()):
-                for fault in changes.faults:
-                    report(fault)
-                changes.faults.clear()
-                await _first_of(lost, changes.lost, timeout_s=0.5)
+            await lost.wait()
             raise SourceUnreachable(f"{self.address}: the connection or its subscription was lost")
         except (OSError, TimeoutError, ua.UaError) as exc:
             raise SourceUnreachable(f"{self.address}: {exc or type(exc).__name__}") from None
@@ -234,15 +238,6 @@ class OpcUaReader:
             raise SourceUnreachable(f"{self.address}: {exc or type(exc).__name__}") from None
         finally:
             await _quietly_disconnect(client)
-
-
-async def _first_of(*events: asyncio.Event, timeout_s: float) -> None:
-    waiters = [asyncio.ensure_future(event.wait()) for event in events]
-    try:
-        await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
 
 
 async def _quietly_disconnect(client: Client) -> None:
