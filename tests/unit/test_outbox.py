@@ -130,3 +130,29 @@ def test_a_devices_own_older_outbox_is_absorbed_into_the_shared_one_seqs_going_o
     shared.commit()
     assert [p for _, _, p in shared.after(0, 10, device="s/l/a")] == [payload(41), payload(42), payload(43)]
     assert shared.kept("counters", device="s/l/a") == "1000"
+
+
+def test_a_source_map_agent_moves_each_devices_older_outbox_into_the_shared_one(tmp_path: Path) -> None:
+    """An agent updated in place: the outbox folders of the older, one-database-per-device layout are taken in
+    at start (nothing is sent: the agents are not started)."""
+    from adapters.catalog import load_profiles  # noqa: PLC0415 - only this test builds the agents
+    from adapters.mqtt import MqttSettings  # noqa: PLC0415
+    from edge_agent.sources import SourceAgents, outbox_folder  # noqa: PLC0415
+    from pilot_core.source_map import parse_source_map  # noqa: PLC0415
+
+    text = """devices:
+  - {site: 판교, line: L1, device: press-1, profile: conveyor, modbus: {host: 127.0.0.1},
+     items: [{name: current, table: input, address: 0, type: float32, metric: motor_current}]}
+"""
+    catalog = load_profiles()
+    source_map = parse_source_map(text, "agent.yaml", catalog)
+    legacy = outbox_folder(tmp_path, source_map.devices[0]) / "outbox.sqlite"
+    legacy.parent.mkdir(parents=True)
+    _write_schema_1_outbox(legacy)
+    agents = SourceAgents(source_map, catalog, MqttSettings(host="127.0.0.1", port=1), tmp_path)
+    (derivation,) = agents.derivations
+    assert derivation.agent.pending == 2 and derivation.agent.kept("counters") == "1000"
+    assert not legacy.parent.exists()
+    assert agents.stop(flush_timeout_s=0) == 2  # still there for the next start
+    reopened = Outbox(tmp_path / "outbox.sqlite", quota_bytes=10_000)
+    assert [p for _, _, p in reopened.after(0, 10, device="판교/L1/press-1")] == [payload(41), payload(42)]
