@@ -21,8 +21,8 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 import uvicorn
+from selenium.webdriver import Chrome as WebDriver
 from selenium.webdriver.common.by import By
-from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.wait import WebDriverWait
 
