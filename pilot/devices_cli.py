@@ -208,8 +208,8 @@ def service_account(
     role: Annotated[
         str,
         typer.Option(
-            help="collector: reads pilot/v1/#, writes dead letters; publisher: writes pilot/v1/#; monitor: reads"
-            " $SYS/# (health checks)"
+            help="collector: reads pilot/v1/#, writes dead letters, and with sparkplug.enabled in the configuration"
+            " its Sparkplug host's topics; publisher: writes pilot/v1/#; monitor: reads $SYS/# (health checks)"
         ),
     ],
     password_env: Annotated[
@@ -229,7 +229,13 @@ def service_account(
     from pydantic import ValidationError
 
     from adapters.broker_accounts import new_password, new_password_hash, now_text
-    from pilot_core.broker_accounts import AccountError, Role, ServiceAccount, check_given_password
+    from pilot_core.broker_accounts import (
+        AccountError,
+        Role,
+        ServiceAccount,
+        SparkplugHostGrant,
+        check_given_password,
+    )
     from pilot_core.profiles import ProfileErrors
 
     roles = [r.value for r in Role if r is not Role.BRIDGE]
@@ -254,6 +260,10 @@ def service_account(
             password_hash=new_password_hash(password),
             password_set_at=now_text(),
             dead_letter_topic=settings.dead_letter_topic if settings else None,
+            # Only a collector configured as a Sparkplug host may touch spBv1.0 topics (least privilege).
+            sparkplug=SparkplugHostGrant(host_id=settings.sparkplug.host_id, groups=settings.sparkplug.groups)
+            if settings and settings.sparkplug.enabled
+            else None,
         )
     except ValidationError as exc:
         raise fail("; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())) from None
@@ -365,6 +375,68 @@ def site_bridge(
     _say(f"the account {name!r} may publish {bridge.topic} at the centre; {broker_dir}/acl says so; {RELOAD_HINT}")
 
 
+@devices_app.command("sparkplug-node")
+def sparkplug_node(
+    edge_node: Annotated[str, typer.Argument(help="The Sparkplug edge node id (topic level 4)")],
+    group: Annotated[str, typer.Option(help="The Sparkplug group id (topic level 2)")],
+    broker_dir: BrokerDir = DEFAULT_BROKER_DIR,
+    rotate: Rotate = False,
+    json_output: JsonOutput = False,
+) -> None:
+    """Give a Sparkplug B edge node credentials that may publish only its own births, data and deaths."""
+    from pydantic import ValidationError
+
+    from adapters.broker_accounts import new_password, new_password_hash, now_text
+    from pilot_core.broker_accounts import AccountError, SparkplugNodeAccount
+    from pilot_core.profiles import ProfileErrors
+
+    password = new_password()
+    try:
+        account = SparkplugNodeAccount(
+            group=group, edge_node=edge_node, password_hash=new_password_hash(password), password_set_at=now_text()
+        )
+    except ValidationError as exc:
+        raise fail("; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())) from None
+    try:
+        with _files(broker_dir).editing() as book:
+            book.put(account, rotate=rotate)
+    except (AccountError, ProfileErrors, ValueError) as exc:
+        raise fail(str(exc)) from None
+    result: dict[str, object] = {
+        "username": account.username,
+        "password": password,
+        "group": group,
+        "edge_node": edge_node,
+    }
+    _print_credentials(result, json_output)
+    _say(f"{'rotated' if rotate else 'wrote'} {broker_dir}/passwd and {broker_dir}/acl; {RELOAD_HINT}")
+    _say(
+        "set this username and password in the edge node's MQTT server settings; the broker makes the username its"
+        " client id, whatever client id the node sends (docs/sparkplug.md)"
+    )
+
+
+@devices_app.command("revoke-sparkplug-node")
+def revoke_sparkplug_node(
+    edge_node: Annotated[str, typer.Argument(help="The Sparkplug edge node id")],
+    group: Annotated[str, typer.Option(help="The Sparkplug group id")],
+    broker_dir: BrokerDir = DEFAULT_BROKER_DIR,
+) -> None:
+    """Remove a Sparkplug edge node's account: after the broker's reload it can neither connect nor publish."""
+    from pilot_core.broker_accounts import AccountError, SparkplugNodeAccount, sparkplug_node_username
+    from pilot_core.profiles import ProfileErrors
+
+    try:
+        username = sparkplug_node_username(group, edge_node)
+        with _files(broker_dir).editing() as book:
+            if not isinstance(book.get(username), SparkplugNodeAccount):
+                raise AccountError(f"there is no Sparkplug edge node account {username!r}")
+            book.remove(username)
+    except (AccountError, ProfileErrors, ValueError) as exc:
+        raise fail(str(exc)) from None
+    _say(f"removed the broker account of Sparkplug edge node {edge_node!r} (group {group!r}); {RELOAD_HINT}")
+
+
 def _print_chosen(username: str, role: str, password_env: str, *, changed: bool, json_output: bool) -> None:
     """What became of an account whose password the caller chose: never the password itself."""
     if json_output:
@@ -397,7 +469,7 @@ def revoke_service(
 @devices_app.command("list")
 def list_accounts(broker_dir: BrokerDir = DEFAULT_BROKER_DIR) -> None:
     """List the broker accounts and what each may do (no secrets)."""
-    from pilot_core.broker_accounts import DeviceAccount
+    from pilot_core.broker_accounts import DeviceAccount, SparkplugNodeAccount
     from pilot_core.profiles import ProfileErrors
 
     try:
@@ -406,7 +478,13 @@ def list_accounts(broker_dir: BrokerDir = DEFAULT_BROKER_DIR) -> None:
         raise fail(str(exc)) from None
     listed = table(f"Broker accounts in {broker_dir}", ("username", "kind", "topics", "password set"), whole=("kind",))
     for account in book:
-        kind = "device" if isinstance(account, DeviceAccount) else account.role.value
+        kind = (
+            "device"
+            if isinstance(account, DeviceAccount)
+            else "sparkplug node"
+            if isinstance(account, SparkplugNodeAccount)
+            else account.role.value
+        )
         topics = "\n".join(f"{access} {topic}" for access, topic in account.grants())
         listed.add_row(Text(account.username), kind, Text(topics), account.password_set_at)
     console.print(listed)

@@ -203,3 +203,52 @@ def test_site_bridge_with_a_chosen_password_can_run_again_unchanged(tmp_path: Pa
         assert f"remote_password {chosen}\n" in output.read_text(encoding="utf-8")
     account = BrokerFiles(tmp_path / "auth").load().get("bridge-sihwa")
     assert account is not None and verify_password(chosen, account.password_hash)
+
+
+def test_sparkplug_node_makes_an_account_for_one_edge_node_and_revoke_removes_it(tmp_path: Path) -> None:
+    made = run(tmp_path, "sparkplug-node", "line-3", "--group", "plant-a", "--json")
+    assert made.exit_code == 0, made.output
+    created = json.loads(made.stdout)
+    assert created["username"] == "spBv1.0/plant-a/line-3"
+    files = BrokerFiles(tmp_path / "auth")
+    account = files.load().get("spBv1.0/plant-a/line-3")
+    assert account is not None and verify_password(created["password"], account.password_hash)
+    assert "user spBv1.0/plant-a/line-3\ntopic write spBv1.0/plant-a/NBIRTH/line-3\n" in files.acl_file.read_text(
+        encoding="utf-8"
+    )
+    again = run(tmp_path, "sparkplug-node", "line-3", "--group", "plant-a")
+    assert again.exit_code == 1 and "--rotate" in again.output
+    assert run(tmp_path, "sparkplug-node", "a/b", "--group", "plant-a").exit_code == 1
+    listed = run(tmp_path, "list")
+    assert "sparkplug node" in listed.output
+    assert run(tmp_path, "revoke-sparkplug-node", "line-3", "--group", "plant-a").exit_code == 0
+    assert files.load().get("spBv1.0/plant-a/line-3") is None
+    gone = run(tmp_path, "revoke-sparkplug-node", "line-3", "--group", "plant-a")
+    assert gone.exit_code == 1 and "no Sparkplug edge node account" in gone.output
+
+
+def test_a_collector_account_gets_the_sparkplug_host_topics_only_when_its_configuration_enables_it(
+    tmp_path: Path,
+) -> None:
+    files = BrokerFiles(tmp_path / "auth")
+    assert run(tmp_path, "service-account", "plain", "--role", "collector").exit_code == 0
+    assert not any(topic.startswith("spBv1.0") for _, topic in files.load().get("plain").grants())  # type: ignore[union-attr]
+    env = {
+        "PILOT_SPARKPLUG__ENABLED": "true",
+        "PILOT_SPARKPLUG__HOST_ID": "host-a",
+        "PILOT_SPARKPLUG__GROUPS": '["plant-a"]',
+    }
+    assert run(tmp_path, "service-account", "host", "--role", "collector", env=env).exit_code == 0
+    grants = files.load().get("host").grants()  # type: ignore[union-attr]
+    assert [g for g in grants if g[1].startswith("spBv1.0")] == [
+        ("read", "spBv1.0/plant-a/#"),
+        ("write", "spBv1.0/plant-a/NCMD/+"),
+        ("readwrite", "spBv1.0/STATE/host-a"),
+    ]
+    # An init step with a chosen password sees the new grants as a change: --rotate applies them.
+    chosen = ["service-account", "plain", "--role", "collector", "--password-env", "P"]
+    assert run(tmp_path, *chosen, "--rotate", env={"P": CHOSEN}).exit_code == 0
+    changed = run(tmp_path, *chosen, env={"P": CHOSEN, **env})
+    assert changed.exit_code == 1 and "other grants" in changed.output
+    assert run(tmp_path, *chosen, "--rotate", env={"P": CHOSEN, **env}).exit_code == 0
+    assert ("readwrite", "spBv1.0/STATE/host-a") in files.load().get("plain").grants()  # type: ignore[union-attr]
