@@ -11,6 +11,7 @@ from fastapi import Request
 from adapters.catalog import load_profiles, load_registry
 from adapters.influxdb import InfluxClient
 from adapters.sql import AccessRepository, AuditLog, Database, DemonstrationRepository, RollupRepository
+from api.console.sessions import SessionStore
 from collector.settings import CollectorSettings
 from kpi_engine.rollups import roll_up
 from kpi_engine.service import DecodedHours, EvaluationStopped, HourStore, StoredSummaries
@@ -28,6 +29,7 @@ class ApiState:
     stored_summaries: StoredSummaries = field(default_factory=StoredSummaries)  # likewise
     # Set when the server shuts down: evaluations still running in worker threads give up at their next read.
     stopping: threading.Event = field(default_factory=threading.Event)
+    sessions: SessionStore = field(default_factory=SessionStore)  # the console's, signed in with API keys
 
     @classmethod
     def from_settings(cls, settings: CollectorSettings, database: Database | None = None) -> ApiState:

@@ -463,6 +463,43 @@ def sources_section(result: dict[str, Any] | None) -> str:
     return measured + "\n\n" + table(header, rows)
 
 
+SPARKPLUG_LABELS = {
+    "json": "pilot/v1 JSON, 50 records a message (baseline)",
+    "json-single": "pilot/v1 JSON, 1 record a message",
+    "sparkplug": "**Sparkplug B DDATA, 1 point a message**",
+}
+
+
+def sparkplug_section(result: dict[str, Any] | None) -> str:
+    """Sparkplug B against the JSON contract (``bench.sparkplug``): its own run, named, in points per second."""
+    if result is None:
+        return "_not run_"
+    rows = []
+    for form, label in SPARKPLUG_LABELS.items():
+        figures = result.get(form)
+        if figures is None:
+            continue
+        rates = [figures["points_per_s_min"], figures["points_per_s_median"], figures["points_per_s_max"]]
+        ratio = figures.get("to_json")
+        rows.append(
+            (
+                label,
+                f"{figures['messages']:,}",
+                f"{figures['points_per_s_median']:,.0f} ({min(rates):,.0f}–{max(rates):,.0f})",
+                "1" if ratio is None else f"{ratio['median']:.2f} ({ratio['min']:.2f}–{ratio['max']:.2f})",
+            )
+        )
+    load = ", ".join(f"{x:.2f}" for x in result.get("loadavg_at_start", [])) or "?"
+    measured = (
+        f"Measured {result.get('started', '?')} at commit `{result.get('commit', '?')}`"
+        + (" (with uncommitted changes)" if result.get("dirty") else "")
+        + f": {result.get('points', 0):,} points of {result.get('metrics_per_point', '?')} metrics per form,"
+        f" {result.get('repeat', '?')} repeats; {result.get('cores', '?')} cores, load average at start {load}."
+    )
+    header = ("form", "messages", "points/s, median (range)", "ratio to batched JSON")
+    return measured + "\n\n" + table(header, rows)
+
+
 SECTIONS: dict[str, Callable[[dict[str, dict[str, Any] | None]], str]] = {
     "machine": lambda r: machine_section(r["run"] or {}, r["ingest"] or {}),
     "targets": targets_section,
@@ -476,11 +513,12 @@ SECTIONS: dict[str, Callable[[dict[str, dict[str, Any] | None]], str]] = {
     "disk_full": disk_full_section,
     "statistics": lambda r: statistics_section(r["statistics"]),
     "sources": lambda r: sources_section(r["sources"]),
+    "sparkplug": lambda r: sparkplug_section(r.get("sparkplug")),
 }
 
 
 def render(folder: Path) -> str:
-    names = ["run", "ingest", "comparison", "plant", "statistics", "sources",
+    names = ["run", "ingest", "comparison", "plant", "statistics", "sources", "sparkplug",
              *sorted(p.stem for p in folder.glob("spool*.json")),
              *sorted(p.stem for p in folder.glob("diskfull*.json"))]  # fmt: skip
     results = {name: load(folder, name) for name in names}
@@ -495,27 +533,38 @@ def render(folder: Path) -> str:
 
 
 SOURCES_HEADING = "## 8. One agent process reading 50 machines"
+SPARKPLUG_HEADING = "## 9. Sparkplug B intake against the JSON contract"
+# The sections a benchmark of their own may render alone into a page: result name → heading, section.
+ALONE_SECTIONS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
+    "sources": (SOURCES_HEADING, sources_section),
+    "sparkplug": (SPARKPLUG_HEADING, sparkplug_section),
+}
 _ALONE = (
-    "_This section was rendered on its own (`python -m bench.report --only sources`) from a `bench.sources`"
+    "_This section was rendered on its own (`python -m bench.report --only {name}`) from a `bench.{name}`"
     " run that is not the run above; the other sections are that run's._"
 )
 
 
-def splice_sources(page: str, folder: Path) -> str:
-    """``page`` with its agent section rendered from ``folder``'s sources.json alone, the rest kept as it is:
-    for a ``bench.sources`` run without the full ``bench/run``. The section says so."""
-    result = load(folder, "sources")
+def splice(page: str, folder: Path, name: str) -> str:
+    """``page`` with one section rendered from ``folder``'s ``name``.json alone, the rest kept as it is: for a
+    benchmark run without the full ``bench/run``. The section says so."""
+    heading, section = ALONE_SECTIONS[name]
+    result = load(folder, name)
     if result is None:
-        raise MissingResult(f"{folder}/sources.json is missing: run python -m bench.sources --out it first")
+        raise MissingResult(f"{folder}/{name}.json is missing: run python -m bench.{name} --out it first")
     template = TEMPLATE.read_text(encoding="utf-8")
-    start = template.index(SOURCES_HEADING)
+    start = template.index(heading)
     chunk = template[start : template.index("\n## ", start) + 1]
-    chunk = Template(chunk).substitute(sources=_ALONE + "\n\n" + sources_section(result))
-    if SOURCES_HEADING in page:
-        at = page.index(SOURCES_HEADING)
+    chunk = Template(chunk).substitute({name: _ALONE.format(name=name) + "\n\n" + section(result)})
+    if heading in page:
+        at = page.index(heading)
         return page[:at] + chunk + page[page.index("\n## ", at) + 1 :]
     at = page.index("## How the collector got here")
     return page[:at] + chunk + page[at:]
+
+
+def splice_sources(page: str, folder: Path) -> str:
+    return splice(page, folder, "sources")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -524,7 +573,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
     parser.add_argument(
         "--only",
-        choices=["sources"],
+        choices=sorted(ALONE_SECTIONS),
         help="render only this section into the page at --out, from a results folder that holds only its JSON",
     )
     return parser.parse_args(argv)
@@ -533,8 +582,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        if args.only == "sources":
-            page = splice_sources(args.out.read_text(encoding="utf-8"), args.results)
+        if args.only is not None:
+            page = splice(args.out.read_text(encoding="utf-8"), args.results, args.only)
         else:
             page = render(args.results)
     except MissingResult as exc:
