@@ -16,7 +16,7 @@ import jinja2
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
-from adapters.sql import NotFound, StoredDemonstration
+from adapters.sql import FrozenByAnother, NotFound, StoredDemonstration
 from api.console import views
 from api.console.i18n import ConsoleWords
 from api.console.sessions import Session
@@ -228,7 +228,10 @@ def freeze(request: Request, state: State, session: SignedIn, stored: Seen, form
         return again(200, "already_frozen")
     if form.get("plan_hash") != stored.plan_hash:  # the draft was replaced after the confirmation was shown
         return again(409, "freeze_changed")
-    freeze_through_api(str(stored.id), state, session.principal)
+    try:
+        freeze_through_api(str(stored.id), state, session.principal)
+    except FrozenByAnother:  # another evaluator froze it since this page read it
+        return again(409, "already_frozen")
     return redirect(request, f"/demonstrations/{stored.slug}?frozen=1")
 
 
