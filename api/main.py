@@ -11,7 +11,7 @@ from fastapi import Depends, FastAPI
 from adapters.sql import Database
 from api.limits import BodyLimit, single_valued_query
 from api.problems import use_problem_details
-from api.routers import access, catalog, demonstrations, evidence, health, kpis, reports
+from api.routers import access, catalog, demonstrations, evidence, health, kpis, live, reports
 from api.state import ApiState
 from collector.settings import CollectorSettings
 from pilot_core import comparison
@@ -50,6 +50,7 @@ def create_app(settings: CollectorSettings | None = None, database: Database | N
     app.include_router(catalog.router, prefix="/v1")
     app.include_router(demonstrations.router, prefix="/v1")
     app.include_router(kpis.router, prefix="/v1")
+    app.include_router(live.router, prefix="/v1")
     app.include_router(reports.router, prefix="/v1")
     app.include_router(evidence.router, prefix="/v1")
     return app

@@ -27,6 +27,7 @@ from adapters.influxdb import InfluxClient, InfluxError
 from adapters.mqtt_intake import IntakeConnection
 from adapters.mqtt_packets import Delivery
 from collector.dead_letter import dead_letter_payload, dead_letter_topic
+from collector.health import HealthReporter
 from collector.metrics import CollectorMetrics
 from collector.output import InfluxOutput
 from collector.processing import BatchOutcome, Limits, ProcessorProcess, topic_or_none
@@ -34,6 +35,7 @@ from collector.settings import CollectorSettings
 from collector.spool import Spool, SpooledBatch, SpoolFull
 from collector.supervision import RetryLater, Supervisor
 from pilot_core.broker_accounts import heartbeat_topic
+from pilot_core.live import CollectorHealth
 from pilot_core.registry import DeviceRegistry
 from pilot_core.validation import Rejection, RejectReason
 
@@ -115,6 +117,11 @@ class Collector:
         self._last_heartbeat = time.monotonic()
         self._watchdog = self.supervisor.thread("watchdog", self._watch, self._stopping)
         self.metrics.watch_health(self._healthy)
+        # Its own client: a write stuck on a down InfluxDB must not hold the batches' connections.
+        self.health = HealthReporter(
+            InfluxClient(settings.influx), settings.client_id, settings.health_interval_s, self._health_at
+        )
+        self._health_thread = self.supervisor.thread("health", lambda: self.health.run(self._abort), self._abort)
 
     # --- lifecycle -------------------------------------------------------
 
@@ -133,6 +140,8 @@ class Collector:
         self._replayer.start()
         if self.settings.watchdog_s:
             self._watchdog.start()
+        if self.settings.health_interval_s:
+            self._health_thread.start()
         # A new session receives nothing published before its SUBACK: this returns once subscribed.
         self._mqtt.start()
         log.info(
@@ -164,6 +173,9 @@ class Collector:
         self._abort.set()  # the spool is durable: replaying stops here and resumes at the next start
         self._spooled.set()
         self._replayer.join(30)
+        if self._health_thread.ident is not None:
+            self._health_thread.join(self.settings.influx.timeout_s + 5)
+        self.health.influx.close()
         self._mqtt.close()
         self.processor.close()
         self.influx.close()
@@ -198,6 +210,17 @@ class Collector:
 
     def run_forever(self) -> None:
         self._stopping.wait()
+
+    def _health_at(self, at_ms: int) -> CollectorHealth:
+        return CollectorHealth(
+            self.settings.client_id,
+            at_ms,
+            self.backlog,
+            self.spool.pending,
+            self.spool.bytes,
+            self._mqtt.connected,
+            self._healthy(),
+        )
 
     def _healthy(self) -> bool:
         """Connected to the broker, every thread running, none failing."""
@@ -516,6 +539,7 @@ class Collector:
     def _count_refused(self, refused: list[tuple[Delivery, Rejection]]) -> None:
         for inbound, rejection in refused:
             self.metrics.rejected.labels(rejection.reason.value).inc()
+            self.health.refused(rejection)
             log.info("refused %s: %s: %s", inbound.topic, rejection.reason.value, rejection.detail)
 
     def _dead_letter(self, refused: list[tuple[Delivery, Rejection]]) -> bool:
