@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 
 from adapters.sql import Database
+from api.console.app import install as install_console
 from api.limits import BodyLimit, single_valued_query
 from api.problems import use_problem_details
 from api.routers import access, catalog, demonstrations, evidence, health, kpis, live, reports
@@ -53,4 +54,5 @@ def create_app(settings: CollectorSettings | None = None, database: Database | N
     app.include_router(live.router, prefix="/v1")
     app.include_router(reports.router, prefix="/v1")
     app.include_router(evidence.router, prefix="/v1")
+    install_console(app)  # the web console's pages, at /
     return app

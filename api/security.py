@@ -1,6 +1,9 @@
 """Authentication by API key, and the checks every router makes before it reads or changes anything.
 
-A key comes as ``Authorization: Bearer pt_…`` or as ``X-API-Key: pt_…``. What
+A key comes as ``Authorization: Bearer pt_…`` or as ``X-API-Key: pt_…``; a request that reads (GET, HEAD)
+may instead carry the session cookie of a console signed in with a key, which is how the console's download
+links are authorised (a cookie never authorises a change: those come through the console's forms, with CSRF
+tokens, or with a key). What
 a caller cannot see is answered 404, exactly as if it did not exist; what it can
 see but its role does not allow is answered 403.
 """
@@ -13,6 +16,7 @@ from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from adapters.sql import NotFound, StoredDemonstration
+from api.console.sessions import Session
 from api.state import ApiState, api_state
 from pilot_core.access import Action, Principal, Role
 from pilot_core.registry import DeviceKey
@@ -26,6 +30,20 @@ _header = APIKeyHeader(
     name="X-API-Key", auto_error=False, scheme_name="api_key_header", description="The same key, as X-API-Key"
 )
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
+SESSION_COOKIE = "pilot_session"
+_READING = frozenset({"GET", "HEAD"})
+
+
+def console_session(request: Request, state: ApiState) -> Session | None:
+    """The console session the request's cookie names, its principal as its key now stands; None if there is none,
+    it expired, or its key was revoked since."""
+    session = state.sessions.get(request.cookies.get(SESSION_COOKIE))
+    if session is None:
+        return None
+    if state.access().principal(session.principal.key_id) is None:
+        state.sessions.close(session.token)
+        return None
+    return session
 
 
 def caller(
@@ -39,6 +57,11 @@ def caller(
             401, "two different API keys were sent (Authorization and X-API-Key); send one", headers=_CHALLENGE
         )
     token = bearer.credentials if bearer else header
+    if not token and request.method in _READING:
+        session = console_session(request, state)
+        if session is not None:
+            request.state.principal = session.principal
+            return session.principal
     if not token:
         raise HTTPException(
             401,

@@ -10,6 +10,7 @@ from fastapi import Request
 from adapters.catalog import load_profiles, load_registry
 from adapters.influxdb import InfluxClient
 from adapters.sql import AccessRepository, AuditLog, Database, DemonstrationRepository
+from api.console.sessions import SessionStore
 from collector.settings import CollectorSettings
 from kpi_engine.service import DecodedHours
 from pilot_core.profiles import ProfileCatalog
@@ -25,6 +26,7 @@ class ApiState:
     decoded_hours: DecodedHours = field(default_factory=DecodedHours)  # kept across requests
     # Set when the server shuts down: evaluations still running in worker threads give up at their next read.
     stopping: threading.Event = field(default_factory=threading.Event)
+    sessions: SessionStore = field(default_factory=SessionStore)  # the console's, signed in with API keys
 
     @classmethod
     def from_settings(cls, settings: CollectorSettings, database: Database | None = None) -> ApiState:

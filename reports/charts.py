@@ -46,16 +46,23 @@ class Chart:
 
 
 @functools.cache
-def use_korean_font() -> None:
-    """Register NanumGothic with matplotlib once, and draw every chart with it; a clear error if it is missing."""
-    found = [f for f in font_manager.findSystemFonts() if Path(f).name in KOREAN_FONT_FILES]
+def korean_font_files() -> dict[str, Path]:
+    """NanumGothic's files as installed, by file name (the console serves them to browsers); a clear error if
+    they are missing."""
+    found = {Path(f).name: Path(f) for f in font_manager.findSystemFonts() if Path(f).name in KOREAN_FONT_FILES}
     if not found:
         raise FontMissing(
             f"the Korean font {KOREAN_FONT} is not installed, so the report cannot be drawn: install the"
             " Debian package fonts-nanum (scripts/setup.sh does)"
         )
-    for path in found:
-        font_manager.fontManager.addfont(path)
+    return found
+
+
+@functools.cache
+def use_korean_font() -> None:
+    """Register NanumGothic with matplotlib once, and draw every chart with it; a clear error if it is missing."""
+    for path in korean_font_files().values():
+        font_manager.fontManager.addfont(str(path))
     # Set once for the process: charts are drawn from several request threads, and rc_context is not thread-safe.
     matplotlib.rcParams.update(
         {

@@ -196,6 +196,15 @@ class AccessRepository:
             return None
         return Principal(record.key_id, record.name, Role(record.role), organisation, record.demonstration_id)
 
+    def principal(self, key_id: str) -> Principal | None:
+        """The caller of the key ``key_id`` as it stands now: None once it is revoked or gone (console sessions)."""
+        with self._db.transaction() as session:
+            row = session.execute(_KEYS.where(ApiKeyRecord.key_id == key_id)).one_or_none()
+        if row is None or row[0].revoked_at is not None:
+            return None
+        record, organisation, _ = row
+        return Principal(record.key_id, record.name, Role(record.role), organisation, record.demonstration_id)
+
     # --- one-time sign-in links
 
     def create_sign_in_link(self, key_id: str, valid_for: dt.timedelta) -> str:
@@ -239,11 +248,8 @@ class AccessRepository:
             key_row_id, expires_at = spent
             if expires_at <= _now():
                 return None
-            row = session.execute(_KEYS.where(ApiKeyRecord.id == key_row_id)).one_or_none()
-        if row is None or row[0].revoked_at is not None:
-            return None
-        record, organisation, _ = row
-        return Principal(record.key_id, record.name, Role(record.role), organisation, record.demonstration_id)
+            key_id = session.scalar(select(ApiKeyRecord.key_id).where(ApiKeyRecord.id == key_row_id))
+        return None if key_id is None else self.principal(key_id)
 
     @staticmethod
     def _key_row(session: Session, key_id: str) -> tuple[ApiKeyRecord, str, str | None]:

@@ -44,7 +44,8 @@ ReportFormat = Annotated[
 ]
 
 
-def _language(request: Request, lang: Language | None) -> Language:
+def preferred_language(request: Request, lang: Language | None = None) -> Language:
+    """``lang`` if given, else the first of ko and en the Accept-Language header ranks highest, else en."""
     if lang is not None:
         return lang
     ranked = []
@@ -79,7 +80,7 @@ def demonstration_report(
 
     A draft plan's report says on its first page that it is a preview.
     """
-    language, chosen = _language(request, lang), _format(request, format)
+    language, chosen = preferred_language(request, lang), _format(request, format)
     try:
         with engine_errors():
             evaluation, breakdown = service.evaluate_with_breakdown(ref, version, refresh=refresh)
