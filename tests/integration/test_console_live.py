@@ -1,0 +1,195 @@
+"""The console's live line and its one-time sign-in link: through the app, and in headless Chromium.
+
+The browser test serves the real app with uvicorn over a line whose records went device → MQTT → collector →
+InfluxDB this morning (tests/integration/test_live_line.py), signs in with a one-time link, and checks that the
+page shows the API's numbers, refreshes itself without a console error, and passes axe-core.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import uvicorn
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+from adapters.influxdb import InfluxClient
+from adapters.sql import AccessRepository
+from api.main import create_app
+from api.security import SESSION_COOKIE
+from collector.settings import CollectorSettings
+from pilot_core.access import Role
+from pilot_core.live import DEAD_LETTER_MEASUREMENT
+from pilot_core.registry import DeviceRegistry
+from pilot_core.validation import PRODUCTION_MEASUREMENT
+from tests.api_support import OPERATOR, key_headers
+from tests.browser import chromium
+from tests.integration.test_live_line import line, morning, noon_zone, plan
+from tests.integration.test_tenancy import CALLERS, World, world
+from tests.support import count_points, publish_all, running_collector, wait_until
+
+__all__ = ["line", "world"]  # fixtures shared with the API's tests
+
+AXE = Path(__file__).resolve().parents[1] / "vendor" / "axe.min.js"
+READ = "303 200 200 404 200 200 404 200 404 404"  # anonymous callers are sent to sign in
+
+
+def link_for(app: FastAPI, role: Role = Role.ADMIN, organisation: str = OPERATOR, valid_s: float = 300) -> str:
+    access = AccessRepository(app.state.pilot.database)
+    key_headers(app, role, organisation)  # makes the organisation too
+    key = next(k for k in reversed(access.keys(organisation)) if k.role is role)
+    return access.create_sign_in_link(key.key_id, dt.timedelta(seconds=valid_s))
+
+
+def test_a_sign_in_link_opens_a_session_once(tmp_path: Path) -> None:
+    app = create_app(CollectorSettings(database_url=f"sqlite:///{tmp_path / 'pilot.db'}"))
+    token = link_for(app, Role.EVALUATOR, "evaluators")
+    with TestClient(app) as browser:
+        signed = browser.get(f"/sign-in/link?token={token}&next=/demonstrations", follow_redirects=False)
+        assert signed.status_code == 303 and signed.headers["location"] == "/demonstrations"
+        cookie = signed.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=lax" in cookie and SESSION_COOKIE in cookie
+        page = browser.get("/demonstrations")
+        assert page.status_code == 200 and "evaluators" in page.text
+        # Opened again in the same browser: still signed in, nothing spent.
+        assert browser.get(f"/sign-in/link?token={token}", follow_redirects=False).status_code == 303
+    with TestClient(app) as other:  # the link forwarded to someone else: spent
+        refused = other.get(f"/sign-in/link?token={token}", follow_redirects=False)
+        assert refused.status_code == 401 and 'id="sign-in-form"' in refused.text
+        assert "used or has expired" in refused.text and SESSION_COOKIE not in other.cookies
+        expired = link_for(app, valid_s=-1)
+        assert other.get(f"/sign-in/link?token={expired}", follow_redirects=False).status_code == 401
+        # Only a path on this server is followed.
+        fresh = link_for(app)
+        away = other.get(f"/sign-in/link?token={fresh}&next=//example.com/x", follow_redirects=False)
+        assert away.status_code == 303 and away.headers["location"] == "/demonstrations"
+
+
+def test_guessing_sign_in_links_is_throttled_as_sign_in_is(tmp_path: Path) -> None:
+    app = create_app(CollectorSettings(database_url=f"sqlite:///{tmp_path / 'pilot.db'}"))
+    with TestClient(app) as client:
+        statuses = [client.get(f"/sign-in/link?token={'a' * 43}").status_code for _ in range(12)]
+    assert statuses[:10] == [401] * 10 and statuses[10:] == [429, 429]
+
+
+def test_every_caller_against_the_live_page(world: World) -> None:
+    """As the API's /live answers each caller, the page does; what a caller cannot see is the missing page."""
+    failures = []
+    for caller, status in zip(CALLERS, READ.split(), strict=True):
+        world.client.cookies.clear()
+        if caller in world.tokens:
+            principal = AccessRepository(world.database).authenticate(world.tokens[caller])
+            assert principal is not None
+            world.client.cookies.set(SESSION_COOKIE, world.client.app.state.pilot.sessions.open(principal).token)  # type: ignore[attr-defined]
+        got = world.client.get(f"/demonstrations/{world.shared}/live", follow_redirects=False)
+        if got.status_code != int(status):
+            failures.append(f"{caller}: {got.status_code}, expected {status}")
+        if status == "404":
+            missing = world.client.get("/demonstrations/no-such-demo/live", follow_redirects=False)
+            assert missing.status_code == 404  # the same page, but for the path it names
+            assert missing.text.replace("no-such-demo", "X") == got.text.replace(world.shared, "X")
+    world.client.cookies.clear()
+    assert not failures, "\n".join(failures)
+
+
+@contextmanager
+def serving(app: FastAPI) -> Iterator[str]:
+    """``app`` served by uvicorn on a free port of 127.0.0.1, in a thread; its base URL."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    wait_until(lambda: server.started, timeout_s=30, what="uvicorn")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+def test_the_live_page_shows_the_apis_numbers_and_refreshes_itself(
+    line: tuple[CollectorSettings, DeviceRegistry, str],
+) -> None:
+    settings, registry, site = line
+    zone = noon_zone()
+    day = dt.datetime.combine(dt.datetime.now(zone).date(), dt.time(), zone)
+    with running_collector(settings, registry), InfluxClient(settings.influx) as influx:
+        publish_all(settings.mqtt, morning(site, day), f"device-{site}")
+        where = f"\"site\" = '{site}'"
+        wait_until(
+            lambda: (
+                count_points(influx, PRODUCTION_MEASUREMENT, where=where) == 24
+                and count_points(influx, DEAD_LETTER_MEASUREMENT, "count", where=where) == 2
+            ),
+            what="the morning's records and both dead letters in InfluxDB",
+        )
+        app = create_app(settings)
+        headers = key_headers(app)
+        with TestClient(app) as api:
+            slug = api.post("/v1/demonstrations", json=plan(site, zone, day), headers=headers).json()["slug"]
+        token = link_for(app)
+        with serving(app) as base, chromium() as browser:
+            browser.get(f"{base}/sign-in/link?token={token}&next=/demonstrations/{slug}/live")
+            assert browser.current_url == f"{base}/demonstrations/{slug}/live"
+            with TestClient(app) as api:
+                live = api.get(f"/v1/demonstrations/{slug}/live", headers=headers).json()
+
+            def text(element_id: str) -> str:
+                return browser.find_element(By.ID, element_id).text
+
+            for kpi, value in live["today"]["kpis"].items():
+                assert text(f"today-{kpi}") == f"{value:.2%}", kpi
+            assert text("today-produced") == "1,200" and text("today-good") == "1,152"
+            row = browser.find_element(By.CSS_SELECTOR, '#devices-table tr[data-device="컨베이어-1"]').text
+            assert "online" in row and "idle · no order" in row
+            assert "05:30" in row  # its last message, in the line's time zone
+            health = browser.find_element(By.CSS_SELECTOR, f'tr[data-collector="{settings.client_id}"]').text
+            assert "healthy" in health and "connected" in health
+            refused = browser.find_element(By.CSS_SELECTOR, 'tr[data-reason="unknown_state"]').text
+            assert "daydreaming" in refused and refused.split()[1] == "1"
+
+            # It refreshes by itself (live.js): the #live part is replaced by a fresh one.
+            browser.execute_script("document.getElementById('live').dataset.stale = 'yes'")
+            WebDriverWait(browser, 30).until(
+                lambda b: b.execute_script("return document.getElementById('live').dataset.stale") is None
+            )
+            assert text("today-oee") == f"{live['today']['kpis']['oee']:.2%}"
+
+            # The Korean page draws the same numbers in Korean.
+            browser.find_element(By.ID, "switch-language").click()
+            WebDriverWait(browser, 10).until(
+                lambda b: b.find_element(By.TAG_NAME, "html").get_attribute("lang") == "ko"
+            )
+            assert (
+                "실시간 라인" in text("live-title") and "정상" in browser.find_element(By.ID, "collectors-table").text
+            )
+
+            # The page's own content in either language (the layout around it is the console's tests' to check).
+            for lang in ("ko", "en"):
+                if lang == "en":
+                    browser.find_element(By.ID, "switch-language").click()
+                    WebDriverWait(browser, 10).until(
+                        lambda b: b.find_element(By.TAG_NAME, "html").get_attribute("lang") == "en"
+                    )
+                browser.execute_script(AXE.read_text(encoding="utf-8"))
+                violations = browser.execute_async_script(
+                    "const done = arguments[arguments.length - 1];"
+                    " axe.run({include: ['#main']}).then(r => done(r.violations.map(v => [v.id, v.impact])));"
+                )
+                assert [v for v in violations if v[1] in ("serious", "critical")] == [], lang
+            # The browser's own favicon request is the layout's (the console's tests); every other error is ours.
+            errors = [
+                e for e in browser.get_log("browser") if e["level"] == "SEVERE" and "/favicon.ico " not in e["message"]
+            ]
+            assert errors == []
+            requests = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+            assert all(r.startswith(base) for r in requests), requests
