@@ -420,21 +420,12 @@ def _serve_demo_api(result: DemoResult, mqtt_port: int, influx_url: str, port: i
     """The API over the demo's services and database, until Ctrl-C."""
     import uvicorn
 
-    from adapters.influxdb import InfluxSettings
     from adapters.local_services import free_port
-    from adapters.mqtt import MqttSettings
     from api.log_redaction import uvicorn_log_config
     from api.main import create_app
-    from collector.settings import CollectorSettings
-    from pilot.demo import DATABASE, SIGN_IN_LINK_VALID, admin_key
+    from pilot.demo import SIGN_IN_LINK_VALID, admin_key, api_settings
 
-    settings = CollectorSettings(
-        mqtt=MqttSettings(host="127.0.0.1", port=mqtt_port),
-        influx=InfluxSettings(url=influx_url, database=DATABASE),
-        devices_file=result.state_dir / "devices.yaml",
-        database_url=result.database_url,
-        metrics_port=0,
-    )
+    settings = api_settings(result, mqtt_port, influx_url)
     if port and not _port_is_free(port):
         console.print(f"port {port} is taken; serving on another")
         port = 0

@@ -258,6 +258,17 @@ def _as_typed(path: Path) -> str:
         return str(absolute)
 
 
+def api_settings(result: DemoResult, mqtt_port: int, influx_url: str) -> CollectorSettings:
+    """The settings the demo's API serves with: its broker, InfluxDB, registry and demonstrations database."""
+    return CollectorSettings(
+        mqtt=MqttSettings(host="127.0.0.1", port=mqtt_port),
+        influx=InfluxSettings(url=influx_url, database=DATABASE),
+        devices_file=result.state_dir / "devices.yaml",
+        database_url=result.database_url,
+        metrics_port=0,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class DemoAccess:
     key_file: Path  # the admin API key, readable by this user only

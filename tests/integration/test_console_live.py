@@ -8,6 +8,7 @@ page shows the API's numbers, refreshes itself without a console error, and pass
 from __future__ import annotations
 
 import datetime as dt
+import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -20,17 +21,21 @@ from fastapi.testclient import TestClient
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
+from adapters.catalog import BUNDLED_PROFILES, load_profiles
 from adapters.influxdb import InfluxClient
 from adapters.sql import AccessRepository
 from api.main import create_app
 from api.security import SESSION_COOKIE
 from collector.settings import CollectorSettings
+from pilot.demo import admin_key, api_settings, private_services, run_demo
 from pilot_core.access import Role
 from pilot_core.live import DEAD_LETTER_MEASUREMENT
 from pilot_core.registry import DeviceRegistry
 from pilot_core.validation import PRODUCTION_MEASUREMENT
+from simulators.scenario import load_scenario
 from tests.api_support import OPERATOR, key_headers
 from tests.browser import chromium
+from tests.integration.test_cli_demo import short_scenario
 from tests.integration.test_live_line import line, morning, noon_zone, plan
 from tests.integration.test_tenancy import CALLERS, World, world
 from tests.support import count_points, publish_all, running_collector, wait_until
@@ -193,3 +198,35 @@ def test_the_live_page_shows_the_apis_numbers_and_refreshes_itself(
             assert errors == []
             requests = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
             assert all(r.startswith(base) for r in requests), requests
+
+
+SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "images" / "console-demonstration.png"
+
+
+def test_the_demos_link_opens_its_demonstration_in_a_browser(tmp_path: Path) -> None:
+    """The demo's data (two days of each period), its one-time link opened in Chromium: the demonstration page,
+    signed in. Its screenshot is the README's: PILOT_UPDATE_SCREENSHOTS=1 writes it to docs/images."""
+    catalog = load_profiles(BUNDLED_PROFILES)
+    scenario = load_scenario(short_scenario(tmp_path), catalog)
+    state_dir = tmp_path / "demo"
+    with private_services(state_dir) as (broker, influxdb):
+        result = run_demo(scenario, catalog, broker, influxdb, state_dir, say=lambda _: None)
+        assert result.complete and result.evaluation is not None
+        app = create_app(api_settings(result, broker.port, influxdb.url))
+        access = admin_key(result)
+        slug = result.evaluation.slug
+        with serving(app) as base, chromium(1280, 1500) as browser:
+            browser.get(f"{base}/sign-in/link?token={access.sign_in_token}&next=/demonstrations/{slug}")
+            assert browser.current_url == f"{base}/demonstrations/{slug}"
+            assert browser.find_element(By.ID, "plan-title").text == scenario.name
+            assert browser.find_element(By.ID, "plan-hash").text == result.evaluation.result.plan_hash
+            png = browser.get_screenshot_as_png()
+            assert png.startswith(b"\x89PNG") and len(png) > 50_000
+            if os.environ.get("PILOT_UPDATE_SCREENSHOTS") == "1":
+                SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+                SCREENSHOT.write_bytes(png)
+            browser.find_element(By.ID, "live-link").click()
+            WebDriverWait(browser, 30).until(lambda b: b.current_url.endswith(f"/demonstrations/{slug}/live"))
+            # The demo's collector has stopped and its data is weeks old: the page says so, it does not fail.
+            assert browser.find_element(By.ID, "live-title").text.endswith("the line, live")
+            assert browser.find_elements(By.ID, "live-error") == []
