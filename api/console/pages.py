@@ -34,8 +34,9 @@ from api.console.web import (
 )
 from api.routers.demonstrations import freeze as freeze_through_api
 from api.routers.reports import preferred_language
-from api.security import SESSION_COOKIE, console_session, visible
+from api.security import SESSION_COOKIE, console_session, require, visible
 from api.state import ApiState, api_state
+from pilot_core.access import Action
 from pilot_core.comparison import Verdict
 from pilot_core.demonstration import Phase
 from reports.charts import FontMissing, korean_font_files
@@ -204,33 +205,30 @@ def demonstration_page(request: Request, state: State, session: SignedIn, stored
 
 @router.get("/demonstrations/{ref}/freeze")
 def freeze_page(request: Request, session: SignedIn, stored: Seen) -> Response:
+    if not session.principal.may(Action.FREEZE, stored.membership):
+        message = ConsoleWords(language(request))["freeze_not_allowed"]
+        return page(request, "freeze.html", session, status=403, d=stored, plan=stored.plan, message=message)
     return page(request, "freeze.html", session, d=stored, plan=stored.plan, message=None)
 
 
 @router.post("/demonstrations/{ref}/freeze")
 def freeze(request: Request, state: State, session: SignedIn, stored: Seen, form: Form) -> Response:
+    """Freeze through the API's own handler, once the caller confirmed the hash it was shown."""
     check_csrf(request, form, session)
     words = ConsoleWords(language(request))
-    if stored.frozen:
-        return page(request, "freeze.html", session, d=stored, plan=stored.plan, message=words["already_frozen"])
-    if form.get("plan_hash") != stored.plan_hash:  # the draft was replaced after the confirmation was shown
-        return page(
-            request, "freeze.html", session, status=409, d=stored, plan=stored.plan, message=words["freeze_changed"]
-        )
+
+    def again(status: int, message: str) -> Response:
+        return page(request, "freeze.html", session, status=status, d=stored, plan=stored.plan, message=words[message])
+
     try:
-        freeze_through_api(str(stored.id), state, session.principal)
-    except HTTPException as exc:
-        if exc.status_code != 403:
-            raise
-        return page(
-            request,
-            "freeze.html",
-            session,
-            status=403,
-            d=stored,
-            plan=stored.plan,
-            message=words["freeze_not_allowed"],
-        )
+        require(session.principal, Action.FREEZE, stored)
+    except HTTPException:
+        return again(403, "freeze_not_allowed")
+    if stored.frozen:
+        return again(200, "already_frozen")
+    if form.get("plan_hash") != stored.plan_hash:  # the draft was replaced after the confirmation was shown
+        return again(409, "freeze_changed")
+    freeze_through_api(str(stored.id), state, session.principal)
     return redirect(request, f"/demonstrations/{stored.slug}?frozen=1")
 
 

@@ -86,6 +86,8 @@ async def form_fields(request: Request) -> dict[str, str]:
     body = await request.body()
     if len(body) > MAX_FORM_BYTES:
         raise HTTPException(413, f"a console form is at most {MAX_FORM_BYTES} bytes")
+    if not body:
+        return {}
     if not request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
         raise HTTPException(415, "a console form is sent as application/x-www-form-urlencoded")
     try:
