@@ -2,7 +2,8 @@
 
 The browser test serves the real app with uvicorn over a line whose records went device → MQTT → collector →
 InfluxDB this morning (tests/integration/test_live_line.py), signs in with a one-time link, and checks that the
-page shows the API's numbers, refreshes itself without a console error, and passes axe-core.
+page shows the API's numbers, refreshes itself without a console error, and passes axe-core. Every role against
+the live page: tests/integration/test_console_tenancy.py.
 """
 
 from __future__ import annotations
@@ -37,13 +38,11 @@ from tests.api_support import OPERATOR, key_headers
 from tests.browser import chromium
 from tests.integration.test_cli_demo import short_scenario
 from tests.integration.test_live_line import line, morning, noon_zone, plan
-from tests.integration.test_tenancy import CALLERS, World, world
 from tests.support import count_points, publish_all, running_collector, wait_until
 
-__all__ = ["line", "world"]  # fixtures shared with the API's tests
+__all__ = ["line"]  # the live line test's fixture, shared
 
 AXE = Path(__file__).resolve().parents[1] / "vendor" / "axe.min.js"
-READ = "303 200 200 404 200 200 404 200 404 404"  # anonymous callers are sent to sign in
 
 
 def link_for(app: FastAPI, role: Role = Role.ADMIN, organisation: str = OPERATOR, valid_s: float = 300) -> str:
@@ -82,26 +81,6 @@ def test_guessing_sign_in_links_is_throttled_as_sign_in_is(tmp_path: Path) -> No
     with TestClient(app) as client:
         statuses = [client.get(f"/sign-in/link?token={'a' * 43}").status_code for _ in range(12)]
     assert statuses[:10] == [401] * 10 and statuses[10:] == [429, 429]
-
-
-def test_every_caller_against_the_live_page(world: World) -> None:
-    """As the API's /live answers each caller, the page does; what a caller cannot see is the missing page."""
-    failures = []
-    for caller, status in zip(CALLERS, READ.split(), strict=True):
-        world.client.cookies.clear()
-        if caller in world.tokens:
-            principal = AccessRepository(world.database).authenticate(world.tokens[caller])
-            assert principal is not None
-            world.client.cookies.set(SESSION_COOKIE, world.client.app.state.pilot.sessions.open(principal).token)  # type: ignore[attr-defined]
-        got = world.client.get(f"/demonstrations/{world.shared}/live", follow_redirects=False)
-        if got.status_code != int(status):
-            failures.append(f"{caller}: {got.status_code}, expected {status}")
-        if status == "404":
-            missing = world.client.get("/demonstrations/no-such-demo/live", follow_redirects=False)
-            assert missing.status_code == 404  # the same page, but for the path it names
-            assert missing.text.replace("no-such-demo", "X") == got.text.replace(world.shared, "X")
-    world.client.cookies.clear()
-    assert not failures, "\n".join(failures)
 
 
 @contextmanager
