@@ -227,8 +227,8 @@ class DeviceActivity:
 def device_activity(
     client: InfluxClient, measurements: Iterable[str], since_ms: int, line: tuple[str, str] | None = None
 ) -> list[DeviceActivity]:
-    """Every device with a point since ``since_ms`` (on ``line``, a site and line, if given): one small query per
-    measurement, grouped by device.
+    """Every device with a point since ``since_ms`` (on ``line``, a site and line, if given): two small queries,
+    grouped by device.
 
     Bounded in time, so that no query scans more than InfluxDB 3 Core allows. The newest point is selected
     as a raw point (``ORDER BY time DESC LIMIT 1``), whose time is its own on every InfluxDB version: a
@@ -238,14 +238,15 @@ def device_activity(
     group = ", ".join(quote_identifier(k) for k in ("site", "line", "device"))
     where = f"time >= {since_ms}ms" + (f" AND {_tag('site', line[0])} AND {_tag('line', line[1])}" if line else "")
     seen: dict[tuple[str, str, str], int] = {}
-    for measurement in sorted({STATUS_MEASUREMENT, STATE_MEASUREMENT, PRODUCTION_MEASUREMENT, *measurements}):
-        query = (
-            f'SELECT "seq" FROM {quote_identifier(measurement)} WHERE {where}'
-            f" GROUP BY {group} ORDER BY time DESC LIMIT 1"
-        )
-        for series in client.query(query):
-            key = _device_key(series)
-            seen[key] = max(seen.get(key, 0), int(series.values[0][0]))
+    sources = ", ".join(
+        quote_identifier(m)
+        for m in sorted({STATUS_MEASUREMENT, STATE_MEASUREMENT, PRODUCTION_MEASUREMENT, *measurements})
+    )
+    # One query for every measurement: a series per measurement and device, each its newest point.
+    query = f'SELECT "seq" FROM {sources} WHERE {where} GROUP BY {group} ORDER BY time DESC LIMIT 1'
+    for series in client.query(query):
+        key = _device_key(series)
+        seen[key] = max(seen.get(key, 0), int(series.values[0][0]))
     status: dict[tuple[str, str, str], list[Any]] = {}
     query = (
         f'SELECT "online", "agent_version", "profile_version" FROM {quote_identifier(STATUS_MEASUREMENT)}'

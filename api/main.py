@@ -33,6 +33,7 @@ def create_app(settings: CollectorSettings | None = None, database: Database | N
         threading.Thread(target=comparison.preload, name="preload-statsmodels", daemon=True).start()
         yield
         state.stopping.set()
+        state.close()
         if database is None:
             state.database.dispose()
 

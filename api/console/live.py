@@ -33,10 +33,8 @@ class LiveView:
 @router.get("/demonstrations/{ref}/live")
 def live_page(request: Request, state: State, session: SignedIn, stored: Seen) -> Response:
     try:
-        view = LiveView(live_line(state, str(stored.id), session.principal), None)
+        view = LiveView(live_line(state, stored), None)
     except HTTPException as exc:
-        if exc.status_code == 404:
-            raise
         view = LiveView(None, str(exc.detail))
     words = ConsoleWords(language(request))
     return page(

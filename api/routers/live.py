@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException
 
-from adapters.sql import RollupRepository
+from adapters.sql import RollupRepository, StoredDemonstration
 from api.problems import AUTH_ERRORS, problem_responses
 from api.routers.demonstrations import NOT_FOUND, Ref
 from api.routers.kpis import engine_errors
@@ -19,12 +19,12 @@ router = APIRouter(prefix="/demonstrations", tags=["live"])
 State = Annotated[ApiState, Depends(api_state)]
 
 
-def live_line(state: ApiState, ref: str, principal: Caller) -> LiveLine:
-    """The line of a demonstration ``principal`` can see (404 otherwise, as for one that does not exist)."""
-    stored = visible(principal, state, ref)
+def live_line(state: ApiState, stored: StoredDemonstration) -> LiveLine:
+    """The line of ``stored``, a demonstration the caller has been checked to see."""
     if state.registry is None:
         raise HTTPException(409, f"no device registry: the devices file {state.settings.devices_file} does not exist")
-    with state.influx() as influx, engine_errors():
+    influx = state.polled_influx()  # polled every few seconds: its connections stay open
+    with engine_errors():
         hours = HourStore(
             RollupRepository(state.database),
             influx,
@@ -49,4 +49,4 @@ def live(ref: Ref, state: State, principal: Caller) -> LiveLine:
 
     Cheap enough to poll every few seconds.
     """
-    return live_line(state, ref, principal)
+    return live_line(state, visible(principal, state, ref))
