@@ -33,6 +33,9 @@ TARGET_RSS_MB = 200.0
 TARGET_AGENT_CPU_SHARE = 0.10
 TARGET_AGENT_RSS_MB = 80.0
 TARGET_AGENT_INSTALL_MB = 150.0
+# Issue 22: the console's pages of the demo's demonstration, warm, server-side.
+TARGET_DEMONSTRATION_PAGE_S = 0.300
+TARGET_LIVE_PAGE_S = 0.100
 # "Bounded" through an outage: memory at the end of the long outage within this factor of the short one's.
 BOUNDED_GROWTH = 1.15
 
@@ -418,6 +421,45 @@ def sources_section(result: dict[str, Any] | None) -> str:
     return measured + "\n\n" + table(header, rows)
 
 
+CONSOLE_ROWS = (
+    ("comparison_api", "`GET /v1/demonstrations/{ref}/comparison`, the cached result (baseline)", None),
+    ("demonstration_page", "the demonstration page, `/demonstrations/{ref}`", TARGET_DEMONSTRATION_PAGE_S),
+    ("live_page", "the live line page, `/demonstrations/{ref}/live`", TARGET_LIVE_PAGE_S),
+    ("live_api", "`GET /v1/demonstrations/{ref}/live`, what the live page shows", None),
+)
+
+
+def console_section(result: dict[str, Any] | None) -> str:
+    """The console's pages (``bench.console``): first and warm server-side times, ratios, and issue 22's targets."""
+    if result is None:
+        return "_not run_"
+    rows = []
+    for key, label, target in CONSOLE_ROWS:
+        entry = result.get(key)
+        if entry is None:
+            continue
+        warm = [w * 1000 for w in entry["warm_s"]]
+        rows.append((
+            label, f"{entry['first_s'] * 1000:,.0f}", spread(warm, ",.1f"),
+            f"{entry['ratio_to_baseline']:.2f} ×",
+            "–" if target is None else f"≤ {target * 1000:,.0f} ms",
+            "–" if target is None else verdict(entry["median_s"] <= target),
+        ))  # fmt: skip
+    load = ", ".join(f"{x:.1f}" for x in result.get("loadavg_at_end", [])) or "?"
+    today = result.get("today_hours")
+    measured = (
+        f"Measured {result.get('started', '?')} at commit `{result.get('commit', '?')}`"
+        + (" (with uncommitted changes)" if result.get("dirty") else "")
+        + f": the demo's {result.get('devices', '?')} devices over {result.get('days', '?')} days,"
+        f" {result.get('today_messages', 0):,} messages of today so far"
+        + (f" ({today:g} whole hours)" if today is not None else " (no whole hour yet)")
+        + f"; {result.get('repeat', '?')} warm requests per page; {result.get('cpus', '?')} CPUs,"
+        f" load average {load} at the end."
+    )
+    header = ("request", "first (ms)", "warm (ms): median (range)", "× baseline", "target", "verdict")
+    return measured + "\n\n" + table(header, rows)
+
+
 SECTIONS: dict[str, Callable[[dict[str, dict[str, Any] | None]], str]] = {
     "machine": lambda r: machine_section(r["run"] or {}, r["ingest"] or {}),
     "targets": targets_section,
@@ -430,11 +472,12 @@ SECTIONS: dict[str, Callable[[dict[str, dict[str, Any] | None]], str]] = {
     "disk_full": disk_full_section,
     "statistics": lambda r: statistics_section(r["statistics"]),
     "sources": lambda r: sources_section(r["sources"]),
+    "console": lambda r: console_section(r["console"]),
 }
 
 
 def render(folder: Path) -> str:
-    names = ["run", "ingest", "comparison", "statistics", "sources",
+    names = ["run", "ingest", "comparison", "statistics", "sources", "console",
              *sorted(p.stem for p in folder.glob("spool*.json")),
              *sorted(p.stem for p in folder.glob("diskfull*.json"))]  # fmt: skip
     results = {name: load(folder, name) for name in names}
@@ -449,27 +492,41 @@ def render(folder: Path) -> str:
 
 
 SOURCES_HEADING = "## 8. One agent process reading 50 machines"
-_ALONE = (
-    "_This section was rendered on its own (`python -m bench.report --only sources`) from a `bench.sources`"
-    " run that is not the run above; the other sections are that run's._"
-)
+CONSOLE_HEADING = "## 9. Console pages"
+# The sections a benchmark run on its own may replace: its heading, and how it is drawn from its JSON.
+ALONE_SECTIONS: dict[str, tuple[str, Callable[[dict[str, Any] | None], str]]] = {
+    "sources": (SOURCES_HEADING, sources_section),
+    "console": (CONSOLE_HEADING, console_section),
+}
 
 
-def splice_sources(page: str, folder: Path) -> str:
-    """``page`` with its agent section rendered from ``folder``'s sources.json alone, the rest kept as it is:
-    for a ``bench.sources`` run without the full ``bench/run``. The section says so."""
-    result = load(folder, "sources")
+def _alone(name: str) -> str:
+    return (
+        f"_This section was rendered on its own (`python -m bench.report --only {name}`) from a `bench.{name}`"
+        " run that is not the run above; the other sections are that run's._"
+    )
+
+
+def splice(page: str, folder: Path, name: str) -> str:
+    """``page`` with section ``name`` rendered from ``folder``'s ``name``.json alone, the rest kept as it is:
+    for a ``bench.sources`` or ``bench.console`` run without the full ``bench/run``. The section says so."""
+    heading, section = ALONE_SECTIONS[name]
+    result = load(folder, name)
     if result is None:
-        raise MissingResult(f"{folder}/sources.json is missing: run python -m bench.sources --out it first")
+        raise MissingResult(f"{folder}/{name}.json is missing: run python -m bench.{name} --out it first")
     template = TEMPLATE.read_text(encoding="utf-8")
-    start = template.index(SOURCES_HEADING)
+    start = template.index(heading)
     chunk = template[start : template.index("\n## ", start) + 1]
-    chunk = Template(chunk).substitute(sources=_ALONE + "\n\n" + sources_section(result))
-    if SOURCES_HEADING in page:
-        at = page.index(SOURCES_HEADING)
+    chunk = Template(chunk).substitute({name: _alone(name) + "\n\n" + section(result)})
+    if heading in page:
+        at = page.index(heading)
         return page[:at] + chunk + page[page.index("\n## ", at) + 1 :]
     at = page.index("## How the collector got here")
     return page[:at] + chunk + page[at:]
+
+
+def splice_sources(page: str, folder: Path) -> str:
+    return splice(page, folder, "sources")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -478,7 +535,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
     parser.add_argument(
         "--only",
-        choices=["sources"],
+        choices=sorted(ALONE_SECTIONS),
         help="render only this section into the page at --out, from a results folder that holds only its JSON",
     )
     return parser.parse_args(argv)
@@ -487,8 +544,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        if args.only == "sources":
-            page = splice_sources(args.out.read_text(encoding="utf-8"), args.results)
+        if args.only:
+            page = splice(args.out.read_text(encoding="utf-8"), args.results, args.only)
         else:
             page = render(args.results)
     except MissingResult as exc:

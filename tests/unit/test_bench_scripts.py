@@ -432,3 +432,16 @@ def test_the_sources_bench_parses_its_options_and_writes_a_valid_source_map() ->
     assert [device.device for device in parsed.devices] == ["conveyor-000", "conveyor-001", "cnc-000"]
     with pytest.raises(SystemExit):
         sources.parse_args(["--modbus", "0", "--opcua", "0"])
+
+
+def test_the_console_benchmark_parses_its_options_and_adds_a_period_for_today() -> None:
+    import datetime as dt  # noqa: PLC0415 - this test only
+
+    from bench import console  # noqa: PLC0415 - it imports the whole app
+
+    args = console.parse_args(["--repeat", "3", "--out", "x.json", "--profile"])
+    assert (args.repeat, args.out, args.profile) == (3, Path("x.json"), True)
+    assert console.parse_args([]).repeat == 20
+    text = console.today_scenario_text(dt.date(2026, 12, 6))
+    assert "  - {name: today, behaviour: pilot, start: 2026-12-06, days: 1}\n" in text
+    assert text.index("name: pilot,") < text.index("name: today,")
