@@ -22,6 +22,7 @@ from pilot_core.validation import Rejection
 log = logging.getLogger("pilot.collector")
 
 MAX_PENDING = 10_000
+HEALTH_TIMEOUT_S = 2.0  # a report InfluxDB does not take this quickly waits for the next tick
 
 
 class HealthReporter:
@@ -50,10 +51,11 @@ class HealthReporter:
             self._refused[(at_ms, rejection)] += 1
 
     def run(self, stop: threading.Event) -> None:
-        """Report every interval until ``stop``, and once more then."""
+        """Report every interval until ``stop``, and once more then if InfluxDB took the last one."""
         while not stop.wait(self.interval_s):
             self.report()
-        self.report()
+        if not self._failing:
+            self.report()
 
     def report(self) -> bool:
         """Write the health and the refusals noted; True if InfluxDB took them."""

@@ -27,7 +27,7 @@ from adapters.influxdb import InfluxClient, InfluxError
 from adapters.mqtt_intake import IntakeConnection
 from adapters.mqtt_packets import Delivery
 from collector.dead_letter import dead_letter_payload, dead_letter_topic
-from collector.health import HealthReporter
+from collector.health import HEALTH_TIMEOUT_S, HealthReporter
 from collector.metrics import CollectorMetrics
 from collector.output import InfluxOutput
 from collector.processing import BatchOutcome, Limits, ProcessorProcess, topic_or_none
@@ -117,9 +117,13 @@ class Collector:
         self._last_heartbeat = time.monotonic()
         self._watchdog = self.supervisor.thread("watchdog", self._watch, self._stopping)
         self.metrics.watch_health(self._healthy)
-        # Its own client: a write stuck on a down InfluxDB must not hold the batches' connections.
+        # Its own client, with a short timeout: a write stuck on a down InfluxDB must hold neither the batches'
+        # connections nor a shutdown.
+        health_influx = settings.influx.model_copy(
+            update={"timeout_s": min(settings.influx.timeout_s, HEALTH_TIMEOUT_S)}
+        )
         self.health = HealthReporter(
-            InfluxClient(settings.influx), settings.client_id, settings.health_interval_s, self._health_at
+            InfluxClient(health_influx), settings.client_id, settings.health_interval_s, self._health_at
         )
         self._health_thread = self.supervisor.thread("health", lambda: self.health.run(self._abort), self._abort)
 
@@ -174,7 +178,7 @@ class Collector:
         self._spooled.set()
         self._replayer.join(30)
         if self._health_thread.ident is not None:
-            self._health_thread.join(self.settings.influx.timeout_s + 5)
+            self._health_thread.join(HEALTH_TIMEOUT_S + 5)
         self.health.influx.close()
         self._mqtt.close()
         self.processor.close()
