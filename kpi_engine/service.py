@@ -51,6 +51,20 @@ Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True, slots=True)
+class Fingerprinted:
+    """A plan version and the fingerprint of the stored data an evaluation of it sees."""
+
+    demonstration_id: int
+    slug: str
+    plan_version: int
+    frozen: bool
+    plan: DemonstrationPlan
+    plan_hash: str
+    data_fingerprint: str
+    hours_refreshed: int
+
+
+@dataclass(frozen=True, slots=True)
 class Evaluation:
     demonstration_id: int
     slug: str
@@ -305,15 +319,17 @@ class KpiService:
         self.cache = cache
         self.max_window_days = max_window_days
 
-    def evaluate(
+    def fingerprint(
         self,
         ref: int | str,
         version: int | None = None,
         *,
         refresh: bool = False,
         progress: Progress | None = None,
-    ) -> Evaluation:
-        """The demonstration's result under plan ``version`` (default: the latest)."""
+    ) -> Fingerprinted:
+        """What an evaluation of plan ``version`` (default: the latest) would see, its hours refreshed as
+        ``evaluate`` refreshes them, without reading or computing the result: pages keyed by the fingerprint
+        need no more when they have it."""
         stored = self.demonstrations.get(ref)
         chosen = self.demonstrations.version(stored.id, version or stored.version)
         plan = chosen.plan
@@ -328,22 +344,50 @@ class KpiService:
             refreshed = self.hours.refresh(plan, self.hours.stamps(plan), force=refresh, progress=progress)
             if refreshed:
                 summaries = self.hours.summaries(plan)
-        fingerprint = data_fingerprint(chosen.plan_hash, summaries)
+        return Fingerprinted(
+            demonstration_id=stored.id,
+            slug=stored.slug,
+            plan_version=chosen.version,
+            frozen=chosen.frozen,
+            plan=plan,
+            plan_hash=chosen.plan_hash,
+            data_fingerprint=data_fingerprint(chosen.plan_hash, summaries),
+            hours_refreshed=refreshed,
+        )
+
+    def evaluate(
+        self,
+        ref: int | str,
+        version: int | None = None,
+        *,
+        refresh: bool = False,
+        progress: Progress | None = None,
+    ) -> Evaluation:
+        """The demonstration's result under plan ``version`` (default: the latest)."""
+        seen = self.fingerprint(ref, version, refresh=refresh, progress=progress)
+        plan = seen.plan
+        fingerprint = seen.data_fingerprint
         common: dict[str, Any] = {
-            "demonstration_id": stored.id,
-            "slug": stored.slug,
-            "plan_version": chosen.version,
-            "frozen": chosen.frozen,
+            "demonstration_id": seen.demonstration_id,
+            "slug": seen.slug,
+            "plan_version": seen.plan_version,
+            "frozen": seen.frozen,
             "plan": plan,
             "data_fingerprint": fingerprint,
-            "hours_refreshed": refreshed,
+            "hours_refreshed": seen.hours_refreshed,
         }
-        cached = self.cache.get(stored.id, chosen.version, "evaluation", fingerprint)
+        cached = self.cache.get(seen.demonstration_id, seen.plan_version, "evaluation", fingerprint)
         if cached is not None:
             return Evaluation(result=_RESULT.validate_python(cached), cached=True, **common)
         intervals = telemetry_intervals(plan, self.hours.registry)
-        result = evaluate(plan, chosen.plan_hash, self.hours.read(plan), intervals)
-        self.cache.put(stored.id, chosen.version, "evaluation", fingerprint, _RESULT.dump_python(result, mode="json"))
+        result = evaluate(plan, seen.plan_hash, self.hours.read(plan), intervals)
+        self.cache.put(
+            seen.demonstration_id,
+            seen.plan_version,
+            "evaluation",
+            fingerprint,
+            _RESULT.dump_python(result, mode="json"),
+        )
         return Evaluation(result=result, cached=False, **common)
 
     def evaluate_with_breakdown(

@@ -12,6 +12,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from selenium import webdriver
@@ -45,10 +46,16 @@ def _first(candidates: tuple[str, ...], name: str) -> str:
 
 
 @contextmanager
-def chromium(width: int = 1280, height: int = 1000) -> Iterator[webdriver.Chrome]:
-    """A fresh headless Chromium with its own profile folder, closed and removed on exit."""
+def chromium(width: int = 1280, height: int = 1000, *, logs: bool = False) -> Iterator[webdriver.Chrome]:
+    """A fresh headless Chromium with its own profile folder, closed and removed on exit.
+
+    ``logs``: keep the console's messages (``driver.get_log("browser")``) and every network event
+    (``driver.get_log("performance")``) for the test to read.
+    """
     options = webdriver.ChromeOptions()
     options.binary_location = _first(BROWSERS, "chromium")
+    if logs:
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
     profile = tempfile.mkdtemp(prefix="pilot-chromium-")
     for flag in (*FLAGS, f"--user-data-dir={profile}", f"--window-size={width},{height}"):
         options.add_argument(flag)
@@ -59,3 +66,14 @@ def chromium(width: int = 1280, height: int = 1000) -> Iterator[webdriver.Chrome
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+def platform_fonts(driver: Any, selector: str) -> list[dict[str, Any]]:
+    """The platform fonts Chromium drew a node's text with (DevTools CSS.getPlatformFontsForNode)."""
+    driver.execute_cdp_cmd("DOM.enable", {})
+    driver.execute_cdp_cmd("CSS.enable", {})
+    root = driver.execute_cdp_cmd("DOM.getDocument", {"depth": 0})["root"]["nodeId"]
+    node = driver.execute_cdp_cmd("DOM.querySelector", {"nodeId": root, "selector": selector})["nodeId"]
+    assert node, selector
+    fonts: list[dict[str, Any]] = driver.execute_cdp_cmd("CSS.getPlatformFontsForNode", {"nodeId": node})["fonts"]
+    return fonts

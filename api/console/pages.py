@@ -190,7 +190,7 @@ def switch_language(request: Request, session: CurrentSession, form: Form) -> Re
 
 @router.get("/demonstrations")
 def demonstration_list(request: Request, state: State, session: SignedIn) -> Response:
-    rows = views.demonstrations(state, session.principal)
+    rows = views.demonstrations(state, _drawn_pages(request), session.principal)
     return page(request, "demonstrations.html", session, rows=rows)
 
 

@@ -14,6 +14,7 @@ import threading
 from collections import Counter, OrderedDict
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import HTTPException
 
@@ -29,7 +30,7 @@ from reports.content import ReportContent, report_content
 from reports.i18n import Language, Words
 
 AUDIT_ENTRIES = 200  # newest first; the evidence bundle holds the whole trail
-_KEPT_PAGES = 32
+_KEPT_PAGES = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,23 +69,24 @@ class Amendment:
 
 
 class DrawnPages:
-    """Content and charts per (demonstration, version, data fingerprint, language), least recently used go first."""
+    """What pages drew, by what it was drawn from (a data fingerprint names the plan hash and every stored hour's
+    version), least recently used going first."""
 
     def __init__(self, capacity: int = _KEPT_PAGES) -> None:
         self.capacity = capacity
-        self._kept: OrderedDict[tuple[int, int, str, Language], Drawn] = OrderedDict()
+        self._kept: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: tuple[int, int, str, Language]) -> Drawn | None:
+    def get(self, key: tuple[Any, ...]) -> Any:
         with self._lock:
-            drawn = self._kept.get(key)
-            if drawn is not None:
+            kept = self._kept.get(key)
+            if kept is not None:
                 self._kept.move_to_end(key)
-            return drawn
+            return kept
 
-    def keep(self, key: tuple[int, int, str, Language], drawn: Drawn) -> None:
+    def keep(self, key: tuple[Any, ...], value: Any) -> None:
         with self._lock:
-            self._kept[key] = drawn
+            self._kept[key] = value
             while len(self._kept) > self.capacity:
                 self._kept.popitem(last=False)
 
@@ -103,7 +105,7 @@ def _glance(evaluation: Evaluation) -> Glance:
     return Glance({verdict: verdicts.get(verdict, 0) for verdict in Verdict})
 
 
-def demonstrations(state: ApiState, principal: Principal) -> list[ListRow]:
+def demonstrations(state: ApiState, pages: DrawnPages, principal: Principal) -> list[ListRow]:
     """Every demonstration ``principal`` sees (as ``GET /v1/demonstrations``), with its verdicts at a glance."""
     rows = []
     for stored in state.demonstrations().list():
@@ -111,7 +113,12 @@ def demonstrations(state: ApiState, principal: Principal) -> list[ListRow]:
             continue
         try:
             with _service(state, principal, str(stored.id)) as service, engine_errors():
-                glance = _glance(service.evaluate(stored.id))
+                seen = service.fingerprint(stored.id)
+                key = ("glance", seen.demonstration_id, seen.plan_version, seen.data_fingerprint)
+                glance = pages.get(key)
+                if glance is None:
+                    glance = _glance(service.evaluate(stored.id))
+                    pages.keep(key, glance)
         except HTTPException as exc:
             glance = Glance({}, _problem(exc))
         rows.append(ListRow(stored, glance))
@@ -125,15 +132,14 @@ def demonstration(
     drawn, error = None, None
     try:
         with _service(state, principal, str(stored.id)) as service, engine_errors():
-            evaluation = service.evaluate(stored.id)
-            key = (evaluation.demonstration_id, evaluation.plan_version, evaluation.data_fingerprint, language)
-            drawn = pages.get(key)
+            seen = service.fingerprint(stored.id)
+            drawn = pages.get(("page", seen.demonstration_id, seen.plan_version, seen.data_fingerprint, language))
             if drawn is None:
                 evaluation, breakdown = service.evaluate_with_breakdown(stored.id)
                 content = report_content(evaluation, breakdown, dt.datetime.now(dt.UTC))
                 drawn = Drawn(content, charts(content, Words(language)))
-                key = (evaluation.demonstration_id, evaluation.plan_version, evaluation.data_fingerprint, language)
-                pages.keep(key, drawn)
+                key = ("page", evaluation.demonstration_id, evaluation.plan_version, evaluation.data_fingerprint)
+                pages.keep((*key, language), drawn)
     except (HTTPException, FontMissing) as exc:
         error = _problem(exc)
     audit = state.audit().entries(stored.id, limit=AUDIT_ENTRIES)

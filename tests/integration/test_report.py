@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from html.parser import HTMLParser
 from io import BytesIO
 from pathlib import Path
-from typing import Any
 
 import httpx
 import numpy as np
@@ -42,7 +41,7 @@ from reports.charts import COLOURS
 from reports.i18n import EN, KO, Language
 from simulators.scenario import load_scenario
 from tests.api_support import admin_client, key_headers
-from tests.browser import chromium
+from tests.browser import chromium, platform_fonts
 from tests.integration.test_cli_demo import short_scenario
 
 CHARTS = ("cycle_times", "daily_oee", "downtime", "energy")
@@ -251,17 +250,6 @@ def _ink(image: Image.Image) -> float:
     return float(np.mean(np.asarray(image.convert("L")) < 235))
 
 
-def _fonts(driver: Any, selector: str) -> list[dict[str, Any]]:
-    """The platform fonts Chromium drew a node's text with (DevTools CSS.getPlatformFontsForNode)."""
-    driver.execute_cdp_cmd("DOM.enable", {})
-    driver.execute_cdp_cmd("CSS.enable", {})
-    root = driver.execute_cdp_cmd("DOM.getDocument", {"depth": 0})["root"]["nodeId"]
-    node = driver.execute_cdp_cmd("DOM.querySelector", {"nodeId": root, "selector": selector})["nodeId"]
-    assert node, selector
-    fonts: list[dict[str, Any]] = driver.execute_cdp_cmd("CSS.getPlatformFontsForNode", {"nodeId": node})["fonts"]
-    return fonts
-
-
 @pytest.mark.parametrize("language", list(Language))
 def test_the_table_and_charts_show_in_a_browser(language: Language, html: dict[Language, str], tmp_path: Path) -> None:
     page = tmp_path / f"report-{language.value}.html"
@@ -298,7 +286,7 @@ def test_the_table_and_charts_show_in_a_browser(language: Language, html: dict[L
         # name in English, and a Korean heading of the table.
         checks = ("#report-title", "#kpi-table thead th") if language is Language.KO else ("#plan-title",)
         for selector in checks:
-            fonts = _fonts(driver, selector)
+            fonts = platform_fonts(driver, selector)
             assert fonts and all(f["glyphCount"] > 0 for f in fonts), (selector, fonts)
             assert any(f["familyName"].startswith("NanumGothic") for f in fonts), (selector, fonts)
             if language is Language.KO:
