@@ -25,7 +25,7 @@ from api.main import create_app
 from collector.settings import CollectorSettings
 from pilot_core.access import Role
 from pilot_core.contract import topic_for
-from pilot_core.live import COLLECTOR_HEALTH_MEASUREMENT, DEAD_LETTER_MEASUREMENT
+from pilot_core.live import COLLECTOR_HEALTH_MEASUREMENT, DEAD_LETTER_MEASUREMENT, SILENT_AFTER_INTERVALS
 from pilot_core.registry import DeviceEntry, DeviceRegistry
 from pilot_core.validation import PRODUCTION_MEASUREMENT, STATE_MEASUREMENT
 from tests.api_support import admin_client, key_headers
@@ -210,7 +210,8 @@ def test_a_stopped_collector_is_shown_silent(line: tuple[CollectorSettings, Devi
             ),
             what="a health point",
         )
-    time.sleep(1.2)  # its last report, written as it stopped, grows older than three intervals (at least 1 s)
+    # Its last report, written as it stopped, grows older than three of its intervals (each counted as 1 s at least).
+    time.sleep(SILENT_AFTER_INTERVALS * max(settings.health_interval_s, 1.0) + 0.5)
     with admin_client(create_app(settings)) as api:
         slug = api.post("/v1/demonstrations", json=plan(site, zone, day)).json()["slug"]
         live = api.get(f"/v1/demonstrations/{slug}/live").json()
