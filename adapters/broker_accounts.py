@@ -69,6 +69,12 @@ class BrokerFiles:
         _replace(self.acl_file, book.acl_text(), 0o600)
 
 
+def write_private(path: Path, text: str) -> None:
+    """Write a file that holds a secret (a bridge's configuration with its password): mode 0600, whole."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _replace(path, text, 0o600)
+
+
 def _replace(path: Path, text: str, mode: int) -> None:
     """Write ``path`` whole; an existing file keeps its mode and group (e.g. chgrp mosquitto, chmod 640)."""
     try:

@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,6 +50,7 @@ class LocalService:
     port: int
     command: list[str]
     process: subprocess.Popen[bytes] | None = None
+    host: str = "127.0.0.1"  # where it is ready, seen from here
     log_path: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -78,7 +80,7 @@ class LocalService:
 
     def ready(self) -> bool:
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+            with socket.create_connection((self.host, self.port), timeout=0.2):
                 return True
         except OSError:
             return False
@@ -139,12 +141,14 @@ def mosquitto(
     password_file: Path | None = None,
     acl_file: Path | None = None,
     tls: ServerTls | None = None,
+    more_listeners: Sequence[tuple[str, int]] = (),
 ) -> LocalService:
     """A Mosquitto 2 broker configured for the collector: large queues, MQTT 5.
 
     Anonymous and plain by default. With ``password_file`` only its accounts may connect, each with its
     username as client id (as deploy/mosquitto/mosquitto.conf), and with ``acl_file`` each may use only the
-    topics it grants; ``tls`` makes the listener TLS-only.
+    topics it grants; ``tls`` makes the listener TLS-only. ``more_listeners`` (address, port) listen
+    there too, alike (e.g. where sites' bridges reach a central broker).
     """
     binary = find_binary("mosquitto", "/usr/sbin/mosquitto")
     folder = folder.resolve()  # the process runs in the folder, so relative paths would break
@@ -158,12 +162,16 @@ def mosquitto(
         listener_tls = [f"certfile {tls.cert_file.resolve()}", f"keyfile {tls.key_file.resolve()}"]
         listener_tls += [f"cafile {tls.ca_file.resolve()}"] if tls.ca_file else []
         listener_tls += ["require_certificate true"] if tls.require_certificate else []
+    listeners = [
+        line
+        for address, listener_port in [("127.0.0.1", port), *more_listeners]
+        for line in (f"listener {listener_port} {address}", *listener_tls)
+    ]
     config = folder / "mosquitto.conf"
     config.write_text(
         "\n".join(
             [
-                f"listener {port} 127.0.0.1",
-                *listener_tls,
+                *listeners,
                 f"allow_anonymous {'false' if password_file else 'true'}",
                 *access,
                 f"persistence {'true' if persistence else 'false'}",

@@ -79,6 +79,7 @@ class IntakeConnection:
         on_session_lost: Callable[[str, str], None] | None = None,
         session_marker: Path | None = None,
         hold: Callable[[], bool] | None = None,
+        will: Callable[[], tuple[str, bytes]] | None = None,
     ) -> None:
         if any(qos not in (0, 1) for _, qos in subscriptions):
             raise ValueError("intake subscriptions are QoS 0 or 1")
@@ -98,6 +99,7 @@ class IntakeConnection:
         # honour Receive Maximum (Mosquitto 2.0.11 sends past it once the first PUBACKs arrive), and TCP
         # flow control then keeps the rest on the broker.
         self._hold = hold
+        self._will = will  # made anew for each connection (Sparkplug's STATE will carries its birth's timestamp)
         self._session_expiry_s = session_expiry_s or 0
         self._receive_maximum = receive_maximum
         self._context = (
@@ -190,12 +192,12 @@ class IntakeConnection:
                 return 0
         return len(ids)
 
-    def publish(self, topic: str, payload: bytes, qos: int = 1) -> Publication:
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> Publication:
         """Send a PUBLISH; for QoS 1 the returned Publication settles on its PUBACK."""
         publication = Publication()
         if qos == 0:
             try:
-                self._send(wire.publish_packet(topic, payload, 0))
+                self._send(wire.publish_packet(topic, payload, 0, retain=retain))
                 publication.settle(None)
             except (OSError, ConnectionLost) as exc:
                 publication.settle(f"not connected ({exc})")
@@ -207,7 +209,7 @@ class IntakeConnection:
             packet_id = self._next_packet_id()
             self._publications[packet_id] = publication
         try:
-            self._send(wire.publish_packet(topic, payload, 1, packet_id))
+            self._send(wire.publish_packet(topic, payload, 1, packet_id, retain=retain))
         except (OSError, ConnectionLost) as exc:
             self._settle(packet_id, f"not connected ({exc})")
         return publication
@@ -362,6 +364,7 @@ class IntakeConnection:
                 receive_maximum=self._receive_maximum,
                 username=settings.username or None,
                 password=password if settings.username else None,
+                will=self._will() if self._will is not None else None,
             )
             connack, rest = self._handshake(sock, connect, timeout_s)
         except BaseException:

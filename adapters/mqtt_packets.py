@@ -92,7 +92,9 @@ def connect_packet(
     receive_maximum: int = 0,
     username: str | None = None,
     password: str | None = None,
+    will: tuple[str, bytes] | None = None,
 ) -> bytes:
+    """CONNECT; ``will`` (topic, payload) is published by the broker, QoS 1 and retained, if the connection dies."""
     flags = 0x02 if clean_start else 0
     properties = b""
     if session_expiry_s:
@@ -100,6 +102,9 @@ def connect_packet(
     if receive_maximum:
         properties += bytes((PROP_RECEIVE_MAXIMUM,)) + struct.pack("!H", receive_maximum)
     payload = _string(client_id)
+    if will is not None:
+        flags |= 0x04 | (1 << 3) | 0x20  # will, QoS 1, retained
+        payload += b"\x00" + _string(will[0]) + _string(will[1])
     if username is not None:
         flags |= 0x80
         payload += _string(username)
@@ -121,11 +126,11 @@ def unsubscribe_packet(packet_id: int, filters: list[str]) -> bytes:
     return _packet(UNSUBSCRIBE, struct.pack("!H", packet_id) + b"\x00" + b"".join(_string(f) for f in filters))
 
 
-def publish_packet(topic: str, payload: bytes, qos: int, packet_id: int = 0) -> bytes:
+def publish_packet(topic: str, payload: bytes, qos: int, packet_id: int = 0, retain: bool = False) -> bytes:
     if qos not in (0, 1):
         raise ValueError("this client publishes with QoS 0 or 1")
     body = _string(topic) + (struct.pack("!H", packet_id) if qos else b"") + b"\x00" + payload
-    return _packet(PUBLISH | (qos << 1), body)
+    return _packet(PUBLISH | (qos << 1) | int(retain), body)
 
 
 _PUBACK = struct.Struct("!BBH")

@@ -460,6 +460,43 @@ def console_section(result: dict[str, Any] | None) -> str:
     return measured + "\n\n" + table(header, rows)
 
 
+SPARKPLUG_LABELS = {
+    "json": "pilot/v1 JSON, 50 records a message (baseline)",
+    "json-single": "pilot/v1 JSON, 1 record a message",
+    "sparkplug": "**Sparkplug B DDATA, 1 point a message**",
+}
+
+
+def sparkplug_section(result: dict[str, Any] | None) -> str:
+    """Sparkplug B against the JSON contract (``bench.sparkplug``): its own run, named, in points per second."""
+    if result is None:
+        return "_not run_"
+    rows = []
+    for form, label in SPARKPLUG_LABELS.items():
+        figures = result.get(form)
+        if figures is None:
+            continue
+        rates = [figures["points_per_s_min"], figures["points_per_s_median"], figures["points_per_s_max"]]
+        ratio = figures.get("to_json")
+        rows.append(
+            (
+                label,
+                f"{figures['messages']:,}",
+                f"{figures['points_per_s_median']:,.0f} ({min(rates):,.0f}–{max(rates):,.0f})",
+                "1" if ratio is None else f"{ratio['median']:.2f} ({ratio['min']:.2f}–{ratio['max']:.2f})",
+            )
+        )
+    load = ", ".join(f"{x:.2f}" for x in result.get("loadavg_at_start", [])) or "?"
+    measured = (
+        f"Measured {result.get('started', '?')} at commit `{result.get('commit', '?')}`"
+        + (" (with uncommitted changes)" if result.get("dirty") else "")
+        + f": {result.get('points', 0):,} points of {result.get('metrics_per_point', '?')} metrics per form,"
+        f" {result.get('repeat', '?')} repeats; {result.get('cores', '?')} cores, load average at start {load}."
+    )
+    header = ("form", "messages", "points/s, median (range)", "ratio to batched JSON")
+    return measured + "\n\n" + table(header, rows)
+
+
 SECTIONS: dict[str, Callable[[dict[str, dict[str, Any] | None]], str]] = {
     "machine": lambda r: machine_section(r["run"] or {}, r["ingest"] or {}),
     "targets": targets_section,
@@ -473,11 +510,12 @@ SECTIONS: dict[str, Callable[[dict[str, dict[str, Any] | None]], str]] = {
     "statistics": lambda r: statistics_section(r["statistics"]),
     "sources": lambda r: sources_section(r["sources"]),
     "console": lambda r: console_section(r["console"]),
+    "sparkplug": lambda r: sparkplug_section(r.get("sparkplug")),
 }
 
 
 def render(folder: Path) -> str:
-    names = ["run", "ingest", "comparison", "statistics", "sources", "console",
+    names = ["run", "ingest", "comparison", "statistics", "sources", "sparkplug", "console",
              *sorted(p.stem for p in folder.glob("spool*.json")),
              *sorted(p.stem for p in folder.glob("diskfull*.json"))]  # fmt: skip
     results = {name: load(folder, name) for name in names}
@@ -492,24 +530,23 @@ def render(folder: Path) -> str:
 
 
 SOURCES_HEADING = "## 8. One agent process reading 50 machines"
-CONSOLE_HEADING = "## 9. Console pages"
-# The sections a benchmark run on its own may replace: its heading, and how it is drawn from its JSON.
-ALONE_SECTIONS: dict[str, tuple[str, Callable[[dict[str, Any] | None], str]]] = {
+SPARKPLUG_HEADING = "## 9. Sparkplug B intake against the JSON contract"
+CONSOLE_HEADING = "## 10. Console pages"
+# The sections a benchmark of their own may render alone into a page: result name → heading, section.
+ALONE_SECTIONS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "sources": (SOURCES_HEADING, sources_section),
+    "sparkplug": (SPARKPLUG_HEADING, sparkplug_section),
     "console": (CONSOLE_HEADING, console_section),
 }
-
-
-def _alone(name: str) -> str:
-    return (
-        f"_This section was rendered on its own (`python -m bench.report --only {name}`) from a `bench.{name}`"
-        " run that is not the run above; the other sections are that run's._"
-    )
+_ALONE = (
+    "_This section was rendered on its own (`python -m bench.report --only {name}`) from a `bench.{name}`"
+    " run that is not the run above; the other sections are that run's._"
+)
 
 
 def splice(page: str, folder: Path, name: str) -> str:
-    """``page`` with section ``name`` rendered from ``folder``'s ``name``.json alone, the rest kept as it is:
-    for a ``bench.sources`` or ``bench.console`` run without the full ``bench/run``. The section says so."""
+    """``page`` with one section rendered from ``folder``'s ``name``.json alone, the rest kept as it is: for a
+    benchmark run without the full ``bench/run``. The section says so."""
     heading, section = ALONE_SECTIONS[name]
     result = load(folder, name)
     if result is None:
@@ -517,7 +554,7 @@ def splice(page: str, folder: Path, name: str) -> str:
     template = TEMPLATE.read_text(encoding="utf-8")
     start = template.index(heading)
     chunk = template[start : template.index("\n## ", start) + 1]
-    chunk = Template(chunk).substitute({name: _alone(name) + "\n\n" + section(result)})
+    chunk = Template(chunk).substitute({name: _ALONE.format(name=name) + "\n\n" + section(result)})
     if heading in page:
         at = page.index(heading)
         return page[:at] + chunk + page[page.index("\n## ", at) + 1 :]
@@ -544,7 +581,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        if args.only:
+        if args.only is not None:
             page = splice(args.out.read_text(encoding="utf-8"), args.results, args.only)
         else:
             page = render(args.results)

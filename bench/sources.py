@@ -142,7 +142,7 @@ def cpu_split(pid: int) -> tuple[float, float]:
 
 # The agent's modules alone, before any device: the floor under its RSS, whatever the number of devices.
 _IMPORT_FLOOR = (
-    "import pilot.agent_cli, edge_agent.sources\n"
+    "import pilot.agent_cli, edge_agent.sources, adapters.sources.modbus, adapters.sources.opcua\n"
     "print(next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmRSS:')))"
 )
 

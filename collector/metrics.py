@@ -39,6 +39,24 @@ class CollectorMetrics:
             registry=r,
         )
         self.points_written = Counter("pilot_collector_points_written", "Points written to InfluxDB", registry=r)
+        self.sparkplug_historical = Counter(
+            "pilot_collector_sparkplug_historical_points",
+            "Sparkplug telemetry points flagged is_historical (store-and-forward): backfill, not live",
+            registry=r,
+        )
+        self.sparkplug_rebirths = Counter(
+            "pilot_collector_sparkplug_rebirth_requests", "NCMD Node Control/Rebirth sent to edge nodes", registry=r
+        )
+        self.sparkplug_stale_deaths = Counter(
+            "pilot_collector_sparkplug_stale_deaths",
+            "NDEATHs ignored: their bdSeq is not the current birth's",
+            registry=r,
+        )
+        self.sparkplug_ignored_metrics = Counter(
+            "pilot_collector_sparkplug_ignored_metrics",
+            "Sparkplug metric values mapped to no profile metric and no signal",
+            registry=r,
+        )
         self.batches = Counter("pilot_collector_batches", "Batches handled, by outcome", ["outcome"], registry=r)
         self.write_retries = Counter("pilot_collector_write_retries", "InfluxDB writes retried", registry=r)
         self.write_seconds = Histogram(

@@ -9,20 +9,32 @@ the collector keeps the metrics.
 
 from __future__ import annotations
 
+import logging
 import math
 import multiprocessing
 import os
+import pickle
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from adapters.sparkplug.codec import SparkplugDecodeError, decode_payload
 from pilot_core.contract import Topic, TopicError, parse_topic
 from pilot_core.rate_limit import RateLimit, TokenBuckets
 from pilot_core.registry import DeviceRegistry
+from pilot_core.sparkplug import (
+    SparkplugDeviceMap,
+    SparkplugHost,
+    SparkplugTopicError,
+    Verdict,
+    is_sparkplug,
+    parse_sparkplug_topic,
+)
 from pilot_core.validation import (
     Accepted,
     ClockCheck,
@@ -37,7 +49,9 @@ from pilot_core.validation import (
 if TYPE_CHECKING:  # the child process imports this module: settings would bring httpx and pydantic-settings
     from collector.settings import CollectorSettings
 
-StreamKey = tuple[str, str, str, str]  # site, line, device, channel
+log = logging.getLogger("pilot.collector")
+
+StreamKey = tuple[str, str, str, str]  # site, line, device, channel; for Sparkplug: group, node, device, "sparkplug"
 
 
 @dataclass
@@ -49,6 +63,21 @@ class BatchOutcome:
     rejected: list[tuple[int, Rejection]] = field(default_factory=list)
     duplicates: list[StreamKey] = field(default_factory=list)  # the stream of each duplicate
     seq_gaps: list[tuple[StreamKey, int]] = field(default_factory=list)  # stream and how many seqs it skipped
+    # Sparkplug: edge nodes to ask for a rebirth (group, edge node), at once, before the batch is durable.
+    rebirths: list[tuple[str, str]] = field(default_factory=list)
+    historical_points: int = 0  # Sparkplug store-and-forward: backfill, not live
+    stale_deaths: int = 0
+    ignored_metrics: int = 0
+    checkpoint: int | None = None  # the host state after this batch, to keep once the batch is durable
+
+
+@dataclass(frozen=True, slots=True)
+class SparkplugIntake:
+    """The Sparkplug host's configuration, as the child process needs it."""
+
+    maps: tuple[SparkplugDeviceMap, ...] = ()
+    rebirth_interval_s: float = 10.0
+    checkpoint_file: Path | None = None  # the host state as of the last durable batch
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,9 +127,16 @@ class Processor:
         *,
         wall_clock: Callable[[], float] = time.time,
         monotonic_clock: Callable[[], float] = time.monotonic,
+        sparkplug: SparkplugIntake | None = None,
     ) -> None:
         self.registry = registry
         self.limits = limits
+        self.sparkplug = sparkplug
+        self.host = SparkplugHost(registry, sparkplug.maps, sparkplug.rebirth_interval_s) if sparkplug else None
+        self._batches = 0
+        self._snapshots: dict[int, bytes] = {}  # batch number → host state after it, until acknowledged
+        if sparkplug is not None and sparkplug.checkpoint_file is not None:
+            self._restore(sparkplug.checkpoint_file)
         self.seq = SeqTracker()
         self.statuses = StatusTimes()  # a will is stored when it is received: the outage
         self.quotas: TokenBuckets[tuple[str, str, str]] | None = (
@@ -114,7 +150,12 @@ class Processor:
         wall_s = self._wall_clock()
         clock = self.limits.clock_check(wall_s)
         now_s = self._monotonic_clock()
+        sparkplug_seen = False
         for index, (topic, payload) in enumerate(messages):
+            if self.host is not None and is_sparkplug(topic):
+                sparkplug_seen = True
+                self._sparkplug(index, topic, payload, clock, int(wall_s * 1000), now_s, outcome)
+                continue
             result = self._validate(topic, payload, clock, int(wall_s * 1000))
             if isinstance(result, Accepted):
                 if result.birth:
@@ -126,7 +167,88 @@ class Processor:
             elif not self.limits.judge_seq or self._sequence_ok(result, index, outcome):
                 outcome.lines.extend(result.lines)
                 outcome.line_owner.extend([index] * len(result.lines))
+        if sparkplug_seen and self.host is not None:
+            self._batches += 1
+            self._snapshots[self._batches] = pickle.dumps(self.host.snapshot())
+            outcome.checkpoint = self._batches
         return outcome
+
+    def _sparkplug(
+        self,
+        index: int,
+        topic_name: str,
+        payload: bytes,
+        clock: ClockCheck | None,
+        received_ms: int,
+        now_s: float,
+        outcome: BatchOutcome,
+    ) -> None:
+        assert self.host is not None
+        try:
+            topic = parse_sparkplug_topic(topic_name)
+        except SparkplugTopicError as exc:
+            outcome.rejected.append((index, Rejection(RejectReason.BAD_TOPIC, str(exc))))
+            return
+        if len(payload) > self.limits.max_payload_bytes:
+            detail = f"payload is {len(payload)} bytes; the limit is {self.limits.max_payload_bytes}"
+            outcome.rejected.append((index, Rejection(RejectReason.TOO_LARGE, detail)))
+            return
+        if topic.kind is None:
+            return  # a host's STATE (ours among them): JSON, not data
+        try:
+            decoded = decode_payload(payload)
+        except SparkplugDecodeError as exc:
+            outcome.rejected.append((index, Rejection(RejectReason.SPARKPLUG_UNDECODABLE, str(exc))))
+            return
+        try:
+            result = self.host.handle(topic, decoded, received_ms, now_s, clock)
+        except Exception as exc:  # a bug must cost this message only
+            detail = f"the collector failed on this Sparkplug message ({type(exc).__name__}: {exc}); please report it"
+            outcome.rejected.append((index, Rejection(RejectReason.INTERNAL_ERROR, detail)))
+            return
+        stream = (topic.group, topic.edge_node, topic.device or "", "sparkplug")
+        if result.rebirth is not None:
+            outcome.rebirths.append(result.rebirth)
+        if result.seq_gap:
+            outcome.seq_gaps.append((stream, result.seq_gap))
+        outcome.historical_points += result.historical_points
+        outcome.ignored_metrics += result.ignored_metrics
+        if result.verdict is Verdict.DUPLICATE:
+            outcome.duplicates.append(stream)
+        elif result.verdict is Verdict.STALE_DEATH:
+            outcome.stale_deaths += 1
+        elif result.rejection is not None:
+            outcome.rejected.append((index, result.rejection))
+        else:
+            outcome.lines.extend(result.lines)
+            outcome.line_owner.extend([index] * len(result.lines))
+
+    def commit(self, checkpoint: int) -> None:
+        """Keep the host state as of batch ``checkpoint``, now durable: a restart resumes from it."""
+        snapshot = self._snapshots.get(checkpoint)
+        for number in [n for n in self._snapshots if n <= checkpoint]:
+            del self._snapshots[number]
+        if snapshot is None or self.sparkplug is None or self.sparkplug.checkpoint_file is None:
+            return
+        path = self.sparkplug.checkpoint_file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(".tmp")
+        with open(temporary, "wb") as out:
+            out.write(snapshot)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+
+    def _restore(self, path: Path) -> None:
+        assert self.host is not None
+        try:
+            snapshot = pickle.loads(path.read_bytes())  # our own file, written by commit()
+        except FileNotFoundError:
+            return
+        except Exception as exc:  # damaged: births come again by rebirth requests
+            log.warning("cannot read the Sparkplug host state %s (%s): starting without births", path, exc)
+            return
+        self.host.restore(snapshot)
 
     def forget_sequences(self) -> None:
         """Forget what was seen, after a batch that was not stored and acknowledged.
@@ -205,9 +327,9 @@ def topic_or_none(topic: str) -> Topic | None:
         return None
 
 
-def _start(registry: DeviceRegistry, limits: Limits) -> None:
+def _start(registry: DeviceRegistry, limits: Limits, sparkplug: SparkplugIntake | None = None) -> None:
     global _processor  # noqa: PLW0603 - one processor per child process, as the pool's initializer makes it
-    _processor = Processor(registry, limits)
+    _processor = Processor(registry, limits, sparkplug=sparkplug)
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="exit-with-parent", daemon=True).start()
 
 
@@ -228,11 +350,16 @@ def _forget() -> None:
     _processor.forget_sequences()
 
 
+def _commit(checkpoint: int) -> None:
+    assert _processor is not None
+    _processor.commit(checkpoint)
+
+
 class ProcessorProcess:
     """A Processor in a child process. One child, so batches keep their order and seq state stays whole."""
 
-    def __init__(self, registry: DeviceRegistry, limits: Limits) -> None:
-        self._args = (registry, limits)
+    def __init__(self, registry: DeviceRegistry, limits: Limits, sparkplug: SparkplugIntake | None = None) -> None:
+        self._args = (registry, limits, sparkplug)
         self._pool = self._new_pool()
 
     def _new_pool(self) -> ProcessPoolExecutor:
@@ -251,6 +378,13 @@ class ProcessorProcess:
             # The child died (killed, out of memory): a new one starts with no seq state.
             self._pool = self._new_pool()
             raise
+
+    def commit(self, checkpoint: int) -> None:
+        """Keep the Sparkplug host state as of a durable batch (on disk, in the child)."""
+        try:
+            self._pool.submit(_commit, checkpoint).result()
+        except BrokenProcessPool:
+            self._pool = self._new_pool()
 
     def forget_sequences(self) -> None:
         try:

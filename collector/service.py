@@ -16,6 +16,7 @@ none ends silently.
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
@@ -26,22 +27,25 @@ from adapters.catalog import load_profiles, load_registry
 from adapters.influxdb import InfluxClient, InfluxError
 from adapters.mqtt_intake import IntakeConnection
 from adapters.mqtt_packets import Delivery
+from adapters.sparkplug.codec import host_state, rebirth_command
 from collector.dead_letter import dead_letter_payload, dead_letter_topic
 from collector.health import HEALTH_TIMEOUT_S, HealthReporter
 from collector.metrics import CollectorMetrics
 from collector.output import InfluxOutput
-from collector.processing import BatchOutcome, Limits, ProcessorProcess, topic_or_none
+from collector.processing import BatchOutcome, Limits, ProcessorProcess, SparkplugIntake, topic_or_none
 from collector.settings import CollectorSettings
 from collector.spool import Spool, SpooledBatch, SpoolFull
 from collector.supervision import RetryLater, Supervisor
 from pilot_core.broker_accounts import heartbeat_topic
 from pilot_core.live import CollectorHealth
 from pilot_core.registry import DeviceRegistry
+from pilot_core.sparkplug import map_problems
 from pilot_core.validation import Rejection, RejectReason
 
 log = logging.getLogger("pilot.collector")
 
 DEAD_LETTER_ACK_TIMEOUT_S = 10.0
+SPARKPLUG_CHECKPOINT = "sparkplug-host.pickle"
 
 
 class InfluxUnreachable(InfluxError):
@@ -86,7 +90,20 @@ class Collector:
         self._stopping = threading.Event()
         self._abort = threading.Event()
         self.output = InfluxOutput(self.influx, self.metrics, self._abort)
-        self.processor = ProcessorProcess(self.registry, Limits.from_settings(settings))
+        sparkplug = settings.sparkplug
+        problems = map_problems(sparkplug.devices, self.registry) if sparkplug.enabled else []
+        if problems:
+            raise ValueError("invalid Sparkplug mapping: " + "; ".join(problems))
+        self._state_ts = 0  # the timestamp of our Sparkplug STATE, the same in its will
+        self.processor = ProcessorProcess(
+            self.registry,
+            Limits.from_settings(settings),
+            SparkplugIntake(
+                tuple(sparkplug.devices), sparkplug.rebirth_interval_s, settings.spool_dir / SPARKPLUG_CHECKPOINT
+            )
+            if sparkplug.enabled
+            else None,
+        )
         self.spool = Spool(settings.spool_dir, settings.spool_quota_mb * 1024 * 1024)
         self._spooled = threading.Event()  # wakes the replayer
         self.metrics.watch_backlog(lambda: self.backlog)
@@ -94,6 +111,8 @@ class Collector:
         # The collector publishes to itself: a connection that stays up while deliveries stop is found out.
         self.heartbeat_topic = heartbeat_topic(settings.client_id)
         subscriptions = [(settings.subscription, 1)]
+        if sparkplug.enabled:
+            subscriptions += [(topic_filter, 1) for topic_filter in sparkplug.subscriptions]
         if settings.watchdog_s:
             subscriptions.append((self.heartbeat_topic, 0))
         self._mqtt = IntakeConnection(
@@ -108,6 +127,7 @@ class Collector:
             on_session_lost=self._on_session_lost,
             session_marker=settings.spool_dir / "mqtt-session",
             hold=self._holding_enough,
+            will=self._state_will if sparkplug.enabled else None,
         )
         # Each thread is supervised: an unexpected failure is logged, counted, and its work starts again.
         self.supervisor = Supervisor(self.metrics)
@@ -156,6 +176,14 @@ class Collector:
             len(self.registry),
             len(self.registry.catalog),
         )
+        sparkplug = self.settings.sparkplug
+        if sparkplug.enabled:
+            log.info(
+                "Sparkplug B host %r: %s, %d mapped edge nodes and devices",
+                sparkplug.host_id,
+                ", ".join(sparkplug.subscriptions),
+                len(sparkplug.devices),
+            )
 
     def stop(self) -> None:
         """Flush what was received, acknowledge it, then disconnect."""
@@ -177,6 +205,10 @@ class Collector:
         self._abort.set()  # the spool is durable: replaying stops here and resumes at the next start
         self._spooled.set()
         self._replayer.join(30)
+        if self.settings.sparkplug.enabled and self._mqtt.connected:
+            # Edge nodes that wait for a primary host start storing and forwarding now, not at a timeout.
+            topic, payload = host_state(self.settings.sparkplug.host_id, False, self._state_ts)
+            self._mqtt.publish(topic, payload, retain=True).wait(5.0)
         if self._health_thread.ident is not None:
             self._health_thread.join(HEALTH_TIMEOUT_S + 5)
         self.health.influx.close()
@@ -242,7 +274,15 @@ class Collector:
 
     # --- MQTT callbacks (the reader thread: keep them cheap) ------------------
 
+    def _state_will(self) -> tuple[str, bytes]:
+        """Our Sparkplug STATE will for the next connection: offline, with the timestamp its online will carry."""
+        self._state_ts = max(int(time.time() * 1000), self._state_ts + 1)
+        return host_state(self.settings.sparkplug.host_id, False, self._state_ts)
+
     def _on_connect(self, session_present: bool) -> None:
+        if self.settings.sparkplug.enabled:  # subscribed already: the SUBSCRIBE went with the CONNECT
+            topic, payload = host_state(self.settings.sparkplug.host_id, True, self._state_ts)
+            self._mqtt.publish(topic, payload, retain=True)
         self.metrics.connected.set(1)
         self._last_heartbeat = time.monotonic()
         log.info("connected to MQTT broker (session present: %s)", session_present)
@@ -264,11 +304,31 @@ class Collector:
                 deliveries = [d for d in deliveries if d.topic != heartbeat]
                 if not deliveries:
                     return
+        if self.settings.sparkplug.enabled:
+            self._answer_offline_state(deliveries)
         if self._accepting:  # once stopping, deliveries stay unacknowledged and return next session
             size = sum(len(d.payload) for d in deliveries)
             self._queued += len(deliveries)
             self._queued_bytes += size
             self._queue.put((deliveries, size))
+
+    def _answer_offline_state(self, deliveries: list[Delivery]) -> None:
+        """Our STATE said offline while we are connected (an old session's will, someone else): say online again,
+        as Sparkplug 3.0 asks of a host, so that edge nodes waiting for us do not store and forward for nothing."""
+        own = self.settings.sparkplug.state_topic
+        for delivery in deliveries:
+            if delivery.topic != own or self._stopping.is_set():
+                continue
+            try:
+                online = json.loads(delivery.payload).get("online")
+            except (ValueError, AttributeError):
+                online = None
+            if online is not True:
+                log.warning(
+                    "our Sparkplug STATE read %r while we are online: publishing online again", delivery.payload
+                )
+                topic, payload = host_state(self.settings.sparkplug.host_id, True, self._state_ts)
+                self._mqtt.publish(topic, payload, retain=True)
 
     def _watch(self) -> None:
         """Publish a heartbeat to ourselves; if none comes back for ``watchdog_s``, reconnect."""
@@ -307,6 +367,7 @@ class Collector:
             if outcome is None:  # stopping, and it failed: it stays unacknowledged and comes again next session
                 self._finished(batch)
             else:
+                self._request_rebirths(outcome)
                 self._validated.put((batch, outcome))
             self._validating = []
         self._validated.put(None)  # the writer stops after what is queued
@@ -324,6 +385,14 @@ class Collector:
                 continue
             self.supervisor.recovered("validate")
             return outcome
+
+    def _request_rebirths(self, outcome: BatchOutcome) -> None:
+        """Ask edge nodes for their births at once (QoS 0, as Sparkplug commands go): they need not be durable."""
+        for group, edge_node in outcome.rebirths:
+            topic, payload = rebirth_command(group, edge_node, int(time.time() * 1000))
+            self._mqtt.publish(topic, payload, qos=0)
+            self.metrics.sparkplug_rebirths.inc()
+            log.warning("asked Sparkplug edge node %s/%s for a rebirth", group, edge_node)
 
     def _write(self) -> None:
         """The second stage: each validated batch made durable and acknowledged, in order; failures retried."""
@@ -416,6 +485,10 @@ class Collector:
                 f"the broker did not confirm every dead letter of a batch of {len(batch.messages)} messages:"
                 " it stays unacknowledged, and its dead letters are sent again"
             )
+        if batch.outcome.checkpoint is not None:
+            # The Sparkplug host state as of this batch, kept once the batch is durable and before it is
+            # acknowledged: killed in between, its messages come again and find their seq and timestamps seen.
+            self.processor.commit(batch.outcome.checkpoint)
         self._acknowledge(batch.messages)
         self.metrics.batches.labels("spooled" if batch.spooled else "written").inc()
         return True
@@ -524,6 +597,9 @@ class Collector:
             self.metrics.duplicates.labels(*stream).inc()
         for stream, missing in outcome.seq_gaps:
             self.metrics.seq_gaps.labels(*stream).inc(missing)
+        self.metrics.sparkplug_historical.inc(outcome.historical_points)
+        self.metrics.sparkplug_stale_deaths.inc(outcome.stale_deaths)
+        self.metrics.sparkplug_ignored_metrics.inc(outcome.ignored_metrics)
 
     @staticmethod
     def _refused_by_store(

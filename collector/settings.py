@@ -5,15 +5,50 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from adapters.catalog import BUNDLED_PROFILES
 from adapters.influxdb import InfluxSettings
 from adapters.mqtt import MqttSettings
+from adapters.settings_file import load_settings
 from pilot_core.contract import MAX_BATCH_RECORDS, SUBSCRIPTION
+from pilot_core.sparkplug import NAMESPACE, SparkplugDeviceMap
 
-DEFAULT_CONFIG_FILE = Path("pilot.yaml")
+
+class SparkplugSettings(BaseModel):
+    """The collector as a Sparkplug B 3.0 host application (docs/sparkplug.md), beside the pilot/v1 contract."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(default=False, description="Subscribe to Sparkplug B and act as a host application")
+    host_id: str = Field(
+        default="pilot-collector",
+        pattern=r"^[^/+#]+$",
+        description="The host id of spBv1.0/STATE/{host_id}; edge nodes that wait for a primary host name it",
+    )
+    groups: list[str] = Field(
+        default_factory=list, description="Sparkplug group ids to subscribe to; empty: every group (spBv1.0/#)"
+    )
+    rebirth_interval_s: float = Field(
+        default=10.0, ge=0, allow_inf_nan=False, description="Least time between two rebirth requests to one edge node"
+    )
+    devices: list[SparkplugDeviceMap] = Field(
+        default_factory=list,
+        description="Edge nodes and devices mapped otherwise than group → site, edge node → line, device → device,"
+        " and their metric names, states and production",
+    )
+
+    @property
+    def state_topic(self) -> str:
+        return f"{NAMESPACE}/STATE/{self.host_id}"
+
+    @property
+    def subscriptions(self) -> list[str]:
+        """The groups' topics, and our own STATE (to answer an offline one, a will outliving its session)."""
+        if not self.groups:
+            return [f"{NAMESPACE}/#"]
+        return [*(f"{NAMESPACE}/{group}/#" for group in self.groups), self.state_topic]
 
 
 class CollectorSettings(BaseSettings):
@@ -110,6 +145,7 @@ class CollectorSettings(BaseSettings):
         description="Seconds between the collector's health points in InfluxDB (collector_health, with the"
         " dead_letter points of the messages refused meanwhile), which the API's live line reads; 0 turns them off",
     )
+    sparkplug: SparkplugSettings = SparkplugSettings()
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9464, ge=0, description="Prometheus /metrics; 0 turns it off")
     shutdown_timeout_s: float = Field(default=30.0, gt=0)
@@ -120,6 +156,16 @@ class CollectorSettings(BaseSettings):
             raise ValueError(
                 f"receive_maximum ({self.receive_maximum}) is below batch_size ({self.batch_size}): a batch could"
                 " never fill, since the broker sends no more until the collector acknowledges"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _sparkplug_sees_whole_nodes(self) -> CollectorSettings:
+        if self.sparkplug.enabled and self.share_group:
+            raise ValueError(
+                "sparkplug.enabled with share_group: a Sparkplug host must see every message of an edge node (its"
+                " births, aliases and seq), which a shared subscription splits between collectors; run the"
+                " Sparkplug host in a collector of its own, without share_group"
             )
         return self
 
@@ -151,32 +197,4 @@ class CollectorSettings(BaseSettings):
     @classmethod
     def load(cls, config_file: Path | None = None, **overrides: Any) -> CollectorSettings:
         """Settings from ``config_file`` (default ./pilot.yaml if present), the environment and ``overrides``."""
-        path = config_file or (DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.is_file() else None)
-        if config_file is not None and not config_file.is_file():
-            raise FileNotFoundError(f"configuration file {config_file} does not exist")
-
-        class _FromFile(cls):  # type: ignore[valid-type,misc]
-            @classmethod
-            def settings_customise_sources(
-                cls,
-                settings_cls: type[BaseSettings],
-                init_settings: PydanticBaseSettingsSource,
-                env_settings: PydanticBaseSettingsSource,
-                dotenv_settings: PydanticBaseSettingsSource,
-                file_secret_settings: PydanticBaseSettingsSource,
-            ) -> tuple[PydanticBaseSettingsSource, ...]:
-                sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-                if path is not None:
-                    sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
-                return tuple(sources)
-
-        try:
-            return cls.model_validate(_FromFile(**overrides).model_dump())
-        except ValidationError as exc:
-            source = f"{path} or the PILOT_* environment" if path else "the PILOT_* environment"
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc'])}: "
-                + ("unknown setting" if e["type"] == "extra_forbidden" else e["msg"])
-                for e in exc.errors(include_url=False)
-            )
-            raise ValueError(f"invalid configuration in {source}: {problems}") from None
+        return load_settings(cls, config_file, **overrides)

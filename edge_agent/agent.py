@@ -9,17 +9,20 @@
 
 Every call records the message, with its seq and timestamp, in a durable
 outbox on disk before it returns (``OutboxFull`` when the disk quota is
-reached); a sender thread publishes with QoS 1 whenever the broker is
+reached); a network thread publishes with QoS 1 whenever the broker is
 reachable and drops a message from the outbox once the broker acknowledges it.
 Each connection announces itself with a birth (status online) and leaves a
 last will (status offline).
+
+Many agents in one process (``edge_agent.sources``) share one outbox database
+and one network thread (``edge_agent.network``); each keeps its own MQTT
+connection, since its birth and will are its own.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -28,6 +31,7 @@ from typing import Any
 import paho.mqtt.client as paho
 
 from adapters.mqtt import MqttSettings, connect_properties, new_client
+from edge_agent.network import AgentNetwork
 from edge_agent.outbox import Outbox
 from pilot_core.contract import Channel, topic_for
 from pilot_core.profiles import DeviceProfile
@@ -47,33 +51,50 @@ class Agent:
         line: str,
         device: str,
         profile: DeviceProfile,
-        outbox_dir: Path,
+        outbox_dir: Path | None,
         *,
         quota_mb: int = 256,
         client_id: str | None = None,
+        outbox: Outbox | None = None,
+        network: AgentNetwork | None = None,
     ) -> None:
+        """A lone agent has its own outbox (``outbox_dir``/outbox.sqlite) and network thread; agents
+        sharing them pass ``outbox`` and ``network`` (and ``outbox_dir`` None)."""
         self.mqtt = mqtt
         self.site, self.line, self.device, self.profile = site, line, device, profile
-        self.outbox = Outbox(outbox_dir / "outbox.sqlite", quota_mb * 1024 * 1024)
+        if outbox is None:
+            assert outbox_dir is not None, "a lone agent needs its outbox folder"
+            outbox = Outbox(outbox_dir / "outbox.sqlite", quota_mb * 1024 * 1024)
+            self._key = ""  # its own database: the one device in it
+        else:
+            self._key = f"{site}/{line}/{device}"
+        self.outbox = outbox
+        self._owns = network is None  # a lone agent closes its outbox and network thread when it stops
+        self.network = network or AgentNetwork()
         self._topics = {channel: topic_for(site, line, device, channel) for channel in Channel}
         # With an account, the broker makes its username the client id (docs/broker.md): ask for that one.
-        self._client = new_client(mqtt, client_id or mqtt.username or f"agent-{site}-{line}-{device}")
-        self._client.max_inflight_messages_set(WINDOW)
-        self._client.on_connect = self._on_connect
-        self._client.on_disconnect = self._on_disconnect
-        self._client.on_publish = self._on_publish
+        self.client = new_client(mqtt, client_id or mqtt.username or f"agent-{site}-{line}-{device}")
+        self.client.max_inflight_messages_set(WINDOW)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_publish = self._on_publish
         # MQTT packet id → the publish's own MQTTMessageInfo and its outbox id. A packet id is only where to
         # look: paho reuses ids (1 again after 65,535), so a message leaves the outbox only once its own
-        # MQTTMessageInfo says the broker acknowledged it.
+        # MQTTMessageInfo says the broker acknowledged it. Only the network thread touches these.
         self._in_flight: dict[int, tuple[paho.MQTTMessageInfo, int]] = {}
-        self._acked_ids: list[int] = []  # packet ids of PUBACKs the sender has not matched yet
+        self._acked_ids: list[int] = []  # packet ids of PUBACKs not matched yet
         self._last_sent = 0
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._ready = threading.Event()  # connected, and the birth sent
-        self._stopping = threading.Event()
-        self._sender = threading.Thread(target=self._send, name="pilot-agent-sender", daemon=True)
+        self._ready = False  # connected, and the birth sent
+        self.stopping = False
         self._birth_seq = 0
+
+    @property
+    def name(self) -> str:
+        return f"{self.site}/{self.line}/{self.device}"
+
+    @property
+    def _client(self) -> paho.Client:
+        return self.client
 
     # --- the SDK --------------------------------------------------------
 
@@ -113,8 +134,16 @@ class Agent:
             Channel.PRODUCTION.value,
             lambda seq: self._encode({"seq": seq, "device": self.device, "batch": body}),
             keep=keep,
+            device=self._key,
         )
-        self._wake.set()
+        self.network.wake(self)
+
+    def keep(self, values: Mapping[str, str]) -> None:
+        """Remember ``values`` across restarts without a message (see ``production_batch``)."""
+        self.outbox.keep(values, device=self._key)
+
+    def kept(self, key: str) -> str | None:
+        return self.outbox.kept(key, device=self._key)
 
     def source_status(self, online: bool, ts_ms: int | None = None) -> None:
         """Say the machine behind the agent was lost (offline: its state is unknown from here) or found again."""
@@ -123,11 +152,11 @@ class Agent:
     @property
     def pending(self) -> int:
         """Messages recorded and not yet acknowledged by the broker."""
-        return self.outbox.pending
+        return self.outbox.pending_of(self._key)
 
     @property
     def connected(self) -> bool:
-        return self._ready.is_set()
+        return self._ready
 
     def serve_metrics(self, host: str, port: int) -> None:
         """Prometheus metrics of the outbox and the connection on http://host:port/metrics."""
@@ -135,10 +164,10 @@ class Agent:
 
         registry = CollectorRegistry()
         Gauge("pilot_agent_outbox_messages", "Messages recorded, not yet acknowledged", registry=registry).set_function(
-            lambda: self.outbox.pending
+            lambda: self.pending
         )
         Gauge("pilot_agent_outbox_bytes", "Disk the outbox uses", registry=registry).set_function(
-            lambda: self.outbox.bytes
+            lambda: self.outbox.bytes_of(self._key)
         )
         Gauge("pilot_agent_outbox_quota_bytes", "The outbox's disk quota", registry=registry).set(
             self.outbox.quota_bytes
@@ -151,37 +180,49 @@ class Agent:
     def start(self) -> None:
         """Connect in the background: the agent records messages whether or not the broker is reachable."""
         self._prepare_connection()
-        self._client.connect_async(
+        self.client.connect_async(
             self.mqtt.host,
             self.mqtt.port,
             keepalive=self.mqtt.keepalive_s,
             clean_start=False,
             properties=connect_properties(SESSION_S),
         )
-        self._client.loop_start()
-        self._sender.start()
+        self.network.add(self)
+
+    def flush(self, deadline: float) -> None:
+        """Wait until the broker has every message recorded, or until ``deadline`` (``time.monotonic``)."""
+        while self.pending and time.monotonic() < deadline:
+            self.network.wake(self)
+            time.sleep(0.05)
 
     def stop(self, flush_timeout_s: float = 30.0) -> int:
         """Send what is pending (waiting up to ``flush_timeout_s``), then disconnect; returns what is left."""
-        deadline = time.monotonic() + flush_timeout_s
-        while self.outbox.pending and time.monotonic() < deadline:
-            self._wake.set()
-            time.sleep(0.05)
-        self._stopping.set()
-        self._wake.set()
-        self._sender.join(10)
-        self._client.disconnect()  # a clean goodbye: the broker drops the will
-        self._client.loop_stop()
-        left = self.outbox.pending
-        self.outbox.close()
+        self.flush(time.monotonic() + flush_timeout_s)
+        self.disconnect()
+        left = self.pending
+        if self._owns:
+            self.network.close()
+            self.outbox.close()
         return left
+
+    def disconnect(self) -> None:
+        """A clean goodbye (the broker drops the will); no connecting again."""
+        self.stopping = True
+
+        def goodbye() -> None:
+            if self.client.socket() is not None:
+                self.client.disconnect()
+
+        self.network.call(goodbye)
 
     # --- inside ---------------------------------------------------------
 
     def _record(self, channel: Channel, fields: dict[str, Any], ts_ms: int | None) -> None:
         ts = ts_ms if ts_ms is not None else int(time.time() * 1000)
-        self.outbox.put(self._topics[channel], channel.value, lambda seq: self._payload(seq, ts, fields))
-        self._wake.set()
+        self.outbox.put(
+            self._topics[channel], channel.value, lambda seq: self._payload(seq, ts, fields), device=self._key
+        )
+        self.network.wake(self)
 
     def _payload(self, seq: int, ts_ms: int, fields: dict[str, Any]) -> bytes:
         # The device id travels in the payload too: the collector refuses a message whose topic names another device.
@@ -201,87 +242,76 @@ class Agent:
 
     def _prepare_connection(self) -> None:
         """Reserve the next birth's seq and the will's just after it, so the will never counts backwards."""
-        first = self.outbox.reserve(Channel.STATUS.value, 2)
+        first = self.outbox.reserve(Channel.STATUS.value, 2, device=self._key)
         self._birth_seq = first
         will = self._payload(first + 1, int(time.time() * 1000), self._status(online=False))
-        self._client.will_set(self._topics[Channel.STATUS], will, qos=1)
+        self.client.will_set(self._topics[Channel.STATUS], will, qos=1)
 
     def _on_connect(self, client: paho.Client, userdata: object, flags: object, reason: Any, props: object) -> None:
         if reason.is_failure:
             log.error("the MQTT broker refused the agent: %s", reason)
             return
-        with self._lock:
-            self._in_flight.clear()
-            self._acked_ids.clear()
-            self._last_sent = 0  # send again whatever the outbox still holds
+        self._in_flight.clear()
+        self._acked_ids.clear()
+        self._last_sent = 0  # send again whatever the outbox still holds
         # The birth goes first on every connection, ahead of anything sent again: the collector starts
         # counting this device's seq afresh from it. It is not kept in the outbox: a birth is of this moment.
         birth = self._payload(self._birth_seq, int(time.time() * 1000), self._status(online=True))
         client.publish(self._topics[Channel.STATUS], birth, qos=1)
-        self._ready.set()
-        log.info("agent connected to %s; %d messages to send", self.mqtt.address, self.outbox.pending)
-        self._wake.set()
+        self._ready = True
+        self.network.accepted(self)
+        log.info("agent %s connected to %s; %d messages to send", self.name, self.mqtt.address, self.pending)
+        self.network.wake(self)
 
     def _on_disconnect(self, client: paho.Client, userdata: object, flags: object, reason: Any, props: object) -> None:
-        self._ready.clear()
-        if not self._stopping.is_set():
-            log.warning("agent disconnected (%s); recording to the outbox until the broker is back", reason)
+        self._ready = False
+        if not self.stopping:
+            log.warning(
+                "agent %s disconnected (%s); recording to the outbox until the broker is back", self.name, reason
+            )
             self._prepare_connection()  # the next connection's will and birth
 
     def _on_publish(self, client: paho.Client, userdata: object, mid: int, reason: Any, props: object) -> None:
-        # Any PUBACK: the birth's, one for a message published before a reconnection, or one that came
-        # before publish() returned its packet id to the sender. The sender sorts them out.
-        with self._lock:
-            self._acked_ids.append(mid)
-        self._wake.set()
+        # Any PUBACK: the birth's, one for a message published before a reconnection, or one for a message
+        # whose packet id was reused. ``pump`` sorts them out.
+        self._acked_ids.append(mid)
+        self.network.wake(self)
 
-    def _remove_acknowledged(self, sweep: bool) -> bool:
-        """Drop from the outbox what the broker acknowledged; True if a PUBACK's message did not show it yet.
+    def _remove_acknowledged(self, sweep: bool) -> None:
+        """Drop from the outbox what the broker acknowledged.
 
         ``sweep`` looks at every message in flight instead of only those named by the PUBACKs since last
-        time; it also runs whenever the sender wakes without news, so no acknowledged message stays behind.
+        time (the network thread sweeps every second), so no acknowledged message stays behind: a PUBACK
+        for an older message with a reused packet id does not show on the newer one's info.
         """
         removed = []
-        with self._lock:
-            acked, self._acked_ids = self._acked_ids, []
-            candidates = list(self._in_flight) if sweep else acked
-            unsettled = False
-            for mid in candidates:
-                entry = self._in_flight.get(mid)
-                if entry is None:
-                    continue  # not one of ours (the birth, a reconnection's leftover), or already removed
-                info, message_id = entry
-                if info.is_published():
-                    del self._in_flight[mid]
-                    removed.append(message_id)
-                elif not sweep:
-                    # paho calls on_publish just before it marks the info published; or this PUBACK was for
-                    # an older message with the same id. The info is the judge: sweep shortly.
-                    unsettled = True
+        acked, self._acked_ids = self._acked_ids, []
+        candidates = list(self._in_flight) if sweep else acked
+        for mid in candidates:
+            entry = self._in_flight.get(mid)
+            if entry is None:
+                continue  # not one of ours (the birth, a reconnection's leftover), or already removed
+            info, message_id = entry
+            if info.is_published():
+                del self._in_flight[mid]
+                removed.append(message_id)
         if removed:
             self.outbox.remove(*removed)
-        return unsettled
 
-    def _send(self) -> None:
-        unsettled = False
-        while not self._stopping.is_set():
-            woken = self._wake.wait(0.01 if unsettled else 0.5)
-            self._wake.clear()
-            unsettled = self._remove_acknowledged(sweep=unsettled or not woken)
-            while self._ready.is_set() and not self._stopping.is_set():
-                with self._lock:
-                    room = WINDOW - len(self._in_flight)
-                    after = self._last_sent
-                if room <= 0:
-                    break
-                batch = self.outbox.after(after, room)
-                if not batch:
-                    break
-                for message_id, topic, payload in batch:
-                    info = self._client.publish(topic, payload, qos=1)
-                    if info.rc != paho.MQTT_ERR_SUCCESS:
-                        break  # disconnected meanwhile: on_connect starts over
-                    with self._lock:
-                        self._last_sent = message_id
-                        self._in_flight[info.mid] = (info, message_id)
-                unsettled = self._remove_acknowledged(sweep=False) or unsettled
+    def pump(self, sweep: bool = False) -> None:
+        """In the network thread: drop what the broker acknowledged, publish what is durable and not yet sent."""
+        self._remove_acknowledged(sweep=sweep)
+        while self._ready and not self.stopping:
+            room = WINDOW - len(self._in_flight)
+            if room <= 0:
+                break
+            batch = self.outbox.after(self._last_sent, room, device=self._key)
+            if not batch:
+                break
+            for message_id, topic, payload in batch:
+                info = self.client.publish(topic, payload, qos=1)
+                if info.rc != paho.MQTT_ERR_SUCCESS:
+                    return  # disconnected meanwhile: on_connect starts over
+                self._last_sent = message_id
+                self._in_flight[info.mid] = (info, message_id)
+        self._remove_acknowledged(sweep=False)

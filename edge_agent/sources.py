@@ -1,12 +1,13 @@
 """One agent process for many machines read over their own protocols (``pilot agent --sources agent.yaml``).
 
 Per device, a reader (``adapters.sources``) gives item values; ``DeviceDerivation`` turns them into the
-contract's telemetry, states and production through ``pilot_core.signals`` and records them in that
-device's outbox, so a broker outage loses nothing. A source that cannot be reached makes the device
-offline (a status record: the KPI engine counts the time as unknown, never as production) until it
-answers again; an item that fails (an illegal address, a node id that vanished) is logged and counted
-without stopping the others. A counter's last reading is kept in the outbox database with the
-production derived from it, so an agent restart counts no part twice and loses none.
+contract's telemetry, states and production through ``pilot_core.signals`` and records them in the
+process's outbox (one database, rows keyed by device), so a broker outage loses nothing. A source that
+cannot be reached makes the device offline (a status record: the KPI engine counts the time as unknown,
+never as production) until it answers again; an item that fails (an illegal address, a node id that
+vanished) is logged and counted without stopping the others. A counter's last reading is kept in the
+outbox database with the production derived from it, so an agent restart counts no part twice and loses
+none.
 """
 
 from __future__ import annotations
@@ -19,16 +20,15 @@ import time
 import urllib.parse
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeGuard, cast
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from adapters.mqtt import MqttSettings
 from adapters.sources import ItemFault, ItemValue, SourceUnreachable
-from adapters.sources.modbus import ModbusReader
-from adapters.sources.opcua import OpcUaReader
-from adapters.sources.s7 import S7Reader
 from edge_agent.agent import Agent
+from edge_agent.network import AgentNetwork
+from edge_agent.outbox import Outbox
 from pilot_core.profiles import DeviceProfile, ProductionMode, ProfileCatalog, metric_value_problem
 from pilot_core.signals import (
     CounterEvent,
@@ -49,8 +49,13 @@ _COUNTERS_KEY = "counters"
 # meaning is understood again (a state number the map lists, a count that fits its counter).
 _MEANING_FAULTS = ("unmapped_state", "not_a_count")
 Device = ModbusDevice | OpcUaDevice | S7Device
-PolledReader = ModbusReader | S7Reader
-Reader = PolledReader | OpcUaReader
+if TYPE_CHECKING:  # a protocol's library is imported only when a device speaks it (asyncua alone is ~38 MB)
+    from adapters.sources.modbus import ModbusReader
+    from adapters.sources.opcua import OpcUaReader
+    from adapters.sources.s7 import S7Reader
+
+    PolledReader = ModbusReader | S7Reader
+    Reader = PolledReader | OpcUaReader
 
 
 class SourceMetrics:
@@ -213,7 +218,7 @@ class DeviceDerivation:
         production = self.device.production
         assert production is not None
         specs = {role: counter_spec(self.device, counter) for role, counter in production.counters.items()}
-        kept = json.loads(self.agent.outbox.kept(_COUNTERS_KEY) or "{}")
+        kept = json.loads(self.agent.kept(_COUNTERS_KEY) or "{}")
         last = {CounterRole(role): value for role, value in kept.get("last", {}).items() if CounterRole(role) in specs}
         try:
             self._counters = ProductionCounters(specs, last, kept.get("scrap_ahead", 0))
@@ -255,7 +260,7 @@ class DeviceDerivation:
             self.agent.production_batch(self._records(production.product, counts, ts), keep=keep)
             self._cycle_since_ms = ts
         elif self._counters.last != before:
-            self.agent.outbox.keep(keep)
+            self.agent.keep(keep)
 
     def _kept(self, cycle_since_ms: int) -> str:
         assert self._counters is not None
@@ -289,20 +294,40 @@ class DeviceDerivation:
 
 
 def outbox_folder(root: Path, device: Device) -> Path:
-    """Each device's own outbox: ids may hold any character a folder name may not."""
+    """Where an older agent kept each device's own outbox: ids may hold any character a folder name may not."""
     return root / urllib.parse.quote(f"{device.site}/{device.line}/{device.device}", safe="")
 
 
-class SourceAgents:
-    """Every device of a source map: its agent (outbox, MQTT connection) and its reader, in one event loop."""
+OUTBOX_FILE = "outbox.sqlite"
 
-    def __init__(self, source_map: SourceMap, catalog: ProfileCatalog, mqtt: MqttSettings, outbox_root: Path) -> None:
+
+class SourceAgents:
+    """Every device of a source map: its agent (its own MQTT connection) and its reader, in one event loop.
+
+    The agents share one outbox database (rows keyed by device; a group commit makes what several devices
+    recorded within ``COMMIT_EVERY_S`` durable with one sync) and one network thread."""
+
+    def __init__(
+        self, source_map: SourceMap, catalog: ProfileCatalog, mqtt: MqttSettings, outbox_root: Path, quota_mb: int = 256
+    ) -> None:
         self.metrics = SourceMetrics()
+        self.outbox = Outbox(outbox_root / OUTBOX_FILE, quota_mb * 1024 * 1024, grouped=True)
+        self.network = AgentNetwork()
         self.derivations: list[DeviceDerivation] = []
         self.readers: list[Reader] = []
         for device in source_map.devices:
             profile = catalog[device.profile]
-            agent = Agent(mqtt, device.site, device.line, device.device, profile, outbox_folder(outbox_root, device))
+            agent = Agent(
+                mqtt, device.site, device.line, device.device, profile, None, outbox=self.outbox, network=self.network
+            )
+            legacy = outbox_folder(outbox_root, device) / OUTBOX_FILE
+            if legacy.exists():
+                moved = self.outbox.absorb(legacy, agent.name)
+                log.info(
+                    "%s: its own outbox %s moved into %s (%d messages)", agent.name, legacy, self.outbox.path, moved
+                )
+                with contextlib.suppress(OSError):
+                    legacy.parent.rmdir()
             self.derivations.append(DeviceDerivation(device, profile, agent, self.metrics))
             self.readers.append(reader_for(device))
 
@@ -322,34 +347,59 @@ class SourceAgents:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         for reader in self.readers:
-            if isinstance(reader, PolledReader):
+            if _polled(reader):
                 reader.close()
 
     def stop(self, flush_timeout_s: float = 30.0) -> int:
-        """Stop every agent; returns the messages left in their outboxes for the next start."""
-        return sum(derivation.agent.stop(flush_timeout_s) for derivation in self.derivations)
+        """Stop every agent; returns the messages left in the outbox for the next start."""
+        self.outbox.commit()
+        deadline = time.monotonic() + flush_timeout_s
+        for derivation in self.derivations:
+            derivation.agent.flush(deadline)
+        for derivation in self.derivations:
+            derivation.agent.disconnect()
+        left = sum(derivation.agent.pending for derivation in self.derivations)
+        self.network.close()
+        self.outbox.close()
+        return left
 
 
 def reader_for(device: Device) -> Reader:
+    # Imported here: a process reads only the protocols its devices speak, and loads only those libraries.
     if isinstance(device, ModbusDevice):
+        from adapters.sources.modbus import ModbusReader  # noqa: PLC0415
+
         return ModbusReader(device.modbus, device.items)
     if isinstance(device, S7Device):
+        from adapters.sources.s7 import S7Reader  # noqa: PLC0415
+
         return S7Reader(device.s7, device.items)
+    from adapters.sources.opcua import OpcUaReader  # noqa: PLC0415
+
     return OpcUaReader(device.opcua, device.items)
+
+
+def _polled(reader: Reader) -> TypeGuard[PolledReader]:
+    """A reader polled every ``poll_s`` (Modbus, S7), not one that subscribes (OPC UA)."""
+    return not hasattr(reader, "run")
 
 
 async def _serve(reader: Reader, derivation: DeviceDerivation, stop: asyncio.Event) -> None:
     while not stop.is_set():
         try:
-            if isinstance(reader, PolledReader):
+            if _polled(reader):
                 values, faults = await reader.read()
                 derivation.faults(faults)
                 derivation.values(values)
                 await _wait(stop, reader.endpoint.poll_s)
             else:
-                ticker = asyncio.create_task(_tick(derivation, reader.endpoint.publishing_interval_ms / 1000, stop))
+                subscriber = cast("OpcUaReader", reader)
+                every_s = subscriber.endpoint.publishing_interval_ms / 1000
+                ticker = asyncio.create_task(_tick(derivation, every_s, stop))
                 try:
-                    await reader.run(lambda value: derivation.values([value]), lambda fault: derivation.faults([fault]))
+                    await subscriber.run(
+                        lambda value: derivation.values([value]), lambda fault: derivation.faults([fault])
+                    )
                 finally:
                     ticker.cancel()
         except SourceUnreachable as exc:
@@ -381,13 +431,13 @@ async def check_sources(source_map: SourceMap) -> list[SourceCheck]:
         name = f"{device.site}/{device.line}/{device.device}"
         reader = reader_for(device)
         try:
-            if isinstance(reader, PolledReader):
+            if _polled(reader):
                 try:
                     values, faults = await reader.read()
                 finally:
                     reader.close()
             else:
-                values, faults = await reader.read_once()
+                values, faults = await cast("OpcUaReader", reader).read_once()
             results.append((name, values, faults, None))
         except SourceUnreachable as exc:
             results.append((name, [], [], str(exc)))

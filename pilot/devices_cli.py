@@ -16,6 +16,7 @@ from rich.text import Text
 
 from adapters.broker_accounts import DEFAULT_BROKER_DIR
 from pilot.output import console, errors, fail, table
+from pilot_core.site_bridge import DEFAULT_CA_FILE
 
 if TYPE_CHECKING:
     from adapters.broker_accounts import BrokerFiles
@@ -207,8 +208,8 @@ def service_account(
     role: Annotated[
         str,
         typer.Option(
-            help="collector: reads pilot/v1/#, writes dead letters; publisher: writes pilot/v1/#; monitor: reads"
-            " $SYS/# (health checks)"
+            help="collector: reads pilot/v1/#, writes dead letters, and with sparkplug.enabled in the configuration"
+            " its Sparkplug host's topics; publisher: writes pilot/v1/#; monitor: reads $SYS/# (health checks)"
         ),
     ],
     password_env: Annotated[
@@ -228,10 +229,18 @@ def service_account(
     from pydantic import ValidationError
 
     from adapters.broker_accounts import new_password, new_password_hash, now_text
-    from pilot_core.broker_accounts import AccountError, Role, ServiceAccount, check_given_password
+    from pilot_core.broker_accounts import (
+        AccountError,
+        Role,
+        ServiceAccount,
+        SparkplugHostGrant,
+        check_given_password,
+    )
     from pilot_core.profiles import ProfileErrors
 
-    roles = [r.value for r in Role]
+    roles = [r.value for r in Role if r is not Role.BRIDGE]
+    if role == Role.BRIDGE.value:
+        raise fail("a site's bridge account is made with `pilot devices site-bridge NAME --site SITE …`")
     if role not in roles:
         raise fail(f"--role must be {', '.join(roles[:-1])} or {roles[-1]}, not {role!r}")
     collector = Role(role) is Role.COLLECTOR
@@ -251,6 +260,10 @@ def service_account(
             password_hash=new_password_hash(password),
             password_set_at=now_text(),
             dead_letter_topic=settings.dead_letter_topic if settings else None,
+            # Only a collector configured as a Sparkplug host may touch spBv1.0 topics (least privilege).
+            sparkplug=SparkplugHostGrant(host_id=settings.sparkplug.host_id, groups=settings.sparkplug.groups)
+            if settings and settings.sparkplug.enabled
+            else None,
         )
     except ValidationError as exc:
         raise fail("; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())) from None
@@ -277,6 +290,151 @@ def service_account(
         _say(f"the {role} account {name!r} is already as asked; {broker_dir} is unchanged")
     else:
         _say(f"{'rotated' if rotate else 'wrote'} {broker_dir}/passwd and {broker_dir}/acl; {RELOAD_HINT}")
+
+
+@devices_app.command("site-bridge")
+def site_bridge(
+    name: Annotated[
+        str, typer.Argument(help="The bridge's account at the central broker, its client id there (e.g. bridge-pangyo)")
+    ],
+    site: Annotated[str, typer.Option(help="Site id: the bridge may publish only pilot/v1/SITE/# at the centre")],
+    central_host: Annotated[str, typer.Option(help="The central broker's host name, as its certificate names it")],
+    output: Annotated[
+        Path,
+        typer.Option("--output", "-o", help="Write the bridge's configuration here (mode 0600: it holds the password)"),
+    ],
+    central_port: Annotated[int, typer.Option(help="The central broker's TLS listener")] = 8883,
+    ca_file: Annotated[
+        str,
+        typer.Option(
+            help="The CA of the central broker's certificate, as the site's broker sees the path (default: the"
+            " container's tls/central-ca.pem)",
+            show_default=False,
+        ),
+    ] = str(DEFAULT_CA_FILE),
+    cert_file: Annotated[
+        str | None, typer.Option(help="A client certificate, for a centre that requires one (path at the site)")
+    ] = None,
+    key_file: Annotated[str | None, typer.Option(help="The client certificate's key (path at the site)")] = None,
+    password_env: Annotated[
+        str | None,
+        typer.Option(help="Take the password from this environment variable instead of making one"),
+    ] = None,
+    broker_dir: BrokerDir = DEFAULT_BROKER_DIR,
+    rotate: Rotate = False,
+) -> None:
+    """Give a factory's broker an account at the centre, which may publish only pilot/v1/SITE/#, and its bridge."""
+    from pathlib import PurePosixPath
+
+    from pydantic import ValidationError
+
+    from adapters.broker_accounts import new_password, new_password_hash, now_text, write_private
+    from pilot_core.broker_accounts import AccountError, Role, ServiceAccount, check_given_password
+    from pilot_core.profiles import ProfileErrors
+    from pilot_core.site_bridge import SiteBridge
+
+    given = os.environ.get(password_env, "") if password_env is not None else None
+    try:
+        if given is not None:
+            check_given_password(given, f"the environment variable {password_env}")
+        bridge = SiteBridge(
+            name=name,
+            site=site,
+            central_host=central_host,
+            central_port=central_port,
+            ca_file=PurePosixPath(ca_file),
+            cert_file=PurePosixPath(cert_file) if cert_file else None,
+            key_file=PurePosixPath(key_file) if key_file else None,
+        )
+    except (AccountError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    password = given if given is not None else new_password()
+    try:
+        account = ServiceAccount(
+            name=name,
+            role=Role.BRIDGE,
+            site=site,
+            password_hash=new_password_hash(password),
+            password_set_at=now_text(),
+        )
+    except ValidationError as exc:
+        raise fail("; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())) from None
+    try:
+        with _files(broker_dir).editing() as book:
+            existing = book.get(account.username)
+            if not (given is not None and not rotate and account.matches(existing, given)):
+                book.put(account, rotate=rotate)
+            # Inside: an account whose bridge file could not be written is not kept (its password would be lost).
+            write_private(output, bridge.config_text(password))
+    except (AccountError, ProfileErrors, ValueError) as exc:
+        raise fail(str(exc)) from None
+    except OSError as exc:
+        raise fail(f"cannot write {output}: {exc.strerror or exc}; the account was not made") from None
+    console.print(f"username: {name}", highlight=False, markup=False)
+    _say(f"wrote {output}: put it in the site broker's /mosquitto/config/bridge/ (deploy/mosquitto/site.conf)")
+    _say(f"the account {name!r} may publish {bridge.topic} at the centre; {broker_dir}/acl says so; {RELOAD_HINT}")
+
+
+@devices_app.command("sparkplug-node")
+def sparkplug_node(
+    edge_node: Annotated[str, typer.Argument(help="The Sparkplug edge node id (topic level 4)")],
+    group: Annotated[str, typer.Option(help="The Sparkplug group id (topic level 2)")],
+    broker_dir: BrokerDir = DEFAULT_BROKER_DIR,
+    rotate: Rotate = False,
+    json_output: JsonOutput = False,
+) -> None:
+    """Give a Sparkplug B edge node credentials that may publish only its own births, data and deaths."""
+    from pydantic import ValidationError
+
+    from adapters.broker_accounts import new_password, new_password_hash, now_text
+    from pilot_core.broker_accounts import AccountError, SparkplugNodeAccount
+    from pilot_core.profiles import ProfileErrors
+
+    password = new_password()
+    try:
+        account = SparkplugNodeAccount(
+            group=group, edge_node=edge_node, password_hash=new_password_hash(password), password_set_at=now_text()
+        )
+    except ValidationError as exc:
+        raise fail("; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())) from None
+    try:
+        with _files(broker_dir).editing() as book:
+            book.put(account, rotate=rotate)
+    except (AccountError, ProfileErrors, ValueError) as exc:
+        raise fail(str(exc)) from None
+    result: dict[str, object] = {
+        "username": account.username,
+        "password": password,
+        "group": group,
+        "edge_node": edge_node,
+    }
+    _print_credentials(result, json_output)
+    _say(f"{'rotated' if rotate else 'wrote'} {broker_dir}/passwd and {broker_dir}/acl; {RELOAD_HINT}")
+    _say(
+        "set this username and password in the edge node's MQTT server settings; the broker makes the username its"
+        " client id, whatever client id the node sends (docs/sparkplug.md)"
+    )
+
+
+@devices_app.command("revoke-sparkplug-node")
+def revoke_sparkplug_node(
+    edge_node: Annotated[str, typer.Argument(help="The Sparkplug edge node id")],
+    group: Annotated[str, typer.Option(help="The Sparkplug group id")],
+    broker_dir: BrokerDir = DEFAULT_BROKER_DIR,
+) -> None:
+    """Remove a Sparkplug edge node's account: after the broker's reload it can neither connect nor publish."""
+    from pilot_core.broker_accounts import AccountError, SparkplugNodeAccount, sparkplug_node_username
+    from pilot_core.profiles import ProfileErrors
+
+    try:
+        username = sparkplug_node_username(group, edge_node)
+        with _files(broker_dir).editing() as book:
+            if not isinstance(book.get(username), SparkplugNodeAccount):
+                raise AccountError(f"there is no Sparkplug edge node account {username!r}")
+            book.remove(username)
+    except (AccountError, ProfileErrors, ValueError) as exc:
+        raise fail(str(exc)) from None
+    _say(f"removed the broker account of Sparkplug edge node {edge_node!r} (group {group!r}); {RELOAD_HINT}")
 
 
 def _print_chosen(username: str, role: str, password_env: str, *, changed: bool, json_output: bool) -> None:
@@ -311,7 +469,7 @@ def revoke_service(
 @devices_app.command("list")
 def list_accounts(broker_dir: BrokerDir = DEFAULT_BROKER_DIR) -> None:
     """List the broker accounts and what each may do (no secrets)."""
-    from pilot_core.broker_accounts import DeviceAccount
+    from pilot_core.broker_accounts import DeviceAccount, SparkplugNodeAccount
     from pilot_core.profiles import ProfileErrors
 
     try:
@@ -320,7 +478,13 @@ def list_accounts(broker_dir: BrokerDir = DEFAULT_BROKER_DIR) -> None:
         raise fail(str(exc)) from None
     listed = table(f"Broker accounts in {broker_dir}", ("username", "kind", "topics", "password set"), whole=("kind",))
     for account in book:
-        kind = "device" if isinstance(account, DeviceAccount) else account.role.value
+        kind = (
+            "device"
+            if isinstance(account, DeviceAccount)
+            else "sparkplug node"
+            if isinstance(account, SparkplugNodeAccount)
+            else account.role.value
+        )
         topics = "\n".join(f"{access} {topic}" for access, topic in account.grants())
         listed.add_row(Text(account.username), kind, Text(topics), account.password_set_at)
     console.print(listed)

@@ -20,12 +20,12 @@ if TYPE_CHECKING:
 
 def run_sources(path: Path, config: Path | None, *, check: bool, metrics_port: int) -> None:
     from adapters.catalog import load_profiles
-    from collector.settings import CollectorSettings
+    from edge_agent.settings import AgentSettings
     from edge_agent.sources import SourceAgents, check_sources
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        settings = CollectorSettings.load(config)
+        settings = AgentSettings.load(config)
         catalog = load_profiles(settings.profiles_dir)
         source_map = parse_source_map(path.read_text(encoding="utf-8"), str(path), catalog)
     except FileNotFoundError:

@@ -6,7 +6,12 @@ username as client id (``use_username_as_clientid``), so an account's client id,
 and the session the broker keeps under it, is the account's alone. A device may publish only below
 its own ``pilot/v1/{site}/{line}/{device}/``; the collector reads ``pilot/v1/#``
 and writes dead letters and its heartbeat; a publisher (simulators, backfills)
-writes ``pilot/v1/#``; a monitor (health checks, exporters) reads the broker's ``$SYS/#``.
+writes ``pilot/v1/#``; a collector that is a Sparkplug host also reads its groups' ``spBv1.0`` messages,
+sends their edge nodes NCMDs and keeps its own ``spBv1.0/STATE/{host_id}``; a Sparkplug edge node publishes only
+its own births, data and deaths and reads its commands and the hosts' STATE; a monitor (health checks,
+exporters) reads the broker's ``$SYS/#``; a site's bridge
+(the Mosquitto in a factory, bridged to the central broker) writes only ``pilot/v1/{its site}/#`` and its
+connection state.
 
 Pure: the caller supplies salts and times.
 """
@@ -26,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pilot_core.contract import CONTRACT_VERSION, TOPIC_ROOT
 from pilot_core.ids import check_id
 from pilot_core.profiles import ProfileErrors
+from pilot_core.sparkplug import NAMESPACE as SPARKPLUG
 from pilot_core.yaml_text import SourceError, parse_yaml
 
 # What Mosquitto 2's mosquitto_passwd writes: PBKDF2-SHA512, 101 iterations, a 12-byte salt, a 64-byte key.
@@ -45,6 +51,23 @@ class Role(enum.StrEnum):
     COLLECTOR = "collector"
     PUBLISHER = "publisher"
     MONITOR = "monitor"
+    BRIDGE = "bridge"
+
+
+def bridge_state_topic(name: str) -> str:
+    """Where a site's bridge says whether it is connected (1) or not (0): Mosquitto's own default topic."""
+    return f"$SYS/broker/connection/{name}/state"
+
+
+def check_bridge_site(site: str) -> str:
+    """A site id that a Mosquitto bridge's ``topic`` line can hold: the id rules, and no white space."""
+    check_id(site, "site")
+    if any(char.isspace() for char in site):
+        raise ValueError(
+            f"site {site!r} contains white space, which a Mosquitto bridge's topic line cannot hold; bridge a site"
+            " whose id has none"
+        )
+    return site
 
 
 # A password the operator chooses (an init step, from a secret store) rather than one we make.
@@ -85,6 +108,24 @@ def device_username(site: str, line: str, device: str) -> str:
             " the site id must not start, nor the device id end, with one"
         )
     return username
+
+
+def check_sparkplug_id(value: str, what: str) -> str:
+    """A Sparkplug group, edge node or host id an ACL line can hold exactly (Sparkplug 3.0 forbids '/', '+', '#')."""
+    if not value or value != value.strip(_TRIMMED):
+        raise AccountError(f"{what} {value!r} is empty or starts or ends with white space, which Mosquitto trims away")
+    bad = sorted({char for char in value if char in "/+#:" or ord(char) < 32 or ord(char) == 127})
+    if bad:
+        raise AccountError(
+            f"{what} {value!r} contains {', '.join(repr(c) for c in bad)}: Sparkplug forbids '/', '+' and '#' in an"
+            " id, and a Mosquitto password file cannot hold ':' or a control character in a username"
+        )
+    return value
+
+
+def sparkplug_node_username(group: str, edge_node: str) -> str:
+    """``spBv1.0/{group}/{edge_node}``: never a device's (three levels) nor a service's (no '/') username."""
+    return f"{SPARKPLUG}/{check_sparkplug_id(group, 'group')}/{check_sparkplug_id(edge_node, 'edge node')}"
 
 
 def hash_password(password: str, salt: bytes) -> str:
@@ -143,6 +184,68 @@ class DeviceAccount(BaseModel):
         return [("write", f"{TOPIC_ROOT}/{CONTRACT_VERSION}/{self.site}/{self.line}/{self.device}/+")]
 
 
+class SparkplugNodeAccount(BaseModel):
+    """A Sparkplug B edge node (Ignition Edge, a gateway): it speaks for its own group and edge node id only."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    group: str
+    edge_node: str
+    password_hash: str
+    password_set_at: str = Field(default="", description="When the password was made, RFC 3339 UTC")
+
+    @model_validator(mode="after")
+    def _usable_username(self) -> SparkplugNodeAccount:
+        sparkplug_node_username(self.group, self.edge_node)
+        return self
+
+    @field_validator("password_hash")
+    @classmethod
+    def _mosquitto_hash(cls, value: str) -> str:
+        return _check_hash(value)
+
+    @property
+    def username(self) -> str:
+        return sparkplug_node_username(self.group, self.edge_node)
+
+    def grants(self) -> list[tuple[str, str]]:
+        own = f"{SPARKPLUG}/{self.group}"
+        node_messages = [("write", f"{own}/{kind}/{self.edge_node}") for kind in ("NBIRTH", "NDATA", "NDEATH")]
+        device_messages = [("write", f"{own}/{kind}/{self.edge_node}/+") for kind in ("DBIRTH", "DDATA", "DDEATH")]
+        return [
+            *node_messages,
+            *device_messages,
+            ("read", f"{own}/NCMD/{self.edge_node}"),
+            ("read", f"{own}/DCMD/{self.edge_node}/+"),
+            # Every host's STATE: a node waits for its primary host, whatever that host's id.
+            ("read", f"{SPARKPLUG}/STATE/+"),
+        ]
+
+
+class SparkplugHostGrant(BaseModel):
+    """A collector that is a Sparkplug host (the collector's ``sparkplug`` settings): the same host id and groups."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host_id: str
+    groups: list[str] = Field(default_factory=list, description="Empty: every group, as the settings say")
+
+    @model_validator(mode="after")
+    def _ids(self) -> SparkplugHostGrant:
+        check_sparkplug_id(self.host_id, "sparkplug host_id")
+        for group in self.groups:
+            check_sparkplug_id(group, "sparkplug group")
+        return self
+
+    def grants(self) -> list[tuple[str, str]]:
+        # The host sends only NCMD Node Control/Rebirth, never a DCMD: it gets no write to DCMD topics.
+        groups = self.groups or ["+"]
+        reads = [("read", f"{SPARKPLUG}/#")] if not self.groups else [("read", f"{SPARKPLUG}/{g}/#") for g in groups]
+        commands = [("write", f"{SPARKPLUG}/{g}/NCMD/+") for g in groups]
+        # Its STATE: published retained, with a will; read to answer an offline STATE left by an old session.
+        return [*reads, *commands, ("readwrite", f"{SPARKPLUG}/STATE/{self.host_id}")]
+
+
 class ServiceAccount(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -153,6 +256,10 @@ class ServiceAccount(BaseModel):
     # Read from older documents only: the broker makes the username the client id, so a collector's is its name.
     client_ids: list[str] = Field(default_factory=list)
     dead_letter_topic: str | None = None
+    # A bridge's site: the one topic subtree it may publish, pilot/v1/{site}/#.
+    site: str | None = None
+    # A collector that is also a Sparkplug host application: what its sparkplug settings subscribe and publish.
+    sparkplug: SparkplugHostGrant | None = None
 
     @field_validator("name")
     @classmethod
@@ -183,8 +290,16 @@ class ServiceAccount(BaseModel):
                 raise ValueError("a collector account needs dead_letter_topic (the collectors' setting)")
             if any(char in self.dead_letter_topic for char in "+#") or not self.dead_letter_topic.strip():
                 raise ValueError(f"{self.dead_letter_topic!r} cannot be part of a topic: it is empty or has '+' or '#'")
-        elif self.client_ids or self.dead_letter_topic:
-            raise ValueError(f"client_ids and dead_letter_topic are for collector accounts, not {self.role.value}")
+        elif self.client_ids or self.dead_letter_topic or self.sparkplug:
+            raise ValueError(
+                f"client_ids, dead_letter_topic and sparkplug are for collector accounts, not {self.role.value}"
+            )
+        if self.role is Role.BRIDGE:
+            if not self.site:
+                raise ValueError("a bridge account needs the site whose messages it carries")
+            check_bridge_site(self.site)
+        elif self.site is not None:
+            raise ValueError(f"site is for bridge accounts, not {self.role.value}")
         return self
 
     @property
@@ -197,9 +312,14 @@ class ServiceAccount(BaseModel):
             return [("write", data)]
         if self.role is Role.MONITOR:
             return [("read", "$SYS/#")]
+        if self.role is Role.BRIDGE:
+            # Its own site only: a factory's broker cannot speak for another factory's devices.
+            site_data = f"{TOPIC_ROOT}/{CONTRACT_VERSION}/{self.site}/#"
+            return [("write", site_data), ("write", bridge_state_topic(self.name))]
         # Reading pilot/v1/# also covers $share/<group>/pilot/v1/...: Mosquitto checks the message's topic.
         dead_letters = f"{(self.dead_letter_topic or '').rstrip('/')}/#"
-        return [("read", data), ("write", dead_letters), ("readwrite", heartbeat_topic(self.name))]
+        own = [("read", data), ("write", dead_letters), ("readwrite", heartbeat_topic(self.name))]
+        return own + (self.sparkplug.grants() if self.sparkplug else [])
 
     def matches(self, existing: Account | None, password: str) -> bool:
         """Whether ``existing`` already is this account with ``password``: asking again changes nothing."""
@@ -210,7 +330,7 @@ class ServiceAccount(BaseModel):
         )
 
 
-Account = DeviceAccount | ServiceAccount
+Account = DeviceAccount | ServiceAccount | SparkplugNodeAccount
 
 
 class AccountsDocument(BaseModel):
@@ -218,6 +338,7 @@ class AccountsDocument(BaseModel):
 
     devices: list[DeviceAccount] = Field(default_factory=list)
     services: list[ServiceAccount] = Field(default_factory=list)
+    sparkplug_nodes: list[SparkplugNodeAccount] = Field(default_factory=list)
 
 
 _HEADER = (
@@ -269,6 +390,7 @@ class AccountBook:
         document = AccountsDocument(
             devices=sorted((a for a in self if isinstance(a, DeviceAccount)), key=lambda a: a.username),
             services=sorted((a for a in self if isinstance(a, ServiceAccount)), key=lambda a: a.username),
+            sparkplug_nodes=sorted((a for a in self if isinstance(a, SparkplugNodeAccount)), key=lambda a: a.username),
         )
         body = yaml.safe_dump(
             document.model_dump(mode="json", exclude_defaults=True), allow_unicode=True, sort_keys=False
@@ -289,12 +411,14 @@ class AccountBook:
         return "\n".join(lines)
 
     def _sorted(self) -> list[Account]:
-        return sorted(self, key=lambda a: (isinstance(a, DeviceAccount), a.username))
+        return sorted(self, key=lambda a: (not isinstance(a, ServiceAccount), a.username))
 
 
 def _describe(account: Account) -> str:
     if isinstance(account, DeviceAccount):
         return f"device {account.device!r} (site {account.site!r}, line {account.line!r})"
+    if isinstance(account, SparkplugNodeAccount):
+        return f"Sparkplug edge node {account.edge_node!r} (group {account.group!r})"
     return f"{account.role.value} service account {account.name!r}"
 
 
@@ -306,6 +430,6 @@ def parse_accounts(text: str, source: str) -> AccountBook:
     except ValidationError as exc:
         raise ProfileErrors(document.errors(exc)) from None
     try:
-        return AccountBook([*parsed.devices, *parsed.services])
+        return AccountBook([*parsed.devices, *parsed.services, *parsed.sparkplug_nodes])
     except AccountError as exc:
         raise ProfileErrors([SourceError(source, None, str(exc))]) from None

@@ -15,6 +15,7 @@ import datetime as dt
 import hashlib
 import io
 import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -93,6 +94,25 @@ def entry(data: bytes) -> FileEntry:
 def json_bytes(document: Any) -> bytes:
     """Stable JSON: sorted keys, two-space indent, UTF-8, a final newline."""
     return (json.dumps(document, sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False) + "\n").encode()
+
+
+# A recomputed number may differ from the exporter's in its last bits: the linear algebra (BLAS) picks its kernels
+# by the CPU, and the order of a sum follows them. Nine significant digits is far above that noise (about 1e-16)
+# and far below anything a KPI means; changed data is caught by the fingerprint, not by this. The absolute floor
+# is for a difference of nearly equal numbers, which is noise around zero.
+RECOMPUTATION_RELATIVE_TOLERANCE = 1e-9
+RECOMPUTATION_ABSOLUTE_TOLERANCE = 1e-12
+
+
+def last_bits_apart(before: Any, after: Any) -> bool:
+    """Whether two values are floats that agree but for their last bits (neither an int, a bool nor a string)."""
+    return (
+        type(before) is float
+        and type(after) is float
+        and math.isclose(
+            before, after, rel_tol=RECOMPUTATION_RELATIVE_TOLERANCE, abs_tol=RECOMPUTATION_ABSOLUTE_TOLERANCE
+        )
+    )
 
 
 def data_fingerprint(files: Mapping[str, bytes]) -> str:

@@ -154,6 +154,10 @@ class OpcUaEndpoint(_Strict):
     private_key: str | None = None
     username: str | None = None
     password_env: str | None = Field(default=None, description="Environment variable holding the password")
+    user_certificate: str | None = Field(
+        default=None, description="The user's X.509 certificate, for a certificate identity instead of a username"
+    )
+    user_private_key: str | None = None
     publishing_interval_ms: float = Field(default=1000, gt=0)
     sampling_interval_ms: float = Field(default=1000, ge=0)
     timeout_s: float = Field(default=5.0, gt=0, allow_inf_nan=False)
@@ -169,6 +173,10 @@ class OpcUaEndpoint(_Strict):
             raise ValueError("security_policy is set but security_mode is None")
         if self.password_env is not None and self.username is None:
             raise ValueError("password_env without username")
+        if (self.user_certificate is None) != (self.user_private_key is None):
+            raise ValueError("user_certificate and user_private_key go together")
+        if self.user_certificate is not None and self.username is not None:
+            raise ValueError("one identity: a username or a user_certificate, not both")
         return self
 
 

@@ -70,6 +70,11 @@ class RejectReason(enum.StrEnum):
     SEQ_REGRESSION = "seq_regression"
     STORE_REJECTED = "store_rejected"
     INTERNAL_ERROR = "internal_error"
+    # Sparkplug B (pilot_core.sparkplug): what a host application cannot interpret.
+    SPARKPLUG_UNDECODABLE = "sparkplug_undecodable"
+    SPARKPLUG_NO_BIRTH = "sparkplug_no_birth"
+    SPARKPLUG_UNKNOWN_ALIAS = "sparkplug_unknown_alias"
+    SPARKPLUG_UNSUPPORTED = "sparkplug_unsupported"
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +226,16 @@ def validate_message(
         lines = _encode(device, topic, envelope.seq, records, clock)
         birth = topic.channel is Channel.STATUS and any(r.status == "online" for r in envelope.records)
         return Accepted(topic, envelope.seq, lines, birth)
+    except _Refused as refused:
+        return Rejection(refused.reason, refused.detail, topic)
+
+
+def encode_records(
+    device: RegisteredDevice, topic: Topic, seq: int, records: list[Any], clock: ClockCheck | None = None
+) -> list[str] | Rejection:
+    """Lines for records another intake (Sparkplug) made, checked as the contract's are; or why not."""
+    try:
+        return _encode(device, topic, seq, tuple(records), clock)
     except _Refused as refused:
         return Rejection(refused.reason, refused.detail, topic)
 

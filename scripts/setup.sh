@@ -50,4 +50,9 @@ rm -f "$stamp"
 echo "installing pilot-telemetry and its dependencies into .venv" >&2
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q -e '.[dev]'
+# The Sparkplug tests' edge node is a third-party library, pysparkplug. Its metadata pins paho-mqtt<2, which
+# would break everything else here; it runs on paho-mqtt 2's VERSION1 callbacks, given back the one method paho 2
+# dropped (tests/integration/test_sparkplug.py), so it is installed without its dependencies (protobuf comes
+# with `server`).
+.venv/bin/python -m pip install -q --no-deps 'pysparkplug==0.6.1'
 echo "$wanted" >"$stamp"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,11 +29,12 @@ class Certificates:
     stranger_key: Path
 
 
-def make_certificates(folder: Path) -> Certificates:
+def make_certificates(folder: Path, server_addresses: Sequence[str] = ()) -> Certificates:
+    """``server_addresses``: more IP addresses the servers' certificate names, besides 127.0.0.1 and localhost."""
     folder.mkdir(parents=True, exist_ok=True)
     ca_key, ca = _authority("pilot test CA")
     other_key, other = _authority("someone else's CA")
-    server_key, server = _leaf("127.0.0.1", ca_key, ca, server=True)
+    server_key, server = _leaf("127.0.0.1", ca_key, ca, server=True, addresses=("127.0.0.1", *server_addresses))
     client_key, client = _leaf("pilot-collector", ca_key, ca, server=False)
     stranger_key, stranger = _leaf("stranger", other_key, other, server=False)
     return Certificates(
@@ -82,7 +84,12 @@ def _authority(name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]
 
 
 def _leaf(
-    name: str, ca_key: ec.EllipticCurvePrivateKey, ca: x509.Certificate, *, server: bool
+    name: str,
+    ca_key: ec.EllipticCurvePrivateKey,
+    ca: x509.Certificate,
+    *,
+    server: bool,
+    addresses: Sequence[str] = (),
 ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     key = ec.generate_private_key(ec.SECP256R1())
     usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
@@ -101,7 +108,9 @@ def _leaf(
     )
     if server:
         builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
+            x509.SubjectAlternativeName(
+                [*(x509.IPAddress(ipaddress.ip_address(address)) for address in addresses), x509.DNSName("localhost")]
+            ),
             critical=False,
         )
     return key, builder.sign(ca_key, hashes.SHA256())

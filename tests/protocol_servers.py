@@ -7,9 +7,15 @@ import asyncio
 import struct
 import threading
 from collections.abc import Awaitable, Coroutine
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from asyncua import Server, ua
+from asyncua.crypto import uacrypto
+from asyncua.crypto.cert_gen import setup_self_signed_certificate
+from asyncua.crypto.permission_rules import User, UserRole
+from cryptography.x509.oid import ExtendedKeyUsageOID, ObjectIdentifier
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 from snap7.server import Server as Snap7Server
@@ -49,7 +55,9 @@ async def _cancel_others() -> None:
 class ModbusServer:
     """A Modbus TCP device (unit 1): 64 coils, discrete inputs, holding and input registers, all 0.
 
-    Its values survive a stop and start, as a device's own memory does across a network outage."""
+    Its values survive a stop and start, as a device's own memory does across a network outage.
+    ``slow[(table, address)]`` (or ``slow_all``) seconds pass before a read starting there is answered: a
+    register behind a slow gateway, or (every read slow) a device that hangs with its TCP port still open."""
 
     def __init__(self, unit: int = 1) -> None:
         self.port = local_services.free_port()
@@ -57,6 +65,8 @@ class ModbusServer:
         self._thread = _LoopThread("modbus-server")
         self._server: ModbusTcpServer | None = None
         self._values: dict[tuple[int, int], list[int] | list[bool]] = {}
+        self.slow: dict[tuple[int, int], float] = {}
+        self.slow_all = 0.0
 
     def start(self) -> None:
         async def start() -> ModbusTcpServer:
@@ -64,6 +74,15 @@ class ModbusServer:
             registers = [SimData(0, count=64, values=0, datatype=DataType.REGISTERS)]
             device = SimDevice(id=self.unit, simdata=(bits, bits, registers, registers))
             server = ModbusTcpServer([device], address=("127.0.0.1", self.port))
+            read = server.context.async_getValues
+
+            async def answer_slowly(device_id: int, table: int, address: int, count: int = 1) -> Any:
+                delay = self.slow.get((table, address), self.slow_all)
+                if delay:
+                    await asyncio.sleep(delay)
+                return await read(device_id, table, address, count)
+
+            server.context.async_getValues = answer_slowly  # type: ignore[method-assign,assignment]
             await server.serve_forever(background=True)
             for (table, address), values in self._values.items():
                 await server.context.async_setValues(self.unit, table, address, values)
@@ -97,14 +116,71 @@ async def _checked(result: Awaitable[object]) -> None:
     assert problem is None, f"the Modbus datastore refused the write: {problem}"
 
 
+@dataclass(frozen=True)
+class OpcUaSecurity:
+    """A secured server's certificate and key, and who may connect: a user with a password, or the holder of a
+    user certificate. The agent's own application certificate and key (for signing and encrypting) go with it."""
+
+    server_certificate: Path
+    server_key: Path
+    username: str
+    password: str
+    user_certificate: Path
+    user_key: Path
+    agent_certificate: Path
+    agent_key: Path
+
+
+async def _opcua_certificate(folder: Path, name: str, uri: str, use: ObjectIdentifier) -> tuple[Path, Path]:
+    certificate, key = folder / f"{name}.der", folder / f"{name}.pem"
+    subject = {"countryName": "KR", "organizationName": "pilot-telemetry tests"}
+    await setup_self_signed_certificate(key, certificate, uri, "127.0.0.1", [use], subject)
+    return certificate, key
+
+
+def make_opcua_security(folder: Path, username: str = "operator", password: str = "s3cret") -> OpcUaSecurity:
+    """RSA certificates as OPC UA wants them (its application URI among the subject alternative names)."""
+    folder.mkdir(parents=True, exist_ok=True)
+
+    async def make() -> OpcUaSecurity:
+        server = await _opcua_certificate(folder, "server", OpcUaServer.NAMESPACE, ExtendedKeyUsageOID.SERVER_AUTH)
+        user = await _opcua_certificate(folder, "user", "urn:pilot-telemetry:operator", ExtendedKeyUsageOID.CLIENT_AUTH)
+        agent = await _opcua_certificate(folder, "agent", "urn:pilot-telemetry:agent", ExtendedKeyUsageOID.CLIENT_AUTH)
+        return OpcUaSecurity(*server, username, password, *user, *agent)
+
+    return asyncio.run(make())
+
+
+class _Users:
+    """The server's user manager: the configured user with its password, or the user certificate; no one else."""
+
+    def __init__(self, security: OpcUaSecurity) -> None:
+        self.security = security
+        self.user_certificate = security.user_certificate.read_bytes()  # DER
+
+    def get_user(
+        self, iserver: Any, username: str | None = None, password: str | None = None, certificate: Any = None
+    ) -> User | None:
+        if username is not None:
+            known = (username, password) == (self.security.username, self.security.password)
+            return User(role=UserRole.User) if known else None
+        if certificate is not None:  # the server gives the token's DER bytes (its signature checked)
+            der = certificate if isinstance(certificate, bytes) else uacrypto.der_from_x509(certificate)
+            return User(role=UserRole.User) if der == self.user_certificate else None
+        return None
+
+
 class OpcUaServer:
     """A CNC controller's address space: Objects/CNC with RunState, PartCount and SpindleSpeed.
 
-    ``start(with_part_count=False)`` starts it again without the PartCount node: a node id that vanished."""
+    ``start(with_part_count=False)`` starts it again without the PartCount node: a node id that vanished.
+    With ``security``, it offers Basic256Sha256 Sign and SignAndEncrypt only, to a user with its password or
+    with its certificate."""
 
     NAMESPACE = "urn:pilot-telemetry:test-cnc"
 
-    def __init__(self) -> None:
+    def __init__(self, security: OpcUaSecurity | None = None) -> None:
+        self.security = security
         self.port = local_services.free_port()
         self.endpoint = f"opc.tcp://127.0.0.1:{self.port}/pilot/"
         self._thread = _LoopThread("opcua-server")
@@ -118,10 +194,19 @@ class OpcUaServer:
 
     def start(self, with_part_count: bool = True) -> None:
         async def start() -> Server:
-            server = Server()
+            security = self.security
+            server = Server(user_manager=_Users(security) if security else None)  # type: ignore[arg-type]
             await server.init()
             server.set_endpoint(self.endpoint)
-            server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+            if security is None:
+                server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+            else:
+                await server.load_certificate(str(security.server_certificate))
+                await server.load_private_key(str(security.server_key))
+                server.set_security_policy(
+                    [ua.SecurityPolicyType.Basic256Sha256_Sign, ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt]
+                )
+                server.set_identity_tokens([ua.UserNameIdentityToken, ua.X509IdentityToken])
             index = await server.register_namespace(self.NAMESPACE)
             cnc = await server.nodes.objects.add_object(f"ns={index};s=CNC", f"{index}:CNC")
             self._variables = {}

@@ -12,12 +12,21 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
+from typer.testing import CliRunner
 
 from adapters.influxdb import InfluxClient, InfluxSettings
 from adapters.mqtt import MqttSettings, connect_and_wait, new_client
 from collector.service import Collector
 from collector.settings import CollectorSettings
+from pilot.cli import app
 from pilot_core.registry import DeviceRegistry
+
+
+def run_pilot(*args: str) -> dict[str, Any]:
+    """Run `pilot …`, which must succeed; the parsed --json output if it printed one."""
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout) if "--json" in args else {}
 
 
 def collector_settings(

@@ -1,7 +1,9 @@
 """Reading a Modbus TCP server's coils, discrete inputs and registers, item by item.
 
 Each item is its own request, so an exception answer for one (illegal address 0x02, device busy 0x06)
-is that item's fault and the others are read as usual. A lost connection is ``SourceUnreachable``.
+or no answer within ``timeout_s`` (a register behind a slow gateway) is that item's fault and the others
+are read as usual. The device is ``SourceUnreachable`` when the connection is lost or cannot be made, or
+when no item at all answered in time (a device that hangs with its port still open).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pymodbus.client import AsyncModbusTcpClient
-from pymodbus.exceptions import ModbusException
+from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
 from adapters.sources import ItemFault, ItemValue, SourceUnreachable
 from pilot_core.signals import SignalValue
@@ -69,24 +71,42 @@ class ModbusReader:
         return self._client
 
     async def read(self) -> tuple[list[ItemValue], list[ItemFault]]:
-        """Every item once. Raises SourceUnreachable when the connection is gone."""
+        """Every item once. Raises SourceUnreachable when the connection is gone, or no item answered in time."""
         client = await self.connect()
         values, faults = [], []
+        timed_out = 0
         for item in self.items:
             try:
                 answer = await self._request(client, item)
-            except ModbusException as exc:
+            except ModbusIOException:  # no answer in time: this item's, unless none answers (below)
+                timed_out += 1
+                faults.append(ItemFault(item.name, "timeout", f"{self._where(item)}: no answer within {self.timeout}"))
+                # Start a fresh connection: a late answer must not be taken for the next item's.
+                client.close()
+                client = await self.connect()
+                continue
+            except (ConnectionException, ModbusException) as exc:
                 client.close()
                 raise SourceUnreachable(f"{self.address}: {exc}") from None
             now_ms = int(time.time() * 1000)
             if answer.isError():
                 code = getattr(answer, "exception_code", 0)
                 reason = EXCEPTION_NAMES.get(code, f"exception_{code}")
-                where = f"{item.table.value} {item.address}"
-                faults.append(ItemFault(item.name, reason, f"{where}: Modbus exception {code} ({reason})"))
+                faults.append(ItemFault(item.name, reason, f"{self._where(item)}: Modbus exception {code} ({reason})"))
                 continue
             values.append(ItemValue(item.name, self._value(item, answer), now_ms))
+        if self.items and timed_out == len(self.items):
+            self.close()
+            raise SourceUnreachable(f"{self.address}: no item answered within {self.timeout}")
         return values, faults
+
+    @property
+    def timeout(self) -> str:
+        return f"{self.endpoint.timeout_s:g} s"
+
+    @staticmethod
+    def _where(item: ModbusItem) -> str:
+        return f"{item.table.value} {item.address}"
 
     async def _request(self, client: AsyncModbusTcpClient, item: ModbusItem) -> Any:
         unit = self.endpoint.unit

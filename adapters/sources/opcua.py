@@ -19,9 +19,12 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from asyncua import Client, Node, ua
+from asyncua.crypto import uacrypto
+from cryptography import x509
 
 from adapters.sources import ItemFault, ItemValue, SourceUnreachable
 from pilot_core.signals import SignalValue
@@ -46,13 +49,21 @@ def _signal(value: Any) -> SignalValue | None:
 
 
 class _Changes:
-    """The subscription's handler: data changes to ItemValues, a lost subscription to the lost event."""
+    """The subscription's handler: data changes to ItemValues, a lost subscription to the lost event.
 
-    def __init__(self, items_by_handle: dict[int, OpcUaItem], deliver: Callable[[ItemValue], None]) -> None:
+    asyncua calls it in the event loop, so it delivers and reports at once."""
+
+    def __init__(
+        self,
+        items_by_handle: dict[int, OpcUaItem],
+        deliver: Callable[[ItemValue], None],
+        report: Callable[[ItemFault], None],
+        lost: asyncio.Event,
+    ) -> None:
         self.items_by_handle = items_by_handle
         self.deliver = deliver
-        self.faults: list[ItemFault] = []
-        self.lost = asyncio.Event()
+        self.report = report
+        self.lost = lost
 
     def datachange_notification(self, node: Node, val: Any, data: Any) -> None:
         item = self.items_by_handle.get(data.monitored_item.ClientHandle)
@@ -60,17 +71,27 @@ class _Changes:
             return
         value = data.monitored_item.Value
         if value.StatusCode is not None and not value.StatusCode.is_good():
-            self.faults.append(ItemFault(item.name, "bad_status", f"{_where(item)}: {value.StatusCode.name}"))
+            self.report(ItemFault(item.name, "bad_status", f"{_where(item)}: {value.StatusCode.name}"))
             return
         signal = _signal(val)
         if signal is None:
-            self.faults.append(ItemFault(item.name, "not_a_number", f"{_where(item)}: {type(val).__name__} {val!r}"))
+            self.report(ItemFault(item.name, "not_a_number", f"{_where(item)}: {type(val).__name__} {val!r}"))
             return
         ts = _epoch_ms(value.SourceTimestamp) or _epoch_ms(value.ServerTimestamp) or int(time.time() * 1000)
         self.deliver(ItemValue(item.name, signal, ts))
 
     def status_change_notification(self, status: Any) -> None:
         self.lost.set()  # the server ended the subscription (BadTimeout, BadShutdown): start over
+
+
+async def _application_uri(certificate: str) -> str | None:
+    loaded = await uacrypto.load_certificate(certificate)
+    try:
+        names = loaded.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return None
+    uris = names.get_values_for_type(x509.UniformResourceIdentifier)
+    return uris[0] if uris else None
 
 
 def _where(item: OpcUaItem) -> str:
@@ -90,6 +111,9 @@ class OpcUaReader:
         client = Client(self.endpoint.endpoint, timeout=self.endpoint.timeout_s, auto_reconnect=False)
         endpoint = self.endpoint
         if endpoint.security_mode is not SecurityMode.NONE:
+            assert endpoint.certificate is not None  # the source map requires it with a security mode
+            # The server checks the application URI the client gives against its certificate's: give that one.
+            client.application_uri = await _application_uri(endpoint.certificate) or client.application_uri
             await client.set_security_string(
                 f"{endpoint.security_policy},{endpoint.security_mode.value},{endpoint.certificate},{endpoint.private_key}"
             )
@@ -97,6 +121,9 @@ class OpcUaReader:
             client.set_user(endpoint.username)
             if endpoint.password_env is not None:
                 client.set_password(os.environ.get(endpoint.password_env, ""))
+        if endpoint.user_certificate is not None and endpoint.user_private_key is not None:
+            await client.load_client_certificate(endpoint.user_certificate)
+            await client.load_private_key(Path(endpoint.user_private_key))
         return client
 
     async def _connected(self) -> Client:
@@ -139,8 +166,8 @@ class OpcUaReader:
                     continue
                 by_handle[handle] = item
                 requests.append(self._request(handle, item, node))
-            changes = _Changes(by_handle, deliver)
-            lost = asyncio.Event()
+            lost = asyncio.Event()  # the connection, or the subscription, is gone
+            changes = _Changes(by_handle, deliver, report, lost)
 
             async def on_lost(exc: Exception) -> None:
                 lost.set()
@@ -159,11 +186,7 @@ class OpcUaReader:
                     if isinstance(result, ua.StatusCode):
                         item = by_handle.pop(request.RequestedParameters.ClientHandle)
                         report(ItemFault(item.name, "bad_node_id", f"{_where(item)}: {result.name}"))
-            while not (lost.is_set() or changes.lost.is_set()):
-                for fault in changes.faults:
-                    report(fault)
-                changes.faults.clear()
-                await _first_of(lost, changes.lost, timeout_s=0.5)
+            await lost.wait()
             raise SourceUnreachable(f"{self.address}: the connection or its subscription was lost")
         except (OSError, TimeoutError, ua.UaError) as exc:
             raise SourceUnreachable(f"{self.address}: {exc or type(exc).__name__}") from None
@@ -215,15 +238,6 @@ class OpcUaReader:
             raise SourceUnreachable(f"{self.address}: {exc or type(exc).__name__}") from None
         finally:
             await _quietly_disconnect(client)
-
-
-async def _first_of(*events: asyncio.Event, timeout_s: float) -> None:
-    waiters = [asyncio.ensure_future(event.wait()) for event in events]
-    try:
-        await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
 
 
 async def _quietly_disconnect(client: Client) -> None:

@@ -25,15 +25,25 @@ from adapters.mqtt import MqttSettings
 from adapters.telemetry_reader import TelemetryReader
 from api.main import create_app
 from collector.settings import CollectorSettings
-from edge_agent.sources import DeviceDerivation, SourceAgents
+from edge_agent.sources import DeviceDerivation, SourceAgents, check_sources
 from pilot.cli import app
 from pilot_core.registry import DeviceEntry, DeviceRegistry
 from pilot_core.source_map import parse_source_map
 from tests.api_support import admin_client
-from tests.protocol_servers import COIL, HOLDING, INPUT, ModbusServer, OpcUaServer, S7Server
+from tests.protocol_servers import (
+    COIL,
+    HOLDING,
+    INPUT,
+    ModbusServer,
+    OpcUaSecurity,
+    OpcUaServer,
+    S7Server,
+    make_opcua_security,
+)
 from tests.support import collector_settings, count_points, running_collector, wait_until
 
 CATALOG = load_profiles()
+OUTAGE_S = 30.0  # issue 19: the Modbus server down for 30 s, the broker down for 30 s
 
 
 @contextmanager
@@ -133,9 +143,11 @@ def test_a_retrofit_current_clamp_and_a_wrapping_16_bit_counter_over_modbus_land
             server.set_float32(INPUT, 0, 0.1)
             wait_until(lambda: states(client, device) == ["running", "idle"], what="idle below 0.5 A")
 
-            server.stop()  # the Modbus device drops off the network
+            outage_began = time.monotonic()
+            server.stop()  # the Modbus device drops off the network for 30 s
             wait_until(lambda: statuses(client, device)[-1:] == [False], what="the device offline")
             server.set(HOLDING, 10, [20])  # it went on counting meanwhile: 16 more boxes
+            time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - outage_began)))
             server.start()
             wait_until(lambda: produced(client, device) == 26, what="the boxes counted during the outage")
             wait_until(lambda: states(client, device) == ["running", "idle", "idle"], what="idle again after it")
@@ -151,10 +163,52 @@ def test_a_retrofit_current_clamp_and_a_wrapping_16_bit_counter_over_modbus_land
                 "판교", "L1", device, CATALOG["conveyor"], began_ms, int(time.time() * 1000)
             )
         )
-        assert [event.state for hour in hours for event in hour.events] == ["running", "idle", None, "idle"]
+        events = [event for hour in hours for event in hour.events]
+        assert [event.state for event in events] == ["running", "idle", None, "idle"]
+        assert events[3].ts_ms - events[2].ts_ms > OUTAGE_S * 1000 - 5000  # the outage's time is unknown time
         assert sum(totals.produced for hour in hours for totals in hour.production.values()) == 29
         warnings = [r.getMessage() for r in caplog.records if "item broken fails" in r.getMessage()]
         assert len(warnings) == 1 and "illegal_address" in warnings[0]  # logged once, not at every poll
+    finally:
+        server.close()
+
+
+def test_a_modbus_item_that_times_out_fails_alone_and_a_device_that_hangs_is_offline(
+    pipeline: tuple[InfluxClient, str], mqtt_settings: MqttSettings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A register that never answers in time is that item's fault (metric, one log line): the device stays
+    online and its other items are read. Only when no item answers is the device offline."""
+    client, unique_id = pipeline
+    device = f"{unique_id}-conveyor"
+    server = ModbusServer()
+    server.set_float32(INPUT, 0, 6.2)
+    server.set(HOLDING, 10, [100])
+    server.slow[(HOLDING, 20)] = 5.0  # the map's timeout is 1 s
+    server.start()
+    source_map = modbus_map(device, server.port).replace(
+        "      - {name: broken", "      - {name: slow_register, table: holding, address: 20}\n      - {name: broken"
+    )
+    caplog.set_level(logging.INFO, logger="pilot.agent.sources")
+    try:
+        with running_sources(source_map, mqtt_settings, tmp_path / "outbox") as agents:
+            wait_until(lambda: states(client, device) == ["running"], what="running, the slow item notwithstanding")
+            server.set(HOLDING, 10, [105])
+            wait_until(lambda: produced(client, device) == 5, what="5 boxes counted by the other items")
+            wait_until(
+                lambda: fault_count(agents, device, "slow_register", "timeout") >= 2, what="the timeouts counted"
+            )
+            assert fault_count(agents, device, "broken", "illegal_address") >= 1
+            assert statuses(client, device) == [True]  # its birth; never offline for one slow item
+
+            server.slow_all = 5.0  # the device hangs: its port is open, nothing answers
+            wait_until(lambda: statuses(client, device)[-1:] == [False], what="offline when no item answers")
+            server.set(HOLDING, 10, [108])
+            server.slow_all = 0.0
+            wait_until(lambda: statuses(client, device)[-1:] == [True], what="online once it answers again")
+            wait_until(lambda: produced(client, device) == 8, what="the 3 boxes made while it hung")
+        assert statuses(client, device) == [True, False, True]
+        warnings = [r.getMessage() for r in caplog.records if "item slow_register fails" in r.getMessage()]
+        assert len(warnings) == 1 and "timeout" in warnings[0]  # logged once, not at every poll
     finally:
         server.close()
 
@@ -218,6 +272,76 @@ def test_a_cnc_over_opcua_restarted_with_a_node_gone_is_resubscribed_and_the_van
         (cycles,) = client.query(f'SELECT "produced", "cycle_time_s" FROM "production" WHERE "device" = \'{device}\'')
         assert [row[1] for row in cycles.values] == [1, 1, 1] and all(row[2] > 0 for row in cycles.values)
         assert any("item part_count fails (bad_node_id)" in r.getMessage() for r in caplog.records)
+    finally:
+        server.close()
+
+
+def secured_cnc(name: str, endpoint: str, security: OpcUaSecurity, mode: str, identity: str) -> str:
+    """A device of a source map reading the secured server over Basic256Sha256 (``mode`` None: unsecured)."""
+    secured = (
+        f"\n      security_policy: Basic256Sha256"
+        f'\n      certificate: "{security.agent_certificate}"'
+        f'\n      private_key: "{security.agent_key}"'
+    )
+    return f"""
+  - site: 판교
+    line: L1
+    device: {name}
+    profile: cnc_machine
+    opcua:
+      endpoint: "{endpoint}"
+      security_mode: {mode}{secured if mode != "None" else ""}
+      {identity}
+      publishing_interval_ms: 100
+      sampling_interval_ms: 50
+      timeout_s: 5
+    items:
+      - {{name: run_state, node: "ns=2;s=CNC.RunState"}}
+      - {{name: part_count, node: "ns=2;s=CNC.PartCount"}}
+    state: {{item: run_state, map: {{0: idle, 1: cutting}}}}
+"""
+
+
+def test_opcua_sign_and_sign_and_encrypt_with_a_user_and_password_or_a_user_certificate(
+    tmp_path: Path, mqtt_settings: MqttSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """asyncua's server offering only Basic256Sha256 Sign and SignAndEncrypt, to one user (its password or its
+    certificate): the agent reads and subscribes over each; a wrong password or no security is refused, clearly."""
+    security = make_opcua_security(tmp_path / "pki")
+    server = OpcUaServer(security)
+    server.values["PartCount"].Value = 7
+    server.start()
+    monkeypatch.setenv("CNC_PASSWORD", security.password)
+    monkeypatch.setenv("WRONG_PASSWORD", "guess")
+    user = "username: operator\n      password_env: CNC_PASSWORD"
+    certificate = f'user_certificate: "{security.user_certificate}"\n      user_private_key: "{security.user_key}"'
+    devices = {
+        "signed-user": ("Sign", user),
+        "encrypted-user": ("SignAndEncrypt", user),
+        "encrypted-certificate": ("SignAndEncrypt", certificate),
+        "wrong-password": ("SignAndEncrypt", "username: operator\n      password_env: WRONG_PASSWORD"),
+        "unsecured": ("None", user),
+    }
+    text = "devices:" + "".join(secured_cnc(name, server.endpoint, security, *how) for name, how in devices.items())
+    try:
+        results = {
+            name.rsplit("/", 1)[1]: (values, why)
+            for name, values, _, why in asyncio.run(check_sources(parse_source_map(text, "agent.yaml", CATALOG)))
+        }
+        for name in ("signed-user", "encrypted-user", "encrypted-certificate"):
+            values, why = results[name]
+            assert why is None and {v.item: v.value for v in values} == {"run_state": 0, "part_count": 7}, name
+        assert "BadUserAccessDenied" in str(results["wrong-password"][1])
+        assert results["unsecured"][1] is not None  # the server offers no unsecured endpoint
+
+        subscribed = "devices:" + secured_cnc(
+            "encrypted-certificate", server.endpoint, security, *devices["encrypted-certificate"]
+        )
+        with running_sources(subscribed, mqtt_settings, tmp_path / "outbox") as agents:
+            (derivation,) = agents.derivations
+            wait_until(lambda: derivation.state == "idle", what="idle over an encrypted subscription")
+            server.set("RunState", 1)
+            wait_until(lambda: derivation.state == "cutting", what="the change delivered over it")
     finally:
         server.close()
 
@@ -304,16 +428,24 @@ def test_a_broker_outage_loses_nothing_the_agent_derived_from_its_sources(
         ):
             (derivation,) = agents.derivations
             wait_until(lambda: states(client, device) == ["running"], what="running")
-            broker.stop()  # the plant network to the broker drops; the machine goes on
+            outage_began = time.monotonic()
+            broker.stop()  # the plant network to the broker drops for 30 s; the machine goes on
             server.set(HOLDING, 10, [65_535])
             wait_until(lambda: derivation.agent.pending >= 1, what="15 boxes recorded in the outbox")
             server.set(HOLDING, 10, [24])  # wrapped while the broker was away: 40 boxes in all
             server.set_float32(INPUT, 0, 0.2)
             wait_until(lambda: derivation.state == "idle", what="idle derived while cut off")
+            server.set_float32(INPUT, 0, 6.0)
+            wait_until(lambda: derivation.state == "running", what="running again while cut off")
+            server.set(HOLDING, 10, [31])  # 7 more: 47 in all
+            time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - outage_began)))
             assert produced(client, device) == 0 and states(client, device) == ["running"]
             broker.start()
-            wait_until(lambda: produced(client, device) == 40, what="the 40 boxes once the broker is back")
-            wait_until(lambda: states(client, device) == ["running", "idle"], what="idle once the broker is back")
+            wait_until(lambda: produced(client, device) == 47, what="the 47 boxes once the broker is back")
+            wait_until(
+                lambda: states(client, device) == ["running", "idle", "running"], what="the states once it is back"
+            )
+            assert statuses(client, device).count(True) == 2  # a birth per connection to the broker
     finally:
         server.close()
         broker.stop()

@@ -23,18 +23,12 @@ from adapters.mqtt import MqttConnectError, MqttSettings, connect_and_wait, new_
 from pilot.cli import app
 from pilot_core.contract import topic_for
 from tests.support import collector_settings, count_points, publish_all, running_collector, wait_until
+from tests.support import run_pilot as pilot
 
 TS = 1_793_600_000_000
 SITE, LINE = "판교", "조립 1라인"
 OWN, OTHER = "cobot 01", "cobot-02"  # a space in an id, on purpose
 NOT_AUTHORIZED = 135
-
-
-def pilot(*args: str) -> dict[str, Any]:
-    """Run `pilot …`, which must succeed; the parsed --json output if it printed one."""
-    result = CliRunner().invoke(app, list(args))
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout) if "--json" in args else {}
 
 
 @dataclass

@@ -200,3 +200,31 @@ def test_the_console_section_alone_replaces_only_itself(tmp_path: Path) -> None:
     before = page.split(report.CONSOLE_HEADING)
     after = spliced.split(report.CONSOLE_HEADING)
     assert after[0] == before[0] and after[1].split("\n## ", 1)[1] == before[1].split("\n## ", 1)[1]
+
+
+SPARKPLUG = {
+    "started": "2026-12-06T06:50:00+00:00", "commit": "fed4321", "dirty": False, "loadavg_at_start": [3.2],
+    "cores": 2, "points": 20_000, "metrics_per_point": 20, "repeat": 3,
+    "json": {"points_per_s_median": 10_000.0, "points_per_s_min": 9_000.0, "points_per_s_max": 11_000.0,
+             "messages": 400},
+    "json-single": {"points_per_s_median": 2_000.0, "points_per_s_min": 1_900.0, "points_per_s_max": 2_100.0,
+                    "messages": 20_000, "to_json": {"median": 0.2, "min": 0.18, "max": 0.22}},
+    "sparkplug": {"points_per_s_median": 1_500.0, "points_per_s_min": 1_400.0, "points_per_s_max": 1_600.0,
+                  "messages": 20_001, "to_json": {"median": 0.15, "min": 0.13, "max": 0.16}},
+}  # fmt: skip
+
+
+def test_the_sparkplug_section_shows_its_run_in_points_per_second_against_batched_json(tmp_path: Path) -> None:
+    (tmp_path / "full").mkdir()
+    page = report.render(results_folder(tmp_path / "full"))
+    assert "_not run_" in page.split(report.SPARKPLUG_HEADING)[1].split("\n## ", maxsplit=1)[0]
+    out = tmp_path / "benchmarks.md"
+    out.write_text(page, encoding="utf-8")
+    alone = tmp_path / "sparkplug"
+    alone.mkdir()
+    (alone / "sparkplug.json").write_text(json.dumps(SPARKPLUG))
+    assert report.main(["--only", "sparkplug", "--results", str(alone), "--out", str(out)]) == 0
+    section = out.read_text(encoding="utf-8").split(report.SPARKPLUG_HEADING)[1].split("\n## ", maxsplit=1)[0]
+    assert "not the run above" in section and "at commit `fed4321`: 20,000 points of 20 metrics" in section
+    assert "| **Sparkplug B DDATA, 1 point a message** | 20,001 | 1,500 (1,400–1,600) | 0.15 (0.13–0.16) |" in section
+    assert "| pilot/v1 JSON, 50 records a message (baseline) | 400 | 10,000 (9,000–11,000) | 1 |" in section

@@ -13,7 +13,8 @@ import pytest
 from adapters import mqtt_packets as wire
 from adapters.catalog import load_profiles
 from adapters.influxdb import Series
-from bench import comparison, ingest, latency, publisher, sources
+from bench import comparison, ingest, latency, publisher, sources, sparkplug
+from collector.processing import Limits, Processor, SparkplugIntake
 from pilot_core.contract import SUBSCRIPTION, parse_topic
 from pilot_core.source_map import parse_source_map
 from pilot_core.validation import Accepted, validate_message
@@ -445,3 +446,17 @@ def test_the_console_benchmark_parses_its_options_and_adds_a_period_for_today() 
     text = console.today_scenario_text(dt.date(2026, 12, 6))
     assert "  - {name: today, behaviour: pilot, start: 2026-12-06, days: 1}\n" in text
     assert text.index("name: pilot,") < text.index("name: today,")
+
+
+def test_the_sparkplug_bench_parses_its_options_and_its_three_forms_carry_the_same_points() -> None:
+    args = sparkplug.parse_args([])
+    assert (args.points, args.repeat, args.out) == (20_000, 3, None)
+    lines = {}
+    for form in sparkplug.FORMS:
+        processor = Processor(sparkplug.registry(), Limits(256 * 1024), sparkplug=SparkplugIntake())
+        outcome = processor.process(sparkplug.messages_of(form, 120))
+        assert not outcome.rejected, outcome.rejected
+        telemetry = [line for line in outcome.lines if line.startswith("telemetry_")]
+        lines[form] = sorted(line.split(" ", 1)[1].split(",seq=")[0] + line.rsplit(" ", 1)[1] for line in telemetry)
+    assert len(lines["json"]) == 120
+    assert lines["json"] == lines["json-single"] == lines["sparkplug"]  # the same 20 fields, point for point

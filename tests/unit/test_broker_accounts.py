@@ -18,6 +18,8 @@ from pilot_core.broker_accounts import (
     DeviceAccount,
     Role,
     ServiceAccount,
+    SparkplugHostGrant,
+    SparkplugNodeAccount,
     check_given_password,
     device_username,
     hash_password,
@@ -260,3 +262,98 @@ def test_registry_edits_keep_comments(tmp_path: Path) -> None:
     fresh = tmp_path / "new.yaml"
     assert add_device(fresh, new, catalog)
     assert "vision 01" in fresh.read_text(encoding="utf-8")
+
+
+def test_a_bridge_account_writes_only_its_own_sites_data_and_its_state() -> None:
+    bridge = ServiceAccount(name="bridge-pangyo", role=Role.BRIDGE, site="판교", password_hash=new_password_hash("pw"))
+    assert bridge.grants() == [
+        ("write", "pilot/v1/판교/#"),
+        ("write", "$SYS/broker/connection/bridge-pangyo/state"),
+    ]
+    with pytest.raises(ValueError, match="needs the site"):
+        ServiceAccount(name="b", role=Role.BRIDGE, password_hash=new_password_hash("pw"))
+    with pytest.raises(ValueError, match="white space"):
+        ServiceAccount(name="b", role=Role.BRIDGE, site="판교 1", password_hash=new_password_hash("pw"))
+    with pytest.raises(ValueError, match="wildcard"):
+        ServiceAccount(name="b", role=Role.BRIDGE, site="#", password_hash=new_password_hash("pw"))
+    with pytest.raises(ValueError, match="site is for bridge accounts"):
+        ServiceAccount(name="p", role=Role.PUBLISHER, site="판교", password_hash=new_password_hash("pw"))
+    # It reads back from accounts.yaml as it was written.
+    assert parse_accounts(AccountBook([bridge]).document_text(), "accounts.yaml").get("bridge-pangyo") == bridge
+
+
+def test_a_sparkplug_edge_node_publishes_only_its_own_messages_and_reads_its_commands_and_hosts_states() -> None:
+    node = SparkplugNodeAccount(group="판교 A", edge_node="line-3", password_hash=new_password_hash("pw"))
+    book = AccountBook([node, _collector()])
+    assert book.acl_text().splitlines()[-10:] == [
+        "user spBv1.0/판교 A/line-3",
+        "topic write spBv1.0/판교 A/NBIRTH/line-3",
+        "topic write spBv1.0/판교 A/NDATA/line-3",
+        "topic write spBv1.0/판교 A/NDEATH/line-3",
+        "topic write spBv1.0/판교 A/DBIRTH/line-3/+",
+        "topic write spBv1.0/판교 A/DDATA/line-3/+",
+        "topic write spBv1.0/판교 A/DDEATH/line-3/+",
+        "topic read spBv1.0/판교 A/NCMD/line-3",
+        "topic read spBv1.0/판교 A/DCMD/line-3/+",
+        "topic read spBv1.0/STATE/+",
+    ]
+    assert book.password_file_text().splitlines()[-1].startswith("spBv1.0/판교 A/line-3:$7$101$")
+
+
+@pytest.mark.parametrize(
+    ("group", "edge_node", "message"),
+    [
+        ("g/1", "n", "Sparkplug forbids"),
+        ("g", "n+", "Sparkplug forbids"),
+        ("g", "#", "Sparkplug forbids"),
+        ("g", "a:b", "cannot hold ':'"),
+        (" g", "n", "white space"),
+        ("", "n", "empty"),
+    ],
+)
+def test_sparkplug_ids_an_acl_line_cannot_hold_exactly_are_refused(group: str, edge_node: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        SparkplugNodeAccount(group=group, edge_node=edge_node, password_hash=new_password_hash("pw"))
+
+
+def test_a_collector_that_is_a_sparkplug_host_gets_its_groups_commands_and_own_state_only() -> None:
+    every_group = ServiceAccount(
+        **{**_collector().model_dump(), "sparkplug": SparkplugHostGrant(host_id="pilot-collector")}
+    )
+    assert every_group.grants()[3:] == [
+        ("read", "spBv1.0/#"),
+        ("write", "spBv1.0/+/NCMD/+"),  # rebirth requests; the host never sends a DCMD
+        ("readwrite", "spBv1.0/STATE/pilot-collector"),
+    ]
+    two_groups = SparkplugHostGrant(host_id="h1", groups=["plant A", "plant-b"])
+    assert two_groups.grants() == [
+        ("read", "spBv1.0/plant A/#"),
+        ("read", "spBv1.0/plant-b/#"),
+        ("write", "spBv1.0/plant A/NCMD/+"),
+        ("write", "spBv1.0/plant-b/NCMD/+"),
+        ("readwrite", "spBv1.0/STATE/h1"),
+    ]
+    assert _collector().grants() == every_group.grants()[:3]  # no Sparkplug configured: no spBv1.0 topic
+    with pytest.raises(ValueError, match="for collector accounts"):
+        ServiceAccount(
+            name="p",
+            role=Role.PUBLISHER,
+            password_hash=new_password_hash("pw"),
+            sparkplug=SparkplugHostGrant(host_id="h"),
+        )
+    with pytest.raises(ValueError, match="Sparkplug forbids"):
+        SparkplugHostGrant(host_id="h", groups=["a/b"])
+
+
+def test_sparkplug_node_accounts_round_trip_through_the_accounts_file(tmp_path: Path) -> None:
+    files = BrokerFiles(tmp_path / "auth")
+    node = SparkplugNodeAccount(group="g", edge_node="n", password_hash=new_password_hash("pw"))
+    host = ServiceAccount(**{**_collector().model_dump(), "sparkplug": SparkplugHostGrant(host_id="h", groups=["g"])})
+    with files.editing() as book:
+        book.put(node)
+        book.put(host)
+    loaded = files.load()
+    assert loaded.get("spBv1.0/g/n") == node and loaded.get("pilot-collector") == host
+    assert "sparkplug_nodes:" in files.accounts_file.read_text(encoding="utf-8")
+    with pytest.raises(AccountError, match="Sparkplug edge node 'n' \\(group 'g'\\) already has broker credentials"):
+        loaded.put(node)

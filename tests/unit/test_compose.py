@@ -239,7 +239,11 @@ def test_the_init_and_the_clients_agree_on_the_accounts() -> None:
         assert variable_of(raw["PILOT_MQTT__PASSWORD"]) == variable, name
     # The collector's account grants its heartbeat and dead letters from the same settings it runs with.
     init_env, collector_env = environment(every["init"], env), environment(every["collector"], env)
-    for key in ("PILOT_CLIENT_ID", "PILOT_DEAD_LETTER_TOPIC", "PILOT_DEVICES_FILE"):
+    # And its Sparkplug host's topics from the same Sparkplug settings.
+    for key in (
+        "PILOT_CLIENT_ID", "PILOT_DEAD_LETTER_TOPIC", "PILOT_DEVICES_FILE",
+        "PILOT_SPARKPLUG__ENABLED", "PILOT_SPARKPLUG__HOST_ID",
+    ):  # fmt: skip
         assert init_env[key] == collector_env[key], key
     # The broker makes the username the client id: the collector's heartbeat topic must use that name.
     assert collector_env["PILOT_CLIENT_ID"] == collector_env["PILOT_MQTT__USERNAME"]

@@ -12,6 +12,7 @@ from adapters.broker_accounts import BrokerFiles
 from adapters.catalog import load_profiles, load_registry
 from pilot.cli import app
 from pilot_core.broker_accounts import verify_password
+from pilot_core.site_bridge import SiteBridge
 
 
 def run(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> Result:
@@ -136,3 +137,118 @@ def test_a_monitor_account_reads_only_the_brokers_sys_topics(tmp_path: Path) -> 
     assert result.exit_code == 0, result.output
     acl = BrokerFiles(tmp_path / "auth").acl_file.read_text(encoding="utf-8")
     assert "user pilot-healthcheck\ntopic read $SYS/#\n" in acl
+
+
+def test_site_bridge_writes_the_bridge_and_an_account_that_may_publish_only_its_site(tmp_path: Path) -> None:
+    output = tmp_path / "bridge" / "bridge-pangyo.conf"
+    centre = "mqtt.centre.example"
+    args = ["site-bridge", "bridge-pangyo", "--site", "판교", "--central-host", centre, "-o", str(output)]
+    result = run(tmp_path, *args)
+    assert result.exit_code == 0, result.output
+    assert output.stat().st_mode & 0o777 == 0o600  # it holds the password
+    config = dict(line.split(" ", 1) for line in output.read_text(encoding="utf-8").splitlines() if line[:1] != "#")
+    assert config["address"] == "mqtt.centre.example:8883"
+    assert config["topic"] == "pilot/v1/판교/# out 1"
+    assert (config["cleansession"], config["bridge_protocol_version"]) == ("false", "mqttv50")
+    assert config["remote_clientid"] == config["remote_username"] == "bridge-pangyo"
+    account = BrokerFiles(tmp_path / "auth").load().get("bridge-pangyo")
+    assert account is not None and verify_password(config["remote_password"], account.password_hash)
+    assert config["remote_password"] not in result.output
+    acl = (tmp_path / "auth" / "acl").read_text(encoding="utf-8")
+    grants = "topic write pilot/v1/판교/#\ntopic write $SYS/broker/connection/bridge-pangyo/state\n"
+    assert f"user bridge-pangyo\n{grants}" in acl
+    # Asked again, it refuses to replace the password silently; --rotate replaces it, and the bridge file with it.
+    again = run(tmp_path, *args)
+    assert again.exit_code == 1 and "pass --rotate" in again.output
+    assert run(tmp_path, *args, "--rotate").exit_code == 0
+    rotated = dict(line.split(" ", 1) for line in output.read_text(encoding="utf-8").splitlines() if line[:1] != "#")
+    assert rotated["remote_password"] != config["remote_password"]
+
+
+def test_site_bridge_refuses_what_a_bridge_cannot_hold(tmp_path: Path) -> None:
+    output = str(tmp_path / "b.conf")
+    cases = [
+        (["site-bridge", "b", "--site", "판교 1", "--central-host", "c", "-o", output], "white space"),
+        (["site-bridge", "b", "--site", "a/b", "--central-host", "c", "-o", output], "contains a slash"),
+        (["site-bridge", "b", "--site", "s", "--central-host", "c", "-o", output, "--cert-file", "x"], "its key"),
+        (["site-bridge", "b c", "--site", "s", "--central-host", "c", "-o", output], "letters, digits"),
+        (["service-account", "b", "--role", "bridge"], "pilot devices site-bridge"),
+    ]
+    for args, message in cases:
+        result = run(tmp_path, *args)
+        assert result.exit_code == 1 and message in result.output, (args, result.output)
+    assert not Path(output).exists()
+    # A bridge file that cannot be written leaves no account behind, whose password would be lost.
+    (tmp_path / "blocker").touch()  # a file where the folder would be: refused even to root
+    unwritable = str(tmp_path / "blocker" / "b.conf")
+    result = run(tmp_path, "site-bridge", "b", "--site", "s", "--central-host", "c", "-o", unwritable)
+    assert result.exit_code == 1 and "the account was not made" in result.output, result.output
+    assert len(BrokerFiles(tmp_path / "auth").load()) == 0
+
+
+def test_the_shipped_example_bridge_is_what_the_command_writes() -> None:
+    example = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto" / "site-bridge.example.conf"
+    bridge = SiteBridge(name="bridge-pangyo", site="판교", central_host="mqtt.centre.example")
+    assert example.read_text(encoding="utf-8") == bridge.config_text("<made by pilot devices site-bridge>")
+
+
+def test_site_bridge_with_a_chosen_password_can_run_again_unchanged(tmp_path: Path) -> None:
+    chosen = "a-chosen-bridge-password-0123456789"
+    output = tmp_path / "b.conf"
+    args = ["site-bridge", "bridge-sihwa", "--site", "시화", "--central-host", "c", "-o", str(output)]
+    for _ in range(2):  # the second time finds the same account and changes nothing
+        result = run(tmp_path, *args, "--password-env", "BRIDGE_PASSWORD", env={"BRIDGE_PASSWORD": chosen})
+        assert result.exit_code == 0, result.output
+        assert chosen not in result.output
+        assert f"remote_password {chosen}\n" in output.read_text(encoding="utf-8")
+    account = BrokerFiles(tmp_path / "auth").load().get("bridge-sihwa")
+    assert account is not None and verify_password(chosen, account.password_hash)
+
+
+def test_sparkplug_node_makes_an_account_for_one_edge_node_and_revoke_removes_it(tmp_path: Path) -> None:
+    made = run(tmp_path, "sparkplug-node", "line-3", "--group", "plant-a", "--json")
+    assert made.exit_code == 0, made.output
+    created = json.loads(made.stdout)
+    assert created["username"] == "spBv1.0/plant-a/line-3"
+    files = BrokerFiles(tmp_path / "auth")
+    account = files.load().get("spBv1.0/plant-a/line-3")
+    assert account is not None and verify_password(created["password"], account.password_hash)
+    assert "user spBv1.0/plant-a/line-3\ntopic write spBv1.0/plant-a/NBIRTH/line-3\n" in files.acl_file.read_text(
+        encoding="utf-8"
+    )
+    again = run(tmp_path, "sparkplug-node", "line-3", "--group", "plant-a")
+    assert again.exit_code == 1 and "--rotate" in again.output
+    assert run(tmp_path, "sparkplug-node", "a/b", "--group", "plant-a").exit_code == 1
+    listed = run(tmp_path, "list")
+    assert "sparkplug node" in listed.output
+    assert run(tmp_path, "revoke-sparkplug-node", "line-3", "--group", "plant-a").exit_code == 0
+    assert files.load().get("spBv1.0/plant-a/line-3") is None
+    gone = run(tmp_path, "revoke-sparkplug-node", "line-3", "--group", "plant-a")
+    assert gone.exit_code == 1 and "no Sparkplug edge node account" in gone.output
+
+
+def test_a_collector_account_gets_the_sparkplug_host_topics_only_when_its_configuration_enables_it(
+    tmp_path: Path,
+) -> None:
+    files = BrokerFiles(tmp_path / "auth")
+    assert run(tmp_path, "service-account", "plain", "--role", "collector").exit_code == 0
+    assert not any(topic.startswith("spBv1.0") for _, topic in files.load().get("plain").grants())  # type: ignore[union-attr]
+    env = {
+        "PILOT_SPARKPLUG__ENABLED": "true",
+        "PILOT_SPARKPLUG__HOST_ID": "host-a",
+        "PILOT_SPARKPLUG__GROUPS": '["plant-a"]',
+    }
+    assert run(tmp_path, "service-account", "host", "--role", "collector", env=env).exit_code == 0
+    grants = files.load().get("host").grants()  # type: ignore[union-attr]
+    assert [g for g in grants if g[1].startswith("spBv1.0")] == [
+        ("read", "spBv1.0/plant-a/#"),
+        ("write", "spBv1.0/plant-a/NCMD/+"),
+        ("readwrite", "spBv1.0/STATE/host-a"),
+    ]
+    # An init step with a chosen password sees the new grants as a change: --rotate applies them.
+    chosen = ["service-account", "plain", "--role", "collector", "--password-env", "P"]
+    assert run(tmp_path, *chosen, "--rotate", env={"P": CHOSEN}).exit_code == 0
+    changed = run(tmp_path, *chosen, env={"P": CHOSEN, **env})
+    assert changed.exit_code == 1 and "other grants" in changed.output
+    assert run(tmp_path, *chosen, "--rotate", env={"P": CHOSEN, **env}).exit_code == 0
+    assert ("readwrite", "spBv1.0/STATE/host-a") in files.load().get("plain").grants()  # type: ignore[union-attr]

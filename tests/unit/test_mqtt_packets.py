@@ -64,6 +64,20 @@ def test_connect_carries_the_session_expiry_receive_maximum_and_credentials() ->
     assert body.endswith(wire._string("collector-1") + wire._string("pilot") + wire._string("pässword"))
 
 
+def test_connect_carries_a_retained_qos_1_will_before_the_credentials_and_publish_a_retain_flag() -> None:
+    will = ("spBv1.0/STATE/host", b'{"online":false,"timestamp":5}')
+    packet = wire.connect_packet("host", keepalive_s=30, clean_start=True, username="u", password="p", will=will)
+    _, start = wire._long_length(packet, 1)
+    body = packet[start:]
+    assert body[7] == 0x80 | 0x40 | 0x20 | 0x08 | 0x04 | 0x02  # credentials, will retained at QoS 1, clean start
+    assert body.endswith(
+        wire._string("host") + b"\x00" + wire._string(will[0]) + wire._string(will[1])
+        + wire._string("u") + wire._string("p")
+    )  # fmt: skip
+    assert wire.publish_packet("t", b"x", 1, 7, retain=True)[0] == wire.PUBLISH | 0x02 | 0x01
+    assert wire.publish_packet("t", b"x", 0)[0] == wire.PUBLISH
+
+
 def test_connack_suback_puback_and_disconnect_are_read() -> None:
     properties = bytes((wire.PROP_RECEIVE_MAXIMUM, 0, 20, wire.PROP_SERVER_KEEP_ALIVE, 0, 60))
     connack = bytes((wire.CONNACK, 3 + len(properties), 1, 0, len(properties))) + properties

@@ -122,6 +122,15 @@ def test_a_bit_read_from_a_register_and_a_secured_endpoint_without_its_certifica
     assert "security_mode SignAndEncrypt needs security_policy, certificate and private_key" in error
 
 
+def test_an_opcua_identity_is_a_username_or_a_user_certificate_with_its_key() -> None:
+    text = (EXAMPLES / "agent-opcua.yaml").read_text(encoding="utf-8")
+    (error,) = errors_of(text.replace("security_mode: None", "security_mode: None\n      user_certificate: u.der"))
+    assert "user_certificate and user_private_key go together" in error
+    both = "security_mode: None\n      user_certificate: u.der\n      user_private_key: u.pem\n      username: op"
+    (error,) = errors_of(text.replace("security_mode: None", both))
+    assert "one identity: a username or a user_certificate, not both" in error
+
+
 def test_a_reading_is_scaled_and_typed_as_its_metric() -> None:
     (device,) = parse_source_map(
         MODBUS_DEVICE.replace("type: float32, metric: motor_current", "metric: motor_current, scale: 0.1"),
