@@ -28,6 +28,7 @@ from pilot_core.device_rows import (
     chunks,
 )
 from pilot_core.influxql import quote_identifier, quote_literal
+from pilot_core.live import COLLECTOR_HEALTH_MEASUREMENT, DEAD_LETTER_MEASUREMENT, CollectorHealth, StateSample
 from pilot_core.profiles import DeviceProfile, ProductionMode
 from pilot_core.validation import PRODUCTION_MEASUREMENT, STATE_MEASUREMENT, STATUS_MEASUREMENT
 
@@ -235,8 +236,11 @@ class DeviceActivity:
     profile_version: str | None = None
 
 
-def device_activity(client: InfluxClient, measurements: Iterable[str], since_ms: int) -> list[DeviceActivity]:
-    """Every device with a point since ``since_ms``: one small query per measurement, grouped by device.
+def device_activity(
+    client: InfluxClient, measurements: Iterable[str], since_ms: int, line: tuple[str, str] | None = None
+) -> list[DeviceActivity]:
+    """Every device with a point since ``since_ms`` (on ``line``, a site and line, if given): two small queries,
+    grouped by device.
 
     Bounded in time, so that no query scans more than InfluxDB 3 Core allows. The newest point is selected
     as a raw point (``ORDER BY time DESC LIMIT 1``), whose time is its own on every InfluxDB version: a
@@ -244,19 +248,21 @@ def device_activity(client: InfluxClient, measurements: Iterable[str], since_ms:
     start of the range or of a window on others.
     """
     group = ", ".join(quote_identifier(k) for k in ("site", "line", "device"))
+    where = f"time >= {since_ms}ms" + (f" AND {_tag('site', line[0])} AND {_tag('line', line[1])}" if line else "")
     seen: dict[tuple[str, str, str], int] = {}
-    for measurement in sorted({STATUS_MEASUREMENT, STATE_MEASUREMENT, PRODUCTION_MEASUREMENT, *measurements}):
-        query = (
-            f'SELECT "seq" FROM {quote_identifier(measurement)} WHERE time >= {since_ms}ms'
-            f" GROUP BY {group} ORDER BY time DESC LIMIT 1"
-        )
-        for series in client.query(query):
-            key = _device_key(series)
-            seen[key] = max(seen.get(key, 0), int(series.values[0][0]))
+    sources = ", ".join(
+        quote_identifier(m)
+        for m in sorted({STATUS_MEASUREMENT, STATE_MEASUREMENT, PRODUCTION_MEASUREMENT, *measurements})
+    )
+    # One query for every measurement: a series per measurement and device, each its newest point.
+    query = f'SELECT "seq" FROM {sources} WHERE {where} GROUP BY {group} ORDER BY time DESC LIMIT 1'
+    for series in client.query(query):
+        key = _device_key(series)
+        seen[key] = max(seen.get(key, 0), int(series.values[0][0]))
     status: dict[tuple[str, str, str], list[Any]] = {}
     query = (
         f'SELECT "online", "agent_version", "profile_version" FROM {quote_identifier(STATUS_MEASUREMENT)}'
-        f" WHERE time >= {since_ms}ms GROUP BY {group} ORDER BY time DESC LIMIT 1"
+        f" WHERE {where} GROUP BY {group} ORDER BY time DESC LIMIT 1"
     )
     for series in client.query(query):
         status[_device_key(series)] = series.values[0]
@@ -279,3 +285,73 @@ def device_activity(client: InfluxClient, measurements: Iterable[str], since_ms:
 def _device_key(series: Series) -> tuple[str, str, str]:
     tags = series.tags or {}
     return tags.get("site", ""), tags.get("line", ""), tags.get("device", "")
+
+
+def recent_states(
+    client: InfluxClient, site: str, line: str, since_ms: int, per_device: int = 20
+) -> dict[str, list[StateSample]]:
+    """Per device of the line, its latest ``per_device`` state records since ``since_ms``, newest first."""
+    query = (
+        f'SELECT "state", "time_class", "reason" FROM {quote_identifier(STATE_MEASUREMENT)}'
+        f" WHERE {_tag('site', site)} AND {_tag('line', line)} AND time >= {since_ms}ms"
+        f' GROUP BY "device" ORDER BY time DESC LIMIT {per_device}'
+    )
+    return {
+        (series.tags or {}).get("device", ""): [
+            StateSample(int(ts), str(state), str(time_class) if time_class else None, str(reason) if reason else None)
+            for ts, state, time_class, reason in series.values
+        ]
+        for series in client.query(query)
+    }
+
+
+def collector_health(client: InfluxClient, since_ms: int) -> list[CollectorHealth]:
+    """Each collector's latest health point since ``since_ms``."""
+    query = (
+        'SELECT "backlog", "spool_batches", "spool_bytes", "connected", "healthy"'
+        f" FROM {quote_identifier(COLLECTOR_HEALTH_MEASUREMENT)} WHERE time >= {since_ms}ms"
+        ' GROUP BY "collector" ORDER BY time DESC LIMIT 1'
+    )
+    found = []
+    for series in client.query(query):
+        ts, backlog, spool_batches, spool_bytes, connected, healthy = series.values[0]
+        found.append(
+            CollectorHealth(
+                (series.tags or {}).get("collector", ""),
+                int(ts),
+                int(backlog or 0),
+                int(spool_batches or 0),
+                int(spool_bytes or 0),
+                bool(connected),
+                bool(healthy),
+            )
+        )
+    return sorted(found, key=lambda h: h.collector)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetters:
+    """A line's messages refused for one reason since some time, and the latest of them."""
+
+    reason: str
+    count: int
+    last_at_ms: int
+    last_device: str
+    last_detail: str
+
+
+def dead_letters(client: InfluxClient, site: str, line: str, since_ms: int) -> list[DeadLetters]:
+    """Per reason, the line's refused messages since ``since_ms``: two aggregate queries, whatever their number."""
+    where = f"{_tag('site', site)} AND {_tag('line', line)} AND time >= {since_ms}ms"
+    source = quote_identifier(DEAD_LETTER_MEASUREMENT)
+    counts = {
+        (series.tags or {}).get("reason", ""): int(series.values[0][1] or 0)
+        for series in client.query(f'SELECT sum("count") FROM {source} WHERE {where} GROUP BY "reason"')
+    }
+    found = []
+    latest = f'SELECT "detail", "device" FROM {source} WHERE {where} GROUP BY "reason" ORDER BY time DESC LIMIT 1'
+    for series in client.query(latest):
+        reason = (series.tags or {}).get("reason", "")
+        ts, detail, device = series.values[0]
+        found.append(DeadLetters(reason, counts.get(reason, 0), int(ts), str(device or ""), str(detail or "")))
+    return sorted(found, key=lambda d: (-d.count, d.reason))

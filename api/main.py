@@ -12,7 +12,7 @@ from adapters.sql import Database
 from api.console.app import install as install_console
 from api.limits import BodyLimit, single_valued_query
 from api.problems import use_problem_details
-from api.routers import access, catalog, demonstrations, evidence, health, kpis, reports
+from api.routers import access, catalog, demonstrations, evidence, health, kpis, live, reports
 from api.state import ApiState, rollup_loop
 from collector.settings import CollectorSettings
 from pilot_core import comparison
@@ -35,6 +35,7 @@ def create_app(settings: CollectorSettings | None = None, database: Database | N
             threading.Thread(target=rollup_loop, args=(state,), name="rollups", daemon=True).start()
         yield
         state.stopping.set()
+        state.close()
         if database is None:
             state.database.dispose()
 
@@ -53,6 +54,7 @@ def create_app(settings: CollectorSettings | None = None, database: Database | N
     app.include_router(catalog.router, prefix="/v1")
     app.include_router(demonstrations.router, prefix="/v1")
     app.include_router(kpis.router, prefix="/v1")
+    app.include_router(live.router, prefix="/v1")
     app.include_router(reports.router, prefix="/v1")
     app.include_router(evidence.router, prefix="/v1")
     install_console(app)  # the web console's pages, at /

@@ -30,6 +30,8 @@ class ApiState:
     # Set when the server shuts down: evaluations still running in worker threads give up at their next read.
     stopping: threading.Event = field(default_factory=threading.Event)
     sessions: SessionStore = field(default_factory=SessionStore)  # the console's, signed in with API keys
+    _polled: InfluxClient | None = field(default=None, repr=False)
+    _polled_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
     def from_settings(cls, settings: CollectorSettings, database: Database | None = None) -> ApiState:
@@ -37,6 +39,20 @@ class ApiState:
         profiles = load_profiles(settings.profiles_dir)
         registry = load_registry(settings.devices_file, profiles) if settings.devices_file.is_file() else None
         return cls(settings, profiles, registry, database if database is not None else Database(settings.database_url))
+
+    def polled_influx(self) -> InfluxClient:
+        """One client kept for the whole process, for what is polled every few seconds (the live line): its
+        connections stay open between requests. Closed with the app (``close``)."""
+        with self._polled_lock:
+            if self._polled is None:
+                self._polled = InfluxClient(self.settings.influx)
+            return self._polled
+
+    def close(self) -> None:
+        with self._polled_lock:
+            if self._polled is not None:
+                self._polled.close()
+                self._polled = None
 
     def influx(self) -> InfluxClient:
         return InfluxClient(self.settings.influx)

@@ -33,6 +33,9 @@ TARGET_RSS_MB = 200.0
 TARGET_AGENT_CPU_SHARE = 0.10
 TARGET_AGENT_RSS_MB = 80.0
 TARGET_AGENT_INSTALL_MB = 150.0
+# Issue 22: the console's pages of the demo's demonstration, warm, server-side.
+TARGET_DEMONSTRATION_PAGE_S = 0.300
+TARGET_LIVE_PAGE_S = 0.100
 # "Bounded" through an outage: memory at the end of the long outage within this factor of the short one's.
 BOUNDED_GROWTH = 1.15
 
@@ -463,6 +466,45 @@ def sources_section(result: dict[str, Any] | None) -> str:
     return measured + "\n\n" + table(header, rows)
 
 
+CONSOLE_ROWS = (
+    ("comparison_api", "`GET /v1/demonstrations/{ref}/comparison`, the cached result (baseline)", None),
+    ("demonstration_page", "the demonstration page, `/demonstrations/{ref}`", TARGET_DEMONSTRATION_PAGE_S),
+    ("live_page", "the live line page, `/demonstrations/{ref}/live`", TARGET_LIVE_PAGE_S),
+    ("live_api", "`GET /v1/demonstrations/{ref}/live`, what the live page shows", None),
+)
+
+
+def console_section(result: dict[str, Any] | None) -> str:
+    """The console's pages (``bench.console``): first and warm server-side times, ratios, and issue 22's targets."""
+    if result is None:
+        return "_not run_"
+    rows = []
+    for key, label, target in CONSOLE_ROWS:
+        entry = result.get(key)
+        if entry is None:
+            continue
+        warm = [w * 1000 for w in entry["warm_s"]]
+        rows.append((
+            label, f"{entry['first_s'] * 1000:,.0f}", spread(warm, ",.1f"),
+            f"{entry['ratio_to_baseline']:.2f} ×",
+            "–" if target is None else f"≤ {target * 1000:,.0f} ms",
+            "–" if target is None else verdict(entry["median_s"] <= target),
+        ))  # fmt: skip
+    load = ", ".join(f"{x:.1f}" for x in result.get("loadavg_at_end", [])) or "?"
+    today = result.get("today_hours")
+    measured = (
+        f"Measured {result.get('started', '?')} at commit `{result.get('commit', '?')}`"
+        + (" (with uncommitted changes)" if result.get("dirty") else "")
+        + f": the demo's {result.get('devices', '?')} devices over {result.get('days', '?')} days,"
+        f" {result.get('today_messages', 0):,} messages of today so far"
+        + (f" ({today:g} whole hours)" if today is not None else " (no whole hour yet)")
+        + f"; {result.get('repeat', '?')} warm requests per page; {result.get('cpus', '?')} CPUs,"
+        f" load average {load} at the end."
+    )
+    header = ("request", "first (ms)", "warm (ms): median (range)", "× baseline", "target", "verdict")
+    return measured + "\n\n" + table(header, rows)
+
+
 SPARKPLUG_LABELS = {
     "json": "pilot/v1 JSON, 50 records a message (baseline)",
     "json-single": "pilot/v1 JSON, 1 record a message",
@@ -513,12 +555,13 @@ SECTIONS: dict[str, Callable[[dict[str, dict[str, Any] | None]], str]] = {
     "disk_full": disk_full_section,
     "statistics": lambda r: statistics_section(r["statistics"]),
     "sources": lambda r: sources_section(r["sources"]),
+    "console": lambda r: console_section(r["console"]),
     "sparkplug": lambda r: sparkplug_section(r.get("sparkplug")),
 }
 
 
 def render(folder: Path) -> str:
-    names = ["run", "ingest", "comparison", "plant", "statistics", "sources", "sparkplug",
+    names = ["run", "ingest", "comparison", "plant", "statistics", "sources", "sparkplug", "console",
              *sorted(p.stem for p in folder.glob("spool*.json")),
              *sorted(p.stem for p in folder.glob("diskfull*.json"))]  # fmt: skip
     results = {name: load(folder, name) for name in names}
@@ -534,10 +577,12 @@ def render(folder: Path) -> str:
 
 SOURCES_HEADING = "## 8. One agent process reading 50 machines"
 SPARKPLUG_HEADING = "## 9. Sparkplug B intake against the JSON contract"
+CONSOLE_HEADING = "## 10. Console pages"
 # The sections a benchmark of their own may render alone into a page: result name → heading, section.
 ALONE_SECTIONS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "sources": (SOURCES_HEADING, sources_section),
     "sparkplug": (SPARKPLUG_HEADING, sparkplug_section),
+    "console": (CONSOLE_HEADING, console_section),
 }
 _ALONE = (
     "_This section was rendered on its own (`python -m bench.report --only {name}`) from a `bench.{name}`"

@@ -29,6 +29,7 @@ from adapters.mqtt_intake import IntakeConnection
 from adapters.mqtt_packets import Delivery
 from adapters.sparkplug.codec import host_state, rebirth_command
 from collector.dead_letter import dead_letter_payload, dead_letter_topic
+from collector.health import HEALTH_TIMEOUT_S, HealthReporter
 from collector.metrics import CollectorMetrics
 from collector.output import InfluxOutput
 from collector.processing import BatchOutcome, Limits, ProcessorProcess, SparkplugIntake, topic_or_none
@@ -36,6 +37,7 @@ from collector.settings import CollectorSettings
 from collector.spool import Spool, SpooledBatch, SpoolFull
 from collector.supervision import RetryLater, Supervisor
 from pilot_core.broker_accounts import heartbeat_topic
+from pilot_core.live import CollectorHealth
 from pilot_core.registry import DeviceRegistry
 from pilot_core.sparkplug import map_problems
 from pilot_core.validation import Rejection, RejectReason
@@ -135,6 +137,15 @@ class Collector:
         self._last_heartbeat = time.monotonic()
         self._watchdog = self.supervisor.thread("watchdog", self._watch, self._stopping)
         self.metrics.watch_health(self._healthy)
+        # Its own client, with a short timeout: a write stuck on a down InfluxDB must hold neither the batches'
+        # connections nor a shutdown.
+        health_influx = settings.influx.model_copy(
+            update={"timeout_s": min(settings.influx.timeout_s, HEALTH_TIMEOUT_S)}
+        )
+        self.health = HealthReporter(
+            InfluxClient(health_influx), settings.client_id, settings.health_interval_s, self._health_at
+        )
+        self._health_thread = self.supervisor.thread("health", lambda: self.health.run(self._abort), self._abort)
 
     # --- lifecycle -------------------------------------------------------
 
@@ -153,6 +164,8 @@ class Collector:
         self._replayer.start()
         if self.settings.watchdog_s:
             self._watchdog.start()
+        if self.settings.health_interval_s:
+            self._health_thread.start()
         # A new session receives nothing published before its SUBACK: this returns once subscribed.
         self._mqtt.start()
         log.info(
@@ -196,6 +209,9 @@ class Collector:
             # Edge nodes that wait for a primary host start storing and forwarding now, not at a timeout.
             topic, payload = host_state(self.settings.sparkplug.host_id, False, self._state_ts)
             self._mqtt.publish(topic, payload, retain=True).wait(5.0)
+        if self._health_thread.ident is not None:
+            self._health_thread.join(HEALTH_TIMEOUT_S + 5)
+        self.health.influx.close()
         self._mqtt.close()
         self.processor.close()
         self.influx.close()
@@ -230,6 +246,17 @@ class Collector:
 
     def run_forever(self) -> None:
         self._stopping.wait()
+
+    def _health_at(self, at_ms: int) -> CollectorHealth:
+        return CollectorHealth(
+            self.settings.client_id,
+            at_ms,
+            self.backlog,
+            self.spool.pending,
+            self.spool.bytes,
+            self._mqtt.connected,
+            self._healthy(),
+        )
 
     def _healthy(self) -> bool:
         """Connected to the broker, every thread running, none failing."""
@@ -592,6 +619,7 @@ class Collector:
     def _count_refused(self, refused: list[tuple[Delivery, Rejection]]) -> None:
         for inbound, rejection in refused:
             self.metrics.rejected.labels(rejection.reason.value).inc()
+            self.health.refused(rejection)
             log.info("refused %s: %s: %s", inbound.topic, rejection.reason.value, rejection.detail)
 
     def _dead_letter(self, refused: list[tuple[Delivery, Rejection]]) -> bool:

@@ -151,6 +151,12 @@ class CollectorSettings(BaseSettings):
         ge=0,
         description="Reconnect when the collector's own heartbeat has not come back for this long; 0 turns it off",
     )
+    health_interval_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="Seconds between the collector's health points in InfluxDB (collector_health, with the"
+        " dead_letter points of the messages refused meanwhile), which the API's live line reads; 0 turns them off",
+    )
     sparkplug: SparkplugSettings = SparkplugSettings()
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9464, ge=0, description="Prometheus /metrics; 0 turns it off")

@@ -164,6 +164,16 @@ def evaluate(
     return DemonstrationResult(plan_hash, windows, phases, comparisons, targets, sorted(warnings), station_comparisons)
 
 
+def window_result(
+    plan: DemonstrationPlan,
+    window: Window,
+    hours: Mapping[str, Sequence[DeviceHour]],
+    telemetry_interval_s: Mapping[str, float] | None = None,
+) -> WindowResult:
+    """One span's KPIs under ``plan``, as ``evaluate`` computes each of its windows: the live line's day so far."""
+    return _window(plan, window, AccountedHours(plan, hours), telemetry_interval_s or {})
+
+
 def _silence_warnings(result: WindowResult) -> list[str]:
     """A device in scope that sent no telemetry at all in a window: its coverage alone would not stand out."""
     return [

@@ -420,30 +420,30 @@ def _serve_demo_api(result: DemoResult, mqtt_port: int, influx_url: str, port: i
     """The API over the demo's services and database, until Ctrl-C."""
     import uvicorn
 
-    from adapters.influxdb import InfluxSettings
     from adapters.local_services import free_port
-    from adapters.mqtt import MqttSettings
     from api.log_redaction import uvicorn_log_config
     from api.main import create_app
-    from collector.settings import CollectorSettings
-    from pilot.demo import DATABASE, admin_key
+    from pilot.demo import SIGN_IN_LINK_VALID, admin_key, api_settings
 
-    settings = CollectorSettings(
-        mqtt=MqttSettings(host="127.0.0.1", port=mqtt_port),
-        influx=InfluxSettings(url=influx_url, database=DATABASE),
-        devices_file=result.state_dir / "devices.yaml",
-        database_url=result.database_url,
-        metrics_port=0,
-    )
+    settings = api_settings(result, mqtt_port, influx_url)
     if port and not _port_is_free(port):
         console.print(f"port {port} is taken; serving on another")
         port = 0
     port = port or free_port()
     application = create_app(settings)  # migrates the database the key goes into
-    key_file = admin_key(result)
+    access = admin_key(result)
+    key_file = access.key_file
     base = f"http://127.0.0.1:{port}"
     console.print(
         f"\n[bold]API serving at {base}[/bold]  (OpenAPI docs at {base}/docs; Ctrl-C stops everything)", soft_wrap=True
+    )
+    minutes = round(SIGN_IN_LINK_VALID.total_seconds() / 60)
+    landing = f"&next=/demonstrations/{result.evaluation.slug}" if result.evaluation is not None else ""
+    console.print(
+        f"open the web console, signed in (a one-time link, for {minutes} minutes):"
+        f" [bold]{base}/sign-in/link?token={access.sign_in_token}{landing}[/bold]",
+        soft_wrap=True,
+        highlight=False,
     )
     console.print(f"an admin API key is in {key_file}; send it as a bearer token:", soft_wrap=True)
     auth = f'-H "Authorization: Bearer $(cat {key_file})"'

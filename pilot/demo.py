@@ -8,6 +8,7 @@ against what was published.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import os
@@ -59,6 +60,7 @@ OPERATOR = "demo-operator"  # the organisation of the demo's admin key
 # Kept across runs, so that a public key saved from one run verifies the next run's bundle.
 SIGNING_KEY = "signing.key"
 PUBLIC_KEY = "signing-key.pub"  # beside the bundle: what `pilot verify --public-key` trusts
+SIGN_IN_LINK_VALID = dt.timedelta(minutes=30)  # long enough to read the table first
 
 
 @dataclass
@@ -256,16 +258,35 @@ def _as_typed(path: Path) -> str:
         return str(absolute)
 
 
-def admin_key(result: DemoResult) -> Path:
-    """An admin API key for the demo's API, in a file only this user can read; its path."""
+def api_settings(result: DemoResult, mqtt_port: int, influx_url: str) -> CollectorSettings:
+    """The settings the demo's API serves with: its broker, InfluxDB, registry and demonstrations database."""
+    return CollectorSettings(
+        mqtt=MqttSettings(host="127.0.0.1", port=mqtt_port),
+        influx=InfluxSettings(url=influx_url, database=DATABASE),
+        devices_file=result.state_dir / "devices.yaml",
+        database_url=result.database_url,
+        metrics_port=0,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class DemoAccess:
+    key_file: Path  # the admin API key, readable by this user only
+    sign_in_token: str  # signs the console in once, as that key, within SIGN_IN_LINK_VALID
+
+
+def admin_key(result: DemoResult) -> DemoAccess:
+    """An admin API key for the demo's API, in a file only this user can read, and a one-time console sign-in
+    link's token for it (the key itself never goes into a URL)."""
     with Database(result.database_url) as database:
         access = AccessRepository(database)
         access.create_organisation(OPERATOR, "pilot demo operator", actor=DEMO)
-        _, token = access.create_key("pilot demo", Role.ADMIN, OPERATOR, actor=DEMO)
+        key, token = access.create_key("pilot demo", Role.ADMIN, OPERATOR, actor=DEMO)
+        link_token = access.create_sign_in_link(key.key_id, SIGN_IN_LINK_VALID)
     path = result.state_dir / "api-key"
     path.touch(mode=0o600)
     path.write_text(token + "\n", encoding="ascii")
-    return path
+    return DemoAccess(path, link_token)
 
 
 def _wait_for_points(collector: Collector, expected: int, say: Callable[[str], None]) -> None:

@@ -42,3 +42,16 @@ def digest(secret: str) -> str:
 
 def matches(secret: str, stored_digest: str) -> bool:
     return hmac.compare_digest(digest(secret), stored_digest)
+
+
+_LINK_TOKEN = re.compile(r"[A-Za-z0-9_-]{43}")
+
+
+def new_link_token() -> tuple[str, str]:
+    """A one-time sign-in link's token (256 random bits) and the digest that is stored of it."""
+    token = secrets.token_urlsafe(32)
+    return token, digest(token)
+
+
+def is_link_token(token: str) -> bool:
+    return _LINK_TOKEN.fullmatch(token) is not None

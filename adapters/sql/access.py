@@ -6,14 +6,14 @@ import builtins
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from adapters.sql import audit
 from adapters.sql.database import Database
 from adapters.sql.errors import DuplicateOrganisation, InvalidKeyScope, NotFound
-from adapters.sql.models import ApiKeyRecord, DemonstrationRecord, OrganisationRecord
+from adapters.sql.models import ApiKeyRecord, DemonstrationRecord, OrganisationRecord, SignInLinkRecord
 from adapters.sql.repository import DemonstrationRepository, check_slug, organisation_id
 from pilot_core import api_keys
 from pilot_core.access import Actor, Principal, Role
@@ -204,6 +204,52 @@ class AccessRepository:
             return None
         record, organisation, _ = row
         return Principal(record.key_id, record.name, Role(record.role), organisation, record.demonstration_id)
+
+    # --- one-time sign-in links
+
+    def create_sign_in_link(self, key_id: str, valid_for: dt.timedelta) -> str:
+        """A token that signs in to the console once, as key ``key_id``, within ``valid_for``; only its digest is
+        stored, so the token is returned here once."""
+        token, token_sha256 = api_keys.new_link_token()
+        with self._db.transaction() as session:
+            record = self._key_row(session, key_id)[0]
+            if record.revoked_at is not None:
+                raise InvalidKeyScope(f"api key {key_id} is revoked: a link would sign in as no one")
+            now = _now()
+            session.add(
+                SignInLinkRecord(
+                    token_sha256=token_sha256,
+                    api_key_id=record.id,
+                    created_at=now,
+                    expires_at=now + valid_for,
+                    used_at=None,
+                )
+            )
+        return token
+
+    def redeem_sign_in_link(self, token: str) -> Principal | None:
+        """The caller a link's token signs in as, once: the token is spent by this call whatever it returns.
+
+        None for an unknown, spent or expired token, or one whose key was revoked since.
+        """
+        digest = api_keys.digest(token) if api_keys.is_link_token(token) else None
+        if digest is None:
+            return None
+        with self._db.transaction() as session:
+            # Spent in one statement: two requests racing with the same token cannot both win.
+            spent = session.execute(
+                update(SignInLinkRecord)
+                .where(SignInLinkRecord.token_sha256 == digest, SignInLinkRecord.used_at.is_(None))
+                .values(used_at=_now())
+                .returning(SignInLinkRecord.api_key_id, SignInLinkRecord.expires_at)
+            ).one_or_none()
+            if spent is None:
+                return None
+            key_row_id, expires_at = spent
+            if expires_at <= _now():
+                return None
+            key_id = session.scalar(select(ApiKeyRecord.key_id).where(ApiKeyRecord.id == key_row_id))
+        return None if key_id is None else self.principal(key_id)
 
     @staticmethod
     def _key_row(session: Session, key_id: str) -> tuple[ApiKeyRecord, str, str | None]:

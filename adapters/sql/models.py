@@ -171,6 +171,19 @@ class ApiKeyRecord(Base):
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
 
 
+class SignInLinkRecord(Base):
+    """A one-time console sign-in link: only the SHA-256 of its token is kept; it signs in as its API key."""
+
+    __tablename__ = "sign_in_links"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    api_key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"))
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    used_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+
+
 class DemonstrationOrganisationRecord(Base):
     """An organisation's part in a demonstration: its one owner (the startup that runs it), or a participant."""
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
@@ -146,9 +148,7 @@ def test_every_change_is_audited_with_who_what_and_why(access: AccessRepository,
     assert amendment.actor == lee and amendment.reason == "asked"
     assert amendment.details["changes"] == [{"path": "confidence_level", "before": 0.9, "after": 0.95}]
     assert amendment.details["plan_hash"] == amended.plan_hash
-    assert replaced.details["changes"] == [
-        {"path": "name", "before": raw_plan()["name"], "after": "Renamed cell"}
-    ]
+    assert replaced.details["changes"] == [{"path": "name", "before": raw_plan()["name"], "after": "Renamed cell"}]
     assert replaced.details["plan_hash_before"] == plan_hash(plan())
     assert frozen.details == {"version": 1, "plan_hash": plan_hash(plan(name="Renamed cell"))}
     assert creation.details["organisation"] == "startup-a"
@@ -170,3 +170,23 @@ def test_the_database_itself_keeps_the_audit_log_append_only(access: AccessRepos
                 connection.execute(text(statement))
             connection.rollback()
     assert len(AuditLog(database).entries()) == 3
+
+
+def test_a_sign_in_link_signs_in_once_before_it_expires(access: AccessRepository, database: Database) -> None:
+    key, _ = access.create_key("Kim", Role.EVALUATOR, "factory", actor=OPERATOR)
+    token = access.create_sign_in_link(key.key_id, dt.timedelta(minutes=5))
+    with database.transaction() as session:
+        stored = session.execute(text("SELECT token_sha256, used_at FROM sign_in_links")).one()
+    assert stored == (api_keys.digest(token), None)  # the token itself is not stored
+    assert access.redeem_sign_in_link(token) == Principal(key.key_id, "Kim", Role.EVALUATOR, "factory")
+    assert access.redeem_sign_in_link(token) is None  # spent
+
+    expired = access.create_sign_in_link(key.key_id, dt.timedelta(seconds=-1))
+    assert access.redeem_sign_in_link(expired) is None
+    revoked = access.create_sign_in_link(key.key_id, dt.timedelta(minutes=5))
+    access.revoke_key(key.key_id, actor=OPERATOR)
+    assert access.redeem_sign_in_link(revoked) is None
+    with pytest.raises(InvalidKeyScope, match="revoked"):
+        access.create_sign_in_link(key.key_id, dt.timedelta(minutes=5))
+    for forged in ("", "x" * 43, token + "x", "pt_0123456789ab_" + "a" * 43):
+        assert access.redeem_sign_in_link(forged) is None

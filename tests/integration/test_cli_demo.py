@@ -85,6 +85,10 @@ def test_demo_ends_with_the_comparison_and_leaves_the_api_serving(tmp_path: Path
         assert address, "".join(output)
         text = "".join(output)
         assert "Before and after" in text and "verdict" in text and "설비종합효율" in text
+        link_line = demo.stdout.readline()
+        link = re.search(r"open the web console, signed in \(a one-time link, for 30 minutes\): (\S+)$", link_line)
+        assert link and link.group(1).startswith(f"{address}/sign-in/link?token="), link_line
+        assert "pt_" not in link_line  # never an API key in a URL
         key_line = demo.stdout.readline()
         key_file = re.search(r"an admin API key is in (\S+);", key_line)
         assert key_file, key_line
@@ -107,6 +111,14 @@ def test_demo_ends_with_the_comparison_and_leaves_the_api_serving(tmp_path: Path
         assert response.status_code == 200, response.text
         document = response.json()
         assert document["source"]["frozen"] and {k["kpi"] for k in document["kpis"]} >= {"oee", "mtbf", "mttr"}
+        # The printed link signs in to the console once: a session cookie, then the demonstrations.
+        signed = httpx.get(link.group(1), timeout=30)
+        landing = "/demonstrations/pangyo-cobot-assembly-cell"
+        assert signed.status_code == 303 and signed.headers["location"] == landing, signed.text
+        assert "pilot_session=" in signed.headers["set-cookie"] and "httponly" in signed.headers["set-cookie"].lower()
+        session = {"pilot_session": signed.cookies["pilot_session"]}
+        assert httpx.get(f"{address}{landing}", cookies=session, timeout=60).status_code == 200
+        assert httpx.get(link.group(1), timeout=30).status_code == 401  # spent
     finally:
         demo.send_signal(signal.SIGINT)
         try:

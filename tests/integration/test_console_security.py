@@ -182,6 +182,7 @@ def test_every_page_has_a_policy_without_inline_script(console: Console) -> None
         client.get(f"/demonstrations/{console.draft}"),
         client.get(f"/demonstrations/{console.draft}/freeze"),
         client.get(f"/demonstrations/{console.draft}/amendments"),
+        client.get(f"/demonstrations/{console.draft}/live"),
         client.get("/demonstrations/no-such-demo"),
     ]
     for response in pages:

@@ -25,6 +25,7 @@ MATRIX: dict[tuple[str, str], str] = {
     ("GET", "/demonstrations"): EVERYONE,
     ("GET", "/demonstrations/{ref}"): READ,
     ("GET", "/demonstrations/{ref}/amendments"): READ,
+    ("GET", "/demonstrations/{ref}/live"): READ,
     ("GET", "/demonstrations/{draft}/freeze"): "303 200 200 404 403 403 404 200 404 404",
     ("POST", "/demonstrations/{draft}/freeze"): "303 303 303 404 403 403 404 303 404 404",
 }
@@ -34,6 +35,7 @@ PAGES: dict[tuple[str, str], Callable[[World, str], str]] = {
     ("GET", "/demonstrations"): lambda w, d: "/demonstrations",
     ("GET", "/demonstrations/{ref}"): lambda w, d: f"/demonstrations/{w.shared}",
     ("GET", "/demonstrations/{ref}/amendments"): lambda w, d: f"/demonstrations/{w.shared}/amendments",
+    ("GET", "/demonstrations/{ref}/live"): lambda w, d: f"/demonstrations/{w.shared}/live",
     ("GET", "/demonstrations/{draft}/freeze"): lambda w, d: f"/demonstrations/{d}/freeze",
     ("POST", "/demonstrations/{draft}/freeze"): lambda w, d: f"/demonstrations/{d}/freeze",
 }
@@ -80,7 +82,7 @@ def test_what_a_caller_cannot_see_is_the_same_page_as_what_does_not_exist(world:
     for caller in ("outsider", "other_factory", "other_evaluator", "scoped"):
         world.client.cookies.clear()
         world.client.cookies.update(_cookies(world, caller))
-        for suffix in ("", "/amendments", "/freeze"):
+        for suffix in ("", "/amendments", "/freeze", "/live"):
             hidden = world.client.get(f"/demonstrations/{world.shared}{suffix}")
             missing = world.client.get(f"/demonstrations/no-such-demo{suffix}")
             assert (hidden.status_code, missing.status_code) == (404, 404)

@@ -71,9 +71,10 @@ def test_migrations_run_on_an_empty_database_and_twice(empty_database: Database)
         "api_keys",
         "demonstration_organisations",
         "audit_log",
+        "sign_in_links",
     }
     with empty_database.engine.connect() as connection:
-        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0003"]
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0004"]
 
 
 def test_the_models_match_the_migrations(database: Database) -> None:

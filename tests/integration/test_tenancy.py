@@ -80,6 +80,7 @@ MATRIX = {
     ("GET", "/v1/demonstrations/{ref}/audit"): READ,
     ("GET", "/v1/demonstrations/{ref}/kpis"): READ,
     ("GET", "/v1/demonstrations/{ref}/comparison"): READ,
+    ("GET", "/v1/demonstrations/{ref}/live"): READ,
     ("GET", "/v1/demonstrations/{ref}/report"): READ,
     ("GET", "/v1/demonstrations/{ref}/evidence"): READ,
     ("GET", "/v1/organisations"): ADMINS,
@@ -211,6 +212,7 @@ CALLS: dict[tuple[str, str], Call] = {
     ("GET", "/v1/demonstrations/{ref}/audit"): lambda w: (f"/v1/demonstrations/{w.shared}/audit", None),
     ("GET", "/v1/demonstrations/{ref}/kpis"): lambda w: (f"/v1/demonstrations/{w.shared}/kpis", None),
     ("GET", "/v1/demonstrations/{ref}/comparison"): lambda w: (f"/v1/demonstrations/{w.shared}/comparison", None),
+    ("GET", "/v1/demonstrations/{ref}/live"): lambda w: (f"/v1/demonstrations/{w.shared}/live", None),
     ("GET", "/v1/demonstrations/{ref}/report"): lambda w: (f"/v1/demonstrations/{w.shared}/report", None),
     ("GET", "/v1/demonstrations/{ref}/evidence"): lambda w: (f"/v1/demonstrations/{w.shared}/evidence", None),
     ("GET", "/v1/organisations"): lambda w: ("/v1/organisations", None),
@@ -256,7 +258,7 @@ def test_every_caller_against_every_endpoint(world: World) -> None:
 def test_what_a_caller_cannot_see_looks_exactly_like_what_does_not_exist(world: World) -> None:
     for caller in ("outsider", "other_factory", "other_evaluator", "scoped"):
         headers = world.headers(caller)
-        for suffix in ("", "/versions", "/audit", "/kpis", "/comparison", "/participants"):
+        for suffix in ("", "/versions", "/audit", "/kpis", "/comparison", "/live", "/participants"):
             hidden = world.client.get(f"/v1/demonstrations/{world.shared}{suffix}", headers=headers)
             missing = world.client.get(f"/v1/demonstrations/no-such-demo{suffix}", headers=headers)
             assert (hidden.status_code, missing.status_code) == (404, 404)

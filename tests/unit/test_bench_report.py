@@ -159,6 +159,49 @@ def test_the_agent_section_alone_replaces_only_itself_and_says_it_is_another_run
     assert "| commit | `abc1234` |" in once  # the full run's sections are kept as they were
 
 
+def console_result() -> dict[str, Any]:
+    def entry(first: float, warm: list[float], ratio: float) -> dict[str, Any]:
+        return {"first_s": first, "warm_s": warm, "median_s": sorted(warm)[len(warm) // 2], "ratio_to_baseline": ratio}
+
+    return {
+        "started": "2026-12-06T15:34:51+09:00", "commit": "abc1234", "dirty": False, "devices": 7, "days": 28,
+        "today_messages": 6578, "today_hours": 15.0, "repeat": 3, "cpus": 2, "loadavg_at_end": [1.0, 1.0, 1.0],
+        "comparison_api": entry(0.1, [0.02, 0.025, 0.03], 1.0),
+        "demonstration_page": entry(4.5, [0.09, 0.1, 0.35], 4.0),
+        "live_page": entry(0.8, [0.12, 0.11, 0.13], 4.8),
+        "live_api": entry(0.1, [0.05, 0.06, 0.07], 2.4),
+    }  # fmt: skip
+
+
+def test_the_console_pages_are_judged_against_issue_22s_targets(tmp_path: Path) -> None:
+    folder = results_folder(tmp_path)
+    (folder / "console.json").write_text(json.dumps(console_result()))
+    section = report.render(folder).split(report.CONSOLE_HEADING)[1].split("\n## ", maxsplit=1)[0]
+    assert "the demo's 7 devices over 28 days, 6,578 messages of today so far (15 whole hours)" in section
+    assert (
+        "| the demonstration page, `/demonstrations/{ref}` | 4,500 | 100.0 (90.0–350.0) | 4.00 × | ≤ 300 ms |"
+        in section
+    )
+    assert "≤ 300 ms | **met** |" in section and "≤ 100 ms | **not met** |" in section
+
+
+def test_the_console_section_alone_replaces_only_itself(tmp_path: Path) -> None:
+    (tmp_path / "run").mkdir()
+    page = report.render(results_folder(tmp_path / "run"))
+    out = tmp_path / "benchmarks.md"
+    out.write_text(page, encoding="utf-8")
+    alone = tmp_path / "console"
+    alone.mkdir()
+    assert report.main(["--only", "console", "--results", str(alone), "--out", str(out)]) == 2  # no console.json
+    (alone / "console.json").write_text(json.dumps(console_result()))
+    assert report.main(["--only", "console", "--results", str(alone), "--out", str(out)]) == 0
+    spliced = out.read_text(encoding="utf-8")
+    assert "--only console" in spliced and "6,578 messages" in spliced
+    before = page.split(report.CONSOLE_HEADING)
+    after = spliced.split(report.CONSOLE_HEADING)
+    assert after[0] == before[0] and after[1].split("\n## ", 1)[1] == before[1].split("\n## ", 1)[1]
+
+
 SPARKPLUG = {
     "started": "2026-12-06T06:50:00+00:00", "commit": "fed4321", "dirty": False, "loadavg_at_start": [3.2],
     "cores": 2, "points": 20_000, "metrics_per_point": 20, "repeat": 3,

@@ -435,6 +435,19 @@ def test_the_sources_bench_parses_its_options_and_writes_a_valid_source_map() ->
         sources.parse_args(["--modbus", "0", "--opcua", "0"])
 
 
+def test_the_console_benchmark_parses_its_options_and_adds_a_period_for_today() -> None:
+    import datetime as dt  # noqa: PLC0415 - this test only
+
+    from bench import console  # noqa: PLC0415 - it imports the whole app
+
+    args = console.parse_args(["--repeat", "3", "--out", "x.json", "--profile"])
+    assert (args.repeat, args.out, args.profile) == (3, Path("x.json"), True)
+    assert console.parse_args([]).repeat == 20
+    text = console.today_scenario_text(dt.date(2026, 12, 6))
+    assert "  - {name: today, behaviour: pilot, start: 2026-12-06, days: 1}\n" in text
+    assert text.index("name: pilot,") < text.index("name: today,")
+
+
 def test_the_sparkplug_bench_parses_its_options_and_its_three_forms_carry_the_same_points() -> None:
     args = sparkplug.parse_args([])
     assert (args.points, args.repeat, args.out) == (20_000, 3, None)
