@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
 from kpi_engine.evaluation import Coverage, StationCycleTime, WindowResult, kpi_no_value_reason, kpi_unit
 from kpi_engine.service import Evaluation
@@ -121,8 +121,17 @@ class TargetVerdict(BaseModel):
     pilot_length_factor: float | None = Field(description="Run the pilot this many times as long to decide")
     method: Method = Field(
         default=Method.BEFORE_AFTER,
-        description="How the verdict was reached: before/after, the adjusted baseline or the control line",
+        description="How the verdict was reached: before/after, the adjusted baseline or the control line;"
+        " left out when before/after",
     )
+
+    @model_serializer(mode="wrap")
+    def _without_default_method(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # A document of a plan without adjustment methods is written as before them: signed bundles stay true.
+        data: dict[str, Any] = handler(self)
+        if self.method is Method.BEFORE_AFTER:
+            data.pop("method", None)
+        return data
 
 
 class KpiChange(BaseModel):
@@ -278,6 +287,16 @@ class ComparisonDocument(BaseModel):
     control_line: list[ControlLineEffect] = Field(
         default_factory=list, description="Per KPI a target judges against the plan's control line"
     )
+
+    @model_serializer(mode="wrap")
+    def _without_unused_methods(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # As TargetVerdict's: a plan without adjustment methods gets the document it got before them.
+        data: dict[str, Any] = handler(self)
+        if self.adjusted_baseline is None:
+            data.pop("adjusted_baseline", None)
+        if not self.control_line:
+            data.pop("control_line", None)
+        return data
 
 
 def _source(evaluation: Evaluation) -> Source:

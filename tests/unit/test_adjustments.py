@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -11,6 +12,8 @@ from pydantic import TypeAdapter, ValidationError
 
 from bench.confounders import energy_hours, two_lines
 from kpi_engine.evaluation import DemonstrationResult, evaluate
+from kpi_engine.results import comparison_document
+from kpi_engine.service import Evaluation
 from pilot_core.adjusted_baseline import adjusted_baseline
 from pilot_core.comparison import Verdict
 from pilot_core.contract import TimeClass
@@ -20,7 +23,10 @@ from pilot_core.device_hours import HOUR_MS, DeviceHour, StateEvent
 from pilot_core.histogram import LogHistogram
 from pilot_core.kpi import COMPONENT_NAMES
 from pilot_core.time_accounting import ProductionTotals
+from reports.i18n import TEXT, Language, Words
+from reports.render import render_html
 from tests.unit.test_evaluation import START_MS, plan
+from tests.unit.test_report_content import content_of
 
 DAY_MS = 24 * HOUR_MS
 VARIABLES = ("production_volume", "ambient_temperature", "shift_hours")
@@ -204,3 +210,82 @@ def test_an_adjusted_baseline_that_cannot_be_fitted_is_inconclusive_with_its_rea
     assert result.adjusted is not None and result.adjusted.refused
     assert target.check.reason == result.adjusted.refused == "the baseline has no energy_kwh to model"
     assert result.adjusted.relative_change is None
+
+
+def metered(press: list[DeviceHour], rng: np.random.Generator, per_unit_kwh: float) -> list[DeviceHour]:
+    """A meter whose energy follows the press's output: a base load plus energy per unit produced."""
+    return [
+        DeviceHour(
+            "meter",
+            hour.start_ms,
+            machine=False,
+            energy_kwh=(0.5 + per_unit_kwh * sum(t.produced for t in hour.production.values()))
+            * (1 + 0.03 * rng.normal()),
+        )
+        for hour in press
+    ]
+
+
+@pytest.mark.parametrize("language", list(Language))
+def test_the_report_shows_each_method_with_its_diagnostics(language: Language) -> None:
+    rng = np.random.default_rng(13)
+    chosen = plan(
+        devices=["press", "meter", "press-2"],
+        control_line=CONTROL,
+        adjusted_baseline={"variables": ["production_volume"], "reason": "energy follows output"},
+        targets=[
+            {"kpi": "cycle_time_mean", "direction": "decrease", "change_pct": 5, "method": "control_line"},
+            {"kpi": "energy_per_good_unit", "direction": "decrease", "change_pct": 5, "method": "adjusted_baseline"},
+        ],
+    )
+    before = cell_hours("press", range(5), 30.0, rng, 0.02)
+    after = cell_hours("press", range(7, 12), 27.0, rng, 0.02)
+    hours = {
+        "press": before + after,
+        "meter": metered(before, rng, 0.02) + metered(after, rng, 0.018),  # 10% less per unit, same base load
+        "press-2": cell_hours("press-2", range(5), 40.0, rng, 0.02)
+        + cell_hours("press-2", range(7, 12), 36.0, rng, 0.02),
+    }
+    content = content_of(chosen, hours)
+    assert content.adjusted is not None and content.adjusted.model is not None and content.adjusted.model.passes
+    produced = np.array([sum(t.produced for t in h.production.values()) for h in after])
+    truth = (0.5 + 0.018 * produced).sum() / (0.5 + 0.02 * produced).sum() - 1  # at the pilot's conditions
+    low, high = content.adjusted.relative_interval or (0.0, 0.0)
+    assert low <= truth <= high < -0.05
+    rows = {r.kpi: r for r in content.kpis}
+    assert rows["energy_per_good_unit"].verdict is Verdict.MET
+    assert rows["cycle_time_mean"].method == "control_line"
+    words = Words(language)
+    html = render_html(content, language)
+    assert 'id="adjustments"' in html and 'id="adjusted-baseline"' in html and 'data-passes="true"' in html
+    assert 'class="control-line" data-kpi="cycle_time_mean"' in html and 'data-parallel="true"' in html
+    shown = re.sub(r"<[^>]+>", "", html)
+    for key in ("section_adjustments", "adjusted_title", "control_title", "control_parallel"):
+        assert TEXT[language][key] in shown, key
+    assert words.explanation(rows["cycle_time_mean"], content.method) in shown
+    assert str(CONTROL["independence"]) in shown
+
+
+def test_the_evidence_bundles_comparison_carries_the_methods() -> None:
+    """The comparison document (what the API serves, the bundle signs and ``pilot verify`` recomputes) holds both
+    methods' sections, and each target says its method."""
+    rng = np.random.default_rng(14)
+    chosen = plan(
+        devices=["press", "meter", "press-2"],
+        control_line=CONTROL,
+        targets=[{"kpi": "cycle_time_mean", "direction": "decrease", "change_pct": 5, "method": "control_line"}],
+    )
+    hours = {
+        "press": cell_hours("press", range(5), 30.0, rng, 0.02) + cell_hours("press", range(7, 12), 27.0, rng, 0.02),
+        "press-2": cell_hours("press-2", range(5), 40.0, rng, 0.02)
+        + cell_hours("press-2", range(7, 12), 40.0, rng, 0.02),
+    }
+    result = evaluate(chosen, plan_hash(chosen), hours)
+    document = comparison_document(Evaluation(1, "press-line", 1, True, chosen, result, "sha256:data", 0, False))
+    (effect,) = document.control_line
+    assert effect.kpi == "cycle_time_mean" and effect.control_devices == ["press-2"]
+    assert effect.relative_interval is not None and effect.relative_interval[1] < -0.05
+    (change,) = [k for k in document.kpis if k.kpi == "cycle_time_mean"]
+    assert change.target is not None and change.target.method is Method.CONTROL_LINE
+    assert change.target.verdict is Verdict.MET
+    assert document.adjusted_baseline is None
