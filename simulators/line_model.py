@@ -122,13 +122,18 @@ class LineRun:
     end_ms: int
     stations: dict[str, StationRun]
 
-    def line_energy_kwh(self, t_ms: int | None = None) -> float:
-        t = self.end_ms if t_ms is None else t_ms
-        return sum(s.energy_kwh_until(t) for s in self.stations.values())
+    def metered(self, control: bool = False) -> list[StationRun]:
+        """The stations a meter meters: the line's, or the control line's (a meter among the control devices)."""
+        chosen = set(self.scenario.control_devices)
+        return [s for device, s in self.stations.items() if (device in chosen) is control]
 
-    def line_power_kw(self, t_ms: int) -> float:
+    def line_energy_kwh(self, t_ms: int | None = None, control: bool = False) -> float:
+        t = self.end_ms if t_ms is None else t_ms
+        return sum(s.energy_kwh_until(t) for s in self.metered(control))
+
+    def line_power_kw(self, t_ms: int, control: bool = False) -> float:
         total = 0.0
-        for station in self.stations.values():
+        for station in self.metered(control):
             interval = station.interval_at(t_ms)
             if interval is not None:
                 total += station.power_kw(interval)
@@ -169,11 +174,12 @@ class LineModel:
     def simulate(self, behaviour_name: str, start_ms: int, end_ms: int, period_name: str = "") -> LineRun:
         if end_ms <= start_ms:
             raise ValueError("the span to simulate must end after it starts")
-        behaviour = self.scenario.behaviour(behaviour_name)
+        period = next((p for p in self.scenario.periods if p.name == period_name), None)
         windows = list(self._shift_windows(start_ms, end_ms))
         # One product per shift for the whole line, as a serial cell runs: every station works the same order.
         rng = np.random.default_rng(stable_seed(self.scenario.seed, period_name or start_ms, "products"))
-        products = [_pick_product(self.scenario.products, rng) for _ in windows]
+        mix = self.scenario.products_in(period)
+        products = [_pick_product(mix, rng) for _ in windows]
         stations = {}
         for device in self.scenario.devices:
             if role_of(device, self.catalog) is Role.STATION:
@@ -183,7 +189,7 @@ class LineModel:
                 stations[device.id] = _simulate_station(
                     device,
                     self.catalog[device.profile],
-                    behaviour,
+                    self.scenario.behaviour_of(device.id, behaviour_name, period),
                     products,
                     windows,
                     start_ms,
@@ -481,7 +487,7 @@ def _telemetry(
     register_kwh = float(rng.integers(10_000, 90_000))
     for t in range(run.start_ms, run.end_ms, interval_ms):
         if role is Role.METER:
-            values = _meter_values(run, t, register_kwh, rng)
+            values = _meter_values(run, t, register_kwh, rng, control=device.id in run.scenario.control_devices)
         else:
             if station is not None:
                 interval = station.interval_at(t)
@@ -522,15 +528,15 @@ def _metric_value(
 
 
 def _meter_values(
-    run: LineRun, t_ms: int, register_kwh: float, rng: np.random.Generator
+    run: LineRun, t_ms: int, register_kwh: float, rng: np.random.Generator, control: bool = False
 ) -> dict[str, bool | int | float]:
-    power_kw = run.line_power_kw(t_ms)
+    power_kw = run.line_power_kw(t_ms, control)
     voltage = 380.0 + rng.normal(0, 1.5)
     power_factor = min(1.0, 0.92 + rng.normal(0, 0.01))
     current = power_kw * 1000 / (math.sqrt(3) * voltage * power_factor)
     return {
         # The register holds the exact integral of the stations' power: KPI work reads energy from it.
-        "active_energy_kwh": round(register_kwh + run.line_energy_kwh(t_ms), 6),
+        "active_energy_kwh": round(register_kwh + run.line_energy_kwh(t_ms, control), 6),
         "active_power_kw": round(power_kw, 4),
         "voltage_v": round(voltage, 2),
         "current_a": round(current, 3),
