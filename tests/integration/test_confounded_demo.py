@@ -1,0 +1,115 @@
+"""A confounded scenario through the real pipeline (issue 21): simulator → MQTT → collector → InfluxDB → KPI engine
+→ API, and its evidence bundle through `pilot verify`. The plant improves 8% between the periods and the pilot
+adds 6% on cell 1 only: the API's control-line effect must match truth.json, where the plain comparison cannot."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from typer.testing import CliRunner
+
+from pilot.cli import app
+from simulators.scenario import BUNDLED_SCENARIOS
+
+runner = CliRunner()
+
+
+def short_plant_wide(tmp_path: Path, days: int = 3) -> Path:
+    """The bundled two-cell scenario, a few weekdays per period so that the test stays quick."""
+    text = (BUNDLED_SCENARIOS / "plant_wide_improvement.yaml").read_text(encoding="utf-8")
+    text = text.replace("start: 2026-10-05, days: 14", f"start: 2026-10-05, days: {days}")
+    text = text.replace("    days: 14\n", f"    days: {days}\n")
+    assert text.count(f"days: {days}") == 2
+    path = tmp_path / "plant_wide.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def served_comparison(scenario: Path, state: Path) -> dict[str, Any]:
+    """Run `pilot demo` serving its API, and GET the comparison document as a user would."""
+    command = [sys.executable, "-m", "pilot", "demo", str(scenario), "--api-port", "0", "--state-dir", str(state)]
+    demo = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "COLUMNS": "160"}
+    )
+    output: list[str] = []
+    try:
+        assert demo.stdout is not None
+        address = None
+        deadline = time.monotonic() + 300
+        while address is None and time.monotonic() < deadline:
+            line = demo.stdout.readline()
+            if not line:
+                break
+            output.append(line)
+            if match := re.search(r"API serving at (http://\S+)", line):
+                address = match.group(1)
+        assert address, "".join(output)
+        key_file = re.search(r"an admin API key is in (\S+);", demo.stdout.readline())
+        assert key_file
+        token = Path(key_file.group(1)).read_text(encoding="ascii").strip()
+        url = demo.stdout.readline().strip().rsplit(" ", 1)[1]
+        assert url.endswith("/comparison")
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                response = httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=60)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "the API never answered"
+                time.sleep(0.2)
+        assert response.status_code == 200, response.text
+        document: dict[str, Any] = response.json()
+        return document
+    finally:
+        demo.send_signal(signal.SIGINT)
+        try:
+            demo.wait(60)
+        except subprocess.TimeoutExpired:
+            demo.kill()
+            raise
+
+
+def test_the_control_line_recovers_the_pilots_effect_through_the_pipeline(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    document = served_comparison(short_plant_wide(tmp_path), state)
+    truth = json.loads((state / "truth.json").read_text(encoding="utf-8"))
+    injected = truth["injected_effects"]["cycle_time"]  # −6%: the pilot's own, on cell 1 only
+    before, after = truth["periods"]
+    plant = after["plant_effects"]["cycle_time"]  # −8%: both cells
+    assert (injected, plant) == (-0.06, -0.08)
+
+    (effect,) = document["control_line"]
+    assert effect["kpi"] == "cycle_time_mean" and effect["control_devices"] == ["cobot-02", "vision-02", "meter-02"]
+    # The realised truth of this run, from the simulator's own cycles: treated change net of the control's.
+    treated = after["line"]["output_device"]
+    realised = (
+        after["stations"][treated]["cycle_time_mean_s"]
+        / before["stations"][treated]["cycle_time_mean_s"]
+        / (after["control"]["cycle_time_mean_s"] / before["control"]["cycle_time_mean_s"])
+        - 1
+    )
+    assert abs(effect["relative_effect"] - realised) < 0.002, (effect, realised)
+    low, high = effect["relative_interval"]
+    assert low <= injected <= high, effect  # the interval holds the injected effect
+    assert effect["pre_trend"]["relative_interval"] is not None and effect["pre_trend"]["parallel"] is not None
+
+    (cycle,) = [k for k in document["kpis"] if k["kpi"] == "cycle_time_mean"]
+    # The plain comparison of cell 1 carries the plant's change too: about (1 − 6%)(1 − 8%) − 1 = −13.5%.
+    assert cycle["relative_change"] < injected - 0.04
+    assert cycle["target"]["method"] == "control_line"
+    # The −10% target: the plain figure would claim it; the control line never says met for a −6% effect.
+    assert cycle["target"]["verdict"] != "met"
+
+    # The signed bundle carries the control line, and `pilot verify` recomputes it bit for bit from the rows.
+    (bundle,) = state.glob("*-evidence.zip")
+    verified = runner.invoke(app, ["verify", str(bundle), "--public-key", str(state / "signing-key.pub")])
+    assert verified.exit_code == 0, verified.output
