@@ -15,10 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
+from api.examples import PANGYO_PLAN
 from pilot.cli import app
 from simulators.scenario import BUNDLED_SCENARIOS
+from tests.integration.test_api_demonstrations import client, plan, problem
+
+__all__ = ["client"]  # the API fixture, as test_api_demonstrations builds it
 
 runner = CliRunner()
 
@@ -113,3 +118,27 @@ def test_the_control_line_recovers_the_pilots_effect_through_the_pipeline(tmp_pa
     (bundle,) = state.glob("*-evidence.zip")
     verified = runner.invoke(app, ["verify", str(bundle), "--public-key", str(state / "signing-key.pub")])
     assert verified.exit_code == 0, verified.output
+
+
+def test_a_bad_adjustment_in_a_plan_is_a_clear_422(client: TestClient) -> None:
+    """A control device also treated, a method the plan does not declare, a variable listed twice: refused at plan
+    time, with the reason, before any number is computed."""
+    devices = [*PANGYO_PLAN["devices"], "cobot-02"]
+    control = {"devices": ["cobot-02"], "output_devices": ["cobot-02"], "independence": "cell 2, own crew and feed"}
+    treated = {
+        **control,
+        "devices": [PANGYO_PLAN["output_devices"][0]],
+        "output_devices": [PANGYO_PLAN["output_devices"][0]],
+    }
+    cases = [
+        (plan(control_line=treated), "also treated"),
+        (plan(targets=[{**PANGYO_PLAN["targets"][0], "method": "control_line"}]), "declares no control_line"),
+        (plan(adjusted_baseline={"variables": ["shift_hours", "shift_hours"], "reason": "shifts"}), "listed twice"),
+        (plan(devices=devices, control_line={**control, "output_devices": ["vision-01"]}), "must be control devices"),
+    ]  # fmt: skip
+    for body, reason in cases:
+        refused = problem(client.post("/v1/demonstrations", json=body), 422)
+        assert reason in str(refused), refused
+    accepted = client.post("/v1/demonstrations", json=plan(devices=devices, control_line=control))
+    assert accepted.status_code == 201, accepted.text
+    assert accepted.json()["plan"]["control_line"]["devices"] == ["cobot-02"]

@@ -11,6 +11,7 @@ import pytest
 from pydantic import TypeAdapter, ValidationError
 
 from bench.confounders import energy_hours, two_lines
+from kpi_engine.breakdown import breakdown
 from kpi_engine.evaluation import DemonstrationResult, evaluate
 from kpi_engine.results import comparison_document
 from kpi_engine.service import Evaluation
@@ -182,6 +183,11 @@ def test_an_evaluation_judges_a_target_against_its_control_line() -> None:
     effect = result.control_lines["cycle_time_mean"]
     assert effect.estimate.relative_interval is not None
     assert effect.estimate.relative_interval[0] <= 0 <= effect.estimate.relative_interval[1]
+    days = breakdown(chosen, hours)  # the report's charts: the line's days, never the control's
+    assert sum(d.components.output_cycles for d in days.days) == sum(
+        result.phases[phase].components.output_cycles for phase in result.phases
+    )
+    assert sum(d.components.cycles for d in days.days) == sum(p.components.cycles for p in result.phases.values())
     adapter = TypeAdapter(DemonstrationResult)  # the result cache keeps the methods' results too
     stored = json.loads(json.dumps(adapter.dump_python(result, mode="json"), allow_nan=False))
     assert adapter.validate_python(stored) == result
