@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from pilot_core.calendar import Calendar
 from pilot_core.contract import Channel, TimeClass, topic_for
 from pilot_core.profiles import DeviceProfile, Metric, MetricType, ProductionMode, ProfileCatalog
 from simulators.scenario import Behaviour, Product, Role, Scenario, ScenarioDevice, role_of
@@ -175,7 +176,7 @@ class LineModel:
         if end_ms <= start_ms:
             raise ValueError("the span to simulate must end after it starts")
         period = next((p for p in self.scenario.periods if p.name == period_name), None)
-        windows = list(self._shift_windows(start_ms, end_ms))
+        windows = list(self._shift_windows(start_ms, end_ms, period.calendar if period else None))
         # One product per shift for the whole line, as a serial cell runs: every station works the same order.
         rng = np.random.default_rng(stable_seed(self.scenario.seed, period_name or start_ms, "products"))
         mix = self.scenario.products_in(period)
@@ -198,9 +199,12 @@ class LineModel:
                 )
         return LineRun(self.scenario, period_name, behaviour_name, start_ms, end_ms, stations)
 
-    def _shift_windows(self, start_ms: int, end_ms: int) -> Iterator[tuple[int, list[tuple[int, int]]]]:
-        """Per shift: its start and its planned busy windows (shift minus breaks and planned stops)."""
-        for shift in self.scenario.calendar.shifts_between(start_ms, end_ms):
+    def _shift_windows(
+        self, start_ms: int, end_ms: int, calendar: Calendar | None = None
+    ) -> Iterator[tuple[int, list[tuple[int, int]]]]:
+        """Per shift: its start and its planned busy windows (shift minus breaks and planned stops), by the
+        period's calendar where it has one."""
+        for shift in (calendar or self.scenario.calendar).shifts_between(start_ms, end_ms):
             if shift.busy:
                 yield shift.scheduled_start_ms, shift.busy
 

@@ -135,6 +135,11 @@ class Period(_Strict):
     product_shares: dict[str, Annotated[float, Field(gt=0)]] = Field(
         default_factory=dict, description="This period's product mix (relative shares), where not the products'"
     )
+    calendar: Calendar | None = Field(
+        default=None,
+        description="The shifts the line works in this period, where not the scenario's (e.g. a shift added);"
+        " the plan keeps the scenario's calendar, so list every shift there",
+    )
 
     @field_validator("behaviour")
     @classmethod

@@ -60,10 +60,13 @@ def run_truth(run: LineRun, catalog: ProfileCatalog) -> dict[str, Any]:
             "energy_per_good_unit_kwh": energy / good if good else None,
         },
     }
-    if period is not None and (period.plant_effects != period.plant_effects.__class__() or period.product_shares):
+    if period is not None and (
+        period.plant_effects != period.plant_effects.__class__() or period.product_shares or period.calendar
+    ):
         # The confounders of this period (issue 21): what changed besides the pilot.
         truth["plant_effects"] = period.plant_effects.model_dump()
         truth["product_shares"] = {p.id: p.share for p in run.scenario.products_in(period)}
+        truth["shifts"] = [s.model_dump(mode="json") for s in (period.calendar or run.scenario.calendar).shifts]
     control = control_output_station(run.scenario, catalog)
     if control is not None:
         control_energy = run.line_energy_kwh(control=True)

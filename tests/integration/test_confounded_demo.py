@@ -18,9 +18,11 @@ import httpx
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
+from adapters.catalog import load_profiles
 from api.examples import PANGYO_PLAN
 from pilot.cli import app
-from simulators.scenario import BUNDLED_SCENARIOS
+from simulators.line_model import LineModel
+from simulators.scenario import BUNDLED_SCENARIOS, Effects, load_scenario
 from tests.integration.test_api_demonstrations import client, plan, problem
 
 __all__ = ["client"]  # the API fixture, as test_api_demonstrations builds it
@@ -28,13 +30,14 @@ __all__ = ["client"]  # the API fixture, as test_api_demonstrations builds it
 runner = CliRunner()
 
 
-def short_plant_wide(tmp_path: Path, days: int = 3) -> Path:
-    """The bundled two-cell scenario, a few weekdays per period so that the test stays quick."""
-    text = (BUNDLED_SCENARIOS / "plant_wide_improvement.yaml").read_text(encoding="utf-8")
+def short_plant_wide(tmp_path: Path, days: int = 3, name: str = "plant_wide_improvement") -> Path:
+    """A bundled scenario with a plant-wide change, a few weekdays per period so that the test stays quick."""
+    text = (BUNDLED_SCENARIOS / f"{name}.yaml").read_text(encoding="utf-8")
     text = text.replace("start: 2026-10-05, days: 14", f"start: 2026-10-05, days: {days}")
+    text = text.replace("start: 2026-10-26, days: 14", f"start: 2026-10-26, days: {days}")
     text = text.replace("    days: 14\n", f"    days: {days}\n")
     assert text.count(f"days: {days}") == 2
-    path = tmp_path / "plant_wide.yaml"
+    path = tmp_path / f"{name}.yaml"
     path.write_text(text, encoding="utf-8")
     return path
 
@@ -118,6 +121,34 @@ def test_the_control_line_recovers_the_pilots_effect_through_the_pipeline(tmp_pa
     (bundle,) = state.glob("*-evidence.zip")
     verified = runner.invoke(app, ["verify", str(bundle), "--public-key", str(state / "signing-key.pub")])
     assert verified.exit_code == 0, verified.output
+
+
+def test_the_adjusted_baseline_recovers_the_pilots_energy_effect_through_the_pipeline(tmp_path: Path) -> None:
+    """A night shift is added in the pilot period and the pilot cuts running energy per cycle by 10%: the API's
+    adjusted baseline, accepted by Guideline 14, holds the true change of energy at the pilot's conditions."""
+    state = tmp_path / "state"
+    path = short_plant_wide(tmp_path, name="energy_volume_change")
+    document = served_comparison(path, state)
+    truth = json.loads((state / "truth.json").read_text(encoding="utf-8"))
+    assert truth["injected_effects"]["energy_per_unit"] == -0.10
+    assert len(truth["periods"][0]["shifts"]) == 1 and len(truth["periods"][1].get("shifts", [1, 2])) == 2
+    # The counterfactual: the same pilot period without the pilot (same seeds: the same states and cycles, only
+    # the running power differs), so the truth is the pilot's energy against it.
+    catalog = load_profiles()
+    scenario = load_scenario(path, catalog)
+    counterfactual = LineModel(scenario.model_copy(update={"pilot_effects": Effects()}), catalog)
+    without = counterfactual.simulate_period("pilot").line_energy_kwh()
+    true_change = truth["periods"][1]["line"]["energy_kwh"] / without - 1
+
+    adjusted = document["adjusted_baseline"]
+    assert adjusted["refused"] is None and adjusted["model"]["passes"], adjusted
+    assert adjusted["model"]["cv_rmse"] <= 0.30 and abs(adjusted["model"]["nmbe"]) <= 0.10
+    assert adjusted["model"]["variables"] == ["production_volume", "shift_hours"]
+    low, high = adjusted["relative_interval"]
+    assert low <= true_change <= high, (adjusted, true_change)
+    assert adjusted["savings"] > 0
+    (energy,) = [k for k in document["kpis"] if k["kpi"] == "energy_per_good_unit"]
+    assert energy["target"]["method"] == "adjusted_baseline"
 
 
 def test_a_bad_adjustment_in_a_plan_is_a_clear_422(client: TestClient) -> None:

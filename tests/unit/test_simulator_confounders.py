@@ -3,6 +3,7 @@ the pilot does not touch, a new product mix; and the truth they write."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 from typing import Any
@@ -94,3 +95,23 @@ def test_bad_confounders_are_refused_with_the_line(catalog: ProfileCatalog) -> N
         )
     with pytest.raises(ProfileErrors, match="unknown products: BRK-999"):
         parse_scenario(text.replace("plant_effects: {cycle_time: -0.08}", "product_shares: {BRK-999: 1}"), "x", catalog)
+
+
+def test_a_period_can_add_a_shift(catalog: ProfileCatalog) -> None:
+    scenario = short(load_scenario(Path("energy_volume_change"), catalog), days=2)
+    baseline, pilot = simulate_periods(scenario, catalog)
+    zone = scenario.calendar.zone
+
+    def evening_cycles(run: Any) -> int:  # cycles that end between 18:00 and 23:00, the added shift's hours
+        return sum(
+            1
+            for c in run.stations["vision-01"].cycles
+            if 18 <= dt.datetime.fromtimestamp(c.end_ms / 1000, zone).hour < 23
+        )
+
+    assert evening_cycles(baseline) == 0 and evening_cycles(pilot) > 100
+    truth = scenario_truth([baseline, pilot], catalog)
+    assert [s["name"] for s in truth["periods"][0]["shifts"]] == ["주간"]
+    plan = demonstration_plan(scenario, catalog)
+    assert [s.name for s in plan.calendar.shifts] == ["주간", "야간"]  # the plan lists every shift worked
+    assert plan.adjusted_baseline is not None and plan.targets[0].method.value == "adjusted_baseline"
