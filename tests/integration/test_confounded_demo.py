@@ -149,6 +149,9 @@ def test_the_adjusted_baseline_recovers_the_pilots_energy_effect_through_the_pip
     assert adjusted["savings"] > 0
     (energy,) = [k for k in document["kpis"] if k["kpi"] == "energy_per_good_unit"]
     assert energy["target"]["method"] == "adjusted_baseline"
+    (bundle,) = state.glob("*-evidence.zip")  # the model and its diagnostics, recomputed bit for bit offline
+    verified = runner.invoke(app, ["verify", str(bundle), "--public-key", str(state / "signing-key.pub")])
+    assert verified.exit_code == 0, verified.output
 
 
 def test_a_bad_adjustment_in_a_plan_is_a_clear_422(client: TestClient) -> None:
