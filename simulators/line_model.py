@@ -25,7 +25,7 @@ import numpy as np
 from pilot_core.calendar import Calendar
 from pilot_core.contract import Channel, TimeClass, topic_for
 from pilot_core.profiles import DeviceProfile, Metric, MetricType, ProductionMode, ProfileCatalog
-from simulators.scenario import Behaviour, Product, Role, Scenario, ScenarioDevice, role_of
+from simulators.scenario import AMBIENT_C, Behaviour, Product, Role, Scenario, ScenarioDevice, role_of
 
 AGENT_VERSION = "pilot-sim/1"
 _MS_PER_S = 1000
@@ -485,6 +485,8 @@ def _telemetry(
     rng: np.random.Generator,
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     constants = {m.name: int(rng.integers(1, 50)) for m in profile.metrics if m.type is MetricType.INT}
+    period = next((p for p in run.scenario.periods if p.name == run.period), None)
+    ambient = period.ambient_c if period is not None else AMBIENT_C
     minor_stop_starts = (
         [i.start_ms for i in station.intervals if i.time_class is TimeClass.MINOR_STOP] if station else []
     )
@@ -501,7 +503,7 @@ def _telemetry(
                 time_class, level = TimeClass.PRODUCTION, 0.2 + 0.6 * run.running_share(t)
             stops = bisect.bisect_right(minor_stop_starts, t)
             values = {
-                m.name: _metric_value(m, level, time_class, constants.get(m.name, 0), stops, rng)
+                m.name: _metric_value(m, level, time_class, constants.get(m.name, 0), stops, rng, ambient)
                 for m in profile.metrics
             }
         yield t, {"ts": t, "metrics": values}
@@ -514,6 +516,7 @@ def _metric_value(
     constant: int,
     stops_so_far: int,
     rng: np.random.Generator,
+    ambient_c: float = AMBIENT_C,
 ) -> bool | int | float:
     if metric.type is MetricType.BOOL:
         return time_class is TimeClass.MINOR_STOP
@@ -523,7 +526,7 @@ def _metric_value(
     low = metric.min if metric.min is not None else 0.0
     high = metric.max if metric.max is not None else low + 100.0
     if metric.unit == "°C":
-        value = 22.0 + 18.0 * level + rng.normal(0, 0.4)
+        value = ambient_c + 18.0 * level + rng.normal(0, 0.4)
     elif metric.unit in {"%RH"}:
         value = 45.0 + rng.normal(0, 2)
     else:

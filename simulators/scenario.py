@@ -46,6 +46,9 @@ class Product(_Strict):
         return check_id(value, "product id")
 
 
+AMBIENT_C = 22.0  # the ambient temperature a period has unless it says otherwise
+
+
 class Behaviour(_Strict):
     """How a producing station behaves: speed, losses, quality and energy."""
 
@@ -67,6 +70,9 @@ class Behaviour(_Strict):
     running_kw: float = Field(default=2.0, ge=0, description="Electrical power while producing")
     idle_kw: float = Field(default=0.4, ge=0, description="Power while in shift but not producing")
     off_kw: float = Field(default=0.05, ge=0, description="Standby power outside the shifts")
+    cooling_kw_per_c: float = Field(
+        default=0.0, ge=0, description="Power added in and out of shift per °C of ambient above 22 °C (cooling)"
+    )
 
 
 class Effects(_Strict):
@@ -139,6 +145,9 @@ class Period(_Strict):
         default=None,
         description="The shifts the line works in this period, where not the scenario's (e.g. a shift added);"
         " the plan keeps the scenario's calendar, so list every shift there",
+    )
+    ambient_c: float = Field(
+        default=AMBIENT_C, ge=-40, le=60, description="The ambient temperature: what °C sensors read at rest"
     )
 
     @field_validator("behaviour")
@@ -231,7 +240,15 @@ class Scenario(_Strict):
         """A station's behaviour in a period: a control device never gets the pilot's effects; every station gets
         the period's plant-wide change."""
         own = self.behaviour("baseline" if device in self.control_devices else behaviour)
-        return period.plant_effects.apply(own) if period is not None else own
+        if period is None:
+            return own
+        changed = period.plant_effects.apply(own)
+        cooling = changed.cooling_kw_per_c * max(0.0, period.ambient_c - AMBIENT_C)
+        if not cooling:
+            return changed
+        return changed.model_copy(
+            update={k: getattr(changed, k) + cooling for k in ("running_kw", "idle_kw", "off_kw")}
+        )
 
     def products_in(self, period: Period | None) -> list[Product]:
         """The products with the period's mix, where it sets one."""

@@ -12,7 +12,7 @@ from typing import Any
 from pilot_core.contract import TimeClass
 from pilot_core.profiles import ProfileCatalog
 from simulators.line_model import LineRun, StationRun
-from simulators.scenario import control_output_station, output_station
+from simulators.scenario import AMBIENT_C, control_output_station, output_station
 
 
 def station_truth(station: StationRun) -> dict[str, Any]:
@@ -61,12 +61,16 @@ def run_truth(run: LineRun, catalog: ProfileCatalog) -> dict[str, Any]:
         },
     }
     if period is not None and (
-        period.plant_effects != period.plant_effects.__class__() or period.product_shares or period.calendar
+        period.plant_effects != period.plant_effects.__class__()
+        or period.product_shares
+        or period.calendar
+        or period.ambient_c != AMBIENT_C
     ):
         # The confounders of this period (issue 21): what changed besides the pilot.
         truth["plant_effects"] = period.plant_effects.model_dump()
         truth["product_shares"] = {p.id: p.share for p in run.scenario.products_in(period)}
         truth["shifts"] = [s.model_dump(mode="json") for s in (period.calendar or run.scenario.calendar).shifts]
+        truth["ambient_c"] = period.ambient_c
     control = control_output_station(run.scenario, catalog)
     if control is not None:
         control_energy = run.line_energy_kwh(control=True)

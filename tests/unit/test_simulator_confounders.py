@@ -12,7 +12,7 @@ import pytest
 
 from adapters.catalog import load_profiles
 from pilot_core.profiles import ProfileCatalog, ProfileErrors
-from simulators.line_model import simulate_periods
+from simulators.line_model import render_runs, simulate_periods
 from simulators.plan import demonstration_plan
 from simulators.scenario import BUNDLED_SCENARIOS, Scenario, load_scenario, parse_scenario
 from simulators.truth import scenario_truth
@@ -115,3 +115,27 @@ def test_a_period_can_add_a_shift(catalog: ProfileCatalog) -> None:
     plan = demonstration_plan(scenario, catalog)
     assert [s.name for s in plan.calendar.shifts] == ["주간", "야간"]  # the plan lists every shift worked
     assert plan.adjusted_baseline is not None and plan.targets[0].method.value == "adjusted_baseline"
+
+
+def test_a_warmer_period_reads_warmer_and_cooling_costs_energy(catalog: ProfileCatalog) -> None:
+    text = (BUNDLED_SCENARIOS / "no_effect.yaml").read_text(encoding="utf-8")
+    text = text.replace("  off_kw: 0.05\n", "  off_kw: 0.05\n  cooling_kw_per_c: 0.02\n")
+    text = text.replace(
+        "  - {name: pilot, behaviour: pilot, start: 2026-10-26, days: 14}",
+        "  - {name: pilot, behaviour: pilot, start: 2026-10-26, days: 2, ambient_c: 32}",
+    )
+    text = text.replace("start: 2026-10-05, days: 14}", "start: 2026-10-05, days: 2}")
+    scenario = parse_scenario(text, "warm.yaml", catalog)
+    baseline, pilot = simulate_periods(scenario, catalog)
+    assert pilot.stations["cobot-01"].behaviour.idle_kw == pytest.approx(0.5 + 0.02 * 10)
+    assert baseline.stations["cobot-01"].behaviour.idle_kw == 0.5
+    messages = [m for m in render_runs([baseline, pilot], catalog) if m.device == "env-01" and m.channel == "telemetry"]
+    temperatures = {
+        period: [r["metrics"]["temperature"] for m in messages for r in json.loads(m.payload)["batch"]
+                 if run.start_ms <= r["ts"] < run.end_ms]
+        for period, run in (("baseline", baseline), ("pilot", pilot))
+    }  # fmt: skip
+    low = sum(temperatures["baseline"]) / len(temperatures["baseline"])
+    high = sum(temperatures["pilot"]) / len(temperatures["pilot"])
+    assert high - low == pytest.approx(10, abs=1.0)
+    assert scenario_truth([baseline, pilot], catalog)["periods"][1]["ambient_c"] == 32
