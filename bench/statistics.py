@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
+from bench import confounders
 from bench.results import write_result
 from pilot_core.comparison import METHOD, compare
 from pilot_core.kpi import COMPONENT_NAMES, Components, compute
@@ -149,6 +150,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--phi", type=float, default=0.7, help="AR(1) coefficient (default 0.7)")
     parser.add_argument("--change", type=float, default=-0.10, help="true relative change (default -0.10)")
     parser.add_argument("--hours", type=int, default=300, help="hourly units per period, MTBF/MTTR (default 300)")
+    parser.add_argument(
+        "--confounder-seeds", type=int, default=500, help="seeds per confounded scenario (bench.confounders; 500)"
+    )
     parser.add_argument("--out", type=Path, help="also write the result as JSON here")
     return parser.parse_args(argv)
 
@@ -163,8 +167,10 @@ def main(argv: list[str] | None = None) -> int:
     for kpi, coverage in failures["coverage"].items():  # type: ignore[attr-defined]
         change = failures["true_change"][kpi]  # type: ignore[index]
         print(f"{coverage:7.1%} coverage of {kpi} (true change {change:+.1%}), {args.hours} hours per period")
+    confounded = confounders.report(args.confounder_seeds, confounders.HOURS)
+    confounders.print_report(confounded)
     if args.out:
-        write_result(args.out, {**report, "failures": failures})
+        write_result(args.out, {**report, "failures": failures, "confounders": confounded})
     return 0
 
 

@@ -15,12 +15,14 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
 from kpi_engine.evaluation import Coverage, StationCycleTime, WindowResult, kpi_no_value_reason, kpi_unit
 from kpi_engine.service import Evaluation
+from pilot_core.adjusted_baseline import AdjustedResult
 from pilot_core.comparison import KpiComparison, PeriodEstimate, Verdict
-from pilot_core.demonstration import Phase
+from pilot_core.control_line import ControlLineResult
+from pilot_core.demonstration import ControlLinePlan, Method, Phase
 from pilot_core.histogram import RELATIVE_ACCURACY
 from pilot_core.kpi import COMPONENT_NAMES, KPIS
 
@@ -117,6 +119,19 @@ class TargetVerdict(BaseModel):
     verdict: Verdict
     reason: str
     pilot_length_factor: float | None = Field(description="Run the pilot this many times as long to decide")
+    method: Method = Field(
+        default=Method.BEFORE_AFTER,
+        description="How the verdict was reached: before/after, the adjusted baseline or the control line;"
+        " left out when before/after",
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_default_method(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # A document of a plan without adjustment methods is written as before them: signed bundles stay true.
+        data: dict[str, Any] = handler(self)
+        if self.method is Method.BEFORE_AFTER:
+            data.pop("method", None)
+        return data
 
 
 class KpiChange(BaseModel):
@@ -143,6 +158,121 @@ class StationChange(KpiChange):
     output: bool
 
 
+# --- Adjustment methods (issue 21, items 3 and 4) -------------------------------------------------------------
+
+
+class BaselineModel(BaseModel):
+    """The adjusted baseline's regression and its ASHRAE Guideline 14 acceptance."""
+
+    variables: list[str]
+    coefficients: dict[str, float] = Field(description="'const' and each variable, per hour")
+    baseline_hours: int
+    parameters: int
+    r_squared: float = Field(description="Shown as a diagnostic: Guideline 14 sets no limit on it")
+    cv_rmse: float = Field(description="sqrt(Σ(ŷ−y)²/(n−p)) / ȳ")
+    cv_rmse_limit: float = Field(description="Guideline 14, hourly data: 0.30")
+    nmbe: float = Field(description="Σ(ŷ−y) / ((n−p)·ȳ)")
+    nmbe_limit: float = Field(description="Guideline 14, hourly data: |NMBE| ≤ 0.10")
+    residual_lag1_autocorrelation: float
+    passes: bool
+
+
+class AdjustedBaseline(BaseModel):
+    """IPMVP avoided use: the baseline model projected onto the pilot's hours, against what the pilot used."""
+
+    method: str
+    response: str = Field(description="The hourly component modelled, e.g. energy_kwh")
+    model: BaselineModel | None
+    adjusted_baseline: float | None = Field(description="Σ predicted over the pilot's hours")
+    pilot: float | None = Field(description="Σ measured over the pilot's hours")
+    savings: float | None = Field(description="Adjusted baseline − pilot")
+    relative_change: float | None = Field(description="Pilot / adjusted baseline − 1: null when refused")
+    relative_interval: tuple[float, float] | None
+    fractional_savings_uncertainty: float | None = Field(description="Guideline 14 Annex B, at 68% confidence")
+    pilot_hours: int
+    refused: str | None = Field(description="Why no verdict may be drawn from the model")
+
+
+class PreTrendCheck(BaseModel):
+    """Placebo: the baseline's second half against its first, treated net of control; covers 0 when parallel."""
+
+    relative_effect: float | None
+    relative_interval: tuple[float, float] | None
+    parallel: bool | None = Field(description="null: too little baseline to check")
+    note: str
+
+
+class ControlLineEffect(BaseModel):
+    """Difference-in-differences for one KPI: the treated line's change net of the control's."""
+
+    kpi: str
+    method: str
+    control_devices: list[str]
+    independence: str = Field(description="Why the plan holds the control independent of the pilot")
+    treated_change: float | None
+    control_change: float | None
+    relative_effect: float | None = Field(description="(T_pilot/T_baseline) / (C_pilot/C_baseline) − 1")
+    relative_interval: tuple[float, float] | None
+    baseline_hours: int = Field(description="Paired hours")
+    pilot_hours: int
+    note: str
+    pre_trend: PreTrendCheck
+
+
+def _adjusted_baseline(result: AdjustedResult) -> AdjustedBaseline:
+    model = result.model
+    return AdjustedBaseline(
+        method=result.method,
+        response=result.response,
+        model=None
+        if model is None
+        else BaselineModel(
+            variables=list(model.variables),
+            coefficients=model.coefficients,
+            baseline_hours=model.n,
+            parameters=model.parameters,
+            r_squared=model.r_squared,
+            cv_rmse=model.cv_rmse,
+            cv_rmse_limit=model.cv_rmse_limit,
+            nmbe=model.nmbe,
+            nmbe_limit=model.nmbe_limit,
+            residual_lag1_autocorrelation=model.residual_ar1,
+            passes=model.passes,
+        ),
+        adjusted_baseline=result.adjusted_baseline,
+        pilot=result.pilot,
+        savings=result.savings,
+        relative_change=result.relative_change,
+        relative_interval=result.relative_interval,
+        fractional_savings_uncertainty=result.fractional_savings_uncertainty,
+        pilot_hours=result.n_pilot,
+        refused=result.refused or None,
+    )
+
+
+def _control_line(result: ControlLineResult, plan: ControlLinePlan) -> ControlLineEffect:
+    estimate, trend = result.estimate, result.pre_trend
+    return ControlLineEffect(
+        kpi=estimate.kpi,
+        method=result.method,
+        control_devices=list(plan.devices),
+        independence=plan.independence,
+        treated_change=estimate.treated_change,
+        control_change=estimate.control_change,
+        relative_effect=estimate.relative_effect,
+        relative_interval=estimate.relative_interval,
+        baseline_hours=estimate.n_baseline,
+        pilot_hours=estimate.n_pilot,
+        note=estimate.note,
+        pre_trend=PreTrendCheck(
+            relative_effect=trend.relative_effect,
+            relative_interval=trend.relative_interval,
+            parallel=trend.parallel,
+            note=trend.note,
+        ),
+    )
+
+
 class ComparisonDocument(BaseModel):
     source: Source
     level: float
@@ -151,6 +281,22 @@ class ComparisonDocument(BaseModel):
     stations: list[StationChange] = Field(description="Each station's own cycle_time_mean, before and after")
     coverage: dict[Phase, list[DeviceCoverage]]
     warnings: list[str]
+    adjusted_baseline: AdjustedBaseline | None = Field(
+        default=None, description="The plan's adjusted baseline (IPMVP, ASHRAE Guideline 14), where it declares one"
+    )
+    control_line: list[ControlLineEffect] = Field(
+        default_factory=list, description="Per KPI a target judges against the plan's control line"
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_unused_methods(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # As TargetVerdict's: a plan without adjustment methods gets the document it got before them.
+        data: dict[str, Any] = handler(self)
+        if self.adjusted_baseline is None:
+            data.pop("adjusted_baseline", None)
+        if not self.control_line:
+            data.pop("control_line", None)
+        return data
 
 
 def _source(evaluation: Evaluation) -> Source:
@@ -262,6 +408,7 @@ def comparison_document(evaluation: Evaluation) -> ComparisonDocument:
             verdict=t.check.verdict,
             reason=t.check.reason,
             pilot_length_factor=t.check.pilot_length_factor,
+            method=t.method,
         )
         for t in result.targets
     }
@@ -279,6 +426,12 @@ def comparison_document(evaluation: Evaluation) -> ComparisonDocument:
         ],
         coverage={phase: [_coverage(c) for c in w.coverage] for phase, w in result.phases.items()},
         warnings=result.warnings,
+        adjusted_baseline=None if result.adjusted is None else _adjusted_baseline(result.adjusted),
+        control_line=[
+            _control_line(c, evaluation.plan.control_line)
+            for c in result.control_lines.values()
+            if evaluation.plan.control_line is not None
+        ],
     )
 
 

@@ -471,6 +471,8 @@ def _before_after_table(evaluation: DemonstrationResult) -> Table:
         if target is not None:
             colour = {"met": "green", "not met": "red"}.get(target.check.verdict.value, "yellow")
             verdict = f"[{colour}]{target.check.verdict.value}[/{colour}]"
+            if target.method != "before_after":  # judged by the row of its method, below
+                verdict += f" (by {target.method.value.replace('_', ' ')})"
         table.add_row(
             definition.title,
             definition.title_ko,
@@ -480,6 +482,29 @@ def _before_after_table(evaluation: DemonstrationResult) -> Table:
             "" if interval is None else f"{interval[0]:+.1%} to {interval[1]:+.1%}",
             target.label.split(" ", 1)[1] if target else "",
             verdict,
+        )
+    # The adjustment methods (issue 21): the change each judged its target on.
+    for name, control in evaluation.control_lines.items():
+        effect, interval = control.estimate.relative_effect, control.estimate.relative_interval
+        flag = "" if control.pre_trend.parallel else " [yellow](pre-trend not parallel)[/yellow]"
+        table.add_row(
+            f"{KPIS[name].title}, net of the control line{flag}",
+            f"{KPIS[name].title_ko}, 대조 라인 보정",
+            "",
+            "",
+            "" if effect is None else f"{effect:+.1%}",
+            "" if interval is None else f"{interval[0]:+.1%} to {interval[1]:+.1%}",
+        )
+    if (adjusted := evaluation.adjusted) is not None:
+        interval = adjusted.relative_interval
+        table.add_row(
+            f"{adjusted.response} against the adjusted baseline"
+            + (" [yellow](refused)[/yellow]" if adjusted.refused else ""),
+            f"{adjusted.response}, 보정 기준선 대비",
+            "" if adjusted.adjusted_baseline is None else f"{adjusted.adjusted_baseline:,.1f}",
+            "" if adjusted.pilot is None else f"{adjusted.pilot:,.1f}",
+            "" if adjusted.relative_change is None else f"{adjusted.relative_change:+.1%}",
+            "" if interval is None else f"{interval[0]:+.1%} to {interval[1]:+.1%}",
         )
     for name, title_ko in (("cycle_time_p50", "사이클 타임 중앙값"), ("cycle_time_p95", "사이클 타임 95%")):
         before = evaluation.phases[Phase.BASELINE].kpis.get(name)

@@ -14,6 +14,8 @@ from pydantic_core import to_jsonable_python
 
 from pilot_core.calendar import Calendar, PlannedStop
 from pilot_core.demonstration import (
+    AdjustedBaselinePlan,
+    ControlLinePlan,
     CountCorrection,
     DemonstrationPlan,
     Exclusion,
@@ -221,6 +223,8 @@ FIELD_TABLES: dict[str, type[BaseModel]] = {
     "`exclusions[]`": Exclusion,
     "`corrections[]` of kind `state`": StateCorrection,
     "`corrections[]` of kind `counts`": CountCorrection,
+    "`adjusted_baseline`": AdjustedBaselinePlan,
+    "`control_line`": ControlLinePlan,
 }
 
 
