@@ -17,9 +17,11 @@ import numpy as np
 from pilot_core.calendar import Shift
 from pilot_core.comparison import KpiComparison, TargetCheck, check_target, compare
 from pilot_core.demonstration import DemonstrationPlan, Phase, Window
+from pilot_core.design import TargetDesign, design_target
 from pilot_core.device_hours import HOUR_MS, DeviceHour, DeviceRules, account_vector, corrected
 from pilot_core.histogram import LogHistogram
 from pilot_core.kpi import COMPONENT_NAMES, KPIS, Components, NoValue, compute, compute_all, no_value_reason, total
+from pilot_core.product_mix import MixStandardisation, PhaseTotals, ProductTotals, standardise
 from pilot_core.time_accounting import BucketCalendar
 
 PERCENTILES = {"cycle_time_p50": 0.50, "cycle_time_p95": 0.95}
@@ -115,6 +117,10 @@ class DemonstrationResult:
     warnings: list[str] = field(default_factory=list)
     # Per station with cycles: its own cycle_time_mean compared, as if it were the line's output.
     station_comparisons: dict[str, KpiComparison] = field(default_factory=dict)
+    # Design before data: per target, from the baseline's hours alone.
+    design: list[TargetDesign] = field(default_factory=list)
+    # The pilot's cycle time, throughput and energy per unit at the baseline's product mix.
+    product_mix: MixStandardisation | None = None
 
 
 def evaluate(
@@ -161,7 +167,63 @@ def evaluate(
             station_comparisons[device] = compare(
                 "cycle_time_mean", units[0], units[1], plan.confidence_level, station_totals
             )
-    return DemonstrationResult(plan_hash, windows, phases, comparisons, targets, sorted(warnings), station_comparisons)
+    design = plan_design(plan, series[Phase.BASELINE])
+    warnings |= set(stated_design_warnings(plan, design))
+    mix = standardise(*(_phase_totals(plan, accounted, phases[phase]) for phase in (Phase.BASELINE, Phase.PILOT)))
+    return DemonstrationResult(
+        plan_hash, windows, phases, comparisons, targets, sorted(warnings), station_comparisons, design, mix
+    )
+
+
+def plan_design(plan: DemonstrationPlan, baseline: np.ndarray) -> list[TargetDesign]:
+    """Each target's design from the baseline's hourly units alone: the pilot's data never enter."""
+    baseline_hours = sum(w.days for w in plan.windows_of(Phase.BASELINE)) * 24
+    pilot_hours = sum(w.days for w in plan.windows_of(Phase.PILOT)) * 24
+    coverage = len(baseline) / baseline_hours if baseline_hours else 0.0
+    return [
+        design_target(
+            t.kpi,
+            t.change_pct,
+            baseline,
+            level=plan.confidence_level,
+            power=plan.design.power,
+            planned_pilot_hours=pilot_hours,
+            coverage=coverage,
+            expected_change_pct=plan.design.expected_change_pct.get(t.kpi),
+        )
+        for t in plan.targets
+    ]
+
+
+def stated_design_warnings(plan: DemonstrationPlan, design: list[TargetDesign]) -> list[str]:
+    """A minimum detectable effect the plan states that the baseline's data do not give (to 0.05 points)."""
+    warnings = []
+    for target in design:
+        stated = plan.design.stated_mde_pct.get(target.kpi)
+        if stated is None:
+            continue
+        found = None if target.mde is None else abs(target.mde) * 100
+        if found is None or abs(found - stated) > 0.05:
+            shown = "no figure" if found is None else f"{found:.2f}%"
+            warnings.append(
+                f"the plan states a minimum detectable effect of {stated:g}% for {target.kpi};"
+                f" the baseline's data give {shown}"
+            )
+    return warnings
+
+
+def _phase_totals(plan: DemonstrationPlan, accounted: AccountedHours, phase: WindowResult) -> PhaseTotals:
+    """The output stations' production per product in a phase's windows, with what the phase shares among them."""
+    products: dict[str, ProductTotals] = {}
+    for device in plan.output_devices:
+        hours = accounted.by_device[device]
+        for window in plan.windows_of(phase.window.phase):
+            for i in hours.in_window(window):
+                for product, t in hours.hours[i].production.items():
+                    summed = ProductTotals(t.produced, t.good, t.cycle_time_s, t.cycles)
+                    products[product] = products[product] + summed if product in products else summed
+    c = phase.components
+    return PhaseTotals(products, c.output_pbt_s, c.energy_kwh, c.meter_hours > 0)
 
 
 def _silence_warnings(result: WindowResult) -> list[str]:

@@ -103,11 +103,9 @@ def estimate(kpi: str, units: Units, summed: Components | None = None) -> Period
     bandwidth = max(2, math.ceil(BANDWIDTH_FRACTION * n))
     if value is None or n < MIN_UNITS:
         return PeriodEstimate(value, summed, n, None, None, bandwidth)
-    mean = matrix.mean(axis=0)
-    gradient = _gradient(kpi, mean)
-    if gradient is None:
+    z = linearised(kpi, matrix)
+    if z is None:
         return PeriodEstimate(value, summed, n, None, None, bandwidth)
-    z = (matrix - mean) @ gradient  # the linearised KPI: its mean's variance is the KPI's
     if not np.any(z):
         return PeriodEstimate(value, summed, n, float(n), 0.0, bandwidth)
     # Imported here: statsmodels takes seconds to import, and most commands never compare.
@@ -122,6 +120,14 @@ def estimate(kpi: str, units: Units, summed: Components | None = None) -> Period
     # more independent units than there are, so the effective n stops at n.
     effective_n = min(float(n), n * iid_variance / variance) if variance > 0 else float(n)
     return PeriodEstimate(value, summed, n, effective_n, math.sqrt(max(variance, 0.0)), bandwidth)
+
+
+def linearised(kpi: str, matrix: np.ndarray) -> np.ndarray | None:
+    """The KPI linearised at the units' mean (the delta method), one value per unit: its mean's variance is the
+    KPI's. None where the KPI has no gradient there."""
+    mean = matrix.mean(axis=0)
+    gradient = _gradient(kpi, mean)
+    return None if gradient is None else (matrix - mean) @ gradient
 
 
 def preload() -> None:

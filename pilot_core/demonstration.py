@@ -194,6 +194,26 @@ class CountCorrection(_Strict):
 Correction = Annotated[StateCorrection | CountCorrection, Field(discriminator="kind")]
 
 
+class Design(_Strict):
+    """Design before data (pre-registration): the power the plan asks for, and what it expects or states.
+
+    Frozen with the plan. The minimum detectable effect of each target is computed from the baseline's hours
+    alone (pilot_core.design), so the pilot's data cannot move it; a figure stated here is checked against it.
+    """
+
+    power: float = Field(default=0.80, ge=0.5, le=0.99, description="Power at which effects are to be detected")
+    expected_change_pct: dict[str, Annotated[float, Field(gt=0, lt=1000)]] = Field(
+        default_factory=dict,
+        description="Per target KPI: the improvement the team expects, in percent; the design says how long a"
+        " pilot must run to show the target met at the power if it holds",
+    )
+    stated_mde_pct: dict[str, Annotated[float, Field(gt=0, lt=1000)]] = Field(
+        default_factory=dict,
+        description="Per target KPI: the minimum detectable effect, in percent, as stated when the plan was frozen;"
+        " a recomputation from the baseline that differs by more than 0.05 points is flagged",
+    )
+
+
 class DemonstrationPlan(_Strict):
     name: str = Field(min_length=1, max_length=200)
     name_ko: str = ""
@@ -220,6 +240,7 @@ class DemonstrationPlan(_Strict):
         description="Seconds between samples a device's agent is set to, where not its profile's rate;"
         " data coverage is judged against it",
     )
+    design: Design = Field(default_factory=Design, description="Design before data: power, expected effects")
 
     @field_validator("confidence_level")
     @classmethod
@@ -262,6 +283,13 @@ class DemonstrationPlan(_Strict):
         kpis = [t.kpi for t in self.targets]
         if len(set(kpis)) != len(kpis):
             raise ValueError("one target per KPI")
+        for name, stated in (
+            ("design.expected_change_pct", self.design.expected_change_pct),
+            ("design.stated_mde_pct", self.design.stated_mde_pct),
+        ):
+            untargeted = sorted(k for k in stated if k not in kpis)
+            if untargeted:
+                raise ValueError(f"{name} names KPIs without a target: {', '.join(untargeted)}")
         return self
 
     @property
@@ -279,11 +307,14 @@ class DemonstrationPlan(_Strict):
 def canonical_json(plan: DemonstrationPlan) -> str:
     """One text per plan: its JSON with sorted keys and no spaces.
 
-    A plan without corrections leaves the key out, so plans frozen before corrections existed keep their hash.
+    A plan without corrections (or with the default design) leaves the key out, so plans frozen before they
+    existed keep their hash.
     """
     document = plan.model_dump(mode="json")
     if not document["corrections"]:
         del document["corrections"]
+    if plan.design == Design():
+        del document["design"]
     return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 

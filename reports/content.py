@@ -15,7 +15,14 @@ from dataclasses import dataclass
 
 from kpi_engine.breakdown import Breakdown
 from kpi_engine.evaluation import PERCENTILES
-from kpi_engine.results import ComparisonDocument, DeviceCoverage, KpiChange, comparison_document
+from kpi_engine.results import (
+    ComparisonDocument,
+    DeviceCoverage,
+    KpiChange,
+    PlanDesign,
+    ProductMix,
+    comparison_document,
+)
 from kpi_engine.service import Evaluation
 from pilot_core.comparison import BANDWIDTH_FRACTION, MIN_UNITS, POWER, Verdict, critical_value
 from pilot_core.demonstration import DemonstrationPlan, Phase
@@ -161,6 +168,8 @@ class ReportContent:
     phases: dict[Phase, PhaseTime]
     method: Method
     warnings: list[str]
+    design: PlanDesign | None = None  # design before data: each target's MDE from the baseline alone
+    product_mix: ProductMix | None = None  # the pilot at the baseline's product mix
 
 
 def report_content(evaluation: Evaluation, breakdown: Breakdown, generated_at: dt.datetime) -> ReportContent:
@@ -194,6 +203,8 @@ def report_content(evaluation: Evaluation, breakdown: Breakdown, generated_at: d
         phases=phases,
         method=_method(evaluation, document),
         warnings=document.warnings,
+        design=document.design,
+        product_mix=document.product_mix,
     )
 
 

@@ -16,6 +16,7 @@ from pilot_core.comparison import Verdict
 from pilot_core.contract import TimeClass
 from pilot_core.demonstration import Phase
 from pilot_core.kpi import KPIS
+from reports.i18n_design import DESIGN_EN, DESIGN_KO
 
 if TYPE_CHECKING:  # the command line imports Language for its options, without the engine behind the content
     from reports.content import DowntimeRow, KpiRow, Method
@@ -402,6 +403,8 @@ KO: dict[str, str] = {
     " 낮춥니다)을 보여줍니다.",
 }
 
+EN |= DESIGN_EN
+KO |= DESIGN_KO
 TEXT: dict[Language, dict[str, str]] = {Language.EN: EN, Language.KO: KO}
 METHOD_NOTES = (
     "method_time_model",
@@ -513,6 +516,10 @@ class Words:
 
     def moment(self, moment: dt.datetime, zone: dt.tzinfo) -> str:
         return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M")
+
+    def days(self, hours: float | None) -> str:
+        """Window hours as days, or that no length would do."""
+        return self.text["design_unreachable"] if hours is None else f"{number(hours / 24)}"
 
     def hours(self, seconds: float) -> str:
         return f"{number(seconds / 3600)} {self.unit('h')}"

@@ -16,6 +16,7 @@ from pilot_core.calendar import Calendar, PlannedStop
 from pilot_core.demonstration import (
     CountCorrection,
     DemonstrationPlan,
+    Design,
     Exclusion,
     Product,
     StateCorrection,
@@ -63,6 +64,34 @@ def test_a_small_plan_is_valid() -> None:
     assert plan.output_devices == ["cobot-1"]
     assert [w.name for w in plan.windows] == ["before", "after"]
     assert plan.targets[0].label == "cycle_time_mean −10%"
+
+
+def test_the_default_design_keeps_the_hash_and_a_set_one_changes_it() -> None:
+    """Plans frozen before design before data existed keep their hash; a design, once set, is hashed with the plan."""
+    plain = DemonstrationPlan.model_validate(raw_plan())
+    assert "design" not in json.loads(canonical_json(plain))
+    explicit = DemonstrationPlan.model_validate({**raw_plan(), "design": {"power": 0.8}})
+    assert plan_hash(explicit) == plan_hash(plain)
+    designed = DemonstrationPlan.model_validate(
+        {**raw_plan(), "design": {"power": 0.9, "expected_change_pct": {"cycle_time_mean": 15}}}
+    )
+    assert designed.design == Design(power=0.9, expected_change_pct={"cycle_time_mean": 15})
+    assert json.loads(canonical_json(designed))["design"]["power"] == 0.9
+    assert plan_hash(designed) != plan_hash(plain)
+
+
+@pytest.mark.parametrize(
+    ("design", "message"),
+    [
+        ({"expected_change_pct": {"oee": 5}}, "design.expected_change_pct names KPIs without a target: oee"),
+        ({"stated_mde_pct": {"scrap_ratio": 3}}, "design.stated_mde_pct names KPIs without a target: scrap_ratio"),
+        ({"power": 0.3}, "greater than or equal to 0.5"),
+        ({"expected_change_pct": {"cycle_time_mean": 0}}, "greater than 0"),
+    ],
+)
+def test_a_design_that_names_no_target_or_an_impossible_power_is_refused(design: Raw, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        DemonstrationPlan.model_validate({**raw_plan(), "design": design})
 
 
 def _naive_window(raw: Raw) -> None:
@@ -221,6 +250,7 @@ FIELD_TABLES: dict[str, type[BaseModel]] = {
     "`exclusions[]`": Exclusion,
     "`corrections[]` of kind `state`": StateCorrection,
     "`corrections[]` of kind `counts`": CountCorrection,
+    "`design`": Design,
 }
 
 
