@@ -399,9 +399,9 @@ def design_tables(result: dict[str, Any]) -> str:
         parts.append(table(header, rows))
     mix = result.get("product_mix")
     if mix:
-        rows = [
+        mix_rows = [
             (
-                k["kpi"],
+                str(k["kpi"]),
                 f"{k['true_change']:+.2%}",
                 f"{k['mean_raw_change']:+.2%}",
                 f"{k['mean_standardised_change']:+.2%}",
@@ -409,9 +409,9 @@ def design_tables(result: dict[str, Any]) -> str:
             )
             for k in mix["kpis"]
         ]
-        header = (f"product mix 80/20 → 30/70 ({mix['seeds']} seeds)", "true change", "raw change (mean)",
-                  "standardised change (mean)", "RMSE standardised")  # fmt: skip
-        parts.append(table(header, rows))
+        mix_header = (f"product mix 80/20 → 30/70 ({mix['seeds']} seeds)", "true change", "raw change (mean)",
+                      "standardised change (mean)", "RMSE standardised")  # fmt: skip
+        parts.append(table(mix_header, mix_rows))
     return "\n\n".join(parts)
 
 

@@ -131,8 +131,9 @@ def linearised(kpi: str, matrix: np.ndarray) -> np.ndarray | None:
 
 
 def preload() -> None:
-    """Import statsmodels now, so that a server's first comparison does not wait seconds for it."""
-    import statsmodels.regression.linear_model  # noqa: F401, PLC0415
+    """Import statsmodels now, so that a server's first comparison (and design) does not wait seconds for it."""
+    import statsmodels.regression.linear_model  # noqa: PLC0415
+    import statsmodels.tsa.stattools  # noqa: F401, PLC0415
 
 
 def _gradient(kpi: str, at: np.ndarray) -> np.ndarray | None:

@@ -16,7 +16,7 @@ from pilot_core.comparison import Verdict
 from pilot_core.contract import TimeClass
 from pilot_core.demonstration import Phase
 from pilot_core.kpi import KPIS
-from reports.i18n_design import DESIGN_EN, DESIGN_KO
+from reports.i18n_design import DESIGN_EN, DESIGN_GAPS, DESIGN_KO, STATED_MDE
 
 if TYPE_CHECKING:  # the command line imports Language for its options, without the engine behind the content
     from reports.content import DowntimeRow, KpiRow, Method
@@ -512,7 +512,18 @@ class Words:
         match = _NO_TELEMETRY.match(warning)
         if match:
             return self.format("warning_no_telemetry", **match.groupdict())
+        match = STATED_MDE.match(warning)
+        if match:
+            return self.format("warning_stated_mde", **match.groupdict())
         return warning
+
+    def design_gap(self, note: str) -> str:
+        """Why a target has no design, in this language (the engine's note as it is where no key fits)."""
+        for pattern, key in DESIGN_GAPS:
+            match = pattern.match(note)
+            if match:
+                return self.format(key, **match.groupdict())
+        return note
 
     def moment(self, moment: dt.datetime, zone: dt.tzinfo) -> str:
         return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M")

@@ -5,6 +5,23 @@ Merged into ``reports.i18n``'s EN and KO: kept apart so that the section's words
 
 from __future__ import annotations
 
+import re
+
+# The engine's design notes and warning (pilot_core.design, kpi_engine.evaluation), and their keys here.
+DESIGN_GAPS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"^no baseline value:"), "design_gap_no_value"),
+    (re.compile(r"^a baseline value of zero:"), "design_gap_zero"),
+    (re.compile(r"^too few baseline hours \(need (?P<need>\d+), have (?P<have>\d+)\)"), "design_gap_few_hours"),
+    (
+        re.compile(r"^the planned pilot gives (?P<units>\d+) hourly units; the comparison needs (?P<need>\d+)"),
+        "design_gap_short_pilot",
+    ),
+)
+STATED_MDE = re.compile(
+    r"^the plan states a minimum detectable effect of (?P<stated>[\d.e+-]+)% for (?P<kpi>\w+);"
+    r" the baseline's data give (?P<found>.+)$"
+)
+
 DESIGN_EN: dict[str, str] = {
     "section_design": "Design before data",
     "design_intro": "Computed from the frozen plan and the baseline's hours alone, before any pilot hour counts: the"
@@ -39,6 +56,12 @@ DESIGN_EN: dict[str, str] = {
     "mix_raw_change": "Change (raw)",
     "mix_standardised_pilot": "Pilot at the baseline's mix",
     "mix_standardised_change": "Change at the baseline's mix",
+    "design_gap_no_value": "No baseline value: nothing can be designed from this baseline yet.",
+    "design_gap_zero": "A baseline value of zero: nothing can be designed from it.",
+    "design_gap_few_hours": "Too few baseline hours (need {need}, have {have}): nothing can be designed yet.",
+    "design_gap_short_pilot": "The planned pilot gives {units} hourly units; the comparison needs {need}.",
+    "warning_stated_mde": "The plan states a minimum detectable change of {stated}% for {kpi}; the baseline's data"
+    " give {found}.",
 }
 
 DESIGN_KO: dict[str, str] = {
@@ -69,4 +92,9 @@ DESIGN_KO: dict[str, str] = {
     "mix_raw_change": "변화 (원래)",
     "mix_standardised_pilot": "기준 구성 기준 실증 값",
     "mix_standardised_change": "기준 구성 기준 변화",
+    "design_gap_no_value": "기준 기간 값이 없어 아직 설계할 수 없습니다.",
+    "design_gap_zero": "기준 기간 값이 0이어서 설계할 수 없습니다.",
+    "design_gap_few_hours": "기준 기간 시간 수가 부족합니다(필요 {need}, 현재 {have}): 아직 설계할 수 없습니다.",
+    "design_gap_short_pilot": "계획한 실증 기간의 시간 단위가 {units}개뿐입니다. 비교에는 {need}개가 필요합니다.",
+    "warning_stated_mde": "계획은 {kpi}의 최소 검출 변화를 {stated}%로 명시했으나 기준 기간 데이터로는 {found}입니다.",
 }
