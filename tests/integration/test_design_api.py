@@ -153,11 +153,15 @@ def test_the_design_is_fixed_by_the_baseline_and_the_mix_is_standardised(
         before = api.get(f"/v1/demonstrations/{ref}/comparison")
         assert before.status_code == 200, before.text
         design = before.json()["design"]
+        cached = api.get(f"/v1/demonstrations/{ref}/comparison").json()
+        assert cached["source"]["cached"] and cached["design"] == design  # the cache keeps it, bit for bit
 
         publish(settings, registry, site, "pilot", seq)
         after = api.get(f"/v1/demonstrations/{ref}/comparison", params={"refresh": True})
         assert after.status_code == 200, after.text
         document = after.json()
+        cached = api.get(f"/v1/demonstrations/{ref}/comparison").json()
+        assert cached["source"]["cached"] and cached["product_mix"] == document["product_mix"]
 
     # Pre-registered: the pilot's data do not move the design, to the last bit.
     assert document["design"] == design
