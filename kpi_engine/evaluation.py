@@ -175,10 +175,15 @@ def evaluate(
     )
 
 
+def phase_hours(plan: DemonstrationPlan, phase: Phase) -> float:
+    """Hours the plan's windows of ``phase`` span."""
+    return sum(w.days for w in plan.windows_of(phase)) * 24
+
+
 def plan_design(plan: DemonstrationPlan, baseline: np.ndarray) -> list[TargetDesign]:
     """Each target's design from the baseline's hourly units alone: the pilot's data never enter."""
-    baseline_hours = sum(w.days for w in plan.windows_of(Phase.BASELINE)) * 24
-    pilot_hours = sum(w.days for w in plan.windows_of(Phase.PILOT)) * 24
+    baseline_hours = phase_hours(plan, Phase.BASELINE)
+    pilot_hours = phase_hours(plan, Phase.PILOT)
     coverage = len(baseline) / baseline_hours if baseline_hours else 0.0
     return [
         design_target(

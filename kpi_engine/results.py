@@ -18,7 +18,14 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from kpi_engine.evaluation import Coverage, StationCycleTime, WindowResult, kpi_no_value_reason, kpi_unit
+from kpi_engine.evaluation import (
+    Coverage,
+    StationCycleTime,
+    WindowResult,
+    kpi_no_value_reason,
+    kpi_unit,
+    phase_hours,
+)
 from kpi_engine.service import Evaluation
 from pilot_core.comparison import KpiComparison, PeriodEstimate, Verdict
 from pilot_core.demonstration import Phase
@@ -362,7 +369,7 @@ def design_document(evaluation: Evaluation) -> PlanDesign:
     return PlanDesign(
         method=DESIGN_METHOD,
         power=plan.design.power,
-        planned_pilot_hours=sum(w.days for w in plan.windows_of(Phase.PILOT)) * 24,
+        planned_pilot_hours=phase_hours(plan, Phase.PILOT),
         targets=[TargetDesignModel(**asdict(t)) for t in evaluation.result.design],
     )
 
