@@ -119,7 +119,7 @@ class DemonstrationResult:
     station_comparisons: dict[str, KpiComparison] = field(default_factory=dict)
     # Design before data: per target, from the baseline's hours alone.
     design: list[TargetDesign] = field(default_factory=list)
-    # The pilot's cycle time, throughput and energy per unit at the baseline's product mix.
+    # The pilot's cycle time, throughput and energy per unit at the baseline's product mix, if the plan asks.
     product_mix: MixStandardisation | None = None
 
 
@@ -169,7 +169,9 @@ def evaluate(
             )
     design = plan_design(plan, series[Phase.BASELINE])
     warnings |= set(stated_design_warnings(plan, design))
-    mix = standardise(*(_phase_totals(plan, accounted, phases[phase]) for phase in (Phase.BASELINE, Phase.PILOT)))
+    mix = None
+    if plan.product_mix:
+        mix = standardise(*(_phase_totals(plan, accounted, phases[p]) for p in (Phase.BASELINE, Phase.PILOT)))
     return DemonstrationResult(
         plan_hash, windows, phases, comparisons, targets, sorted(warnings), station_comparisons, design, mix
     )
@@ -181,7 +183,11 @@ def phase_hours(plan: DemonstrationPlan, phase: Phase) -> float:
 
 
 def plan_design(plan: DemonstrationPlan, baseline: np.ndarray) -> list[TargetDesign]:
-    """Each target's design from the baseline's hourly units alone: the pilot's data never enter."""
+    """Each target's design from the baseline's hourly units alone: the pilot's data never enter. None without a
+    design in the plan."""
+    if plan.design is None:
+        return []
+    design = plan.design
     baseline_hours = phase_hours(plan, Phase.BASELINE)
     pilot_hours = phase_hours(plan, Phase.PILOT)
     coverage = len(baseline) / baseline_hours if baseline_hours else 0.0
@@ -191,10 +197,10 @@ def plan_design(plan: DemonstrationPlan, baseline: np.ndarray) -> list[TargetDes
             t.change_pct,
             baseline,
             level=plan.confidence_level,
-            power=plan.design.power,
+            power=design.power,
             planned_pilot_hours=pilot_hours,
             coverage=coverage,
-            expected_change_pct=plan.design.expected_change_pct.get(t.kpi),
+            expected_change_pct=design.expected_change_pct.get(t.kpi),
         )
         for t in plan.targets
     ]
@@ -202,7 +208,9 @@ def plan_design(plan: DemonstrationPlan, baseline: np.ndarray) -> list[TargetDes
 
 def stated_design_warnings(plan: DemonstrationPlan, design: list[TargetDesign]) -> list[str]:
     """A minimum detectable effect the plan states that the baseline's data do not give (to 0.05 points)."""
-    warnings = []
+    warnings: list[str] = []
+    if plan.design is None:
+        return warnings
     for target in design:
         stated = plan.design.stated_mde_pct.get(target.kpi)
         if stated is None:

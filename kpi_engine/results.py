@@ -16,7 +16,7 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
 from kpi_engine.evaluation import (
     Coverage,
@@ -229,8 +229,26 @@ class ComparisonDocument(BaseModel):
     stations: list[StationChange] = Field(description="Each station's own cycle_time_mean, before and after")
     coverage: dict[Phase, list[DeviceCoverage]]
     warnings: list[str]
-    design: PlanDesign = Field(description="Each target's minimum detectable effect, from the baseline alone")
-    product_mix: ProductMix | None = Field(description="The pilot at the baseline's product mix")
+    design: PlanDesign | None = Field(
+        default=None,
+        description="Each target's minimum detectable change, from the baseline alone; left out when the plan has"
+        " no design",
+    )
+    product_mix: ProductMix | None = Field(
+        default=None,
+        description="The pilot at the baseline's product mix; left out unless some product's share of units moved"
+        " by a percentage point or more",
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_unused_design_and_mix(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # A plan without a design, over a mix that did not move, gets the document it got before them: signed
+        # bundles stay true.
+        data: dict[str, Any] = handler(self)
+        for key in ("design", "product_mix"):
+            if getattr(self, key) is None:
+                data.pop(key, None)
+        return data
 
 
 def _source(evaluation: Evaluation) -> Source:
@@ -364,8 +382,10 @@ def comparison_document(evaluation: Evaluation) -> ComparisonDocument:
     )
 
 
-def design_document(evaluation: Evaluation) -> PlanDesign:
+def design_document(evaluation: Evaluation) -> PlanDesign | None:
     plan = evaluation.plan
+    if plan.design is None:
+        return None
     return PlanDesign(
         method=DESIGN_METHOD,
         power=plan.design.power,
@@ -375,7 +395,7 @@ def design_document(evaluation: Evaluation) -> PlanDesign:
 
 
 def _product_mix(mix: MixStandardisation | None) -> ProductMix | None:
-    if mix is None:
+    if mix is None or not mix.mix_differs:
         return None
     return ProductMix(
         method=MIX_METHOD,

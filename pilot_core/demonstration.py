@@ -240,7 +240,16 @@ class DemonstrationPlan(_Strict):
         description="Seconds between samples a device's agent is set to, where not its profile's rate;"
         " data coverage is judged against it",
     )
-    design: Design = Field(default_factory=Design, description="Design before data: power, expected effects")
+    design: Design | None = Field(
+        default=None,
+        description="Design before data, chosen in the plan: each target's minimum detectable change from the"
+        " baseline alone, at this power (null: none)",
+    )
+    product_mix: bool = Field(
+        default=False,
+        description="Also give cycle time, throughput and energy per unit at the baseline's product mix, whenever"
+        " the mix moved",
+    )
 
     @field_validator("confidence_level")
     @classmethod
@@ -283,9 +292,10 @@ class DemonstrationPlan(_Strict):
         kpis = [t.kpi for t in self.targets]
         if len(set(kpis)) != len(kpis):
             raise ValueError("one target per KPI")
+        design = self.design or Design()
         for name, stated in (
-            ("design.expected_change_pct", self.design.expected_change_pct),
-            ("design.stated_mde_pct", self.design.stated_mde_pct),
+            ("design.expected_change_pct", design.expected_change_pct),
+            ("design.stated_mde_pct", design.stated_mde_pct),
         ):
             untargeted = sorted(k for k in stated if k not in kpis)
             if untargeted:
@@ -307,14 +317,16 @@ class DemonstrationPlan(_Strict):
 def canonical_json(plan: DemonstrationPlan) -> str:
     """One text per plan: its JSON with sorted keys and no spaces.
 
-    A plan without corrections (or with the default design) leaves the key out, so plans frozen before they
-    existed keep their hash.
+    A plan without corrections (or a design, or product-mix standardisation) leaves the key out, so plans frozen
+    before they existed keep their hash.
     """
     document = plan.model_dump(mode="json")
     if not document["corrections"]:
         del document["corrections"]
-    if plan.design == Design():
+    if plan.design is None:
         del document["design"]
+    if not plan.product_mix:
+        del document["product_mix"]
     return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 

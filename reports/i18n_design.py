@@ -48,8 +48,6 @@ DESIGN_EN: dict[str, str] = {
     " change on any product. Beside the raw figure, each is given at the baseline's mix: each product's own pilot"
     " figure weighted by the baseline's shares. Planned busy time and energy are shared among products by their"
     " share of the output's cycle time.",
-    "mix_unchanged": "The product mix moved by less than one percentage point (at most {change}): the raw figures"
-    " stand as they are.",
     "mix_effectiveness": "Effectiveness (performance) needs no standardisation: each unit counts its own product's"
     " ideal cycle time, so it is already neutral to the mix.",
     "mix_share": "Share of units",
@@ -85,7 +83,6 @@ DESIGN_KO: dict[str, str] = {
     "mix_intro": "제품 구성이 바뀌면 어떤 제품도 변하지 않았는데 라인의 평균 사이클 타임, 시간당 생산량, 단위당"
     " 에너지가 바뀝니다. 원래 값 옆에, 각 제품의 실증 값을 기준 기간의 비중으로 가중한 값(기준 구성 기준)을"
     " 함께 보입니다. 계획 가동 시간과 에너지는 출력 설비 사이클 타임 비중으로 제품에 나눕니다.",
-    "mix_unchanged": "제품 구성의 변화가 1%p 미만(최대 {change})이므로 원래 값을 그대로 씁니다.",
     "mix_effectiveness": "성능효율은 표준화가 필요 없습니다: 각 단위가 자기 제품의 이상 사이클 타임으로 계산되므로 이미"
     " 제품 구성에 중립입니다.",
     "mix_share": "수량 비중",

@@ -96,6 +96,7 @@ def plan(site: str, **design: Any) -> dict[str, Any]:
             {"kpi": "throughput_rate", "direction": "increase", "change_pct": 5},
         ],
         "design": {"power": 0.8, **design},
+        "product_mix": True,
     }
 
 

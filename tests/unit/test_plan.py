@@ -66,12 +66,17 @@ def test_a_small_plan_is_valid() -> None:
     assert plan.targets[0].label == "cycle_time_mean −10%"
 
 
-def test_the_default_design_keeps_the_hash_and_a_set_one_changes_it() -> None:
-    """Plans frozen before design before data existed keep their hash; a design, once set, is hashed with the plan."""
+def test_a_plan_without_a_design_keeps_its_hash_and_a_design_is_hashed_with_the_plan() -> None:
+    """Plans frozen before design before data existed keep their hash; a design, once chosen, is hashed with the
+    plan, defaults and all."""
     plain = DemonstrationPlan.model_validate(raw_plan())
-    assert "design" not in json.loads(canonical_json(plain))
-    explicit = DemonstrationPlan.model_validate({**raw_plan(), "design": {"power": 0.8}})
-    assert plan_hash(explicit) == plan_hash(plain)
+    assert plain.design is None and "design" not in json.loads(canonical_json(plain))
+    assert plan_hash(DemonstrationPlan.model_validate({**raw_plan(), "design": None})) == plan_hash(plain)
+    chosen = DemonstrationPlan.model_validate({**raw_plan(), "design": {}})
+    assert chosen.design == Design() and plan_hash(chosen) != plan_hash(plain)
+    assert plan_hash(DemonstrationPlan.model_validate({**raw_plan(), "product_mix": False})) == plan_hash(plain)
+    standardised = DemonstrationPlan.model_validate({**raw_plan(), "product_mix": True})
+    assert json.loads(canonical_json(standardised))["product_mix"] is True
     designed = DemonstrationPlan.model_validate(
         {**raw_plan(), "design": {"power": 0.9, "expected_change_pct": {"cycle_time_mean": 15}}}
     )
