@@ -373,8 +373,9 @@ def statistics_section(result: dict[str, Any] | None) -> str:
     failures = result.get("failures", {})
     for kpi, coverage in failures.get("coverage", {}).items():
         rows.append((f"{kpi}: engine, hourly units with Poisson faults", f"{coverage:.1%}", "–"))
-    coverage = table((f"method ({result.get('seeds', '?')} seeds, nominal 95%)", "coverage", "mean width"), rows)
-    return coverage + "\n\n" + confounders_section(result.get("confounders"))
+    text = table((f"method ({result.get('seeds', '?')} seeds, nominal 95%)", "coverage", "mean width"), rows)
+    parts = (text, design_tables(result), confounders_section(result.get("confounders")))
+    return "\n\n".join(part for part in parts if part)
 
 
 def confounders_section(result: dict[str, Any] | None) -> str:
@@ -404,6 +405,44 @@ def confounders_section(result: dict[str, Any] | None) -> str:
               "coverage of the truth, nominal 95%", "says \"met\" for a 5% target (plan rule, 90%)",
               "mean bias")  # fmt: skip
     return table(header, rows)
+
+
+def design_tables(result: dict[str, Any]) -> str:
+    """Design before data and product-mix standardisation (``bench.design_statistics``), where the run has them."""
+    parts = []
+    design = result.get("design")
+    if design:
+        rows = [
+            (
+                f"φ = {c['phi']:g}, {c['baseline_hours']} / {c['pilot_hours']} h",
+                f"{c['mean_mde']:+.1%}",
+                f"{c['detected_at_mde']:.1%}",
+                f"{c['met_at_met_needs']:.1%}",
+                f"{c['detected_with_no_change']:.1%}",
+                f"{c['detected_at_iid_mde']:.1%}",
+            )
+            for c in design["cases"]
+        ]
+        header = (f"design before data ({design['seeds']} seeds, {design['level']:.0%} level, stated power "
+                  f"{design['power']:.0%})", "mean MDE", "detected at the MDE", "target met at met_needs",
+                  "detected with no change", "detected at an i.i.d. MDE")  # fmt: skip
+        parts.append(table(header, rows))
+    mix = result.get("product_mix")
+    if mix:
+        mix_rows = [
+            (
+                str(k["kpi"]),
+                f"{k['true_change']:+.2%}",
+                f"{k['mean_raw_change']:+.2%}",
+                f"{k['mean_standardised_change']:+.2%}",
+                f"{k['rmse_standardised']:.2%}",
+            )
+            for k in mix["kpis"]
+        ]
+        mix_header = (f"product mix 80/20 → 30/70 ({mix['seeds']} seeds)", "true change", "raw change (mean)",
+                      "standardised change (mean)", "RMSE standardised")  # fmt: skip
+        parts.append(table(mix_header, mix_rows))
+    return "\n\n".join(parts)
 
 
 def sources_section(result: dict[str, Any] | None) -> str:

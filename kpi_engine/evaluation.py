@@ -19,9 +19,11 @@ from pilot_core.calendar import Shift
 from pilot_core.comparison import KpiComparison, TargetCheck, Verdict, check_target, compare, judge_interval
 from pilot_core.control_line import ControlLineResult, control_line
 from pilot_core.demonstration import DemonstrationPlan, IndependentVariable, Method, Phase, Target, Window
+from pilot_core.design import TargetDesign, design_target
 from pilot_core.device_hours import HOUR_MS, DeviceHour, DeviceRules, account_vector, corrected
 from pilot_core.histogram import LogHistogram
 from pilot_core.kpi import COMPONENT_NAMES, KPIS, Components, NoValue, compute, compute_all, no_value_reason, total
+from pilot_core.product_mix import MixStandardisation, PhaseTotals, ProductTotals, standardise
 from pilot_core.time_accounting import BucketCalendar
 
 PERCENTILES = {"cycle_time_p50": 0.50, "cycle_time_p95": 0.95}
@@ -120,6 +122,10 @@ class DemonstrationResult:
     station_comparisons: dict[str, KpiComparison] = field(default_factory=dict)
     adjusted: AdjustedResult | None = None  # the plan's adjusted baseline, where it declares one
     control_lines: dict[str, ControlLineResult] = field(default_factory=dict)  # per KPI judged against the control
+    # Design before data: per target, from the baseline's hours alone.
+    design: list[TargetDesign] = field(default_factory=list)
+    # The pilot's cycle time, throughput and energy per unit at the baseline's product mix, if the plan asks.
+    product_mix: MixStandardisation | None = None
 
 
 def evaluate(
@@ -169,9 +175,86 @@ def evaluate(
     if adjusted is not None:
         warnings |= set(adjusted.warnings)
     warnings |= {f"control line, {kpi}: {c.pre_trend.note}" for kpi, c in controls.items() if c.pre_trend.note}
+    design = plan_design(plan, series[Phase.BASELINE])
+    warnings |= set(stated_design_warnings(plan, design))
+    mix = None
+    if plan.product_mix:
+        mix = standardise(*(_phase_totals(plan, accounted, phases[p]) for p in (Phase.BASELINE, Phase.PILOT)))
     return DemonstrationResult(
-        plan_hash, windows, phases, comparisons, targets, sorted(warnings), station_comparisons, adjusted, controls
+        plan_hash,
+        windows,
+        phases,
+        comparisons,
+        targets,
+        sorted(warnings),
+        station_comparisons,
+        adjusted,
+        controls,
+        design,
+        mix,
     )
+
+
+def phase_hours(plan: DemonstrationPlan, phase: Phase) -> float:
+    """Hours the plan's windows of ``phase`` span."""
+    return sum(w.days for w in plan.windows_of(phase)) * 24
+
+
+def plan_design(plan: DemonstrationPlan, baseline: np.ndarray) -> list[TargetDesign]:
+    """Each target's design from the baseline's hourly units alone: the pilot's data never enter. None without a
+    design in the plan."""
+    if plan.design is None:
+        return []
+    design = plan.design
+    baseline_hours = phase_hours(plan, Phase.BASELINE)
+    pilot_hours = phase_hours(plan, Phase.PILOT)
+    coverage = len(baseline) / baseline_hours if baseline_hours else 0.0
+    return [
+        design_target(
+            t.kpi,
+            t.change_pct,
+            baseline,
+            level=plan.confidence_level,
+            power=design.power,
+            planned_pilot_hours=pilot_hours,
+            coverage=coverage,
+            expected_change_pct=design.expected_change_pct.get(t.kpi),
+        )
+        for t in plan.targets
+    ]
+
+
+def stated_design_warnings(plan: DemonstrationPlan, design: list[TargetDesign]) -> list[str]:
+    """A minimum detectable effect the plan states that the baseline's data do not give (to 0.05 points)."""
+    warnings: list[str] = []
+    if plan.design is None:
+        return warnings
+    for target in design:
+        stated = plan.design.stated_mde_pct.get(target.kpi)
+        if stated is None:
+            continue
+        found = None if target.mde is None else abs(target.mde) * 100
+        if found is None or abs(found - stated) > 0.05:
+            shown = "no figure" if found is None else f"{found:.2f}%"
+            warnings.append(
+                f"the plan states a minimum detectable effect of {stated:g}% for {target.kpi};"
+                f" the baseline's data give {shown}"
+            )
+    return warnings
+
+
+def _phase_totals(plan: DemonstrationPlan, accounted: AccountedHours, phase: WindowResult) -> PhaseTotals:
+    """The output stations' production per product in a phase's windows, with what the phase shares among them."""
+    products: dict[str, ProductTotals] = {}
+    for device in plan.output_devices:
+        hours = accounted.by_device[device]
+        for window in plan.windows_of(phase.window.phase):
+            for i in hours.in_window(window):
+                for product, t in hours.hours[i].production.items():
+                    summed = ProductTotals(t.produced, t.good, t.cycle_time_s, t.cycles)
+                    products[product] = products[product] + summed if product in products else summed
+    c = phase.components
+    return PhaseTotals(products, c.output_pbt_s, c.energy_kwh, c.meter_hours > 0)
 
 
 # --- Adjustment methods (issue 21, items 3 and 4) -------------------------------------------------------------

@@ -12,19 +12,30 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterable
+from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
-from kpi_engine.evaluation import Coverage, StationCycleTime, WindowResult, kpi_no_value_reason, kpi_unit
+from kpi_engine.evaluation import (
+    Coverage,
+    StationCycleTime,
+    WindowResult,
+    kpi_no_value_reason,
+    kpi_unit,
+    phase_hours,
+)
 from kpi_engine.service import Evaluation
 from pilot_core.adjusted_baseline import AdjustedResult
 from pilot_core.comparison import KpiComparison, PeriodEstimate, Verdict
 from pilot_core.control_line import ControlLineResult
 from pilot_core.demonstration import ControlLinePlan, Method, Phase
+from pilot_core.design import METHOD as DESIGN_METHOD
 from pilot_core.histogram import RELATIVE_ACCURACY
 from pilot_core.kpi import COMPONENT_NAMES, KPIS
+from pilot_core.product_mix import METHOD as MIX_METHOD
+from pilot_core.product_mix import MixStandardisation
 
 TIME_COMPONENTS = ("pbt_s", "apt_s", "asut_s", "adet_s", "adot_s", "unknown_s", "planned_down_s", "repair_s")
 COUNT_COMPONENTS = tuple(name for name in COMPONENT_NAMES if name not in TIME_COMPONENTS)
@@ -273,6 +284,73 @@ def _control_line(result: ControlLineResult, plan: ControlLinePlan) -> ControlLi
     )
 
 
+class TargetDesignModel(BaseModel):
+    """One target's design before data: what the planned pilot can detect, from the baseline's hours alone."""
+
+    kpi: str
+    change_pct: float = Field(description="The target's size, in percent")
+    level: float
+    power: float
+    baseline_value: float | None
+    baseline_n: int = Field(description="Hourly units in the baseline")
+    baseline_autocorrelation: float | None = Field(description="Lag-1 autocorrelation ρ of the linearised KPI")
+    baseline_effective_n: float | None = Field(description="n(1 − ρ)/(1 + ρ), at most n")
+    baseline_relative_se: float | None = Field(description="Standard error of the baseline's KPI / its value")
+    planned_pilot_units: int = Field(
+        description="Hourly units the planned pilot windows give at the baseline's coverage"
+    )
+    mde: float | None = Field(description="Signed relative change detectable against no change at the power")
+    met_needs: float | None = Field(description="Signed relative true change with which the target is shown met")
+    pilot_hours_for_target: float | None = Field(
+        description="Pilot window hours for an MDE as large as the target; null: no length would do"
+    )
+    expected_change_pct: float | None
+    pilot_hours_for_expected: float | None = Field(
+        description="Pilot window hours to show the target met at the power if the expected change holds"
+    )
+    note: str
+
+
+class PlanDesign(BaseModel):
+    """Design before data (pre-registration): computed from the frozen plan and the baseline's hours only."""
+
+    method: str
+    power: float
+    planned_pilot_hours: float = Field(description="Hours the plan's pilot windows span")
+    targets: list[TargetDesignModel]
+
+
+class ProductShareModel(BaseModel):
+    product: str
+    baseline_units: float = Field(description="Produced at the output stations")
+    pilot_units: float
+    baseline_share: float
+    pilot_share: float
+    baseline: dict[str, float | None] = Field(description="The product's own figure per standardised KPI")
+    pilot: dict[str, float | None]
+
+
+class StandardisedKpiModel(BaseModel):
+    kpi: str
+    baseline: float | None
+    raw_pilot: float | None
+    raw_change: float | None
+    standardised_pilot: float | None = Field(description="The pilot at the baseline's product mix")
+    standardised_change: float | None
+    reason: str = Field(description="Why there is no standardised figure")
+
+
+class ProductMix(BaseModel):
+    """Cycle time, throughput and energy per unit at the baseline's product mix, beside the raw figures."""
+
+    method: str
+    mix_differs: bool = Field(description="Some product's share of units moved by at least one percentage point")
+    largest_share_change: float
+    products: list[ProductShareModel]
+    kpis: list[StandardisedKpiModel]
+    notes: list[str]
+
+
 class ComparisonDocument(BaseModel):
     source: Source
     level: float
@@ -287,15 +365,25 @@ class ComparisonDocument(BaseModel):
     control_line: list[ControlLineEffect] = Field(
         default_factory=list, description="Per KPI a target judges against the plan's control line"
     )
+    design: PlanDesign | None = Field(
+        default=None,
+        description="Each target's minimum detectable change, from the baseline alone; left out when the plan has"
+        " no design",
+    )
+    product_mix: ProductMix | None = Field(
+        default=None,
+        description="The pilot at the baseline's product mix; left out unless some product's share of units moved"
+        " by a percentage point or more",
+    )
 
     @model_serializer(mode="wrap")
-    def _without_unused_methods(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # As TargetVerdict's: a plan without adjustment methods gets the document it got before them.
+    def _without_unused_keys(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # As TargetVerdict's: a plan without a design or adjustment methods, over a mix that did not move, gets the
+        # document it got before them; signed bundles stay true.
         data: dict[str, Any] = handler(self)
-        if self.adjusted_baseline is None:
-            data.pop("adjusted_baseline", None)
-        if not self.control_line:
-            data.pop("control_line", None)
+        for key in ("adjusted_baseline", "control_line", "design", "product_mix"):
+            if not getattr(self, key):
+                data.pop(key, None)
         return data
 
 
@@ -432,6 +520,33 @@ def comparison_document(evaluation: Evaluation) -> ComparisonDocument:
             for c in result.control_lines.values()
             if evaluation.plan.control_line is not None
         ],
+        design=design_document(evaluation),
+        product_mix=_product_mix(result.product_mix),
+    )
+
+
+def design_document(evaluation: Evaluation) -> PlanDesign | None:
+    plan = evaluation.plan
+    if plan.design is None:
+        return None
+    return PlanDesign(
+        method=DESIGN_METHOD,
+        power=plan.design.power,
+        planned_pilot_hours=phase_hours(plan, Phase.PILOT),
+        targets=[TargetDesignModel(**asdict(t)) for t in evaluation.result.design],
+    )
+
+
+def _product_mix(mix: MixStandardisation | None) -> ProductMix | None:
+    if mix is None or not mix.mix_differs:
+        return None
+    return ProductMix(
+        method=MIX_METHOD,
+        mix_differs=mix.mix_differs,
+        largest_share_change=mix.largest_share_change,
+        products=[ProductShareModel(**asdict(p)) for p in mix.products],
+        kpis=[StandardisedKpiModel(**asdict(k)) for k in mix.kpis],
+        notes=mix.notes,
     )
 
 

@@ -103,11 +103,9 @@ def estimate(kpi: str, units: Units, summed: Components | None = None) -> Period
     bandwidth = max(2, math.ceil(BANDWIDTH_FRACTION * n))
     if value is None or n < MIN_UNITS:
         return PeriodEstimate(value, summed, n, None, None, bandwidth)
-    mean = matrix.mean(axis=0)
-    gradient = kpi_gradient(kpi, mean)
-    if gradient is None:
+    z = linearised(kpi, matrix)
+    if z is None:
         return PeriodEstimate(value, summed, n, None, None, bandwidth)
-    z = (matrix - mean) @ gradient  # the linearised KPI: its mean's variance is the KPI's
     if not np.any(z):
         return PeriodEstimate(value, summed, n, float(n), 0.0, bandwidth)
     # Imported here: statsmodels takes seconds to import, and most commands never compare.
@@ -124,9 +122,18 @@ def estimate(kpi: str, units: Units, summed: Components | None = None) -> Period
     return PeriodEstimate(value, summed, n, effective_n, math.sqrt(max(variance, 0.0)), bandwidth)
 
 
+def linearised(kpi: str, matrix: np.ndarray) -> np.ndarray | None:
+    """The KPI linearised at the units' mean (the delta method), one value per unit: its mean's variance is the
+    KPI's. None where the KPI has no gradient there."""
+    mean = matrix.mean(axis=0)
+    gradient = kpi_gradient(kpi, mean)
+    return None if gradient is None else (matrix - mean) @ gradient
+
+
 def preload() -> None:
-    """Import statsmodels now, so that a server's first comparison does not wait seconds for it."""
-    import statsmodels.regression.linear_model  # noqa: F401, PLC0415
+    """Import statsmodels now, so that a server's first comparison (and design) does not wait seconds for it."""
+    import statsmodels.regression.linear_model  # noqa: PLC0415
+    import statsmodels.tsa.stattools  # noqa: F401, PLC0415
 
 
 def kpi_gradient(kpi: str, at: np.ndarray) -> np.ndarray | None:

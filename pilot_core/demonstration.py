@@ -242,6 +242,26 @@ class CountCorrection(_Strict):
 Correction = Annotated[StateCorrection | CountCorrection, Field(discriminator="kind")]
 
 
+class Design(_Strict):
+    """Design before data (pre-registration): the power the plan asks for, and what it expects or states.
+
+    Frozen with the plan. The minimum detectable effect of each target is computed from the baseline's hours
+    alone (pilot_core.design), so the pilot's data cannot move it; a figure stated here is checked against it.
+    """
+
+    power: float = Field(default=0.80, ge=0.5, le=0.99, description="Power at which effects are to be detected")
+    expected_change_pct: dict[str, Annotated[float, Field(gt=0, lt=1000)]] = Field(
+        default_factory=dict,
+        description="Per target KPI: the improvement the team expects, in percent; the design says how long a"
+        " pilot must run to show the target met at the power if it holds",
+    )
+    stated_mde_pct: dict[str, Annotated[float, Field(gt=0, lt=1000)]] = Field(
+        default_factory=dict,
+        description="Per target KPI: the minimum detectable effect, in percent, as stated when the plan was frozen;"
+        " a recomputation from the baseline that differs by more than 0.05 points is flagged",
+    )
+
+
 class DemonstrationPlan(_Strict):
     name: str = Field(min_length=1, max_length=200)
     name_ko: str = ""
@@ -273,6 +293,16 @@ class DemonstrationPlan(_Strict):
     )
     control_line: ControlLinePlan | None = Field(
         default=None, description="Devices in scope the pilot does not touch, for 'control_line' targets"
+    )
+    design: Design | None = Field(
+        default=None,
+        description="Design before data, chosen in the plan: each target's minimum detectable change from the"
+        " baseline alone, at this power (null: none)",
+    )
+    product_mix: bool = Field(
+        default=False,
+        description="Also give cycle time, throughput and energy per unit at the baseline's product mix, whenever"
+        " the mix moved",
     )
 
     @field_validator("confidence_level")
@@ -317,6 +347,14 @@ class DemonstrationPlan(_Strict):
         if len(set(kpis)) != len(kpis):
             raise ValueError("one target per KPI")
         self._check_methods()
+        design = self.design or Design()
+        for name, stated in (
+            ("design.expected_change_pct", design.expected_change_pct),
+            ("design.stated_mde_pct", design.stated_mde_pct),
+        ):
+            untargeted = sorted(k for k in stated if k not in kpis)
+            if untargeted:
+                raise ValueError(f"{name} names KPIs without a target: {', '.join(untargeted)}")
         return self
 
     def _check_methods(self) -> None:
@@ -370,14 +408,16 @@ class DemonstrationPlan(_Strict):
 def canonical_json(plan: DemonstrationPlan) -> str:
     """One text per plan: its JSON with sorted keys and no spaces.
 
-    A plan without corrections leaves the key out, so plans frozen before corrections existed keep their hash.
+    A plan without corrections (or a design, or product-mix standardisation) leaves the key out, so plans frozen
+    before they existed keep their hash.
     """
     document = plan.model_dump(mode="json")
     if not document["corrections"]:
         del document["corrections"]
-    # Likewise the adjustment methods (issue 21): absent, or a target's default method, they leave no key.
-    for key in ("adjusted_baseline", "control_line"):
-        if document[key] is None:
+    # Likewise issue 21's choices: absent (no design, no product mix, no adjustment method, a target's default
+    # method), they leave no key.
+    for key in ("adjusted_baseline", "control_line", "design", "product_mix"):
+        if not document[key]:
             del document[key]
     for target in document["targets"]:
         if target["method"] == Method.BEFORE_AFTER:

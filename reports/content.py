@@ -21,6 +21,8 @@ from kpi_engine.results import (
     ControlLineEffect,
     DeviceCoverage,
     KpiChange,
+    PlanDesign,
+    ProductMix,
     comparison_document,
 )
 from kpi_engine.service import Evaluation
@@ -172,6 +174,8 @@ class ReportContent:
     # The plan's adjustment methods with their diagnostics (issue 21): the comparison document's sections.
     adjusted: AdjustedBaseline | None = None
     control_lines: list[ControlLineEffect] = field(default_factory=list)
+    design: PlanDesign | None = None  # design before data: each target's MDE from the baseline alone
+    product_mix: ProductMix | None = None  # the pilot at the baseline's product mix
 
 
 def report_content(evaluation: Evaluation, breakdown: Breakdown, generated_at: dt.datetime) -> ReportContent:
@@ -207,6 +211,8 @@ def report_content(evaluation: Evaluation, breakdown: Breakdown, generated_at: d
         warnings=document.warnings,
         adjusted=document.adjusted_baseline,
         control_lines=document.control_line,
+        design=document.design,
+        product_mix=document.product_mix,
     )
 
 

@@ -16,6 +16,7 @@ from pilot_core.comparison import Verdict
 from pilot_core.contract import TimeClass
 from pilot_core.demonstration import Phase
 from pilot_core.kpi import KPIS
+from reports.i18n_design import DESIGN_EN, DESIGN_GAPS, DESIGN_KO, STATED_MDE
 
 if TYPE_CHECKING:  # the command line imports Language for its options, without the engine behind the content
     from reports.content import DowntimeRow, KpiRow, Method
@@ -463,6 +464,8 @@ KO: dict[str, str] = {
     " 낮춥니다)을 보여줍니다.",
 }
 
+EN |= DESIGN_EN
+KO |= DESIGN_KO
 TEXT: dict[Language, dict[str, str]] = {Language.EN: EN, Language.KO: KO}
 METHOD_NOTES = (
     "method_time_model",
@@ -572,10 +575,25 @@ class Words:
         match = _NO_TELEMETRY.match(warning)
         if match:
             return self.format("warning_no_telemetry", **match.groupdict())
+        match = STATED_MDE.match(warning)
+        if match:
+            return self.format("warning_stated_mde", **match.groupdict())
         return warning
+
+    def design_gap(self, note: str) -> str:
+        """Why a target has no design, in this language (the engine's note as it is where no key fits)."""
+        for pattern, key in DESIGN_GAPS:
+            match = pattern.match(note)
+            if match:
+                return self.format(key, **match.groupdict())
+        return note
 
     def moment(self, moment: dt.datetime, zone: dt.tzinfo) -> str:
         return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M")
+
+    def days(self, hours: float | None) -> str:
+        """Window hours as days, or that no length would do."""
+        return self.text["design_unreachable"] if hours is None else f"{number(hours / 24)}"
 
     def hours(self, seconds: float) -> str:
         return f"{number(seconds / 3600)} {self.unit('h')}"
