@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from pilot_core.demonstration import ControlLinePlan, DemonstrationPlan, Phase, Product, Window
+from pilot_core.demonstration import ControlLinePlan, DemonstrationPlan, Design, Phase, Product, Window
 from pilot_core.profiles import ProfileCatalog
 from simulators.scenario import Role, Scenario, control_output_station, output_station, role_of
 
@@ -55,6 +55,10 @@ def demonstration_plan(scenario: Scenario, catalog: ProfileCatalog) -> Demonstra
         },
         adjusted_baseline=scenario.adjusted_baseline,
         control_line=_control_line(scenario, catalog),
+        # Every plan we generate is pre-registered and standardises a moved mix (issue 21); the plan model keeps
+        # both opt-in only so that plans written before them keep their hash.
+        design=Design(),
+        product_mix=True,
     )
 
 

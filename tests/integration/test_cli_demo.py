@@ -85,6 +85,9 @@ def test_demo_ends_with_the_comparison_and_leaves_the_api_serving(tmp_path: Path
         assert address, "".join(output)
         text = "".join(output)
         assert "Before and after" in text and "verdict" in text and "설비종합효율" in text
+        # Every generated plan is pre-registered and standardises the product mix (issue 21).
+        assert "Design before data" in text and "detectable change" in text, text
+        assert "At the baseline's product mix" in text or "Product mix (제품 구성): unchanged" in text, text
         key_line = demo.stdout.readline()
         key_file = re.search(r"an admin API key is in (\S+);", key_line)
         assert key_file, key_line

@@ -306,6 +306,9 @@ def test_the_example_plan_is_valid_and_sets_every_field() -> None:
     assert {type(c) for c in plan.corrections} == {StateCorrection, CountCorrection}
     assert plan.calendar.planned_stops and plan.calendar.breaks and plan.state_overrides and plan.exclusions
     assert plan.telemetry_interval_s and plan.targets
+    # What we ship is pre-registered and standardises a moved product mix (issue 21).
+    assert plan.design is not None and plan.product_mix
+    assert {"design", "product_mix"} <= json.loads(canonical_json(plan)).keys()
 
 
 def test_workdays_left_out_are_monday_to_friday_and_always_shown() -> None:
