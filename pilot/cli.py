@@ -552,12 +552,12 @@ def _design_and_mix_lines(evaluation: DemonstrationResult) -> list[str]:
     if mix is not None and not mix.mix_differs:
         lines.append(
             f"[bold]Product mix[/bold] (제품 구성): unchanged (largest share change"
-            f" {mix.largest_share_change:.1%}): the raw figures stand"
+            f" {mix.largest_share_change * 100:.1f} points): the raw figures stand"
         )
     elif mix is not None:
         lines.append(
             f"[bold]At the baseline's product mix[/bold] (기준 제품 구성 기준; largest share change"
-            f" {mix.largest_share_change:.1%}):"
+            f" {mix.largest_share_change * 100:.1f} points):"
         )
         for kpi in mix.kpis:
             name = f"  {KPIS[kpi.kpi].title} ({KPIS[kpi.kpi].title_ko})"
