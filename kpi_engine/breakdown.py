@@ -48,6 +48,7 @@ def breakdown(plan: DemonstrationPlan, hours: Mapping[str, Sequence[DeviceHour]]
     rules = {device: DeviceRules.of(plan, device) for device in plan.devices}
     by_day: dict[tuple[dt.date, Phase], list[Components]] = defaultdict(list)
     phases: dict[Phase, PhaseBreakdown] = {}
+    treated = set(plan.treated_devices)  # a control line's devices are never the line's days or downtime
     for phase in Phase:
         windows = plan.windows_of(phase)
         histogram = LogHistogram()
@@ -55,6 +56,8 @@ def breakdown(plan: DemonstrationPlan, hours: Mapping[str, Sequence[DeviceHour]]
         for window in windows:
             histogram.merge(accounted.cycle_times(window, plan.output_devices).histogram)
             for device, device_hours in accounted.by_device.items():
+                if device not in treated:
+                    continue
                 for index in device_hours.in_window(window):
                     hour = device_hours.hours[index]
                     day = dt.datetime.fromtimestamp(hour.start_ms / 1000, zone).date()

@@ -14,12 +14,16 @@ from operator import attrgetter
 
 import numpy as np
 
+from pilot_core.adjusted_baseline import AdjustedResult, adjusted_baseline
 from pilot_core.calendar import Shift
-from pilot_core.comparison import KpiComparison, TargetCheck, check_target, compare
-from pilot_core.demonstration import DemonstrationPlan, Phase, Window
+from pilot_core.comparison import KpiComparison, TargetCheck, Verdict, check_target, compare, judge_interval
+from pilot_core.control_line import ControlLineResult, control_line
+from pilot_core.demonstration import DemonstrationPlan, IndependentVariable, Method, Phase, Target, Window
+from pilot_core.design import TargetDesign, design_target
 from pilot_core.device_hours import HOUR_MS, DeviceHour, DeviceRules, account_vector, corrected
 from pilot_core.histogram import LogHistogram
 from pilot_core.kpi import COMPONENT_NAMES, KPIS, Components, NoValue, compute, compute_all, no_value_reason, total
+from pilot_core.product_mix import MixStandardisation, PhaseTotals, ProductTotals, standardise
 from pilot_core.time_accounting import BucketCalendar
 
 PERCENTILES = {"cycle_time_p50": 0.50, "cycle_time_p95": 0.95}
@@ -101,8 +105,9 @@ class WindowResult:
 @dataclass(frozen=True, slots=True)
 class TargetResult:
     label: str
-    comparison: KpiComparison
-    check: TargetCheck
+    comparison: KpiComparison  # the plain before/after, shown whatever the method
+    check: TargetCheck  # by the target's method
+    method: Method = Method.BEFORE_AFTER
 
 
 @dataclass
@@ -115,6 +120,12 @@ class DemonstrationResult:
     warnings: list[str] = field(default_factory=list)
     # Per station with cycles: its own cycle_time_mean compared, as if it were the line's output.
     station_comparisons: dict[str, KpiComparison] = field(default_factory=dict)
+    adjusted: AdjustedResult | None = None  # the plan's adjusted baseline, where it declares one
+    control_lines: dict[str, ControlLineResult] = field(default_factory=dict)  # per KPI judged against the control
+    # Design before data: per target, from the baseline's hours alone.
+    design: list[TargetDesign] = field(default_factory=list)
+    # The pilot's cycle time, throughput and energy per unit at the baseline's product mix, if the plan asks.
+    product_mix: MixStandardisation | None = None
 
 
 def evaluate(
@@ -142,15 +153,15 @@ def evaluate(
             _stations(plan, accounted, [w for w, _ in chosen]),
             line_cycles.exact,
         )
-        series[phase] = np.vstack([accounted.hourly_units(w) for w, _ in chosen])
+        series[phase] = np.vstack([accounted.hourly_units(w, plan.treated_devices) for w, _ in chosen])
     # The phases' roll-ups go in too, so that /comparison's values are /kpis' phase values to the last bit.
     totals = (phases[Phase.BASELINE].components, phases[Phase.PILOT].components)
     comparisons = {
         kpi: compare(kpi, series[Phase.BASELINE], series[Phase.PILOT], plan.confidence_level, totals) for kpi in KPIS
     }
-    targets = [
-        TargetResult(t.label, comparisons[t.kpi], check_target(comparisons[t.kpi], t.change_pct)) for t in plan.targets
-    ]
+    adjusted = _adjusted(plan, series) if plan.adjusted_baseline else None
+    controls = _control_lines(plan, accounted)
+    targets = [_target(t, comparisons[t.kpi], adjusted, controls) for t in plan.targets]
     warnings = accounted.warnings | {w for result in windows for w in _silence_warnings(result)}
     stations = {s.device for p in phases.values() for s in p.stations}
     station_comparisons = {}
@@ -161,7 +172,153 @@ def evaluate(
             station_comparisons[device] = compare(
                 "cycle_time_mean", units[0], units[1], plan.confidence_level, station_totals
             )
-    return DemonstrationResult(plan_hash, windows, phases, comparisons, targets, sorted(warnings), station_comparisons)
+    if adjusted is not None:
+        warnings |= set(adjusted.warnings)
+    warnings |= {f"control line, {kpi}: {c.pre_trend.note}" for kpi, c in controls.items() if c.pre_trend.note}
+    design = plan_design(plan, series[Phase.BASELINE])
+    warnings |= set(stated_design_warnings(plan, design))
+    mix = None
+    if plan.product_mix:
+        mix = standardise(*(_phase_totals(plan, accounted, phases[p]) for p in (Phase.BASELINE, Phase.PILOT)))
+    return DemonstrationResult(
+        plan_hash,
+        windows,
+        phases,
+        comparisons,
+        targets,
+        sorted(warnings),
+        station_comparisons,
+        adjusted,
+        controls,
+        design,
+        mix,
+    )
+
+
+def phase_hours(plan: DemonstrationPlan, phase: Phase) -> float:
+    """Hours the plan's windows of ``phase`` span."""
+    return sum(w.days for w in plan.windows_of(phase)) * 24
+
+
+def plan_design(plan: DemonstrationPlan, baseline: np.ndarray) -> list[TargetDesign]:
+    """Each target's design from the baseline's hourly units alone: the pilot's data never enter. None without a
+    design in the plan."""
+    if plan.design is None:
+        return []
+    design = plan.design
+    baseline_hours = phase_hours(plan, Phase.BASELINE)
+    pilot_hours = phase_hours(plan, Phase.PILOT)
+    coverage = len(baseline) / baseline_hours if baseline_hours else 0.0
+    return [
+        design_target(
+            t.kpi,
+            t.change_pct,
+            baseline,
+            level=plan.confidence_level,
+            power=design.power,
+            planned_pilot_hours=pilot_hours,
+            coverage=coverage,
+            expected_change_pct=design.expected_change_pct.get(t.kpi),
+        )
+        for t in plan.targets
+    ]
+
+
+def stated_design_warnings(plan: DemonstrationPlan, design: list[TargetDesign]) -> list[str]:
+    """A minimum detectable effect the plan states that the baseline's data do not give (to 0.05 points)."""
+    warnings: list[str] = []
+    if plan.design is None:
+        return warnings
+    for target in design:
+        stated = plan.design.stated_mde_pct.get(target.kpi)
+        if stated is None:
+            continue
+        found = None if target.mde is None else abs(target.mde) * 100
+        if found is None or abs(found - stated) > 0.05:
+            shown = "no figure" if found is None else f"{found:.2f}%"
+            warnings.append(
+                f"the plan states a minimum detectable effect of {stated:g}% for {target.kpi};"
+                f" the baseline's data give {shown}"
+            )
+    return warnings
+
+
+def _phase_totals(plan: DemonstrationPlan, accounted: AccountedHours, phase: WindowResult) -> PhaseTotals:
+    """The output stations' production per product in a phase's windows, with what the phase shares among them."""
+    products: dict[str, ProductTotals] = {}
+    for device in plan.output_devices:
+        hours = accounted.by_device[device]
+        for window in plan.windows_of(phase.window.phase):
+            for i in hours.in_window(window):
+                for product, t in hours.hours[i].production.items():
+                    summed = ProductTotals(t.produced, t.good, t.cycle_time_s, t.cycles)
+                    products[product] = products[product] + summed if product in products else summed
+    c = phase.components
+    return PhaseTotals(products, c.output_pbt_s, c.energy_kwh, c.meter_hours > 0)
+
+
+# --- Adjustment methods (issue 21, items 3 and 4) -------------------------------------------------------------
+
+
+def _target(
+    target: Target,
+    comparison: KpiComparison,
+    adjusted: AdjustedResult | None,
+    controls: Mapping[str, ControlLineResult],
+) -> TargetResult:
+    """A target judged by its method; a method whose model or assumption fails gives no verdict, only why."""
+    if target.method is Method.BEFORE_AFTER:
+        return TargetResult(target.label, comparison, check_target(comparison, target.change_pct))
+    if target.method is Method.ADJUSTED_BASELINE:
+        assert adjusted is not None  # the plan refuses the method without its declaration
+        interval, reason = adjusted.relative_interval, adjusted.refused
+    else:
+        control = controls[target.kpi]
+        interval, reason = control.estimate.relative_interval, control.estimate.note
+        if control.pre_trend.parallel is False:
+            interval, reason = None, f"the pre-trend check fails: {control.pre_trend.note}"
+        elif control.pre_trend.parallel is None and interval is not None:
+            interval, reason = None, f"the pre-trend cannot be checked: {control.pre_trend.note}"
+    check = judge_interval(target.kpi, interval, target.change_pct, reason or "no interval")
+    if check.verdict is Verdict.INCONCLUSIVE and interval is not None:
+        check = TargetCheck(check.verdict, check.threshold, f"{check.reason} (by the {target.method.value} method)")
+    return TargetResult(target.label, comparison, check, target.method)
+
+
+def _adjusted(plan: DemonstrationPlan, series: Mapping[Phase, np.ndarray]) -> AdjustedResult:
+    """The plan's regression on the treated line's hourly units: its response and its variables per hour."""
+    declared = plan.adjusted_baseline
+    assert declared is not None
+    column = COMPONENT_NAMES.index
+    sources = {
+        IndependentVariable.PRODUCTION_VOLUME: lambda units: units[:, column("output_produced")],
+        IndependentVariable.SHIFT_HOURS: lambda units: units[:, column("output_pbt_s")] / 3600,
+    }
+    periods = []
+    for phase in (Phase.BASELINE, Phase.PILOT):
+        units = series[phase]
+        variables = {v.value: sources[v](units) for v in declared.variables}
+        periods.append((units[:, column(declared.response)], variables))
+    names = [v.value for v in declared.variables]
+    return adjusted_baseline(declared.response, names, periods[0], periods[1], plan.confidence_level)
+
+
+def _control_lines(plan: DemonstrationPlan, accounted: AccountedHours) -> dict[str, ControlLineResult]:
+    """Difference-in-differences for each KPI a target judges against the control line."""
+    control = plan.control_line
+    kpis = [t.kpi for t in plan.targets if t.method is Method.CONTROL_LINE]
+    if control is None or not kpis:
+        return {}
+    paired = {
+        phase: [accounted.paired_units(w, plan.treated_devices, control.devices) for w in plan.windows_of(phase)]
+        for phase in (Phase.BASELINE, Phase.PILOT)
+    }
+    treated = tuple(np.vstack([t for t, _ in paired[phase]]) for phase in (Phase.BASELINE, Phase.PILOT))
+    controls = tuple(np.vstack([c for _, c in paired[phase]]) for phase in (Phase.BASELINE, Phase.PILOT))
+    return {
+        kpi: control_line(kpi, (treated[0], treated[1]), (controls[0], controls[1]), plan.confidence_level)
+        for kpi in kpis
+    }
 
 
 def window_result(
@@ -322,22 +479,38 @@ class AccountedHours:
                 excluded |= (starts < e.end.timestamp() * 1000) & (starts + HOUR_MS > e.start.timestamp() * 1000)
         return excluded
 
-    def hourly_units(self, window: Window) -> np.ndarray:
-        """One unit per hour, every device's components summed: the units add up to the window exactly.
+    def hourly_units(self, window: Window, devices: Sequence[str]) -> np.ndarray:
+        """One unit per hour, the ``devices``' components summed: the units add up to the window exactly.
 
         Hours outside the shifts stay in: energy is used and parts finish in them too.
         """
-        starts = []
-        rows = []
-        for accounted in self.by_device.values():
-            chosen = accounted.in_window(window)
-            starts.append(accounted.starts[chosen])
-            rows.append(accounted.matrix[chosen])
-        all_starts = np.concatenate(starts) if starts else np.zeros(0, dtype=np.int64)
-        hours, slot = np.unique(all_starts, return_inverse=True)
-        units = np.zeros((len(hours), len(COMPONENT_NAMES)))
-        np.add.at(units, slot, np.vstack(rows) if rows else units)
-        return units
+        return self._units_by_hour(window, [devices])[1][0]
+
+    def paired_units(self, window: Window, treated: Sequence[str], control: Sequence[str]) -> tuple[np.ndarray, ...]:
+        """The treated and the control devices' hourly units over the same hours, row by row (zero where a group
+        has no data in an hour that the other has)."""
+        return self._units_by_hour(window, [treated, control])[1]
+
+    def _units_by_hour(
+        self, window: Window, groups: Sequence[Sequence[str]]
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+        starts: list[list[np.ndarray]] = [[] for _ in groups]
+        rows: list[list[np.ndarray]] = [[] for _ in groups]
+        for group, devices in enumerate(groups):
+            for device in devices:
+                accounted = self.by_device[device]
+                chosen = accounted.in_window(window)
+                starts[group].append(accounted.starts[chosen])
+                rows[group].append(accounted.matrix[chosen])
+        every = [s for group in starts for s in group]
+        hours = np.unique(np.concatenate(every)) if every else np.zeros(0, dtype=np.int64)
+        summed = []
+        for group_starts, group_rows in zip(starts, rows, strict=True):
+            units = np.zeros((len(hours), len(COMPONENT_NAMES)))
+            if group_rows:
+                np.add.at(units, np.searchsorted(hours, np.concatenate(group_starts)), np.vstack(group_rows))
+            summed.append(units)
+        return hours, tuple(summed)
 
     def cycle_times(self, window: Window, devices: Sequence[str]) -> CycleTimes:
         """The cycle times of ``devices`` (in scope) in the window's included hours."""
@@ -385,12 +558,14 @@ def _window(
     coverage: list[Coverage] = []
     excluded = 0
     pbt = COMPONENT_NAMES.index("pbt_s")
+    treated = set(plan.treated_devices)
     for device in plan.devices:
         hours = accounted.by_device[device]
         chosen = hours.in_window(window)
         excluded += hours.excluded_in(window)
         rolled = Components.from_vector(hours.matrix[chosen].sum(axis=0).tolist())
-        parts.append(rolled)
+        if device in treated:  # a control line's devices are covered, never summed into the line
+            parts.append(rolled)
         # A machine's busy hours are its own (planned downtime it reports leaves them); a meter has no time
         # model, so it is expected to report whenever the line is scheduled.
         machine = np.fromiter((hours.hours[i].machine for i in chosen), dtype=bool, count=len(chosen))

@@ -12,17 +12,30 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterable
+from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
-from kpi_engine.evaluation import Coverage, StationCycleTime, WindowResult, kpi_no_value_reason, kpi_unit
+from kpi_engine.evaluation import (
+    Coverage,
+    StationCycleTime,
+    WindowResult,
+    kpi_no_value_reason,
+    kpi_unit,
+    phase_hours,
+)
 from kpi_engine.service import Evaluation
+from pilot_core.adjusted_baseline import AdjustedResult
 from pilot_core.comparison import KpiComparison, PeriodEstimate, Verdict
-from pilot_core.demonstration import Phase
+from pilot_core.control_line import ControlLineResult
+from pilot_core.demonstration import ControlLinePlan, Method, Phase
+from pilot_core.design import METHOD as DESIGN_METHOD
 from pilot_core.histogram import RELATIVE_ACCURACY
 from pilot_core.kpi import COMPONENT_NAMES, KPIS
+from pilot_core.product_mix import METHOD as MIX_METHOD
+from pilot_core.product_mix import MixStandardisation
 
 TIME_COMPONENTS = ("pbt_s", "apt_s", "asut_s", "adet_s", "adot_s", "unknown_s", "planned_down_s", "repair_s")
 COUNT_COMPONENTS = tuple(name for name in COMPONENT_NAMES if name not in TIME_COMPONENTS)
@@ -125,6 +138,19 @@ class TargetVerdict(BaseModel):
     verdict: Verdict
     reason: str
     pilot_length_factor: float | None = Field(description="Run the pilot this many times as long to decide")
+    method: Method = Field(
+        default=Method.BEFORE_AFTER,
+        description="How the verdict was reached: before/after, the adjusted baseline or the control line;"
+        " left out when before/after",
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_default_method(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # A document of a plan without adjustment methods is written as before them: signed bundles stay true.
+        data: dict[str, Any] = handler(self)
+        if self.method is Method.BEFORE_AFTER:
+            data.pop("method", None)
+        return data
 
 
 class KpiChange(BaseModel):
@@ -151,6 +177,188 @@ class StationChange(KpiChange):
     output: bool
 
 
+# --- Adjustment methods (issue 21, items 3 and 4) -------------------------------------------------------------
+
+
+class BaselineModel(BaseModel):
+    """The adjusted baseline's regression and its ASHRAE Guideline 14 acceptance."""
+
+    variables: list[str]
+    coefficients: dict[str, float] = Field(description="'const' and each variable, per hour")
+    baseline_hours: int
+    parameters: int
+    r_squared: float = Field(description="Shown as a diagnostic: Guideline 14 sets no limit on it")
+    cv_rmse: float = Field(description="sqrt(Σ(ŷ−y)²/(n−p)) / ȳ")
+    cv_rmse_limit: float = Field(description="Guideline 14, hourly data: 0.30")
+    nmbe: float = Field(description="Σ(ŷ−y) / ((n−p)·ȳ)")
+    nmbe_limit: float = Field(description="Guideline 14, hourly data: |NMBE| ≤ 0.10")
+    residual_lag1_autocorrelation: float
+    passes: bool
+
+
+class AdjustedBaseline(BaseModel):
+    """IPMVP avoided use: the baseline model projected onto the pilot's hours, against what the pilot used."""
+
+    method: str
+    response: str = Field(description="The hourly component modelled, e.g. energy_kwh")
+    model: BaselineModel | None
+    adjusted_baseline: float | None = Field(description="Σ predicted over the pilot's hours")
+    pilot: float | None = Field(description="Σ measured over the pilot's hours")
+    savings: float | None = Field(description="Adjusted baseline − pilot")
+    relative_change: float | None = Field(description="Pilot / adjusted baseline − 1: null when refused")
+    relative_interval: tuple[float, float] | None
+    fractional_savings_uncertainty: float | None = Field(description="Guideline 14 Annex B, at 68% confidence")
+    pilot_hours: int
+    refused: str | None = Field(description="Why no verdict may be drawn from the model")
+
+
+class PreTrendCheck(BaseModel):
+    """Placebo: the baseline's second half against its first, treated net of control; covers 0 when parallel."""
+
+    relative_effect: float | None
+    relative_interval: tuple[float, float] | None
+    parallel: bool | None = Field(description="null: too little baseline to check")
+    note: str
+
+
+class ControlLineEffect(BaseModel):
+    """Difference-in-differences for one KPI: the treated line's change net of the control's."""
+
+    kpi: str
+    method: str
+    control_devices: list[str]
+    independence: str = Field(description="Why the plan holds the control independent of the pilot")
+    treated_change: float | None
+    control_change: float | None
+    relative_effect: float | None = Field(description="(T_pilot/T_baseline) / (C_pilot/C_baseline) − 1")
+    relative_interval: tuple[float, float] | None
+    baseline_hours: int = Field(description="Paired hours")
+    pilot_hours: int
+    note: str
+    pre_trend: PreTrendCheck
+
+
+def _adjusted_baseline(result: AdjustedResult) -> AdjustedBaseline:
+    model = result.model
+    return AdjustedBaseline(
+        method=result.method,
+        response=result.response,
+        model=None
+        if model is None
+        else BaselineModel(
+            variables=list(model.variables),
+            coefficients=model.coefficients,
+            baseline_hours=model.n,
+            parameters=model.parameters,
+            r_squared=model.r_squared,
+            cv_rmse=model.cv_rmse,
+            cv_rmse_limit=model.cv_rmse_limit,
+            nmbe=model.nmbe,
+            nmbe_limit=model.nmbe_limit,
+            residual_lag1_autocorrelation=model.residual_ar1,
+            passes=model.passes,
+        ),
+        adjusted_baseline=result.adjusted_baseline,
+        pilot=result.pilot,
+        savings=result.savings,
+        relative_change=result.relative_change,
+        relative_interval=result.relative_interval,
+        fractional_savings_uncertainty=result.fractional_savings_uncertainty,
+        pilot_hours=result.n_pilot,
+        refused=result.refused or None,
+    )
+
+
+def _control_line(result: ControlLineResult, plan: ControlLinePlan) -> ControlLineEffect:
+    estimate, trend = result.estimate, result.pre_trend
+    return ControlLineEffect(
+        kpi=estimate.kpi,
+        method=result.method,
+        control_devices=list(plan.devices),
+        independence=plan.independence,
+        treated_change=estimate.treated_change,
+        control_change=estimate.control_change,
+        relative_effect=estimate.relative_effect,
+        relative_interval=estimate.relative_interval,
+        baseline_hours=estimate.n_baseline,
+        pilot_hours=estimate.n_pilot,
+        note=estimate.note,
+        pre_trend=PreTrendCheck(
+            relative_effect=trend.relative_effect,
+            relative_interval=trend.relative_interval,
+            parallel=trend.parallel,
+            note=trend.note,
+        ),
+    )
+
+
+class TargetDesignModel(BaseModel):
+    """One target's design before data: what the planned pilot can detect, from the baseline's hours alone."""
+
+    kpi: str
+    change_pct: float = Field(description="The target's size, in percent")
+    level: float
+    power: float
+    baseline_value: float | None
+    baseline_n: int = Field(description="Hourly units in the baseline")
+    baseline_autocorrelation: float | None = Field(description="Lag-1 autocorrelation ρ of the linearised KPI")
+    baseline_effective_n: float | None = Field(description="n(1 − ρ)/(1 + ρ), at most n")
+    baseline_relative_se: float | None = Field(description="Standard error of the baseline's KPI / its value")
+    planned_pilot_units: int = Field(
+        description="Hourly units the planned pilot windows give at the baseline's coverage"
+    )
+    mde: float | None = Field(description="Signed relative change detectable against no change at the power")
+    met_needs: float | None = Field(description="Signed relative true change with which the target is shown met")
+    pilot_hours_for_target: float | None = Field(
+        description="Pilot window hours for an MDE as large as the target; null: no length would do"
+    )
+    expected_change_pct: float | None
+    pilot_hours_for_expected: float | None = Field(
+        description="Pilot window hours to show the target met at the power if the expected change holds"
+    )
+    note: str
+
+
+class PlanDesign(BaseModel):
+    """Design before data (pre-registration): computed from the frozen plan and the baseline's hours only."""
+
+    method: str
+    power: float
+    planned_pilot_hours: float = Field(description="Hours the plan's pilot windows span")
+    targets: list[TargetDesignModel]
+
+
+class ProductShareModel(BaseModel):
+    product: str
+    baseline_units: float = Field(description="Produced at the output stations")
+    pilot_units: float
+    baseline_share: float
+    pilot_share: float
+    baseline: dict[str, float | None] = Field(description="The product's own figure per standardised KPI")
+    pilot: dict[str, float | None]
+
+
+class StandardisedKpiModel(BaseModel):
+    kpi: str
+    baseline: float | None
+    raw_pilot: float | None
+    raw_change: float | None
+    standardised_pilot: float | None = Field(description="The pilot at the baseline's product mix")
+    standardised_change: float | None
+    reason: str = Field(description="Why there is no standardised figure")
+
+
+class ProductMix(BaseModel):
+    """Cycle time, throughput and energy per unit at the baseline's product mix, beside the raw figures."""
+
+    method: str
+    mix_differs: bool = Field(description="Some product's share of units moved by at least one percentage point")
+    largest_share_change: float
+    products: list[ProductShareModel]
+    kpis: list[StandardisedKpiModel]
+    notes: list[str]
+
+
 class ComparisonDocument(BaseModel):
     source: Source
     level: float
@@ -159,6 +367,32 @@ class ComparisonDocument(BaseModel):
     stations: list[StationChange] = Field(description="Each station's own cycle_time_mean, before and after")
     coverage: dict[Phase, list[DeviceCoverage]]
     warnings: list[str]
+    adjusted_baseline: AdjustedBaseline | None = Field(
+        default=None, description="The plan's adjusted baseline (IPMVP, ASHRAE Guideline 14), where it declares one"
+    )
+    control_line: list[ControlLineEffect] = Field(
+        default_factory=list, description="Per KPI a target judges against the plan's control line"
+    )
+    design: PlanDesign | None = Field(
+        default=None,
+        description="Each target's minimum detectable change, from the baseline alone; left out when the plan has"
+        " no design",
+    )
+    product_mix: ProductMix | None = Field(
+        default=None,
+        description="The pilot at the baseline's product mix; left out unless some product's share of units moved"
+        " by a percentage point or more",
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_unused_keys(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # As TargetVerdict's: a plan without a design or adjustment methods, over a mix that did not move, gets the
+        # document it got before them; signed bundles stay true.
+        data: dict[str, Any] = handler(self)
+        for key in ("adjusted_baseline", "control_line", "design", "product_mix"):
+            if not getattr(self, key):
+                data.pop(key, None)
+        return data
 
 
 def _source(evaluation: Evaluation) -> Source:
@@ -272,6 +506,7 @@ def comparison_document(evaluation: Evaluation) -> ComparisonDocument:
             verdict=t.check.verdict,
             reason=t.check.reason,
             pilot_length_factor=t.check.pilot_length_factor,
+            method=t.method,
         )
         for t in result.targets
     }
@@ -289,6 +524,39 @@ def comparison_document(evaluation: Evaluation) -> ComparisonDocument:
         ],
         coverage={phase: [_coverage(c) for c in w.coverage] for phase, w in result.phases.items()},
         warnings=result.warnings,
+        adjusted_baseline=None if result.adjusted is None else _adjusted_baseline(result.adjusted),
+        control_line=[
+            _control_line(c, evaluation.plan.control_line)
+            for c in result.control_lines.values()
+            if evaluation.plan.control_line is not None
+        ],
+        design=design_document(evaluation),
+        product_mix=_product_mix(result.product_mix),
+    )
+
+
+def design_document(evaluation: Evaluation) -> PlanDesign | None:
+    plan = evaluation.plan
+    if plan.design is None:
+        return None
+    return PlanDesign(
+        method=DESIGN_METHOD,
+        power=plan.design.power,
+        planned_pilot_hours=phase_hours(plan, Phase.PILOT),
+        targets=[TargetDesignModel(**asdict(t)) for t in evaluation.result.design],
+    )
+
+
+def _product_mix(mix: MixStandardisation | None) -> ProductMix | None:
+    if mix is None or not mix.mix_differs:
+        return None
+    return ProductMix(
+        method=MIX_METHOD,
+        mix_differs=mix.mix_differs,
+        largest_share_change=mix.largest_share_change,
+        products=[ProductShareModel(**asdict(p)) for p in mix.products],
+        kpis=[StandardisedKpiModel(**asdict(k)) for k in mix.kpis],
+        notes=mix.notes,
     )
 
 

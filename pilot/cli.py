@@ -385,6 +385,8 @@ def demo(
                     console.print(fit(comparison, console.width, stack=("지표",)))
                 else:  # piped output gets 80 columns by default: too few for this table
                     Console(width=170).print(comparison)
+                for line in _design_and_mix_lines(result.evaluation.result):
+                    console.print(line, soft_wrap=True)
                 for warning in result.evaluation.result.warnings:
                     errors.print(f"[yellow]warning:[/yellow] {warning}")
             console.print(f"ground truth of the simulated periods: {result.truth_file}")
@@ -471,6 +473,8 @@ def _before_after_table(evaluation: DemonstrationResult) -> Table:
         if target is not None:
             colour = {"met": "green", "not met": "red"}.get(target.check.verdict.value, "yellow")
             verdict = f"[{colour}]{target.check.verdict.value}[/{colour}]"
+            if target.method != "before_after":  # judged by the row of its method, below
+                verdict += f" (by {target.method.value.replace('_', ' ')})"
         table.add_row(
             definition.title,
             definition.title_ko,
@@ -480,6 +484,29 @@ def _before_after_table(evaluation: DemonstrationResult) -> Table:
             "" if interval is None else f"{interval[0]:+.1%} to {interval[1]:+.1%}",
             target.label.split(" ", 1)[1] if target else "",
             verdict,
+        )
+    # The adjustment methods (issue 21): the change each judged its target on.
+    for name, control in evaluation.control_lines.items():
+        effect, interval = control.estimate.relative_effect, control.estimate.relative_interval
+        flag = "" if control.pre_trend.parallel else " [yellow](pre-trend not parallel)[/yellow]"
+        table.add_row(
+            f"{KPIS[name].title}, net of the control line{flag}",
+            f"{KPIS[name].title_ko}, 대조 라인 보정",
+            "",
+            "",
+            "" if effect is None else f"{effect:+.1%}",
+            "" if interval is None else f"{interval[0]:+.1%} to {interval[1]:+.1%}",
+        )
+    if (adjusted := evaluation.adjusted) is not None:
+        interval = adjusted.relative_interval
+        table.add_row(
+            f"{adjusted.response} against the adjusted baseline"
+            + (" [yellow](refused)[/yellow]" if adjusted.refused else ""),
+            f"{adjusted.response}, 보정 기준선 대비",
+            "" if adjusted.adjusted_baseline is None else f"{adjusted.adjusted_baseline:,.1f}",
+            "" if adjusted.pilot is None else f"{adjusted.pilot:,.1f}",
+            "" if adjusted.relative_change is None else f"{adjusted.relative_change:+.1%}",
+            "" if interval is None else f"{interval[0]:+.1%} to {interval[1]:+.1%}",
         )
     for name, title_ko in (("cycle_time_p50", "사이클 타임 중앙값"), ("cycle_time_p95", "사이클 타임 95%")):
         before = evaluation.phases[Phase.BASELINE].kpis.get(name)
@@ -497,6 +524,49 @@ def _before_after_table(evaluation: DemonstrationResult) -> Table:
             "" if interval is None else f"{interval[0]:+.1%} to {interval[1]:+.1%}",
         )
     return table
+
+
+def _design_and_mix_lines(evaluation: DemonstrationResult) -> list[str]:
+    """The plan's design before data and the product-mix standardisation (issue 21), a line each."""
+    from pilot_core.kpi import KPIS
+
+    lines = []
+    if evaluation.design:
+        lines.append(
+            f"[bold]Design before data[/bold] (사전 설계; the baseline's hours alone,"
+            f" power {evaluation.design[0].power:.0%}):"
+        )
+    for design in evaluation.design:
+        name = f"  {KPIS[design.kpi].title} ({KPIS[design.kpi].title_ko})"
+        if design.mde is None:
+            lines.append(f"{name}: no figures, {design.note}")
+            continue
+        days = design.pilot_hours_for_target
+        reach = "not reachable: extend the baseline" if days is None else f"{days / 24:.1f} pilot days"
+        lines.append(
+            f"{name}: detectable change {design.mde:+.1%} over the planned pilot"
+            f" ({design.planned_pilot_units} hourly units);"
+            f" shown met if the true change reaches {design.met_needs:+.1%}; a change the target's size: {reach}"
+        )
+    mix = evaluation.product_mix
+    if mix is not None and not mix.mix_differs:
+        lines.append(
+            f"[bold]Product mix[/bold] (제품 구성): unchanged (largest share change"
+            f" {mix.largest_share_change * 100:.1f} points): the raw figures stand"
+        )
+    elif mix is not None:
+        lines.append(
+            f"[bold]At the baseline's product mix[/bold] (기준 제품 구성 기준; largest share change"
+            f" {mix.largest_share_change * 100:.1f} points):"
+        )
+        for kpi in mix.kpis:
+            name = f"  {KPIS[kpi.kpi].title} ({KPIS[kpi.kpi].title_ko})"
+            raw = "–" if kpi.raw_change is None else f"{kpi.raw_change:+.1%}"
+            if kpi.standardised_change is None:
+                lines.append(f"{name}: raw {raw}; no standardised figure, {kpi.reason}")
+            else:
+                lines.append(f"{name}: raw {raw}, at the baseline's mix {kpi.standardised_change:+.1%}")
+    return lines
 
 
 def _kpi_value(value: float | None, unit: str) -> str:

@@ -103,11 +103,9 @@ def estimate(kpi: str, units: Units, summed: Components | None = None) -> Period
     bandwidth = max(2, math.ceil(BANDWIDTH_FRACTION * n))
     if value is None or n < MIN_UNITS:
         return PeriodEstimate(value, summed, n, None, None, bandwidth)
-    mean = matrix.mean(axis=0)
-    gradient = _gradient(kpi, mean)
-    if gradient is None:
+    z = linearised(kpi, matrix)
+    if z is None:
         return PeriodEstimate(value, summed, n, None, None, bandwidth)
-    z = (matrix - mean) @ gradient  # the linearised KPI: its mean's variance is the KPI's
     if not np.any(z):
         return PeriodEstimate(value, summed, n, float(n), 0.0, bandwidth)
     # Imported here: statsmodels takes seconds to import, and most commands never compare.
@@ -124,12 +122,21 @@ def estimate(kpi: str, units: Units, summed: Components | None = None) -> Period
     return PeriodEstimate(value, summed, n, effective_n, math.sqrt(max(variance, 0.0)), bandwidth)
 
 
+def linearised(kpi: str, matrix: np.ndarray) -> np.ndarray | None:
+    """The KPI linearised at the units' mean (the delta method), one value per unit: its mean's variance is the
+    KPI's. None where the KPI has no gradient there."""
+    mean = matrix.mean(axis=0)
+    gradient = kpi_gradient(kpi, mean)
+    return None if gradient is None else (matrix - mean) @ gradient
+
+
 def preload() -> None:
-    """Import statsmodels now, so that a server's first comparison does not wait seconds for it."""
-    import statsmodels.regression.linear_model  # noqa: F401, PLC0415
+    """Import statsmodels now, so that a server's first comparison (and design) does not wait seconds for it."""
+    import statsmodels.regression.linear_model  # noqa: PLC0415
+    import statsmodels.tsa.stattools  # noqa: F401, PLC0415
 
 
-def _gradient(kpi: str, at: np.ndarray) -> np.ndarray | None:
+def kpi_gradient(kpi: str, at: np.ndarray) -> np.ndarray | None:
     """Central differences of the KPI with respect to each component mean."""
     gradient = np.zeros_like(at)
     for j, x in enumerate(at):
@@ -212,18 +219,10 @@ def check_target(comparison: KpiComparison, change_pct: float) -> TargetCheck:
     if change_pct < 0:
         raise ValueError("state a target as the size of the improvement (e.g. 10 for 10%)")
     better = KPIS[comparison.kpi].better
-    threshold = (-1 if better is Better.LOWER else 1) * change_pct / 100
-    interval = comparison.relative_interval
-    if interval is None:
-        reason = comparison.note or "no interval"
-        return TargetCheck(Verdict.INCONCLUSIVE, threshold, reason)
-    low, high = interval
-    beyond = high <= threshold if better is Better.LOWER else low >= threshold
-    short = low > threshold if better is Better.LOWER else high < threshold
-    if beyond:
-        return TargetCheck(Verdict.MET, threshold, "the whole interval is beyond the target")
-    if short:
-        return TargetCheck(Verdict.NOT_MET, threshold, "the whole interval falls short of the target")
+    decided = judge_interval(comparison.kpi, comparison.relative_interval, change_pct, comparison.note)
+    threshold = decided.threshold
+    if decided.verdict is not Verdict.INCONCLUSIVE or comparison.relative_interval is None:
+        return decided
     factor = _pilot_length_factor(comparison, threshold)
     if factor is None:
         reason = "the interval straddles the target; the baseline's own uncertainty is too large to decide"
@@ -235,6 +234,21 @@ def check_target(comparison: KpiComparison, change_pct: float) -> TargetCheck:
             f"as long would show it {leaning.value}"
         )
     return TargetCheck(Verdict.INCONCLUSIVE, threshold, reason, factor)
+
+
+def judge_interval(kpi: str, interval: tuple[float, float] | None, change_pct: float, note: str = "") -> TargetCheck:
+    """The decision rule alone, on any relative interval for ``kpi`` (a comparison's, an adjusted baseline's, a
+    difference-in-differences'): met, not met, or inconclusive because it straddles the target."""
+    better = KPIS[kpi].better
+    threshold = (-1 if better is Better.LOWER else 1) * change_pct / 100
+    if interval is None:
+        return TargetCheck(Verdict.INCONCLUSIVE, threshold, note or "no interval")
+    low, high = interval
+    if high <= threshold if better is Better.LOWER else low >= threshold:
+        return TargetCheck(Verdict.MET, threshold, "the whole interval is beyond the target")
+    if low > threshold if better is Better.LOWER else high < threshold:
+        return TargetCheck(Verdict.NOT_MET, threshold, "the whole interval falls short of the target")
+    return TargetCheck(Verdict.INCONCLUSIVE, threshold, "the interval straddles the target")
 
 
 def _pilot_length_factor(comparison: KpiComparison, threshold: float) -> float | None:

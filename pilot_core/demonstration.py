@@ -102,12 +102,60 @@ class Direction(enum.StrEnum):
     DECREASE = "decrease"
 
 
+# --- Adjustment methods (issue 21, items 3 and 4): chosen in the plan, frozen with it. ---------------------------
+
+
+class Method(enum.StrEnum):
+    BEFORE_AFTER = "before_after"
+    ADJUSTED_BASELINE = "adjusted_baseline"  # IPMVP-style regression on the baseline, ASHRAE Guideline 14 acceptance
+    CONTROL_LINE = "control_line"  # difference-in-differences against devices the pilot does not touch
+
+
+class IndependentVariable(enum.StrEnum):
+    """What an adjusted baseline may be regressed on, per hour, from the treated line's own data."""
+
+    PRODUCTION_VOLUME = "production_volume"  # units the output stations produced in the hour
+    SHIFT_HOURS = "shift_hours"  # planned busy hours of the output stations in the hour (an added shift shows)
+
+
+class AdjustedBaselinePlan(_Strict):
+    """Regress the treated line's hourly ``response`` on ``variables`` over the baseline, project it onto the pilot."""
+
+    response: Literal["energy_kwh", "adet_s", "scrap", "rework", "produced", "good"] = "energy_kwh"
+    variables: list[IndependentVariable] = Field(min_length=1)
+    reason: str = Field(min_length=3, description="Why these variables drive the response")
+
+    @field_validator("variables")
+    @classmethod
+    def _once(cls, value: list[IndependentVariable]) -> list[IndependentVariable]:
+        if len(set(value)) != len(value):
+            raise ValueError("an independent variable is listed twice")
+        return value
+
+
+class ControlLinePlan(_Strict):
+    """Devices in scope that the pilot does not touch: they carry what changed for the whole plant."""
+
+    devices: list[Id] = Field(min_length=1)
+    output_devices: list[Id] = Field(min_length=1, description="The control's output stations")
+    energy_meters: list[Id] = Field(default_factory=list, description="Meters whose energy is the control's")
+    independence: str = Field(
+        min_length=10,
+        description="Why the control is independent: no shared operators, material flow or bottleneck",
+    )
+
+
 class Target(_Strict):
     """E.g. cycle_time_mean, decrease, 10: the mean cycle time falls by at least 10%."""
 
     kpi: str
     direction: Direction
     change_pct: float = Field(gt=0, lt=1000, description="Size of the relative change asked for, in percent")
+    method: Method = Field(
+        default=Method.BEFORE_AFTER,
+        description="How the verdict is reached: the plain before/after, the plan's adjusted baseline, or its"
+        " control line (difference-in-differences)",
+    )
 
     @field_validator("kpi")
     @classmethod
@@ -194,6 +242,26 @@ class CountCorrection(_Strict):
 Correction = Annotated[StateCorrection | CountCorrection, Field(discriminator="kind")]
 
 
+class Design(_Strict):
+    """Design before data (pre-registration): the power the plan asks for, and what it expects or states.
+
+    Frozen with the plan. The minimum detectable effect of each target is computed from the baseline's hours
+    alone (pilot_core.design), so the pilot's data cannot move it; a figure stated here is checked against it.
+    """
+
+    power: float = Field(default=0.80, ge=0.5, le=0.99, description="Power at which effects are to be detected")
+    expected_change_pct: dict[str, Annotated[float, Field(gt=0, lt=1000)]] = Field(
+        default_factory=dict,
+        description="Per target KPI: the improvement the team expects, in percent; the design says how long a"
+        " pilot must run to show the target met at the power if it holds",
+    )
+    stated_mde_pct: dict[str, Annotated[float, Field(gt=0, lt=1000)]] = Field(
+        default_factory=dict,
+        description="Per target KPI: the minimum detectable effect, in percent, as stated when the plan was frozen;"
+        " a recomputation from the baseline that differs by more than 0.05 points is flagged",
+    )
+
+
 class DemonstrationPlan(_Strict):
     name: str = Field(min_length=1, max_length=200)
     name_ko: str = ""
@@ -219,6 +287,22 @@ class DemonstrationPlan(_Strict):
         default_factory=dict,
         description="Seconds between samples a device's agent is set to, where not its profile's rate;"
         " data coverage is judged against it",
+    )
+    adjusted_baseline: AdjustedBaselinePlan | None = Field(
+        default=None, description="The regression an 'adjusted_baseline' target is judged by"
+    )
+    control_line: ControlLinePlan | None = Field(
+        default=None, description="Devices in scope the pilot does not touch, for 'control_line' targets"
+    )
+    design: Design | None = Field(
+        default=None,
+        description="Design before data, chosen in the plan: each target's minimum detectable change from the"
+        " baseline alone, at this power (null: none)",
+    )
+    product_mix: bool = Field(
+        default=False,
+        description="Also give cycle time, throughput and energy per unit at the baseline's product mix, whenever"
+        " the mix moved",
     )
 
     @field_validator("confidence_level")
@@ -262,12 +346,57 @@ class DemonstrationPlan(_Strict):
         kpis = [t.kpi for t in self.targets]
         if len(set(kpis)) != len(kpis):
             raise ValueError("one target per KPI")
+        self._check_methods()
+        design = self.design or Design()
+        for name, stated in (
+            ("design.expected_change_pct", design.expected_change_pct),
+            ("design.stated_mde_pct", design.stated_mde_pct),
+        ):
+            untargeted = sorted(k for k in stated if k not in kpis)
+            if untargeted:
+                raise ValueError(f"{name} names KPIs without a target: {', '.join(untargeted)}")
         return self
+
+    def _check_methods(self) -> None:
+        """The adjustment methods' own consistency: a control is never treated, a method is declared before use."""
+        methods = {t.method for t in self.targets}
+        if Method.ADJUSTED_BASELINE in methods and self.adjusted_baseline is None:
+            raise ValueError("a target uses method adjusted_baseline, but the plan declares no adjusted_baseline")
+        if Method.CONTROL_LINE in methods and self.control_line is None:
+            raise ValueError("a target uses method control_line, but the plan declares no control_line")
+        adjusted = self.adjusted_baseline
+        if adjusted is not None and adjusted.response == "energy_kwh" and not self.energy_meters:
+            raise ValueError("adjusted_baseline.response energy_kwh needs energy_meters on the treated line")
+        control = self.control_line
+        if control is None:
+            return
+        scope = set(self.devices)
+        outside = [d for d in control.devices if d not in scope]
+        if outside:
+            raise ValueError(f"control_line.devices must be devices in scope; not in scope: {', '.join(outside)}")
+        treated = [d for d in control.devices if d in self.output_devices or d in self.energy_meters]
+        if treated:
+            raise ValueError(
+                f"control device(s) {', '.join(treated)} also treated: a control may not be an output station or"
+                " energy meter of the pilot line"
+            )
+        for name, listed in (("output_devices", control.output_devices), ("energy_meters", control.energy_meters)):
+            stray = [d for d in listed if d not in control.devices]
+            if stray:
+                raise ValueError(f"control_line.{name} must be control devices; not: {', '.join(stray)}")
+        if not self.treated_devices:
+            raise ValueError("every device in scope is a control device: nothing is treated")
 
     @property
     def window_days(self) -> float:
         """Days the windows cover together (they never overlap): what evaluating the plan reads."""
         return sum(w.days for w in self.windows)
+
+    @property
+    def treated_devices(self) -> list[Id]:
+        """The devices whose sums are the line's KPIs: every device in scope but the control line's."""
+        control = set(self.control_line.devices) if self.control_line else set()
+        return [d for d in self.devices if d not in control]
 
     def windows_of(self, phase: Phase) -> list[Window]:
         return [w for w in self.windows if w.phase is phase]
@@ -279,11 +408,20 @@ class DemonstrationPlan(_Strict):
 def canonical_json(plan: DemonstrationPlan) -> str:
     """One text per plan: its JSON with sorted keys and no spaces.
 
-    A plan without corrections leaves the key out, so plans frozen before corrections existed keep their hash.
+    A plan without corrections (or a design, or product-mix standardisation) leaves the key out, so plans frozen
+    before they existed keep their hash.
     """
     document = plan.model_dump(mode="json")
     if not document["corrections"]:
         del document["corrections"]
+    # Likewise issue 21's choices: absent (no design, no product mix, no adjustment method, a target's default
+    # method), they leave no key.
+    for key in ("adjusted_baseline", "control_line", "design", "product_mix"):
+        if not document[key]:
+            del document[key]
+    for target in document["targets"]:
+        if target["method"] == Method.BEFORE_AFTER:
+            del target["method"]
     return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 

@@ -197,12 +197,14 @@ class DeviceRules:
         for override in plan.state_overrides:
             if override.device in (None, device):
                 overrides.setdefault(override.state, override.time_class)  # the first that matches wins
+        # A control line's meters and output stations are accounted as such too; its sums stay apart from the line's.
+        control = plan.control_line
         return cls(
             device,
             overrides,
             plan.ideal_cycle_times(device),
-            device in plan.energy_meters,
-            device in plan.output_devices,
+            device in plan.energy_meters or (control is not None and device in control.energy_meters),
+            device in plan.output_devices or (control is not None and device in control.output_devices),
         )
 
     def time_class(self, event: StateEvent | None) -> TimeClass | None:

@@ -11,11 +11,20 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from kpi_engine.breakdown import Breakdown
 from kpi_engine.evaluation import PERCENTILES
-from kpi_engine.results import ComparisonDocument, DeviceCoverage, KpiChange, comparison_document
+from kpi_engine.results import (
+    AdjustedBaseline,
+    ComparisonDocument,
+    ControlLineEffect,
+    DeviceCoverage,
+    KpiChange,
+    PlanDesign,
+    ProductMix,
+    comparison_document,
+)
 from kpi_engine.service import Evaluation
 from pilot_core.comparison import BANDWIDTH_FRACTION, MIN_UNITS, POWER, Verdict, critical_value
 from pilot_core.demonstration import DemonstrationPlan, Phase
@@ -56,6 +65,7 @@ class KpiRow:
     leaning: Verdict | None  # inconclusive: what a longer pilot would show if the present estimate held
     gap: IntervalGap | None  # why there is no interval, or why an inconclusive verdict cannot say more
     no_value: NoValue | None = None  # a phase without a value: the input that is missing
+    method: str = "before_after"  # how the target's verdict was reached (issue 21): see the adjustments section
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +171,11 @@ class ReportContent:
     phases: dict[Phase, PhaseTime]
     method: Method
     warnings: list[str]
+    # The plan's adjustment methods with their diagnostics (issue 21): the comparison document's sections.
+    adjusted: AdjustedBaseline | None = None
+    control_lines: list[ControlLineEffect] = field(default_factory=list)
+    design: PlanDesign | None = None  # design before data: each target's MDE from the baseline alone
+    product_mix: ProductMix | None = None  # the pilot at the baseline's product mix
 
 
 def report_content(evaluation: Evaluation, breakdown: Breakdown, generated_at: dt.datetime) -> ReportContent:
@@ -194,6 +209,10 @@ def report_content(evaluation: Evaluation, breakdown: Breakdown, generated_at: d
         phases=phases,
         method=_method(evaluation, document),
         warnings=document.warnings,
+        adjusted=document.adjusted_baseline,
+        control_lines=document.control_line,
+        design=document.design,
+        product_mix=document.product_mix,
     )
 
 
@@ -264,6 +283,7 @@ def _kpi_row(change: KpiChange, plan: DemonstrationPlan) -> KpiRow:
         leaning=_leaning(change),
         gap=_gap(change),
         no_value=next((NoValue(e.reason) for e in (change.baseline, change.pilot) if e.reason), None),
+        method=target.method.value if target else "before_after",
     )
 
 

@@ -16,6 +16,7 @@ from pilot_core.comparison import Verdict
 from pilot_core.contract import TimeClass
 from pilot_core.demonstration import Phase
 from pilot_core.kpi import KPIS
+from reports.i18n_design import DESIGN_EN, DESIGN_GAPS, DESIGN_KO, STATED_MDE
 
 if TYPE_CHECKING:  # the command line imports Language for its options, without the engine behind the content
     from reports.content import DowntimeRow, KpiRow, Method
@@ -39,6 +40,37 @@ EN: dict[str, str] = {
     "section_coverage": "Data coverage",
     "section_method": "Method",
     "section_warnings": "Warnings",
+    # The adjustment methods (issue 21): an adjusted baseline and a control line.
+    "section_adjustments": "Adjusted comparisons: was it the pilot?",
+    "method_before_after": "before/after",
+    "method_adjusted_baseline": "adjusted baseline",
+    "method_control_line": "control line",
+    "explain_by_method": "Judged by the {method}: see “Adjusted comparisons”.",
+    "adjusted_title": "Adjusted baseline (IPMVP, ASHRAE Guideline 14)",
+    "adjusted_intro": "A regression of the line's hourly {response} on the declared variables, fitted on the baseline"
+    " hours and projected onto the pilot's: savings = adjusted baseline − pilot.",
+    "adjusted_variables": "Independent variables",
+    "adjusted_fit": "Baseline model",
+    "adjusted_limits": "limit",
+    "adjusted_passes": "passes Guideline 14",
+    "adjusted_fails": "fails Guideline 14",
+    "adjusted_no_limit": "no limit in Guideline 14",
+    "adjusted_totals": "Adjusted baseline / pilot / savings",
+    "adjusted_change": "Pilot against the adjusted baseline",
+    "adjusted_fsu": "Fractional savings uncertainty (Guideline 14 Annex B, 68%)",
+    "refused": "No verdict",
+    "control_title": "Control line (difference-in-differences)",
+    "control_intro": "The treated line's change net of the control's, hour by hour: (pilot ÷ baseline of the"
+    " treated) ÷ (pilot ÷ baseline of the control) − 1. Control: {devices}. Why it is independent: {independence}",
+    "control_treated": "Treated change",
+    "control_control": "Control change",
+    "control_effect": "Effect",
+    "control_pre_trend": "Pre-trend (placebo)",
+    "control_parallel": "parallel",
+    "control_not_parallel": "NOT parallel: no verdict",
+    "control_unchecked": "not checked",
+    "adjustments_note": "Intervals at the plan's level, Newey-West HAC with fixed-b critical values. The plain"
+    " before/after row stays in the table above, beside the verdict the method gives.",
     "plan_name": "Name",
     "plan_name_ko": "Name (Korean)",
     "site_line": "Site / line",
@@ -229,6 +261,36 @@ KO: dict[str, str] = {
     "section_coverage": "데이터 수집 현황",
     "section_method": "분석 방법",
     "section_warnings": "경고",
+    "section_adjustments": "보정 비교: 파일럿 효과인가?",
+    "method_before_after": "전후 비교",
+    "method_adjusted_baseline": "보정 기준선",
+    "method_control_line": "대조 라인",
+    "explain_by_method": "{method} 방법으로 판정했습니다. ‘보정 비교’를 보십시오.",
+    "adjusted_title": "보정 기준선 (IPMVP, ASHRAE Guideline 14)",
+    "adjusted_intro": "라인의 시간별 {response}을(를) 신고한 독립변수로 회귀해 기준 기간 시간으로 적합하고 실증 기간"
+    " 조건에 투영했습니다. 절감량 = 보정 기준선 − 실증.",
+    "adjusted_variables": "독립변수",
+    "adjusted_fit": "기준선 모델",
+    "adjusted_limits": "한계",
+    "adjusted_passes": "Guideline 14 충족",
+    "adjusted_fails": "Guideline 14 미충족",
+    "adjusted_no_limit": "Guideline 14 한계 없음",
+    "adjusted_totals": "보정 기준선 / 실증 / 절감량",
+    "adjusted_change": "보정 기준선 대비 실증",
+    "adjusted_fsu": "절감 불확도 비율 (Guideline 14 부록 B, 68%)",
+    "refused": "판정 없음",
+    "control_title": "대조 라인 (이중차분)",
+    "control_intro": "대상 라인의 변화에서 대조 라인의 변화를 시간 단위로 짝지어 뺀 값: (대상의 실증 ÷ 기준) ÷"
+    " (대조의 실증 ÷ 기준) − 1. 대조: {devices}. 독립성 근거: {independence}",
+    "control_treated": "대상 변화",
+    "control_control": "대조 변화",
+    "control_effect": "효과",
+    "control_pre_trend": "사전 추세 (위약 검정)",
+    "control_parallel": "평행",
+    "control_not_parallel": "평행하지 않음: 판정 없음",
+    "control_unchecked": "검정 불가",
+    "adjustments_note": "신뢰구간은 계획의 신뢰수준, Newey-West HAC와 fixed-b 임계값으로 구했습니다. 위 표의 단순 전후"
+    " 비교 행은 방법별 판정과 함께 그대로 둡니다.",
     "plan_name": "이름",
     "plan_name_ko": "이름(한국어)",
     "site_line": "사업장 / 라인",
@@ -402,6 +464,8 @@ KO: dict[str, str] = {
     " 낮춥니다)을 보여줍니다.",
 }
 
+EN |= DESIGN_EN
+KO |= DESIGN_KO
 TEXT: dict[Language, dict[str, str]] = {Language.EN: EN, Language.KO: KO}
 METHOD_NOTES = (
     "method_time_model",
@@ -477,6 +541,8 @@ class Words:
             return self.format("gap_no_value_because", reason=self.text[f"why_{row.no_value.name.lower()}"])
         if row.gap is not None:
             return self.format(f"gap_{row.gap.value}", min_units=method.min_units)
+        if row.verdict is not None and row.method != "before_after":
+            return self.format("explain_by_method", method=self.text[f"method_{row.method}"])
         if row.kpi.startswith("cycle_time_p"):
             if method.quantiles_exact:
                 return self.text["percentile_note_exact"]
@@ -509,10 +575,25 @@ class Words:
         match = _NO_TELEMETRY.match(warning)
         if match:
             return self.format("warning_no_telemetry", **match.groupdict())
+        match = STATED_MDE.match(warning)
+        if match:
+            return self.format("warning_stated_mde", **match.groupdict())
         return warning
+
+    def design_gap(self, note: str) -> str:
+        """Why a target has no design, in this language (the engine's note as it is where no key fits)."""
+        for pattern, key in DESIGN_GAPS:
+            match = pattern.match(note)
+            if match:
+                return self.format(key, **match.groupdict())
+        return note
 
     def moment(self, moment: dt.datetime, zone: dt.tzinfo) -> str:
         return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M")
+
+    def days(self, hours: float | None) -> str:
+        """Window hours as days, or that no length would do."""
+        return self.text["design_unreachable"] if hours is None else f"{number(hours / 24)}"
 
     def hours(self, seconds: float) -> str:
         return f"{number(seconds / 3600)} {self.unit('h')}"

@@ -72,6 +72,8 @@ def render_html(content: ReportContent, language: Language) -> str:
         "pilot": Phase.PILOT,
         "percent": percent,
         "share": share,
+        "kpi_unit": lambda kpi: KPIS[kpi].unit,
+        "kpi_better": lambda kpi: KPIS[kpi].better.value,
         "css": resources.files("reports").joinpath("templates/report.css").read_text(encoding="utf-8"),
     }
     return _TEMPLATES.get_template("report.html").render(values)

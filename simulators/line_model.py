@@ -22,9 +22,10 @@ from typing import Any
 
 import numpy as np
 
+from pilot_core.calendar import Calendar
 from pilot_core.contract import Channel, TimeClass, topic_for
 from pilot_core.profiles import DeviceProfile, Metric, MetricType, ProductionMode, ProfileCatalog
-from simulators.scenario import Behaviour, Product, Role, Scenario, ScenarioDevice, role_of
+from simulators.scenario import AMBIENT_C, Behaviour, Product, Role, Scenario, ScenarioDevice, role_of
 
 AGENT_VERSION = "pilot-sim/1"
 _MS_PER_S = 1000
@@ -122,13 +123,18 @@ class LineRun:
     end_ms: int
     stations: dict[str, StationRun]
 
-    def line_energy_kwh(self, t_ms: int | None = None) -> float:
-        t = self.end_ms if t_ms is None else t_ms
-        return sum(s.energy_kwh_until(t) for s in self.stations.values())
+    def metered(self, control: bool = False) -> list[StationRun]:
+        """The stations a meter meters: the line's, or the control line's (a meter among the control devices)."""
+        chosen = set(self.scenario.control_devices)
+        return [s for device, s in self.stations.items() if (device in chosen) is control]
 
-    def line_power_kw(self, t_ms: int) -> float:
+    def line_energy_kwh(self, t_ms: int | None = None, control: bool = False) -> float:
+        t = self.end_ms if t_ms is None else t_ms
+        return sum(s.energy_kwh_until(t) for s in self.metered(control))
+
+    def line_power_kw(self, t_ms: int, control: bool = False) -> float:
         total = 0.0
-        for station in self.stations.values():
+        for station in self.metered(control):
             interval = station.interval_at(t_ms)
             if interval is not None:
                 total += station.power_kw(interval)
@@ -169,11 +175,12 @@ class LineModel:
     def simulate(self, behaviour_name: str, start_ms: int, end_ms: int, period_name: str = "") -> LineRun:
         if end_ms <= start_ms:
             raise ValueError("the span to simulate must end after it starts")
-        behaviour = self.scenario.behaviour(behaviour_name)
-        windows = list(self._shift_windows(start_ms, end_ms))
+        period = next((p for p in self.scenario.periods if p.name == period_name), None)
+        windows = list(self._shift_windows(start_ms, end_ms, period.calendar if period else None))
         # One product per shift for the whole line, as a serial cell runs: every station works the same order.
         rng = np.random.default_rng(stable_seed(self.scenario.seed, period_name or start_ms, "products"))
-        products = [_pick_product(self.scenario.products, rng) for _ in windows]
+        mix = self.scenario.products_in(period)
+        products = [_pick_product(mix, rng) for _ in windows]
         stations = {}
         for device in self.scenario.devices:
             if role_of(device, self.catalog) is Role.STATION:
@@ -183,7 +190,7 @@ class LineModel:
                 stations[device.id] = _simulate_station(
                     device,
                     self.catalog[device.profile],
-                    behaviour,
+                    self.scenario.behaviour_of(device.id, behaviour_name, period),
                     products,
                     windows,
                     start_ms,
@@ -192,9 +199,12 @@ class LineModel:
                 )
         return LineRun(self.scenario, period_name, behaviour_name, start_ms, end_ms, stations)
 
-    def _shift_windows(self, start_ms: int, end_ms: int) -> Iterator[tuple[int, list[tuple[int, int]]]]:
-        """Per shift: its start and its planned busy windows (shift minus breaks and planned stops)."""
-        for shift in self.scenario.calendar.shifts_between(start_ms, end_ms):
+    def _shift_windows(
+        self, start_ms: int, end_ms: int, calendar: Calendar | None = None
+    ) -> Iterator[tuple[int, list[tuple[int, int]]]]:
+        """Per shift: its start and its planned busy windows (shift minus breaks and planned stops), by the
+        period's calendar where it has one."""
+        for shift in (calendar or self.scenario.calendar).shifts_between(start_ms, end_ms):
             if shift.busy:
                 yield shift.scheduled_start_ms, shift.busy
 
@@ -475,13 +485,15 @@ def _telemetry(
     rng: np.random.Generator,
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     constants = {m.name: int(rng.integers(1, 50)) for m in profile.metrics if m.type is MetricType.INT}
+    period = next((p for p in run.scenario.periods if p.name == run.period), None)
+    ambient = period.ambient_c if period is not None else AMBIENT_C
     minor_stop_starts = (
         [i.start_ms for i in station.intervals if i.time_class is TimeClass.MINOR_STOP] if station else []
     )
     register_kwh = float(rng.integers(10_000, 90_000))
     for t in range(run.start_ms, run.end_ms, interval_ms):
         if role is Role.METER:
-            values = _meter_values(run, t, register_kwh, rng)
+            values = _meter_values(run, t, register_kwh, rng, control=device.id in run.scenario.control_devices)
         else:
             if station is not None:
                 interval = station.interval_at(t)
@@ -491,7 +503,7 @@ def _telemetry(
                 time_class, level = TimeClass.PRODUCTION, 0.2 + 0.6 * run.running_share(t)
             stops = bisect.bisect_right(minor_stop_starts, t)
             values = {
-                m.name: _metric_value(m, level, time_class, constants.get(m.name, 0), stops, rng)
+                m.name: _metric_value(m, level, time_class, constants.get(m.name, 0), stops, rng, ambient)
                 for m in profile.metrics
             }
         yield t, {"ts": t, "metrics": values}
@@ -504,6 +516,7 @@ def _metric_value(
     constant: int,
     stops_so_far: int,
     rng: np.random.Generator,
+    ambient_c: float = AMBIENT_C,
 ) -> bool | int | float:
     if metric.type is MetricType.BOOL:
         return time_class is TimeClass.MINOR_STOP
@@ -513,7 +526,7 @@ def _metric_value(
     low = metric.min if metric.min is not None else 0.0
     high = metric.max if metric.max is not None else low + 100.0
     if metric.unit == "°C":
-        value = 22.0 + 18.0 * level + rng.normal(0, 0.4)
+        value = ambient_c + 18.0 * level + rng.normal(0, 0.4)
     elif metric.unit in {"%RH"}:
         value = 45.0 + rng.normal(0, 2)
     else:
@@ -522,15 +535,15 @@ def _metric_value(
 
 
 def _meter_values(
-    run: LineRun, t_ms: int, register_kwh: float, rng: np.random.Generator
+    run: LineRun, t_ms: int, register_kwh: float, rng: np.random.Generator, control: bool = False
 ) -> dict[str, bool | int | float]:
-    power_kw = run.line_power_kw(t_ms)
+    power_kw = run.line_power_kw(t_ms, control)
     voltage = 380.0 + rng.normal(0, 1.5)
     power_factor = min(1.0, 0.92 + rng.normal(0, 0.01))
     current = power_kw * 1000 / (math.sqrt(3) * voltage * power_factor)
     return {
         # The register holds the exact integral of the stations' power: KPI work reads energy from it.
-        "active_energy_kwh": round(register_kwh + run.line_energy_kwh(t_ms), 6),
+        "active_energy_kwh": round(register_kwh + run.line_energy_kwh(t_ms, control), 6),
         "active_power_kw": round(power_kw, 4),
         "voltage_v": round(voltage, 2),
         "current_a": round(current, 3),

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-from pilot_core.demonstration import DemonstrationPlan, Phase, Product, Window
+from pilot_core.demonstration import ControlLinePlan, DemonstrationPlan, Design, Phase, Product, Window
 from pilot_core.profiles import ProfileCatalog
-from simulators.scenario import Role, Scenario, output_station, role_of
+from simulators.scenario import Role, Scenario, control_output_station, output_station, role_of
 
 
 def demonstration_plan(scenario: Scenario, catalog: ProfileCatalog) -> DemonstrationPlan:
@@ -33,7 +33,9 @@ def demonstration_plan(scenario: Scenario, catalog: ProfileCatalog) -> Demonstra
         line=scenario.line,
         devices=[d.id for d in scenario.devices],
         output_devices=[output_station(scenario, catalog)],
-        energy_meters=[d.id for d in scenario.devices if role_of(d, catalog) is Role.METER],
+        energy_meters=[
+            d.id for d in scenario.devices if role_of(d, catalog) is Role.METER and d.id not in scenario.control_devices
+        ],
         calendar=scenario.calendar,
         windows=windows,
         products=[
@@ -51,4 +53,24 @@ def demonstration_plan(scenario: Scenario, catalog: ProfileCatalog) -> Demonstra
         telemetry_interval_s={
             d.id: scenario.telemetry_interval_s for d in scenario.devices if catalog[d.profile].metrics
         },
+        adjusted_baseline=scenario.adjusted_baseline,
+        control_line=_control_line(scenario, catalog),
+        # Every plan we generate is pre-registered and standardises a moved mix (issue 21); the plan model keeps
+        # both opt-in only so that plans written before them keep their hash.
+        design=Design(),
+        product_mix=True,
+    )
+
+
+def _control_line(scenario: Scenario, catalog: ProfileCatalog) -> ControlLinePlan | None:
+    output = control_output_station(scenario, catalog)
+    if output is None:
+        return None
+    return ControlLinePlan(
+        devices=scenario.control_devices,
+        output_devices=[output],
+        energy_meters=[
+            d.id for d in scenario.devices if d.id in scenario.control_devices and role_of(d, catalog) is Role.METER
+        ],
+        independence=scenario.control_independence,
     )

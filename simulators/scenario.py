@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pilot_core.calendar import Calendar
-from pilot_core.demonstration import Target
+from pilot_core.demonstration import AdjustedBaselinePlan, Target
 from pilot_core.ids import check_id
 from pilot_core.profiles import ProductionMode, ProfileCatalog, ProfileErrors
 from pilot_core.registry import DeviceEntry
@@ -46,6 +46,9 @@ class Product(_Strict):
         return check_id(value, "product id")
 
 
+AMBIENT_C = 22.0  # the ambient temperature a period has unless it says otherwise
+
+
 class Behaviour(_Strict):
     """How a producing station behaves: speed, losses, quality and energy."""
 
@@ -67,6 +70,9 @@ class Behaviour(_Strict):
     running_kw: float = Field(default=2.0, ge=0, description="Electrical power while producing")
     idle_kw: float = Field(default=0.4, ge=0, description="Power while in shift but not producing")
     off_kw: float = Field(default=0.05, ge=0, description="Standby power outside the shifts")
+    cooling_kw_per_c: float = Field(
+        default=0.0, ge=0, description="Power added in and out of shift per °C of ambient above 22 °C (cooling)"
+    )
 
 
 class Effects(_Strict):
@@ -127,6 +133,22 @@ class Period(_Strict):
     behaviour: str = Field(description="'baseline' or 'pilot'")
     start: dt.date
     days: int = Field(ge=1, le=366)
+    # Confounders (issue 21): what changes between periods besides the pilot.
+    plant_effects: Effects = Field(
+        default_factory=Effects,
+        description="A change of the whole plant in this period, on every station, the control line's too",
+    )
+    product_shares: dict[str, Annotated[float, Field(gt=0)]] = Field(
+        default_factory=dict, description="This period's product mix (relative shares), where not the products'"
+    )
+    calendar: Calendar | None = Field(
+        default=None,
+        description="The shifts the line works in this period, where not the scenario's (e.g. a shift added);"
+        " the plan keeps the scenario's calendar, so list every shift there",
+    )
+    ambient_c: float = Field(
+        default=AMBIENT_C, ge=-40, le=60, description="The ambient temperature: what °C sensors read at rest"
+    )
 
     @field_validator("behaviour")
     @classmethod
@@ -166,6 +188,21 @@ class Scenario(_Strict):
         default_factory=list, description="What the demonstration's plan sets out to show, judged by pilot demo"
     )
     confidence_level: float = 0.90
+    control_devices: list[str] = Field(
+        default_factory=list,
+        description="Devices the pilot does not touch (a control line): they run the baseline behaviour in every"
+        " period, with the plant's changes; a meter among them meters them alone",
+    )
+    control_output_device: str | None = Field(
+        default=None, description="The control's output station (default: its last station)"
+    )
+    control_independence: str = Field(
+        default="a separate cell of the simulated line: its own stations, meter and order flow",
+        description="Why the control is independent, as the plan must say",
+    )
+    adjusted_baseline: AdjustedBaselinePlan | None = Field(
+        default=None, description="The plan's adjusted baseline, for targets with method adjusted_baseline"
+    )
 
     @field_validator("site", "line")
     @classmethod
@@ -186,7 +223,38 @@ class Scenario(_Strict):
             raise ValueError(f"output_device {self.output_device!r} is not one of the scenario's devices")
         if self.behaviour("pilot").speed_factor < 1:
             raise ValueError("pilot_effects.cycle_time makes cycles faster than the ideal cycle time")
+        devices = {d.id for d in self.devices}
+        stray = [d for d in [*self.control_devices, *filter(None, [self.control_output_device])] if d not in devices]
+        if stray:
+            raise ValueError(f"control devices must be the scenario's devices; not: {', '.join(stray)}")
+        if self.output_device in self.control_devices:
+            raise ValueError(f"the output device {self.output_device!r} cannot also be a control device")
+        products = {p.id for p in self.products}
+        for period in self.periods:
+            unknown = [p for p in period.product_shares if p not in products]
+            if unknown:
+                raise ValueError(f"period {period.name!r}: product_shares names unknown products: {', '.join(unknown)}")
         return self
+
+    def behaviour_of(self, device: str, behaviour: str, period: Period | None) -> Behaviour:
+        """A station's behaviour in a period: a control device never gets the pilot's effects; every station gets
+        the period's plant-wide change."""
+        own = self.behaviour("baseline" if device in self.control_devices else behaviour)
+        if period is None:
+            return own
+        changed = period.plant_effects.apply(own)
+        cooling = changed.cooling_kw_per_c * max(0.0, period.ambient_c - AMBIENT_C)
+        if not cooling:
+            return changed
+        return changed.model_copy(
+            update={k: getattr(changed, k) + cooling for k in ("running_kw", "idle_kw", "off_kw")}
+        )
+
+    def products_in(self, period: Period | None) -> list[Product]:
+        """The products with the period's mix, where it sets one."""
+        if period is None or not period.product_shares:
+            return self.products
+        return [p.model_copy(update={"share": period.product_shares.get(p.id, p.share)}) for p in self.products]
 
     def behaviour(self, name: str) -> Behaviour:
         return self.pilot_effects.apply(self.baseline) if name == "pilot" else self.baseline
@@ -214,9 +282,25 @@ class Scenario(_Strict):
 def output_station(scenario: Scenario, catalog: ProfileCatalog) -> str:
     if scenario.output_device is not None:
         return scenario.output_device
-    stations = [d.id for d in scenario.devices if role_of(d, catalog) is Role.STATION]
+    stations = [
+        d.id for d in scenario.devices if role_of(d, catalog) is Role.STATION and d.id not in scenario.control_devices
+    ]
     if not stations:
         raise ValueError(f"scenario {scenario.id} has no producing station")
+    return stations[-1]
+
+
+def control_output_station(scenario: Scenario, catalog: ProfileCatalog) -> str | None:
+    """The control line's output station: None without a control line."""
+    if not scenario.control_devices:
+        return None
+    if scenario.control_output_device is not None:
+        return scenario.control_output_device
+    stations = [
+        d.id for d in scenario.devices if d.id in scenario.control_devices and role_of(d, catalog) is Role.STATION
+    ]
+    if not stations:
+        raise ValueError(f"scenario {scenario.id}: the control devices hold no producing station")
     return stations[-1]
 
 

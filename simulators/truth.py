@@ -12,7 +12,7 @@ from typing import Any
 from pilot_core.contract import TimeClass
 from pilot_core.profiles import ProfileCatalog
 from simulators.line_model import LineRun, StationRun
-from simulators.scenario import output_station
+from simulators.scenario import AMBIENT_C, control_output_station, output_station
 
 
 def station_truth(station: StationRun) -> dict[str, Any]:
@@ -44,7 +44,8 @@ def run_truth(run: LineRun, catalog: ProfileCatalog) -> dict[str, Any]:
     output = output_station(run.scenario, catalog)
     good = stations[output]["good"]
     energy = run.line_energy_kwh()
-    return {
+    period = next((p for p in run.scenario.periods if p.name == run.period), None)
+    truth = {
         "period": run.period,
         "behaviour": run.behaviour_name,
         "start_ms": run.start_ms,
@@ -59,6 +60,30 @@ def run_truth(run: LineRun, catalog: ProfileCatalog) -> dict[str, Any]:
             "energy_per_good_unit_kwh": energy / good if good else None,
         },
     }
+    if period is not None and (
+        period.plant_effects != period.plant_effects.__class__()
+        or period.product_shares
+        or period.calendar
+        or period.ambient_c != AMBIENT_C
+    ):
+        # The confounders of this period (issue 21): what changed besides the pilot.
+        truth["plant_effects"] = period.plant_effects.model_dump()
+        truth["product_shares"] = {p.id: p.share for p in run.scenario.products_in(period)}
+        truth["shifts"] = [s.model_dump(mode="json") for s in (period.calendar or run.scenario.calendar).shifts]
+        truth["ambient_c"] = period.ambient_c
+    control = control_output_station(run.scenario, catalog)
+    if control is not None:
+        control_energy = run.line_energy_kwh(control=True)
+        control_good = stations[control]["good"]
+        truth["control"] = {
+            "devices": list(run.scenario.control_devices),
+            "output_device": control,
+            "produced": stations[control]["produced"],
+            "good": control_good,
+            "cycle_time_mean_s": stations[control]["cycle_time_mean_s"],
+            "energy_kwh": control_energy,
+        }
+    return truth
 
 
 def scenario_truth(runs: list[LineRun], catalog: ProfileCatalog) -> dict[str, Any]:
@@ -70,7 +95,8 @@ def scenario_truth(runs: list[LineRun], catalog: ProfileCatalog) -> dict[str, An
         "seed": scenario.seed,
         "site": scenario.site,
         "line": scenario.line,
-        "injected_effects": scenario.pilot_effects.model_dump(),
+        "injected_effects": scenario.pilot_effects.model_dump(),  # on the treated line; never on a control
+        "control_devices": list(scenario.control_devices),
         "products": {p.id: p.ideal_cycle_time_s for p in scenario.products},
         "periods": [run_truth(run, catalog) for run in runs],
     }

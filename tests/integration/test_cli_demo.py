@@ -85,6 +85,9 @@ def test_demo_ends_with_the_comparison_and_leaves_the_api_serving(tmp_path: Path
         assert address, "".join(output)
         text = "".join(output)
         assert "Before and after" in text and "verdict" in text and "설비종합효율" in text
+        # Every generated plan is pre-registered and standardises the product mix (issue 21).
+        assert "Design before data" in text and "detectable change" in text, text
+        assert "At the baseline's product mix" in text or "Product mix (제품 구성): unchanged" in text, text
         link_line = demo.stdout.readline()
         link = re.search(r"open the web console, signed in \(a one-time link, for 30 minutes\): (\S+)$", link_line)
         assert link and link.group(1).startswith(f"{address}/sign-in/link?token="), link_line

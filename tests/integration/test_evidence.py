@@ -33,7 +33,7 @@ from pilot.demo import run_demo
 from pilot_core import evidence
 from pilot_core.access import Actor, Role
 from pilot_core.contract import TimeClass
-from pilot_core.demonstration import CountCorrection, Exclusion, StateCorrection
+from pilot_core.demonstration import CountCorrection, Design, Exclusion, StateCorrection
 from simulators.scenario import load_scenario
 from tests.api_support import key_headers
 from tests.integration.test_cli_demo import short_scenario
@@ -80,6 +80,8 @@ def exported(
             "exclusions": [
                 Exclusion(start=pilot_start, end=pilot_start + dt.timedelta(hours=3), reason="site-wide power cut")
             ],
+            "design": Design(expected_change_pct={plan.targets[0].kpi: 2 * plan.targets[0].change_pct}),
+            "product_mix": True,
             "corrections": [
                 StateCorrection(
                     device=plan.devices[0],
@@ -286,3 +288,28 @@ def test_the_bundles_kpis_carry_units_and_reasons_and_the_comparisons_numbers(ex
         for change in comparison["kpis"]:
             assert change[phase]["value"] == window["kpis"][change["kpi"]], change["kpi"]  # one number, bit for bit
             assert change["unit"] == window["units"][change["kpi"]]
+
+
+def test_the_design_before_data_is_in_the_bundle_and_a_forged_mde_fails_the_recomputation(exported: Exported) -> None:
+    """The design (each target's minimum detectable change, from the baseline alone) and the figures at the
+    baseline's product mix travel in results/comparison.json as the API gives them; a smaller MDE written into the
+    bundle and signed again with the deployment's own key still fails: verify recomputes it from the rows."""
+    files = dict(exported.bundle.files)
+    comparison = json.loads(files[evidence.COMPARISON])
+    assert comparison["design"] == exported.api_comparison["design"]
+    assert comparison.get("product_mix") == exported.api_comparison.get("product_mix")
+    targets = comparison["design"]["targets"]
+    assert targets and all(t["mde"] is not None and t["baseline_n"] > 0 for t in targets)
+    forged = targets[0]["mde"] / 2
+    comparison["design"]["targets"][0]["mde"] = forged
+    files[evidence.COMPARISON] = evidence.json_bytes(comparison)
+    manifest = json.loads(files[evidence.MANIFEST])
+    manifest["files"][evidence.COMPARISON] = evidence.entry(files[evidence.COMPARISON]).model_dump()
+    files[evidence.MANIFEST] = evidence.json_bytes(manifest)
+    key = SigningKey.load(exported.settings.signing_key_file)
+    files[evidence.SIGNATURE] = base64.b64encode(key.sign(files[evidence.MANIFEST]))
+    report = verify(files, key.public_pem)
+    failed = {c.name: c.details for c in report.checks if not c.passed}
+    assert set(failed) == {"recomputation"}
+    assert any(d.startswith(f"{evidence.COMPARISON} design.targets[0].mde: the bundle says {forged!r}") for d in
+               failed["recomputation"]), failed  # fmt: skip

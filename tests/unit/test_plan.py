@@ -14,8 +14,11 @@ from pydantic_core import to_jsonable_python
 
 from pilot_core.calendar import Calendar, PlannedStop
 from pilot_core.demonstration import (
+    AdjustedBaselinePlan,
+    ControlLinePlan,
     CountCorrection,
     DemonstrationPlan,
+    Design,
     Exclusion,
     Product,
     StateCorrection,
@@ -63,6 +66,39 @@ def test_a_small_plan_is_valid() -> None:
     assert plan.output_devices == ["cobot-1"]
     assert [w.name for w in plan.windows] == ["before", "after"]
     assert plan.targets[0].label == "cycle_time_mean −10%"
+
+
+def test_a_plan_without_a_design_keeps_its_hash_and_a_design_is_hashed_with_the_plan() -> None:
+    """Plans frozen before design before data existed keep their hash; a design, once chosen, is hashed with the
+    plan, defaults and all."""
+    plain = DemonstrationPlan.model_validate(raw_plan())
+    assert plain.design is None and "design" not in json.loads(canonical_json(plain))
+    assert plan_hash(DemonstrationPlan.model_validate({**raw_plan(), "design": None})) == plan_hash(plain)
+    chosen = DemonstrationPlan.model_validate({**raw_plan(), "design": {}})
+    assert chosen.design == Design() and plan_hash(chosen) != plan_hash(plain)
+    assert plan_hash(DemonstrationPlan.model_validate({**raw_plan(), "product_mix": False})) == plan_hash(plain)
+    standardised = DemonstrationPlan.model_validate({**raw_plan(), "product_mix": True})
+    assert json.loads(canonical_json(standardised))["product_mix"] is True
+    designed = DemonstrationPlan.model_validate(
+        {**raw_plan(), "design": {"power": 0.9, "expected_change_pct": {"cycle_time_mean": 15}}}
+    )
+    assert designed.design == Design(power=0.9, expected_change_pct={"cycle_time_mean": 15})
+    assert json.loads(canonical_json(designed))["design"]["power"] == 0.9
+    assert plan_hash(designed) != plan_hash(plain)
+
+
+@pytest.mark.parametrize(
+    ("design", "message"),
+    [
+        ({"expected_change_pct": {"oee": 5}}, "design.expected_change_pct names KPIs without a target: oee"),
+        ({"stated_mde_pct": {"scrap_ratio": 3}}, "design.stated_mde_pct names KPIs without a target: scrap_ratio"),
+        ({"power": 0.3}, "greater than or equal to 0.5"),
+        ({"expected_change_pct": {"cycle_time_mean": 0}}, "greater than 0"),
+    ],
+)
+def test_a_design_that_names_no_target_or_an_impossible_power_is_refused(design: Raw, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        DemonstrationPlan.model_validate({**raw_plan(), "design": design})
 
 
 def _naive_window(raw: Raw) -> None:
@@ -221,6 +257,9 @@ FIELD_TABLES: dict[str, type[BaseModel]] = {
     "`exclusions[]`": Exclusion,
     "`corrections[]` of kind `state`": StateCorrection,
     "`corrections[]` of kind `counts`": CountCorrection,
+    "`adjusted_baseline`": AdjustedBaselinePlan,
+    "`control_line`": ControlLinePlan,
+    "`design`": Design,
 }
 
 
@@ -267,6 +306,9 @@ def test_the_example_plan_is_valid_and_sets_every_field() -> None:
     assert {type(c) for c in plan.corrections} == {StateCorrection, CountCorrection}
     assert plan.calendar.planned_stops and plan.calendar.breaks and plan.state_overrides and plan.exclusions
     assert plan.telemetry_interval_s and plan.targets
+    # What we ship is pre-registered and standardises a moved product mix (issue 21).
+    assert plan.design is not None and plan.product_mix
+    assert {"design", "product_mix"} <= json.loads(canonical_json(plan)).keys()
 
 
 def test_workdays_left_out_are_monday_to_friday_and_always_shown() -> None:

@@ -12,12 +12,14 @@ import numpy as np
 import pytest
 
 from kpi_engine.breakdown import breakdown
-from kpi_engine.evaluation import evaluate
+from kpi_engine.evaluation import evaluate, stated_design_warnings
 from kpi_engine.results import comparison_document
 from kpi_engine.service import Evaluation
 from pilot_core.contract import TimeClass
 from pilot_core.demonstration import DemonstrationPlan, Phase, plan_hash
+from pilot_core.design import design_target
 from pilot_core.device_hours import DeviceHour, StateEvent
+from pilot_core.kpi import COMPONENT_NAMES
 from reports.content import PARETO_ROWS, ReportContent, report_content
 from reports.i18n import KO, METHOD_NOTES, TEXT, Language, Words, number, signed_percent
 from reports.render import render_html
@@ -140,3 +142,23 @@ def test_energy_without_a_meter_in_scope_has_no_value_and_the_report_says_why(la
     assert TEXT[language]["why_no_energy_meter"] in explanation
     shown = re.sub(r"<[^>]+>", "", render_html(content, language))  # each word is a span of its own
     assert explanation in shown
+
+
+def test_every_design_note_and_the_stated_mde_warning_read_in_both_languages() -> None:
+    """The engine's notes for a target it cannot design, and its stated-MDE warning, have words in KO and EN."""
+    units = np.zeros((40, len(COMPONENT_NAMES)))
+    units[:, COMPONENT_NAMES.index("output_cycles")] = 60
+    units[:, COMPONENT_NAMES.index("output_cycle_time_s")] = 1800 + 60 * np.sin(np.arange(40))
+    designs = [
+        design_target("cycle_time_mean", 5, np.zeros_like(units), level=0.9, planned_pilot_hours=40, coverage=1.0),
+        design_target("cycle_time_mean", 5, units[:4], level=0.9, planned_pilot_hours=40, coverage=1.0),
+        design_target("cycle_time_mean", 5, units, level=0.9, planned_pilot_hours=4, coverage=1.0),
+    ]
+    assert all(d.note for d in designs)
+    stated = plan(design={"stated_mde_pct": {"cycle_time_mean": 0.5}})
+    (warning,) = stated_design_warnings(stated, designs[2:])
+    for language in Language:
+        words = Words(language)
+        for design in designs:
+            assert words.design_gap(design.note) != design.note, (language, design.note)
+        assert words.warning(warning) != warning

@@ -11,10 +11,12 @@ import pytest
 
 from adapters.catalog import load_profiles
 from pilot_core.contract import Channel, TimeClass
+from pilot_core.demonstration import Design
 from pilot_core.profiles import ProfileCatalog, ProfileErrors
 from pilot_core.registry import DeviceRegistry, parse_registry
 from pilot_core.validation import Accepted, validate_message
 from simulators.line_model import LineModel, LineRun, render, render_runs, simulate_periods
+from simulators.plan import demonstration_plan
 from simulators.scenario import BUNDLED_SCENARIOS, Scenario, load_scenario, parse_scenario
 from simulators.truth import scenario_truth
 
@@ -186,3 +188,10 @@ def test_scenario_errors_name_file_and_line(catalog: ProfileCatalog, change: str
         parse_scenario(broken, "line.yaml", catalog)
     assert message in str(caught.value)
     assert "line.yaml:" in str(caught.value)
+
+
+@pytest.mark.parametrize("path", sorted(BUNDLED_SCENARIOS.glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_generated_plan_has_a_design_and_standardises_the_mix(path: Path, catalog: ProfileCatalog) -> None:
+    # pilot demo and the simulators' plans are pre-registered and standardise a moved mix (issue 21).
+    plan = demonstration_plan(load_scenario(path, catalog), catalog)
+    assert plan.design == Design() and plan.product_mix

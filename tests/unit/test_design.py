@@ -1,0 +1,169 @@
+"""Design before data (pilot_core.design): the minimum detectable effect from the baseline alone, checked
+against statsmodels and scipy, on simple known cases, and by simulation (an effect of the MDE is detected at
+about the stated power)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+from statsmodels.tsa.stattools import acf
+
+from pilot_core.comparison import compare, critical_value
+from pilot_core.design import design_target, detection_power, pilot_units_needed
+from pilot_core.kpi import COMPONENT_NAMES
+
+CYCLE_TIME = COMPONENT_NAMES.index("output_cycle_time_s")
+CYCLES = COMPONENT_NAMES.index("output_cycles")
+
+
+def ar1(rng: np.random.Generator, n: int, phi: float, mean: float = 30.0, cv: float = 0.1) -> np.ndarray:
+    """A stationary AR(1) series of hourly mean cycle times."""
+    sd = mean * cv
+    noise = rng.normal(0.0, sd * math.sqrt(1 - phi**2), n + 200)
+    x = np.empty_like(noise)
+    x[0] = rng.normal(0.0, sd)
+    for i in range(1, len(x)):
+        x[i] = phi * x[i - 1] + noise[i]
+    return mean + x[200:]
+
+
+def hours_of(mean_cycle_times: np.ndarray, cycles_per_hour: float = 60.0) -> np.ndarray:
+    """Hourly units of the line's output: ``cycles_per_hour`` cycles of the given mean time each hour."""
+    units = np.zeros((len(mean_cycle_times), len(COMPONENT_NAMES)))
+    units[:, CYCLE_TIME] = mean_cycle_times * cycles_per_hour
+    units[:, CYCLES] = cycles_per_hour
+    return units
+
+
+def test_the_mde_follows_statsmodels_acf_and_the_fixed_b_critical_value() -> None:
+    """With a constant number of cycles per hour the linearised mean cycle time is the hourly mean itself (less
+    its mean), so the baseline's effective n is n(1 − ρ)/(1 + ρ) with ρ statsmodels' lag-1 acf of the hourly
+    means, and the MDE is (c·√(1 − b + b²/3) + z of the power) · se · √(1 + n_b / n_p) on the log scale."""
+    series = ar1(np.random.default_rng(3), 240, 0.6)
+    design = design_target(
+        "cycle_time_mean", 10, hours_of(series), level=0.90, power=0.80, planned_pilot_hours=480, coverage=1.0
+    )
+    rho = float(acf(series, nlags=1, fft=False)[1])
+    effective_n = 240 * (1 - rho) / (1 + rho)
+    relative_se = float(series.std()) / math.sqrt(effective_n) / float(series.mean())
+    assert design.baseline_autocorrelation == pytest.approx(rho, rel=1e-6)
+    assert design.baseline_effective_n == pytest.approx(effective_n, rel=1e-6) and effective_n < 120
+    assert design.baseline_relative_se == pytest.approx(relative_se, rel=1e-6)
+    b = max(math.ceil(0.2 * 240) / 240, math.ceil(0.2 * 480) / 480)
+    c = critical_value(0.90, b)
+    distance = (c * math.sqrt(1 - b + b * b / 3) + stats.norm.ppf(0.80)) * relative_se * math.sqrt(1 + 240 / 480)
+    assert design.mde == pytest.approx(math.expm1(-distance), rel=1e-6)  # cycle time: better lower
+    assert design.met_needs == pytest.approx(math.expm1(math.log(0.90) - distance), rel=1e-6)
+    assert design.planned_pilot_units == 480 and design.baseline_n == 240
+    assert design.mde is not None
+    assert detection_power(0.90, 240, 480, relative_se, design.mde) == pytest.approx(0.80, abs=1e-6)
+
+
+def test_white_noise_gives_the_textbook_mde() -> None:
+    """Independent hours: the effective n is about n, and at b → 0 the MDE is the textbook (z_α/2 + z_β)·se."""
+    series = ar1(np.random.default_rng(9), 2000, 0.0)
+    design = design_target(
+        "cycle_time_mean", 10, hours_of(series), level=0.95, power=0.80, planned_pilot_hours=2000, coverage=1.0
+    )
+    assert design.baseline_effective_n is not None and design.baseline_effective_n > 1800
+    se = float(series.std()) / math.sqrt(2000) / float(series.mean()) * math.sqrt(2)
+    textbook = (stats.norm.ppf(0.975) + stats.norm.ppf(0.80)) * se
+    assert design.mde is not None
+    assert abs(math.log1p(design.mde)) == pytest.approx(textbook, rel=0.25)  # the fixed-b c at b = 0.2 is larger
+
+
+def test_a_higher_is_better_kpi_gets_a_positive_mde() -> None:
+    units = np.zeros((100, len(COMPONENT_NAMES)))
+    rng = np.random.default_rng(1)
+    units[:, COMPONENT_NAMES.index("output_produced")] = rng.poisson(100, 100)
+    units[:, COMPONENT_NAMES.index("output_pbt_s")] = 3600
+    design = design_target("throughput_rate", 5, units, level=0.95, planned_pilot_hours=100, coverage=1.0)
+    assert design.mde is not None and design.mde > 0
+    assert design.met_needs is not None and design.met_needs > 0.05 + design.mde * 0.9
+
+
+def test_longer_pilots_and_less_autocorrelation_detect_smaller_changes() -> None:
+    rng = np.random.default_rng(7)
+    white = hours_of(ar1(rng, 400, 0.0))
+    sticky = hours_of(ar1(rng, 400, 0.8))
+
+    def mde(units: np.ndarray, pilot_hours: float) -> float:
+        found = design_target("cycle_time_mean", 5, units, level=0.90, planned_pilot_hours=pilot_hours, coverage=1.0)
+        assert found.mde is not None
+        return abs(found.mde)
+
+    assert mde(white, 800) < mde(white, 200)
+    assert mde(white, 400) < mde(sticky, 400)
+
+
+def test_the_pilot_length_for_the_target_gives_an_mde_of_the_target() -> None:
+    units = hours_of(ar1(np.random.default_rng(11), 300, 0.5))
+    design = design_target("cycle_time_mean", 3, units, level=0.90, planned_pilot_hours=300, coverage=0.5)
+    assert design.pilot_hours_for_target is not None
+    again = design_target(
+        "cycle_time_mean", 3, units, level=0.90, planned_pilot_hours=design.pilot_hours_for_target, coverage=0.5
+    )
+    assert again.mde is not None
+    assert abs(math.log1p(again.mde)) == pytest.approx(-math.log(0.97), rel=0.02)  # hours are whole units
+
+
+def test_a_baseline_too_noisy_for_any_pilot_says_so() -> None:
+    units = hours_of(ar1(np.random.default_rng(5), 20, 0.9, cv=0.5))
+    design = design_target(
+        "cycle_time_mean", 1, units, level=0.90, planned_pilot_hours=100, coverage=1.0, expected_change_pct=1.5
+    )
+    assert design.mde is not None
+    assert design.pilot_hours_for_target is None  # extend the baseline instead
+    assert design.pilot_hours_for_expected is None
+    assert pilot_units_needed(0.90, 0.80, 20, 0.1, 0.0) is None
+
+
+def test_an_expected_change_short_of_the_target_can_never_be_shown_met() -> None:
+    units = hours_of(ar1(np.random.default_rng(2), 200, 0.3))
+    short = design_target(
+        "cycle_time_mean", 10, units, level=0.90, planned_pilot_hours=200, coverage=1.0, expected_change_pct=8
+    )
+    beyond = design_target(
+        "cycle_time_mean", 10, units, level=0.90, planned_pilot_hours=200, coverage=1.0, expected_change_pct=14
+    )
+    assert short.pilot_hours_for_expected is None
+    assert beyond.pilot_hours_for_expected is not None and beyond.pilot_hours_for_expected > 0
+
+
+def test_too_little_baseline_is_a_note_not_a_number() -> None:
+    design = design_target("cycle_time_mean", 5, hours_of(np.full(5, 30.0)), level=0.9, planned_pilot_hours=100,
+                           coverage=1.0)  # fmt: skip
+    assert design.mde is None and "too few baseline hours" in design.note
+    none = design_target("cycle_time_mean", 5, np.zeros((50, len(COMPONENT_NAMES))), level=0.9,
+                         planned_pilot_hours=100, coverage=1.0)  # fmt: skip
+    assert none.mde is None and "no baseline value" in none.note
+    short_pilot = design_target("cycle_time_mean", 5, hours_of(ar1(np.random.default_rng(0), 50, 0.2)), level=0.9,
+                                planned_pilot_hours=4, coverage=1.0)  # fmt: skip
+    assert short_pilot.mde is None and "the planned pilot gives 4 hourly units" in short_pilot.note
+
+
+@pytest.mark.parametrize(("phi", "baseline_hours", "pilot_hours"), [(0.5, 300, 300), (0.8, 300, 300)])
+def test_an_effect_of_the_mde_is_detected_at_about_the_stated_power(
+    phi: float, baseline_hours: int, pilot_hours: int
+) -> None:
+    """Over 300 seeds of AR(1) hourly cycle times: each seed's design from its baseline alone, then a pilot whose
+    true change is that MDE; the comparison's interval excludes no change in about 80% of seeds (the full
+    benchmark, over 1,000 seeds, is bench/statistics.py)."""
+    seeds = 300
+    detected = 0
+    for seed in range(seeds):
+        rng = np.random.default_rng(seed)
+        baseline = hours_of(ar1(rng, baseline_hours, phi))
+        design = design_target(
+            "cycle_time_mean", 5, baseline, level=0.90, power=0.80, planned_pilot_hours=pilot_hours, coverage=1.0
+        )
+        assert design.mde is not None
+        pilot = hours_of(ar1(rng, pilot_hours, phi, mean=30.0 * (1 + design.mde)))
+        interval = compare("cycle_time_mean", baseline, pilot, 0.90).relative_interval
+        assert interval is not None
+        detected += interval[1] < 0
+    # 0.80 ± 0.08: about 3.5 standard errors of a proportion over 300 seeds.
+    assert 0.72 <= detected / seeds <= 0.88, detected / seeds
