@@ -12,14 +12,16 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
+import yaml
 from typer.testing import CliRunner
 
+from adapters.catalog import load_profiles
 from adapters.influxdb import InfluxClient, InfluxSettings
 from adapters.mqtt import MqttSettings, connect_and_wait, new_client
 from collector.service import Collector
 from collector.settings import CollectorSettings
 from pilot.cli import app
-from pilot_core.registry import DeviceRegistry
+from pilot_core.registry import DeviceEntry, DeviceRegistry
 
 
 def run_pilot(*args: str) -> dict[str, Any]:
@@ -40,6 +42,30 @@ def collector_settings(
     }
     values.update(overrides)
     return CollectorSettings(mqtt=mqtt, influx=influx, client_id=client_id, **values)
+
+
+def write_registry(folder: Path, devices: list[dict[str, Any]]) -> Path:
+    """``folder/devices.yaml``, the device registry file listing ``devices``."""
+    path = folder / "devices.yaml"
+    path.write_text(yaml.safe_dump({"devices": devices}, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def registered_collector(
+    folder: Path,
+    mqtt: MqttSettings,
+    influx: InfluxSettings,
+    client_id: str,
+    entries: list[DeviceEntry],
+    **overrides: Any,
+) -> tuple[CollectorSettings, DeviceRegistry]:
+    """Collector settings whose registry file (``folder/devices.yaml``) holds ``entries``, a SQLite database in
+    ``folder``, and that registry."""
+    devices_file = write_registry(folder, [entry.model_dump() for entry in entries])
+    settings = collector_settings(
+        mqtt, influx, client_id, devices_file=devices_file, database_url=f"sqlite:///{folder / 'pilot.db'}", **overrides
+    )
+    return settings, DeviceRegistry(entries, load_profiles(settings.profiles_dir))
 
 
 @contextmanager
