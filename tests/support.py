@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import datetime as dt
 import json
 import tempfile
 import threading
@@ -18,6 +20,7 @@ from typer.testing import CliRunner
 from adapters.catalog import load_profiles
 from adapters.influxdb import InfluxClient, InfluxSettings
 from adapters.mqtt import MqttSettings, connect_and_wait, new_client
+from api.examples import PANGYO_PLAN
 from collector.service import Collector
 from collector.settings import CollectorSettings
 from pilot.cli import app
@@ -49,6 +52,30 @@ def write_registry(folder: Path, devices: list[dict[str, Any]]) -> Path:
     path = folder / "devices.yaml"
     path.write_text(yaml.safe_dump({"devices": devices}, allow_unicode=True), encoding="utf-8")
     return path
+
+
+def two_day_plan(
+    start: dt.datetime, *, name: str, site: str, line: str, devices: list[str], output_devices: list[str], shift: str
+) -> dict[str, Any]:
+    """The Pangyo example plan on ``devices`` (no per-device products, no energy meters): a baseline day from
+    ``start``, then a pilot day, in UTC with one daily shift ``"HH:MM-HH:MM"``."""
+    body = copy.deepcopy(PANGYO_PLAN)
+    body.update(name=name, site=site, line=line, devices=devices, output_devices=output_devices, energy_meters=[])
+    for product in body["products"]:
+        product["per_device"] = {}
+    middle = start + dt.timedelta(days=1)
+    body["windows"] = [
+        {"name": "baseline", "phase": "baseline", "start": start.isoformat(), "end": middle.isoformat()},
+        {
+            "name": "pilot",
+            "phase": "pilot",
+            "start": middle.isoformat(),
+            "end": (middle + dt.timedelta(days=1)).isoformat(),
+        },
+    ]
+    shift_start, shift_end = shift.split("-")
+    body["calendar"] = {"timezone": "UTC", "shifts": [{"start": shift_start, "end": shift_end}]}
+    return body
 
 
 def registered_collector(
