@@ -119,19 +119,30 @@ def publish_all(settings: MqttSettings, messages: Iterable[tuple[str, bytes]], c
     return len(infos)
 
 
+def subscribed_client(
+    settings: MqttSettings,
+    client_id: str,
+    subscriptions: Iterable[str],
+    on_message: Callable[[paho.Client, object, paho.MQTTMessage], None],
+) -> paho.Client:
+    """A connected client whose QoS 1 ``subscriptions`` the broker has acknowledged, each message to ``on_message``."""
+    client = new_client(settings, client_id)
+    client.on_message = on_message
+    subscribed = threading.Event()
+    client.on_subscribe = lambda *args: subscribed.set()
+    connect_and_wait(client, settings)
+    client.subscribe([(subscription, 1) for subscription in subscriptions])
+    assert subscribed.wait(5)
+    return client
+
+
 class DeadLetters:
     """Collects what arrives on the dead-letter topic."""
 
     def __init__(self, settings: MqttSettings, root: str, client_id: str) -> None:
         self.messages: list[dict[str, Any]] = []
         self._lock = threading.Lock()
-        self._client = new_client(settings, client_id)
-        self._client.on_message = self._on_message
-        subscribed = threading.Event()
-        self._client.on_subscribe = lambda *args: subscribed.set()
-        connect_and_wait(self._client, settings)
-        self._client.subscribe(f"{root}/#", qos=1)
-        assert subscribed.wait(5)
+        self._client = subscribed_client(settings, client_id, [f"{root}/#"], self._on_message)
 
     def _on_message(self, client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
         with self._lock:

@@ -22,7 +22,14 @@ from adapters.influxdb import InfluxClient, InfluxSettings
 from adapters.mqtt import MqttConnectError, MqttSettings, connect_and_wait, new_client
 from pilot.cli import app
 from pilot_core.contract import topic_for
-from tests.support import collector_settings, count_points, publish_all, running_collector, wait_until
+from tests.support import (
+    collector_settings,
+    count_points,
+    publish_all,
+    running_collector,
+    subscribed_client,
+    wait_until,
+)
 from tests.support import run_pilot as pilot
 
 TS = 1_793_600_000_000
@@ -84,13 +91,9 @@ class Watcher:
 
     def __init__(self, settings: MqttSettings, client_id: str, subscription: str) -> None:
         self.topics: list[str] = []
-        self._client = new_client(settings, client_id)
-        self._client.on_message = lambda client, userdata, message: self.topics.append(message.topic)
-        subscribed = threading.Event()
-        self._client.on_subscribe = lambda *args: subscribed.set()
-        connect_and_wait(self._client, settings)
-        self._client.subscribe(subscription, qos=1)
-        assert subscribed.wait(5)
+        self._client = subscribed_client(
+            settings, client_id, [subscription], lambda client, userdata, message: self.topics.append(message.topic)
+        )
 
     def close(self) -> None:
         self._client.disconnect()
