@@ -119,6 +119,27 @@ def publish_all(settings: MqttSettings, messages: Iterable[tuple[str, bytes]], c
     return len(infos)
 
 
+def publish_for_reason_codes(
+    client: paho.Client, settings: MqttSettings, messages: Iterable[tuple[str, bytes]]
+) -> list[int]:
+    """Connect ``client``, publish ``messages`` with QoS 1 and return each PUBACK's reason code, in order (MQTT 5:
+    a refused message's PUBACK carries its refusal, a code of 0x80 or more)."""
+    acks: dict[int, int] = {}
+    acked = threading.Condition()
+
+    def on_publish(client: paho.Client, userdata: object, mid: int, reason: Any, props: object) -> None:
+        with acked:
+            acks[mid] = reason.value
+            acked.notify_all()
+
+    client.on_publish = on_publish
+    connect_and_wait(client, settings)
+    sent = [client.publish(topic, payload, qos=1) for topic, payload in messages]
+    with acked:
+        assert acked.wait_for(lambda: len(acks) == len(sent), 10)
+    return [acks[info.mid] for info in sent]
+
+
 def subscribed_client(
     settings: MqttSettings,
     client_id: str,
