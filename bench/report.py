@@ -493,6 +493,18 @@ def design_tables(result: dict[str, Any]) -> str:
     return "\n\n".join(parts)
 
 
+def measured_at(result: dict[str, Any]) -> str:
+    """How a benchmark section's note begins: when, and at which commit (and whether the tree had changes)."""
+    return f"Measured {result.get('started', '?')} at commit `{result.get('commit', '?')}`" + (
+        " (with uncommitted changes)" if result.get("dirty") else ""
+    )
+
+
+def load_average(result: dict[str, Any], key: str, spec: str) -> str:
+    """The run's recorded load averages under ``key``, each formatted with ``spec``; "?" if none were recorded."""
+    return ", ".join(f"{x:{spec}}" for x in result.get(key, [])) or "?"
+
+
 def sources_section(result: dict[str, Any] | None) -> str:
     """One agent process reading many machines (``bench.sources``): its own run, named, and its verdicts."""
     if result is None:
@@ -523,10 +535,9 @@ def sources_section(result: dict[str, Any] | None) -> str:
             verdict(None if install is None else install < TARGET_AGENT_INSTALL_MB),
         ),
     ]
-    load = ", ".join(f"{x:.2f}" for x in result.get("loadavg_at_start", [])) or "?"
+    load = load_average(result, "loadavg_at_start", ".2f")
     measured = (
-        f"Measured {result.get('started', '?')} at commit `{result.get('commit', '?')}`"
-        + (" (with uncommitted changes)" if result.get("dirty") else "")
+        measured_at(result)
         + f": {devices.get('modbus', '?')} Modbus TCP and {devices.get('opcua', '?')} OPC UA devices, sampled every"
         f" {number(result.get('sampling_s'), 'g')} s, over {number(result.get('measured_s'), '.0f')} s;"
         f" {result.get('threads', '?')} threads; load average at start {load}."
@@ -559,12 +570,10 @@ def console_section(result: dict[str, Any] | None) -> str:
             "–" if target is None else f"≤ {target * 1000:,.0f} ms",
             "–" if target is None else verdict(entry["median_s"] <= target),
         ))  # fmt: skip
-    load = ", ".join(f"{x:.1f}" for x in result.get("loadavg_at_end", [])) or "?"
+    load = load_average(result, "loadavg_at_end", ".1f")
     today = result.get("today_hours")
     measured = (
-        f"Measured {result.get('started', '?')} at commit `{result.get('commit', '?')}`"
-        + (" (with uncommitted changes)" if result.get("dirty") else "")
-        + f": the demo's {result.get('devices', '?')} devices over {result.get('days', '?')} days,"
+        measured_at(result) + f": the demo's {result.get('devices', '?')} devices over {result.get('days', '?')} days,"
         f" {result.get('today_messages', 0):,} messages of today so far"
         + (f" ({today:g} whole hours)" if today is not None else " (no whole hour yet)")
         + f"; {result.get('repeat', '?')} warm requests per page; {result.get('cpus', '?')} CPUs,"
@@ -600,10 +609,9 @@ def sparkplug_section(result: dict[str, Any] | None) -> str:
                 "1" if ratio is None else f"{ratio['median']:.2f} ({ratio['min']:.2f}–{ratio['max']:.2f})",
             )
         )
-    load = ", ".join(f"{x:.2f}" for x in result.get("loadavg_at_start", [])) or "?"
+    load = load_average(result, "loadavg_at_start", ".2f")
     measured = (
-        f"Measured {result.get('started', '?')} at commit `{result.get('commit', '?')}`"
-        + (" (with uncommitted changes)" if result.get("dirty") else "")
+        measured_at(result)
         + f": {result.get('points', 0):,} points of {result.get('metrics_per_point', '?')} metrics per form,"
         f" {result.get('repeat', '?')} repeats; {result.get('cores', '?')} cores, load average at start {load}."
     )

@@ -23,6 +23,7 @@ from pilot.evidence_cli import evidence_app, verify
 from pilot.grafana_cli import grafana_app
 from pilot.output import console, errors, fail, fit, table
 from pilot.report_cli import report
+from pilot.stopping import stopped_by_signals
 from pilot_core import contract
 from pilot_core.profiles import ProfileCatalog, ProfileErrors
 from simulators.scenario import Scenario, load_scenario
@@ -222,21 +223,18 @@ def agent(
         edge = Agent(settings.mqtt, site, line, device, device_profile, outbox, quota_mb=quota_mb)
     except (ValueError, OSError) as exc:  # an unusable TLS file, an outbox that cannot be opened
         raise fail(str(exc)) from None
-    stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
-    if metrics_port:
-        edge.serve_metrics("127.0.0.1", metrics_port)
-    edge.start()
-    rng = random.Random(seed)
-    sent = 0
-    errors.print(f"agent for {device} ({profile}) → {settings.mqtt.address}, a sample every {interval:g} s")
-    while not stop.is_set() and (not count or sent < count):
-        edge.telemetry(random_metrics(device_profile, rng))
-        sent += 1
-        stop.wait(interval)
-    left = edge.stop()
-    for sig, handler in previous.items():
-        signal.signal(sig, handler)
+    with stopped_by_signals() as stop:
+        if metrics_port:
+            edge.serve_metrics("127.0.0.1", metrics_port)
+        edge.start()
+        rng = random.Random(seed)
+        sent = 0
+        errors.print(f"agent for {device} ({profile}) → {settings.mqtt.address}, a sample every {interval:g} s")
+        while not stop.is_set() and (not count or sent < count):
+            edge.telemetry(random_metrics(device_profile, rng))
+            sent += 1
+            stop.wait(interval)
+        left = edge.stop()
     errors.print(f"recorded {sent:,} samples; {left:,} still in the outbox {outbox} for the next start")
 
 
@@ -599,30 +597,24 @@ def rollups(
     from kpi_engine.service import EvaluationStopped
     from pilot.engine import kpi_engine
 
-    stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     failed = 0
-    try:
-        with kpi_engine(config) as (service, _database, settings):
-            looked_back = settings.rollup_late_days if late_days is None else late_days
-            service.hours.stopping = stop.is_set
-            while True:
-                began = time.monotonic()
-                try:
-                    run = roll_up(service.demonstrations, service.hours, demonstration, late_days=looked_back or None)
-                except EvaluationStopped:
-                    break  # Ctrl-C: what was built is stored
-                for slug, stored in run.stored.items():
-                    console.print(f"{slug}: {stored:,} device-hours stored", highlight=False)
-                for ref, reason in run.failed.items():
-                    errors.print(f"[red]error:[/red] {ref}: {reason}", highlight=False)
-                failed = len(run.failed)
-                console.print(f"took {time.monotonic() - began:.1f} s", highlight=False)
-                if not every or stop.wait(every):
-                    break
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    with stopped_by_signals() as stop, kpi_engine(config) as (service, _database, settings):
+        looked_back = settings.rollup_late_days if late_days is None else late_days
+        service.hours.stopping = stop.is_set
+        while True:
+            began = time.monotonic()
+            try:
+                run = roll_up(service.demonstrations, service.hours, demonstration, late_days=looked_back or None)
+            except EvaluationStopped:
+                break  # Ctrl-C: what was built is stored
+            for slug, stored in run.stored.items():
+                console.print(f"{slug}: {stored:,} device-hours stored", highlight=False)
+            for ref, reason in run.failed.items():
+                errors.print(f"[red]error:[/red] {ref}: {reason}", highlight=False)
+            failed = len(run.failed)
+            console.print(f"took {time.monotonic() - began:.1f} s", highlight=False)
+            if not every or stop.wait(every):
+                break
     if failed:
         raise typer.Exit(1)
 

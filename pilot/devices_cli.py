@@ -80,6 +80,20 @@ def _files(broker_dir: Path) -> BrokerFiles:
     return BrokerFiles(broker_dir)
 
 
+def _remove_account(broker_dir: Path, username: str, kind: type, what: str) -> None:
+    """Remove the account ``username``, which must be a ``kind`` (``what`` names that kind in the error)."""
+    from pilot_core.broker_accounts import AccountError
+    from pilot_core.profiles import ProfileErrors
+
+    try:
+        with _files(broker_dir).editing() as book:
+            if not isinstance(book.get(username), kind):
+                raise AccountError(f"there is no {what} {username!r}")
+            book.remove(username)
+    except (AccountError, ProfileErrors, ValueError) as exc:
+        raise fail(str(exc)) from None
+
+
 def _say(message: str) -> None:
     errors.print(message, highlight=False, markup=False)
 
@@ -424,16 +438,12 @@ def revoke_sparkplug_node(
 ) -> None:
     """Remove a Sparkplug edge node's account: after the broker's reload it can neither connect nor publish."""
     from pilot_core.broker_accounts import AccountError, SparkplugNodeAccount, sparkplug_node_username
-    from pilot_core.profiles import ProfileErrors
 
     try:
         username = sparkplug_node_username(group, edge_node)
-        with _files(broker_dir).editing() as book:
-            if not isinstance(book.get(username), SparkplugNodeAccount):
-                raise AccountError(f"there is no Sparkplug edge node account {username!r}")
-            book.remove(username)
-    except (AccountError, ProfileErrors, ValueError) as exc:
+    except AccountError as exc:
         raise fail(str(exc)) from None
+    _remove_account(broker_dir, username, SparkplugNodeAccount, "Sparkplug edge node account")
     _say(f"removed the broker account of Sparkplug edge node {edge_node!r} (group {group!r}); {RELOAD_HINT}")
 
 
@@ -453,16 +463,9 @@ def revoke_service(
     broker_dir: BrokerDir = DEFAULT_BROKER_DIR,
 ) -> None:
     """Remove a service account."""
-    from pilot_core.broker_accounts import AccountError, ServiceAccount
-    from pilot_core.profiles import ProfileErrors
+    from pilot_core.broker_accounts import ServiceAccount
 
-    try:
-        with _files(broker_dir).editing() as book:
-            if not isinstance(book.get(name), ServiceAccount):
-                raise AccountError(f"there is no service account {name!r}")
-            book.remove(name)
-    except (AccountError, ProfileErrors, ValueError) as exc:
-        raise fail(str(exc)) from None
+    _remove_account(broker_dir, name, ServiceAccount, "service account")
     _say(f"removed the service account {name!r}; {RELOAD_HINT}")
 
 

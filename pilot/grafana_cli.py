@@ -7,14 +7,13 @@ demonstration dashboards read: the daily KPI components of settled days.
 
 from __future__ import annotations
 
-import signal
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from pilot.output import console, errors, fail
+from pilot.stopping import stopped_by_signals
 
 if TYPE_CHECKING:
     from collector.settings import CollectorSettings
@@ -182,17 +181,12 @@ def publish(
 ) -> None:
     """Write the daily KPI components of settled days to InfluxDB, for the before/after dashboards."""
     settings = _settings(config)
-    stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with stopped_by_signals() as stop:
         while True:
             failed = _publish_once(settings, demonstration, version, refresh)
             refresh = False  # re-reading everything once is enough
             if not every or stop.wait(every):
                 break
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     if failed:
         raise typer.Exit(1)
 

@@ -24,9 +24,10 @@ import hashlib
 import hmac
 import re
 from collections.abc import Iterable, Iterator
+from typing import Annotated
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pilot_core.contract import CONTRACT_VERSION, TOPIC_ROOT
 from pilot_core.ids import check_id
@@ -157,24 +158,23 @@ def _check_hash(value: str) -> str:
     return value
 
 
+# A password-file hash field: every account's is checked the same way.
+MosquittoHash = Annotated[str, AfterValidator(_check_hash)]
+
+
 class DeviceAccount(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     site: str
     line: str
     device: str
-    password_hash: str
+    password_hash: MosquittoHash
     password_set_at: str = Field(default="", description="When the password was made, RFC 3339 UTC")
 
     @model_validator(mode="after")
     def _usable_username(self) -> DeviceAccount:
         device_username(self.site, self.line, self.device)
         return self
-
-    @field_validator("password_hash")
-    @classmethod
-    def _mosquitto_hash(cls, value: str) -> str:
-        return _check_hash(value)
 
     @property
     def username(self) -> str:
@@ -191,18 +191,13 @@ class SparkplugNodeAccount(BaseModel):
 
     group: str
     edge_node: str
-    password_hash: str
+    password_hash: MosquittoHash
     password_set_at: str = Field(default="", description="When the password was made, RFC 3339 UTC")
 
     @model_validator(mode="after")
     def _usable_username(self) -> SparkplugNodeAccount:
         sparkplug_node_username(self.group, self.edge_node)
         return self
-
-    @field_validator("password_hash")
-    @classmethod
-    def _mosquitto_hash(cls, value: str) -> str:
-        return _check_hash(value)
 
     @property
     def username(self) -> str:
@@ -251,7 +246,7 @@ class ServiceAccount(BaseModel):
 
     name: str
     role: Role
-    password_hash: str
+    password_hash: MosquittoHash
     password_set_at: str = ""
     # Read from older documents only: the broker makes the username the client id, so a collector's is its name.
     client_ids: list[str] = Field(default_factory=list)
@@ -270,11 +265,6 @@ class ServiceAccount(BaseModel):
                 " letter or digit"
             )
         return value
-
-    @field_validator("password_hash")
-    @classmethod
-    def _mosquitto_hash(cls, value: str) -> str:
-        return _check_hash(value)
 
     @model_validator(mode="after")
     def _collector_topics(self) -> ServiceAccount:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import datetime as dt
 import json
 import tempfile
 import threading
@@ -12,14 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
+import yaml
 from typer.testing import CliRunner
 
+from adapters.catalog import load_profiles
 from adapters.influxdb import InfluxClient, InfluxSettings
 from adapters.mqtt import MqttSettings, connect_and_wait, new_client
+from api.examples import PANGYO_PLAN
 from collector.service import Collector
 from collector.settings import CollectorSettings
 from pilot.cli import app
-from pilot_core.registry import DeviceRegistry
+from pilot_core.registry import DeviceEntry, DeviceRegistry
 
 
 def run_pilot(*args: str) -> dict[str, Any]:
@@ -40,6 +45,54 @@ def collector_settings(
     }
     values.update(overrides)
     return CollectorSettings(mqtt=mqtt, influx=influx, client_id=client_id, **values)
+
+
+def write_registry(folder: Path, devices: list[dict[str, Any]]) -> Path:
+    """``folder/devices.yaml``, the device registry file listing ``devices``."""
+    path = folder / "devices.yaml"
+    path.write_text(yaml.safe_dump({"devices": devices}, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def two_day_plan(
+    start: dt.datetime, *, name: str, site: str, line: str, devices: list[str], output_devices: list[str], shift: str
+) -> dict[str, Any]:
+    """The Pangyo example plan on ``devices`` (no per-device products, no energy meters): a baseline day from
+    ``start``, then a pilot day, in UTC with one daily shift ``"HH:MM-HH:MM"``."""
+    body = copy.deepcopy(PANGYO_PLAN)
+    body.update(name=name, site=site, line=line, devices=devices, output_devices=output_devices, energy_meters=[])
+    for product in body["products"]:
+        product["per_device"] = {}
+    middle = start + dt.timedelta(days=1)
+    body["windows"] = [
+        {"name": "baseline", "phase": "baseline", "start": start.isoformat(), "end": middle.isoformat()},
+        {
+            "name": "pilot",
+            "phase": "pilot",
+            "start": middle.isoformat(),
+            "end": (middle + dt.timedelta(days=1)).isoformat(),
+        },
+    ]
+    shift_start, shift_end = shift.split("-")
+    body["calendar"] = {"timezone": "UTC", "shifts": [{"start": shift_start, "end": shift_end}]}
+    return body
+
+
+def registered_collector(
+    folder: Path,
+    mqtt: MqttSettings,
+    influx: InfluxSettings,
+    client_id: str,
+    entries: list[DeviceEntry],
+    **overrides: Any,
+) -> tuple[CollectorSettings, DeviceRegistry]:
+    """Collector settings whose registry file (``folder/devices.yaml``) holds ``entries``, a SQLite database in
+    ``folder``, and that registry."""
+    devices_file = write_registry(folder, [entry.model_dump() for entry in entries])
+    settings = collector_settings(
+        mqtt, influx, client_id, devices_file=devices_file, database_url=f"sqlite:///{folder / 'pilot.db'}", **overrides
+    )
+    return settings, DeviceRegistry(entries, load_profiles(settings.profiles_dir))
 
 
 @contextmanager
@@ -66,19 +119,51 @@ def publish_all(settings: MqttSettings, messages: Iterable[tuple[str, bytes]], c
     return len(infos)
 
 
+def publish_for_reason_codes(
+    client: paho.Client, settings: MqttSettings, messages: Iterable[tuple[str, bytes]]
+) -> list[int]:
+    """Connect ``client``, publish ``messages`` with QoS 1 and return each PUBACK's reason code, in order (MQTT 5:
+    a refused message's PUBACK carries its refusal, a code of 0x80 or more)."""
+    acks: dict[int, int] = {}
+    acked = threading.Condition()
+
+    def on_publish(client: paho.Client, userdata: object, mid: int, reason: Any, props: object) -> None:
+        with acked:
+            acks[mid] = reason.value
+            acked.notify_all()
+
+    client.on_publish = on_publish
+    connect_and_wait(client, settings)
+    sent = [client.publish(topic, payload, qos=1) for topic, payload in messages]
+    with acked:
+        assert acked.wait_for(lambda: len(acks) == len(sent), 10)
+    return [acks[info.mid] for info in sent]
+
+
+def subscribed_client(
+    settings: MqttSettings,
+    client_id: str,
+    subscriptions: Iterable[str],
+    on_message: Callable[[paho.Client, object, paho.MQTTMessage], None],
+) -> paho.Client:
+    """A connected client whose QoS 1 ``subscriptions`` the broker has acknowledged, each message to ``on_message``."""
+    client = new_client(settings, client_id)
+    client.on_message = on_message
+    subscribed = threading.Event()
+    client.on_subscribe = lambda *args: subscribed.set()
+    connect_and_wait(client, settings)
+    client.subscribe([(subscription, 1) for subscription in subscriptions])
+    assert subscribed.wait(5)
+    return client
+
+
 class DeadLetters:
     """Collects what arrives on the dead-letter topic."""
 
     def __init__(self, settings: MqttSettings, root: str, client_id: str) -> None:
         self.messages: list[dict[str, Any]] = []
         self._lock = threading.Lock()
-        self._client = new_client(settings, client_id)
-        self._client.on_message = self._on_message
-        subscribed = threading.Event()
-        self._client.on_subscribe = lambda *args: subscribed.set()
-        connect_and_wait(self._client, settings)
-        self._client.subscribe(f"{root}/#", qos=1)
-        assert subscribed.wait(5)
+        self._client = subscribed_client(settings, client_id, [f"{root}/#"], self._on_message)
 
     def _on_message(self, client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
         with self._lock:

@@ -27,7 +27,15 @@ from pilot_core.contract import topic_for
 from pilot_core.registry import DeviceEntry, DeviceRegistry
 from tests.certificates import Certificates, make_certificates
 from tests.network import Factory, factory_network
-from tests.support import collector_settings, count_points, publish_all, run_pilot, running_collector, wait_until
+from tests.support import (
+    collector_settings,
+    count_points,
+    publish_all,
+    run_pilot,
+    running_collector,
+    subscribed_client,
+    wait_until,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 SITE_CONF = ROOT / "deploy" / "mosquitto" / "site.conf"
@@ -136,13 +144,7 @@ class Listener:
     def __init__(self, settings: MqttSettings, client_id: str, *subscriptions: str) -> None:
         self.messages: dict[str, list[bytes]] = {}
         self._lock = threading.Lock()
-        self._client = new_client(settings, client_id)
-        self._client.on_message = self._on_message
-        subscribed = threading.Event()
-        self._client.on_subscribe = lambda *args: subscribed.set()
-        connect_and_wait(self._client, settings)
-        self._client.subscribe([(subscription, 1) for subscription in subscriptions])
-        assert subscribed.wait(5)
+        self._client = subscribed_client(settings, client_id, subscriptions, self._on_message)
 
     def _on_message(self, client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
         with self._lock:

@@ -8,9 +8,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import paho.mqtt.client as paho
 import pytest
 from pydantic import SecretStr
 from typer.testing import CliRunner
@@ -22,7 +20,15 @@ from adapters.influxdb import InfluxClient, InfluxSettings
 from adapters.mqtt import MqttConnectError, MqttSettings, connect_and_wait, new_client
 from pilot.cli import app
 from pilot_core.contract import topic_for
-from tests.support import collector_settings, count_points, publish_all, running_collector, wait_until
+from tests.support import (
+    collector_settings,
+    count_points,
+    publish_all,
+    publish_for_reason_codes,
+    running_collector,
+    subscribed_client,
+    wait_until,
+)
 from tests.support import run_pilot as pilot
 
 TS = 1_793_600_000_000
@@ -84,13 +90,9 @@ class Watcher:
 
     def __init__(self, settings: MqttSettings, client_id: str, subscription: str) -> None:
         self.topics: list[str] = []
-        self._client = new_client(settings, client_id)
-        self._client.on_message = lambda client, userdata, message: self.topics.append(message.topic)
-        subscribed = threading.Event()
-        self._client.on_subscribe = lambda *args: subscribed.set()
-        connect_and_wait(self._client, settings)
-        self._client.subscribe(subscription, qos=1)
-        assert subscribed.wait(5)
+        self._client = subscribed_client(
+            settings, client_id, [subscription], lambda client, userdata, message: self.topics.append(message.topic)
+        )
 
     def close(self) -> None:
         self._client.disconnect()
@@ -112,24 +114,11 @@ def test_a_device_publishing_to_another_devices_topic_is_refused_and_nothing_lan
     settings = collector_settings(line.settings("collector-a"), influx_settings, "collector-a")
     with running_collector(settings, registry), InfluxClient(influx_settings) as influx:
         device = new_client(line.settings(own_user), f"{unique_id}-device")
-        acks: dict[int, int] = {}
-        acked = threading.Condition()
-
-        def on_publish(client: paho.Client, userdata: object, mid: int, reason: Any, props: object) -> None:
-            with acked:
-                acks[mid] = reason.value
-                acked.notify_all()
-
-        device.on_publish = on_publish
-        connect_and_wait(device, line.settings(own_user))
-        sent = [
-            device.publish(*telemetry(OWN, 0), qos=1),
-            device.publish(*telemetry(OTHER, 0), qos=1),  # pretending to be the other device
-            device.publish(*telemetry(OWN, 1), qos=1),
-        ]
-        with acked:
-            assert acked.wait_for(lambda: len(acks) == 3, 10)
-        own_first, forged, own_last = (acks[info.mid] for info in sent)
+        own_first, forged, own_last = publish_for_reason_codes(
+            device,
+            line.settings(own_user),
+            [telemetry(OWN, 0), telemetry(OTHER, 0), telemetry(OWN, 1)],  # the second pretends to be the other device
+        )
         assert forged == NOT_AUTHORIZED  # MQTT 5: the PUBACK carries the refusal
         assert own_first < 0x80 and own_last < 0x80
         device.disconnect()

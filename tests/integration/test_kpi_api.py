@@ -15,9 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from adapters.catalog import load_profiles
 from adapters.influxdb import InfluxClient, InfluxSettings
 from adapters.mqtt import MqttSettings
 from api.main import create_app
@@ -26,7 +24,13 @@ from pilot_core.contract import topic_for
 from pilot_core.registry import DeviceEntry, DeviceRegistry
 from pilot_core.validation import PRODUCTION_MEASUREMENT, STATE_MEASUREMENT
 from tests.api_support import admin_client
-from tests.support import collector_settings, count_points, publish_all, running_collector, wait_until
+from tests.support import (
+    count_points,
+    publish_all,
+    registered_collector,
+    running_collector,
+    wait_until,
+)
 
 SEOUL = dt.timezone(dt.timedelta(hours=9))
 BASELINE_DAY = dt.datetime(2026, 11, 2, tzinfo=SEOUL)  # a Monday
@@ -96,16 +100,10 @@ def api_settings(
 ) -> Iterator[tuple[CollectorSettings, DeviceRegistry, str]]:
     site, line = f"시화-{unique_id}", "라인 1"
     entry = DeviceEntry(site=site, line=line, device=DEVICE, profile="conveyor")
-    devices_file = tmp_path / "devices.yaml"
-    devices_file.write_text(yaml.safe_dump({"devices": [entry.model_dump()]}, allow_unicode=True), encoding="utf-8")
-    settings = collector_settings(
-        mqtt_settings,
-        influx_settings,
-        f"collector-{unique_id}",
-        devices_file=devices_file,
-        database_url=f"sqlite:///{tmp_path / 'pilot.db'}",
+    settings, registry = registered_collector(
+        tmp_path, mqtt_settings, influx_settings, f"collector-{unique_id}", [entry]
     )
-    yield settings, DeviceRegistry([entry], load_profiles(settings.profiles_dir)), site
+    yield settings, registry, site
 
 
 def test_the_oee_worked_example_through_mqtt_influxdb_and_the_api(

@@ -18,9 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from adapters.catalog import load_profiles
 from adapters.influxdb import InfluxClient, InfluxSettings
 from adapters.mqtt import MqttSettings
 from api.main import create_app
@@ -29,7 +27,13 @@ from pilot_core.contract import topic_for
 from pilot_core.registry import DeviceEntry, DeviceRegistry
 from pilot_core.validation import PRODUCTION_MEASUREMENT
 from tests.api_support import admin_client
-from tests.support import collector_settings, count_points, publish_all, running_collector, wait_until
+from tests.support import (
+    count_points,
+    publish_all,
+    registered_collector,
+    running_collector,
+    wait_until,
+)
 
 SEOUL = dt.timezone(dt.timedelta(hours=9))
 BASELINE_DAY = dt.datetime(2026, 11, 9, tzinfo=SEOUL)  # a Monday
@@ -111,18 +115,10 @@ def line(
     site = f"판교-{unique_id}"
     entries = [DeviceEntry(site=site, line=LINE, device=d, profile=p[0]) for d, p in STATIONS.items()]
     entries.append(DeviceEntry(site=site, line=LINE, device=SILENT, profile="cnc_machine"))
-    devices_file = tmp_path / "devices.yaml"
-    devices_file.write_text(
-        yaml.safe_dump({"devices": [e.model_dump() for e in entries]}, allow_unicode=True), encoding="utf-8"
+    settings, registry = registered_collector(
+        tmp_path, mqtt_settings, influx_settings, f"collector-{unique_id}", entries
     )
-    settings = collector_settings(
-        mqtt_settings,
-        influx_settings,
-        f"collector-{unique_id}",
-        devices_file=devices_file,
-        database_url=f"sqlite:///{tmp_path / 'pilot.db'}",
-    )
-    yield settings, DeviceRegistry(entries, load_profiles(settings.profiles_dir)), site
+    yield settings, registry, site
 
 
 def test_a_line_of_unlike_stations_reads_its_cycle_time_at_its_output(

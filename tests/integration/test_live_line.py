@@ -16,9 +16,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-import yaml
 
-from adapters.catalog import load_profiles
 from adapters.influxdb import InfluxClient, InfluxSettings
 from adapters.mqtt import MqttSettings
 from api.main import create_app
@@ -29,7 +27,13 @@ from pilot_core.live import COLLECTOR_HEALTH_MEASUREMENT, DEAD_LETTER_MEASUREMEN
 from pilot_core.registry import DeviceEntry, DeviceRegistry
 from pilot_core.validation import PRODUCTION_MEASUREMENT, STATE_MEASUREMENT
 from tests.api_support import admin_client, key_headers
-from tests.support import collector_settings, count_points, publish_all, running_collector, wait_until
+from tests.support import (
+    count_points,
+    publish_all,
+    registered_collector,
+    running_collector,
+    wait_until,
+)
 
 DEVICE = "컨베이어-1"
 LINE = "라인 1"
@@ -47,17 +51,10 @@ def line(
 ) -> Iterator[tuple[CollectorSettings, DeviceRegistry, str]]:
     site = f"시화-{unique_id}"
     entry = DeviceEntry(site=site, line=LINE, device=DEVICE, profile="conveyor", organisation="startup-a")
-    devices_file = tmp_path / "devices.yaml"
-    devices_file.write_text(yaml.safe_dump({"devices": [entry.model_dump()]}, allow_unicode=True), encoding="utf-8")
-    settings = collector_settings(
-        mqtt_settings,
-        influx_settings,
-        f"collector-{unique_id}",
-        devices_file=devices_file,
-        database_url=f"sqlite:///{tmp_path / 'pilot.db'}",
-        health_interval_s=0.2,
+    settings, registry = registered_collector(
+        tmp_path, mqtt_settings, influx_settings, f"collector-{unique_id}", [entry], health_interval_s=0.2
     )
-    yield settings, DeviceRegistry([entry], load_profiles(settings.profiles_dir)), site
+    yield settings, registry, site
 
 
 def plan(site: str, zone: ZoneInfo, day: dt.datetime) -> dict[str, Any]:

@@ -7,7 +7,6 @@ freezing at once one wins and the other is told (409), two amendments at once be
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import functools
 import os
@@ -23,7 +22,6 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 from sqlalchemy import create_engine, func, select, text
 
 from adapters import local_services
@@ -37,7 +35,7 @@ from pilot_core.demonstration import DemonstrationPlan
 from pilot_core.line_protocol import encode_point
 from pilot_core.validation import PRODUCTION_MEASUREMENT, STATE_MEASUREMENT
 from tests.api_support import TESTS
-from tests.support import wait_until
+from tests.support import two_day_plan, wait_until, write_registry
 
 Value = int | float | bool | str
 SITE, LINE = "replica-site", "L1"
@@ -50,22 +48,9 @@ REQUESTS = 24  # bounded: 12 per replica, 6 at a time
 
 
 def plan(name: str = "Replicated cell") -> dict[str, Any]:
-    body = copy.deepcopy(PANGYO_PLAN)
-    body.update(name=name, site=SITE, line=LINE, devices=DEVICES, output_devices=DEVICES[-1:], energy_meters=[])
-    for product in body["products"]:
-        product["per_device"] = {}
-    middle = START + dt.timedelta(days=1)
-    body["windows"] = [
-        {"name": "baseline", "phase": "baseline", "start": START.isoformat(), "end": middle.isoformat()},
-        {
-            "name": "pilot",
-            "phase": "pilot",
-            "start": middle.isoformat(),
-            "end": (middle + dt.timedelta(days=1)).isoformat(),
-        },
-    ]
-    body["calendar"] = {"timezone": "UTC", "shifts": [{"start": "06:00", "end": "22:00"}]}
-    return body
+    return two_day_plan(
+        START, name=name, site=SITE, line=LINE, devices=DEVICES, output_devices=DEVICES[-1:], shift="06:00-22:00"
+    )
 
 
 def _points() -> list[str]:
@@ -134,9 +119,9 @@ def shared_url(empty_url: str) -> str:
 @contextmanager
 def replicas(url: str, influx: InfluxSettings, folder: Path, count: int = 2) -> Iterator[list[str]]:
     """``count`` `pilot api` processes over one database, each on its own port; their base URLs."""
-    registry = folder / "devices.yaml"
-    entries = [{"site": SITE, "line": LINE, "device": d, "profile": "cobot_arm"} for d in DEVICES]
-    registry.write_text(yaml.safe_dump({"devices": entries}), encoding="utf-8")
+    registry = write_registry(
+        folder, [{"site": SITE, "line": LINE, "device": d, "profile": "cobot_arm"} for d in DEVICES]
+    )
     env = {
         **os.environ,
         "PILOT_INFLUX__URL": influx.url,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import os
 import subprocess
@@ -10,7 +9,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
 from fastapi.testclient import TestClient
 
 from adapters.influxdb import InfluxClient, InfluxSettings
@@ -21,7 +19,7 @@ from collector.settings import CollectorSettings
 from pilot_core.line_protocol import encode_point
 from pilot_core.validation import PRODUCTION_MEASUREMENT, STATE_MEASUREMENT
 from tests.api_support import admin_client, key_headers
-from tests.support import wait_until
+from tests.support import two_day_plan, wait_until, write_registry
 
 SITE, LINE, DEVICE = "late-site", "L1", "press"
 HOUR_MS = 3_600_000
@@ -32,22 +30,9 @@ TAGS = (("site", SITE), ("line", LINE), ("device", DEVICE))
 
 
 def _plan() -> dict[str, Any]:
-    body = copy.deepcopy(PANGYO_PLAN)
-    body.update(name="Late data", site=SITE, line=LINE, devices=[DEVICE], output_devices=[DEVICE], energy_meters=[])
-    for product in body["products"]:
-        product["per_device"] = {}
-    middle = START + dt.timedelta(days=1)
-    body["windows"] = [
-        {"name": "baseline", "phase": "baseline", "start": START.isoformat(), "end": middle.isoformat()},
-        {
-            "name": "pilot",
-            "phase": "pilot",
-            "start": middle.isoformat(),
-            "end": (START + dt.timedelta(days=2)).isoformat(),
-        },
-    ]
-    body["calendar"] = {"timezone": "UTC", "shifts": [{"start": "00:00", "end": "23:59"}]}
-    return body
+    return two_day_plan(
+        START, name="Late data", site=SITE, line=LINE, devices=[DEVICE], output_devices=[DEVICE], shift="00:00-23:59"
+    )
 
 
 def _parts(hour: int, count: int, first_seq: int, offset_ms: int = 0) -> list[str]:
@@ -78,11 +63,7 @@ def _rollups(env: dict[str, str], folder: Path) -> str:
 def test_the_job_builds_hours_first_and_takes_in_late_data_for_a_settled_hour(
     tmp_path: Path, influx_settings: InfluxSettings
 ) -> None:
-    registry = tmp_path / "devices.yaml"
-    registry.write_text(
-        yaml.safe_dump({"devices": [{"site": SITE, "line": LINE, "device": DEVICE, "profile": "cobot_arm"}]}),
-        encoding="utf-8",
-    )
+    registry = write_registry(tmp_path, [{"site": SITE, "line": LINE, "device": DEVICE, "profile": "cobot_arm"}])
     url = f"sqlite:///{tmp_path / 'pilot.db'}"
     env = {
         **os.environ,
@@ -137,11 +118,7 @@ def test_the_job_builds_hours_first_and_takes_in_late_data_for_a_settled_hour(
 def test_the_apis_background_task_builds_the_hours_before_anyone_asks(
     tmp_path: Path, influx_settings: InfluxSettings
 ) -> None:
-    registry = tmp_path / "devices.yaml"
-    registry.write_text(
-        yaml.safe_dump({"devices": [{"site": SITE, "line": LINE, "device": DEVICE, "profile": "cobot_arm"}]}),
-        encoding="utf-8",
-    )
+    registry = write_registry(tmp_path, [{"site": SITE, "line": LINE, "device": DEVICE, "profile": "cobot_arm"}])
     with InfluxClient(influx_settings) as influx:
         influx.ensure_database()
         assert influx.write([line for hour in range(48) for line in _parts(hour, 3, 1 + hour * 3)]).status == 204

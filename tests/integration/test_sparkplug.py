@@ -27,11 +27,18 @@ import yaml
 
 from adapters.catalog import load_profiles
 from adapters.influxdb import InfluxClient, InfluxSettings
-from adapters.mqtt import MqttSettings, connect_and_wait, new_client
+from adapters.mqtt import MqttSettings
 from adapters.sparkplug import sparkplug_b_pb2 as pb
 from collector.settings import CollectorSettings
 from pilot_core.registry import DeviceEntry, DeviceRegistry
-from tests.support import DeadLetters, collector_settings, count_points, running_collector, wait_until
+from tests.support import (
+    DeadLetters,
+    collector_settings,
+    count_points,
+    running_collector,
+    subscribed_client,
+    wait_until,
+)
 
 # pysparkplug 0.6.1 pins paho-mqtt<2 (scripts/setup.sh installs it without that pin). On paho-mqtt 2 it runs
 # with VERSION1 callbacks; the one call paho 2 dropped is message_retry_set, since paho 2 retries by itself.
@@ -89,13 +96,7 @@ class Watcher:
     def __init__(self, mqtt: MqttSettings, client_id: str, *filters: str) -> None:
         self.messages: list[tuple[str, bytes, bool]] = []
         self._lock = threading.Lock()
-        self.client = new_client(mqtt, client_id)
-        self.client.on_message = self._on_message
-        subscribed = threading.Event()
-        self.client.on_subscribe = lambda *args: subscribed.set()
-        connect_and_wait(self.client, mqtt)
-        self.client.subscribe([(f, 1) for f in filters])
-        assert subscribed.wait(5)
+        self.client = subscribed_client(mqtt, client_id, filters, self._on_message)
 
     def _on_message(self, client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
         with self._lock:

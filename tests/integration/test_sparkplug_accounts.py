@@ -10,9 +10,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import paho.mqtt.client as paho
 import pysparkplug as spb
 import pytest
 import yaml
@@ -21,9 +19,9 @@ from pydantic import SecretStr
 from adapters import local_services
 from adapters.broker_accounts import BrokerFiles, new_password_hash
 from adapters.influxdb import InfluxClient, InfluxSettings
-from adapters.mqtt import MqttSettings, connect_and_wait, new_client
+from adapters.mqtt import MqttSettings, new_client
 from tests.integration.test_sparkplug import DEAD_ROOT, DEVICE, T0, Watcher, birth_metrics, host_settings, registry
-from tests.support import count_points, running_collector, wait_until
+from tests.support import count_points, publish_for_reason_codes, running_collector, wait_until
 from tests.support import run_pilot as pilot
 
 pytestmark = pytest.mark.filterwarnings("ignore:Callback API version 1 is deprecated:DeprecationWarning")
@@ -126,16 +124,6 @@ def test_an_edge_node_account_cannot_publish_as_another_edge_node_or_group(
     watcher = Watcher(secured.mqtt("watcher", "watch"), "watcher", "spBv1.0/#")
     node_mqtt = secured.mqtt(secured.node_user, secured.node_password)
     node = new_client(node_mqtt, f"{unique_id}-node")
-    acks: dict[int, int] = {}
-    acked = threading.Condition()
-
-    def on_publish(client: paho.Client, userdata: object, mid: int, reason: Any, props: object) -> None:
-        with acked:
-            acks[mid] = reason.value
-            acked.notify_all()
-
-    node.on_publish = on_publish
-    connect_and_wait(node, node_mqtt)
     topics = [
         f"spBv1.0/{GROUP}/NDATA/{NODE}",  # its own: allowed
         f"spBv1.0/{GROUP}/NDATA/line4",  # another edge node of its group
@@ -145,10 +133,7 @@ def test_an_edge_node_account_cannot_publish_as_another_edge_node_or_group(
         f"spBv1.0/STATE/host-{HOST}",  # the host's STATE
         f"spBv1.0/{GROUP}/DDATA/{NODE}/{DEVICE}",  # its own device: allowed
     ]
-    sent = [node.publish(topic, b"\x08\x01", qos=1) for topic in topics]
-    with acked:
-        assert acked.wait_for(lambda: len(acks) == len(topics), 10)
-    codes = [acks[info.mid] for info in sent]
+    codes = publish_for_reason_codes(node, node_mqtt, [(topic, b"\x08\x01") for topic in topics])
     assert codes[0] < 0x80 and codes[-1] < 0x80
     assert codes[1:-1] == [NOT_AUTHORIZED] * (len(topics) - 2)  # MQTT 5: each PUBACK carries the refusal
     # The broker delivers one client's messages in order: once the last has come, the refused ones never will.
