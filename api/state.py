@@ -29,9 +29,12 @@ class ApiState:
     stored_summaries: StoredSummaries = field(default_factory=StoredSummaries)  # likewise
     # Set when the server shuts down: evaluations still running in worker threads give up at their next read.
     stopping: threading.Event = field(default_factory=threading.Event)
-    sessions: SessionStore = field(default_factory=SessionStore)  # the console's, signed in with API keys
+    sessions: SessionStore = field(init=False)  # the console's, signed in with API keys, in the database
     _polled: InfluxClient | None = field(default=None, repr=False)
     _polled_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        self.sessions = SessionStore(self.database)
 
     @classmethod
     def from_settings(cls, settings: CollectorSettings, database: Database | None = None) -> ApiState:

@@ -6,14 +6,20 @@ import builtins
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from adapters.sql import audit
 from adapters.sql.database import Database
 from adapters.sql.errors import DuplicateOrganisation, InvalidKeyScope, NotFound
-from adapters.sql.models import ApiKeyRecord, DemonstrationRecord, OrganisationRecord, SignInLinkRecord
+from adapters.sql.models import (
+    ApiKeyRecord,
+    ConsoleSessionRecord,
+    DemonstrationRecord,
+    OrganisationRecord,
+    SignInLinkRecord,
+)
 from adapters.sql.repository import DemonstrationRepository, check_slug, organisation_id
 from pilot_core import api_keys
 from pilot_core.access import Actor, Principal, Role
@@ -39,6 +45,16 @@ class ApiKey:
     demonstration: str | None  # slug of the one demonstration it is limited to
     created_at: dt.datetime
     revoked_at: dt.datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleSessionRow:
+    """A stored console session, with the caller its key names now (None once the key is revoked)."""
+
+    principal: Principal | None
+    created_at: dt.datetime
+    last_seen_at: dt.datetime
+    expires_at: dt.datetime
 
 
 def _now() -> dt.datetime:
@@ -250,6 +266,67 @@ class AccessRepository:
                 return None
             key_id = session.scalar(select(ApiKeyRecord.key_id).where(ApiKeyRecord.id == key_row_id))
         return None if key_id is None else self.principal(key_id)
+
+    # --- console sessions (the policy, idle and absolute expiry, is api.console.sessions')
+
+    def add_console_session(self, token_sha256: str, key_id: str, now: dt.datetime, expires_at: dt.datetime) -> None:
+        with self._db.transaction() as session:
+            record = self._key_row(session, key_id)[0]
+            session.add(
+                ConsoleSessionRecord(
+                    token_sha256=token_sha256,
+                    api_key_id=record.id,
+                    created_at=now,
+                    last_seen_at=now,
+                    expires_at=expires_at,
+                )
+            )
+
+    def console_session(self, token_sha256: str) -> ConsoleSessionRow | None:
+        query = _KEYS.add_columns(ConsoleSessionRecord).join(
+            ConsoleSessionRecord, ConsoleSessionRecord.api_key_id == ApiKeyRecord.id
+        )
+        with self._db.transaction() as session:
+            row = session.execute(query.where(ConsoleSessionRecord.token_sha256 == token_sha256)).one_or_none()
+        if row is None:
+            return None
+        key, organisation, _, stored = row
+        principal = (
+            None
+            if key.revoked_at is not None
+            else Principal(key.key_id, key.name, Role(key.role), organisation, key.demonstration_id)
+        )
+        return ConsoleSessionRow(principal, stored.created_at, stored.last_seen_at, stored.expires_at)
+
+    def touch_console_session(self, token_sha256: str, now: dt.datetime) -> None:
+        with self._db.transaction() as session:
+            session.execute(
+                update(ConsoleSessionRecord)
+                .where(ConsoleSessionRecord.token_sha256 == token_sha256, ConsoleSessionRecord.last_seen_at < now)
+                .values(last_seen_at=now)
+            )
+
+    def end_console_session(self, token_sha256: str) -> None:
+        with self._db.transaction() as session:
+            session.execute(delete(ConsoleSessionRecord).where(ConsoleSessionRecord.token_sha256 == token_sha256))
+
+    def purge_console_sessions(self, now: dt.datetime, idle_since: dt.datetime, keep_at_most: int) -> None:
+        """Delete the sessions that ended (idle since before ``idle_since``, or past their end), then the oldest
+        beyond ``keep_at_most``: the table stays bounded whatever signs in."""
+        with self._db.transaction() as session:
+            session.execute(
+                delete(ConsoleSessionRecord).where(
+                    or_(ConsoleSessionRecord.last_seen_at < idle_since, ConsoleSessionRecord.expires_at <= now)
+                )
+            )
+            excess = (session.scalar(select(func.count()).select_from(ConsoleSessionRecord)) or 0) - keep_at_most
+            if excess > 0:
+                oldest = (
+                    select(ConsoleSessionRecord.id)
+                    .order_by(ConsoleSessionRecord.created_at, ConsoleSessionRecord.id)
+                    .limit(excess)
+                )
+                session.execute(delete(ConsoleSessionRecord).where(ConsoleSessionRecord.id.in_(oldest)))
 
     @staticmethod
     def _key_row(session: Session, key_id: str) -> tuple[ApiKeyRecord, str, str | None]:

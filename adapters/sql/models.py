@@ -184,6 +184,20 @@ class SignInLinkRecord(Base):
     used_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
 
 
+class ConsoleSessionRecord(Base):
+    """A signed-in console browser: only the SHA-256 of its session token is kept; it acts as its API key, so
+    revoking (or deleting) the key ends it. Every API replica reads the same rows."""
+
+    __tablename__ = "console_sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    api_key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    last_seen_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)  # the absolute end, however busy
+
+
 class DemonstrationOrganisationRecord(Base):
     """An organisation's part in a demonstration: its one owner (the startup that runs it), or a participant."""
 

@@ -9,6 +9,7 @@ console may do nothing the caller's key could not do through the API.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib import resources
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -239,6 +240,13 @@ def freeze(request: Request, state: State, session: SignedIn, stored: Seen, form
 def amendments_page(request: Request, state: State, session: SignedIn, stored: Seen) -> Response:
     amendments = views.amendments(state, stored)
     return page(request, "amendments.html", session, d=stored, amendments=amendments)
+
+
+@router.get("/favicon.ico", include_in_schema=False)
+def favicon() -> Response:
+    """The console's icon where browsers look for it unasked (downloads, API answers): no 404 in their console."""
+    icon = resources.files("api.console").joinpath("static", "favicon.svg").read_bytes()
+    return Response(icon, media_type="image/svg+xml", headers={"Cache-Control": "public, max-age=86400"})
 
 
 @router.get("/static/fonts/{name}", response_class=FileResponse)

@@ -222,3 +222,13 @@ def test_redirects_stay_on_this_server_and_the_language_is_remembered(console: C
     client.cookies.delete("pilot_lang")
     assert '<html lang="ko">' in client.get("/demonstrations", headers={"Accept-Language": "ko-KR,ko;q=0.9"}).text
     assert '<html lang="en">' in client.get("/demonstrations", headers={"Accept-Language": "en-GB"}).text
+
+
+def test_the_console_serves_its_own_icon_so_browsers_log_no_404(console: Console) -> None:
+    page = console.client.get("/sign-in")
+    linked = re.search(r'<link rel="icon" href="([^"]+)"', page.text)
+    assert linked is not None and linked.group(1).startswith("/static/"), "the layout links a vendored icon"
+    for path in (linked.group(1), "/favicon.ico"):  # the latter: where Chromium looks unasked
+        icon = console.client.get(path)
+        assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg+xml"), path
+        assert icon.content.startswith(b"<svg") and b"<script" not in icon.content

@@ -72,9 +72,10 @@ def test_migrations_run_on_an_empty_database_and_twice(empty_database: Database)
         "demonstration_organisations",
         "audit_log",
         "sign_in_links",
+        "console_sessions",
     }
     with empty_database.engine.connect() as connection:
-        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0004"]
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0005"]
 
 
 def test_the_models_match_the_migrations(database: Database) -> None:
