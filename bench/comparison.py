@@ -2,9 +2,11 @@
 
 First: the first request after a server starts: the device-hours are in the
 database (the roll-up step has run), but none is decoded yet and no result is
-cached. Cold: no cached result (new data came, or a new plan version), in a
-running server that has decoded the unchanged hours before, so every hour is
-accounted under the plan and compared. Warm: the same request again, answered
+cached. Cold: no cached result (new data came), in a running server that has
+decoded the unchanged hours before and kept their accounting under the plan
+(``DecodedHours``), so only changed hours are accounted again before the
+comparison; a plan version that changes the accounting's rules accounts every
+hour again, as a first request does. Warm: the same request again, answered
 from the result cache after checking that no hour changed. Reading InfluxDB is not timed: that happens once
 per hour of data, not per request.
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from operator import attrgetter
+from typing import Protocol
 
 import numpy as np
 
@@ -27,6 +29,24 @@ from pilot_core.product_mix import MixStandardisation, PhaseTotals, ProductTotal
 from pilot_core.time_accounting import BucketCalendar
 
 PERCENTILES = {"cycle_time_p50": 0.50, "cycle_time_p95": 0.95}
+
+# account_vector's answer: components (as a tuple or a numpy row), the products lacking an ideal cycle time.
+Accounted = tuple[Sequence[float] | np.ndarray, AbstractSet[str]]
+
+
+class Accounting(Protocol):
+    """Accounts one device's hours under its rules, each with its hour's calendar: ``account_vector`` per hour,
+    or a memo of it that a running server keeps (``DecodedHours.account``)."""
+
+    def __call__(
+        self, hours: Sequence[DeviceHour], rules: DeviceRules, calendars: Sequence[BucketCalendar]
+    ) -> list[Accounted]: ...
+
+
+def account_all(
+    hours: Sequence[DeviceHour], rules: DeviceRules, calendars: Sequence[BucketCalendar]
+) -> list[Accounted]:
+    return [account_vector(h, rules, c) for h, c in zip(hours, calendars, strict=True)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,9 +153,10 @@ def evaluate(
     plan_hash: str,
     hours: Mapping[str, Sequence[DeviceHour]],
     telemetry_interval_s: Mapping[str, float] | None = None,
+    accounting: Accounting = account_all,
 ) -> DemonstrationResult:
     """``hours`` per device in scope; ``telemetry_interval_s`` per device (its profile's fastest metric)."""
-    accounted = AccountedHours(plan, hours)
+    accounted = AccountedHours(plan, hours, accounting)
     intervals = telemetry_interval_s or {}
     windows = [_window(plan, w, accounted, intervals) for w in plan.windows]
     phases: dict[Phase, WindowResult] = {}
@@ -439,7 +460,9 @@ def _seq_columns(hours: Sequence[DeviceHour]) -> dict[str, tuple[np.ndarray, np.
 class AccountedHours:
     """Every device-hour accounted once under the plan."""
 
-    def __init__(self, plan: DemonstrationPlan, hours: Mapping[str, Sequence[DeviceHour]]) -> None:
+    def __init__(
+        self, plan: DemonstrationPlan, hours: Mapping[str, Sequence[DeviceHour]], accounting: Accounting = account_all
+    ) -> None:
         self.plan = plan
         self.warnings: set[str] = set()
         self._cycle_times: dict[tuple[str, tuple[str, ...]], CycleTimes] = {}
@@ -456,13 +479,17 @@ class AccountedHours:
             accounted.included = ~self._excluded(device, accounted.starts)
             rows = []
             scheduled = []
-            for hour in itertools.compress(accounted.hours, accounted.included.tolist()):
+            included = list(itertools.compress(accounted.hours, accounted.included.tolist()))
+            hour_calendars = []
+            for hour in included:
                 calendar = calendars.get(hour.start_ms)
                 if calendar is None:
                     shifts = self.shifts[hour.start_ms] = list(plan.calendar.shifts_between(hour.start_ms, hour.end_ms))
                     calendar = calendars[hour.start_ms] = BucketCalendar.of(hour.start_ms, hour.end_ms, shifts)
                 scheduled.append(calendar.busy_ms > 0)
-                vector, missing = account_vector(hour, rules, calendar)
+                hour_calendars.append(calendar)
+            # Corrected hours are made anew each time: a memo of them would never be asked again.
+            for vector, missing in (account_all if fixes else accounting)(included, rules, hour_calendars):
                 if missing:
                     self.warnings.update(f"no ideal cycle time for product {p!r}" for p in missing)
                 rows.append(vector)

@@ -27,6 +27,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from pydantic import TypeAdapter
 
 from adapters.influxdb import InfluxClient
@@ -40,11 +41,12 @@ from adapters.sql import (
 )
 from adapters.telemetry_reader import TelemetryReader
 from kpi_engine.breakdown import Breakdown, breakdown
-from kpi_engine.evaluation import DemonstrationResult, evaluate
+from kpi_engine.evaluation import Accounted, DemonstrationResult, evaluate
 from pilot_core.demonstration import DemonstrationPlan
-from pilot_core.device_hours import HOUR_MS, DeviceHour
+from pilot_core.device_hours import HOUR_MS, DeviceHour, DeviceRules, account_vector
 from pilot_core.device_rows import DeviceRows, build_hours
 from pilot_core.registry import DeviceKey, DeviceRegistry
+from pilot_core.time_accounting import BucketCalendar
 
 # Bump when the same hours and plan would give a different result, so cached results are not reused.
 # 2: energy meters in scope counted (meter_hours); comparisons take the phase roll-ups.
@@ -58,6 +60,8 @@ _UPSERT_HOURS = 2000  # hours stored per statement: one per day read would be a 
 # Devices whose values per hour are counted together (one query per two days): bounds what a plant's refresh holds.
 _DEVICES_PER_COUNT = 25
 DAY_MS = 24 * HOUR_MS
+_NOTHING_MISSING: frozenset[str] = frozenset()  # shared: most hours miss no ideal cycle time
+_LISTED_SCOPES = 16  # plans whose list of stored hours is kept (each a fingerprint per device-hour)
 
 Progress = Callable[[str], None]
 
@@ -119,14 +123,20 @@ class EvaluationStopped(Exception):
 
 
 class DecodedHours:
-    """Device-hours already decoded, by content fingerprint, kept across requests (least recently used go first).
+    """Device-hours already decoded, by content fingerprint, kept across requests (least recently used go first),
+    with what each was accounted to under the rules and calendar of the plans that used it.
 
-    A month of a line is tens of thousands of hours; after new data arrives only the changed ones are decoded.
+    A month of a line is tens of thousands of hours; after new data arrives only the changed ones are decoded,
+    and only they are accounted again (accounting every hour is most of a cold evaluation's time).
     """
 
     def __init__(self, capacity: int = 100_000) -> None:
         self.capacity = capacity
         self._hours: OrderedDict[str, DeviceHour] = OrderedDict()
+        # By id of a kept hour (kept alive by _hours, so its id names it alone): its accounting by rules and calendar.
+        self._accounted: dict[int, dict[tuple[Any, ...], Accounted]] = {}
+        # By plan scope: the fingerprints of its stored hours in order, and the line's roll-up mark when read.
+        self._listed: OrderedDict[tuple[Any, ...], tuple[int, list[str]]] = OrderedDict()
         self._lock = threading.Lock()  # the API serves requests from a thread pool
 
     def snapshot(self) -> dict[str, DeviceHour]:
@@ -136,10 +146,59 @@ class DecodedHours:
     def keep(self, hours: Iterable[tuple[str, DeviceHour]]) -> None:
         with self._lock:
             for fingerprint, hour in hours:
-                self._hours[fingerprint] = hour
+                replaced = self._hours.get(fingerprint)
+                if replaced is not hour:
+                    if replaced is not None:
+                        self._accounted.pop(id(replaced), None)
+                    self._hours[fingerprint] = hour
+                    self._accounted[id(hour)] = {}
                 self._hours.move_to_end(fingerprint)
             while len(self._hours) > self.capacity:
-                self._hours.popitem(last=False)
+                _, evicted = self._hours.popitem(last=False)
+                self._accounted.pop(id(evicted), None)
+
+    def listed(self, scope: tuple[Any, ...], mark: int) -> list[tuple[str, DeviceHour]] | None:
+        """The hours of ``scope`` as last listed, if the line's roll-up mark has not moved since (so no hour was
+        written) and every one is still kept: then no row need be read."""
+        with self._lock:
+            kept = self._listed.get(scope)
+            if kept is None or kept[0] != mark:
+                return None
+            hours = self._hours
+            if not all(f in hours for f in kept[1]):
+                return None
+            return [(f, hours[f]) for f in kept[1]]
+
+    def keep_listed(self, scope: tuple[Any, ...], mark: int, fingerprints: list[str]) -> None:
+        with self._lock:
+            self._listed[scope] = (mark, fingerprints)
+            self._listed.move_to_end(scope)
+            while len(self._listed) > _LISTED_SCOPES:
+                self._listed.popitem(last=False)
+
+    def account(
+        self, hours: Sequence[DeviceHour], rules: DeviceRules, calendars: Sequence[BucketCalendar]
+    ) -> list[Accounted]:
+        """``account_all``, from the memo for kept hours accounted before under the same rules and calendar."""
+        rules_key = rules.key()
+        with self._lock:
+            memos = [self._accounted.get(id(h)) for h in hours]
+            found = [None if m is None else m.get((rules_key, c)) for m, c in zip(memos, calendars, strict=True)]
+        answers = []
+        new: list[tuple[dict[tuple[Any, ...], Accounted], tuple[Any, ...], Accounted]] = []
+        for hour, calendar, memo, known in zip(hours, calendars, memos, found, strict=True):
+            if known is None:
+                vector, missing = account_vector(hour, rules, calendar)
+                answer: Accounted = (np.array(vector), frozenset(missing) if missing else _NOTHING_MISSING)
+                if memo is not None:
+                    new.append((memo, (rules_key, calendar), answer))
+                answers.append(answer)
+            else:
+                answers.append(known)
+        with self._lock:
+            for memo, key, answer in new:
+                memo[key] = answer
+        return answers
 
 
 class StoredSummaries:
@@ -420,12 +479,20 @@ class HourStore:
 
     def read(self, plan: DemonstrationPlan) -> dict[str, list[DeviceHour]]:
         hours: dict[str, list[DeviceHour]] = defaultdict(list)
-        known = self.decoded.snapshot()
-        found = [
-            pair
-            for run_start, run_end in _runs(plan_hours(plan))  # in time order, each by device then time
-            for pair in self.rollups.read_fingerprinted(plan.site, plan.line, plan.devices, run_start, run_end, known)
-        ]
+        runs = list(_runs(plan_hours(plan)))  # in time order, each by device then time
+        scope = (plan.site, plan.line, tuple(plan.devices), tuple(runs))
+        mark = self.rollups.mark(plan.site, plan.line)  # read first: a write after it moves it again
+        found = self.decoded.listed(scope, mark)
+        if found is None:
+            known = self.decoded.snapshot()
+            found = [
+                pair
+                for run_start, run_end in runs
+                for pair in self.rollups.read_fingerprinted(
+                    plan.site, plan.line, plan.devices, run_start, run_end, known
+                )
+            ]
+            self.decoded.keep_listed(scope, mark, [f for f, _ in found])
         self.decoded.keep(found)
         for _, hour in found:
             hours[hour.device].append(hour)
@@ -566,7 +633,7 @@ class KpiService:
         if cached is not None:
             return Evaluation(result=_RESULT.validate_python(cached), cached=True, **common)
         intervals = telemetry_intervals(plan, self.hours.registry)
-        result = evaluate(plan, seen.plan_hash, self.hours.read(plan), intervals)
+        result = evaluate(plan, seen.plan_hash, self.hours.read(plan), intervals, self.hours.decoded.account)
         self.cache.put(
             seen.demonstration_id,
             seen.plan_version,

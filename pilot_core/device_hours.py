@@ -207,6 +207,16 @@ class DeviceRules:
             device in plan.output_devices or (control is not None and device in control.output_devices),
         )
 
+    def key(self) -> tuple[Any, ...]:
+        """Everything accounting an hour depends on in these rules, hashable: equal keys account alike."""
+        return (
+            self.device,
+            tuple(self.overrides.items()),
+            tuple(self.ideal_cycle_time_s.items()),
+            self.is_meter,
+            self.is_output,
+        )
+
     def time_class(self, event: StateEvent | None) -> TimeClass | None:
         if event is None or event.state is None or event.time_class is None:
             return None

@@ -167,6 +167,36 @@ def test_decoded_hours_keep_the_most_recent_up_to_capacity() -> None:
     assert decoded.snapshot() == {"a": hours[0], "c": hours[2]}
 
 
+def test_hours_accounted_from_the_memo_give_the_result_accounting_them_afresh_gives() -> None:
+    """Issue 23: a running server keeps each decoded hour's accounting under the rules and calendar it was done
+    with, so a cold evaluation after new data (or a plan change that leaves accounting alone) reuses it; a plan
+    that changes the rules is accounted afresh, and every number equals accounting without the memo."""
+    rng = np.random.default_rng(5)
+    hours = {
+        "press": press_hours(range(5), 30.0, rng) + press_hours(range(7, 12), 27.0, rng),
+        "meter": meter_hours(range(5)) + meter_hours(range(7, 12)),
+    }
+    decoded = DecodedHours()
+    decoded.keep((f"{d}-{h.start_ms}", h) for d, device_hours in hours.items() for h in device_hours)
+    adapter = TypeAdapter(DemonstrationResult)
+    overridden = plan(state_overrides=[{"state": "running", "time_class": "idle", "reason": "trials only"}])
+    for the_plan in (plan(), plan(), overridden, overridden, plan()):
+        fresh = evaluate(the_plan, plan_hash(the_plan), hours, {"press": 60.0, "meter": 10.0})
+        memo = evaluate(the_plan, plan_hash(the_plan), hours, {"press": 60.0, "meter": 10.0}, decoded.account)
+        assert adapter.dump_json(memo) == adapter.dump_json(fresh)
+    assert all(len(by_rules) == 2 for by_rules in decoded._accounted.values())  # two sets of rules, each once
+
+
+def test_an_hour_replaced_or_dropped_takes_its_accounting_with_it() -> None:
+    decoded = DecodedHours(capacity=1)
+    first, second = DeviceHour("press", START_MS), DeviceHour("press", START_MS + HOUR_MS)
+    decoded.keep([("a", first)])
+    decoded.keep([("a", second)])  # the same fingerprint read again as another object
+    assert set(decoded._accounted) == {id(second)}
+    decoded.keep([("b", first)])
+    assert set(decoded._accounted) == {id(first)}
+
+
 def test_a_device_that_sent_no_telemetry_is_warned_about() -> None:
     """Issue 17 item 8: a silent machine (states unknown) and a silent meter each get a warning per window."""
     rng = np.random.default_rng(21)

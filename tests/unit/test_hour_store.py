@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -158,3 +159,29 @@ def test_hours_stored_between_windows_far_apart_are_never_read(tmp_path: Path) -
         assert store.stamps(plan) == {}
         assert store.read(plan) == {}
         assert rollups.asked == [(w.start_ms, w.end_ms) for w in plan.windows]
+
+
+def test_the_hours_read_are_listed_again_without_reading_rows_until_the_line_is_written(tmp_path: Path) -> None:
+    """Issue 23: a cold evaluation in a running server reads no row of an unchanged line (its roll-up mark has not
+    moved), and one hour written since is read, decoded and served."""
+    plan = running_plan()
+    registry = DeviceRegistry([DeviceEntry(site="s", line="l", device="press", profile="cnc_machine")], load_profiles())
+    with Database(default_url(tmp_path)) as database, InfluxClient(InfluxSettings()) as unused:
+        database.upgrade()
+        rollups = RollupRepository(database)
+        rollups.upsert("s", "l", [DeviceHour("press", START_MS + i * HOUR_MS, energy_kwh=1.0) for i in range(20)])
+        store = HourStore(rollups, unused, registry)
+        first = store.read(plan)["press"]
+        calls: list[int] = []
+        listing = rollups.read_fingerprinted
+
+        def counted(*args: Any, **kwargs: Any) -> list[tuple[str, DeviceHour]]:
+            calls.append(1)
+            return listing(*args, **kwargs)
+
+        rollups.read_fingerprinted = counted  # type: ignore[method-assign]
+        again = store.read(plan)["press"]
+        assert calls == [] and all(a is b for a, b in zip(again, first, strict=True)) and len(again) == 20
+        rollups.upsert("s", "l", [DeviceHour("press", START_MS + 5 * HOUR_MS, energy_kwh=2.0)])
+        changed = store.read(plan)["press"]
+        assert calls and [h.energy_kwh for h in changed] == [1.0] * 5 + [2.0] + [1.0] * 14
