@@ -15,6 +15,7 @@ import importlib.metadata
 import platform
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import TypeAdapter
 
@@ -103,9 +104,19 @@ def results(
         cached=False,
     )
     return {
-        evidence.KPIS: evidence.json_bytes(kpis_document(evaluation).model_dump(mode="json")),
-        evidence.COMPARISON: evidence.json_bytes(comparison_document(evaluation).model_dump(mode="json")),
+        evidence.KPIS: evidence.json_bytes(_as_bundled(kpis_document(evaluation).model_dump(mode="json"))),
+        evidence.COMPARISON: evidence.json_bytes(_as_bundled(comparison_document(evaluation).model_dump(mode="json"))),
     }
+
+
+def _as_bundled(document: dict[str, Any]) -> dict[str, Any]:
+    """A result document as a bundle holds it: without the serving side's late-data marks, which rows cannot carry
+    (a result recomputed from them has none), so bundles signed before late data was tracked stay true."""
+    source = document["source"]
+    if not source.get("late_hours") and source.get("late_data") is None:
+        source.pop("late_hours", None)
+        source.pop("late_data", None)
+    return document
 
 
 def export(
