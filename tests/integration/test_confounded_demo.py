@@ -61,6 +61,7 @@ def served_comparison(scenario: Path, state: Path) -> dict[str, Any]:
             if match := re.search(r"API serving at (http://\S+)", line):
                 address = match.group(1)
         assert address, "".join(output)
+        assert "open the web console" in demo.stdout.readline()  # the demo's one-time sign-in link comes first
         key_file = re.search(r"an admin API key is in (\S+);", demo.stdout.readline())
         assert key_file
         token = Path(key_file.group(1)).read_text(encoding="ascii").strip()
