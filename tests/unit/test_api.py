@@ -113,6 +113,7 @@ def test_problem_types_are_named_after_the_repository_errors() -> None:
             "duplicate-slug",
             "invalid-slug",
             "plan-frozen",
+            "frozen-by-another",
             "not-frozen-yet",
             "amendment-needs-reason",
             "unknown-organisation",
