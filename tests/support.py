@@ -5,14 +5,21 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import json
+import os
+import re
+import signal
+import subprocess
+import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import paho.mqtt.client as paho
 import yaml
 from typer.testing import CliRunner
@@ -186,3 +193,64 @@ def wait_until(condition: Callable[[], bool], timeout_s: float = 30.0, what: str
 def count_points(client: InfluxClient, measurement: str, field: str = "seq", where: str = "") -> int:
     series = client.query(f'SELECT count("{field}") FROM "{measurement}"' + (f" WHERE {where}" if where else ""))
     return int(series[0].values[0][1]) if series else 0
+
+
+@dataclass
+class ServedDemo:
+    """What `pilot demo` printed up to its API serving, and the lines it prints after (docs: README)."""
+
+    process: subprocess.Popen[str]
+    address: str
+    printed: str  # everything before the API served, the before/after table included
+    link_line: str  # the console's one-time sign-in link
+    link: str
+    key_file: Path
+    curl: str  # the first curl line: the demonstration's comparison
+
+
+@contextmanager
+def served_demo(scenario: Path, state_dir: Path, wait_s: float = 300) -> Iterator[ServedDemo]:
+    """`pilot demo` left serving its API on a free port, as a user runs it; stopped with Ctrl-C (SIGINT) after."""
+    command = [sys.executable, "-m", "pilot", "demo", str(scenario), "--api-port", "0", "--state-dir", str(state_dir)]
+    demo = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "COLUMNS": "160"}
+    )
+    try:
+        assert demo.stdout is not None
+        output: list[str] = []
+        address = None
+        deadline = time.monotonic() + wait_s
+        while address is None and time.monotonic() < deadline:
+            line = demo.stdout.readline()
+            if not line:
+                break
+            output.append(line)
+            if match := re.search(r"API serving at (http://\S+)", line):
+                address = match.group(1)
+        assert address, "".join(output)
+        link_line = demo.stdout.readline()
+        link = re.search(r"open the web console, signed in \(a one-time link, for 30 minutes\): (\S+)$", link_line)
+        assert link, link_line
+        key_line = demo.stdout.readline()
+        key_file = re.search(r"an admin API key is in (\S+);", key_line)
+        assert key_file, key_line
+        curl = demo.stdout.readline().strip()
+        yield ServedDemo(demo, address, "".join(output), link_line, link.group(1), Path(key_file.group(1)), curl)
+    finally:
+        demo.send_signal(signal.SIGINT)
+        try:
+            demo.wait(60)
+        except subprocess.TimeoutExpired:
+            demo.kill()
+            raise
+
+
+def first_answer(url: str, wait_s: float = 30, **request: Any) -> httpx.Response:
+    """GET ``url`` once the server answers at all (a server just started may not accept connections yet)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return httpx.get(url, **request)
+        except httpx.TransportError:
+            assert time.monotonic() < deadline, f"{url} never answered"
+            time.sleep(0.2)

@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -19,6 +15,7 @@ from typer.testing import CliRunner
 from pilot.cli import app
 from pilot.output import console
 from simulators.scenario import BUNDLED_SCENARIOS
+from tests.support import first_answer, served_demo
 
 runner = CliRunner()
 
@@ -65,71 +62,34 @@ def test_demo_lands_every_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 
 def test_demo_ends_with_the_comparison_and_leaves_the_api_serving(tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "pilot", "demo", str(short_scenario(tmp_path)), "--api-port", "0"]
-    command += ["--state-dir", str(tmp_path / "state")]
-    demo = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "COLUMNS": "160"}
-    )
-    output: list[str] = []
-    try:
-        assert demo.stdout is not None
-        address = None
-        deadline = time.monotonic() + 240
-        while address is None and time.monotonic() < deadline:
-            line = demo.stdout.readline()
-            if not line:
-                break
-            output.append(line)
-            if match := re.search(r"API serving at (http://\S+)", line):
-                address = match.group(1)
-        assert address, "".join(output)
-        text = "".join(output)
+    with served_demo(short_scenario(tmp_path), tmp_path / "state", wait_s=240) as demo:
+        address, text = demo.address, demo.printed
         assert "Before and after" in text and "verdict" in text and "설비종합효율" in text
         # Every generated plan is pre-registered and standardises the product mix (issue 21).
         assert "Design before data" in text and "detectable change" in text, text
         assert "At the baseline's product mix" in text or "Product mix (제품 구성): unchanged" in text, text
-        link_line = demo.stdout.readline()
-        link = re.search(r"open the web console, signed in \(a one-time link, for 30 minutes\): (\S+)$", link_line)
-        assert link and link.group(1).startswith(f"{address}/sign-in/link?token="), link_line
-        assert "pt_" not in link_line  # never an API key in a URL
-        key_line = demo.stdout.readline()
-        key_file = re.search(r"an admin API key is in (\S+);", key_line)
-        assert key_file, key_line
-        token = Path(key_file.group(1)).read_text(encoding="ascii").strip()
-        assert Path(key_file.group(1)).stat().st_mode & 0o077 == 0  # only its owner reads the key
-        curl = demo.stdout.readline().strip()
-        assert curl.startswith(f'curl -H "Authorization: Bearer $(cat {key_file.group(1)})" {address}'), curl
-        comparison_url = curl.rsplit(" ", 1)[1]
+        assert demo.link.startswith(f"{address}/sign-in/link?token="), demo.link_line
+        assert "pt_" not in demo.link_line  # never an API key in a URL
+        token = demo.key_file.read_text(encoding="ascii").strip()
+        assert demo.key_file.stat().st_mode & 0o077 == 0  # only its owner reads the key
+        assert demo.curl.startswith(f'curl -H "Authorization: Bearer $(cat {demo.key_file})" {address}'), demo.curl
+        comparison_url = demo.curl.rsplit(" ", 1)[1]
         assert comparison_url.endswith("/comparison")
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                anonymous = httpx.get(comparison_url, timeout=30)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "the API never answered"
-                time.sleep(0.2)
+        anonymous = first_answer(comparison_url, timeout=30)
         assert anonymous.status_code == 401, anonymous.text
         response = httpx.get(comparison_url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
         assert response.status_code == 200, response.text
         document = response.json()
         assert document["source"]["frozen"] and {k["kpi"] for k in document["kpis"]} >= {"oee", "mtbf", "mttr"}
         # The printed link signs in to the console once: a session cookie, then the demonstrations.
-        signed = httpx.get(link.group(1), timeout=30)
+        signed = httpx.get(demo.link, timeout=30)
         landing = "/demonstrations/pangyo-cobot-assembly-cell"
         assert signed.status_code == 303 and signed.headers["location"] == landing, signed.text
         assert "pilot_session=" in signed.headers["set-cookie"] and "httponly" in signed.headers["set-cookie"].lower()
         session = {"pilot_session": signed.cookies["pilot_session"]}
         assert httpx.get(f"{address}{landing}", cookies=session, timeout=60).status_code == 200
-        assert httpx.get(link.group(1), timeout=30).status_code == 401  # spent
-    finally:
-        demo.send_signal(signal.SIGINT)
-        try:
-            demo.wait(60)
-        except subprocess.TimeoutExpired:
-            demo.kill()
-            raise
-    assert demo.returncode == 0
+        assert httpx.get(demo.link, timeout=30).status_code == 401  # spent
+    assert demo.process.returncode == 0
 
 
 def test_the_demo_keeps_its_signing_key_and_prints_the_verify_command(tmp_path: Path) -> None:

@@ -5,16 +5,9 @@ adds 6% on cell 1 only: the API's control-line effect must match truth.json, whe
 from __future__ import annotations
 
 import json
-import os
-import re
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
@@ -24,6 +17,7 @@ from pilot.cli import app
 from simulators.line_model import LineModel
 from simulators.scenario import BUNDLED_SCENARIOS, Effects, load_scenario
 from tests.integration.test_api_demonstrations import client, plan, problem
+from tests.support import first_answer, served_demo
 
 __all__ = ["client"]  # the API fixture, as test_api_demonstrations builds it
 
@@ -44,47 +38,14 @@ def short_plant_wide(tmp_path: Path, days: int = 3, name: str = "plant_wide_impr
 
 def served_comparison(scenario: Path, state: Path) -> dict[str, Any]:
     """Run `pilot demo` serving its API, and GET the comparison document as a user would."""
-    command = [sys.executable, "-m", "pilot", "demo", str(scenario), "--api-port", "0", "--state-dir", str(state)]
-    demo = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "COLUMNS": "160"}
-    )
-    output: list[str] = []
-    try:
-        assert demo.stdout is not None
-        address = None
-        deadline = time.monotonic() + 300
-        while address is None and time.monotonic() < deadline:
-            line = demo.stdout.readline()
-            if not line:
-                break
-            output.append(line)
-            if match := re.search(r"API serving at (http://\S+)", line):
-                address = match.group(1)
-        assert address, "".join(output)
-        assert "open the web console" in demo.stdout.readline()  # the demo's one-time sign-in link comes first
-        key_file = re.search(r"an admin API key is in (\S+);", demo.stdout.readline())
-        assert key_file
-        token = Path(key_file.group(1)).read_text(encoding="ascii").strip()
-        url = demo.stdout.readline().strip().rsplit(" ", 1)[1]
+    with served_demo(scenario, state) as demo:
+        token = demo.key_file.read_text(encoding="ascii").strip()
+        url = demo.curl.rsplit(" ", 1)[1]
         assert url.endswith("/comparison")
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                response = httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=60)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "the API never answered"
-                time.sleep(0.2)
+        response = first_answer(url, headers={"Authorization": f"Bearer {token}"}, timeout=60)
         assert response.status_code == 200, response.text
         document: dict[str, Any] = response.json()
         return document
-    finally:
-        demo.send_signal(signal.SIGINT)
-        try:
-            demo.wait(60)
-        except subprocess.TimeoutExpired:
-            demo.kill()
-            raise
 
 
 def test_the_control_line_recovers_the_pilots_effect_through_the_pipeline(tmp_path: Path) -> None:
