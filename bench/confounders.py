@@ -18,7 +18,6 @@ plan's decision rule (at its 90% level) says "met".
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.results import write_result
+from bench.series import ar1
 from pilot_core.adjusted_baseline import adjusted_baseline
 from pilot_core.comparison import compare, judge_interval
 from pilot_core.control_line import did, pre_trend
@@ -36,16 +36,6 @@ PLAN_LEVEL = 0.90  # the decision rule's two-sided level (one-sided 5%)
 TARGET_PCT = 5.0
 HOURS = 336  # per period: two weeks
 COLUMN = {name: i for i, name in enumerate(COMPONENT_NAMES)}
-
-
-def ar1(rng: np.random.Generator, n: int, phi: float, sd: float) -> np.ndarray:
-    """Zero-mean stationary AR(1) with marginal standard deviation ``sd``."""
-    noise = rng.normal(0.0, sd * math.sqrt(1 - phi**2), n + 100)
-    x = np.empty_like(noise)
-    x[0] = rng.normal(0.0, sd)
-    for i in range(1, len(x)):
-        x[i] = phi * x[i - 1] + noise[i]
-    return x[100:]
 
 
 def cycle_hours(mean_s: np.ndarray, cycles: np.ndarray) -> np.ndarray:
@@ -64,9 +54,9 @@ def two_lines(
     treated line by ``effect`` on top."""
     periods: list[list[np.ndarray]] = [[], []]
     for factor_t, factor_c in ((1.0, 1.0), ((1 + plant) * (1 + effect), 1 + plant)):
-        common = ar1(rng, hours, 0.7, 0.04)
+        common = ar1(rng, hours, 0.7, 0.04, burn_in=100)
         for line, (mean, factor) in enumerate(((30.0, factor_t), (42.0, factor_c))):
-            own = ar1(rng, hours, 0.6, 0.05)
+            own = ar1(rng, hours, 0.6, 0.05, burn_in=100)
             seconds = mean * factor * (1 + common + own)
             cycles = rng.poisson(3600 / seconds)
             periods[line].append(cycle_hours(seconds, cycles))
@@ -130,11 +120,15 @@ def energy_hours(
     in_shift = ((hour_of_day >= 8) & (hour_of_day < 24)) | (night_shift & (hour_of_day < 8))
     shift = in_shift.astype(float)
     ramp = 1 + (0.2 * np.arange(hours) / hours if pilot else 0.0)
-    rate = 80 * ramp * (1 + ar1(rng, hours, 0.5, 0.08))
+    rate = 80 * ramp * (1 + ar1(rng, hours, 0.5, 0.08, burn_in=100))
     volume = np.round(shift * np.maximum(rate, 0))
-    temperature = (25.0 if pilot else 15.0) + 4 * np.sin(2 * np.pi * (hour_of_day - 9) / 24) + ar1(rng, hours, 0.9, 2)
+    temperature = (
+        (25.0 if pilot else 15.0)
+        + 4 * np.sin(2 * np.pi * (hour_of_day - 9) / 24)
+        + ar1(rng, hours, 0.9, 2, burn_in=100)
+    )
     counterfactual = 6.0 + 0.12 * volume + 0.25 * temperature + 5.0 * shift
-    energy = counterfactual * (1 + ar1(rng, hours, 0.6, 0.06)) * (1 + effect if pilot else 1.0)
+    energy = counterfactual * (1 + ar1(rng, hours, 0.6, 0.06, burn_in=100)) * (1 + effect if pilot else 1.0)
     return energy, {"production_volume": volume, "ambient_temperature": temperature, "shift_hours": shift}, volume
 
 

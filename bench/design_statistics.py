@@ -26,6 +26,7 @@ from statistics import NormalDist
 
 import numpy as np
 
+from bench.series import ar1_around, hourly_units
 from pilot_core.comparison import check_target, compare
 from pilot_core.design import design_target, log_distance_needed
 from pilot_core.kpi import COMPONENT_NAMES
@@ -39,23 +40,6 @@ _CYCLES = COMPONENT_NAMES.index("output_cycles")
 DESIGN_CASES = ((0.0, 300, 300), (0.5, 300, 300), (0.8, 300, 300), (0.8, 400, 200))
 
 
-def ar1(rng: np.random.Generator, n: int, phi: float, mean: float, cv: float) -> np.ndarray:
-    sd = mean * cv
-    noise = rng.normal(0.0, sd * math.sqrt(1 - phi**2), n + 200)
-    x = np.empty_like(noise)
-    x[0] = rng.normal(0.0, sd)
-    for i in range(1, len(x)):
-        x[i] = phi * x[i - 1] + noise[i]
-    return mean + x[200:]
-
-
-def hourly_units(mean_cycle_times: np.ndarray, cycles_per_hour: float = 60.0) -> np.ndarray:
-    units = np.zeros((len(mean_cycle_times), len(COMPONENT_NAMES)))
-    units[:, _CYCLE_TIME] = mean_cycle_times * cycles_per_hour
-    units[:, _CYCLES] = cycles_per_hour
-    return units
-
-
 def run_design(seeds: int, progress: bool = True) -> dict[str, object]:
     """Per case (φ, baseline hours, pilot hours): how often an effect of the MDE is detected, how often no effect
     is, how often the target is met at ``met_needs``, and the detection an i.i.d. MDE would get."""
@@ -65,14 +49,14 @@ def run_design(seeds: int, progress: bool = True) -> dict[str, object]:
         mdes = []
         for seed in range(seeds):
             rng = np.random.default_rng(seed)
-            baseline = hourly_units(ar1(rng, baseline_hours, phi, 30.0, 0.1))
+            baseline = hourly_units(ar1_around(rng, baseline_hours, phi, 30.0, 0.1))
             design = design_target(
                 "cycle_time_mean", TARGET_PCT, baseline, level=LEVEL, power=POWER,
                 planned_pilot_hours=pilot_hours, coverage=1.0,
             )  # fmt: skip
             assert design.mde is not None and design.met_needs is not None and design.baseline_relative_se
             mdes.append(design.mde)
-            noise = ar1(rng, pilot_hours, phi, 30.0, 0.1) - 30.0  # one draw, shifted to each true change
+            noise = ar1_around(rng, pilot_hours, phi, 30.0, 0.1) - 30.0  # one draw, shifted to each true change
             for change, kind in ((design.mde, "mde"), (0.0, "none"), (design.met_needs, "met")):
                 comparison = compare("cycle_time_mean", baseline, hourly_units(30.0 * (1 + change) + noise), LEVEL)
                 assert comparison.relative_interval is not None
@@ -120,7 +104,7 @@ def _mix_phase(rng: np.random.Generator, hours: int, share_a: float, speedup: fl
     times AR(1)-noisy; energy 20 kWh per hour of run time plus noise; the line busy 85% of its planned time."""
     means = {"A": 30.0 * (1 + speedup), "B": 60.0 * (1 + speedup)}
     totals = {"A": ProductTotals(), "B": ProductTotals()}
-    noise = ar1(rng, hours, 0.6, 1.0, 0.05)
+    noise = ar1_around(rng, hours, 0.6, 1.0, 0.05)
     kwh = 0.0
     pbt = 0.0
     for hour in range(hours):

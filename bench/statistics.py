@@ -14,7 +14,6 @@ machine, so these figures are exact for a given seed list.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -26,6 +25,7 @@ from scipy import stats
 from bench import confounders
 from bench.design_statistics import run_design, run_product_mix
 from bench.results import write_result
+from bench.series import ar1_around
 from pilot_core.comparison import METHOD, compare
 from pilot_core.kpi import COMPONENT_NAMES, Components, compute
 
@@ -37,17 +37,6 @@ class MethodResult:
     method: str
     coverage: float
     mean_width: float  # of the relative-change interval
-
-
-def ar1(rng: np.random.Generator, n: int, phi: float, mean: float, cv: float) -> np.ndarray:
-    """Stationary AR(1) with the given mean and coefficient of variation."""
-    sd = mean * cv
-    noise = rng.normal(0.0, sd * math.sqrt(1 - phi**2), n + 200)
-    x = np.empty_like(noise)
-    x[0] = rng.normal(0.0, sd)
-    for i in range(1, len(x)):
-        x[i] = phi * x[i - 1] + noise[i]
-    return mean + x[200:]
 
 
 def welch_relative(baseline: np.ndarray, pilot: np.ndarray, level: float) -> tuple[float, float]:
@@ -62,8 +51,8 @@ def run(seeds: int, cycles: int, phi: float, change: float, progress: bool = Tru
     started = time.perf_counter()
     for seed in range(seeds):
         rng = np.random.default_rng(seed)
-        baseline = ar1(rng, cycles, phi, 30.0, 0.1)
-        pilot = ar1(rng, cycles, phi, 30.0 * (1 + change), 0.1)
+        baseline = ar1_around(rng, cycles, phi, 30.0, 0.1)
+        pilot = ar1_around(rng, cycles, phi, 30.0 * (1 + change), 0.1)
         result = compare(
             "cycle_time_mean",
             [Components(output_cycle_time_s=float(v), output_cycles=1) for v in baseline],

@@ -11,6 +11,7 @@ import pytest
 from scipy import stats
 from statsmodels.tsa.stattools import acf
 
+from bench.series import ar1_around, hourly_units
 from pilot_core.comparison import compare, critical_value
 from pilot_core.design import design_target, detection_power, pilot_units_needed
 from pilot_core.kpi import COMPONENT_NAMES
@@ -21,21 +22,7 @@ CYCLES = COMPONENT_NAMES.index("output_cycles")
 
 def ar1(rng: np.random.Generator, n: int, phi: float, mean: float = 30.0, cv: float = 0.1) -> np.ndarray:
     """A stationary AR(1) series of hourly mean cycle times."""
-    sd = mean * cv
-    noise = rng.normal(0.0, sd * math.sqrt(1 - phi**2), n + 200)
-    x = np.empty_like(noise)
-    x[0] = rng.normal(0.0, sd)
-    for i in range(1, len(x)):
-        x[i] = phi * x[i - 1] + noise[i]
-    return mean + x[200:]
-
-
-def hours_of(mean_cycle_times: np.ndarray, cycles_per_hour: float = 60.0) -> np.ndarray:
-    """Hourly units of the line's output: ``cycles_per_hour`` cycles of the given mean time each hour."""
-    units = np.zeros((len(mean_cycle_times), len(COMPONENT_NAMES)))
-    units[:, CYCLE_TIME] = mean_cycle_times * cycles_per_hour
-    units[:, CYCLES] = cycles_per_hour
-    return units
+    return ar1_around(rng, n, phi, mean, cv)
 
 
 def test_the_mde_follows_statsmodels_acf_and_the_fixed_b_critical_value() -> None:
@@ -44,7 +31,7 @@ def test_the_mde_follows_statsmodels_acf_and_the_fixed_b_critical_value() -> Non
     means, and the MDE is (c·√(1 − b + b²/3) + z of the power) · se · √(1 + n_b / n_p) on the log scale."""
     series = ar1(np.random.default_rng(3), 240, 0.6)
     design = design_target(
-        "cycle_time_mean", 10, hours_of(series), level=0.90, power=0.80, planned_pilot_hours=480, coverage=1.0
+        "cycle_time_mean", 10, hourly_units(series), level=0.90, power=0.80, planned_pilot_hours=480, coverage=1.0
     )
     rho = float(acf(series, nlags=1, fft=False)[1])
     effective_n = 240 * (1 - rho) / (1 + rho)
@@ -66,7 +53,7 @@ def test_white_noise_gives_the_textbook_mde() -> None:
     """Independent hours: the effective n is about n, and at b → 0 the MDE is the textbook (z_α/2 + z_β)·se."""
     series = ar1(np.random.default_rng(9), 2000, 0.0)
     design = design_target(
-        "cycle_time_mean", 10, hours_of(series), level=0.95, power=0.80, planned_pilot_hours=2000, coverage=1.0
+        "cycle_time_mean", 10, hourly_units(series), level=0.95, power=0.80, planned_pilot_hours=2000, coverage=1.0
     )
     assert design.baseline_effective_n is not None and design.baseline_effective_n > 1800
     se = float(series.std()) / math.sqrt(2000) / float(series.mean()) * math.sqrt(2)
@@ -87,8 +74,8 @@ def test_a_higher_is_better_kpi_gets_a_positive_mde() -> None:
 
 def test_longer_pilots_and_less_autocorrelation_detect_smaller_changes() -> None:
     rng = np.random.default_rng(7)
-    white = hours_of(ar1(rng, 400, 0.0))
-    sticky = hours_of(ar1(rng, 400, 0.8))
+    white = hourly_units(ar1(rng, 400, 0.0))
+    sticky = hourly_units(ar1(rng, 400, 0.8))
 
     def mde(units: np.ndarray, pilot_hours: float) -> float:
         found = design_target("cycle_time_mean", 5, units, level=0.90, planned_pilot_hours=pilot_hours, coverage=1.0)
@@ -100,7 +87,7 @@ def test_longer_pilots_and_less_autocorrelation_detect_smaller_changes() -> None
 
 
 def test_the_pilot_length_for_the_target_gives_an_mde_of_the_target() -> None:
-    units = hours_of(ar1(np.random.default_rng(11), 300, 0.5))
+    units = hourly_units(ar1(np.random.default_rng(11), 300, 0.5))
     design = design_target("cycle_time_mean", 3, units, level=0.90, planned_pilot_hours=300, coverage=0.5)
     assert design.pilot_hours_for_target is not None
     again = design_target(
@@ -111,7 +98,7 @@ def test_the_pilot_length_for_the_target_gives_an_mde_of_the_target() -> None:
 
 
 def test_a_baseline_too_noisy_for_any_pilot_says_so() -> None:
-    units = hours_of(ar1(np.random.default_rng(5), 20, 0.9, cv=0.5))
+    units = hourly_units(ar1(np.random.default_rng(5), 20, 0.9, cv=0.5))
     design = design_target(
         "cycle_time_mean", 1, units, level=0.90, planned_pilot_hours=100, coverage=1.0, expected_change_pct=1.5
     )
@@ -122,7 +109,7 @@ def test_a_baseline_too_noisy_for_any_pilot_says_so() -> None:
 
 
 def test_an_expected_change_short_of_the_target_can_never_be_shown_met() -> None:
-    units = hours_of(ar1(np.random.default_rng(2), 200, 0.3))
+    units = hourly_units(ar1(np.random.default_rng(2), 200, 0.3))
     short = design_target(
         "cycle_time_mean", 10, units, level=0.90, planned_pilot_hours=200, coverage=1.0, expected_change_pct=8
     )
@@ -134,13 +121,13 @@ def test_an_expected_change_short_of_the_target_can_never_be_shown_met() -> None
 
 
 def test_too_little_baseline_is_a_note_not_a_number() -> None:
-    design = design_target("cycle_time_mean", 5, hours_of(np.full(5, 30.0)), level=0.9, planned_pilot_hours=100,
+    design = design_target("cycle_time_mean", 5, hourly_units(np.full(5, 30.0)), level=0.9, planned_pilot_hours=100,
                            coverage=1.0)  # fmt: skip
     assert design.mde is None and "too few baseline hours" in design.note
     none = design_target("cycle_time_mean", 5, np.zeros((50, len(COMPONENT_NAMES))), level=0.9,
                          planned_pilot_hours=100, coverage=1.0)  # fmt: skip
     assert none.mde is None and "no baseline value" in none.note
-    short_pilot = design_target("cycle_time_mean", 5, hours_of(ar1(np.random.default_rng(0), 50, 0.2)), level=0.9,
+    short_pilot = design_target("cycle_time_mean", 5, hourly_units(ar1(np.random.default_rng(0), 50, 0.2)), level=0.9,
                                 planned_pilot_hours=4, coverage=1.0)  # fmt: skip
     assert short_pilot.mde is None and "the planned pilot gives 4 hourly units" in short_pilot.note
 
@@ -156,12 +143,12 @@ def test_an_effect_of_the_mde_is_detected_at_about_the_stated_power(
     detected = 0
     for seed in range(seeds):
         rng = np.random.default_rng(seed)
-        baseline = hours_of(ar1(rng, baseline_hours, phi))
+        baseline = hourly_units(ar1(rng, baseline_hours, phi))
         design = design_target(
             "cycle_time_mean", 5, baseline, level=0.90, power=0.80, planned_pilot_hours=pilot_hours, coverage=1.0
         )
         assert design.mde is not None
-        pilot = hours_of(ar1(rng, pilot_hours, phi, mean=30.0 * (1 + design.mde)))
+        pilot = hourly_units(ar1(rng, pilot_hours, phi, mean=30.0 * (1 + design.mde)))
         interval = compare("cycle_time_mean", baseline, pilot, 0.90).relative_interval
         assert interval is not None
         detected += interval[1] < 0
