@@ -13,6 +13,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ import paho.mqtt.client as paho
 import yaml
 from typer.testing import CliRunner
 
+from adapters import local_services
 from adapters.catalog import load_profiles
 from adapters.influxdb import InfluxClient, InfluxSettings
 from adapters.mqtt import MqttSettings, connect_and_wait, new_client
@@ -31,7 +33,9 @@ from api.examples import PANGYO_PLAN
 from collector.service import Collector
 from collector.settings import CollectorSettings
 from pilot.cli import app
+from pilot.demo import DemoResult, run_demo
 from pilot_core.registry import DeviceEntry, DeviceRegistry
+from simulators.scenario import BUNDLED_SCENARIOS, load_scenario
 
 
 def run_pilot(*args: str) -> dict[str, Any]:
@@ -254,3 +258,37 @@ def first_answer(url: str, wait_s: float = 30, **request: Any) -> httpx.Response
         except httpx.TransportError:
             assert time.monotonic() < deadline, f"{url} never answered"
             time.sleep(0.2)
+
+
+def short_scenario(tmp_path: Path) -> Path:
+    """The bundled cell, but two days of each period, so the test stays quick."""
+    text = (BUNDLED_SCENARIOS / "pangyo_cobot_cell.yaml").read_text(encoding="utf-8")
+    text = text.replace("start: 2026-10-05, days: 14", "start: 2026-10-05, days: 2")
+    text = text.replace("start: 2026-10-26, days: 14", "start: 2026-10-26, days: 2")
+    path = tmp_path / "short.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def backfilled_short_demo(
+    folder: Path,
+    mosquitto: local_services.LocalService,
+    influxdb: local_services.InfluxService,
+    database_prefix: str,
+    **settings: Any,
+) -> tuple[DemoResult, CollectorSettings]:
+    """Two days of baseline and two of pilot of the bundled cobot cell, backfilled through the whole pipeline into a
+    database of its own; and the settings an API serving it reads (``settings`` added to them)."""
+    catalog = load_profiles()
+    scenario = load_scenario(short_scenario(folder), catalog)
+    database = f"{database_prefix}_{uuid.uuid4().hex[:12]}"
+    result = run_demo(scenario, catalog, mosquitto, influxdb, folder, influx_database=database, say=lambda _: None)
+    assert result.complete and result.evaluation is not None
+    return result, CollectorSettings(
+        mqtt=MqttSettings(host="127.0.0.1", port=mosquitto.port),
+        influx=InfluxSettings(url=influxdb.url, database=database),
+        devices_file=folder / "devices.yaml",
+        database_url=result.database_url,
+        metrics_port=0,
+        **settings,
+    )

@@ -14,20 +14,9 @@ from typer.testing import CliRunner
 
 from pilot.cli import app
 from pilot.output import console
-from simulators.scenario import BUNDLED_SCENARIOS
-from tests.support import first_answer, served_demo
+from tests.support import first_answer, served_demo, short_scenario
 
 runner = CliRunner()
-
-
-def short_scenario(tmp_path: Path) -> Path:
-    """The bundled cell, but two days of each period, so the test stays quick."""
-    text = (BUNDLED_SCENARIOS / "pangyo_cobot_cell.yaml").read_text(encoding="utf-8")
-    text = text.replace("start: 2026-10-05, days: 14", "start: 2026-10-05, days: 2")
-    text = text.replace("start: 2026-10-26, days: 14", "start: 2026-10-26, days: 2")
-    path = tmp_path / "short.yaml"
-    path.write_text(text, encoding="utf-8")
-    return path
 
 
 def test_demo_lands_every_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

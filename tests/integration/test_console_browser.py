@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import threading
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,18 +26,11 @@ from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.wait import WebDriverWait
 
 from adapters import local_services
-from adapters.catalog import load_profiles
-from adapters.influxdb import InfluxSettings
-from adapters.mqtt import MqttSettings
 from adapters.sql import AccessRepository, DemonstrationRepository
 from api.main import create_app
-from collector.settings import CollectorSettings
-from pilot.demo import run_demo
 from pilot_core.access import Actor, Role
-from simulators.scenario import load_scenario
 from tests.browser import chromium, platform_fonts
-from tests.integration.test_cli_demo import short_scenario
-from tests.support import wait_until
+from tests.support import backfilled_short_demo, wait_until
 
 SETUP = Actor.system("test_console_browser")
 AXE = Path(__file__).resolve().parents[1] / "vendor" / "axe.min.js"
@@ -83,19 +75,10 @@ def site(
 ) -> Iterator[Site]:
     """Two days of baseline and two of pilot of the bundled cobot cell, served by `pilot api`'s app on 127.0.0.1."""
     folder = tmp_path_factory.mktemp("console")
-    catalog = load_profiles()
-    scenario = load_scenario(short_scenario(folder), catalog)
-    database = f"console_{uuid.uuid4().hex[:12]}"
-    result = run_demo(scenario, catalog, mosquitto, influxdb, folder, influx_database=database, say=lambda _: None)
-    assert result.complete and result.evaluation is not None
-    settings = CollectorSettings(
-        mqtt=MqttSettings(host="127.0.0.1", port=mosquitto.port),
-        influx=InfluxSettings(url=influxdb.url, database=database),
-        devices_file=folder / "devices.yaml",
-        database_url=result.database_url,
-        signing_key_file=folder / "signing.key",
-        metrics_port=0,
+    result, settings = backfilled_short_demo(
+        folder, mosquitto, influxdb, "console", signing_key_file=folder / "signing.key"
     )
+    assert result.evaluation is not None
     app = create_app(settings)
     access = AccessRepository(app.state.pilot.database)
     demonstrations = DemonstrationRepository(app.state.pilot.database)

@@ -10,7 +10,6 @@ drawn and its text layer read; and `pilot report` writes the same report.
 from __future__ import annotations
 
 import math
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from html.parser import HTMLParser
@@ -29,20 +28,15 @@ from selenium.webdriver.common.by import By
 from typer.testing import CliRunner
 
 from adapters import local_services
-from adapters.catalog import load_profiles
-from adapters.influxdb import InfluxSettings
-from adapters.mqtt import MqttSettings
 from api.main import create_app
 from collector.settings import CollectorSettings
 from pilot.cli import app as cli
-from pilot.demo import run_demo
 from pilot_core.access import Role
 from reports.charts import COLOURS
 from reports.i18n import EN, KO, Language
-from simulators.scenario import load_scenario
 from tests.api_support import admin_client, key_headers
 from tests.browser import chromium, platform_fonts
-from tests.integration.test_cli_demo import short_scenario
+from tests.support import backfilled_short_demo
 
 CHARTS = ("cycle_times", "daily_oee", "downtime", "energy")
 HEADINGS = ("title", "section_plan", "section_kpis", "section_charts", "section_coverage", "section_method")
@@ -71,18 +65,8 @@ def demo(
 ) -> Iterator[Demo]:
     """Two days of baseline and two of pilot of the bundled cobot cell, backfilled through the whole pipeline."""
     folder = tmp_path_factory.mktemp("report")
-    catalog = load_profiles()
-    scenario = load_scenario(short_scenario(folder), catalog)
-    database = f"report_{uuid.uuid4().hex[:12]}"
-    result = run_demo(scenario, catalog, mosquitto, influxdb, folder, influx_database=database, say=lambda _: None)
-    assert result.complete and result.evaluation is not None
-    settings = CollectorSettings(
-        mqtt=MqttSettings(host="127.0.0.1", port=mosquitto.port),
-        influx=InfluxSettings(url=influxdb.url, database=database),
-        devices_file=folder / "devices.yaml",
-        database_url=result.database_url,
-        metrics_port=0,
-    )
+    result, settings = backfilled_short_demo(folder, mosquitto, influxdb, "report")
+    assert result.evaluation is not None
     application = create_app(settings)
     with admin_client(application) as api:
         yield Demo(application, api, settings, result.evaluation.slug, folder)
