@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from bench.confounders import energy_hours, two_lines
+from bench.confounders import BEYOND, energy_hours, two_lines
 from kpi_engine.breakdown import breakdown
 from kpi_engine.evaluation import DemonstrationResult, evaluate
 from kpi_engine.results import comparison_document
@@ -65,10 +65,12 @@ def test_paired_hours_must_be_the_same_hours() -> None:
         did("cycle_time_mean", treated, (control[0][:-1], control[1]), 0.9)
 
 
-def energy(effect: float, seed: int = 5) -> tuple[tuple[np.ndarray, dict[str, np.ndarray]], ...]:
+def energy(
+    effect: float, seed: int = 5, **weather: tuple[float, float]
+) -> tuple[tuple[np.ndarray, dict[str, np.ndarray]], ...]:
     rng = np.random.default_rng(seed)
-    e_b, x_b, _ = energy_hours(rng, 336, False, 0.0)
-    e_p, x_p, _ = energy_hours(rng, 336, True, effect)
+    e_b, x_b, _ = energy_hours(rng, 336, False, 0.0, **weather)
+    e_p, x_p, _ = energy_hours(rng, 336, True, effect, **weather)
     return (e_b, x_b), (e_p, x_p)
 
 
@@ -83,6 +85,34 @@ def test_the_adjusted_baseline_recovers_savings_under_changed_conditions() -> No
     assert low <= -0.05 <= high < 0
     assert result.savings is not None and result.savings > 0
     assert result.fractional_savings_uncertainty is not None
+
+
+def test_a_pilot_beyond_the_baselines_conditions_gets_no_verdict() -> None:
+    """IPMVP: the model is valid over the conditions it was fitted on. A pilot warmer on average than every
+    baseline hour would be judged by an extrapolation, whose interval fell short of its level (bench.confounders)."""
+    baseline, pilot = energy(-0.05, seed=1, baseline_weather=BEYOND)
+    result = adjusted_baseline("energy_kwh", VARIABLES, baseline, pilot, 0.9)
+    assert result.model is not None and result.model.passes  # the fit itself is fine
+    assert result.refused.startswith("the pilot's conditions lie outside the baseline's")
+    assert "mean ambient_temperature" in result.refused and "production_volume" not in result.refused
+    assert result.relative_change is None and result.relative_interval is None
+    temperature = {c.variable: c for c in result.conditions}["ambient_temperature"]
+    assert temperature.pilot_mean > temperature.baseline_max and temperature.pilot_hours_outside > 0.5
+
+
+def test_pilot_hours_outside_the_baselines_range_are_shown_and_warned_of() -> None:
+    baseline, pilot = energy(-0.05)  # spring reaches the pilot's weather; demand ramps past the baseline's
+    result = adjusted_baseline("energy_kwh", VARIABLES, baseline, pilot, 0.9)
+    assert not result.refused and result.relative_interval is not None
+    conditions = {c.variable: c for c in result.conditions}
+    assert list(conditions) == list(VARIABLES)
+    for name, c in conditions.items():
+        assert c.baseline_min <= c.pilot_mean <= c.baseline_max
+        warned = [w for w in result.warnings if f"have {name} outside the baseline's range" in w]
+        assert bool(warned) == (c.pilot_hours_outside > 0)
+    assert (
+        conditions["production_volume"].pilot_hours_outside > 0 and conditions["shift_hours"].pilot_hours_outside == 0
+    )
 
 
 def test_a_model_failing_guideline_14_gives_no_verdict() -> None:
