@@ -1,6 +1,6 @@
 """Confounded before/after comparisons: the naive estimate against the control line and the adjusted baseline.
 
-    python -m bench.confounders [--seeds 500] [--hours 336] [--out FILE]
+    python -m bench.confounders [--seeds 2000] [--hours 336] [--out FILE]
 
 Each seed simulates hourly units as the scenario model makes them (simulators/scenario.py: a plant-wide change,
 a demand ramp, an added shift, a warmer season), at the level of the pure maths so that hundreds of seeds run in
@@ -207,7 +207,7 @@ def run_adjusted(
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.confounders", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, default=500, help="simulated demonstrations per scenario (default 500)")
+    parser.add_argument("--seeds", type=int, default=2000, help="simulated demonstrations per scenario (default 2000)")
     parser.add_argument("--hours", type=int, default=HOURS, help="hours per period (default 336: two weeks)")
     parser.add_argument("--out", type=Path, help="also write the result as JSON here")
     return parser.parse_args(argv)
