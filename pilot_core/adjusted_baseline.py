@@ -124,8 +124,13 @@ def adjusted_baseline(
         (v, x_p.get(v), "pilot") for v in variables
     ]:
         hours = len(y_b) if period == "baseline" else len(y_p)
-        if values is None or len(values) != hours or not np.all(np.isfinite(values)):
+        if values is None or len(values) != hours or (hours and not np.any(np.isfinite(values))):
             return _refuse(empty, f"the independent variable {name!r} has no data for every {period} hour")
+        missing = int(np.count_nonzero(~np.isfinite(values)))
+        if missing:
+            return _refuse(
+                empty, f"the independent variable {name!r} has no data in {missing} of the {hours} {period} hours"
+            )
     if n < max(p + 1, HOURS_PER_PARAMETER * p):
         return _refuse(
             empty,
