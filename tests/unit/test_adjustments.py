@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 import re
@@ -297,6 +298,7 @@ def test_the_report_shows_each_method_with_its_diagnostics(language: Language) -
     html = render_html(content, language)
     assert 'id="adjustments"' in html and 'id="adjusted-baseline"' in html and 'data-passes="true"' in html
     assert 'class="control-line" data-kpi="cycle_time_mean"' in html and 'data-parallel="true"' in html
+    assert 'class="condition" data-variable="production_volume"' in html  # its baseline range against the pilot's
     shown = re.sub(r"<[^>]+>", "", html)
     for key in ("section_adjustments", "adjusted_title", "control_title", "control_parallel"):
         assert TEXT[language][key] in shown, key
@@ -459,3 +461,36 @@ def test_an_ambient_sensor_without_temperatures_gives_no_verdict_with_the_reason
     assert (
         silent.adjusted.refused == "the independent variable 'ambient_temperature' has no data for every baseline hour"
     )
+
+
+def test_an_evaluation_with_fewer_baseline_hours_than_the_model_needs_is_inconclusive() -> None:
+    """Two variables and a constant need 30 baseline hours (10 per parameter): a one-day baseline of 24 gives the
+    reason, never a number."""
+    start = dt.datetime.fromtimestamp(START_MS / 1000, dt.UTC)
+
+    def window(name: str, phase: str, first_day: int, days: int) -> dict[str, str]:
+        begin = start + dt.timedelta(days=first_day)
+        end = begin + dt.timedelta(days=days)
+        return {"name": name, "phase": phase, "start": begin.isoformat(), "end": end.isoformat()}
+
+    chosen = plan(
+        devices=["press", "meter", "env"],
+        adjusted_baseline=WEATHER,
+        windows=[window("before", "baseline", 0, 1), window("after", "pilot", 7, 5)],
+        targets=[
+            {"kpi": "energy_per_good_unit", "direction": "decrease", "change_pct": 5, "method": "adjusted_baseline"}
+        ],
+    )
+    rng = np.random.default_rng(23)
+    before = cell_hours("press", range(1), 30.0, rng, 0.02)
+    after = cell_hours("press", range(7, 12), 30.0, rng, 0.02)
+    hours = {
+        "press": before + after,
+        "meter": cooled(before, rng, 0.02) + cooled(after, rng, 0.018),
+        "env": sensor_hours(range(1), weather) + sensor_hours(range(7, 12), weather),
+    }
+    result = evaluate(chosen, plan_hash(chosen), hours)
+    (target,) = result.targets
+    assert result.adjusted is not None and result.adjusted.relative_change is None
+    assert result.adjusted.refused == "24 baseline hours for a model of 3 parameters: at least 30 are needed"
+    assert target.check.verdict is Verdict.INCONCLUSIVE and target.check.reason == result.adjusted.refused
