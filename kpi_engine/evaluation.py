@@ -327,7 +327,7 @@ def _adjusted(plan: DemonstrationPlan, series: Mapping[Phase, np.ndarray], accou
     result = adjusted_baseline(declared.response, names, periods[0], periods[1], plan.confidence_level)
     notes = [
         f"ambient sensor {device}: {count} hours with telemetry but no ambient temperature (a device whose profile"
-        " has none, or hours condensed before ambient temperatures were kept: read them again with a forced refresh)"
+        " has none, or hours condensed before ambient temperatures were kept: read them again with refresh=true)"
         for device, count in sorted(unread.items())
     ]
     return replace(result, warnings=[*result.warnings, *notes]) if notes else result
