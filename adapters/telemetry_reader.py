@@ -33,6 +33,7 @@ from pilot_core.profiles import DeviceProfile, ProductionMode
 from pilot_core.validation import PRODUCTION_MEASUREMENT, STATE_MEASUREMENT, STATUS_MEASUREMENT
 
 ENERGY_UNIT = "kWh"
+AMBIENT_UNIT = "°C"
 # The span of one query counting points per hour: well within the ~72 hours InfluxDB 3 Core lets a query read.
 COUNT_SPAN_MS = 48 * HOUR_MS
 
@@ -125,6 +126,14 @@ def energy_metric(profile: DeviceProfile) -> str | None:
     return next((m.name for m in profile.metrics if m.unit == ENERGY_UNIT and m.type.value == "float"), None)
 
 
+def ambient_metric(profile: DeviceProfile) -> str | None:
+    """A sensor's temperature in °C, the ambient an adjusted baseline may regress on. Only on a sensor (no states,
+    no production): a machine's temperatures (motor, coolant, camera) are its own, not the room's."""
+    if profile.states or profile.production.mode is not ProductionMode.NONE:
+        return None
+    return next((m.name for m in profile.metrics if m.unit == AMBIENT_UNIT and m.type.value == "float"), None)
+
+
 class _Chunk:
     def __init__(
         self, client: InfluxClient, where: str, device: str, profile: DeviceProfile, start_ms: int, end_ms: int
@@ -192,6 +201,13 @@ class _Chunk:
         energy = energy_metric(self.profile)
         measurement = self.profile.measurement
         if energy is None:
+            ambient = ambient_metric(self.profile)
+            if ambient is not None:
+                self.result.telemetry = [
+                    TelemetryRow(int(ts), None, _int(seq), _float(value))
+                    for ts, value, seq in self._select(f'{quote_identifier(ambient)}, "seq"', measurement)
+                ]
+                return
             self.result.telemetry = [
                 TelemetryRow(int(ts), None, _int(seq)) for ts, seq in self._select('"seq"', measurement)
             ]

@@ -1,6 +1,6 @@
 """Confounded before/after comparisons: the naive estimate against the control line and the adjusted baseline.
 
-    python -m bench.confounders [--seeds 500] [--hours 336] [--out FILE]
+    python -m bench.confounders [--seeds 2000] [--hours 336] [--out FILE]
 
 Each seed simulates hourly units as the scenario model makes them (simulators/scenario.py: a plant-wide change,
 a demand ramp, an added shift, a warmer season), at the level of the pure maths so that hundreds of seeds run in
@@ -12,7 +12,8 @@ plan's decision rule (at its 90% level) says "met".
   again with a true pilot effect of exactly the target: "met" at most 5% of the time.
 - Adjusted baseline: energy with a base load, per-unit energy, a temperature term and an added shift; the pilot
   period is warmer, runs more volume and a third shift, and the pilot's true effect on energy at equal
-  conditions is −5% or 0.
+  conditions is −5% or 0. Twice: with a baseline whose spring weather reaches the pilot's (the model may be
+  used), and with a cooler one that never does (the engine must refuse to extrapolate).
 """
 
 from __future__ import annotations
@@ -110,11 +111,23 @@ def run_control_line(seeds: int, hours: int, progress: bool = True) -> dict[str,
     return out
 
 
+# The baseline's weather, as the mean temperature at its start and at its end (°C); the pilot's is PILOT_C.
+# SPANNING: spring warms over the baseline up to the pilot's weather, so the model has seen it (IPMVP asks this).
+# BEYOND: a flat, cooler baseline; the pilot's mean lies above every baseline hour, and the model would extrapolate.
+SPANNING, BEYOND = (10.0, 25.0), (15.0, 15.0)
+PILOT_C = 25.0
+
+
 def energy_hours(
-    rng: np.random.Generator, hours: int, pilot: bool, effect: float
+    rng: np.random.Generator,
+    hours: int,
+    pilot: bool,
+    effect: float,
+    baseline_weather: tuple[float, float] = SPANNING,
 ) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
-    """Hourly energy (kWh), its conditions, and the output's good units. The pilot period is 10 °C warmer,
-    ramps demand up to +20% and adds a night shift; its energy at equal conditions changes by ``effect``."""
+    """Hourly energy (kWh), its conditions, and the output's good units. The pilot period is warmer than the
+    baseline on average (25 °C), ramps demand up to +20% and adds a night shift; its energy at equal conditions
+    changes by ``effect``."""
     hour_of_day = np.arange(hours) % 24
     night_shift = pilot  # the added shift
     in_shift = ((hour_of_day >= 8) & (hour_of_day < 24)) | (night_shift & (hour_of_day < 8))
@@ -122,8 +135,9 @@ def energy_hours(
     ramp = 1 + (0.2 * np.arange(hours) / hours if pilot else 0.0)
     rate = 80 * ramp * (1 + ar1(rng, hours, 0.5, 0.08, burn_in=100))
     volume = np.round(shift * np.maximum(rate, 0))
+    start, end = (PILOT_C, PILOT_C) if pilot else baseline_weather
     temperature = (
-        (25.0 if pilot else 15.0)
+        np.linspace(start, end, hours)
         + 4 * np.sin(2 * np.pi * (hour_of_day - 9) / 24)
         + ar1(rng, hours, 0.9, 2, burn_in=100)
     )
@@ -140,28 +154,33 @@ def energy_units(energy: np.ndarray, good: np.ndarray) -> np.ndarray:
     return units
 
 
-def run_adjusted(seeds: int, hours: int, progress: bool = True) -> dict[str, object]:
+def run_adjusted(
+    seeds: int, hours: int, progress: bool = True, baseline_weather: tuple[float, float] = SPANNING
+) -> dict[str, object]:
     variables = ("production_volume", "ambient_temperature", "shift_hours")
     out: dict[str, object] = {
         "benchmark": "adjusted baseline (IPMVP, ASHRAE Guideline 14) under volume, temperature and shift changes",
         "seeds": seeds,
         "hours_per_period": hours,
         "variables": list(variables),
+        "baseline_weather_c": list(baseline_weather),
+        "pilot_weather_c": PILOT_C,
         "target": f"energy at equal conditions −{TARGET_PCT:g}%",
     }
     for label, effect in (("no_pilot_effect", 0.0), ("effect_equals_target", -TARGET_PCT / 100)):
-        covered = met_adjusted = met_naive_epu = accepted = 0
+        covered = met_adjusted = met_naive_epu = accepted = beyond_range = 0
         bias_adjusted = bias_naive_energy = 0.0
         cv_rmse = []
         for seed in range(seeds):
             rng = np.random.default_rng(seed)
-            e_b, x_b, good_b = energy_hours(rng, hours, False, 0.0)
-            e_p, x_p, good_p = energy_hours(rng, hours, True, effect)
+            e_b, x_b, good_b = energy_hours(rng, hours, False, 0.0, baseline_weather)
+            e_p, x_p, good_p = energy_hours(rng, hours, True, effect, baseline_weather)
             nominal = adjusted_baseline("energy_kwh", variables, (e_b, x_b), (e_p, x_p), NOMINAL)
             plan = adjusted_baseline("energy_kwh", variables, (e_b, x_b), (e_p, x_p), PLAN_LEVEL)
             assert nominal.model is not None
             cv_rmse.append(nominal.model.cv_rmse)
             accepted += not nominal.refused
+            beyond_range += "outside the baseline's" in nominal.refused
             if nominal.relative_interval and nominal.relative_change is not None:
                 covered += nominal.relative_interval[0] <= effect <= nominal.relative_interval[1]
                 bias_adjusted += nominal.relative_change - effect
@@ -176,6 +195,7 @@ def run_adjusted(seeds: int, hours: int, progress: bool = True) -> dict[str, obj
         out[label] = {
             "true_effect": effect,
             "model_accepted": accepted / seeds,
+            "refused_as_extrapolation": beyond_range / seeds,
             "median_cv_rmse": float(np.median(cv_rmse)),
             "coverage_adjusted": covered / max(accepted, 1),
             "mean_bias_adjusted": bias_adjusted / max(accepted, 1),
@@ -187,7 +207,7 @@ def run_adjusted(seeds: int, hours: int, progress: bool = True) -> dict[str, obj
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.confounders", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, default=500, help="simulated demonstrations per scenario (default 500)")
+    parser.add_argument("--seeds", type=int, default=2000, help="simulated demonstrations per scenario (default 2000)")
     parser.add_argument("--hours", type=int, default=HOURS, help="hours per period (default 336: two weeks)")
     parser.add_argument("--out", type=Path, help="also write the result as JSON here")
     return parser.parse_args(argv)
@@ -195,12 +215,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def report(seeds: int, hours: int) -> dict[str, object]:
     started = time.perf_counter()
-    result = {"control_line": run_control_line(seeds, hours), "adjusted_baseline": run_adjusted(seeds, hours)}
+    result = {
+        "control_line": run_control_line(seeds, hours),
+        "adjusted_baseline": run_adjusted(seeds, hours),
+        "adjusted_baseline_beyond_range": run_adjusted(seeds, hours, baseline_weather=BEYOND),
+    }
     return {**result, "seconds": time.perf_counter() - started}
 
 
 def print_report(result: dict[str, object]) -> None:
-    for name in ("control_line", "adjusted_baseline"):
+    for name in ("control_line", "adjusted_baseline", "adjusted_baseline_beyond_range"):
         print(name)
         for key, value in result[name].items():  # type: ignore[attr-defined]
             print(f"  {key}: {value}")

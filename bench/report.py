@@ -441,14 +441,25 @@ def confounders_section(result: dict[str, Any] | None) -> str:
                      f"{c['says_met']['did']:.1%} ({c['says_met']['did_with_pre_trend_check']:.1%} with the"
                      f" pre-trend check; parallel in {c['pre_trend_parallel']:.0%})",
                      f"{c['mean_bias']['did']:+.2%}"))  # fmt: skip
-    for label, case in (("no pilot effect", "no_pilot_effect"), ("pilot effect = target", "effect_equals_target")):
-        a = adjusted[case]
-        scenario = f"energy: warmer, +volume, +1 shift, {label} ({a['true_effect']:+.0%})"
-        rows.append((scenario, "naive energy per good unit", "–", f"{a['says_met']['naive_energy_per_good_unit']:.1%}",
-                     f"{a['mean_bias_naive_total_energy']:+.1%} (total energy)"))  # fmt: skip
-        rows.append((scenario, f"adjusted baseline (G14 accepted {a['model_accepted']:.0%},"
-                     f" median CV(RMSE) {a['median_cv_rmse']:.1%})", f"{a['coverage_adjusted']:.1%}",
-                     f"{a['says_met']['adjusted']:.1%}", f"{a['mean_bias_adjusted']:+.2%}"))  # fmt: skip
+    weathers = (
+        ("baseline spans the pilot's weather", adjusted),
+        ("pilot warmer than every baseline hour", result.get("adjusted_baseline_beyond_range")),
+    )
+    for weather, run in weathers:
+        if run is None:
+            continue
+        for label, case in (("no pilot effect", "no_pilot_effect"), ("pilot effect = target", "effect_equals_target")):
+            a = run[case]
+            scenario = f"energy: warmer ({weather}), +volume, +1 shift, {label} ({a['true_effect']:+.0%})"
+            rows.append((scenario, "naive energy per good unit", "–",
+                         f"{a['says_met']['naive_energy_per_good_unit']:.1%}",
+                         f"{a['mean_bias_naive_total_energy']:+.1%} (total energy)"))  # fmt: skip
+            refused = a.get("refused_as_extrapolation", 0.0)
+            rows.append((scenario, f"adjusted baseline (G14 accepted {a['model_accepted']:.0%}, refused as"
+                         f" extrapolation {refused:.0%}, median CV(RMSE) {a['median_cv_rmse']:.1%})",
+                         f"{a['coverage_adjusted']:.1%}" if a["model_accepted"] else "–",
+                         f"{a['says_met']['adjusted']:.1%}",
+                         f"{a['mean_bias_adjusted']:+.2%}" if a["model_accepted"] else "–"))  # fmt: skip
     header = (f"scenario ({control['seeds']} seeds, {control['hours_per_period']} h per period)", "method",
               "coverage of the truth, nominal 95%", "says \"met\" for a 5% target (plan rule, 90%)",
               "mean bias")  # fmt: skip

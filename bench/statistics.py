@@ -143,7 +143,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--change", type=float, default=-0.10, help="true relative change (default -0.10)")
     parser.add_argument("--hours", type=int, default=300, help="hourly units per period, MTBF/MTTR (default 300)")
     parser.add_argument(
-        "--confounder-seeds", type=int, default=500, help="seeds per confounded scenario (bench.confounders; 500)"
+        "--confounder-seeds", type=int, default=2000, help="seeds per confounded scenario (bench.confounders; 2000)"
     )
     parser.add_argument("--out", type=Path, help="also write the result as JSON here")
     return parser.parse_args(argv)

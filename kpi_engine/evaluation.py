@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Mapping, Sequence
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from operator import attrgetter
 from typing import Protocol
 
@@ -180,7 +180,7 @@ def evaluate(
     comparisons = {
         kpi: compare(kpi, series[Phase.BASELINE], series[Phase.PILOT], plan.confidence_level, totals) for kpi in KPIS
     }
-    adjusted = _adjusted(plan, series) if plan.adjusted_baseline else None
+    adjusted = _adjusted(plan, series, accounted) if plan.adjusted_baseline else None
     controls = _control_lines(plan, accounted)
     targets = [_target(t, comparisons[t.kpi], adjusted, controls) for t in plan.targets]
     warnings = accounted.warnings | {w for result in windows for w in _silence_warnings(result)}
@@ -306,7 +306,7 @@ def _target(
     return TargetResult(target.label, comparison, check, target.method)
 
 
-def _adjusted(plan: DemonstrationPlan, series: Mapping[Phase, np.ndarray]) -> AdjustedResult:
+def _adjusted(plan: DemonstrationPlan, series: Mapping[Phase, np.ndarray], accounted: AccountedHours) -> AdjustedResult:
     """The plan's regression on the treated line's hourly units: its response and its variables per hour."""
     declared = plan.adjusted_baseline
     assert declared is not None
@@ -316,12 +316,48 @@ def _adjusted(plan: DemonstrationPlan, series: Mapping[Phase, np.ndarray]) -> Ad
         IndependentVariable.SHIFT_HOURS: lambda units: units[:, column("output_pbt_s")] / 3600,
     }
     periods = []
+    unread: dict[str, int] = {}
     for phase in (Phase.BASELINE, Phase.PILOT):
         units = series[phase]
-        variables = {v.value: sources[v](units) for v in declared.variables}
+        variables = {v.value: sources[v](units) for v in declared.variables if v in sources}
+        if IndependentVariable.AMBIENT_TEMPERATURE in declared.variables:
+            variables[IndependentVariable.AMBIENT_TEMPERATURE.value] = _ambient(plan, accounted, phase, unread)
         periods.append((units[:, column(declared.response)], variables))
     names = [v.value for v in declared.variables]
-    return adjusted_baseline(declared.response, names, periods[0], periods[1], plan.confidence_level)
+    result = adjusted_baseline(declared.response, names, periods[0], periods[1], plan.confidence_level)
+    notes = [
+        f"ambient sensor {device}: {count} hours with telemetry but no ambient temperature (a device whose profile"
+        " has none, or hours condensed before ambient temperatures were kept: read them again with refresh=true)"
+        for device, count in sorted(unread.items())
+    ]
+    return replace(result, warnings=[*result.warnings, *notes]) if notes else result
+
+
+def _ambient(plan: DemonstrationPlan, accounted: AccountedHours, phase: Phase, unread: dict[str, int]) -> np.ndarray:
+    """Per hour of the phase's series (its windows' treated hours, in order): the mean of the plan's ambient sensors'
+    hourly temperatures, NaN where none has one. Counts, per sensor, hours with telemetry but no temperature."""
+    assert plan.adjusted_baseline is not None
+    sensors = plan.adjusted_baseline.ambient_sensors
+    starts = np.concatenate(
+        [accounted.hour_starts(w, plan.treated_devices) for w in plan.windows if w.phase is phase] or [np.zeros(0)]
+    )
+    wanted = set(starts.tolist())
+    readings = np.full((len(sensors), len(starts)), np.nan)
+    for row, sensor in enumerate(sensors):
+        device = accounted.by_device[sensor]
+        by_start = {}
+        for index in np.flatnonzero(device.included):
+            hour = device.hours[index]
+            if hour.start_ms not in wanted:
+                continue
+            if hour.ambient_c is not None:
+                by_start[hour.start_ms] = hour.ambient_c
+            elif hour.telemetry_points:
+                unread[sensor] = unread.get(sensor, 0) + 1
+        readings[row] = [by_start.get(int(t), np.nan) for t in starts]
+    with np.errstate(invalid="ignore"):
+        counted = np.sum(np.isfinite(readings), axis=0)
+        return np.where(counted > 0, np.nansum(readings, axis=0) / np.maximum(counted, 1), np.nan)
 
 
 def _control_lines(plan: DemonstrationPlan, accounted: AccountedHours) -> dict[str, ControlLineResult]:
@@ -512,6 +548,10 @@ class AccountedHours:
         Hours outside the shifts stay in: energy is used and parts finish in them too.
         """
         return self._units_by_hour(window, [devices])[1][0]
+
+    def hour_starts(self, window: Window, devices: Sequence[str]) -> np.ndarray:
+        """The start of each of ``hourly_units``' rows."""
+        return self._units_by_hour(window, [devices])[0]
 
     def paired_units(self, window: Window, treated: Sequence[str], control: Sequence[str]) -> tuple[np.ndarray, ...]:
         """The treated and the control devices' hourly units over the same hours, row by row (zero where a group

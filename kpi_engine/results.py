@@ -196,6 +196,16 @@ class BaselineModel(BaseModel):
     passes: bool
 
 
+class ConditionRange(BaseModel):
+    """One independent variable: the baseline's range, where the model is valid, against the pilot's hours."""
+
+    variable: str
+    baseline_min: float
+    baseline_max: float
+    pilot_mean: float = Field(description="What the savings project onto: outside the baseline's range, no verdict")
+    pilot_hours_outside: float = Field(description="Share of the pilot's hours outside the baseline's range")
+
+
 class AdjustedBaseline(BaseModel):
     """IPMVP avoided use: the baseline model projected onto the pilot's hours, against what the pilot used."""
 
@@ -209,6 +219,9 @@ class AdjustedBaseline(BaseModel):
     relative_interval: tuple[float, float] | None
     fractional_savings_uncertainty: float | None = Field(description="Guideline 14 Annex B, at 68% confidence")
     pilot_hours: int
+    conditions: list[ConditionRange] = Field(
+        default_factory=list, description="Each variable's baseline range against the pilot's (IPMVP: no extrapolation)"
+    )
     refused: str | None = Field(description="Why no verdict may be drawn from the model")
 
 
@@ -265,6 +278,16 @@ def _adjusted_baseline(result: AdjustedResult) -> AdjustedBaseline:
         relative_interval=result.relative_interval,
         fractional_savings_uncertainty=result.fractional_savings_uncertainty,
         pilot_hours=result.n_pilot,
+        conditions=[
+            ConditionRange(
+                variable=c.variable,
+                baseline_min=c.baseline_min,
+                baseline_max=c.baseline_max,
+                pilot_mean=c.pilot_mean,
+                pilot_hours_outside=c.pilot_hours_outside,
+            )
+            for c in result.conditions
+        ],
         refused=result.refused or None,
     )
 

@@ -51,7 +51,8 @@ from pilot_core.time_accounting import BucketCalendar
 # Bump when the same hours and plan would give a different result, so cached results are not reused.
 # 2: energy meters in scope counted (meter_hours); comparisons take the phase roll-ups.
 # 3: the line's cycle time from its output stations, per-station cycle times, exact percentiles.
-ENGINE_VERSION = "3"
+# 4: ambient temperature per sensor hour, for adjusted baselines; no verdict on conditions beyond the baseline's.
+ENGINE_VERSION = "4"
 DEFAULT_SETTLE_S = 2 * 3600
 # An unsettled hour read this recently is not read again: a burst of requests on a running pilot reads once.
 DEFAULT_REREAD_AFTER_S = 60

@@ -116,6 +116,7 @@ class IndependentVariable(enum.StrEnum):
 
     PRODUCTION_VOLUME = "production_volume"  # units the output stations produced in the hour
     SHIFT_HOURS = "shift_hours"  # planned busy hours of the output stations in the hour (an added shift shows)
+    AMBIENT_TEMPERATURE = "ambient_temperature"  # °C, the hour's mean over the plan's ambient sensors
 
 
 class AdjustedBaselinePlan(_Strict):
@@ -124,6 +125,11 @@ class AdjustedBaselinePlan(_Strict):
     response: Literal["energy_kwh", "adet_s", "scrap", "rework", "produced", "good"] = "energy_kwh"
     variables: list[IndependentVariable] = Field(min_length=1)
     reason: str = Field(min_length=3, description="Why these variables drive the response")
+    ambient_sensors: list[Id] = Field(
+        default_factory=list,
+        description="Environment sensors in scope whose temperature is the ambient (their hourly mean, averaged):"
+        " needed for ambient_temperature, and only then",
+    )
 
     @field_validator("variables")
     @classmethod
@@ -131,6 +137,20 @@ class AdjustedBaselinePlan(_Strict):
         if len(set(value)) != len(value):
             raise ValueError("an independent variable is listed twice")
         return value
+
+    @model_validator(mode="after")
+    def _sensors_for_temperature(self) -> Self:
+        ambient = IndependentVariable.AMBIENT_TEMPERATURE in self.variables
+        if ambient and not self.ambient_sensors:
+            raise ValueError(
+                "ambient_temperature needs adjusted_baseline.ambient_sensors: the environment sensors in scope"
+                " whose temperature is the ambient"
+            )
+        if self.ambient_sensors and not ambient:
+            raise ValueError("adjusted_baseline.ambient_sensors are given, but ambient_temperature is not a variable")
+        if len(set(self.ambient_sensors)) != len(self.ambient_sensors):
+            raise ValueError("an ambient sensor is listed twice")
+        return self
 
 
 class ControlLinePlan(_Strict):
@@ -367,6 +387,11 @@ class DemonstrationPlan(_Strict):
         adjusted = self.adjusted_baseline
         if adjusted is not None and adjusted.response == "energy_kwh" and not self.energy_meters:
             raise ValueError("adjusted_baseline.response energy_kwh needs energy_meters on the treated line")
+        outside = [] if adjusted is None else [d for d in adjusted.ambient_sensors if d not in self.devices]
+        if outside:
+            raise ValueError(
+                f"adjusted_baseline.ambient_sensors must be devices in scope; not in scope: {', '.join(outside)}"
+            )
         control = self.control_line
         if control is None:
             return
@@ -419,6 +444,8 @@ def canonical_json(plan: DemonstrationPlan) -> str:
     for key in ("adjusted_baseline", "control_line", "design", "product_mix"):
         if not document[key]:
             del document[key]
+    if "adjusted_baseline" in document and not document["adjusted_baseline"]["ambient_sensors"]:
+        del document["adjusted_baseline"]["ambient_sensors"]  # added later: plans without sensors keep their hash
     for target in document["targets"]:
         if target["method"] == Method.BEFORE_AFTER:
             del target["method"]

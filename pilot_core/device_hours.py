@@ -72,6 +72,7 @@ class DeviceHour(msgspec.Struct, gc=False):
     # Every positive cycle time, in arrival order, when the hour had at most EXACT_CYCLE_TIMES_PER_HOUR of them
     # (then as many as the histogram counts); empty otherwise.
     cycle_time_values: list[float] = msgspec.field(default_factory=list)
+    ambient_c: float | None = None  # on an environment sensor: the mean of the hour's ambient temperatures (°C)
 
     @property
     def has_exact_cycle_times(self) -> bool:
@@ -99,6 +100,7 @@ class DeviceHour(msgspec.Struct, gc=False):
             "seq": {k: [v.received, v.first, v.last] for k, v in self.seq.items()},
             # Only when there are some: an hour without them keeps the JSON, and the fingerprint, it had before.
             **({"cycle_time_values": self.cycle_time_values} if self.cycle_time_values else {}),
+            **({"ambient_c": self.ambient_c} if self.ambient_c is not None else {}),  # likewise
         }
 
     @classmethod
@@ -122,6 +124,7 @@ class DeviceHour(msgspec.Struct, gc=False):
             stored.telemetry_points,
             stored.seq,
             stored.cycle_time_values,
+            stored.ambient_c,
         )
 
     @classmethod
@@ -139,6 +142,7 @@ class DeviceHour(msgspec.Struct, gc=False):
             telemetry_points=data["telemetry_points"],
             seq={k: SeqSpan(*v) for k, v in data["seq"].items()},
             cycle_time_values=[float(v) for v in data.get("cycle_time_values", [])],
+            ambient_c=None if data.get("ambient_c") is None else float(data["ambient_c"]),
         )
 
 
@@ -157,6 +161,7 @@ class _StoredHour(msgspec.Struct, gc=False):
     telemetry_points: int
     seq: dict[str, SeqSpan]
     cycle_time_values: list[float] = []
+    ambient_c: float | None = None
 
 
 _STORED_HOUR = msgspec.json.Decoder(_StoredHour)

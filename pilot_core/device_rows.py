@@ -9,6 +9,7 @@ hours from rows for both, which is what makes the two agree bit for bit.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -53,6 +54,7 @@ class TelemetryRow(NamedTuple):
     ts_ms: int
     energy_kwh: float | None  # the cumulative register, on energy meters; None elsewhere
     seq: int | None
+    ambient_c: float | None = None  # the ambient temperature, on environment sensors; None elsewhere
 
 
 @dataclass
@@ -128,8 +130,14 @@ def build_hours(rows: DeviceRows) -> list[DeviceHour]:
         # The rise between readings, in the later hour; a fall is a register reset, so that interval is unknown.
         if after.energy_kwh >= before.energy_kwh and after.ts_ms >= rows.start_ms:
             hour_of(after.ts_ms).energy_kwh += after.energy_kwh - before.energy_kwh
+    ambient: dict[int, list[float]] = {}
     for point in rows.telemetry:
-        hour_of(point.ts_ms).telemetry_points += 1
+        hour = hour_of(point.ts_ms)
+        hour.telemetry_points += 1
+        if point.ambient_c is not None:
+            ambient.setdefault(hour.start_ms, []).append(point.ambient_c)
+    for start, temperatures in ambient.items():
+        hours[start].ambient_c = math.fsum(temperatures) / len(temperatures)
 
     for channel, seqs in (
         ("state", rows.states),

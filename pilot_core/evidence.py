@@ -141,8 +141,10 @@ _COLUMNS = {
         "cycle_time_s",
         "seq",
     ),
-    TELEMETRY: ("device", "chunk_ms", "before", "ts_ms", "energy_kwh", "seq"),
+    TELEMETRY: ("device", "chunk_ms", "before", "ts_ms", "energy_kwh", "seq", "ambient_c"),
 }
+# Columns an earlier bundle may have instead: its files are read as they were written (an absent column, none).
+_EARLIER_COLUMNS = {TELEMETRY: ("device", "chunk_ms", "before", "ts_ms", "energy_kwh", "seq")}
 
 
 class EvidenceError(ValueError):
@@ -229,7 +231,12 @@ def rows_from_csv(files: Mapping[str, bytes]) -> list[DeviceRows]:
             )
         )
     for record in _records(files, TELEMETRY):
-        point = TelemetryRow(_int(record["ts_ms"]), _optional_float(record["energy_kwh"]), _optional_int(record["seq"]))
+        point = TelemetryRow(
+            _int(record["ts_ms"]),
+            _optional_float(record["energy_kwh"]),
+            _optional_int(record["seq"]),
+            _optional_float(record.get("ambient_c", "")),
+        )
         target = chunk_of(record, TELEMETRY)
         if record["before"] == "1":
             target.energy_before = point
@@ -246,7 +253,7 @@ def _records(files: Mapping[str, bytes], name: str) -> Iterable[dict[str, str]]:
     except UnicodeDecodeError as exc:
         raise EvidenceError(f"{name} is not UTF-8 text: {exc}") from None
     reader = csv.DictReader(io.StringIO(text))
-    if tuple(reader.fieldnames or ()) != _COLUMNS[name]:
+    if tuple(reader.fieldnames or ()) not in (_COLUMNS[name], _EARLIER_COLUMNS.get(name)):
         raise EvidenceError(f"{name} has the columns {reader.fieldnames}; the format says {list(_COLUMNS[name])}")
     for line, record in enumerate(reader, start=2):
         if None in record or any(v is None for v in record.values()):

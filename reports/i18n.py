@@ -58,6 +58,7 @@ EN: dict[str, str] = {
     "adjusted_totals": "Adjusted baseline / pilot / savings",
     "adjusted_change": "Pilot against the adjusted baseline",
     "adjusted_fsu": "Fractional savings uncertainty (Guideline 14 Annex B, 68%)",
+    "adjusted_condition": "{variable}: baseline range / pilot mean / pilot hours outside the range",
     "refused": "No verdict",
     "control_title": "Control line (difference-in-differences)",
     "control_intro": "The treated line's change net of the control's, hour by hour: (pilot ÷ baseline of the"
@@ -278,6 +279,7 @@ KO: dict[str, str] = {
     "adjusted_totals": "보정 기준선 / 실증 / 절감량",
     "adjusted_change": "보정 기준선 대비 실증",
     "adjusted_fsu": "절감 불확도 비율 (Guideline 14 부록 B, 68%)",
+    "adjusted_condition": "{variable}: 기준 기간 범위 / 실증 평균 / 범위 밖 실증 시간 비율",
     "refused": "판정 없음",
     "control_title": "대조 라인 (이중차분)",
     "control_intro": "대상 라인의 변화에서 대조 라인의 변화를 시간 단위로 짝지어 뺀 값: (대상의 실증 ÷ 기준) ÷"

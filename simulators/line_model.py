@@ -15,7 +15,7 @@ import heapq
 import json
 import math
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
@@ -25,7 +25,7 @@ import numpy as np
 from pilot_core.calendar import Calendar
 from pilot_core.contract import Channel, TimeClass, topic_for
 from pilot_core.profiles import DeviceProfile, Metric, MetricType, ProductionMode, ProfileCatalog
-from simulators.scenario import AMBIENT_C, Behaviour, Product, Role, Scenario, ScenarioDevice, role_of
+from simulators.scenario import AMBIENT_C, Behaviour, Period, Product, Role, Scenario, ScenarioDevice, role_of
 
 AGENT_VERSION = "pilot-sim/1"
 _MS_PER_S = 1000
@@ -130,7 +130,10 @@ class LineRun:
 
     def line_energy_kwh(self, t_ms: int | None = None, control: bool = False) -> float:
         t = self.end_ms if t_ms is None else t_ms
-        return sum(s.energy_kwh_until(t) for s in self.metered(control))
+        stations = self.metered(control)
+        total = sum(s.energy_kwh_until(t) for s in stations)
+        cooling = sum(s.behaviour.cooling_kw_per_c for s in stations)
+        return total + cooling * self._weather_kwh_until(t) if cooling else total
 
     def line_power_kw(self, t_ms: int, control: bool = False) -> float:
         total = 0.0
@@ -138,7 +141,47 @@ class LineRun:
             interval = station.interval_at(t_ms)
             if interval is not None:
                 total += station.power_kw(interval)
+            total += station.behaviour.cooling_kw_per_c * self._weather_kw(t_ms)
         return total
+
+    @property
+    def period_spec(self) -> Period | None:
+        return next((p for p in self.scenario.periods if p.name == self.period), None)
+
+    def ambient_c_at(self, t_ms: int) -> float:
+        """The ambient temperature at ``t_ms``: the period's, with its ramp and daily swing."""
+        period = self.period_spec
+        if period is None:
+            return AMBIENT_C
+        if not period.weather_varies:
+            return period.ambient_c
+        local = dt.datetime.fromtimestamp(t_ms / 1000, self.scenario.calendar.zone)
+        fraction = (t_ms - self.start_ms) / (self.end_ms - self.start_ms)
+        return period.ambient_at(fraction, local.hour + local.minute / 60 + local.second / 3600)
+
+    def _weather_kw(self, t_ms: int) -> float:
+        """Cooling per kW/°C beyond what the period's behaviour already draws at its ambient_c: the weather's
+        ramp and swing (a station draws cooling_kw_per_c per °C above 22 °C)."""
+        period = self.period_spec
+        if period is None or not period.weather_varies:
+            return 0.0
+        return max(0.0, self.ambient_c_at(t_ms) - AMBIENT_C) - max(0.0, period.ambient_c - AMBIENT_C)
+
+    def _weather_kwh_until(self, t_ms: int) -> float:
+        """The integral of ``_weather_kw`` from the start, on a minute grid (the meter and truth.json both read it)."""
+        period = self.period_spec
+        if period is None or not period.weather_varies or t_ms <= self.start_ms:
+            return 0.0
+        cumulative: np.ndarray | None = self.__dict__.get("_weather_cache")
+        if cumulative is None:
+            minutes = range(self.start_ms, self.end_ms, _MS_PER_MIN)
+            power = np.array([self._weather_kw(t + _MS_PER_MIN // 2) for t in minutes])
+            cumulative = np.concatenate([[0.0], np.cumsum(power) / 60])
+            self.__dict__["_weather_cache"] = cumulative
+        elapsed = (min(t_ms, self.end_ms) - self.start_ms) / _MS_PER_MIN
+        whole = min(int(elapsed), len(cumulative) - 1)
+        partial = cumulative[min(whole + 1, len(cumulative) - 1)] - cumulative[whole]
+        return float(cumulative[whole] + partial * (elapsed - whole))
 
     def running_share(self, t_ms: int) -> float:
         if not self.stations:
@@ -181,6 +224,13 @@ class LineModel:
         rng = np.random.default_rng(stable_seed(self.scenario.seed, period_name or start_ms, "products"))
         mix = self.scenario.products_in(period)
         products = [_pick_product(mix, rng) for _ in windows]
+
+        def loaded_until(w0: int, w1: int) -> int:
+            """Where a busy window's orders run out: the period's demand there (the line idles after)."""
+            if period is None or (period.demand == 1 and period.demand_ramp_pct <= 0):
+                return w1
+            return w0 + round(period.demand_at((w0 - start_ms) / (end_ms - start_ms)) * (w1 - w0))
+
         stations = {}
         for device in self.scenario.devices:
             if role_of(device, self.catalog) is Role.STATION:
@@ -196,6 +246,7 @@ class LineModel:
                     start_ms,
                     end_ms,
                     rng,
+                    loaded_until,
                 )
         return LineRun(self.scenario, period_name, behaviour_name, start_ms, end_ms, stations)
 
@@ -230,11 +281,13 @@ def _simulate_station(
     start_ms: int,
     end_ms: int,
     rng: np.random.Generator,
+    loaded_until: Callable[[int, int], int] = lambda w0, w1: w1,
 ) -> StationRun:
     simulator = _StationSimulator(StationRun(device, profile, behaviour), rng, start_ms)
     for product, (shift_start, windows) in zip(products, shifts, strict=True):
         for index, (w0, w1) in enumerate(windows):
-            simulator.work(product, w0, w1, changeover=index == 0 and w0 == shift_start)
+            loaded = loaded_until(w0, w1)
+            simulator.work(product, w0, w1, changeover=index == 0 and w0 == shift_start, loaded_until=loaded)
     simulator.add(simulator.t, end_ms, simulator.off_state)
     run = simulator.run
     if profile.production.mode is ProductionMode.COUNT:
@@ -280,14 +333,16 @@ class _StationSimulator:
         self.add(self.t, end, state, reason)
         self.t = end
 
-    def work(self, product: Product, w0: int, w1: int, *, changeover: bool) -> None:
+    def work(self, product: Product, w0: int, w1: int, *, changeover: bool, loaded_until: int | None = None) -> None:
+        """Work a busy window: orders until ``loaded_until`` (default: the whole window), then idle for want of them."""
         behaviour, rng = self.run.behaviour, self.rng
+        loaded = w1 if loaded_until is None else min(w1, loaded_until)
         self.add(self.t, w0, self.off_state)
         self.t = w0
         if changeover and self.setup_state and behaviour.setup_min:
             self.hold(round(behaviour.setup_min * _MS_PER_MIN), w1, self.setup_state, f"changeover to {product.id}")
             self.run.setups += 1
-        while self.t < w1:
+        while self.t < loaded:
             if self.until_fault_ms <= 0 and self.fault_state:
                 repair = max(_MS_PER_MIN, round(rng.exponential(behaviour.mttr_min) * _MS_PER_MIN))
                 self.hold(repair, w1, self.fault_state, f"E{int(rng.integers(100, 999))}")
@@ -300,6 +355,8 @@ class _StationSimulator:
                 self.until_minor_ms = rng.exponential(self.minor_gap_min) * _MS_PER_MIN
             elif not self.cycle(product, w1):
                 self.hold(w1 - self.t, w1, self.idle, "no time to finish a cycle before the stop")
+        if self.t < w1:
+            self.hold(w1 - self.t, w1, self.idle, "no orders")
 
     def cycle(self, product: Product, w1: int) -> bool:
         """Run one cycle if it can finish before ``w1``."""
@@ -485,8 +542,6 @@ def _telemetry(
     rng: np.random.Generator,
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     constants = {m.name: int(rng.integers(1, 50)) for m in profile.metrics if m.type is MetricType.INT}
-    period = next((p for p in run.scenario.periods if p.name == run.period), None)
-    ambient = period.ambient_c if period is not None else AMBIENT_C
     minor_stop_starts = (
         [i.start_ms for i in station.intervals if i.time_class is TimeClass.MINOR_STOP] if station else []
     )
@@ -503,7 +558,7 @@ def _telemetry(
                 time_class, level = TimeClass.PRODUCTION, 0.2 + 0.6 * run.running_share(t)
             stops = bisect.bisect_right(minor_stop_starts, t)
             values = {
-                m.name: _metric_value(m, level, time_class, constants.get(m.name, 0), stops, rng, ambient)
+                m.name: _metric_value(m, level, time_class, constants.get(m.name, 0), stops, rng, run.ambient_c_at(t))
                 for m in profile.metrics
             }
         yield t, {"ts": t, "metrics": values}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import math
 from pathlib import Path
 from typing import Annotated, Self
 
@@ -149,6 +150,38 @@ class Period(_Strict):
     ambient_c: float = Field(
         default=AMBIENT_C, ge=-40, le=60, description="The ambient temperature: what °C sensors read at rest"
     )
+    ambient_ramp_c: float = Field(
+        default=0.0, ge=-40, le=40, description="The ambient changes linearly by this much across the period (°C)"
+    )
+    ambient_daily_swing_c: float = Field(
+        default=0.0, ge=0, le=20, description="Half the day's ambient range: warmest at 15:00, coolest at 03:00 (°C)"
+    )
+    demand: float = Field(
+        default=1.0,
+        gt=0,
+        le=1,
+        description="Share of the planned busy time with orders as the period starts; the rest the line idles",
+    )
+    demand_ramp_pct: float = Field(
+        default=0.0,
+        ge=-90,
+        le=500,
+        description="Demand changes linearly by this many percent across the period (capped at full: every"
+        " busy minute loaded)",
+    )
+
+    def ambient_at(self, fraction: float, hour_of_day: float) -> float:
+        """The ambient °C at ``fraction`` of the way through the period, at that local hour of the day."""
+        swing = self.ambient_daily_swing_c * math.sin(2 * math.pi * (hour_of_day - 9) / 24)
+        return self.ambient_c + self.ambient_ramp_c * fraction + swing
+
+    def demand_at(self, fraction: float) -> float:
+        """The share of busy time with orders at ``fraction`` of the way through the period."""
+        return min(1.0, self.demand * (1 + self.demand_ramp_pct / 100 * fraction))
+
+    @property
+    def weather_varies(self) -> bool:
+        return bool(self.ambient_ramp_c or self.ambient_daily_swing_c)
 
     @field_validator("behaviour")
     @classmethod

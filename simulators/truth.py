@@ -65,12 +65,23 @@ def run_truth(run: LineRun, catalog: ProfileCatalog) -> dict[str, Any]:
         or period.product_shares
         or period.calendar
         or period.ambient_c != AMBIENT_C
+        or period.weather_varies
+        or period.demand != 1
+        or period.demand_ramp_pct
     ):
         # The confounders of this period (issue 21): what changed besides the pilot.
         truth["plant_effects"] = period.plant_effects.model_dump()
         truth["product_shares"] = {p.id: p.share for p in run.scenario.products_in(period)}
         truth["shifts"] = [s.model_dump(mode="json") for s in (period.calendar or run.scenario.calendar).shifts]
         truth["ambient_c"] = period.ambient_c
+        truth["ambient_ramp_c"] = period.ambient_ramp_c
+        truth["ambient_daily_swing_c"] = period.ambient_daily_swing_c
+        # Demand: the share of busy time with orders at the start and at the end of the period.
+        truth["demand"] = {
+            "start": period.demand_at(0.0),
+            "end": period.demand_at(1.0),
+            "ramp_pct": period.demand_ramp_pct,
+        }
     control = control_output_station(run.scenario, catalog)
     if control is not None:
         control_energy = run.line_energy_kwh(control=True)

@@ -116,9 +116,51 @@ def test_the_adjusted_baseline_recovers_the_pilots_energy_effect_through_the_pip
     assert verified.exit_code == 0, verified.output
 
 
+def test_the_adjusted_baseline_on_weather_and_volume_recovers_the_energy_effect_through_the_pipeline(
+    tmp_path: Path,
+) -> None:
+    """The weather and the orders move between the periods, and the pilot cuts running energy per cycle by 10%:
+    the environment sensor's hourly temperature reaches the regression through MQTT, the collector, InfluxDB and
+    the stored hours, and the API's adjusted baseline holds the true change of energy at the pilot's conditions."""
+    state = tmp_path / "state"
+    path = short_plant_wide(tmp_path, name="energy_weather_demand")
+    document = served_comparison(path, state)
+    truth = json.loads((state / "truth.json").read_text(encoding="utf-8"))
+    assert truth["injected_effects"]["energy_per_unit"] == -0.10
+    before, after = truth["periods"]
+    assert (before["ambient_c"], before["ambient_ramp_c"], after["ambient_c"]) == (23, 12, 30)
+    assert before["demand"]["start"] == before["demand"]["end"] == 0.75
+    assert after["demand"] == {"start": 0.8, "end": 1.0, "ramp_pct": 25}
+    catalog = load_profiles()
+    scenario = load_scenario(path, catalog)
+    counterfactual = LineModel(scenario.model_copy(update={"pilot_effects": Effects()}), catalog)
+    without = counterfactual.simulate_period("pilot").line_energy_kwh()
+    true_change = after["line"]["energy_kwh"] / without - 1
+    # The plain figure carries the orders too: more of them spread the base load and the cooling over more units,
+    # so energy per good unit falls by more than the pilot saves.
+    raw = after["line"]["energy_per_good_unit_kwh"] / before["line"]["energy_per_good_unit_kwh"] - 1
+    assert raw < true_change - 0.03, (raw, true_change)
+
+    adjusted = document["adjusted_baseline"]
+    assert adjusted["refused"] is None and adjusted["model"]["passes"], adjusted
+    assert adjusted["model"]["variables"] == ["production_volume", "ambient_temperature"]
+    assert adjusted["model"]["coefficients"]["ambient_temperature"] > 0  # cooling: warmer costs energy
+    conditions = {c["variable"]: c for c in adjusted["conditions"]}
+    temperature = conditions["ambient_temperature"]
+    assert temperature["baseline_min"] <= temperature["pilot_mean"] <= temperature["baseline_max"]
+    low, high = adjusted["relative_interval"]
+    assert low <= true_change <= high, (adjusted, true_change)
+    (energy,) = [k for k in document["kpis"] if k["kpi"] == "energy_per_good_unit"]
+    assert energy["target"]["method"] == "adjusted_baseline"
+    (bundle,) = state.glob("*-evidence.zip")  # the sensor's temperatures travel in the bundle's rows
+    verified = runner.invoke(app, ["verify", str(bundle), "--public-key", str(state / "signing-key.pub")])
+    assert verified.exit_code == 0, verified.output
+
+
 def test_a_bad_adjustment_in_a_plan_is_a_clear_422(client: TestClient) -> None:
-    """A control device also treated, a method the plan does not declare, a variable listed twice: refused at plan
-    time, with the reason, before any number is computed."""
+    """A control device also treated, a method the plan does not declare, a variable listed twice, ambient
+    temperature without an environment sensor in scope: refused at plan time, with the reason, before any number
+    is computed."""
     devices = [*PANGYO_PLAN["devices"], "cobot-02"]
     control = {"devices": ["cobot-02"], "output_devices": ["cobot-02"], "independence": "cell 2, own crew and feed"}
     treated = {
@@ -126,10 +168,13 @@ def test_a_bad_adjustment_in_a_plan_is_a_clear_422(client: TestClient) -> None:
         "devices": [PANGYO_PLAN["output_devices"][0]],
         "output_devices": [PANGYO_PLAN["output_devices"][0]],
     }
+    weather = {"variables": ["ambient_temperature"], "reason": "cooling follows the weather"}
     cases = [
         (plan(control_line=treated), "also treated"),
         (plan(targets=[{**PANGYO_PLAN["targets"][0], "method": "control_line"}]), "declares no control_line"),
         (plan(adjusted_baseline={"variables": ["shift_hours", "shift_hours"], "reason": "shifts"}), "listed twice"),
+        (plan(adjusted_baseline=weather), "needs adjusted_baseline.ambient_sensors"),
+        (plan(adjusted_baseline={**weather, "ambient_sensors": ["env-9"]}), "not in scope: env-9"),
         (plan(devices=devices, control_line={**control, "output_devices": ["vision-01"]}), "must be control devices"),
     ]  # fmt: skip
     for body, reason in cases:

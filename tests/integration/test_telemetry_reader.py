@@ -98,3 +98,31 @@ def test_days_without_data_are_not_read_and_the_hours_are_the_same(influx_settin
         on_day_2, on_day_3 = (next(h for h in hours if h.start_ms == DAY0 + d * DAY_MS) for d in (2, 3))
         assert on_day_2.state_at_start is not None and on_day_2.state_at_start.state == "running"
         assert on_day_3.state_at_start is None  # silent for longer than the lookback: unknown
+
+
+def test_an_environment_sensors_hours_keep_its_mean_temperature(influx_settings: InfluxSettings) -> None:
+    """The ambient an adjusted baseline regresses on: the environment sensor's °C metric, averaged per hour. A
+    machine's own temperature (a cobot's motor) is not the ambient, and its hours keep none."""
+    profiles = load_profiles()
+    sensor = (("site", SITE), ("line", "weather"), ("device", "env"))
+    cobot = (("site", SITE), ("line", "weather"), ("device", "cobot"))
+    readings = [20.0, 21.0, 25.0]  # three readings in the first hour: mean 22
+    points = [
+        encode_point("telemetry_environment_sensor", sensor, [("temperature", t), ("humidity", 40.0), ("seq", n)],
+                     DAY0 + n * 600_000)
+        for n, t in enumerate(readings)
+    ] + [
+        encode_point("telemetry_environment_sensor", sensor, [("humidity", 41.0), ("seq", 9)], DAY0 + HOUR_MS + 1),
+        encode_point("telemetry_cobot_arm", cobot, [("motor_temp", 60.0), ("seq", 1)], DAY0 + 60_000),
+    ]  # fmt: skip
+    with InfluxClient(influx_settings) as influx:
+        influx.ensure_database()
+        assert influx.write(points).status == 204
+        reader = TelemetryReader(influx)
+        first, second, *_ = reader.device_hours(
+            SITE, "weather", "env", profiles["environment_sensor"], DAY0, DAY0 + 2 * HOUR_MS
+        )
+        assert first.ambient_c == 22.0 and first.telemetry_points == 3
+        assert second.ambient_c is None and second.telemetry_points == 1  # telemetry, but no temperature in it
+        (machine, *_) = reader.device_hours(SITE, "weather", "cobot", profiles["cobot_arm"], DAY0, DAY0 + HOUR_MS)
+        assert machine.telemetry_points == 1 and machine.ambient_c is None

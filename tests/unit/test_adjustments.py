@@ -3,14 +3,17 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import math
 import re
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from bench.confounders import energy_hours, two_lines
+from bench.confounders import BEYOND, energy_hours, two_lines
 from kpi_engine.breakdown import breakdown
 from kpi_engine.evaluation import DemonstrationResult, evaluate
 from kpi_engine.results import comparison_document
@@ -19,7 +22,7 @@ from pilot_core.adjusted_baseline import adjusted_baseline
 from pilot_core.comparison import Verdict
 from pilot_core.contract import TimeClass
 from pilot_core.control_line import control_line, did
-from pilot_core.demonstration import Method, canonical_json, plan_hash
+from pilot_core.demonstration import DemonstrationPlan, Method, canonical_json, plan_hash
 from pilot_core.device_hours import HOUR_MS, DeviceHour, StateEvent
 from pilot_core.histogram import LogHistogram
 from pilot_core.kpi import COMPONENT_NAMES
@@ -65,10 +68,12 @@ def test_paired_hours_must_be_the_same_hours() -> None:
         did("cycle_time_mean", treated, (control[0][:-1], control[1]), 0.9)
 
 
-def energy(effect: float, seed: int = 5) -> tuple[tuple[np.ndarray, dict[str, np.ndarray]], ...]:
+def energy(
+    effect: float, seed: int = 5, **weather: tuple[float, float]
+) -> tuple[tuple[np.ndarray, dict[str, np.ndarray]], ...]:
     rng = np.random.default_rng(seed)
-    e_b, x_b, _ = energy_hours(rng, 336, False, 0.0)
-    e_p, x_p, _ = energy_hours(rng, 336, True, effect)
+    e_b, x_b, _ = energy_hours(rng, 336, False, 0.0, **weather)
+    e_p, x_p, _ = energy_hours(rng, 336, True, effect, **weather)
     return (e_b, x_b), (e_p, x_p)
 
 
@@ -83,6 +88,34 @@ def test_the_adjusted_baseline_recovers_savings_under_changed_conditions() -> No
     assert low <= -0.05 <= high < 0
     assert result.savings is not None and result.savings > 0
     assert result.fractional_savings_uncertainty is not None
+
+
+def test_a_pilot_beyond_the_baselines_conditions_gets_no_verdict() -> None:
+    """IPMVP: the model is valid over the conditions it was fitted on. A pilot warmer on average than every
+    baseline hour would be judged by an extrapolation, whose interval fell short of its level (bench.confounders)."""
+    baseline, pilot = energy(-0.05, seed=1, baseline_weather=BEYOND)
+    result = adjusted_baseline("energy_kwh", VARIABLES, baseline, pilot, 0.9)
+    assert result.model is not None and result.model.passes  # the fit itself is fine
+    assert result.refused.startswith("the pilot's conditions lie outside the baseline's")
+    assert "mean ambient_temperature" in result.refused and "production_volume" not in result.refused
+    assert result.relative_change is None and result.relative_interval is None
+    temperature = {c.variable: c for c in result.conditions}["ambient_temperature"]
+    assert temperature.pilot_mean > temperature.baseline_max and temperature.pilot_hours_outside > 0.5
+
+
+def test_pilot_hours_outside_the_baselines_range_are_shown_and_warned_of() -> None:
+    baseline, pilot = energy(-0.05)  # spring reaches the pilot's weather; demand ramps past the baseline's
+    result = adjusted_baseline("energy_kwh", VARIABLES, baseline, pilot, 0.9)
+    assert not result.refused and result.relative_interval is not None
+    conditions = {c.variable: c for c in result.conditions}
+    assert list(conditions) == list(VARIABLES)
+    for name, c in conditions.items():
+        assert c.baseline_min <= c.pilot_mean <= c.baseline_max
+        warned = [w for w in result.warnings if f"have {name} outside the baseline's range" in w]
+        assert bool(warned) == (c.pilot_hours_outside > 0)
+    assert (
+        conditions["production_volume"].pilot_hours_outside > 0 and conditions["shift_hours"].pilot_hours_outside == 0
+    )
 
 
 def test_a_model_failing_guideline_14_gives_no_verdict() -> None:
@@ -265,6 +298,7 @@ def test_the_report_shows_each_method_with_its_diagnostics(language: Language) -
     html = render_html(content, language)
     assert 'id="adjustments"' in html and 'id="adjusted-baseline"' in html and 'data-passes="true"' in html
     assert 'class="control-line" data-kpi="cycle_time_mean"' in html and 'data-parallel="true"' in html
+    assert 'class="condition" data-variable="production_volume"' in html  # its baseline range against the pilot's
     shown = re.sub(r"<[^>]+>", "", html)
     for key in ("section_adjustments", "adjusted_title", "control_title", "control_parallel"):
         assert TEXT[language][key] in shown, key
@@ -295,3 +329,168 @@ def test_the_evidence_bundles_comparison_carries_the_methods() -> None:
     assert change.target is not None and change.target.method is Method.CONTROL_LINE
     assert change.target.verdict is Verdict.MET
     assert document.adjusted_baseline is None
+
+
+WEATHER = {
+    "variables": ["production_volume", "ambient_temperature"],
+    "reason": "energy follows output, and cooling the weather",
+    "ambient_sensors": ["env"],
+}
+
+
+def test_ambient_temperature_needs_an_environment_sensor_in_scope() -> None:
+    """Refused at plan time, with the reason: no sensor named, a sensor out of scope, a sensor without the variable."""
+    energy_target = {
+        "kpi": "energy_per_good_unit", "direction": "decrease", "change_pct": 5, "method": "adjusted_baseline"
+    }  # fmt: skip
+    no_sensor = {"variables": ["production_volume", "ambient_temperature"], "reason": "weather"}
+    with pytest.raises(ValidationError, match=r"ambient_temperature needs adjusted_baseline\.ambient_sensors"):
+        plan(adjusted_baseline=no_sensor, targets=[energy_target])
+    with pytest.raises(ValidationError, match="ambient_sensors must be devices in scope; not in scope: env"):
+        plan(adjusted_baseline=WEATHER, targets=[energy_target])
+    with pytest.raises(ValidationError, match="ambient_temperature is not a variable"):
+        plan(devices=["press", "meter", "env"], adjusted_baseline={**WEATHER, "variables": ["production_volume"]})
+    accepted = plan(devices=["press", "meter", "env"], adjusted_baseline=WEATHER, targets=[energy_target])
+    assert '"ambient_sensors":["env"]' in canonical_json(accepted)
+    # A plan without sensors keeps the canonical text, and so the hash, it had before sensors existed.
+    volume = plan(adjusted_baseline={"variables": ["production_volume"], "reason": "output"}, targets=[energy_target])
+    assert "ambient_sensors" not in canonical_json(volume)
+
+
+def sensor_hours(days: range, temperature: Callable[[int, int], float | None]) -> list[DeviceHour]:
+    """An environment sensor's hours: a reading a minute, their mean ``temperature(day, hour)`` (None: no mean)."""
+    return [
+        DeviceHour(
+            "env", START_MS + d * DAY_MS + h * HOUR_MS, machine=False, telemetry_points=60, ambient_c=temperature(d, h)
+        )
+        for d in days
+        for h in range(24)
+    ]
+
+
+def weather(day: int, hour: int) -> float:
+    """The baseline (days 0–4) warms from 14 to 26 °C; the pilot (days 7–11) stays about 22 °C; a daily swing."""
+    trend = 14 + 12 * (day * 24 + hour) / 120 if day < 5 else 22.0
+    return trend + 3 * math.sin(2 * math.pi * (hour - 9) / 24)
+
+
+def cooled(press: list[DeviceHour], rng: np.random.Generator, per_unit_kwh: float) -> list[DeviceHour]:
+    """A meter: base load, energy per unit, and cooling of 0.05 kWh per °C of the sensor's ambient."""
+    return [
+        DeviceHour(
+            "meter",
+            hour.start_ms,
+            machine=False,
+            energy_kwh=(
+                0.5
+                + per_unit_kwh * sum(t.produced for t in hour.production.values())
+                + 0.05 * weather((hour.start_ms - START_MS) // DAY_MS, (hour.start_ms - START_MS) % DAY_MS // HOUR_MS)
+            )
+            * (1 + 0.03 * rng.normal()),
+        )
+        for hour in press
+    ]
+
+
+def weather_plan() -> DemonstrationPlan:
+    return plan(
+        devices=["press", "meter", "env"],
+        adjusted_baseline=WEATHER,
+        targets=[
+            {"kpi": "energy_per_good_unit", "direction": "decrease", "change_pct": 5, "method": "adjusted_baseline"}
+        ],
+    )
+
+
+def test_the_adjusted_baseline_regresses_on_the_ambient_sensors_temperature() -> None:
+    """The pilot saves 10% of the energy per unit while its weather differs from the baseline's average: the
+    regression on volume and the sensor's hourly temperature finds the cooling slope and the pilot's saving."""
+    rng = np.random.default_rng(21)
+    before = cell_hours("press", range(5), 30.0, rng, 0.02)
+    after = cell_hours("press", range(7, 12), 30.0, rng, 0.02)
+    hours = {
+        "press": before + after,
+        "meter": cooled(before, rng, 0.02) + cooled(after, rng, 0.018),
+        "env": sensor_hours(range(5), weather) + sensor_hours(range(7, 12), weather),
+    }
+    chosen = weather_plan()
+    result = evaluate(chosen, plan_hash(chosen), hours)
+    adjusted = result.adjusted
+    assert adjusted is not None and not adjusted.refused and adjusted.model is not None and adjusted.model.passes
+    assert adjusted.model.variables == ("production_volume", "ambient_temperature")
+    assert adjusted.model.coefficients["ambient_temperature"] == pytest.approx(0.05, rel=0.3)
+    produced = np.array([sum(t.produced for t in h.production.values()) for h in after])
+    cooling = np.array([0.05 * weather(7 + i // 24, i % 24) for i in range(len(after))])
+    truth = (0.5 + 0.018 * produced + cooling).sum() / (0.5 + 0.02 * produced + cooling).sum() - 1
+    low, high = adjusted.relative_interval or (0.0, 0.0)
+    assert low <= truth <= high
+    temperature = {c.variable: c for c in adjusted.conditions}["ambient_temperature"]
+    assert temperature.baseline_min < 14 and temperature.baseline_max > 26 and temperature.pilot_hours_outside == 0
+    assert not [w for w in result.warnings if "ambient sensor" in w]
+
+
+def test_an_ambient_sensor_without_temperatures_gives_no_verdict_with_the_reason() -> None:
+    """Hours of the sensor without a temperature: an inconclusive verdict saying how many, never a number; hours with
+    telemetry but no temperature (a sensor without one, or hours kept before temperatures were) are warned of."""
+    rng = np.random.default_rng(22)
+    before = cell_hours("press", range(5), 30.0, rng, 0.02)
+    after = cell_hours("press", range(7, 12), 30.0, rng, 0.02)
+
+    def gaps(day: int, hour: int) -> float | None:
+        return None if day == 9 and hour < 6 else weather(day, hour)
+
+    hours = {
+        "press": before + after,
+        "meter": cooled(before, rng, 0.02) + cooled(after, rng, 0.018),
+        "env": sensor_hours(range(5), weather) + sensor_hours(range(7, 12), gaps),
+    }
+    chosen = weather_plan()
+    result = evaluate(chosen, plan_hash(chosen), hours)
+    (target,) = result.targets
+    assert result.adjusted is not None and result.adjusted.relative_interval is None
+    reason = "the independent variable 'ambient_temperature' has no data in 6 of the 120 pilot hours"
+    assert result.adjusted.refused == reason and target.check.verdict is Verdict.INCONCLUSIVE
+    assert target.check.reason == reason
+    assert any(
+        w.startswith("ambient sensor env: 6 hours with telemetry but no ambient temperature") for w in result.warnings
+    )
+    # No sensor hours at all in the baseline: none of its hours has the variable.
+    hours["env"] = sensor_hours(range(7, 12), weather)
+    silent = evaluate(chosen, plan_hash(chosen), hours)
+    assert silent.adjusted is not None
+    assert (
+        silent.adjusted.refused == "the independent variable 'ambient_temperature' has no data for every baseline hour"
+    )
+
+
+def test_an_evaluation_with_fewer_baseline_hours_than_the_model_needs_is_inconclusive() -> None:
+    """Two variables and a constant need 30 baseline hours (10 per parameter): a one-day baseline of 24 gives the
+    reason, never a number."""
+    start = dt.datetime.fromtimestamp(START_MS / 1000, dt.UTC)
+
+    def window(name: str, phase: str, first_day: int, days: int) -> dict[str, str]:
+        begin = start + dt.timedelta(days=first_day)
+        end = begin + dt.timedelta(days=days)
+        return {"name": name, "phase": phase, "start": begin.isoformat(), "end": end.isoformat()}
+
+    chosen = plan(
+        devices=["press", "meter", "env"],
+        adjusted_baseline=WEATHER,
+        windows=[window("before", "baseline", 0, 1), window("after", "pilot", 7, 5)],
+        targets=[
+            {"kpi": "energy_per_good_unit", "direction": "decrease", "change_pct": 5, "method": "adjusted_baseline"}
+        ],
+    )
+    rng = np.random.default_rng(23)
+    before = cell_hours("press", range(1), 30.0, rng, 0.02)
+    after = cell_hours("press", range(7, 12), 30.0, rng, 0.02)
+    hours = {
+        "press": before + after,
+        "meter": cooled(before, rng, 0.02) + cooled(after, rng, 0.018),
+        "env": sensor_hours(range(1), weather) + sensor_hours(range(7, 12), weather),
+    }
+    result = evaluate(chosen, plan_hash(chosen), hours)
+    (target,) = result.targets
+    assert result.adjusted is not None and result.adjusted.relative_change is None
+    assert result.adjusted.refused == "24 baseline hours for a model of 3 parameters: at least 30 are needed"
+    assert target.check.verdict is Verdict.INCONCLUSIVE and target.check.reason == result.adjusted.refused

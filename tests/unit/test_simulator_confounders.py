@@ -139,3 +139,70 @@ def test_a_warmer_period_reads_warmer_and_cooling_costs_energy(catalog: ProfileC
     high = sum(temperatures["pilot"]) / len(temperatures["pilot"])
     assert high - low == pytest.approx(10, abs=1.0)
     assert scenario_truth([baseline, pilot], catalog)["periods"][1]["ambient_c"] == 32
+
+
+def with_pilot_period(catalog: ProfileCatalog, pilot: str, cooling: float = 0.0) -> Scenario:
+    """no_effect.yaml with its periods two days long and the pilot period's line replaced by ``pilot``."""
+    text = (BUNDLED_SCENARIOS / "no_effect.yaml").read_text(encoding="utf-8")
+    if cooling:
+        text = text.replace("  off_kw: 0.05\n", f"  off_kw: 0.05\n  cooling_kw_per_c: {cooling}\n")
+    text = text.replace("  - {name: pilot, behaviour: pilot, start: 2026-10-26, days: 14}", pilot)
+    text = text.replace("start: 2026-10-05, days: 14}", "start: 2026-10-05, days: 2}")
+    return parse_scenario(text, "changed.yaml", catalog)
+
+
+def test_a_period_can_ramp_demand(catalog: ProfileCatalog) -> None:
+    """Orders for half the busy time as the period starts, ramping to all of it: the line idles for want of
+    orders early on, makes more each day, and truth.json says so."""
+    pilot = "  - {name: pilot, behaviour: baseline, start: 2026-10-26, days: 4, demand: 0.5, demand_ramp_pct: 100}"
+    scenario = with_pilot_period(catalog, pilot)
+    baseline, ramped = simulate_periods(scenario, catalog)
+    output = "vision-01"
+    day_ms = 24 * 3600 * 1000
+
+    def produced(run: Any, day: int) -> int:
+        start = run.start_ms + day * day_ms
+        return sum(c.produced for c in run.stations[output].cycles if start <= c.end_ms < start + day_ms)
+
+    daily = [produced(ramped, day) for day in range(4)]
+    assert daily == sorted(daily) and daily[0] < 0.7 * daily[3], daily
+    waiting = [i for i in ramped.stations[output].intervals if i.reason == "no orders"]
+    assert waiting and all(i.time_class.value == "idle" for i in waiting)
+    assert not [i for i in baseline.stations[output].intervals if i.reason == "no orders"]
+    truth = json.loads(json.dumps(scenario_truth([baseline, ramped], catalog)))
+    assert truth["periods"][1]["demand"] == {"start": 0.5, "end": 1.0, "ramp_pct": 100.0}
+    assert "demand" not in truth["periods"][0]
+
+
+def test_the_weather_can_warm_across_a_period_and_cooling_follows_it(catalog: ProfileCatalog) -> None:
+    """Ambient 24 °C warming by 10 °C across two days, with a daily swing: sensors read it hour by hour, every
+    metered station draws cooling_kw_per_c per °C above 22 °C at each moment, and truth.json keeps the weather."""
+    flat = "  - {name: pilot, behaviour: baseline, start: 2026-10-26, days: 2, ambient_c: 24}"
+    warming = flat.replace("ambient_c: 24}", "ambient_c: 24, ambient_ramp_c: 10, ambient_daily_swing_c: 0.0001}")
+    swinging = flat.replace("ambient_c: 24}", "ambient_c: 24, ambient_daily_swing_c: 1.5}")
+    cooling = 0.02
+    runs = {
+        name: simulate_periods(with_pilot_period(catalog, text, cooling), catalog)[1]
+        for name, text in (("flat", flat), ("warming", warming), ("swinging", swinging))
+    }
+    warm = runs["warming"]
+    assert warm.ambient_c_at(warm.start_ms) == pytest.approx(24, abs=0.01)
+    assert warm.ambient_c_at(warm.end_ms - 1) == pytest.approx(34, abs=0.01)
+    # Cooling beyond the flat period's: on average 5 °C more, over 48 hours, for each metered station.
+    metered = len(warm.metered())
+    extra = warm.line_energy_kwh() - runs["flat"].line_energy_kwh()
+    assert extra == pytest.approx(metered * cooling * 5 * 48, rel=0.01)
+    # A swing around the same mean, never below 22 °C: no more energy over whole days, but more at 15:00 than 03:00.
+    swing = runs["swinging"]
+    assert swing.line_energy_kwh() == pytest.approx(runs["flat"].line_energy_kwh(), rel=1e-4)
+    three, fifteen = swing.start_ms + 3 * 3600_000, swing.start_ms + 15 * 3600_000
+    assert swing.ambient_c_at(fifteen) - swing.ambient_c_at(three) == pytest.approx(3.0)
+    assert swing.line_power_kw(fifteen) - runs["flat"].line_power_kw(fifteen) == pytest.approx(metered * cooling * 1.5)
+    # The environment sensor reads the warming: the same night hours (the cell off), a day apart, 5 °C warmer.
+    messages = [m for m in render_runs([warm], catalog) if m.device == "env-01" and m.channel == "telemetry"]
+    readings = [(r["ts"], r["metrics"]["temperature"]) for m in messages for r in json.loads(m.payload)["batch"]]
+    first = [v for ts, v in readings if ts < warm.start_ms + 6 * 3600_000]
+    second = [v for ts, v in readings if 0 <= ts - warm.start_ms - 24 * 3600_000 < 6 * 3600_000]
+    assert sum(second) / len(second) - sum(first) / len(first) == pytest.approx(5, abs=0.3)
+    truth = scenario_truth([warm], catalog)["periods"][0]
+    assert (truth["ambient_c"], truth["ambient_ramp_c"]) == (24, 10)
