@@ -42,6 +42,8 @@ _PICKLED_CLASSES = frozenset(
 
 def save(path: Path, snapshot: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
+    # The rename must survive a power loss too: an older state after acknowledged batches would count their
+    # counters' parts again.
     replace_durably(path, snapshot)
 
 

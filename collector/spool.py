@@ -231,7 +231,7 @@ class Spool:
         return segment, offset
 
     def _write_cursor(self) -> None:
-        replace_durably(self._cursor_file, f"{self._cursor[0]} {self._cursor[1]}\n".encode())
+        replace_durably(self._cursor_file, f"{self._cursor[0]} {self._cursor[1]}\n".encode(), sync_directory=False)
 
     def _scan(self, segment: int) -> int:
         """Count the whole records not yet replayed in ``segment``: skip bad bytes that whole records follow
@@ -376,15 +376,20 @@ def _count_records(data: bytes, offset: int) -> int:
     return count
 
 
-def replace_durably(path: Path, data: bytes) -> None:
-    """Make ``path`` hold ``data``, whole: after a crash it holds either this or what it held before."""
+def replace_durably(path: Path, data: bytes, *, sync_directory: bool = True) -> None:
+    """Make ``path`` hold ``data``, whole: after a crash it holds either this or what it held before.
+
+    ``sync_directory``: also make the rename survive a power loss, so that the file is never older than this
+    call once it returns (a directory fsync more: the spool's cursor does without, as replaying twice is harmless).
+    """
     temporary = path.with_suffix(".tmp")
     with open(temporary, "wb") as file:
         file.write(data)
         file.flush()
         os.fsync(file.fileno())
     temporary.replace(path)
-    _fsync_directory(path.parent)  # the rename itself must survive a crash
+    if sync_directory:
+        _fsync_directory(path.parent)
 
 
 def _fsync_directory(directory: Path) -> None:
