@@ -66,9 +66,7 @@ def _sequence(text: str) -> yaml.SequenceNode | None:
 
 
 def _entry_text(entry: DeviceEntry, dash_column: int) -> str:
-    lines = yaml.safe_dump(
-        [entry.model_dump(exclude_defaults=True)], allow_unicode=True, sort_keys=False
-    ).splitlines()
+    lines = yaml.safe_dump([entry.model_dump(exclude_defaults=True)], allow_unicode=True, sort_keys=False).splitlines()
     return "".join(" " * dash_column + line + "\n" for line in lines)
 
 

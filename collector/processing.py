@@ -13,7 +13,6 @@ import logging
 import math
 import multiprocessing
 import os
-import pickle
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from adapters.sparkplug.codec import SparkplugDecodeError, decode_payload
+from collector import sparkplug_checkpoint
 from pilot_core.contract import Topic, TopicError, parse_topic
 from pilot_core.rate_limit import RateLimit, TokenBuckets
 from pilot_core.registry import DeviceRegistry
@@ -135,8 +135,8 @@ class Processor:
         self.host = SparkplugHost(registry, sparkplug.maps, sparkplug.rebirth_interval_s) if sparkplug else None
         self._batches = 0
         self._snapshots: dict[int, bytes] = {}  # batch number → host state after it, until acknowledged
-        if sparkplug is not None and sparkplug.checkpoint_file is not None:
-            self._restore(sparkplug.checkpoint_file)
+        if self.host is not None and sparkplug is not None and sparkplug.checkpoint_file is not None:
+            sparkplug_checkpoint.load(self.host, sparkplug.checkpoint_file)
         self.seq = SeqTracker()
         self.statuses = StatusTimes()  # a will is stored when it is received: the outage
         self.quotas: TokenBuckets[tuple[str, str, str]] | None = (
@@ -169,7 +169,7 @@ class Processor:
                 outcome.line_owner.extend([index] * len(result.lines))
         if sparkplug_seen and self.host is not None:
             self._batches += 1
-            self._snapshots[self._batches] = pickle.dumps(self.host.snapshot())
+            self._snapshots[self._batches] = self.host.snapshot()
             outcome.checkpoint = self._batches
         return outcome
 
@@ -230,25 +230,7 @@ class Processor:
             del self._snapshots[number]
         if snapshot is None or self.sparkplug is None or self.sparkplug.checkpoint_file is None:
             return
-        path = self.sparkplug.checkpoint_file
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(".tmp")
-        with open(temporary, "wb") as out:
-            out.write(snapshot)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-
-    def _restore(self, path: Path) -> None:
-        assert self.host is not None
-        try:
-            snapshot = pickle.loads(path.read_bytes())  # our own file, written by commit()
-        except FileNotFoundError:
-            return
-        except Exception as exc:  # damaged: births come again by rebirth requests
-            log.warning("cannot read the Sparkplug host state %s (%s): starting without births", path, exc)
-            return
-        self.host.restore(snapshot)
+        sparkplug_checkpoint.save(self.sparkplug.checkpoint_file, snapshot)
 
     def forget_sequences(self) -> None:
         """Forget what was seen, after a batch that was not stored and acknowledged.

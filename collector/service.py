@@ -34,6 +34,7 @@ from collector.metrics import CollectorMetrics
 from collector.output import InfluxOutput
 from collector.processing import BatchOutcome, Limits, ProcessorProcess, SparkplugIntake, topic_or_none
 from collector.settings import CollectorSettings
+from collector.sparkplug_checkpoint import CHECKPOINT_FILE
 from collector.spool import Spool, SpooledBatch, SpoolFull
 from collector.supervision import RetryLater, Supervisor
 from pilot_core.broker_accounts import heartbeat_topic
@@ -45,7 +46,6 @@ from pilot_core.validation import Rejection, RejectReason
 log = logging.getLogger("pilot.collector")
 
 DEAD_LETTER_ACK_TIMEOUT_S = 10.0
-SPARKPLUG_CHECKPOINT = "sparkplug-host.pickle"
 
 
 class InfluxUnreachable(InfluxError):
@@ -99,7 +99,7 @@ class Collector:
             self.registry,
             Limits.from_settings(settings),
             SparkplugIntake(
-                tuple(sparkplug.devices), sparkplug.rebirth_interval_s, settings.spool_dir / SPARKPLUG_CHECKPOINT
+                tuple(sparkplug.devices), sparkplug.rebirth_interval_s, settings.spool_dir / CHECKPOINT_FILE
             )
             if sparkplug.enabled
             else None,

@@ -231,12 +231,7 @@ class Spool:
         return segment, offset
 
     def _write_cursor(self) -> None:
-        temporary = self._cursor_file.with_suffix(".tmp")
-        with open(temporary, "w") as file:
-            file.write(f"{self._cursor[0]} {self._cursor[1]}\n")
-            file.flush()
-            os.fsync(file.fileno())
-        temporary.replace(self._cursor_file)
+        replace_durably(self._cursor_file, f"{self._cursor[0]} {self._cursor[1]}\n".encode(), sync_directory=False)
 
     def _scan(self, segment: int) -> int:
         """Count the whole records not yet replayed in ``segment``: skip bad bytes that whole records follow
@@ -379,6 +374,22 @@ def _count_records(data: bytes, offset: int) -> int:
     while (end := _record_end(data, offset)) is not None:
         offset, count = end, count + 1
     return count
+
+
+def replace_durably(path: Path, data: bytes, *, sync_directory: bool = True) -> None:
+    """Make ``path`` hold ``data``, whole: after a crash it holds either this or what it held before.
+
+    ``sync_directory``: also make the rename survive a power loss, so that the file is never older than this
+    call once it returns (a directory fsync more: the spool's cursor does without, as replaying twice is harmless).
+    """
+    temporary = path.with_suffix(".tmp")
+    with open(temporary, "wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+    temporary.replace(path)
+    if sync_directory:
+        _fsync_directory(path.parent)
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -32,7 +32,7 @@ import paho.mqtt.client as paho
 
 from adapters.mqtt import MqttSettings, connect_properties, new_client
 from edge_agent.network import AgentNetwork
-from edge_agent.outbox import Outbox
+from edge_agent.outbox import Outbox, OutboxFull
 from pilot_core.contract import Channel, topic_for
 from pilot_core.profiles import DeviceProfile
 
@@ -87,6 +87,9 @@ class Agent:
         self._ready = False  # connected, and the birth sent
         self.stopping = False
         self._birth_seq = 0
+        # The state last recorded (its fields), stated again with each birth after the first; None while unknown.
+        self._state: dict[str, Any] | None = None
+        self._born = False  # a birth was sent on an earlier connection of this run
 
     @property
     def name(self) -> str:
@@ -107,7 +110,9 @@ class Agent:
     def state(self, state: str, reason: str | None = None, ts_ms: int | None = None) -> None:
         if self.profile.state(state) is None:
             raise ValueError(f"profile {self.profile.id} has no state {state!r}")
-        self._record(Channel.STATE, {"state": state, **({"reason": reason} if reason else {})}, ts_ms)
+        fields = {"state": state, **({"reason": reason} if reason else {})}
+        self._record(Channel.STATE, fields, ts_ms)
+        self._state = fields
 
     def production(
         self,
@@ -148,6 +153,8 @@ class Agent:
     def source_status(self, online: bool, ts_ms: int | None = None) -> None:
         """Say the machine behind the agent was lost (offline: its state is unknown from here) or found again."""
         self._record(Channel.STATUS, self._status(online), ts_ms)
+        if not online:
+            self._state = None  # not to be stated again with a birth: unknown until the next state
 
     @property
     def pending(self) -> int:
@@ -256,12 +263,27 @@ class Agent:
         self._last_sent = 0  # send again whatever the outbox still holds
         # The birth goes first on every connection, ahead of anything sent again: the collector starts
         # counting this device's seq afresh from it. It is not kept in the outbox: a birth is of this moment.
-        birth = self._payload(self._birth_seq, int(time.time() * 1000), self._status(online=True))
+        born_ms = int(time.time() * 1000)
+        birth = self._payload(self._birth_seq, born_ms, self._status(online=True))
         client.publish(self._topics[Channel.STATUS], birth, qos=1)
-        self._ready = True
+        if self._born:
+            self._restate(born_ms)
+        self._born = self._ready = True
         self.network.accepted(self)
         log.info("agent %s connected to %s; %d messages to send", self.name, self.mqtt.address, self.pending)
         self.network.wake(self)
+
+    def _restate(self, born_ms: int) -> None:
+        """The state the agent knows, again, stamped with a reconnection's birth's ts: a will the broker published
+        while this agent recorded on (a broker restart, a network cut) must not leave the device unknown until its
+        next state change. The collector stores it with the birth (``StatusTimes``), after the will."""
+        fields = self._state
+        if fields is None:
+            return
+        try:
+            self._record(Channel.STATE, fields, born_ms)
+        except OutboxFull:
+            log.warning("agent %s: the outbox is full; its state is not stated again with its birth", self.name)
 
     def _on_disconnect(self, client: paho.Client, userdata: object, flags: object, reason: Any, props: object) -> None:
         self._ready = False

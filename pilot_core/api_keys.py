@@ -44,14 +44,16 @@ def matches(secret: str, stored_digest: str) -> bool:
     return hmac.compare_digest(digest(secret), stored_digest)
 
 
-_LINK_TOKEN = re.compile(r"[A-Za-z0-9_-]{43}")
+# The bearer secrets of sign-in links and console sessions: 256 random bits, URL-safe base64.
+_SECRET_TOKEN = re.compile(r"[A-Za-z0-9_-]{43}")
 
 
-def new_link_token() -> tuple[str, str]:
-    """A one-time sign-in link's token (256 random bits) and the digest that is stored of it."""
+def new_secret_token() -> tuple[str, str]:
+    """A sign-in link's or a console session's token (256 random bits) and the digest that is stored of it."""
     token = secrets.token_urlsafe(32)
     return token, digest(token)
 
 
-def is_link_token(token: str) -> bool:
-    return _LINK_TOKEN.fullmatch(token) is not None
+def is_secret_token(token: str) -> bool:
+    """Whether ``token`` has the shape ``new_secret_token`` gives: anything else is refused before a look-up."""
+    return _SECRET_TOKEN.fullmatch(token) is not None

@@ -277,11 +277,18 @@ class StateDebouncer:
     for when the source is lost: the next state is reported even if it is the one before the outage.
     """
 
-    def __init__(self) -> None:
-        self.current: str | None = None
-        self._candidate: str | None = None
-        self._since_ms = 0
-        self._last_ms: int | None = None
+    def __init__(
+        self, current: str | None = None, candidate: str | None = None, since_ms: int = 0, last_ms: int | None = None
+    ) -> None:
+        self.current = current
+        self._candidate = candidate
+        self._since_ms = since_ms
+        self._last_ms = last_ms
+
+    @property
+    def memory(self) -> tuple[str | None, str | None, int, int | None]:
+        """What a new debouncer needs to carry on from here: ``StateDebouncer(*memory)``."""
+        return self.current, self._candidate, self._since_ms, self._last_ms
 
     def observe(self, ts_ms: int, called_for: str | None, min_duration_ms: int = 0) -> StateChange | None:
         if self._last_ms is not None and ts_ms < self._last_ms:

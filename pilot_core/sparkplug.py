@@ -11,11 +11,12 @@ the rules in words.
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pilot_core.contract import Channel, ProductionRecord, StateRecord, StatusRecord, TelemetryRecord, Topic
 from pilot_core.ids import InvalidIdError, check_id
@@ -275,6 +276,147 @@ class _Plan(dict[str, tuple[str, "Metric | None", bool, int | None]]):
         return entry
 
 
+# --- the host's state on disk: versioned JSON, never code ------------------------
+
+STATE_FORMAT = "pilot-sparkplug-host"
+STATE_VERSION = 1
+
+
+class HostStateError(ValueError):
+    """Saved host state this version cannot carry on from: damaged, cut short, or of another version."""
+
+
+class _Saved(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class _BirthState(_Saved):
+    names: list[tuple[int, str]]  # alias → name; JSON object keys would be strings
+    datatypes: dict[str, int]
+
+
+class _NodeState(_Saved):
+    group: str
+    edge_node: str
+    bd_seq: int | None
+    seq: int | None
+    birth: _BirthState | None
+    devices: dict[str, _BirthState]
+
+
+class _CounterState(_Saved):
+    bits: int | None
+    max_step: int | None
+    last: int | None
+
+
+class _DerivationState(_Saved):
+    site: str
+    line: str
+    device: str
+    signals: dict[str, bool | int | float]
+    state: str | None  # the debouncer: the current state, the candidate, since when, the last sample
+    candidate: str | None
+    candidate_since_ms: int
+    last_sample_ms: int | None
+    counters: dict[str, _CounterState] | None  # by counter role
+    scrap_ahead: int
+    last_ts: int
+
+
+class HostState(_Saved):
+    format: Literal["pilot-sparkplug-host"]
+    version: Literal[1]
+    nodes: list[_NodeState]
+    derivations: list[_DerivationState]
+
+
+def read_host_state(data: bytes) -> HostState:
+    """The state in ``data``, checked field by field; HostStateError says why it is not one."""
+    try:
+        raw = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise HostStateError(f"the saved Sparkplug host state is not JSON (damaged or cut short?): {exc}") from None
+    if not isinstance(raw, dict) or raw.get("format") != STATE_FORMAT:
+        raise HostStateError("the file is not a saved Sparkplug host state")
+    if raw.get("version") != STATE_VERSION:
+        raise HostStateError(
+            f"the saved Sparkplug host state is version {raw.get('version')!r}; this collector reads {STATE_VERSION}"
+        )
+    try:
+        return HostState.model_validate_json(data)  # JSON mode: arrays are tuples, NaN a float
+    except ValidationError as exc:
+        raise HostStateError(f"the saved Sparkplug host state is malformed: {exc}") from None
+
+
+def _birth_state(birth: _Birth) -> dict[str, object]:
+    return {"names": list(birth.names.items()), "datatypes": birth.datatypes}
+
+
+def _node_state(key: tuple[str, str], node: _Node) -> dict[str, object]:
+    return {
+        "group": key[0],
+        "edge_node": key[1],
+        "bd_seq": node.bd_seq,
+        "seq": node.seq,
+        "birth": None if node.birth is None else _birth_state(node.birth),
+        "devices": {device: _birth_state(birth) for device, birth in node.devices.items()},
+    }
+
+
+def _derivation_state(key: DeviceKey, derivation: _Derivation) -> dict[str, object]:
+    state, candidate, since_ms, last_ms = derivation.debouncer.memory
+    counters = derivation.counters
+    return {
+        "site": key.site,
+        "line": key.line,
+        "device": key.device,
+        "signals": derivation.signals,
+        "state": state,
+        "candidate": candidate,
+        "candidate_since_ms": since_ms,
+        "last_sample_ms": last_ms,
+        "counters": None
+        if counters is None
+        else {
+            role.value: {"bits": tracker.spec.bits, "max_step": tracker.spec.max_step, "last": tracker.last}
+            for role, tracker in counters.trackers.items()
+        },
+        "scrap_ahead": 0 if counters is None else counters.scrap_ahead,
+        "last_ts": derivation.last_ts,
+    }
+
+
+def _birth_from(saved: _BirthState) -> _Birth:
+    return _Birth(dict(saved.names), dict(saved.datatypes))
+
+
+def _node_from(saved: _NodeState) -> _Node:
+    return _Node(
+        bd_seq=saved.bd_seq,
+        seq=saved.seq,
+        birth=None if saved.birth is None else _birth_from(saved.birth),
+        devices={device: _birth_from(birth) for device, birth in saved.devices.items()},
+    )
+
+
+def _derivation_from(saved: _DerivationState) -> _Derivation:
+    counters = None
+    if saved.counters is not None:
+        roles = {CounterRole(role): counter for role, counter in saved.counters.items()}
+        counters = ProductionCounters(
+            {role: CounterSpec(c.bits, c.max_step) for role, c in roles.items()},
+            {role: c.last for role, c in roles.items()},
+            saved.scrap_ahead,
+        )
+    return _Derivation(
+        signals=dict(saved.signals),
+        debouncer=StateDebouncer(saved.state, saved.candidate, saved.candidate_since_ms, saved.last_sample_ms),
+        counters=counters,
+        last_ts=saved.last_ts,
+    )
+
+
 class Verdict(enum.Enum):
     STORED = "stored"  # lines to write (maybe none: a command, an unmapped node)
     DUPLICATE = "duplicate"  # seen already: acknowledged, not written again
@@ -312,14 +454,29 @@ class SparkplugHost:
         # Per Sparkplug address: the birth a plan was made for, and the plan (not in the snapshot).
         self._plans: dict[tuple[str, str, str | None], tuple[_Birth, _Plan]] = {}
 
-    # The state is pickled as the collector's checkpoint: the registry and maps come from configuration.
-    def snapshot(self) -> dict[str, object]:
-        return {"nodes": self.nodes, "derivations": self.derivations}
+    # The collector's checkpoint: JSON (``HostState``); the registry and maps come from configuration.
+    def snapshot(self) -> bytes:
+        """The state as versioned JSON. Rebirth request times are left out: they are on a clock of this process."""
+        return json.dumps(
+            {
+                "format": STATE_FORMAT,
+                "version": STATE_VERSION,
+                "nodes": [_node_state(key, node) for key, node in self.nodes.items()],
+                "derivations": [_derivation_state(key, derivation) for key, derivation in self.derivations.items()],
+            },
+            separators=(",", ":"),
+        ).encode()
 
-    def restore(self, snapshot: Mapping[str, object]) -> None:
-        nodes, derivations = snapshot.get("nodes"), snapshot.get("derivations")
-        if isinstance(nodes, dict) and isinstance(derivations, dict):
-            self.nodes, self.derivations = nodes, derivations
+    def restore(self, snapshot: bytes) -> None:
+        """Carry on from ``snapshot()``'s bytes; raises HostStateError (keeping this state) if they are not one."""
+        state = read_host_state(snapshot)
+        try:
+            nodes = {(n.group, n.edge_node): _node_from(n) for n in state.nodes}
+            derivations = {DeviceKey(d.site, d.line, d.device): _derivation_from(d) for d in state.derivations}
+        except (ValueError, TypeError) as exc:  # counters outside their registers, an unknown counter role
+            raise HostStateError(f"the saved Sparkplug host state is inconsistent: {exc}") from None
+        self.nodes, self.derivations = nodes, derivations
+        self._plans.clear()
 
     def handle(
         self,

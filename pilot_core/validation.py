@@ -153,19 +153,28 @@ class StatusTimes:
     birth already received (both were queued while the collector was away: the device has reconnected since)
     keeps its own ``ts``, so it cannot hide that birth; and a birth newer than the last will (by seq) is never
     stored before it.
+
+    An agent states its state again with each birth, stamped with the birth's own ``ts`` (the broker, not the
+    agent, may have gone away: the agent recorded on, and its state is known). Such a state is stored where its
+    birth was, so a birth moved after its will does not leave the state behind the will, unknown.
     """
 
     def __init__(self) -> None:
         self._birth_seq: dict[tuple[str, str, str], int] = {}
         self._will: dict[tuple[str, str, str], tuple[int, int]] = {}  # the last will stored: seq, time
+        self._birth_time: dict[tuple[str, str, str], tuple[int, int]] = {}  # the last birth: its ts, stored at
 
     def stored_at(self, topic: Topic, seq: int, record: StatusRecord, received_ms: int) -> int:
         device = (topic.site, topic.line, topic.device)
         will = self._will.get(device)
         if record.status == "online":
+            previous = self._birth_seq.get(device)
             self._birth_seq[device] = seq
             newer = will is not None and seq > will[0]  # not an older birth received again
-            return max(record.ts, will[1] + 1) if will is not None and newer else record.ts
+            at = max(record.ts, will[1] + 1) if will is not None and newer else record.ts
+            if previous is None or seq >= previous:
+                self._birth_time[device] = (record.ts, at)
+            return at
         if will is not None and will[0] == seq:
             return will[1]
         birth_seq = self._birth_seq.get(device)
@@ -174,6 +183,11 @@ class StatusTimes:
         at = max(received_ms, record.ts)
         self._will[device] = (seq, at)
         return at
+
+    def state_stored_at(self, topic: Topic, ts: int) -> int:
+        """Where a state record of ``ts`` is stored: with the device's last birth if it carries that birth's ts."""
+        birth = self._birth_time.get((topic.site, topic.line, topic.device))
+        return birth[1] if birth is not None and birth[0] == ts else ts
 
 
 def validate_message(
@@ -222,6 +236,11 @@ def validate_message(
         if statuses is not None and topic.channel is Channel.STATUS:
             records = tuple(
                 r.model_copy(update={"ts": statuses.stored_at(topic, envelope.seq, r, received_ms)}) for r in records
+            )
+        elif statuses is not None and topic.channel is Channel.STATE:
+            records = tuple(
+                r if (at := statuses.state_stored_at(topic, r.ts)) == r.ts else r.model_copy(update={"ts": at})
+                for r in records
             )
         lines = _encode(device, topic, envelope.seq, records, clock)
         birth = topic.channel is Channel.STATUS and any(r.status == "online" for r in envelope.records)

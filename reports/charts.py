@@ -93,15 +93,21 @@ def charts(content: ReportContent, words: Words) -> list[Chart]:
         if not draw(axes, content, words):
             _no_data(axes, words)
         title, caption = words[f"chart_{key}"], words[f"chart_{key}_caption"]
-        result.append(Chart(key, title, caption, _svg(figure, title, width, height), width, height))
+        result.append(Chart(key, title, caption, _svg(figure, key, title, width, height), width, height))
     return result
 
 
-def _svg(figure: Figure, title: str, width: int, height: int) -> str:
+# An id in matplotlib's SVG, and a reference to one (``<use xlink:href="#…">``, ``clip-path="url(#…)"``).
+_SVG_ID = re.compile(r'(\bid="|href="#|url\(#)([^")]+)')
+
+
+def _svg(figure: Figure, key: str, title: str, width: int, height: int) -> str:
     out = io.StringIO()
     figure.savefig(out, format="svg", metadata={"Date": None})
     text = out.getvalue()
     text = text[text.index("<svg") :]  # inline in HTML: no XML declaration or doctype
+    # Every figure numbers its ids alike (figure_1, patch_1, its glyphs): inline in one page they must differ.
+    text = _SVG_ID.sub(lambda match: f"{match[1]}{key}-{match[2]}", text)
     return re.sub(
         r'<svg([^>]*?) width="[^"]*" height="[^"]*"',
         f'<svg\\1 width="{width}" height="{height}" role="img" aria-label="{escape(title)}"',

@@ -226,7 +226,7 @@ class AccessRepository:
     def create_sign_in_link(self, key_id: str, valid_for: dt.timedelta) -> str:
         """A token that signs in to the console once, as key ``key_id``, within ``valid_for``; only its digest is
         stored, so the token is returned here once."""
-        token, token_sha256 = api_keys.new_link_token()
+        token, token_sha256 = api_keys.new_secret_token()
         with self._db.transaction() as session:
             record = self._key_row(session, key_id)[0]
             if record.revoked_at is not None:
@@ -248,7 +248,7 @@ class AccessRepository:
 
         None for an unknown, spent or expired token, or one whose key was revoked since.
         """
-        digest = api_keys.digest(token) if api_keys.is_link_token(token) else None
+        digest = api_keys.digest(token) if api_keys.is_secret_token(token) else None
         if digest is None:
             return None
         with self._db.transaction() as session:

@@ -16,6 +16,7 @@ from urllib.parse import quote
 import jinja2
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from starlette.routing import Match
 
 from adapters.sql import FrozenByAnother, NotFound, StoredDemonstration
 from api.console import views
@@ -120,7 +121,7 @@ def page(request: Request, template: str, session: Session | None, *, status: in
         principal=session.principal if session else None,
         csrf=csrf_token(request, session),
         csrf_field=CSRF_FIELD,
-        here=local_path(here),
+        here=local_path(here if _reopenable(request) else None),
         nav=NAV,
         path=request.url.path,
         Phase=Phase,
@@ -130,6 +131,15 @@ def page(request: Request, template: str, session: Session | None, *, status: in
     response = HTMLResponse(body, status_code=status)
     finish(request, response)
     return response
+
+
+def _reopenable(request: Request) -> bool:
+    """Whether this page's address opens it again (a GET), so the language switch may come back to it: a page
+    answering a form posted to ``/language`` or ``/sign-out`` (a refusal) is not."""
+    if request.method in ("GET", "HEAD"):
+        return True
+    scope = {"type": "http", "path": request.url.path, "method": "GET"}
+    return any(route.matches(scope)[0] is Match.FULL for route in request.app.router.routes)
 
 
 def redirect(request: Request, to: str) -> Response:
@@ -269,6 +279,12 @@ def _throttle(request: Request) -> SignInThrottle:
 def _drawn_pages(request: Request) -> views.DrawnPages:
     pages: views.DrawnPages = request.app.state.console_pages
     return pages
+
+
+def wants_page(request: Request) -> bool:
+    """A browser asking for a page (HTML, not JSON), outside the API's ``/v1/`` and the console's static files."""
+    path, accept = request.url.path, request.headers.get("accept", "")
+    return not path.startswith(("/v1/", "/static/")) and "text/html" in accept and "json" not in accept
 
 
 def not_found(request: Request, exc: Exception) -> Response:

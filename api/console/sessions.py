@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -55,15 +54,15 @@ class SessionStore:
 
     def open(self, principal: Principal) -> Session:
         now_s = self._clock()
-        token = secrets.token_urlsafe(32)
+        token, digest = api_keys.new_secret_token()
         self._access.purge_console_sessions(_at(now_s), _at(now_s - IDLE_S), MAX_SESSIONS - 1)
-        self._access.add_console_session(api_keys.digest(token), principal.key_id, _at(now_s), _at(now_s + LIFETIME_S))
+        self._access.add_console_session(digest, principal.key_id, _at(now_s), _at(now_s + LIFETIME_S))
         return Session(token, principal, csrf_of(token), now_s, now_s)
 
     def get(self, token: str | None) -> Session | None:
         """The live session ``token`` names, its idle time restarted; None for an unknown or expired one, or one
         whose key was revoked (then it is deleted)."""
-        if not token or not api_keys.is_link_token(token):
+        if not token or not api_keys.is_secret_token(token):
             return None
         digest = api_keys.digest(token)
         stored = self._access.console_session(digest)
@@ -80,5 +79,5 @@ class SessionStore:
         return Session(token, stored.principal, csrf_of(token), started_s, seen_s)
 
     def close(self, token: str | None) -> None:
-        if token and api_keys.is_link_token(token):
+        if token and api_keys.is_secret_token(token):
             self._access.end_console_session(api_keys.digest(token))

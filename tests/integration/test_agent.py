@@ -20,6 +20,7 @@ from adapters import local_services
 from adapters.catalog import load_profiles
 from adapters.influxdb import InfluxClient, InfluxSettings
 from adapters.mqtt import MqttSettings, connect_and_wait, new_client
+from adapters.telemetry_reader import TelemetryReader
 from api.main import create_app
 from edge_agent import Agent
 from edge_agent.outbox import Outbox
@@ -65,12 +66,18 @@ def test_an_agent_cut_off_from_the_broker_sends_everything_with_its_original_tim
             wait_until(
                 lambda: (
                     count_points(client, "telemetry_conveyor") == 150
-                    and count_points(client, "state") == 1
+                    and count_points(client, "state") == 2
                     and count_points(client, "status") == 3
                 ),
                 timeout_s=60,
-                what="150 samples, the state, and birth, will and birth in InfluxDB",
+                what="150 samples, the state (and again with the second birth), and birth, will and birth in InfluxDB",
             )
+            # The state recorded while cut off, at its own time; then the same state stated again by the agent with
+            # its reconnection's birth, stored with that birth, after the will: the device is not left unknown.
+            (states,) = client.query('SELECT "state" FROM "state"')
+            (births,) = client.query('SELECT "online" FROM "status" WHERE "online" = true')
+            assert [row[1:] for row in states.values] == [["running"], ["running"]]
+            assert states.values[0][0] == TS + 150_000 and states.values[1][0] == births.values[-1][0]
             (statuses,) = client.query('SELECT "seq", "online" FROM "status"')
             # Online; offline when the broker lost it (its last will, seq just after the birth, stored when the
             # collector received it); online again. In that order in time, as the devices' status reads them.
@@ -187,3 +194,48 @@ def test_an_agent_killed_after_its_birth_shows_offline_in_the_devices_status(
         assert (status["device"], status["online"]) == (device, False)
         went_offline_ms = dt.datetime.fromisoformat(status["status_at"]).timestamp() * 1000
         assert went_offline_ms >= last_sample_ms  # the outage: after the last sample it sent, not at its birth
+
+
+def test_a_broker_restart_leaves_the_state_unknown_only_until_the_agent_s_next_birth(
+    tmp_path: Path, influx_settings: InfluxSettings, unique_id: str
+) -> None:
+    """The broker, not the agent, went away: its will says the connection was lost, yet the agent ran on, recording,
+    and its state is known before, during and after. The KPI engine's rows must not leave it unknown after the birth."""
+    site, line, device = "판교", "조립 1", unique_id
+    catalog = load_profiles()
+    profile = catalog["conveyor"]
+    registry = DeviceRegistry([DeviceEntry(site=site, line=line, device=device, profile="conveyor")], catalog)
+    broker = local_services.mosquitto(tmp_path / "mosquitto")
+    broker.start()
+    mqtt = MqttSettings(host="127.0.0.1", port=broker.port)
+    settings = collector_settings(mqtt, influx_settings, f"{unique_id}-collector", spool_dir=tmp_path / "spool")
+    of_device = f"\"device\" = '{device}'"
+    try:
+        with running_collector(settings, registry), InfluxClient(influx_settings) as client:
+            agent = Agent(mqtt, site, line, device, profile, tmp_path / "agent")
+            agent.start()
+            began_ms = int(time.time() * 1000)
+            agent.state("running", ts_ms=began_ms)
+            wait_until(lambda: count_points(client, "state", where=of_device) == 1, what="running stored")
+            broker.stop()  # the broker restarts; the agent and its machine go on
+            time.sleep(1.0)
+            broker.start()
+            wait_until(
+                lambda: count_points(client, "status", where=of_device) == 3, timeout_s=60, what="birth, will, birth"
+            )
+            wait_until(
+                lambda: count_points(client, "state", where=of_device) == 2, what="the state again, with the birth"
+            )
+            ended_ms = int(time.time() * 1000)
+            assert agent.stop() == 0
+            hours = list(TelemetryReader(client).device_hours(site, line, device, profile, began_ms, ended_ms))
+            (statuses,) = client.query(f'SELECT "online" FROM "status" WHERE {of_device}')
+        events = sorted((e for h in hours for e in h.events), key=lambda e: e.ts_ms)
+        will_ms = next(row[0] for row in statuses.values if row[1] is False)
+        birth_ms = [row[0] for row in statuses.values if row[1] is True][-1]
+        # The will leaves the state unknown only until the agent's next birth, with which it states its state
+        # again: not until its machine next changes state.
+        after_will = [(e.ts_ms, e.state) for e in events if e.ts_ms >= will_ms]
+        assert after_will == [(will_ms, None), (birth_ms, "running")], [(e.ts_ms - will_ms, e.state) for e in events]
+    finally:
+        broker.stop()

@@ -442,10 +442,16 @@ def test_a_broker_outage_loses_nothing_the_agent_derived_from_its_sources(
             assert produced(client, device) == 0 and states(client, device) == ["running"]
             broker.start()
             wait_until(lambda: produced(client, device) == 47, what="the 47 boxes once the broker is back")
+            # The states derived while cut off, then the last one stated again with the reconnection's birth (the
+            # broker published the agent's will: without it the device would be unknown until its next change).
             wait_until(
-                lambda: states(client, device) == ["running", "idle", "running"], what="the states once it is back"
+                lambda: states(client, device) == ["running", "idle", "running", "running"],
+                what="the states once it is back",
             )
             assert statuses(client, device).count(True) == 2  # a birth per connection to the broker
+            (births,) = client.query(f'SELECT "online" FROM "status" WHERE "device" = \'{device}\' AND "online" = true')
+            (stated,) = client.query(f'SELECT "state" FROM "state" WHERE "device" = \'{device}\'')
+            assert stated.values[-1][0] == births.values[-1][0]  # stored with the birth
     finally:
         server.close()
         broker.stop()

@@ -333,3 +333,28 @@ def test_other_roles_read_what_they_may_and_no_more(site: Site, role: Role) -> N
             _open(driver, site, refused[0], visits)
             assert not driver.find_elements(By.ID, "freeze-confirm")
         _assert_every_page_was_clean(driver, visits, refused)
+
+
+def test_a_refused_form_and_an_unknown_path_are_console_pages_that_pass_axe_in_both_languages(site: Site) -> None:
+    visits: list[Visit] = []
+    unknown = f"/demonstrations/{site.slug}/no-such-page"
+    with chromium(1280, 1000, logs=True) as driver:
+        _sign_in(driver, site, Role.EVALUATOR, visits)
+        for lang, not_found in (("en", "Not found"), ("ko", "찾을 수 없음")):
+            if lang == "ko":
+                _click(driver, "switch-language", visits)
+            _open(driver, site, unknown, visits)  # no console route: still the console's 404 page, not JSON
+            assert driver.find_element(By.TAG_NAME, "html").get_attribute("lang") == lang
+            assert driver.find_element(By.TAG_NAME, "h1").text == not_found
+            assert driver.find_element(By.ID, "not-found").is_displayed()
+            # A form whose CSRF token is not this session's (a stale tab, another site's forgery): refused, 403.
+            driver.execute_script("document.querySelector('#language-form input[name=csrf]').value = 'forged'")
+            _click(driver, "switch-language", visits)
+            assert urlparse(driver.current_url).path == "/language"
+            assert driver.find_element(By.TAG_NAME, "html").get_attribute("lang") == lang
+            assert driver.find_element(By.ID, "csrf-refused").is_displayed()
+        _assert_every_page_was_clean(driver, visits, refused=(unknown, "/language"))
+    # API clients keep problem details, on the console's paths and the API's alike.
+    for path, accept in ((unknown, "application/json"), ("/v1/no-such-resource", "text/html")):
+        answer = site.admin.get(path, headers={"Accept": accept})
+        assert answer.status_code == 404 and answer.headers["content-type"] == "application/problem+json", path

@@ -232,3 +232,27 @@ def test_the_console_serves_its_own_icon_so_browsers_log_no_404(console: Console
         icon = console.client.get(path)
         assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg+xml"), path
         assert icon.content.startswith(b"<svg") and b"<script" not in icon.content
+
+
+BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8"
+
+
+@pytest.mark.parametrize("lang", ["en", "ko"])
+def test_an_unknown_console_path_is_the_console_s_404_page_and_api_clients_keep_problem_details(
+    console: Console, lang: str
+) -> None:
+    client = console.client
+    sign_in(client, console.token)
+    client.cookies.set("pilot_lang", lang)
+    words = {"en": "Not found", "ko": "찾을 수 없음"}[lang]
+    for path in (f"/demonstrations/{console.draft}/no-such-page", "/demonstrations/a/b/c", "/no-such-page"):
+        page = client.get(path, headers={"Accept": BROWSER_ACCEPT})
+        assert page.status_code == 404 and page.headers["content-type"].startswith("text/html"), path
+        assert f'<html lang="{lang}">' in page.text and f"<h1>{words}</h1>" in page.text, path
+        assert "content-security-policy" in page.headers, path  # the console's headers, as on every page
+        for headers in ({"Accept": "application/json"}, {"Accept": "*/*"}, {}):
+            answer = client.get(path, headers=headers)
+            assert answer.status_code == 404 and answer.headers["content-type"] == "application/problem+json", path
+    for path in ("/v1/no-such-resource", f"/v1/demonstrations/{console.draft}/no-such-page"):
+        answer = client.get(path, headers={"Accept": BROWSER_ACCEPT})  # the API is the API, whoever asks
+        assert answer.status_code == 404 and answer.headers["content-type"] == "application/problem+json", path

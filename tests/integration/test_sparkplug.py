@@ -461,3 +461,29 @@ def test_an_offline_state_for_our_host_while_it_runs_is_answered_with_online(
             assert [json.loads(p)["online"] for p in watcher.on(state_topic)][:3] == [True, False, True]
     finally:
         watcher.close()
+
+
+def test_a_damaged_host_state_file_is_set_aside_and_a_rebirth_brings_the_node_back(
+    tmp_path: Path, mqtt_settings: MqttSettings, influx_settings: InfluxSettings, unique_id: str
+) -> None:
+    group, node = f"g{unique_id}", "line3"
+    settings = host_settings(mqtt_settings, influx_settings, group, node, f"spb-{unique_id}", spool_dir=tmp_path)
+    state_file = tmp_path / "sparkplug-host.json"
+    state_file.write_bytes(b'{"format":"pilot-sparkplug-host","version":1,"nodes":[{"gro')  # cut short by a crash
+    ncmd = f"spBv1.0/{group}/NCMD/{node}"
+    watcher = Watcher(mqtt_settings, f"watch-{unique_id}", ncmd)
+    raw = RawNode(mqtt_settings, group, node)
+    try:
+        with running_collector(settings, registry(group, node)), InfluxClient(influx_settings) as client:
+            raw.data(5, T0 + 5, **{"1": 0.5})  # the host remembers no birth
+            wait_until(lambda: rebirths_in(watcher.on(ncmd)) >= 1, what="the NCMD rebirth")
+            raw.births(bd_seq=0, seq=6)
+            raw.data(8, T0 + 8, **{"1": 0.8})
+            wait_until(lambda: count_points(client, "telemetry_conveyor", "belt_speed", f"time = {T0 + 8}ms") == 1)
+        saved = json.loads(state_file.read_bytes())  # the host's state since, as versioned JSON
+        assert saved["format"] == "pilot-sparkplug-host" and saved["version"] == 1
+        assert [(n["group"], n["edge_node"], n["seq"]) for n in saved["nodes"]] == [(group, node, 8)]
+        assert not (tmp_path / "sparkplug-host.pickle").exists()
+    finally:
+        raw.close()
+        watcher.close()

@@ -66,3 +66,23 @@ def test_a_will_older_than_a_birth_already_received_keeps_its_own_ts() -> None:
 def test_without_a_processor_a_status_is_stored_at_its_own_ts() -> None:
     result = validate_message(*status(2, False, CONNECTED), REGISTRY, 1 << 20)
     assert isinstance(result, Accepted) and result.lines[0].endswith(f" {CONNECTED}")
+
+
+STATE = topic_for(SITE, LINE, DEVICE, "state")
+
+
+def state(seq: int, ts: int) -> tuple[str, bytes]:
+    return STATE, json.dumps({"seq": seq, "ts": ts, "state": "running"}).encode()
+
+
+def test_the_state_an_agent_restates_with_its_birth_lands_with_that_birth_after_the_will() -> None:
+    collector = Collector()
+    collector.stored_times(status(1, True, CONNECTED + 4), at_ms=CONNECTED + 50)
+    # The broker restarted. The agent reconnected before the collector did: its birth's ts is older than the
+    # moment the collector received the will. The agent restates its state stamped with its birth's ts.
+    late = CONNECTED + 600_000
+    birth = CONNECTED + 599_000
+    stored = collector.stored_times(status(2, False, CONNECTED), status(3, True, birth), state(1, birth), at_ms=late)
+    assert stored == [late, late + 1, late + 1]  # offline, online, and running again: not unknown after the birth
+    # A state recorded while the broker was away keeps its own time, before the will.
+    assert collector.stored_times(state(2, birth - 5000), at_ms=late + 10) == [birth - 5000]
