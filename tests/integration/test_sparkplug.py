@@ -324,6 +324,17 @@ def test_hostile_protobuf_is_dead_lettered_with_its_reason_and_the_collector_car
     wrong = pb.Payload(timestamp=T0 + 2, seq=2)
     wrong.metrics.add(alias=1, string_value="fast")  # belt_speed is a Double in the birth
     deep = b"\x12\x02" * 2000  # nested metrics without end
+    far = pb.Payload(timestamp=2**64 - 1, seq=4)  # a uint64 timestamp no clock can show
+    far.metrics.add(alias=3, int_value=2)  # the state code: only derived, never stored as telemetry
+    colliding = spb.DBirth(
+        T0,
+        5,
+        (
+            spb.Metric(T0, "belt_speed", spb.DataType.DOUBLE, value=1.0, alias=1),
+            spb.Metric(T0, "Status/Code", spb.DataType.INT32, value=1, alias=1),
+        ),
+    ).encode(include_dtypes=True)
+    later = spb.DData(T0 + 6, 6, (spb.Metric(T0 + 6, None, spb.DataType.INT32, value=2, alias=3),)).encode()
     try:
         with running_collector(settings, registry(group, node)) as collector, InfluxClient(influx_settings) as client:
             raw.births(bd_seq=0)
@@ -332,10 +343,22 @@ def test_hostile_protobuf_is_dead_lettered_with_its_reason_and_the_collector_car
             raw.raw("DDATA", wrong.SerializeToString())
             raw.raw("DDATA", deep)
             raw.raw("DDATA", good)
-            wait_until(lambda: len(dead.messages) >= 4, what="four dead letters")
+            raw.raw("DDATA", far.SerializeToString())
+            raw.raw("DBIRTH", colliding)
+            raw.raw("DDATA", later)
+            wait_until(lambda: len(dead.messages) >= 6, what="six dead letters")
             wait_until(lambda: count_points(client, "telemetry_conveyor", "belt_speed", f"time = {T0 + 3}ms") == 1)
             reasons = sorted(m["reason"] for m in dead.messages)
-            assert reasons == ["sparkplug_undecodable", "sparkplug_undecodable", "too_large", "wrong_type"]
+            assert reasons == [
+                "bad_timestamp",
+                "schema",
+                "sparkplug_undecodable",
+                "sparkplug_undecodable",
+                "too_large",
+                "wrong_type",
+            ], [(m["reason"], m["detail"]) for m in dead.messages]
+            # The refused messages moved nothing: the next state change is derived as it comes.
+            wait_until(lambda: count_points(client, "state", "state", f"time = {T0 + 6}ms") == 1, what="jammed")
             assert collector.supervisor.all_alive()
     finally:
         raw.close()
