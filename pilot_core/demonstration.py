@@ -13,15 +13,25 @@ import enum
 import hashlib
 import itertools
 import json
+import math
 from typing import Annotated, Literal, Self
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from pilot_core.calendar import Calendar
 from pilot_core.comparison import LEVELS
 from pilot_core.contract import TimeClass
 from pilot_core.ids import check_id
 from pilot_core.kpi import KPIS, Better
+from pilot_core.line_protocol import INT64_MAX
 
 Id = Annotated[str, AfterValidator(check_id)]
 
@@ -30,17 +40,52 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _aware(value: dt.datetime) -> dt.datetime:
+STORED = {"stored": True}
+"""Validation context for a plan read back from storage: the checks marked as new plans' only were added after
+plans were stored, and a stored plan must always read as it was accepted (its hash names it)."""
+
+
+def _new_plan(info: ValidationInfo) -> bool:
+    return not (isinstance(info.context, dict) and info.context.get("stored"))
+
+
+# Every moment of a plan lies within these: far outside them a time is a typing error or an attack (some cannot
+# even be moved to UTC), and InfluxDB holds no points before 1677 or after 2262 anyway. How long the windows may
+# be is the API's setting (max_window_days).
+EARLIEST = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+LATEST = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
+
+
+def _aware(value: dt.datetime, info: ValidationInfo) -> dt.datetime:
     if value.tzinfo is None:
         raise ValueError("give a time zone offset, e.g. 2026-10-05T00:00:00+09:00")
+    if _new_plan(info) and not EARLIEST <= value <= LATEST:
+        raise ValueError(f"must lie within {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d} (UTC)")
     return value
 
 
 Moment = Annotated[dt.datetime, AfterValidator(_aware)]
-# Windows lie within these: far outside them a window is a typing error or an attack, and InfluxDB holds no
-# points before 1677 or after 2262 anyway. How long the windows may be is the API's setting (max_window_days).
-EARLIEST = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
-LATEST = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
+MAX_SECONDS = 366 * 86_400
+
+
+def _plausible_seconds(value: float, info: ValidationInfo) -> float:
+    """Seconds the KPIs multiply counts by: finite and at most a year (beyond, a typing error that overflows them)."""
+    if _new_plan(info) and not (math.isfinite(value) and value <= MAX_SECONDS):
+        raise ValueError(f"must be a finite number of seconds, at most {MAX_SECONDS:,} (a year)")
+    return value
+
+
+Seconds = Annotated[float, Field(gt=0), AfterValidator(_plausible_seconds)]
+
+
+def _plausible_count(value: int, info: ValidationInfo) -> int:
+    """A change of a count that the store's signed 64-bit integers, and the KPIs' floats, can hold."""
+    if _new_plan(info) and abs(value) > INT64_MAX:
+        raise ValueError(f"a count changes by at most {INT64_MAX:,} either way (what the store's integers hold)")
+    return value
+
+
+CountChange = Annotated[int, AfterValidator(_plausible_count)]
 
 
 class Phase(enum.StrEnum):
@@ -58,8 +103,6 @@ class Window(_Strict):
     def _ordered(self) -> Self:
         if self.end <= self.start:
             raise ValueError(f"window {self.name!r} must end after it starts")
-        if self.start < EARLIEST or self.end > LATEST:
-            raise ValueError(f"window {self.name!r} must lie within {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d} (UTC)")
         return self
 
     @property
@@ -80,8 +123,8 @@ class Product(_Strict):
 
     id: Id
     name: str = ""
-    ideal_cycle_time_s: float = Field(gt=0)
-    per_device: dict[Id, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)
+    ideal_cycle_time_s: Seconds
+    per_device: dict[Id, Seconds] = Field(default_factory=dict)
     version: int = Field(default=1, ge=1, description="Raise it whenever an ideal time is changed")
 
     def ideal_for(self, device: str) -> float:
@@ -224,10 +267,10 @@ class CountCorrection(_Strict):
     device: Id
     at: Moment
     product: Id
-    produced: int = 0
-    good: int = 0
-    scrap: int = 0
-    rework: int = 0
+    produced: CountChange = 0
+    good: CountChange = 0
+    scrap: CountChange = 0
+    rework: CountChange = 0
     reason: str = Field(min_length=3)
 
     @model_validator(mode="after")
@@ -283,7 +326,7 @@ class DemonstrationPlan(_Strict):
         default_factory=list,
         description="Data corrections, each with its reason; the stored data is never altered",
     )
-    telemetry_interval_s: dict[Id, Annotated[float, Field(gt=0)]] = Field(
+    telemetry_interval_s: dict[Id, Seconds] = Field(
         default_factory=dict,
         description="Seconds between samples a device's agent is set to, where not its profile's rate;"
         " data coverage is judged against it",
@@ -313,14 +356,20 @@ class DemonstrationPlan(_Strict):
         return round(value, 2)
 
     @model_validator(mode="after")
-    def _consistent(self) -> Self:
+    def _consistent(self, info: ValidationInfo) -> Self:
         scope = set(self.devices)
-        for name, listed in (
+        in_scope = [
             ("output_devices", self.output_devices),
             ("energy_meters", self.energy_meters),
             ("telemetry_interval_s", list(self.telemetry_interval_s)),
             ("corrections", [c.device for c in self.corrections]),
-        ):
+        ]
+        if _new_plan(info):  # a misspelt device here used to be stored, and then silently matched nothing
+            in_scope += [
+                ("exclusions", [d for e in self.exclusions for d in e.devices]),
+                ("state_overrides", [o.device for o in self.state_overrides if o.device is not None]),
+            ]
+        for name, listed in in_scope:
             outside = [d for d in listed if d not in scope]
             if outside:
                 raise ValueError(f"{name} must be devices in scope; not in scope: {', '.join(outside)}")

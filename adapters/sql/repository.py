@@ -50,7 +50,7 @@ from adapters.sql.models import (
 )
 from pilot_core.access import Actor, Membership
 from pilot_core.audit import AuditAction, json_changes
-from pilot_core.demonstration import DemonstrationPlan, canonical_json, plan_hash
+from pilot_core.demonstration import STORED, DemonstrationPlan, canonical_json, plan_hash
 from pilot_core.device_hours import DeviceHour
 
 # Words of letters or digits (any script) joined by single hyphens; never all digits, which would read as an id.
@@ -116,7 +116,7 @@ class StoredDemonstration:
 def _version(record: PlanVersionRecord) -> PlanVersion:
     return PlanVersion(
         version=record.version,
-        plan=DemonstrationPlan.model_validate_json(record.plan),
+        plan=DemonstrationPlan.model_validate_json(record.plan, context=STORED),
         plan_hash=record.plan_hash,
         frozen=record.frozen,
         frozen_at=record.frozen_at,
@@ -135,7 +135,7 @@ def _stored(
         version=current.version,
         frozen=current.frozen,
         frozen_at=current.frozen_at,
-        plan=DemonstrationPlan.model_validate_json(current.plan),
+        plan=DemonstrationPlan.model_validate_json(current.plan, context=STORED),
         plan_hash=current.plan_hash,
         created_at=demonstration.created_at,
         updated_at=demonstration.updated_at,

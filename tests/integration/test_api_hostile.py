@@ -28,6 +28,7 @@ import httpx
 import pytest
 import yaml
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
 from adapters import local_services
 from adapters.influxdb import InfluxClient, InfluxSettings
@@ -465,3 +466,130 @@ def _answers(client: httpx.Client) -> bool:
         return client.get("/health").status_code == 200
     except httpx.TransportError:
         return False
+
+
+def _set(path: tuple[str | int, ...], value: Any) -> Callable[[dict[str, Any]], None]:
+    def change(plan: dict[str, Any]) -> None:
+        target: Any = plan
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+
+    return change
+
+
+_FAR = "9999-12-31T23:59:59-14:00"  # a moment Python cannot even move to UTC
+
+
+@pytest.mark.parametrize(
+    ("change", "loc", "message"),
+    [
+        (_set(("products", 0, "ideal_cycle_time_s"), float("inf")), ["products", 0, "ideal_cycle_time_s"], "finite"),
+        (_set(("products", 0, "per_device"), {VICTIM: 1e308}), ["products", 0, "per_device", VICTIM], "at most"),
+        (_set(("telemetry_interval_s",), {VICTIM: float("inf")}), ["telemetry_interval_s", VICTIM], "finite"),
+        (
+            _set(
+                ("corrections",),
+                [
+                    {
+                        "kind": "counts",
+                        "device": VICTIM,
+                        "at": "2026-10-07T10:00:00+09:00",
+                        "product": "BRK-100",
+                        "produced": 10**30,
+                        "good": 10**30,
+                        "reason": "a typing error",
+                    }
+                ],
+            ),
+            ["corrections", 0, "counts", "produced"],
+            "a count changes by at most 9,223,372,036,854,775,807 either way",
+        ),
+        (
+            _set(("exclusions",), [{"start": "2026-10-07T10:00:00+09:00", "end": _FAR, "reason": "far"}]),
+            ["exclusions", 0, "end"],
+            "must lie within 2000-01-01 and 2100-01-01",
+        ),
+        (
+            _set(
+                ("corrections",),
+                [
+                    {
+                        "kind": "state",
+                        "device": VICTIM,
+                        "start": "0001-01-01T00:00:00+14:00",
+                        "end": "2026-10-07T11:00:00+09:00",
+                        "time_class": "production",
+                        "reason": "far",
+                    }
+                ],
+            ),
+            ["corrections", 0, "state", "start"],
+            "must lie within 2000-01-01 and 2100-01-01",
+        ),
+        (
+            _set(
+                ("exclusions",),
+                [
+                    {
+                        "start": "2026-10-07T10:00:00+09:00",
+                        "end": "2026-10-07T11:00:00+09:00",
+                        "reason": "a typo",
+                        "devices": ["cobot-1"],
+                    }
+                ],
+            ),
+            [],
+            "exclusions must be devices in scope; not in scope: cobot-1",
+        ),
+        (
+            _set(
+                ("state_overrides",),
+                [{"state": "running", "time_class": "unplanned_delay", "device": "cobot-1", "reason": "a typo"}],
+            ),
+            [],
+            "state_overrides must be devices in scope; not in scope: cobot-1",
+        ),
+    ],
+)
+def test_a_plan_value_no_evaluation_can_use_is_refused_when_the_plan_is_sent(
+    api: TestClient, change: Callable[[dict[str, Any]], None], loc: list[str | int], message: str
+) -> None:
+    """Each of these was stored, and then every evaluation of the plan failed with 500 (an infinite or absurd ideal
+    cycle time or count, a date Python cannot convert), or it silently did nothing (a misspelt device)."""
+    plan = hostile_plan(devices=[VICTIM])
+    change(plan)
+    refused = api.post(
+        "/v1/demonstrations", content=json.dumps(plan).encode(), headers={"content-type": "application/json"}
+    )
+    assert refused.status_code == 422, refused.text
+    error = refused.json()["errors"][0]
+    assert error["loc"] == ["body", *loc], error
+    assert message in error["msg"], error
+    assert api.get("/v1/demonstrations").json() == []
+    created = api.post("/v1/demonstrations", json=hostile_plan(devices=[VICTIM]))
+    assert created.status_code == 201, created.text
+    ref = created.json()["id"]
+    replaced = api.put(
+        f"/v1/demonstrations/{ref}", content=json.dumps(plan), headers={"content-type": "application/json"}
+    )
+    assert replaced.status_code == 422, replaced.text
+    assert api.get(f"/v1/demonstrations/{ref}/kpis").status_code == 200
+
+
+def test_a_plan_stored_before_a_check_was_added_still_reads_as_it_was_accepted(api: TestClient) -> None:
+    # The checks above were added after plans were stored; such a plan must not make listing every plan fail.
+    created = api.post("/v1/demonstrations", json=hostile_plan(devices=[VICTIM]))
+    assert created.status_code == 201, created.text
+    stored = hostile_plan(devices=[VICTIM])
+    stored["exclusions"] = [
+        {"start": "2026-10-07T10:00:00+09:00", "end": "2026-10-07T11:00:00+09:00", "reason": "a typo", "devices": ["x"]}
+    ]
+    stored["telemetry_interval_s"] = {VICTIM: 1e9}
+    database: Database = api.app.state.pilot.database  # type: ignore[attr-defined]
+    with database.engine.begin() as connection:
+        connection.execute(text("UPDATE plan_versions SET plan = :plan"), {"plan": json.dumps(stored)})
+    assert api.get("/v1/demonstrations").status_code == 200
+    read = api.get(f"/v1/demonstrations/{created.json()['id']}")
+    assert read.status_code == 200, read.text
+    assert read.json()["plan"]["exclusions"][0]["devices"] == ["x"]
