@@ -31,7 +31,6 @@ from pilot_core.comparison import LEVELS
 from pilot_core.contract import TimeClass
 from pilot_core.ids import check_id
 from pilot_core.kpi import KPIS, Better
-from pilot_core.line_protocol import INT64_MAX
 
 Id = Annotated[str, AfterValidator(check_id)]
 
@@ -78,10 +77,13 @@ def _plausible_seconds(value: float, info: ValidationInfo) -> float:
 Seconds = Annotated[float, Field(gt=0), AfterValidator(_plausible_seconds)]
 
 
+MAX_COUNT_CHANGE = 1_000_000_000
+
+
 def _plausible_count(value: int, info: ValidationInfo) -> int:
-    """A change of a count that the store's signed 64-bit integers, and the KPIs' floats, can hold."""
-    if _new_plan(info) and abs(value) > INT64_MAX:
-        raise ValueError(f"a count changes by at most {INT64_MAX:,} either way (what the store's integers hold)")
+    """A change of a count no line makes in an hour is a typing error; summed with others it would overflow."""
+    if _new_plan(info) and abs(value) > MAX_COUNT_CHANGE:
+        raise ValueError(f"a count correction changes a count by at most {MAX_COUNT_CHANGE:,} either way")
     return value
 
 

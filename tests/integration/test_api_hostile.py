@@ -503,7 +503,7 @@ _FAR = "9999-12-31T23:59:59-14:00"  # a moment Python cannot even move to UTC
                 ],
             ),
             ["corrections", 0, "counts", "produced"],
-            "a count changes by at most 9,223,372,036,854,775,807 either way",
+            "a count correction changes a count by at most 1,000,000,000 either way",
         ),
         (
             _set(("exclusions",), [{"start": "2026-10-07T10:00:00+09:00", "end": _FAR, "reason": "far"}]),
@@ -593,3 +593,28 @@ def test_a_plan_stored_before_a_check_was_added_still_reads_as_it_was_accepted(a
     read = api.get(f"/v1/demonstrations/{created.json()['id']}")
     assert read.status_code == 200, read.text
     assert read.json()["plan"]["exclusions"][0]["devices"] == ["x"]
+
+
+def test_a_count_correction_in_an_hour_without_those_units_gets_422_naming_it(api: TestClient) -> None:
+    plan = hostile_plan(devices=[VICTIM])
+    plan["corrections"] = [
+        {
+            "kind": "counts",
+            "device": VICTIM,
+            "at": "2026-10-07T09:30:00+09:00",  # the victim made 90 units in that hour
+            "product": "BRK-100",
+            "produced": -1000,
+            "good": -1000,
+            "reason": "entered in the wrong hour",
+        }
+    ]
+    created = api.post("/v1/demonstrations", json=plan)
+    assert created.status_code == 201, created.text
+    for path in ("kpis", "comparison", "report", "evidence"):
+        refused = api.get(f"/v1/demonstrations/{created.json()['id']}/{path}")
+        assert refused.status_code == 422, (path, refused.text)
+        detail = refused.json()["detail"]
+        assert (
+            "'entered in the wrong hour'" in detail
+            and "produced count of product 'BRK-100' below zero (-910)" in detail
+        ), detail
