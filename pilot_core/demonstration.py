@@ -14,6 +14,7 @@ import hashlib
 import itertools
 import json
 import math
+from collections import Counter
 from typing import Annotated, Literal, Self
 
 from pydantic import (
@@ -377,6 +378,8 @@ class DemonstrationPlan(_Strict):
                 raise ValueError(f"{name} must be devices in scope; not in scope: {', '.join(outside)}")
         if len(scope) != len(self.devices):
             raise ValueError("devices are listed twice")
+        if _new_plan(info):
+            _listed_once(("output_devices", self.output_devices), ("energy_meters", self.energy_meters))
         phases = {w.phase for w in self.windows}
         if phases != {Phase.BASELINE, Phase.PILOT}:
             raise ValueError("a demonstration needs at least one baseline and one pilot window")
@@ -397,7 +400,7 @@ class DemonstrationPlan(_Strict):
         kpis = [t.kpi for t in self.targets]
         if len(set(kpis)) != len(kpis):
             raise ValueError("one target per KPI")
-        self._check_methods()
+        self._check_methods(_new_plan(info))
         design = self.design or Design()
         for name, stated in (
             ("design.expected_change_pct", design.expected_change_pct),
@@ -408,7 +411,7 @@ class DemonstrationPlan(_Strict):
                 raise ValueError(f"{name} names KPIs without a target: {', '.join(untargeted)}")
         return self
 
-    def _check_methods(self) -> None:
+    def _check_methods(self, new_plan: bool) -> None:
         """The adjustment methods' own consistency: a control is never treated, a method is declared before use."""
         methods = {t.method for t in self.targets}
         if Method.ADJUSTED_BASELINE in methods and self.adjusted_baseline is None:
@@ -421,18 +424,26 @@ class DemonstrationPlan(_Strict):
         control = self.control_line
         if control is None:
             return
+        if new_plan:
+            _listed_once(
+                ("control_line.devices", control.devices),
+                ("control_line.output_devices", control.output_devices),
+                ("control_line.energy_meters", control.energy_meters),
+            )
         scope = set(self.devices)
         outside = [d for d in control.devices if d not in scope]
         if outside:
             raise ValueError(f"control_line.devices must be devices in scope; not in scope: {', '.join(outside)}")
-        treated = [d for d in control.devices if d in self.output_devices or d in self.energy_meters]
+        line_roles = {*self.output_devices, *self.energy_meters}  # sets: a plan may list thousands of devices
+        treated = [d for d in control.devices if d in line_roles]
         if treated:
             raise ValueError(
                 f"control device(s) {', '.join(treated)} also treated: a control may not be an output station or"
                 " energy meter of the pilot line"
             )
+        controls = set(control.devices)
         for name, listed in (("output_devices", control.output_devices), ("energy_meters", control.energy_meters)):
-            stray = [d for d in listed if d not in control.devices]
+            stray = [d for d in listed if d not in controls]
             if stray:
                 raise ValueError(f"control_line.{name} must be control devices; not: {', '.join(stray)}")
         if not self.treated_devices:
@@ -454,6 +465,15 @@ class DemonstrationPlan(_Strict):
 
     def ideal_cycle_times(self, device: str) -> dict[str, float]:
         return {p.id: p.ideal_for(device) for p in self.products}
+
+
+def _listed_once(*roles: tuple[str, list[str]]) -> None:
+    """Each device once per role: the hourly units of a role are summed over its list, so one listed twice counted
+    twice (the control line's units, the output stations' product totals)."""
+    for name, listed in roles:
+        twice = sorted(d for d, times in Counter(listed).items() if times > 1)
+        if twice:
+            raise ValueError(f"{name} lists {', '.join(twice)} twice: list each device once")
 
 
 def canonical_json(plan: DemonstrationPlan) -> str:

@@ -618,3 +618,34 @@ def test_a_count_correction_in_an_hour_without_those_units_gets_422_naming_it(ap
             "'entered in the wrong hour'" in detail
             and "produced count of product 'BRK-100' below zero (-910)" in detail
         ), detail
+
+
+_CONTROL = {"devices": [STORABLE[0]], "output_devices": [STORABLE[0]], "independence": "its own cell and operators"}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (_set(("output_devices",), [VICTIM, VICTIM]), "output_devices lists cobot-01 twice"),
+        (_set(("energy_meters",), [STORABLE[1], STORABLE[1]]), f"energy_meters lists {STORABLE[1]} twice"),
+        (
+            _set(("control_line",), {**_CONTROL, "devices": [STORABLE[0], STORABLE[0]]}),
+            f"control_line.devices lists {STORABLE[0]} twice",
+        ),
+        (
+            _set(("control_line",), {**_CONTROL, "output_devices": [STORABLE[0], STORABLE[0]]}),
+            f"control_line.output_devices lists {STORABLE[0]} twice",
+        ),
+    ],
+)
+def test_a_device_listed_twice_in_a_role_is_refused_not_counted_twice(
+    api: TestClient, change: Callable[[dict[str, Any]], None], message: str
+) -> None:
+    # Stored as sent before: the control line's hourly units and the output stations' product totals are summed
+    # over these lists, so a device listed twice was summed twice there. `devices` itself was already checked.
+    plan = hostile_plan(devices=[VICTIM, STORABLE[0], STORABLE[1]])
+    plan["output_devices"] = [VICTIM]
+    change(plan)
+    refused = api.post("/v1/demonstrations", json=plan)
+    assert refused.status_code == 422, refused.text
+    assert message in refused.json()["detail"], refused.json()
