@@ -10,7 +10,7 @@ from fastapi import Depends, FastAPI
 
 from adapters.sql import Database
 from api.console.app import install as install_console
-from api.limits import BodyLimit, single_valued_query
+from api.limits import BodyLimit, no_nul_in_names, single_valued_query
 from api.problems import use_problem_details
 from api.routers import access, catalog, demonstrations, evidence, health, kpis, live, reports
 from api.state import ApiState, rollup_loop
@@ -44,7 +44,7 @@ def create_app(settings: CollectorSettings | None = None, database: Database | N
         version="0.1.0",
         description="Telemetry and before/after KPIs for physical-AI pilots on production lines.",
         lifespan=lifespan,
-        dependencies=[Depends(single_valued_query)],
+        dependencies=[Depends(single_valued_query), Depends(no_nul_in_names)],
     )
     app.state.pilot = state
     use_problem_details(app)

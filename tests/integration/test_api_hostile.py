@@ -649,3 +649,39 @@ def test_a_device_listed_twice_in_a_role_is_refused_not_counted_twice(
     refused = api.post("/v1/demonstrations", json=plan)
     assert refused.status_code == 422, refused.text
     assert message in refused.json()["detail"], refused.json()
+
+
+def test_text_holding_a_nul_character_is_refused_wherever_it_is_sent(api: TestClient) -> None:
+    # PostgreSQL's text cannot hold NUL: an amendment's reason with one failed with 500 there, after the checks.
+    created = api.post("/v1/demonstrations", json=hostile_plan(devices=[VICTIM])).json()
+    assert api.post(f"/v1/demonstrations/{created['id']}/freeze").status_code == 200
+    named = hostile_plan(devices=[VICTIM])
+    named["products"][0]["name"] = "Bracket\x00100"
+    for method, path, body, where in (
+        (
+            "POST",
+            f"/v1/demonstrations/{created['id']}/amendments",
+            {"plan": hostile_plan(), "reason": "a\x00b"},
+            "reason",
+        ),
+        ("POST", "/v1/demonstrations", named, "products.0.name"),
+        ("POST", "/v1/api-keys", {"name": "k\x00", "role": "evaluator", "organisation": "operator"}, "name"),
+        ("POST", "/v1/organisations", {"slug": "nul-org", "name": "N\x00"}, "name"),
+        ("POST", "/v1/organisations", {"slug": "nul-org", "name": "N", "x\x00": 1}, "x\\u0000"),
+    ):
+        response = api.request(method, path, json=body)
+        assert response.status_code == 400, (path, response.text)
+        assert response.headers["content-type"] == "application/problem+json"
+        assert f"holds the NUL character (U+0000) in body.{where}" in response.json()["detail"], response.json()
+    assert [d["version"] for d in api.get("/v1/demonstrations").json()] == [1]
+    assert "nul-org" not in {o["slug"] for o in api.get("/v1/organisations").json()}
+    # In the path or the query: looked up in SQL as sent, on PostgreSQL that failed with 500 too.
+    for method, path, loc in (
+        ("GET", "/v1/demonstrations/a%00b", ["path", "ref"]),
+        ("GET", "/v1/demonstrations/a%00b/live", ["path", "ref"]),
+        ("DELETE", f"/v1/demonstrations/{created['id']}/participants/x%00", ["path", "organisation"]),
+        ("GET", "/v1/api-keys?organisation=x%00", ["query", "organisation"]),
+    ):
+        response = api.request(method, path)
+        assert response.status_code == 422, (path, response.text)
+        assert response.json()["errors"] == [{"loc": loc, "msg": "holds the NUL character (U+0000)"}], response.json()
