@@ -74,6 +74,10 @@ def test_a_sign_in_link_opens_a_session_once(tmp_path: Path) -> None:
         fresh = link_for(app)
         away = other.get(f"/sign-in/link?token={fresh}&next=//example.com/x", follow_redirects=False)
         assert away.status_code == 303 and away.headers["location"] == "/demonstrations"
+    with TestClient(app) as garbling:  # a link a mail client or a chat joined to the next words: the same page
+        garbled = garbling.get(f"/sign-in/link?token={link_for(app)}{'x' * 200}", follow_redirects=False)
+        assert garbled.status_code == 401 and 'id="sign-in-form"' in garbled.text, garbled.text
+        assert "used or has expired" in garbled.text and SESSION_COOKIE not in garbling.cookies
 
 
 def test_guessing_sign_in_links_is_throttled_as_sign_in_is(tmp_path: Path) -> None:
