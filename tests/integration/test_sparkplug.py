@@ -484,3 +484,29 @@ def test_an_offline_state_for_our_host_while_it_runs_is_answered_with_online(
             assert [json.loads(p)["online"] for p in watcher.on(state_topic)][:3] == [True, False, True]
     finally:
         watcher.close()
+
+
+def test_a_hostile_state_for_our_host_is_answered_with_online_and_intake_goes_on(
+    mqtt_settings: MqttSettings, influx_settings: InfluxSettings, unique_id: str
+) -> None:
+    # JSON nested past Python's recursion limit, retained on our STATE topic: reading it raised RecursionError in
+    # the intake, which reconnected, was sent the retained STATE again, and so on: nothing else was taken in.
+    group, node = f"g{unique_id}", "line3"
+    settings = host_settings(mqtt_settings, influx_settings, group, node, f"spb-{unique_id}")
+    state_topic = f"spBv1.0/STATE/{settings.sparkplug.host_id}"
+    watcher = Watcher(mqtt_settings, f"watch-{unique_id}", state_topic)
+    raw = RawNode(mqtt_settings, group, node)
+    try:
+        with running_collector(settings, registry(group, node)), InfluxClient(influx_settings) as client:
+            wait_until(lambda: any(json.loads(p)["online"] for p in watcher.on(state_topic)), what="STATE online")
+            hostile = b"[" * 100_000 + b"]" * 100_000
+            watcher.client.publish(state_topic, hostile, qos=1, retain=True).wait_for_publish(10)
+            wait_until(lambda: hostile in watcher.on(state_topic), what="the hostile STATE")
+            wait_until(lambda: watcher.on(state_topic)[-1] != hostile, what="the answer")
+            assert json.loads(watcher.on(state_topic)[-1])["online"] is True
+            raw.births(bd_seq=0)
+            raw.data(2, T0 + 2, **{"1": 2.0})
+            wait_until(lambda: count_points(client, "telemetry_conveyor", "belt_speed", f"time = {T0 + 2}ms") == 1)
+    finally:
+        raw.close()
+        watcher.close()
