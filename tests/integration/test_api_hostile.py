@@ -685,3 +685,21 @@ def test_text_holding_a_nul_character_is_refused_wherever_it_is_sent(api: TestCl
         response = api.request(method, path)
         assert response.status_code == 422, (path, response.text)
         assert response.json()["errors"] == [{"loc": loc, "msg": "holds the NUL character (U+0000)"}], response.json()
+
+
+@pytest.mark.parametrize("number", [2**31, 2**62])
+def test_a_number_beyond_the_database_s_integers_names_nothing(api: TestClient, number: int) -> None:
+    # PostgreSQL's ids and versions are 32-bit: 2**31 failed there with 500 (integer out of range).
+    ref = api.post("/v1/demonstrations", json=hostile_plan(devices=[VICTIM])).json()["id"]
+    for path in (
+        f"/v1/demonstrations/{number}",
+        f"/v1/demonstrations/{ref}/versions/{number}",
+        f"/v1/demonstrations/{ref}/kpis?version={number}",
+        f"/v1/demonstrations/{ref}/report?version={number}",
+        f"/v1/demonstrations/{ref}/evidence?version={number}",
+    ):
+        response = api.get(path)
+        assert response.status_code == 404, (path, response.text)
+    for path in (f"/v1/audit?before={number}", f"/v1/demonstrations/{ref}/audit?before={number}"):
+        response = api.get(path)
+        assert response.status_code == 200 and response.json()["entries"], (path, response.text)
