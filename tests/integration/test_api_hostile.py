@@ -595,7 +595,8 @@ def test_a_plan_stored_before_a_check_was_added_still_reads_as_it_was_accepted(a
     assert read.json()["plan"]["exclusions"][0]["devices"] == ["x"]
 
 
-def test_a_count_correction_in_an_hour_without_those_units_gets_422_naming_it(api: TestClient) -> None:
+def test_a_count_correction_in_an_hour_without_those_units_gets_422_naming_it(api: TestClient, tmp_path: Path) -> None:
+    api.app.state.pilot.settings.signing_key_file = tmp_path / "signing.key"  # type: ignore[attr-defined]
     plan = hostile_plan(devices=[VICTIM])
     plan["corrections"] = [
         {
@@ -688,7 +689,8 @@ def test_text_holding_a_nul_character_is_refused_wherever_it_is_sent(api: TestCl
 
 
 @pytest.mark.parametrize("number", [2**31, 2**62])
-def test_a_number_beyond_the_database_s_integers_names_nothing(api: TestClient, number: int) -> None:
+def test_a_number_beyond_the_database_s_integers_names_nothing(api: TestClient, number: int, tmp_path: Path) -> None:
+    api.app.state.pilot.settings.signing_key_file = tmp_path / "signing.key"  # type: ignore[attr-defined]
     # PostgreSQL's ids and versions are 32-bit: 2**31 failed there with 500 (integer out of range).
     ref = api.post("/v1/demonstrations", json=hostile_plan(devices=[VICTIM])).json()["id"]
     for path in (
