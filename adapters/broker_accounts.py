@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from pilot_core.broker_accounts import SALT_BYTES, AccountBook, hash_password, parse_accounts
+from pilot_core.broker_accounts import SALT_BYTES, AccountBook, AccountError, hash_password, parse_accounts
 
 DEFAULT_BROKER_DIR = Path("deploy/mosquitto/auth")
 ACCOUNTS_FILE = "accounts.yaml"
@@ -47,19 +47,37 @@ class BrokerFiles:
 
     def load(self) -> AccountBook:
         """The accounts; none if the folder has no accounts file yet."""
-        if not self.accounts_file.is_file():
-            return AccountBook()
-        return parse_accounts(self.accounts_file.read_text(encoding="utf-8"), str(self.accounts_file))
+        with self._usable():
+            if not self.accounts_file.is_file():
+                return AccountBook()
+            text = self.accounts_file.read_text(encoding="utf-8")
+        return parse_accounts(text, str(self.accounts_file))
 
     @contextmanager
     def editing(self) -> Iterator[AccountBook]:
-        """The accounts to change; on a clean exit all three files are written from them."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        with (self.folder / ".lock").open("a") as lock:
+        """The accounts to change; on a clean exit all three files are written from them.
+
+        A folder that cannot be made, read or written is an ``AccountError`` saying so (what the block itself
+        raises passes unchanged)."""
+        with self._usable():
+            self.folder.mkdir(parents=True, exist_ok=True)
+            lock = (self.folder / ".lock").open("a")
+        with lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # two provisioning runs at once would lose one's account
             book = self.load()
             yield book
-            self.write(book)
+            with self._usable():
+                self.write(book)
+
+    @contextmanager
+    def _usable(self) -> Iterator[None]:
+        try:
+            yield
+        except OSError as exc:
+            raise AccountError(
+                f"the broker's account folder {self.folder} cannot be used: {exc.strerror or exc}"
+                + (f" ({exc.filename})" if exc.filename and str(exc.filename) != str(self.folder) else "")
+            ) from None
 
     def write(self, book: AccountBook) -> None:
         # The hashes are secrets of a kind: readable by their owner only, unless the operator chose otherwise.

@@ -2,10 +2,12 @@
 
 - A body larger than ``MAX_BODY_BYTES`` is refused with 413 before it is read whole: a plan is a few kilobytes,
   and nothing the API takes comes near a megabyte.
-- A query parameter given twice is refused with 422, rather than silently taking one of the values.
+- A query parameter given twice is refused with 422, rather than silently taking one of the values; so is a path
+  or query parameter holding NUL (``%00``).
 - A body is read as the collector reads a device's payload (``pilot_core.contract.parse_json``): one UTF-8 JSON
   document, every key once in an object. Anything else (UTF-16, a key given twice, truncated JSON, nested deeper
-  than the parser goes) is refused with 400 saying why; a body sent as another content type than JSON with 415.
+  than the parser goes, a NUL character in a string) is refused with 400 saying why; a body sent as another content
+  type than JSON with 415.
 """
 
 from __future__ import annotations
@@ -91,6 +93,17 @@ def single_valued_query(request: Request) -> None:
         raise RequestValidationError([{"loc": ("query", n), "msg": message, "type": "repeated"} for n in repeated])
 
 
+def no_nul_in_names(request: Request) -> None:
+    """Refuse ``%00`` in a path parameter or the query: every one names something looked up in SQL, whose text
+    (PostgreSQL's) cannot hold NUL."""
+    message = "holds the NUL character (U+0000)"
+    problems = [("path", name) for name, value in request.path_params.items() if "\x00" in str(value)]
+    if "%00" in request.url.query:
+        problems += [("query", name) for name, value in parse_qsl(request.url.query) if "\x00" in name + value]
+    if problems:
+        raise RequestValidationError([{"loc": loc, "msg": message, "type": "nul"} for loc in problems])
+
+
 class _StrictJsonRequest(Request):
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
@@ -102,7 +115,24 @@ class _StrictJsonRequest(Request):
                 if b"\x00" in body and "UTF-8" not in exc.detail:
                     raise PayloadError("payload is not UTF-8: it holds NUL bytes (UTF-16 or UTF-32?)") from None
                 raise
+            if b"\\u0000" in body:  # only then can a string hold NUL (UTF-8 NUL bytes are refused above)
+                _refuse_nul(self._json, ("body",))
         return self._json
+
+
+def _refuse_nul(value: Any, where: tuple[str, ...]) -> None:
+    """PostgreSQL's text cannot hold NUL, and no name or reason needs it: say where it is, before anything is stored."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise PayloadError(f"payload holds the NUL character (U+0000) in {'.'.join(where)}, which no text may hold")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            named = (*where, json.dumps(key)[1:-1])
+            _refuse_nul(key, named)
+            _refuse_nul(item, named)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _refuse_nul(item, (*where, str(index)))
 
 
 def _is_json(content_type: str) -> bool:

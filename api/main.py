@@ -10,7 +10,8 @@ from fastapi import Depends, FastAPI
 
 from adapters.sql import Database
 from api.console.app import install as install_console
-from api.limits import BodyLimit, single_valued_query
+from api.limits import BodyLimit, no_nul_in_names, single_valued_query
+from api.methods import HeadAsGet
 from api.problems import use_problem_details
 from api.routers import access, catalog, demonstrations, evidence, health, kpis, live, reports
 from api.state import ApiState, rollup_loop
@@ -44,11 +45,12 @@ def create_app(settings: CollectorSettings | None = None, database: Database | N
         version="0.1.0",
         description="Telemetry and before/after KPIs for physical-AI pilots on production lines.",
         lifespan=lifespan,
-        dependencies=[Depends(single_valued_query)],
+        dependencies=[Depends(single_valued_query), Depends(no_nul_in_names)],
     )
     app.state.pilot = state
     use_problem_details(app)
     app.add_middleware(BodyLimit)
+    app.add_middleware(HeadAsGet)
     app.include_router(health.router)
     app.include_router(access.router, prefix="/v1")
     app.include_router(catalog.router, prefix="/v1")

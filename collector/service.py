@@ -16,7 +16,6 @@ none ends silently.
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
@@ -38,6 +37,7 @@ from collector.sparkplug_checkpoint import CHECKPOINT_FILE
 from collector.spool import Spool, SpooledBatch, SpoolFull
 from collector.supervision import RetryLater, Supervisor
 from pilot_core.broker_accounts import heartbeat_topic
+from pilot_core.contract import PayloadError, parse_json
 from pilot_core.live import CollectorHealth
 from pilot_core.registry import DeviceRegistry
 from pilot_core.sparkplug import map_problems
@@ -305,7 +305,10 @@ class Collector:
                 if not deliveries:
                     return
         if self.settings.sparkplug.enabled:
-            self._answer_offline_state(deliveries)
+            try:
+                self._answer_offline_state(deliveries)
+            except Exception:  # before the queue: a failure here would reconnect, and be sent the same again
+                log.exception("could not answer our Sparkplug STATE; the deliveries are taken in all the same")
         if self._accepting:  # once stopping, deliveries stay unacknowledged and return next session
             size = sum(len(d.payload) for d in deliveries)
             self._queued += len(deliveries)
@@ -319,9 +322,9 @@ class Collector:
         for delivery in deliveries:
             if delivery.topic != own or self._stopping.is_set():
                 continue
-            try:
-                online = json.loads(delivery.payload).get("online")
-            except (ValueError, AttributeError):
+            try:  # read as any payload is: anything may be published here, retained
+                online = parse_json(delivery.payload).get("online")
+            except (PayloadError, AttributeError):
                 online = None
             if online is not True:
                 log.warning(

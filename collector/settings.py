@@ -51,6 +51,11 @@ class SparkplugSettings(BaseModel):
         return [*(f"{NAMESPACE}/{group}/#" for group in self.groups), self.state_topic]
 
 
+# Bounds of the roll-up job's periods: beyond them a timer cannot wait, nor a time be counted back.
+ROLLUP_EVERY_MAX_S = 7 * 86_400
+ROLLUP_LATE_DAYS_MAX = 3660
+
+
 class CollectorSettings(BaseSettings):
     """Everything the collector needs. Nested keys map to PILOT_MQTT__HOST and the like."""
 
@@ -79,12 +84,14 @@ class CollectorSettings(BaseSettings):
     rollup_every_s: float = Field(
         default=0,
         ge=0,
+        le=ROLLUP_EVERY_MAX_S,
         description="The API builds every demonstration's device-hours (and picks up late data) this often,"
         " in the background; 0: never (run `pilot rollups --every` on a schedule instead)",
     )
     rollup_late_days: float = Field(
         default=14,
         ge=0,
+        le=ROLLUP_LATE_DAYS_MAX,
         description="The roll-up job counts InfluxDB's values of the settled hours of this many last days and reads"
         " again those whose count moved (late data); 0: it does not look (an agent's backlog is days, not months)",
     )

@@ -21,7 +21,7 @@ from kpi_engine.evaluation import evaluate
 from kpi_engine.service import telemetry_intervals
 from pilot_core import evidence
 from pilot_core.audit import json_changes
-from pilot_core.demonstration import DemonstrationPlan
+from pilot_core.demonstration import STORED, DemonstrationPlan
 from pilot_core.profiles import DeviceProfile, ProfileCatalog
 from pilot_core.registry import DeviceEntry, DeviceRegistry
 
@@ -142,7 +142,7 @@ def _plan(files: Mapping[str, bytes], manifest: evidence.Manifest, report: Repor
                 problems.append(f"{listed['file']} does not hash to the plan hash of version {listed['version']}")
                 continue
             if listed["version"] == manifest.plan_version:
-                chosen = DemonstrationPlan.model_validate_json(text)
+                chosen = DemonstrationPlan.model_validate_json(text, context=STORED)  # as it was accepted
                 if listed["plan_hash"] != manifest.plan_hash:
                     problems.append(f"plan version {listed['version']} is not the one the results name")
     except (KeyError, ValueError, TypeError) as exc:

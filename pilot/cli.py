@@ -593,10 +593,16 @@ def rollups(
 ) -> None:
     """Build the device-hours of stored demonstrations as time passes (cron, a timer, or --every), so that a
     comparison finds them stored; late data for settled hours is picked up and marked."""
+    from collector.settings import ROLLUP_EVERY_MAX_S, ROLLUP_LATE_DAYS_MAX
     from kpi_engine.rollups import roll_up
     from kpi_engine.service import EvaluationStopped
     from pilot.engine import kpi_engine
 
+    # The settings' bounds: beyond them no timer can wait, nor a time be counted back.
+    if every > ROLLUP_EVERY_MAX_S:
+        raise typer.BadParameter(f"at most {ROLLUP_EVERY_MAX_S:,} seconds (a week)", param_hint="'--every'")
+    if late_days is not None and late_days > ROLLUP_LATE_DAYS_MAX:
+        raise typer.BadParameter(f"at most {ROLLUP_LATE_DAYS_MAX:,} days", param_hint="'--late-days'")
     failed = 0
     with stopped_by_signals() as stop, kpi_engine(config) as (service, _database, settings):
         looked_back = settings.rollup_late_days if late_days is None else late_days

@@ -30,6 +30,7 @@ def kpi_engine(config: Path | None) -> Iterator[tuple[KpiService, Database, Coll
     from adapters.sql import Database, DemonstrationRepository, NotFound, ResultCache, RollupRepository
     from collector.settings import CollectorSettings
     from kpi_engine.service import HourStore, KpiService
+    from pilot_core.device_hours import CorrectionOutOfRange
     from pilot_core.profiles import ProfileErrors
 
     try:
@@ -54,5 +55,5 @@ def kpi_engine(config: Path | None) -> Iterator[tuple[KpiService, Database, Coll
         raise fail(f"the demonstrations database could not be opened: {exc}") from None
     except InfluxError as exc:
         raise fail(f"InfluxDB could not be read: {exc}") from None
-    except LookupError as exc:
+    except (LookupError, CorrectionOutOfRange) as exc:
         raise fail(str(exc)) from None

@@ -13,9 +13,19 @@ import enum
 import hashlib
 import itertools
 import json
+import math
+from collections import Counter
 from typing import Annotated, Literal, Self
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from pilot_core.calendar import Calendar
 from pilot_core.comparison import LEVELS
@@ -30,17 +40,55 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _aware(value: dt.datetime) -> dt.datetime:
+STORED = {"stored": True}
+"""Validation context for a plan read back from storage: the checks marked as new plans' only were added after
+plans were stored, and a stored plan must always read as it was accepted (its hash names it)."""
+
+
+def _new_plan(info: ValidationInfo) -> bool:
+    return not (isinstance(info.context, dict) and info.context.get("stored"))
+
+
+# Every moment of a plan lies within these: far outside them a time is a typing error or an attack (some cannot
+# even be moved to UTC), and InfluxDB holds no points before 1677 or after 2262 anyway. How long the windows may
+# be is the API's setting (max_window_days).
+EARLIEST = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+LATEST = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
+
+
+def _aware(value: dt.datetime, info: ValidationInfo) -> dt.datetime:
     if value.tzinfo is None:
         raise ValueError("give a time zone offset, e.g. 2026-10-05T00:00:00+09:00")
+    if _new_plan(info) and not EARLIEST <= value <= LATEST:
+        raise ValueError(f"must lie within {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d} (UTC)")
     return value
 
 
 Moment = Annotated[dt.datetime, AfterValidator(_aware)]
-# Windows lie within these: far outside them a window is a typing error or an attack, and InfluxDB holds no
-# points before 1677 or after 2262 anyway. How long the windows may be is the API's setting (max_window_days).
-EARLIEST = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
-LATEST = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
+MAX_SECONDS = 366 * 86_400
+
+
+def _plausible_seconds(value: float, info: ValidationInfo) -> float:
+    """Seconds the KPIs multiply counts by: finite and at most a year (beyond, a typing error that overflows them)."""
+    if _new_plan(info) and not (math.isfinite(value) and value <= MAX_SECONDS):
+        raise ValueError(f"must be a finite number of seconds, at most {MAX_SECONDS:,} (a year)")
+    return value
+
+
+Seconds = Annotated[float, Field(gt=0), AfterValidator(_plausible_seconds)]
+
+
+MAX_COUNT_CHANGE = 1_000_000_000
+
+
+def _plausible_count(value: int, info: ValidationInfo) -> int:
+    """A change of a count no line makes in an hour is a typing error; summed with others it would overflow."""
+    if _new_plan(info) and abs(value) > MAX_COUNT_CHANGE:
+        raise ValueError(f"a count correction changes a count by at most {MAX_COUNT_CHANGE:,} either way")
+    return value
+
+
+CountChange = Annotated[int, AfterValidator(_plausible_count)]
 
 
 class Phase(enum.StrEnum):
@@ -58,8 +106,6 @@ class Window(_Strict):
     def _ordered(self) -> Self:
         if self.end <= self.start:
             raise ValueError(f"window {self.name!r} must end after it starts")
-        if self.start < EARLIEST or self.end > LATEST:
-            raise ValueError(f"window {self.name!r} must lie within {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d} (UTC)")
         return self
 
     @property
@@ -80,8 +126,8 @@ class Product(_Strict):
 
     id: Id
     name: str = ""
-    ideal_cycle_time_s: float = Field(gt=0)
-    per_device: dict[Id, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)
+    ideal_cycle_time_s: Seconds
+    per_device: dict[Id, Seconds] = Field(default_factory=dict)
     version: int = Field(default=1, ge=1, description="Raise it whenever an ideal time is changed")
 
     def ideal_for(self, device: str) -> float:
@@ -244,10 +290,10 @@ class CountCorrection(_Strict):
     device: Id
     at: Moment
     product: Id
-    produced: int = 0
-    good: int = 0
-    scrap: int = 0
-    rework: int = 0
+    produced: CountChange = 0
+    good: CountChange = 0
+    scrap: CountChange = 0
+    rework: CountChange = 0
     reason: str = Field(min_length=3)
 
     @model_validator(mode="after")
@@ -303,7 +349,7 @@ class DemonstrationPlan(_Strict):
         default_factory=list,
         description="Data corrections, each with its reason; the stored data is never altered",
     )
-    telemetry_interval_s: dict[Id, Annotated[float, Field(gt=0)]] = Field(
+    telemetry_interval_s: dict[Id, Seconds] = Field(
         default_factory=dict,
         description="Seconds between samples a device's agent is set to, where not its profile's rate;"
         " data coverage is judged against it",
@@ -333,19 +379,27 @@ class DemonstrationPlan(_Strict):
         return round(value, 2)
 
     @model_validator(mode="after")
-    def _consistent(self) -> Self:
+    def _consistent(self, info: ValidationInfo) -> Self:
         scope = set(self.devices)
-        for name, listed in (
+        in_scope = [
             ("output_devices", self.output_devices),
             ("energy_meters", self.energy_meters),
             ("telemetry_interval_s", list(self.telemetry_interval_s)),
             ("corrections", [c.device for c in self.corrections]),
-        ):
+        ]
+        if _new_plan(info):  # a misspelt device here used to be stored, and then silently matched nothing
+            in_scope += [
+                ("exclusions", [d for e in self.exclusions for d in e.devices]),
+                ("state_overrides", [o.device for o in self.state_overrides if o.device is not None]),
+            ]
+        for name, listed in in_scope:
             outside = [d for d in listed if d not in scope]
             if outside:
                 raise ValueError(f"{name} must be devices in scope; not in scope: {', '.join(outside)}")
         if len(scope) != len(self.devices):
             raise ValueError("devices are listed twice")
+        if _new_plan(info):
+            _listed_once(("output_devices", self.output_devices), ("energy_meters", self.energy_meters))
         phases = {w.phase for w in self.windows}
         if phases != {Phase.BASELINE, Phase.PILOT}:
             raise ValueError("a demonstration needs at least one baseline and one pilot window")
@@ -366,7 +420,7 @@ class DemonstrationPlan(_Strict):
         kpis = [t.kpi for t in self.targets]
         if len(set(kpis)) != len(kpis):
             raise ValueError("one target per KPI")
-        self._check_methods()
+        self._check_methods(_new_plan(info))
         design = self.design or Design()
         for name, stated in (
             ("design.expected_change_pct", design.expected_change_pct),
@@ -377,7 +431,7 @@ class DemonstrationPlan(_Strict):
                 raise ValueError(f"{name} names KPIs without a target: {', '.join(untargeted)}")
         return self
 
-    def _check_methods(self) -> None:
+    def _check_methods(self, new_plan: bool) -> None:
         """The adjustment methods' own consistency: a control is never treated, a method is declared before use."""
         methods = {t.method for t in self.targets}
         if Method.ADJUSTED_BASELINE in methods and self.adjusted_baseline is None:
@@ -395,18 +449,26 @@ class DemonstrationPlan(_Strict):
         control = self.control_line
         if control is None:
             return
+        if new_plan:
+            _listed_once(
+                ("control_line.devices", control.devices),
+                ("control_line.output_devices", control.output_devices),
+                ("control_line.energy_meters", control.energy_meters),
+            )
         scope = set(self.devices)
         outside = [d for d in control.devices if d not in scope]
         if outside:
             raise ValueError(f"control_line.devices must be devices in scope; not in scope: {', '.join(outside)}")
-        treated = [d for d in control.devices if d in self.output_devices or d in self.energy_meters]
+        line_roles = {*self.output_devices, *self.energy_meters}  # sets: a plan may list thousands of devices
+        treated = [d for d in control.devices if d in line_roles]
         if treated:
             raise ValueError(
                 f"control device(s) {', '.join(treated)} also treated: a control may not be an output station or"
                 " energy meter of the pilot line"
             )
+        controls = set(control.devices)
         for name, listed in (("output_devices", control.output_devices), ("energy_meters", control.energy_meters)):
-            stray = [d for d in listed if d not in control.devices]
+            stray = [d for d in listed if d not in controls]
             if stray:
                 raise ValueError(f"control_line.{name} must be control devices; not: {', '.join(stray)}")
         if not self.treated_devices:
@@ -428,6 +490,15 @@ class DemonstrationPlan(_Strict):
 
     def ideal_cycle_times(self, device: str) -> dict[str, float]:
         return {p.id: p.ideal_for(device) for p in self.products}
+
+
+def _listed_once(*roles: tuple[str, list[str]]) -> None:
+    """Each device once per role: the hourly units of a role are summed over its list, so one listed twice counted
+    twice (the control line's units, the output stations' product totals)."""
+    for name, listed in roles:
+        twice = sorted(d for d, times in Counter(listed).items() if times > 1)
+        if twice:
+            raise ValueError(f"{name} lists {', '.join(twice)} twice: list each device once")
 
 
 def canonical_json(plan: DemonstrationPlan) -> str:

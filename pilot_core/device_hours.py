@@ -230,6 +230,10 @@ class DeviceRules:
         return self.overrides.get(event.state, event.time_class)
 
 
+class CorrectionOutOfRange(ValueError):
+    """A count correction takes its hour's count below zero: it was put in the wrong hour, device or product."""
+
+
 def corrected(hour: DeviceHour, corrections: Sequence[StateCorrection | CountCorrection]) -> DeviceHour:
     """The hour as the plan's data corrections for its device say it was; ``hour`` itself is not changed.
 
@@ -243,17 +247,16 @@ def corrected(hour: DeviceHour, corrections: Sequence[StateCorrection | CountCor
             at = int(correction.at.timestamp() * 1000)
             if hour.start_ms <= at < hour.end_ms:
                 before = production.get(correction.product, ProductionTotals())
-                production = {
-                    **production,
-                    correction.product: ProductionTotals(
-                        before.produced + correction.produced,
-                        before.good + correction.good,
-                        before.scrap + correction.scrap,
-                        before.rework + correction.rework,
-                        before.cycle_time_s,
-                        before.cycles,
-                    ),
-                }
+                after = ProductionTotals(
+                    before.produced + correction.produced,
+                    before.good + correction.good,
+                    before.scrap + correction.scrap,
+                    before.rework + correction.rework,
+                    before.cycle_time_s,
+                    before.cycles,
+                )
+                _check_counts(hour, correction, after)
+                production = {**production, correction.product: after}
             continue
         low = max(int(correction.start.timestamp() * 1000), hour.start_ms)
         high = min(int(correction.end.timestamp() * 1000), hour.end_ms)
@@ -277,6 +280,18 @@ def corrected(hour: DeviceHour, corrections: Sequence[StateCorrection | CountCor
     if events is hour.events and at_start is hour.state_at_start and production is hour.production:
         return hour
     return msgspec.structs.replace(hour, state_at_start=at_start, events=events, production=production)
+
+
+def _check_counts(hour: DeviceHour, correction: CountCorrection, after: ProductionTotals) -> None:
+    for name in ("produced", "good", "scrap", "rework"):
+        count = getattr(after, name)
+        if count < 0:
+            raise CorrectionOutOfRange(
+                f"the count correction {correction.reason!r} of device {hour.device!r} at {correction.at.isoformat()}"
+                f" takes the {name} count of product {correction.product!r} below zero ({count:,}) in the hour it"
+                f" falls in, which recorded {count - getattr(correction, name):,}: a correction changes the units"
+                " its hour recorded; check its at, device and product"
+            )
 
 
 def account(hour: DeviceHour, rules: DeviceRules, shifts: Sequence[Shift]) -> BucketAccount:

@@ -33,6 +33,8 @@ class SiteBridge:
         for value, what in ((self.central_host, "the central host"), (str(self.ca_file), "the CA file")):
             if not value or any(char.isspace() for char in value):
                 raise ValueError(f"{what} {value!r} is empty or contains white space, which the bridge cannot hold")
+        if not 1 <= self.central_port <= 65535:
+            raise ValueError(f"the central port {self.central_port} is not a TCP port: give 1 to 65535")
         if (self.cert_file is None) != (self.key_file is None):
             raise ValueError("give both a client certificate and its key, or neither")
 

@@ -10,6 +10,7 @@ the rules in words.
 
 from __future__ import annotations
 
+import copy
 import enum
 import json
 from collections.abc import Iterable, Mapping, Sequence
@@ -18,7 +19,15 @@ from typing import Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pilot_core.contract import Channel, ProductionRecord, StateRecord, StatusRecord, TelemetryRecord, Topic
+from pilot_core.contract import (
+    Channel,
+    ProductionRecord,
+    StateRecord,
+    StatusRecord,
+    TelemetryRecord,
+    Topic,
+    parse_timestamp,
+)
 from pilot_core.ids import InvalidIdError, check_id
 from pilot_core.profiles import DeviceProfile, Metric, MetricType
 from pilot_core.registry import DeviceKey, DeviceRegistry, RegisteredDevice
@@ -546,8 +555,8 @@ class SparkplugHost:
             return
         if kind is MessageType.DDEATH:
             assert topic.device is not None
+            ts = _moment(payload.timestamp or received_ms, "DDEATH's timestamp")
             if node.devices.pop(topic.device, None) is not None:
-                ts = payload.timestamp or received_ms
                 self._store_status(topic, [topic.device], ts, "offline", result)
             return
         birth = node.birth if topic.device is None else node.devices.get(topic.device)
@@ -598,10 +607,11 @@ class SparkplugHost:
         if node.birth is None or bd_seq is None or bd_seq != node.bd_seq:
             result.verdict = Verdict.STALE_DEATH  # an older connection's will, after a newer birth
             return
+        # The will was fixed at connect time: the node went offline when the broker published it.
+        ts = max(received_ms, _moment(payload.timestamp, "NDEATH's timestamp") if payload.timestamp else 0)
         devices = [None, *node.devices]
         node.birth, node.devices, node.seq = None, {}, None
-        # The will was fixed at connect time: the node went offline when the broker published it.
-        self._store_status(topic, devices, max(received_ms, payload.timestamp or 0), "offline", result)
+        self._store_status(topic, devices, ts, "offline", result)
 
     def _birth_of(self, payload: SpbPayload) -> _Birth:
         birth = _Birth()
@@ -610,9 +620,23 @@ class SparkplugHost:
                 raise _Refusal(RejectReason.SCHEMA, "a birth metric has no name; a birth must name every metric")
             if metric.datatype is None:
                 raise _Refusal(RejectReason.SCHEMA, f"birth metric {metric.name!r} has no datatype")
-            birth.datatypes[metric.name] = metric.datatype
+            # Two entries for one name or alias: the later would silently win, and data meant for one metric be
+            # stored as another.
+            known = birth.datatypes.setdefault(metric.name, metric.datatype)
+            if known != metric.datatype:
+                raise _Refusal(
+                    RejectReason.SCHEMA,
+                    f"birth metric {metric.name!r} is in the birth twice, as {datatype_name(known)} and as"
+                    f" {datatype_name(metric.datatype)}: its values could not be read",
+                )
             if metric.alias is not None:
-                birth.names[metric.alias] = metric.name
+                named = birth.names.setdefault(metric.alias, metric.name)
+                if named != metric.name:
+                    raise _Refusal(
+                        RejectReason.SCHEMA,
+                        f"alias {metric.alias} is given to both {named!r} and {metric.name!r} in the birth: data sent"
+                        " by that alias could not be told apart",
+                    )
         return birth
 
     # --- mapping to our records ---------------------------------------------
@@ -689,9 +713,7 @@ class SparkplugHost:
                 value: SignalValue = metric.value  # type: ignore[assignment]
             else:
                 value = _value_of(name, datatype, metric)
-            ts = metric.timestamp or payload_ts
-            if ts is None:
-                raise _Refusal(RejectReason.MISSING_TIMESTAMP, f"metric {name!r} has no timestamp, nor has the payload")
+            ts = _metric_moment(name, metric.timestamp or payload_ts)
             if deriving:
                 samples.setdefault(ts, {})[local] = value
             if profiled is not None:
@@ -707,7 +729,8 @@ class SparkplugHost:
         if status is not None:
             if payload.timestamp is None:
                 raise _Refusal(RejectReason.MISSING_TIMESTAMP, f"{topic.kind} has no payload timestamp")
-            records.append((Channel.STATUS, StatusRecord(ts=payload.timestamp, status="online")))
+            ts = _moment(payload.timestamp, f"{topic.kind}'s timestamp")
+            records.append((Channel.STATUS, StatusRecord(ts=ts, status="online")))
         for ts in sorted(telemetry):
             records.append((Channel.TELEMETRY, TelemetryRecord.model_construct(ts=ts, metrics=telemetry[ts])))
             if ts in historical_ts:
@@ -806,7 +829,9 @@ class SparkplugHost:
         if mapping is None or (mapping.state is None and mapping.production is None):
             return []
         key = DeviceKey(topic.site, topic.line, topic.device)
-        derivation = self.derivations.setdefault(key, _Derivation())
+        # On a copy, kept only once the records are encoded: a refused message moves no state or counter.
+        known = self.derivations.get(key)
+        derivation = _Derivation() if known is None else copy.deepcopy(known)
         records: list[tuple[Channel, object]] = []
         for ts in sorted(samples):
             if ts <= derivation.last_ts:
@@ -823,7 +848,27 @@ class SparkplugHost:
                 produced = _production(mapping, derivation, ts)
                 if produced is not None:
                     records.append((Channel.PRODUCTION, produced))
-        return self._encode(device, topic, seq, records, clock)
+        lines = self._encode(device, topic, seq, records, clock)
+        self.derivations[key] = derivation
+        return lines
+
+
+def _moment(ts: int, what: str) -> int:
+    """``ts`` if it lies where the contract's timestamps must (2001 to 2100); a uint64 may hold anything."""
+    try:
+        return parse_timestamp(ts)
+    except ValueError as exc:
+        raise _Refusal(RejectReason.BAD_TIMESTAMP, f"{what}: {exc}") from None
+
+
+def _metric_moment(name: str, ts: int | None) -> int:
+    """A metric's time: its own, else its payload's (``ts``), which it must have."""
+    if ts is None:
+        raise _Refusal(RejectReason.MISSING_TIMESTAMP, f"metric {name!r} has no timestamp, nor has the payload")
+    try:
+        return parse_timestamp(ts)
+    except ValueError as exc:
+        raise _Refusal(RejectReason.BAD_TIMESTAMP, f"metric {name!r}'s timestamp: {exc}") from None
 
 
 def _bd_seq(payload: SpbPayload) -> int | None:
@@ -945,6 +990,13 @@ def _production(mapping: SparkplugDeviceMap, derivation: _Derivation, ts: int) -
         raise _Refusal(RejectReason.OUT_OF_RANGE, f"counter reading: {exc}") from None
     if not counts.produced:
         return None
-    return ProductionRecord(
-        ts=ts, product=production.product, produced=counts.produced, good=counts.good, scrap=counts.scrap
-    )
+    try:
+        return ProductionRecord(
+            ts=ts, product=production.product, produced=counts.produced, good=counts.good, scrap=counts.scrap
+        )
+    except ValidationError as exc:  # a leap of the counters no count can hold
+        problem = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in problem["loc"])
+        raise _Refusal(
+            RejectReason.OUT_OF_RANGE, f"counter reading: {where} {counts.produced:,}: {problem['msg']}"
+        ) from None

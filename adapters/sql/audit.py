@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from adapters.sql.database import Database
-from adapters.sql.models import AuditRecord
+from adapters.sql.models import AuditRecord, storable
 from pilot_core.access import Actor, Role
 from pilot_core.audit import AuditAction, AuditEntry
 
@@ -67,7 +67,7 @@ class AuditLog:
         query = select(AuditRecord).order_by(AuditRecord.id.desc()).limit(limit)
         if demonstration_id is not None:
             query = query.where(AuditRecord.demonstration_id == demonstration_id)
-        if before_id is not None:
+        if before_id is not None and storable(before_id):  # beyond every id: older than all of them
             query = query.where(AuditRecord.id < before_id)
         with self._db.transaction() as session:
             return [_entry(row) for row in session.scalars(query)]

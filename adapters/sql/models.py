@@ -237,3 +237,9 @@ class AuditRecord(Base):
     demonstration_id: Mapped[int | None] = mapped_column(index=True)
     reason: Mapped[str | None] = mapped_column(Text)
     details: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+def storable(key: int) -> bool:
+    """Whether ``key`` fits an id or version column: 32-bit on PostgreSQL (``Mapped[int]``), where a larger number
+    fails the statement (integer out of range); so it names nothing, as on SQLite."""
+    return -(2**31) <= key < 2**31

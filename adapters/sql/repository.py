@@ -47,19 +47,15 @@ from adapters.sql.models import (
     PlanVersionRecord,
     rollup_marks,
     rollups,
+    storable,
 )
 from pilot_core.access import Actor, Membership
 from pilot_core.audit import AuditAction, json_changes
-from pilot_core.demonstration import DemonstrationPlan, canonical_json, plan_hash
+from pilot_core.demonstration import STORED, DemonstrationPlan, canonical_json, plan_hash
 from pilot_core.device_hours import DeviceHour
 
 # Words of letters or digits (any script) joined by single hyphens; never all digits, which would read as an id.
 _SLUG = re.compile(r"[^\W_]+(?:-[^\W_]+)*")
-
-
-def _storable(key: int) -> bool:
-    """Whether ``key`` fits a 64-bit integer column: larger numbers name nothing, and SQLite's driver overflows."""
-    return -(2**63) <= key < 2**63
 
 
 def _now() -> dt.datetime:
@@ -116,7 +112,7 @@ class StoredDemonstration:
 def _version(record: PlanVersionRecord) -> PlanVersion:
     return PlanVersion(
         version=record.version,
-        plan=DemonstrationPlan.model_validate_json(record.plan),
+        plan=DemonstrationPlan.model_validate_json(record.plan, context=STORED),
         plan_hash=record.plan_hash,
         frozen=record.frozen,
         frozen_at=record.frozen_at,
@@ -135,7 +131,7 @@ def _stored(
         version=current.version,
         frozen=current.frozen,
         frozen_at=current.frozen_at,
-        plan=DemonstrationPlan.model_validate_json(current.plan),
+        plan=DemonstrationPlan.model_validate_json(current.plan, context=STORED),
         plan_hash=current.plan_hash,
         created_at=demonstration.created_at,
         updated_at=demonstration.updated_at,
@@ -416,7 +412,7 @@ class DemonstrationRepository:
     def version(self, id_or_slug: int | str, number: int) -> PlanVersion:
         with self._db.transaction() as session:
             demonstration = self.find(session, id_or_slug)
-            record = session.get(PlanVersionRecord, (demonstration.id, number)) if _storable(number) else None
+            record = session.get(PlanVersionRecord, (demonstration.id, number)) if storable(number) else None
             if record is None:
                 raise NotFound(f"demonstration {demonstration.slug!r} has no plan version {number}")
             return _version(record)
@@ -433,7 +429,7 @@ class DemonstrationRepository:
         query = select(DemonstrationRecord)
         if isinstance(id_or_slug, int) or (id_or_slug.isascii() and id_or_slug.isdigit()):
             key = int(id_or_slug)
-            query = query.where(DemonstrationRecord.id == key if _storable(key) else false())
+            query = query.where(DemonstrationRecord.id == key if storable(key) else false())
         else:
             query = query.where(DemonstrationRecord.slug == id_or_slug)
         if for_update:

@@ -9,9 +9,8 @@ the session cookie a sign-in with the key would give, and never names the key it
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
 
 from api.console.i18n import ConsoleWords
@@ -76,7 +75,7 @@ def sign_in_link(
     request: Request,
     state: State,
     session: CurrentSession,
-    token: Annotated[str, Query(max_length=100)] = "",
+    token: str = "",  # any other text than a link token is an unknown link: the same page, not a 422
     next: str | None = None,
 ) -> Response:
     """Sign in with a one-time link's token, which is spent by this request; then go to ``next`` on this server."""

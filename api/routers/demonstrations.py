@@ -25,7 +25,7 @@ from api.problems import AUTH_ERRORS, problem_responses
 from api.security import Caller, require, visible
 from api.state import ApiState, api_state
 from pilot_core.access import Action, Role
-from pilot_core.demonstration import DemonstrationPlan
+from pilot_core.demonstration import STORED, DemonstrationPlan
 
 router = APIRouter(prefix="/demonstrations", tags=["demonstrations"], route_class=JsonBodyRoute)
 State = Annotated[ApiState, Depends(api_state)]
@@ -92,7 +92,7 @@ class Demonstration(BaseModel):
 
     @classmethod
     def of(cls, stored: StoredDemonstration) -> Demonstration:
-        return cls.model_validate(stored, from_attributes=True)
+        return cls.model_validate(stored, from_attributes=True, context=STORED)
 
 
 class DemonstrationSummary(BaseModel):
@@ -158,7 +158,7 @@ class PlanVersionSummary(BaseModel):
 
     @classmethod
     def of(cls, stored: StoredPlanVersion) -> PlanVersionSummary:
-        return cls.model_validate(stored, from_attributes=True)
+        return cls.model_validate(stored, from_attributes=True, context=STORED)
 
 
 class PlanVersion(PlanVersionSummary):
@@ -168,7 +168,7 @@ class PlanVersion(PlanVersionSummary):
 
     @classmethod
     def of(cls, stored: StoredPlanVersion) -> PlanVersion:
-        return cls.model_validate(stored, from_attributes=True)
+        return cls.model_validate(stored, from_attributes=True, context=STORED)
 
 
 class Participants(BaseModel):

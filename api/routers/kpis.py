@@ -24,6 +24,7 @@ from kpi_engine.results import (
     kpis_document,
 )
 from kpi_engine.service import Evaluation, EvaluationStopped, HourStore, KpiService, PlanTooLong
+from pilot_core.device_hours import CorrectionOutOfRange
 
 router = APIRouter(prefix="/demonstrations", tags=["kpis"])
 State = Annotated[ApiState, Depends(api_state)]
@@ -84,7 +85,7 @@ def engine_errors() -> Iterator[None]:
         raise HTTPException(503, f"InfluxDB could not be read: {exc}") from None
     except EvaluationStopped as exc:
         raise HTTPException(503, str(exc)) from None
-    except PlanTooLong as exc:
+    except (PlanTooLong, CorrectionOutOfRange) as exc:
         raise HTTPException(422, str(exc)) from None
     except LookupError as exc:  # a device of the plan that is not registered
         raise HTTPException(409, str(exc)) from None

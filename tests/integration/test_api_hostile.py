@@ -28,6 +28,7 @@ import httpx
 import pytest
 import yaml
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
 from adapters import local_services
 from adapters.influxdb import InfluxClient, InfluxSettings
@@ -465,3 +466,242 @@ def _answers(client: httpx.Client) -> bool:
         return client.get("/health").status_code == 200
     except httpx.TransportError:
         return False
+
+
+def _set(path: tuple[str | int, ...], value: Any) -> Callable[[dict[str, Any]], None]:
+    def change(plan: dict[str, Any]) -> None:
+        target: Any = plan
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+
+    return change
+
+
+_FAR = "9999-12-31T23:59:59-14:00"  # a moment Python cannot even move to UTC
+
+
+@pytest.mark.parametrize(
+    ("change", "loc", "message"),
+    [
+        (_set(("products", 0, "ideal_cycle_time_s"), float("inf")), ["products", 0, "ideal_cycle_time_s"], "finite"),
+        (_set(("products", 0, "per_device"), {VICTIM: 1e308}), ["products", 0, "per_device", VICTIM], "at most"),
+        (_set(("telemetry_interval_s",), {VICTIM: float("inf")}), ["telemetry_interval_s", VICTIM], "finite"),
+        (
+            _set(
+                ("corrections",),
+                [
+                    {
+                        "kind": "counts",
+                        "device": VICTIM,
+                        "at": "2026-10-07T10:00:00+09:00",
+                        "product": "BRK-100",
+                        "produced": 10**30,
+                        "good": 10**30,
+                        "reason": "a typing error",
+                    }
+                ],
+            ),
+            ["corrections", 0, "counts", "produced"],
+            "a count correction changes a count by at most 1,000,000,000 either way",
+        ),
+        (
+            _set(("exclusions",), [{"start": "2026-10-07T10:00:00+09:00", "end": _FAR, "reason": "far"}]),
+            ["exclusions", 0, "end"],
+            "must lie within 2000-01-01 and 2100-01-01",
+        ),
+        (
+            _set(
+                ("corrections",),
+                [
+                    {
+                        "kind": "state",
+                        "device": VICTIM,
+                        "start": "0001-01-01T00:00:00+14:00",
+                        "end": "2026-10-07T11:00:00+09:00",
+                        "time_class": "production",
+                        "reason": "far",
+                    }
+                ],
+            ),
+            ["corrections", 0, "state", "start"],
+            "must lie within 2000-01-01 and 2100-01-01",
+        ),
+        (
+            _set(
+                ("exclusions",),
+                [
+                    {
+                        "start": "2026-10-07T10:00:00+09:00",
+                        "end": "2026-10-07T11:00:00+09:00",
+                        "reason": "a typo",
+                        "devices": ["cobot-1"],
+                    }
+                ],
+            ),
+            [],
+            "exclusions must be devices in scope; not in scope: cobot-1",
+        ),
+        (
+            _set(
+                ("state_overrides",),
+                [{"state": "running", "time_class": "unplanned_delay", "device": "cobot-1", "reason": "a typo"}],
+            ),
+            [],
+            "state_overrides must be devices in scope; not in scope: cobot-1",
+        ),
+    ],
+)
+def test_a_plan_value_no_evaluation_can_use_is_refused_when_the_plan_is_sent(
+    api: TestClient, change: Callable[[dict[str, Any]], None], loc: list[str | int], message: str
+) -> None:
+    """Each of these was stored, and then every evaluation of the plan failed with 500 (an infinite or absurd ideal
+    cycle time or count, a date Python cannot convert), or it silently did nothing (a misspelt device)."""
+    plan = hostile_plan(devices=[VICTIM])
+    change(plan)
+    refused = api.post(
+        "/v1/demonstrations", content=json.dumps(plan).encode(), headers={"content-type": "application/json"}
+    )
+    assert refused.status_code == 422, refused.text
+    error = refused.json()["errors"][0]
+    assert error["loc"] == ["body", *loc], error
+    assert message in error["msg"], error
+    assert api.get("/v1/demonstrations").json() == []
+    created = api.post("/v1/demonstrations", json=hostile_plan(devices=[VICTIM]))
+    assert created.status_code == 201, created.text
+    ref = created.json()["id"]
+    replaced = api.put(
+        f"/v1/demonstrations/{ref}", content=json.dumps(plan), headers={"content-type": "application/json"}
+    )
+    assert replaced.status_code == 422, replaced.text
+    assert api.get(f"/v1/demonstrations/{ref}/kpis").status_code == 200
+
+
+def test_a_plan_stored_before_a_check_was_added_still_reads_as_it_was_accepted(api: TestClient) -> None:
+    # The checks above were added after plans were stored; such a plan must not make listing every plan fail.
+    created = api.post("/v1/demonstrations", json=hostile_plan(devices=[VICTIM]))
+    assert created.status_code == 201, created.text
+    stored = hostile_plan(devices=[VICTIM])
+    stored["exclusions"] = [
+        {"start": "2026-10-07T10:00:00+09:00", "end": "2026-10-07T11:00:00+09:00", "reason": "a typo", "devices": ["x"]}
+    ]
+    stored["telemetry_interval_s"] = {VICTIM: 1e9}
+    database: Database = api.app.state.pilot.database  # type: ignore[attr-defined]
+    with database.engine.begin() as connection:
+        connection.execute(text("UPDATE plan_versions SET plan = :plan"), {"plan": json.dumps(stored)})
+    assert api.get("/v1/demonstrations").status_code == 200
+    read = api.get(f"/v1/demonstrations/{created.json()['id']}")
+    assert read.status_code == 200, read.text
+    assert read.json()["plan"]["exclusions"][0]["devices"] == ["x"]
+
+
+def test_a_count_correction_in_an_hour_without_those_units_gets_422_naming_it(api: TestClient, tmp_path: Path) -> None:
+    api.app.state.pilot.settings.signing_key_file = tmp_path / "signing.key"  # type: ignore[attr-defined]
+    plan = hostile_plan(devices=[VICTIM])
+    plan["corrections"] = [
+        {
+            "kind": "counts",
+            "device": VICTIM,
+            "at": "2026-10-07T09:30:00+09:00",  # the victim made 90 units in that hour
+            "product": "BRK-100",
+            "produced": -1000,
+            "good": -1000,
+            "reason": "entered in the wrong hour",
+        }
+    ]
+    created = api.post("/v1/demonstrations", json=plan)
+    assert created.status_code == 201, created.text
+    for path in ("kpis", "comparison", "report", "evidence"):
+        refused = api.get(f"/v1/demonstrations/{created.json()['id']}/{path}")
+        assert refused.status_code == 422, (path, refused.text)
+        detail = refused.json()["detail"]
+        assert (
+            "'entered in the wrong hour'" in detail
+            and "produced count of product 'BRK-100' below zero (-910)" in detail
+        ), detail
+
+
+_CONTROL = {"devices": [STORABLE[0]], "output_devices": [STORABLE[0]], "independence": "its own cell and operators"}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (_set(("output_devices",), [VICTIM, VICTIM]), "output_devices lists cobot-01 twice"),
+        (_set(("energy_meters",), [STORABLE[1], STORABLE[1]]), f"energy_meters lists {STORABLE[1]} twice"),
+        (
+            _set(("control_line",), {**_CONTROL, "devices": [STORABLE[0], STORABLE[0]]}),
+            f"control_line.devices lists {STORABLE[0]} twice",
+        ),
+        (
+            _set(("control_line",), {**_CONTROL, "output_devices": [STORABLE[0], STORABLE[0]]}),
+            f"control_line.output_devices lists {STORABLE[0]} twice",
+        ),
+    ],
+)
+def test_a_device_listed_twice_in_a_role_is_refused_not_counted_twice(
+    api: TestClient, change: Callable[[dict[str, Any]], None], message: str
+) -> None:
+    # Stored as sent before: the control line's hourly units and the output stations' product totals are summed
+    # over these lists, so a device listed twice was summed twice there. `devices` itself was already checked.
+    plan = hostile_plan(devices=[VICTIM, STORABLE[0], STORABLE[1]])
+    plan["output_devices"] = [VICTIM]
+    change(plan)
+    refused = api.post("/v1/demonstrations", json=plan)
+    assert refused.status_code == 422, refused.text
+    assert message in refused.json()["detail"], refused.json()
+
+
+def test_text_holding_a_nul_character_is_refused_wherever_it_is_sent(api: TestClient) -> None:
+    # PostgreSQL's text cannot hold NUL: an amendment's reason with one failed with 500 there, after the checks.
+    created = api.post("/v1/demonstrations", json=hostile_plan(devices=[VICTIM])).json()
+    assert api.post(f"/v1/demonstrations/{created['id']}/freeze").status_code == 200
+    named = hostile_plan(devices=[VICTIM])
+    named["products"][0]["name"] = "Bracket\x00100"
+    for method, path, body, where in (
+        (
+            "POST",
+            f"/v1/demonstrations/{created['id']}/amendments",
+            {"plan": hostile_plan(), "reason": "a\x00b"},
+            "reason",
+        ),
+        ("POST", "/v1/demonstrations", named, "products.0.name"),
+        ("POST", "/v1/api-keys", {"name": "k\x00", "role": "evaluator", "organisation": "operator"}, "name"),
+        ("POST", "/v1/organisations", {"slug": "nul-org", "name": "N\x00"}, "name"),
+        ("POST", "/v1/organisations", {"slug": "nul-org", "name": "N", "x\x00": 1}, "x\\u0000"),
+    ):
+        response = api.request(method, path, json=body)
+        assert response.status_code == 400, (path, response.text)
+        assert response.headers["content-type"] == "application/problem+json"
+        assert f"holds the NUL character (U+0000) in body.{where}" in response.json()["detail"], response.json()
+    assert [d["version"] for d in api.get("/v1/demonstrations").json()] == [1]
+    assert "nul-org" not in {o["slug"] for o in api.get("/v1/organisations").json()}
+    # In the path or the query: looked up in SQL as sent, on PostgreSQL that failed with 500 too.
+    for method, path, loc in (
+        ("GET", "/v1/demonstrations/a%00b", ["path", "ref"]),
+        ("GET", "/v1/demonstrations/a%00b/live", ["path", "ref"]),
+        ("DELETE", f"/v1/demonstrations/{created['id']}/participants/x%00", ["path", "organisation"]),
+        ("GET", "/v1/api-keys?organisation=x%00", ["query", "organisation"]),
+    ):
+        response = api.request(method, path)
+        assert response.status_code == 422, (path, response.text)
+        assert response.json()["errors"] == [{"loc": loc, "msg": "holds the NUL character (U+0000)"}], response.json()
+
+
+@pytest.mark.parametrize("number", [2**31, 2**62])
+def test_a_number_beyond_the_database_s_integers_names_nothing(api: TestClient, number: int, tmp_path: Path) -> None:
+    api.app.state.pilot.settings.signing_key_file = tmp_path / "signing.key"  # type: ignore[attr-defined]
+    # PostgreSQL's ids and versions are 32-bit: 2**31 failed there with 500 (integer out of range).
+    ref = api.post("/v1/demonstrations", json=hostile_plan(devices=[VICTIM])).json()["id"]
+    for path in (
+        f"/v1/demonstrations/{number}",
+        f"/v1/demonstrations/{ref}/versions/{number}",
+        f"/v1/demonstrations/{ref}/kpis?version={number}",
+        f"/v1/demonstrations/{ref}/report?version={number}",
+        f"/v1/demonstrations/{ref}/evidence?version={number}",
+    ):
+        response = api.get(path)
+        assert response.status_code == 404, (path, response.text)
+    for path in (f"/v1/audit?before={number}", f"/v1/demonstrations/{ref}/audit?before={number}"):
+        response = api.get(path)
+        assert response.status_code == 200 and response.json()["entries"], (path, response.text)

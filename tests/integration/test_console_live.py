@@ -74,6 +74,10 @@ def test_a_sign_in_link_opens_a_session_once(tmp_path: Path) -> None:
         fresh = link_for(app)
         away = other.get(f"/sign-in/link?token={fresh}&next=//example.com/x", follow_redirects=False)
         assert away.status_code == 303 and away.headers["location"] == "/demonstrations"
+    with TestClient(app) as garbling:  # a link a mail client or a chat joined to the next words: the same page
+        garbled = garbling.get(f"/sign-in/link?token={link_for(app)}{'x' * 200}", follow_redirects=False)
+        assert garbled.status_code == 401 and 'id="sign-in-form"' in garbled.text, garbled.text
+        assert "used or has expired" in garbled.text and SESSION_COOKIE not in garbling.cookies
 
 
 def test_guessing_sign_in_links_is_throttled_as_sign_in_is(tmp_path: Path) -> None:
@@ -208,3 +212,18 @@ def test_the_demos_link_opens_its_demonstration_in_a_browser(tmp_path: Path) -> 
             # The demo's collector has stopped and its data is weeks old: the page says so, it does not fail.
             assert browser.find_element(By.ID, "live-title").text.endswith("the line, live")
             assert browser.find_elements(By.ID, "live-error") == []
+
+
+def test_head_is_answered_wherever_get_is_but_never_spends_a_sign_in_link(tmp_path: Path) -> None:
+    # HEAD got 405 everywhere (link checkers, `curl -I`, monitors), though reading requests are GET and HEAD.
+    app = create_app(CollectorSettings(database_url=f"sqlite:///{tmp_path / 'pilot.db'}"))
+    token = link_for(app)
+    with TestClient(app) as browser:
+        assert browser.head(f"/sign-in/link?token={token}").status_code == 405  # a HEAD must not spend it
+        assert browser.get(f"/sign-in/link?token={token}", follow_redirects=False).status_code == 303
+        for path in ("/sign-in", "/demonstrations", "/v1/demonstrations", "/health", "/favicon.ico"):
+            got, head = browser.get(path, follow_redirects=False), browser.head(path, follow_redirects=False)
+            assert head.status_code == got.status_code and got.status_code in (200, 303), (path, head, got)
+            assert head.headers.get("content-type") == got.headers.get("content-type"), path
+            assert head.content == b"", path
+        assert browser.head("/sign-out").status_code == 405  # only where GET is answered

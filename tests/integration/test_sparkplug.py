@@ -324,6 +324,17 @@ def test_hostile_protobuf_is_dead_lettered_with_its_reason_and_the_collector_car
     wrong = pb.Payload(timestamp=T0 + 2, seq=2)
     wrong.metrics.add(alias=1, string_value="fast")  # belt_speed is a Double in the birth
     deep = b"\x12\x02" * 2000  # nested metrics without end
+    far = pb.Payload(timestamp=2**64 - 1, seq=4)  # a uint64 timestamp no clock can show
+    far.metrics.add(alias=3, int_value=2)  # the state code: only derived, never stored as telemetry
+    colliding = spb.DBirth(
+        T0,
+        5,
+        (
+            spb.Metric(T0, "belt_speed", spb.DataType.DOUBLE, value=1.0, alias=1),
+            spb.Metric(T0, "Status/Code", spb.DataType.INT32, value=1, alias=1),
+        ),
+    ).encode(include_dtypes=True)
+    later = spb.DData(T0 + 6, 6, (spb.Metric(T0 + 6, None, spb.DataType.INT32, value=2, alias=3),)).encode()
     try:
         with running_collector(settings, registry(group, node)) as collector, InfluxClient(influx_settings) as client:
             raw.births(bd_seq=0)
@@ -332,10 +343,22 @@ def test_hostile_protobuf_is_dead_lettered_with_its_reason_and_the_collector_car
             raw.raw("DDATA", wrong.SerializeToString())
             raw.raw("DDATA", deep)
             raw.raw("DDATA", good)
-            wait_until(lambda: len(dead.messages) >= 4, what="four dead letters")
+            raw.raw("DDATA", far.SerializeToString())
+            raw.raw("DBIRTH", colliding)
+            raw.raw("DDATA", later)
+            wait_until(lambda: len(dead.messages) >= 6, what="six dead letters")
             wait_until(lambda: count_points(client, "telemetry_conveyor", "belt_speed", f"time = {T0 + 3}ms") == 1)
             reasons = sorted(m["reason"] for m in dead.messages)
-            assert reasons == ["sparkplug_undecodable", "sparkplug_undecodable", "too_large", "wrong_type"]
+            assert reasons == [
+                "bad_timestamp",
+                "schema",
+                "sparkplug_undecodable",
+                "sparkplug_undecodable",
+                "too_large",
+                "wrong_type",
+            ], [(m["reason"], m["detail"]) for m in dead.messages]
+            # The refused messages moved nothing: the next state change is derived as it comes.
+            wait_until(lambda: count_points(client, "state", "state", f"time = {T0 + 6}ms") == 1, what="jammed")
             assert collector.supervisor.all_alive()
     finally:
         raw.close()
@@ -484,6 +507,32 @@ def test_a_damaged_host_state_file_is_set_aside_and_a_rebirth_brings_the_node_ba
         assert saved["format"] == "pilot-sparkplug-host" and saved["version"] == 1
         assert [(n["group"], n["edge_node"], n["seq"]) for n in saved["nodes"]] == [(group, node, 8)]
         assert not (tmp_path / "sparkplug-host.pickle").exists()
+    finally:
+        raw.close()
+        watcher.close()
+
+
+def test_a_hostile_state_for_our_host_is_answered_with_online_and_intake_goes_on(
+    mqtt_settings: MqttSettings, influx_settings: InfluxSettings, unique_id: str
+) -> None:
+    # JSON nested past Python's recursion limit, retained on our STATE topic: reading it raised RecursionError in
+    # the intake, which reconnected, was sent the retained STATE again, and so on: nothing else was taken in.
+    group, node = f"g{unique_id}", "line3"
+    settings = host_settings(mqtt_settings, influx_settings, group, node, f"spb-{unique_id}")
+    state_topic = f"spBv1.0/STATE/{settings.sparkplug.host_id}"
+    watcher = Watcher(mqtt_settings, f"watch-{unique_id}", state_topic)
+    raw = RawNode(mqtt_settings, group, node)
+    try:
+        with running_collector(settings, registry(group, node)), InfluxClient(influx_settings) as client:
+            wait_until(lambda: any(json.loads(p)["online"] for p in watcher.on(state_topic)), what="STATE online")
+            hostile = b"[" * 100_000 + b"]" * 100_000
+            watcher.client.publish(state_topic, hostile, qos=1, retain=True).wait_for_publish(10)
+            wait_until(lambda: hostile in watcher.on(state_topic), what="the hostile STATE")
+            wait_until(lambda: watcher.on(state_topic)[-1] != hostile, what="the answer")
+            assert json.loads(watcher.on(state_topic)[-1])["online"] is True
+            raw.births(bd_seq=0)
+            raw.data(2, T0 + 2, **{"1": 2.0})
+            wait_until(lambda: count_points(client, "telemetry_conveyor", "belt_speed", f"time = {T0 + 2}ms") == 1)
     finally:
         raw.close()
         watcher.close()

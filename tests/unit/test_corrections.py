@@ -14,6 +14,7 @@ from pilot_core.demonstration import CountCorrection, Phase, StateCorrection, ca
 from pilot_core.device_hours import (
     CORRECTED_STATE,
     HOUR_MS,
+    CorrectionOutOfRange,
     DeviceHour,
     DeviceRules,
     DowntimeCause,
@@ -131,3 +132,16 @@ def test_the_evaluation_applies_the_plans_corrections() -> None:
     assert raw.phases[Phase.BASELINE].components.adet_s == 30 * 60
     assert fixed.phases[Phase.BASELINE].components.adet_s == 0
     assert fixed.phases[Phase.BASELINE].components.planned_down_s == 30 * 60
+
+
+def test_a_count_correction_that_takes_an_hour_below_zero_is_refused_naming_it() -> None:
+    # Its hour recorded fewer units than it removes: the wrong hour, device or product. Counted anyway, the phase's
+    # KPIs went negative and every evaluation of the plan failed (500: math domain error).
+    wrong_hour = CountCorrection(
+        device="press", at=at(30), product="P", produced=-1000, good=-1000, reason="entered in the wrong hour"
+    )
+    with pytest.raises(CorrectionOutOfRange) as refused:
+        corrected(faulty_hour(), [wrong_hour])
+    message = str(refused.value)
+    assert "'entered in the wrong hour'" in message and "device 'press'" in message, message
+    assert "the produced count of product 'P' below zero (-900)" in message, message

@@ -172,6 +172,8 @@ def test_site_bridge_refuses_what_a_bridge_cannot_hold(tmp_path: Path) -> None:
         (["site-bridge", "b", "--site", "a/b", "--central-host", "c", "-o", output], "contains a slash"),
         (["site-bridge", "b", "--site", "s", "--central-host", "c", "-o", output, "--cert-file", "x"], "its key"),
         (["site-bridge", "b c", "--site", "s", "--central-host", "c", "-o", output], "letters, digits"),
+        (["site-bridge", "b", "--site", "s", "--central-host", "c", "--central-port", "99999", "-o", output], "65535"),
+        (["site-bridge", "b", "--site", "s", "--central-host", "c", "--central-port", "0", "-o", output], "65535"),
         (["service-account", "b", "--role", "bridge"], "pilot devices site-bridge"),
     ]
     for args, message in cases:
@@ -252,3 +254,19 @@ def test_a_collector_account_gets_the_sparkplug_host_topics_only_when_its_config
     assert changed.exit_code == 1 and "other grants" in changed.output
     assert run(tmp_path, *chosen, "--rotate", env={"P": CHOSEN, **env}).exit_code == 0
     assert ("readwrite", "spBv1.0/STATE/host-a") in files.load().get("plain").grants()  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("kind", ["a file", "a folder under a file"])
+def test_a_broker_folder_that_cannot_be_used_is_said_in_one_line(tmp_path: Path, kind: str) -> None:
+    (tmp_path / "blocker").touch()
+    folder = tmp_path / "blocker" if kind == "a file" else tmp_path / "blocker" / "auth"
+    for args in (
+        ["sparkplug-node", "node-1", "--group", "plant"],
+        ["revoke-sparkplug-node", "node-1", "--group", "plant"],
+        ["service-account", "sim", "--role", "publisher"],
+        ["site-bridge", "b", "--site", "s", "--central-host", "c", "-o", str(tmp_path / "b.conf")],
+    ):
+        result = CliRunner().invoke(app, ["devices", *args, "--broker-dir", str(folder)])
+        assert result.exit_code == 1, (args, result.output)
+        assert result.exception is None or isinstance(result.exception, SystemExit), (args, result.exception)
+        assert f"the broker's account folder {folder} cannot be used" in result.output, (args, result.output)

@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from collector.settings import CollectorSettings
+from pilot.cli import app
 
 
 def test_file_then_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -60,3 +62,25 @@ def test_database_url_defaults_to_a_sqlite_file_here(tmp_path: Path, monkeypatch
     assert CollectorSettings.load().database_url == "sqlite:///pilot.db"
     monkeypatch.setenv("PILOT_DATABASE_URL", "postgresql+psycopg://pilot@db.plant.local/pilot")
     assert CollectorSettings.load().database_url == "postgresql+psycopg://pilot@db.plant.local/pilot"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("rollup_every_s", "inf"), ("rollup_every_s", "1e300"), ("rollup_late_days", "inf"), ("rollup_late_days", "nan")],
+)
+def test_a_rollup_period_no_timer_can_wait_is_refused(
+    name: str, value: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The API's roll-up thread waits rollup_every_s (OverflowError: timestamp out of range; the thread died at once)
+    # and each pass counts back rollup_late_days (cannot convert float infinity to integer; every pass failed).
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(f"PILOT_{name.upper()}", value)
+    with pytest.raises(ValueError, match=name):
+        CollectorSettings.load()
+
+
+@pytest.mark.parametrize(("option", "value"), [("--every", "inf"), ("--every", "1e300"), ("--late-days", "inf")])
+def test_pilot_rollups_refuses_a_period_no_timer_can_wait(option: str, value: str) -> None:
+    result = CliRunner().invoke(app, ["rollups", option, value])
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for '{option}'" in result.output, result.output

@@ -23,7 +23,7 @@ from pilot_core.sparkplug import (
     map_problems,
     parse_sparkplug_topic,
 )
-from pilot_core.validation import RejectReason
+from pilot_core.validation import ClockCheck, RejectReason
 
 GROUP, NODE, DEVICE = "plant1", "line3", "belt1"
 T0 = 1_780_000_000_000
@@ -268,3 +268,97 @@ def test_a_device_neither_registered_nor_mapped_is_not_ours_and_is_ignored_not_d
     other = parse_sparkplug_topic(f"spBv1.0/{GROUP}/DBIRTH/{NODE}/hvac")
     result = host.handle(other, dbirth(2), T0, 1.0)
     assert result.verdict is Verdict.STORED and not result.lines and result.rejection is None
+
+
+@pytest.mark.parametrize("ts", [1, 978_307_199_999, 2**45, 2**63, 2**64 - 1])
+def test_a_timestamp_outside_the_contract_s_range_is_refused_and_changes_nothing(ts: int) -> None:
+    # Sparkplug timestamps are uint64: the contract's 2001-2100 holds for them too, in every message kind, and a
+    # refused message leaves the state and counters derived so far as they were.
+    clock = ClockCheck(T0, max_ahead_ms=300_000)
+    for kind, payload in (
+        ("DDATA", ddata(2, T0 + 1, metric(None, 2.0, DataType.DOUBLE, alias=1, timestamp=ts))),  # telemetry
+        ("DDATA", ddata(2, T0 + 1, metric(None, 2, DataType.INT32, alias=2, timestamp=ts))),  # a state signal only
+        ("DDATA", ddata(2, ts, metric(None, 104, DataType.INT64, alias=3))),  # a counter, by the payload's time
+        ("DBIRTH", SpbPayload(ts, 2, dbirth(2).metrics)),
+        ("DDEATH", SpbPayload(ts, 2, ())),
+        ("NDEATH", SpbPayload(ts, None, (metric("bdSeq", 1, DataType.INT64),))),
+    ):
+        for checked in (clock, None):
+            host = born_host()
+            result = host.handle(topic(kind, None if kind[0] == "N" else DEVICE), payload, T0, 1.0, checked)
+            assert result.rejection is not None, (kind, payload)
+            assert result.rejection.reason is RejectReason.BAD_TIMESTAMP, result.rejection
+            assert "epoch milliseconds" in result.rejection.detail
+            after = host.handle(
+                topic("DDATA"),
+                ddata(
+                    3, T0 + 5000, metric(None, 2, DataType.INT32, alias=2), metric(None, 107, DataType.INT64, alias=3)
+                ),
+                T0 + 5000,
+                2.0,
+                checked,
+            )
+            assert after.rejection is None, after.rejection
+            lines = "\n".join(after.lines)
+            assert f'state="jammed",time_class="minor_stop",seq=3i {T0 + 5000}' in lines, (kind, ts, lines)
+            assert "produced=7i" in lines, (kind, ts, lines)
+
+
+def test_a_message_refused_while_deriving_leaves_the_counters_and_state_as_they_were() -> None:
+    # A future timestamp on a signal that is no profile metric is refused only once the state is derived; a counter
+    # leap larger than a count can hold, only once it is counted. Neither may move what the next message counts.
+    clock = ClockCheck(T0, max_ahead_ms=300_000)
+    host = born_host()
+    future = host.handle(
+        topic("DDATA"), ddata(2, T0 + 86_400_000, metric(None, 2, DataType.INT32, alias=2)), T0, 1.0, clock
+    )
+    assert future.rejection is not None and future.rejection.reason is RejectReason.FUTURE_TIMESTAMP
+    leap = host.handle(
+        topic("DDATA"),
+        ddata(3, T0 + 1000, SpbMetric(None, 3, None, DataType.UINT64, 2**64 - 1, "long_value")),
+        T0,
+        1.0,
+        clock,
+    )
+    assert leap.rejection is not None and leap.rejection.reason is RejectReason.OUT_OF_RANGE, leap.rejection
+    after = host.handle(
+        topic("DDATA"),
+        ddata(4, T0 + 2000, metric(None, 2, DataType.INT32, alias=2), metric(None, 105, DataType.INT64, alias=3)),
+        T0,
+        2.0,
+        clock,
+    )
+    lines = "\n".join(after.lines)
+    assert f'state="jammed",time_class="minor_stop",seq=4i {T0 + 2000}' in lines, lines
+    assert "produced=5i,good=5i" in lines, lines
+
+
+@pytest.mark.parametrize(
+    ("metrics", "detail"),
+    [
+        (
+            (metric("belt_speed", 1.5, DataType.DOUBLE, alias=1), metric("Status/Code", 1, DataType.INT32, alias=1)),
+            "alias 1 is given to both 'belt_speed' and 'Status/Code'",
+        ),
+        (
+            (metric("belt_speed", 1.5, DataType.DOUBLE, alias=1), metric("belt_speed", True, DataType.BOOLEAN)),
+            "'belt_speed' is in the birth twice, as Double and as Boolean",
+        ),
+    ],
+)
+def test_a_birth_that_names_a_metric_ambiguously_is_refused_and_the_earlier_birth_kept(
+    metrics: tuple[SpbMetric, ...], detail: str
+) -> None:
+    # Otherwise the later entry wins silently: a belt speed sent by alias 1 would be read as a state code.
+    host = born_host()
+    refused = host.handle(topic("DBIRTH"), SpbPayload(T0 + 1, 2, metrics), T0, 1.0)
+    assert refused.rejection is not None and refused.rejection.reason is RejectReason.SCHEMA
+    assert detail in refused.rejection.detail, refused.rejection.detail
+    node = host.handle(
+        topic("NBIRTH", None), SpbPayload(T0, 0, (metric("bdSeq", 2, DataType.INT64), *metrics)), T0, 1.0
+    )
+    assert node.rejection is not None and detail in node.rejection.detail
+    after = host.handle(topic("DDATA"), ddata(3, T0 + 2, metric(None, 2.0, DataType.DOUBLE, alias=1)), T0, 2.0)
+    assert after.rejection is None and after.lines == [
+        f"telemetry_conveyor,device={DEVICE},line={NODE},site={GROUP} belt_speed=2.0,seq=3i {T0 + 2}"
+    ]
