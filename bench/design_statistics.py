@@ -93,6 +93,7 @@ def run_design(seeds: int, progress: bool = True) -> dict[str, object]:
             # The MDE as if the hours were independent: the i.i.d. standard error of the hourly means.
             hourly = baseline[:, _CYCLE_TIME] / baseline[:, _CYCLES]
             iid_se = float(hourly.std(ddof=1) / math.sqrt(baseline_hours) / hourly.mean())
+            # With revision 1's known-variance factor: what the column has always measured.
             iid_mde = math.expm1(-log_distance_needed(LEVEL, POWER, baseline_hours, pilot_hours, iid_se, revision=1))
             comparison = compare("cycle_time_mean", baseline, hourly_units(30.0 * (1 + iid_mde) + noise), LEVEL)
             assert comparison.relative_interval is not None
