@@ -211,14 +211,11 @@ def equivalent_degrees_of_freedom(level: float, b: float) -> float:
 
 def _noncentrality(threshold: float, nu: float, power: float) -> float:
     """λ with which a noncentral t of ν degrees of freedom exceeds ``threshold`` with probability ``power``."""
-    from scipy import optimize, stats  # noqa: PLC0415
+    from scipy import special  # noqa: PLC0415
 
     if math.isinf(nu):
         return threshold + NormalDist().inv_cdf(power)
-    return float(
-        optimize.brentq(lambda lam: float(stats.nct.sf(threshold, nu, lam)) - power, threshold - 10, threshold + 100,
-                        xtol=1e-12)
-    )  # fmt: skip
+    return float(special.nctdtrinc(nu, 1 - power, threshold))  # scipy's inverse of the noncentral t in λ
 
 
 @dataclass(frozen=True, slots=True)
