@@ -61,6 +61,8 @@ _DESIGN_REVISIONS = {"1": 1, "2": 1, "3": 1}
 def design_revision(engine_version: str | None) -> int:
     """The design before data's revision (pilot_core.design) that kpi_engine ``engine_version`` computed."""
     return _DESIGN_REVISIONS.get(engine_version or ENGINE_VERSION, DESIGN_REVISION)
+
+
 DEFAULT_SETTLE_S = 2 * 3600
 # An unsettled hour read this recently is not read again: a burst of requests on a running pilot reads once.
 DEFAULT_REREAD_AFTER_S = 60
