@@ -486,6 +486,25 @@ def design_tables(result: dict[str, Any]) -> str:
                   f"{design['power']:.0%})", "mean MDE", "detected at the MDE", "target met at met_needs",
                   "detected with no change", "detected at an i.i.d. MDE")  # fmt: skip
         parts.append(table(header, rows))
+    methods = result.get("design_methods")
+    if methods:
+        method_rows = [
+            (
+                f"{c['method']}, {c['baseline_hours']} / {c['pilot_hours']} h",
+                f"{c['mean_mde']:+.1%}",
+                f"{c['detected_at_mde']:.1%}",
+                f"{c['detected_with_no_change']:.1%}",
+            )
+            for c in methods["cases"]
+        ]
+        method_header = (
+            f"design by method ({methods['seeds']} seeds, {methods['level']:.0%} level, stated power"
+            f" {methods['power']:.0%})",
+            "mean MDE",
+            "detected at the MDE",
+            "detected with no change",
+        )
+        parts.append(table(method_header, method_rows))
     mix = result.get("product_mix")
     if mix:
         mix_rows = [

@@ -23,7 +23,7 @@ import numpy as np
 from scipy import stats
 
 from bench import confounders
-from bench.design_statistics import run_design, run_product_mix
+from bench.design_statistics import run_design, run_design_methods, run_product_mix
 from bench.results import write_result
 from bench.series import ar1_around
 from pilot_core.comparison import METHOD, compare
@@ -169,6 +169,13 @@ def main(argv: list[str] | None = None) -> int:
             f" {case['detected_with_no_change']:.1%}, met at met_needs {case['met_at_met_needs']:.1%},"
             f" at an i.i.d. MDE {case['detected_at_iid_mde']:.1%}"
         )
+    methods = run_design_methods(min(args.seeds, args.confounder_seeds))
+    for case in methods["cases"]:  # type: ignore[attr-defined]
+        print(
+            f"design {case['method']} {case['baseline_hours']}/{case['pilot_hours']} h: detected at the MDE"
+            f" {case['detected_at_mde']:.1%} (stated {methods['power']:.0%}), with no change"
+            f" {case['detected_with_no_change']:.1%}"
+        )
     mix = run_product_mix(args.seeds)
     for row in mix["kpis"]:  # type: ignore[attr-defined]
         print(
@@ -176,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
             f" standardised {row['mean_standardised_change']:+.2%}"
         )
     if args.out:
-        results = {"failures": failures, "design": design, "product_mix": mix, "confounders": confounded}
+        results = {"failures": failures, "design": design, "design_methods": methods, "product_mix": mix,
+                   "confounders": confounded}  # fmt: skip
         write_result(args.out, {**report, **results})
     return 0
 

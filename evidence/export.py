@@ -111,11 +111,17 @@ def results(
 
 def _as_bundled(document: dict[str, Any]) -> dict[str, Any]:
     """A result document as a bundle holds it: without the serving side's late-data marks, which rows cannot carry
-    (a result recomputed from them has none), so bundles signed before late data was tracked stay true."""
+    (a result recomputed from them has none), so bundles signed before late data was tracked stay true; likewise
+    a design recomputed as kpi_engine 3 computed it, without the keys it had not."""
     source = document["source"]
     if not source.get("late_hours") and source.get("late_data") is None:
         source.pop("late_hours", None)
         source.pop("late_data", None)
+    # Nor a design of revision 1 (kpi_engine 3) the keys it never had: such a bundle is verified as it was signed.
+    for target in (document.get("design") or {}).get("targets", []):
+        if target.get("method") is None:
+            target.pop("method", None)
+            target.pop("degrees_of_freedom", None)
     return document
 
 

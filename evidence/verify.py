@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from adapters import signing
 from evidence.export import environment, hours_of, results
 from kpi_engine.evaluation import evaluate
-from kpi_engine.service import telemetry_intervals
+from kpi_engine.service import ENGINE_VERSION, design_revision, telemetry_intervals
 from pilot_core import evidence
 from pilot_core.audit import json_changes
 from pilot_core.demonstration import STORED, DemonstrationPlan
@@ -174,7 +174,15 @@ def _recompute(
         return
     fingerprint = evidence.data_fingerprint(files)
     hours = hours_of(all_rows)
-    result = evaluate(plan, manifest.plan_hash, hours, telemetry_intervals(plan, registry))
+    engine = _engine_version(files)
+    revision = design_revision(engine)
+    result = evaluate(plan, manifest.plan_hash, hours, telemetry_intervals(plan, registry), design_revision=revision)
+    if revision != design_revision(ENGINE_VERSION) and plan.design is not None:
+        report.notes.append(
+            f"the bundle was made by kpi_engine {engine}: its design before data is recomputed as that engine"
+            f" computed it (revision {revision}); this engine ({ENGINE_VERSION}) designs each target by its method"
+            " and allows for a short pilot's variance estimate, so a new export's figures differ"
+        )
     recomputed = results(
         manifest.demonstration_id,
         manifest.slug,
@@ -206,6 +214,16 @@ def _recompute(
             "otherwise than the exporter's; every other value, and every verdict, is the bundle's exactly"
         )
     report.add("recomputation", problems + _fingerprint_problems(fingerprint, manifest))
+
+
+def _engine_version(files: Mapping[str, bytes]) -> str | None:
+    """The kpi_engine version the bundle's environment names (signed with it: the manifest lists its hash)."""
+    try:
+        software = json.loads(files[evidence.ENVIRONMENT]).get("software", {})
+    except (KeyError, ValueError, AttributeError):
+        return None
+    version = software.get("kpi_engine") if isinstance(software, dict) else None
+    return version if isinstance(version, str) else None
 
 
 def _fingerprint_problems(fingerprint: str, manifest: evidence.Manifest) -> list[str]:

@@ -21,6 +21,7 @@ from pilot_core.calendar import Shift
 from pilot_core.comparison import KpiComparison, TargetCheck, Verdict, check_target, compare, judge_interval
 from pilot_core.control_line import ControlLineResult, control_line
 from pilot_core.demonstration import DemonstrationPlan, IndependentVariable, Method, Phase, Target, Window
+from pilot_core.design import REVISION as DESIGN_REVISION
 from pilot_core.design import TargetDesign, design_target
 from pilot_core.device_hours import HOUR_MS, DeviceHour, DeviceRules, account_vector, corrected
 from pilot_core.histogram import LogHistogram
@@ -146,6 +147,7 @@ class DemonstrationResult:
     design: list[TargetDesign] = field(default_factory=list)
     # The pilot's cycle time, throughput and energy per unit at the baseline's product mix, if the plan asks.
     product_mix: MixStandardisation | None = None
+    design_revision: int = DESIGN_REVISION  # the design's computation (pilot_core.design.REVISION)
 
 
 def evaluate(
@@ -154,8 +156,11 @@ def evaluate(
     hours: Mapping[str, Sequence[DeviceHour]],
     telemetry_interval_s: Mapping[str, float] | None = None,
     accounting: Accounting = account_all,
+    design_revision: int = DESIGN_REVISION,
 ) -> DemonstrationResult:
-    """``hours`` per device in scope; ``telemetry_interval_s`` per device (its profile's fastest metric)."""
+    """``hours`` per device in scope; ``telemetry_interval_s`` per device (its profile's fastest metric);
+    ``design_revision``: the design before data as that revision computes it (an older engine's, to verify its
+    bundles)."""
     accounted = AccountedHours(plan, hours, accounting)
     intervals = telemetry_interval_s or {}
     windows = [_window(plan, w, accounted, intervals) for w in plan.windows]
@@ -196,7 +201,7 @@ def evaluate(
     if adjusted is not None:
         warnings |= set(adjusted.warnings)
     warnings |= {f"control line, {kpi}: {c.pre_trend.note}" for kpi, c in controls.items() if c.pre_trend.note}
-    design = plan_design(plan, series[Phase.BASELINE])
+    design = plan_design(plan, series[Phase.BASELINE], accounted, design_revision)
     warnings |= set(stated_design_warnings(plan, design))
     mix = None
     if plan.product_mix:
@@ -213,6 +218,7 @@ def evaluate(
         controls,
         design,
         mix,
+        design_revision,
     )
 
 
@@ -221,28 +227,55 @@ def phase_hours(plan: DemonstrationPlan, phase: Phase) -> float:
     return sum(w.days for w in plan.windows_of(phase)) * 24
 
 
-def plan_design(plan: DemonstrationPlan, baseline: np.ndarray) -> list[TargetDesign]:
-    """Each target's design from the baseline's hourly units alone: the pilot's data never enter. None without a
-    design in the plan."""
+def plan_design(
+    plan: DemonstrationPlan, baseline: np.ndarray, accounted: AccountedHours, revision: int = DESIGN_REVISION
+) -> list[TargetDesign]:
+    """Each target's design by its method from the baseline's hours alone: the pilot's data never enter. None
+    without a design in the plan. ``baseline``: the treated line's hourly units; ``revision``: the design's, as the
+    engine that made a result computed it (pilot_core.design)."""
     if plan.design is None:
         return []
     design = plan.design
     baseline_hours = phase_hours(plan, Phase.BASELINE)
     pilot_hours = phase_hours(plan, Phase.PILOT)
-    coverage = len(baseline) / baseline_hours if baseline_hours else 0.0
-    return [
-        design_target(
-            t.kpi,
-            t.change_pct,
-            baseline,
-            level=plan.confidence_level,
-            power=design.power,
-            planned_pilot_hours=pilot_hours,
-            coverage=coverage,
-            expected_change_pct=design.expected_change_pct.get(t.kpi),
+    methods = {t.method for t in plan.targets} if revision > 1 else set()
+    paired = _paired(plan, accounted, Phase.BASELINE) if Method.CONTROL_LINE in methods else None
+    # The model on the baseline, projected onto the baseline's own hours: the pilot's conditions are not known yet.
+    model = (
+        _adjusted(plan, {Phase.BASELINE: baseline}, accounted, (Phase.BASELINE, Phase.BASELINE))
+        if Method.ADJUSTED_BASELINE in methods
+        else None
+    )
+    designs = []
+    for t in plan.targets:
+        units, control = (
+            (paired[0], paired[1]) if paired is not None and t.method is Method.CONTROL_LINE else (baseline, None)
         )
-        for t in plan.targets
-    ]
+        designs.append(
+            design_target(
+                t.kpi,
+                t.change_pct,
+                units,
+                level=plan.confidence_level,
+                power=design.power,
+                planned_pilot_hours=pilot_hours,
+                coverage=len(units) / baseline_hours if baseline_hours else 0.0,
+                expected_change_pct=design.expected_change_pct.get(t.kpi),
+                method=t.method,
+                control=control,
+                adjusted=model,
+                revision=revision,
+            )
+        )
+    return designs
+
+
+def _paired(plan: DemonstrationPlan, accounted: AccountedHours, phase: Phase) -> tuple[np.ndarray, np.ndarray]:
+    """The treated and the control line's hourly units over a phase's windows, paired hour by hour."""
+    control = plan.control_line
+    assert control is not None  # the plan refuses a control-line target without its declaration
+    paired = [accounted.paired_units(w, plan.treated_devices, control.devices) for w in plan.windows_of(phase)]
+    return np.vstack([t for t, _ in paired]), np.vstack([c for _, c in paired])
 
 
 def stated_design_warnings(plan: DemonstrationPlan, design: list[TargetDesign]) -> list[str]:
@@ -306,8 +339,14 @@ def _target(
     return TargetResult(target.label, comparison, check, target.method)
 
 
-def _adjusted(plan: DemonstrationPlan, series: Mapping[Phase, np.ndarray], accounted: AccountedHours) -> AdjustedResult:
-    """The plan's regression on the treated line's hourly units: its response and its variables per hour."""
+def _adjusted(
+    plan: DemonstrationPlan,
+    series: Mapping[Phase, np.ndarray],
+    accounted: AccountedHours,
+    phases: tuple[Phase, Phase] = (Phase.BASELINE, Phase.PILOT),
+) -> AdjustedResult:
+    """The plan's regression on the treated line's hourly units: its response and its variables per hour, fitted
+    on the first of ``phases`` and projected onto the second (the design projects the baseline onto itself)."""
     declared = plan.adjusted_baseline
     assert declared is not None
     column = COMPONENT_NAMES.index
@@ -317,7 +356,7 @@ def _adjusted(plan: DemonstrationPlan, series: Mapping[Phase, np.ndarray], accou
     }
     periods = []
     unread: dict[str, int] = {}
-    for phase in (Phase.BASELINE, Phase.PILOT):
+    for phase in phases:
         units = series[phase]
         variables = {v.value: sources[v](units) for v in declared.variables if v in sources}
         if IndependentVariable.AMBIENT_TEMPERATURE in declared.variables:
@@ -366,15 +405,11 @@ def _control_lines(plan: DemonstrationPlan, accounted: AccountedHours) -> dict[s
     kpis = [t.kpi for t in plan.targets if t.method is Method.CONTROL_LINE]
     if control is None or not kpis:
         return {}
-    paired = {
-        phase: [accounted.paired_units(w, plan.treated_devices, control.devices) for w in plan.windows_of(phase)]
-        for phase in (Phase.BASELINE, Phase.PILOT)
-    }
-    treated = tuple(np.vstack([t for t, _ in paired[phase]]) for phase in (Phase.BASELINE, Phase.PILOT))
-    controls = tuple(np.vstack([c for _, c in paired[phase]]) for phase in (Phase.BASELINE, Phase.PILOT))
+    (treated_b, control_b), (treated_p, control_p) = (
+        _paired(plan, accounted, p) for p in (Phase.BASELINE, Phase.PILOT)
+    )
     return {
-        kpi: control_line(kpi, (treated[0], treated[1]), (controls[0], controls[1]), plan.confidence_level)
-        for kpi in kpis
+        kpi: control_line(kpi, (treated_b, treated_p), (control_b, control_p), plan.confidence_level) for kpi in kpis
     }
 
 

@@ -32,6 +32,7 @@ from pilot_core.comparison import KpiComparison, PeriodEstimate, Verdict
 from pilot_core.control_line import ControlLineResult
 from pilot_core.demonstration import ControlLinePlan, Method, Phase
 from pilot_core.design import METHOD as DESIGN_METHOD
+from pilot_core.design import METHOD_REVISION_1 as DESIGN_METHOD_REVISION_1
 from pilot_core.histogram import RELATIVE_ACCURACY
 from pilot_core.kpi import COMPONENT_NAMES, KPIS
 from pilot_core.product_mix import METHOD as MIX_METHOD
@@ -340,6 +341,16 @@ class TargetDesignModel(BaseModel):
         description="Pilot window hours to show the target met at the power if the expected change holds"
     )
     note: str
+    method: str | None = Field(
+        default=None,
+        description="The target's method the design was computed under (before_after, adjusted_baseline,"
+        " control_line); absent in bundles of kpi_engine 3, whose design ignored it",
+    )
+    degrees_of_freedom: float | None = Field(
+        default=None,
+        description="Of the interval's variance estimate at the planned pilot length (fewer: a short pilot, a"
+        " wider allowance); null: unbounded, or no design",
+    )
 
 
 class PlanDesign(BaseModel):
@@ -563,7 +574,7 @@ def design_document(evaluation: Evaluation) -> PlanDesign | None:
     if plan.design is None:
         return None
     return PlanDesign(
-        method=DESIGN_METHOD,
+        method=DESIGN_METHOD if evaluation.result.design_revision > 1 else DESIGN_METHOD_REVISION_1,
         power=plan.design.power,
         planned_pilot_hours=phase_hours(plan, Phase.PILOT),
         targets=[TargetDesignModel(**asdict(t)) for t in evaluation.result.design],

@@ -536,6 +536,8 @@ def _design_and_mix_lines(evaluation: DemonstrationResult) -> list[str]:
         )
     for design in evaluation.design:
         name = f"  {KPIS[design.kpi].title} ({KPIS[design.kpi].title_ko})"
+        if design.method is not None:
+            name += f" by {design.method.replace('_', ' ')}"
         if design.mde is None:
             lines.append(f"{name}: no figures, {design.note}")
             continue

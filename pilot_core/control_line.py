@@ -89,13 +89,9 @@ def log_gap(kpi: str, treated: np.ndarray, control: np.ndarray) -> LogGap:
     value = math.log(t) - math.log(c)
     if n < MIN_UNITS:
         return LogGap(value, None, n, bandwidth, f"too few paired hours for an interval (need {MIN_UNITS}, have {n})")
-    contributions = np.zeros(n)
-    for sign, matrix, level in ((1.0, treated, t), (-1.0, control, c)):
-        mean = matrix.mean(axis=0)
-        gradient = kpi_gradient(kpi, mean)
-        if gradient is None:
-            return LogGap(value, None, n, bandwidth, f"{kpi} cannot be linearised at these hours' means")
-        contributions += sign * ((matrix - mean) @ gradient) / level
+    contributions = paired_contributions(kpi, treated, control)
+    if contributions is None:
+        return LogGap(value, None, n, bandwidth, f"{kpi} cannot be linearised at these hours' means")
     if not np.any(contributions):
         return LogGap(value, 0.0, n, bandwidth)
     from statsmodels.regression.linear_model import OLS  # noqa: PLC0415  (slow import, only when compared)
@@ -104,6 +100,22 @@ def log_gap(kpi: str, treated: np.ndarray, control: np.ndarray) -> LogGap:
         cov_type="HAC", cov_kwds={"maxlags": bandwidth - 1, "use_correction": False}
     )
     return LogGap(value, float(fit.bse[0]), n, bandwidth)
+
+
+def paired_contributions(kpi: str, treated: np.ndarray, control: np.ndarray) -> np.ndarray | None:
+    """Each paired hour's linearised contribution to log(treated KPI / control KPI) (the delta method): the HAC
+    variance of their mean is the log gap's. None where a KPI has no positive value or no gradient at the means."""
+    t, c = _kpi(kpi, treated), _kpi(kpi, control)
+    if t is None or c is None or t <= 0 or c <= 0:
+        return None
+    contributions = np.zeros(len(treated))
+    for sign, matrix, level in ((1.0, treated, t), (-1.0, control, c)):
+        mean = matrix.mean(axis=0)
+        gradient = kpi_gradient(kpi, mean)
+        if gradient is None:
+            return None
+        contributions += sign * ((matrix - mean) @ gradient) / level
+    return contributions
 
 
 def did(

@@ -78,6 +78,9 @@ def test_the_control_line_recovers_the_pilots_effect_through_the_pipeline(tmp_pa
     assert cycle["target"]["method"] == "control_line"
     # The −10% target: the plain figure would claim it; the control line never says met for a −6% effect.
     assert cycle["target"]["verdict"] != "met"
+    # Designed before data by its method, from the paired baseline hours (treated − control).
+    (designed,) = document["design"]["targets"]
+    assert designed["method"] == "control_line" and designed["note"] == "" and designed["mde"] < 0, designed
 
     # The signed bundle carries the control line, and `pilot verify` recomputes it bit for bit from the rows.
     (bundle,) = state.glob("*-evidence.zip")
@@ -111,6 +114,9 @@ def test_the_adjusted_baseline_recovers_the_pilots_energy_effect_through_the_pip
     assert adjusted["savings"] > 0
     (energy,) = [k for k in document["kpis"] if k["kpi"] == "energy_per_good_unit"]
     assert energy["target"]["method"] == "adjusted_baseline"
+    # Designed before data by its method, from the model fitted on the baseline (its residuals' spread).
+    (designed,) = [t for t in document["design"]["targets"] if t["kpi"] == "energy_per_good_unit"]
+    assert designed["method"] == "adjusted_baseline" and designed["note"] == "" and designed["mde"] < 0, designed
     (bundle,) = state.glob("*-evidence.zip")  # the model and its diagnostics, recomputed bit for bit offline
     verified = runner.invoke(app, ["verify", str(bundle), "--public-key", str(state / "signing-key.pub")])
     assert verified.exit_code == 0, verified.output

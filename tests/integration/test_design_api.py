@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from pilot_core.contract import topic_for
 from pilot_core.registry import DeviceEntry, DeviceRegistry
 from pilot_core.validation import PRODUCTION_MEASUREMENT
 from tests.api_support import admin_client
+from tests.console_support import session_cookie
 from tests.support import collector_settings, count_points, publish_all, running_collector, wait_until
 
 SEOUL = dt.timezone(dt.timedelta(hours=9))
@@ -212,3 +214,127 @@ def test_a_stated_mde_the_baseline_does_not_give_is_a_warning_and_a_design_for_n
         assert 'id="design-table"' in report.text and "Design before data" in report.text
         korean = api.get(f"/v1/demonstrations/{created.json()['id']}/report", params={"lang": "ko"})
         assert "사전 설계" in korean.text and "최소 검출 변화" in korean.text
+
+
+CONTROL = "cobot-2"
+
+
+def two_cell_plan(site: str, method: str) -> dict[str, Any]:
+    """The cobot treated, a second cobot the pilot does not touch as the control line; one cycle-time target."""
+    document = plan(site)
+    document.update(
+        devices=[DEVICE, CONTROL],
+        targets=[{"kpi": "cycle_time_mean", "direction": "decrease", "change_pct": 5, "method": method}],
+        product_mix=False,
+    )
+    if method == "control_line":
+        document["control_line"] = {
+            "devices": [CONTROL],
+            "output_devices": [CONTROL],
+            "independence": "its own operators and parts feed; no shared station or buffer",
+        }
+    return document
+
+
+def plant_factor(index: int) -> float:
+    """What moves both cells each hour (the plant's material, its crew): the difference-in-differences cancels it."""
+    return 1 + 0.05 * math.sin(1.3 * index)
+
+
+def cell_records(device: str, first_day: dt.datetime) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Product A on each cell, every hour's cycle times the plant's factor times a small factor of the cell's own."""
+    own = {DEVICE: lambda i: 1 + 0.005 * math.cos(2.1 * i), CONTROL: lambda i: 1 + 0.005 * math.sin(0.7 * i)}[device]
+    states: list[dict[str, Any]] = []
+    records: list[dict[str, Any]] = []
+    index = 0
+    for day in range(DAYS):
+        date = first_day + dt.timedelta(days=day)
+        states.append({"ts": int((date + dt.timedelta(hours=8)).timestamp() * 1000), "state": "running"})
+        states.append({"ts": int((date + dt.timedelta(hours=20)).timestamp() * 1000), "state": "idle"})
+        for hour in SHIFT_HOURS:
+            start = date + dt.timedelta(hours=hour)
+            for i in range(40):
+                at = start + dt.timedelta(seconds=60 + i * 80)
+                cycle = IDEAL_S["A"] * plant_factor(index) * own(index)
+                records.append({"ts": int(at.timestamp() * 1000), "product": "A", "produced": 1, "good": 1,
+                                "cycle_time_s": cycle})  # fmt: skip
+            index += 1
+    return states, records
+
+
+@pytest.fixture
+def two_cells(
+    tmp_path: Path, mqtt_settings: MqttSettings, influx_settings: InfluxSettings, unique_id: str
+) -> Iterator[tuple[CollectorSettings, DeviceRegistry, str]]:
+    site = f"cells-{unique_id}"
+    entries = [DeviceEntry(site=site, line=LINE, device=d, profile="cobot_arm") for d in (DEVICE, CONTROL)]
+    devices_file = tmp_path / "devices.yaml"
+    devices_file.write_text(
+        yaml.safe_dump({"devices": [e.model_dump() for e in entries]}, allow_unicode=True), encoding="utf-8"
+    )
+    settings = collector_settings(
+        mqtt_settings,
+        influx_settings,
+        f"collector-{unique_id}",
+        devices_file=devices_file,
+        database_url=f"sqlite:///{tmp_path / 'pilot.db'}",
+    )
+    yield settings, DeviceRegistry(entries, load_profiles(settings.profiles_dir)), site
+
+
+def test_a_control_line_target_is_designed_from_the_paired_baseline_and_every_view_names_its_method(
+    two_cells: tuple[CollectorSettings, DeviceRegistry, str],
+) -> None:
+    """Two cells whose cycle times share the plant's hourly swing, the baseline only, through the whole pipeline. A
+    cycle-time target judged against the control line is designed from the paired treated − control log gap, in
+    which the swing cancels: it detects a far smaller change than the same target judged before/after. The API,
+    the report (EN and KO) and the console name the method each design was computed under."""
+    settings, registry, site = two_cells
+    messages = []
+    for device in (DEVICE, CONTROL):
+        states, records = cell_records(device, START)
+        seq = 0
+        for channel, items in (("state", states), ("production", records)):
+            for item in items:
+                messages.append((topic_for(site, LINE, device, channel), json.dumps({"seq": seq, **item}).encode()))
+                seq += 1
+    expected = 2 * len(cell_records(DEVICE, START)[1])
+    with running_collector(settings, registry), InfluxClient(settings.influx) as influx:
+        publish_all(settings.mqtt, messages, f"device-{site}")
+        wait_until(
+            lambda: count_points(influx, PRODUCTION_MEASUREMENT, where=f"\"site\" = '{site}'") == expected,
+            what="both cells' baseline production in InfluxDB",
+        )
+    app = create_app(settings)
+    with admin_client(app) as api:
+        designs = {}
+        for method in ("control_line", "before_after"):
+            created = api.post("/v1/demonstrations", json=two_cell_plan(site, method))
+            assert created.status_code == 201, created.text
+            ref = created.json()["id"]
+            document = api.get(f"/v1/demonstrations/{ref}/comparison")
+            assert document.status_code == 200, document.text
+            designs[method] = (ref, document.json()["design"])
+        ref, design = designs["control_line"]
+        (paired,) = design["targets"]
+        (alone,) = designs["before_after"][1]["targets"]
+        assert (paired["method"], alone["method"]) == ("control_line", "before_after")
+        assert paired["note"] == "" and paired["degrees_of_freedom"] > 0 and paired["baseline_n"] == DAYS * 24
+        assert paired["baseline_relative_se"] < alone["baseline_relative_se"] / 4  # the plant's swing cancels
+        assert 0 > paired["mde"] > alone["mde"] / 4
+        assert "by each target's method" in design["method"]
+
+        english = api.get(f"/v1/demonstrations/{ref}/report", params={"lang": "en"})
+        korean = api.get(f"/v1/demonstrations/{ref}/report", params={"lang": "ko"})
+        assert english.status_code == korean.status_code == 200
+        for report, name in ((english.text, "control line"), (korean.text, "대조 라인")):
+            table = report[report.index('id="design-table"') :]
+            assert 'data-method="control_line"' in table
+            assert name in re.sub(r"<[^>]+>", "", table[: table.index("</table>")])  # each word may be a span
+
+        token = api.headers["Authorization"].split()[1]
+        api.cookies.update(session_cookie(app, token))
+        page = api.get(f"/demonstrations/{ref}")
+        assert page.status_code == 200, page.text
+        console = page.text[page.text.index('id="design-table"') :]
+        assert 'data-method="control_line"' in console[: console.index("</table>")]

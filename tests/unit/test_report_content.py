@@ -16,7 +16,7 @@ from kpi_engine.evaluation import evaluate, stated_design_warnings
 from kpi_engine.results import comparison_document
 from kpi_engine.service import Evaluation
 from pilot_core.contract import TimeClass
-from pilot_core.demonstration import DemonstrationPlan, Phase, plan_hash
+from pilot_core.demonstration import DemonstrationPlan, Method, Phase, plan_hash
 from pilot_core.design import design_target
 from pilot_core.device_hours import DeviceHour, StateEvent
 from pilot_core.kpi import COMPONENT_NAMES
@@ -153,10 +153,30 @@ def test_every_design_note_and_the_stated_mde_warning_read_in_both_languages() -
         design_target("cycle_time_mean", 5, np.zeros_like(units), level=0.9, planned_pilot_hours=40, coverage=1.0),
         design_target("cycle_time_mean", 5, units[:4], level=0.9, planned_pilot_hours=40, coverage=1.0),
         design_target("cycle_time_mean", 5, units, level=0.9, planned_pilot_hours=4, coverage=1.0),
+        design_target(
+            "cycle_time_mean",
+            5,
+            units[:4],
+            level=0.9,
+            planned_pilot_hours=40,
+            coverage=1.0,
+            method=Method.CONTROL_LINE,
+            control=units[:4],
+        ),
+        design_target(
+            "cycle_time_mean",
+            5,
+            units,
+            level=0.9,
+            planned_pilot_hours=40,
+            coverage=1.0,
+            method=Method.CONTROL_LINE,
+            control=np.zeros_like(units),
+        ),
     ]
     assert all(d.note for d in designs)
     stated = plan(design={"stated_mde_pct": {"cycle_time_mean": 0.5}})
-    (warning,) = stated_design_warnings(stated, designs[2:])
+    (warning,) = stated_design_warnings(stated, designs[2:3])
     for language in Language:
         words = Words(language)
         for design in designs:

@@ -13,7 +13,7 @@ from adapters import bundle_archive
 from evidence.export import hours_of, results
 from evidence.verify import verify
 from kpi_engine.evaluation import evaluate
-from kpi_engine.service import telemetry_intervals
+from kpi_engine.service import design_revision, telemetry_intervals
 from pilot.cli import app
 from pilot_core import evidence
 from pilot_core.audit import AuditEntryModel
@@ -24,6 +24,9 @@ from pilot_core.registry import DeviceEntry, DeviceRegistry
 BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
 BUNDLE = BUNDLES / "pangyo-one-day-v1-evidence.zip"
 PUBLIC_KEY = BUNDLES / "pangyo-one-day-signing-key.pub"
+# Signed by kpi_engine 3 with a design before data (revision 1) of a control-line target: see tests/bundles/README.md.
+ENGINE_3_BUNDLE = BUNDLES / "plant-two-day-engine3-v1-evidence.zip"
+ENGINE_3_KEY = BUNDLES / "plant-two-day-engine3-signing-key.pub"
 
 
 def test_the_stored_bundle_verifies_against_its_key() -> None:
@@ -39,7 +42,34 @@ def test_pilot_verify_passes_the_stored_bundle() -> None:
 
 def test_the_results_written_from_the_stored_rows_are_the_bundles_bytes() -> None:
     """Verification compares the numbers; this compares the files byte for byte, key order and all."""
-    files = bundle_archive.read(BUNDLE)
+    _assert_written_as_stored(BUNDLE)
+
+
+def test_a_bundle_of_kpi_engine_3_with_a_design_verifies_and_says_its_design_is_engine_3s() -> None:
+    """kpi_engine 4 designs each target by its method and allows for a short pilot's variance estimate, so its
+    figures differ from what an engine-3 bundle signed; verify recomputes such a bundle's design as engine 3 did
+    (the engine version is in its signed environment.json), passes it, and says so."""
+    report = verify(bundle_archive.read(ENGINE_3_BUNDLE), ENGINE_3_KEY.read_bytes())
+    assert report.passed, [c for c in report.checks if not c.passed]
+    assert any("made by kpi_engine 3: its design before data is recomputed as that engine computed it" in note
+               for note in report.notes), report.notes  # fmt: skip
+    result = CliRunner().invoke(app, ["verify", str(ENGINE_3_BUNDLE), "--public-key", str(ENGINE_3_KEY)])
+    assert result.exit_code == 0, result.output
+    _assert_written_as_stored(ENGINE_3_BUNDLE)
+
+
+def test_the_present_engine_designs_the_engine_3_bundles_control_line_target_otherwise() -> None:
+    """The revision matters: recomputed by the present design, the control-line target's figures are not the
+    bundle's (they come from the paired log gap now, not the treated line alone)."""
+    files = bundle_archive.read(ENGINE_3_BUNDLE)
+    stored = json.loads(files[evidence.COMPARISON])["design"]["targets"][0]
+    assert "method" not in stored  # engine 3 knew no method
+    present = json.loads(_written(files, design_revision(None))[evidence.COMPARISON])["design"]["targets"][0]
+    assert present["method"] == "control_line" and present["degrees_of_freedom"] > 0
+    assert present["baseline_relative_se"] != stored["baseline_relative_se"] and present["mde"] != stored["mde"]
+
+
+def _written(files: dict[str, bytes], revision: int) -> dict[str, bytes]:
     manifest = evidence.Manifest.model_validate_json(files[evidence.MANIFEST])
     plan = DemonstrationPlan.model_validate_json(files[evidence.plan_file(manifest.plan_version)])
     profiles = ProfileCatalog(
@@ -47,8 +77,8 @@ def test_the_results_written_from_the_stored_rows_are_the_bundles_bytes() -> Non
     )
     registry = DeviceRegistry([DeviceEntry.model_validate(e) for e in json.loads(files[evidence.REGISTRY])], profiles)
     hours = hours_of(evidence.rows_from_csv(files))
-    result = evaluate(plan, manifest.plan_hash, hours, telemetry_intervals(plan, registry))
-    written = results(
+    result = evaluate(plan, manifest.plan_hash, hours, telemetry_intervals(plan, registry), design_revision=revision)
+    return results(
         manifest.demonstration_id,
         manifest.slug,
         manifest.plan_version,
@@ -58,6 +88,14 @@ def test_the_results_written_from_the_stored_rows_are_the_bundles_bytes() -> Non
         manifest.data_fingerprint,
         hours,
     )
+
+
+def _assert_written_as_stored(bundle: Path) -> None:
+    """The results this code writes from a bundle's rows, with the design revision its engine computed, are its
+    bytes but for a float's last bits."""
+    files = bundle_archive.read(bundle)
+    engine = json.loads(files[evidence.ENVIRONMENT])["software"]["kpi_engine"]
+    written = _written(files, design_revision(engine))
     assert set(written) == {evidence.KPIS, evidence.COMPARISON}
     for name, text in written.items():
         # Only a float's last bits may differ (this CPU's BLAS kernels round otherwise than the exporter's); with
