@@ -34,6 +34,7 @@ from pilot_core import evidence
 from pilot_core.access import Actor, Role
 from pilot_core.contract import TimeClass
 from pilot_core.demonstration import CountCorrection, Design, Exclusion, StateCorrection
+from pilot_core.device_hours import DeviceHour
 from simulators.scenario import load_scenario
 from tests.api_support import key_headers
 from tests.integration.test_cli_demo import short_scenario
@@ -75,45 +76,56 @@ def exported(
     slug = result.evaluation.slug
     plan = result.evaluation.plan
     pilot_start = next(w for w in plan.windows if w.phase == "pilot").start
-    amended = plan.model_copy(
-        update={
-            "exclusions": [
-                Exclusion(start=pilot_start, end=pilot_start + dt.timedelta(hours=3), reason="site-wide power cut")
-            ],
-            "design": Design(expected_change_pct={plan.targets[0].kpi: 2 * plan.targets[0].change_pct}),
-            "product_mix": True,
-            "corrections": [
-                StateCorrection(
-                    device=plan.devices[0],
-                    start=pilot_start + dt.timedelta(hours=10),
-                    end=pilot_start + dt.timedelta(hours=11),
-                    time_class=TimeClass.PLANNED_DOWNTIME,
-                    reason="preventive maintenance the cell did not log",
-                ),
-                CountCorrection(
-                    device=plan.output_devices[0],
-                    at=pilot_start + dt.timedelta(hours=12),
-                    product=plan.products[0].id,
-                    good=-2,
-                    scrap=2,
-                    reason="two parts scrapped at final inspection",
-                ),
-            ],
-        }
-    )
     registry = load_registry(settings.devices_file, catalog)
     with Database(settings.database_url) as database, InfluxClient(settings.influx) as influx:
-        DemonstrationRepository(database).amend(slug, amended, REASON, actor=LEE)
-        service = KpiService(
-            DemonstrationRepository(database),
-            HourStore(RollupRepository(database), influx, registry),
-            ResultCache(database),
+        hours = HourStore(RollupRepository(database), influx, registry)
+        # Two parts scrapped at inspection are taken from an hour that made them: a correction that takes its hour's
+        # good count below zero is refused (it was put in the wrong hour, device or product).
+        scrapped_at, scrapped = _an_hour_with_good_parts(
+            hours.read(plan)[plan.output_devices[0]], pilot_start + dt.timedelta(hours=12), 2
         )
+        amended = plan.model_copy(
+            update={
+                "exclusions": [
+                    Exclusion(start=pilot_start, end=pilot_start + dt.timedelta(hours=3), reason="site-wide power cut")
+                ],
+                "design": Design(expected_change_pct={plan.targets[0].kpi: 2 * plan.targets[0].change_pct}),
+                "product_mix": True,
+                "corrections": [
+                    StateCorrection(
+                        device=plan.devices[0],
+                        start=pilot_start + dt.timedelta(hours=10),
+                        end=pilot_start + dt.timedelta(hours=11),
+                        time_class=TimeClass.PLANNED_DOWNTIME,
+                        reason="preventive maintenance the cell did not log",
+                    ),
+                    CountCorrection(
+                        device=plan.output_devices[0],
+                        at=scrapped_at,
+                        product=scrapped,
+                        good=-2,
+                        scrap=2,
+                        reason="two parts scrapped at final inspection",
+                    ),
+                ],
+            }
+        )
+        DemonstrationRepository(database).amend(slug, amended, REASON, actor=LEE)
+        service = KpiService(DemonstrationRepository(database), hours, ResultCache(database))
         bundle = export(
             service, AuditLog(database), SigningKey.load_or_create(settings.signing_key_file), slug, created_by="tests"
         )
         api = comparison_document(service.evaluate(slug)).model_dump(mode="json")
     yield Exported(bundle, settings, folder, slug, api)
+
+
+def _an_hour_with_good_parts(hours: list[DeviceHour], after: dt.datetime, parts: int) -> tuple[dt.datetime, str]:
+    """The first hour from ``after`` on in which the device made at least ``parts`` good units of a product."""
+    for hour in sorted(hours, key=lambda h: h.start_ms):
+        for product, made in sorted(hour.production.items()):
+            if hour.start_ms >= after.timestamp() * 1000 and made.good >= parts:
+                return dt.datetime.fromtimestamp(hour.start_ms / 1000, after.tzinfo), product
+    raise AssertionError(f"no hour from {after} on made {parts} good parts")
 
 
 def test_export_then_verify_gives_the_same_numbers_bit_for_bit(exported: Exported) -> None:
