@@ -13,6 +13,7 @@ from statsmodels.tsa.stattools import acf
 
 from bench.series import ar1 as noise
 from bench.series import ar1_around, hourly_units
+from pilot_core import adjusted_baseline as adjusted_method
 from pilot_core.adjusted_baseline import adjusted_baseline
 from pilot_core.comparison import compare, critical_value
 from pilot_core.demonstration import Method
@@ -155,7 +156,7 @@ def _energy_hours(rng: np.random.Generator, n: int, volume_mean: float = 100.0) 
 def test_an_adjusted_baseline_target_is_designed_from_the_models_residuals() -> None:
     """The model is fitted on the baseline and projected onto the baseline's own hours (the pilot's conditions are
     unknown before it runs): the design takes its CV(RMSE) over √n′, n′ from the residuals' lag-1 autocorrelation
-    (Guideline 14 Annex B's ingredients), and the adjusted method's own bandwidth fraction, 0.5."""
+    (Guideline 14 Annex B's ingredients), and the adjusted method's own bandwidth fraction."""
     units, volume = _energy_hours(np.random.default_rng(12), 300)
     energy = units[:, COMPONENT_NAMES.index("energy_kwh")]
     period = (energy, {"production_volume": volume})
@@ -171,7 +172,7 @@ def test_an_adjusted_baseline_target_is_designed_from_the_models_residuals() -> 
     assert design.baseline_autocorrelation == rho and design.baseline_effective_n == pytest.approx(effective_n)
     assert design.baseline_relative_se == pytest.approx(model.model.cv_rmse / math.sqrt(effective_n), rel=1e-12)
     assert design.mde is not None and design.mde < 0 and design.baseline_relative_se is not None  # better lower
-    threshold, nu, scale = _satterthwaite_test(0.90, 300, 300, 0.5)
+    threshold, nu, scale = _satterthwaite_test(0.90, 300, 300, adjusted_method.BANDWIDTH_FRACTION)
     noncentrality = abs(math.log1p(design.mde)) / (design.baseline_relative_se * scale)
     assert stats.nct.sf(threshold, nu, noncentrality) == pytest.approx(0.80, abs=1e-7)
     # The variance of energy per unit itself is mostly the volume's, which the model explains away.
