@@ -112,7 +112,7 @@ def results(
 def _as_bundled(document: dict[str, Any]) -> dict[str, Any]:
     """A result document as a bundle holds it: without the serving side's late-data marks, which rows cannot carry
     (a result recomputed from them has none), so bundles signed before late data was tracked stay true; likewise
-    a design recomputed as kpi_engine 3 computed it, without the keys it had not."""
+    a design or an adjusted baseline recomputed as kpi_engine 3 computed it, without the keys it had not."""
     source = document["source"]
     if not source.get("late_hours") and source.get("late_data") is None:
         source.pop("late_hours", None)
@@ -122,6 +122,9 @@ def _as_bundled(document: dict[str, Any]) -> dict[str, Any]:
         if target.get("method") is None:
             target.pop("method", None)
             target.pop("degrees_of_freedom", None)
+    adjusted = document.get("adjusted_baseline")
+    if adjusted and adjusted.get("conditions") is None:  # nor an adjusted baseline of revision 1 its conditions
+        adjusted.pop("conditions", None)
     return document
 
 

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from adapters import signing
 from evidence.export import environment, hours_of, results
 from kpi_engine.evaluation import evaluate
-from kpi_engine.service import ENGINE_VERSION, design_revision, telemetry_intervals
+from kpi_engine.service import ENGINE_VERSION, method_revisions, telemetry_intervals
 from pilot_core import evidence
 from pilot_core.audit import json_changes
 from pilot_core.demonstration import STORED, DemonstrationPlan
@@ -175,13 +175,20 @@ def _recompute(
     fingerprint = evidence.data_fingerprint(files)
     hours = hours_of(all_rows)
     engine = _engine_version(files)
-    revision = design_revision(engine)
-    result = evaluate(plan, manifest.plan_hash, hours, telemetry_intervals(plan, registry), design_revision=revision)
-    if revision != design_revision(ENGINE_VERSION) and plan.design is not None:
+    revisions, present = method_revisions(engine), method_revisions(ENGINE_VERSION)
+    result = evaluate(plan, manifest.plan_hash, hours, telemetry_intervals(plan, registry), revisions=revisions)
+    if revisions.design != present.design and plan.design is not None:
         report.notes.append(
             f"the bundle was made by kpi_engine {engine}: its design before data is recomputed as that engine"
-            f" computed it (revision {revision}); this engine ({ENGINE_VERSION}) designs each target by its method"
-            " and allows for a short pilot's variance estimate, so a new export's figures differ"
+            f" computed it (revision {revisions.design}); this engine ({ENGINE_VERSION}) designs each target by its"
+            " method and allows for a short pilot's variance estimate, so a new export's figures differ"
+        )
+    if revisions.adjusted_baseline != present.adjusted_baseline and plan.adjusted_baseline is not None:
+        report.notes.append(
+            f"the bundle was made by kpi_engine {engine}: its adjusted baseline is recomputed as that engine computed"
+            f" it (revision {revisions.adjusted_baseline}: HAC bandwidth half the sample, a verdict whatever the"
+            f" pilot's conditions); this engine ({ENGINE_VERSION}) takes the full sample and draws no verdict on"
+            " conditions beyond the baseline's, so a new export's figures differ"
         )
     recomputed = results(
         manifest.demonstration_id,

@@ -16,6 +16,7 @@ from typing import Protocol
 
 import numpy as np
 
+from pilot_core.adjusted_baseline import REVISION as ADJUSTED_REVISION
 from pilot_core.adjusted_baseline import AdjustedResult, adjusted_baseline
 from pilot_core.calendar import Shift
 from pilot_core.comparison import KpiComparison, TargetCheck, Verdict, check_target, compare, judge_interval
@@ -131,6 +132,15 @@ class TargetResult:
     method: Method = Method.BEFORE_AFTER
 
 
+@dataclass(frozen=True, slots=True)
+class MethodRevisions:
+    """How each method whose computation changed across engine versions is computed: the present engine's, or an
+    older one's to verify its bundles (kpi_engine.service.method_revisions)."""
+
+    design: int = DESIGN_REVISION  # the design before data (pilot_core.design.REVISION)
+    adjusted_baseline: int = ADJUSTED_REVISION  # pilot_core.adjusted_baseline.REVISION
+
+
 @dataclass
 class DemonstrationResult:
     plan_hash: str
@@ -147,7 +157,7 @@ class DemonstrationResult:
     design: list[TargetDesign] = field(default_factory=list)
     # The pilot's cycle time, throughput and energy per unit at the baseline's product mix, if the plan asks.
     product_mix: MixStandardisation | None = None
-    design_revision: int = DESIGN_REVISION  # the design's computation (pilot_core.design.REVISION)
+    revisions: MethodRevisions = MethodRevisions()  # how its methods were computed
 
 
 def evaluate(
@@ -156,11 +166,11 @@ def evaluate(
     hours: Mapping[str, Sequence[DeviceHour]],
     telemetry_interval_s: Mapping[str, float] | None = None,
     accounting: Accounting = account_all,
-    design_revision: int = DESIGN_REVISION,
+    revisions: MethodRevisions = MethodRevisions(),
 ) -> DemonstrationResult:
     """``hours`` per device in scope; ``telemetry_interval_s`` per device (its profile's fastest metric);
-    ``design_revision``: the design before data as that revision computes it (an older engine's, to verify its
-    bundles)."""
+    ``revisions``: the design before data and the adjusted baseline as those revisions compute them (an older
+    engine's, to verify its bundles)."""
     accounted = AccountedHours(plan, hours, accounting)
     intervals = telemetry_interval_s or {}
     windows = [_window(plan, w, accounted, intervals) for w in plan.windows]
@@ -185,7 +195,9 @@ def evaluate(
     comparisons = {
         kpi: compare(kpi, series[Phase.BASELINE], series[Phase.PILOT], plan.confidence_level, totals) for kpi in KPIS
     }
-    adjusted = _adjusted(plan, series, accounted) if plan.adjusted_baseline else None
+    adjusted = (
+        _adjusted(plan, series, accounted, revision=revisions.adjusted_baseline) if plan.adjusted_baseline else None
+    )
     controls = _control_lines(plan, accounted)
     targets = [_target(t, comparisons[t.kpi], adjusted, controls) for t in plan.targets]
     warnings = accounted.warnings | {w for result in windows for w in _silence_warnings(result)}
@@ -201,7 +213,7 @@ def evaluate(
     if adjusted is not None:
         warnings |= set(adjusted.warnings)
     warnings |= {f"control line, {kpi}: {c.pre_trend.note}" for kpi, c in controls.items() if c.pre_trend.note}
-    design = plan_design(plan, series[Phase.BASELINE], accounted, design_revision)
+    design = plan_design(plan, series[Phase.BASELINE], accounted, revisions.design)
     warnings |= set(stated_design_warnings(plan, design))
     mix = None
     if plan.product_mix:
@@ -218,7 +230,7 @@ def evaluate(
         controls,
         design,
         mix,
-        design_revision,
+        revisions,
     )
 
 
@@ -344,9 +356,11 @@ def _adjusted(
     series: Mapping[Phase, np.ndarray],
     accounted: AccountedHours,
     phases: tuple[Phase, Phase] = (Phase.BASELINE, Phase.PILOT),
+    revision: int = ADJUSTED_REVISION,
 ) -> AdjustedResult:
     """The plan's regression on the treated line's hourly units: its response and its variables per hour, fitted
-    on the first of ``phases`` and projected onto the second (the design projects the baseline onto itself)."""
+    on the first of ``phases`` and projected onto the second (the design projects the baseline onto itself), as
+    the method's ``revision`` computes it."""
     declared = plan.adjusted_baseline
     assert declared is not None
     column = COMPONENT_NAMES.index
@@ -363,7 +377,9 @@ def _adjusted(
             variables[IndependentVariable.AMBIENT_TEMPERATURE.value] = _ambient(plan, accounted, phase, unread)
         periods.append((units[:, column(declared.response)], variables))
     names = [v.value for v in declared.variables]
-    result = adjusted_baseline(declared.response, names, periods[0], periods[1], plan.confidence_level)
+    result = adjusted_baseline(
+        declared.response, names, periods[0], periods[1], plan.confidence_level, revision=revision
+    )
     notes = [
         f"ambient sensor {device}: {count} hours with telemetry but no ambient temperature (a device whose profile"
         " has none, or hours condensed before ambient temperatures were kept: read them again with refresh=true)"

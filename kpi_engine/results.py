@@ -220,8 +220,10 @@ class AdjustedBaseline(BaseModel):
     relative_interval: tuple[float, float] | None
     fractional_savings_uncertainty: float | None = Field(description="Guideline 14 Annex B, at 68% confidence")
     pilot_hours: int
-    conditions: list[ConditionRange] = Field(
-        default_factory=list, description="Each variable's baseline range against the pilot's (IPMVP: no extrapolation)"
+    conditions: list[ConditionRange] | None = Field(
+        default_factory=list,
+        description="Each variable's baseline range against the pilot's (IPMVP: no extrapolation); absent in bundles"
+        " of kpi_engine 3, whose adjusted baseline knew no range",
     )
     refused: str | None = Field(description="Why no verdict may be drawn from the model")
 
@@ -252,7 +254,7 @@ class ControlLineEffect(BaseModel):
     pre_trend: PreTrendCheck
 
 
-def _adjusted_baseline(result: AdjustedResult) -> AdjustedBaseline:
+def _adjusted_baseline(result: AdjustedResult, revision: int) -> AdjustedBaseline:
     model = result.model
     return AdjustedBaseline(
         method=result.method,
@@ -279,7 +281,9 @@ def _adjusted_baseline(result: AdjustedResult) -> AdjustedBaseline:
         relative_interval=result.relative_interval,
         fractional_savings_uncertainty=result.fractional_savings_uncertainty,
         pilot_hours=result.n_pilot,
-        conditions=[
+        conditions=None  # revision 1 (kpi_engine 3) knew no range: its documents have no conditions
+        if revision == 1
+        else [
             ConditionRange(
                 variable=c.variable,
                 baseline_min=c.baseline_min,
@@ -558,7 +562,9 @@ def comparison_document(evaluation: Evaluation) -> ComparisonDocument:
         ],
         coverage={phase: [_coverage(c) for c in w.coverage] for phase, w in result.phases.items()},
         warnings=result.warnings,
-        adjusted_baseline=None if result.adjusted is None else _adjusted_baseline(result.adjusted),
+        adjusted_baseline=None
+        if result.adjusted is None
+        else _adjusted_baseline(result.adjusted, result.revisions.adjusted_baseline),
         control_line=[
             _control_line(c, evaluation.plan.control_line)
             for c in result.control_lines.values()
@@ -574,7 +580,7 @@ def design_document(evaluation: Evaluation) -> PlanDesign | None:
     if plan.design is None:
         return None
     return PlanDesign(
-        method=DESIGN_METHOD if evaluation.result.design_revision > 1 else DESIGN_METHOD_REVISION_1,
+        method=DESIGN_METHOD if evaluation.result.revisions.design > 1 else DESIGN_METHOD_REVISION_1,
         power=plan.design.power,
         planned_pilot_hours=phase_hours(plan, Phase.PILOT),
         targets=[TargetDesignModel(**asdict(t)) for t in evaluation.result.design],

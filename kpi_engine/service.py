@@ -41,9 +41,8 @@ from adapters.sql import (
 )
 from adapters.telemetry_reader import TelemetryReader
 from kpi_engine.breakdown import Breakdown, breakdown
-from kpi_engine.evaluation import Accounted, DemonstrationResult, evaluate
+from kpi_engine.evaluation import Accounted, DemonstrationResult, MethodRevisions, evaluate
 from pilot_core.demonstration import DemonstrationPlan
-from pilot_core.design import REVISION as DESIGN_REVISION
 from pilot_core.device_hours import HOUR_MS, DeviceHour, DeviceRules, account_vector
 from pilot_core.device_rows import DeviceRows, build_hours
 from pilot_core.registry import DeviceKey, DeviceRegistry
@@ -53,15 +52,17 @@ from pilot_core.time_accounting import BucketCalendar
 # 2: energy meters in scope counted (meter_hours); comparisons take the phase roll-ups.
 # 3: the line's cycle time from its output stations, per-station cycle times, exact percentiles.
 # 4: ambient temperature per sensor hour, for adjusted baselines; no verdict on conditions beyond the baseline's;
-#    the design before data by each target's method, honest for short pilots (pilot_core.design revision 2).
+#    the design before data by each target's method, honest for short pilots (pilot_core.design revision 2);
+#    the adjusted baseline at the full-sample bandwidth, with its conditions (pilot_core.adjusted_baseline revision 2).
 ENGINE_VERSION = "4"
-# The design revision each engine computed, where it was not the present one: its bundles verify with it.
-_DESIGN_REVISIONS = {"1": 1, "2": 1, "3": 1}
+# How each engine computed the methods it computed otherwise than the present one: its bundles verify with that.
+_METHOD_REVISIONS = {version: MethodRevisions(design=1, adjusted_baseline=1) for version in ("1", "2", "3")}
 
 
-def design_revision(engine_version: str | None) -> int:
-    """The design before data's revision (pilot_core.design) that kpi_engine ``engine_version`` computed."""
-    return _DESIGN_REVISIONS.get(engine_version or ENGINE_VERSION, DESIGN_REVISION)
+def method_revisions(engine_version: str | None) -> MethodRevisions:
+    """The revisions of the design before data (pilot_core.design) and of the adjusted baseline
+    (pilot_core.adjusted_baseline) that kpi_engine ``engine_version`` computed; None: this engine's."""
+    return _METHOD_REVISIONS.get(engine_version or ENGINE_VERSION, MethodRevisions())
 
 
 DEFAULT_SETTLE_S = 2 * 3600

@@ -22,6 +22,9 @@ the pilot's mean of each variable, so a pilot whose mean lies outside the baseli
 verdict; pilot hours outside that range are shown for each variable and warned of. With errors that grow with
 the load (energy's do), the HAC interval of such an extrapolation fell short of its nominal coverage
 (bench.confounders; docs/confounders.md).
+
+Revision 1 (kpi_engine 3 and before) took the bandwidth at half the sample, drew a verdict whatever the pilot's
+conditions and reported none: bundles signed then are verified with it (``revision``).
 """
 
 from __future__ import annotations
@@ -39,6 +42,11 @@ METHOD = (
     " Kiefer-Vogelsang critical values); ASHRAE Guideline 14 acceptance; no extrapolation beyond the baseline's"
     " range"
 )
+REVISION = 2  # 1: kpi_engine 3 and before (see the module's text)
+METHOD_REVISION_1 = (
+    "OLS on the baseline hours, projected onto the pilot's; Newey-West HAC covariance (fixed-b bandwidth 0.5 n,"
+    " Kiefer-Vogelsang critical values); ASHRAE Guideline 14 acceptance"
+)
 # ASHRAE Guideline 14-2014 calibration limits, as fractions: (CV(RMSE), |NMBE|).
 G14_LIMITS = {"hourly": (0.30, 0.10), "monthly": (0.15, 0.05)}
 # Fewer hours than this many per parameter, and the model is not trusted (besides n > p, which OLS needs).
@@ -48,6 +56,7 @@ HOURS_PER_PARAMETER = 10
 # pilot's conditions weights the baseline's extreme hours most; those come in persistent spells (weather) with
 # errors that grow with the load, and at b = 0.2 and 0.5 the interval fell short of its level (bench.confounders).
 BANDWIDTH_FRACTION = 1.0
+BANDWIDTH_FRACTION_REVISION_1 = 0.5
 SAVINGS_UNCERTAINTY_LIMIT = 0.50  # Guideline 14: savings uncertainty below 50% of the savings at 68% confidence
 
 
@@ -99,7 +108,7 @@ class AdjustedResult:
     n_pilot: int
     refused: str = ""  # why no verdict may be drawn: the model fails, cannot be fitted, or would extrapolate
     warnings: list[str] = field(default_factory=list)
-    conditions: tuple[ConditionRange, ...] = ()  # each variable's baseline range against the pilot's hours
+    conditions: tuple[ConditionRange, ...] = ()  # each variable's baseline range against the pilot's; revision 1: none
     method: str = METHOD
 
 
@@ -114,12 +123,18 @@ def adjusted_baseline(
     pilot: tuple[np.ndarray, Mapping[str, np.ndarray]],
     level: float,
     granularity: str = "hourly",
+    revision: int = REVISION,
 ) -> AdjustedResult:
-    """``baseline`` and ``pilot``: the response per hour and each variable per hour (NaN where it has no data)."""
+    """``baseline`` and ``pilot``: the response per hour and each variable per hour (NaN where it has no data);
+    ``revision``: the method as that revision computes it (an older engine's, to verify its bundles)."""
     y_b, x_b = np.asarray(baseline[0], dtype=float), baseline[1]
     y_p, x_p = np.asarray(pilot[0], dtype=float), pilot[1]
     n, m, p = len(y_b), len(y_p), len(variables) + 1
-    empty = AdjustedResult(response, level, None, None, None, None, None, None, None, None, m)
+    revision_1 = revision == 1
+    fraction, method = (
+        (BANDWIDTH_FRACTION_REVISION_1, METHOD_REVISION_1) if revision_1 else (BANDWIDTH_FRACTION, METHOD)
+    )
+    empty = AdjustedResult(response, level, None, None, None, None, None, None, None, None, m, method=method)
     for name, values, period in [(v, x_b.get(v), "baseline") for v in variables] + [
         (v, x_p.get(v), "pilot") for v in variables
     ]:
@@ -146,7 +161,7 @@ def adjusted_baseline(
     if mean_y <= 0:
         return _refuse(empty, f"the baseline has no {response} to model")
     design_b, design_p = _design(variables, x_b, n), _design(variables, x_p, m)
-    bandwidth_b = max(2, math.ceil(BANDWIDTH_FRACTION * n))
+    bandwidth_b = max(2, math.ceil(fraction * n))
     from statsmodels.regression.linear_model import OLS  # noqa: PLC0415  (slow import, only when adjusted)
 
     fit = OLS(y_b, design_b).fit(cov_type="HAC", cov_kwds={"maxlags": bandwidth_b - 1, "use_correction": False})
@@ -169,8 +184,13 @@ def adjusted_baseline(
     )
     predicted = design_p @ fit.params
     adjusted, measured = float(predicted.sum()), float(y_p.sum())
-    conditions = tuple(
-        _condition_range(v, np.asarray(x_b[v], dtype=float), np.asarray(x_p[v], dtype=float)) for v in variables
+    # Revision 1 knew no range, so drew no line at it.
+    conditions = (
+        ()
+        if revision_1
+        else tuple(
+            _condition_range(v, np.asarray(x_b[v], dtype=float), np.asarray(x_p[v], dtype=float)) for v in variables
+        )
     )
     base = AdjustedResult(
         response,
@@ -185,6 +205,7 @@ def adjusted_baseline(
         None,
         m,
         conditions=conditions,
+        method=method,
     )
     if not model.passes:
         return _refuse(
@@ -208,7 +229,7 @@ def adjusted_baseline(
     summed_conditions = design_p.sum(axis=0)
     model_variance = float(summed_conditions @ fit.cov_params() @ summed_conditions)
     pilot_residuals = y_p - predicted
-    bandwidth_p = max(2, math.ceil(BANDWIDTH_FRACTION * m))
+    bandwidth_p = max(2, math.ceil(fraction * m))
     if m > 1 and np.any(pilot_residuals != pilot_residuals[0]):
         noise = OLS(pilot_residuals, np.ones(m)).fit(
             cov_type="HAC", cov_kwds={"maxlags": bandwidth_p - 1, "use_correction": False}
@@ -245,6 +266,7 @@ def adjusted_baseline(
         m,
         warnings=warnings,
         conditions=conditions,
+        method=method,
     )
 
 
@@ -282,4 +304,5 @@ def _refuse(result: AdjustedResult, reason: str) -> AdjustedResult:
         result.n_pilot,
         refused=reason,
         conditions=result.conditions,
+        method=result.method,
     )

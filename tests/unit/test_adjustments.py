@@ -18,6 +18,7 @@ from kpi_engine.breakdown import breakdown
 from kpi_engine.evaluation import DemonstrationResult, evaluate
 from kpi_engine.results import comparison_document
 from kpi_engine.service import Evaluation
+from pilot_core import adjusted_baseline as adjusted_method
 from pilot_core.adjusted_baseline import adjusted_baseline
 from pilot_core.comparison import Verdict
 from pilot_core.contract import TimeClass
@@ -101,6 +102,23 @@ def test_a_pilot_beyond_the_baselines_conditions_gets_no_verdict() -> None:
     assert result.relative_change is None and result.relative_interval is None
     temperature = {c.variable: c for c in result.conditions}["ambient_temperature"]
     assert temperature.pilot_mean > temperature.baseline_max and temperature.pilot_hours_outside > 0.5
+
+
+def test_revision_1_computes_as_kpi_engine_3_did() -> None:
+    """Bundles of kpi_engine 3 are verified with revision 1: bandwidth half the sample, a verdict whatever the
+    pilot's conditions, none reported; the same model and centre as the present revision."""
+    baseline, pilot = energy(-0.05, seed=1, baseline_weather=BEYOND)
+    present = adjusted_baseline("energy_kwh", VARIABLES, baseline, pilot, 0.9)
+    engine_3 = adjusted_baseline("energy_kwh", VARIABLES, baseline, pilot, 0.9, revision=1)
+    assert present.refused and not engine_3.refused and engine_3.relative_interval is not None
+    assert engine_3.conditions == () and not any("outside the baseline's range" in w for w in engine_3.warnings)
+    assert engine_3.method == adjusted_method.METHOD_REVISION_1 != present.method
+    assert engine_3.model == present.model and engine_3.adjusted_baseline == present.adjusted_baseline
+    baseline, pilot = energy(-0.05)
+    intervals = [
+        adjusted_baseline("energy_kwh", VARIABLES, baseline, pilot, 0.9, revision=r).relative_interval for r in (1, 2)
+    ]
+    assert intervals[0] != intervals[1]  # the bandwidth: half the sample, then the whole
 
 
 def test_pilot_hours_outside_the_baselines_range_are_shown_and_warned_of() -> None:

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 from adapters import bundle_archive
 from evidence.export import hours_of, results
 from evidence.verify import verify
-from kpi_engine.evaluation import evaluate
-from kpi_engine.service import design_revision, telemetry_intervals
+from kpi_engine.evaluation import MethodRevisions, evaluate
+from kpi_engine.service import method_revisions, telemetry_intervals
 from pilot.cli import app
 from pilot_core import evidence
 from pilot_core.audit import AuditEntryModel
@@ -27,6 +27,9 @@ PUBLIC_KEY = BUNDLES / "pangyo-one-day-signing-key.pub"
 # Signed by kpi_engine 3 with a design before data (revision 1) of a control-line target: see tests/bundles/README.md.
 ENGINE_3_BUNDLE = BUNDLES / "plant-two-day-engine3-v1-evidence.zip"
 ENGINE_3_KEY = BUNDLES / "plant-two-day-engine3-signing-key.pub"
+# Signed by kpi_engine 3 with an adjusted baseline (revision 1) of an energy target: see tests/bundles/README.md.
+ENGINE_3_ADJUSTED_BUNDLE = BUNDLES / "energy-two-day-engine3-v1-evidence.zip"
+ENGINE_3_ADJUSTED_KEY = BUNDLES / "energy-two-day-engine3-signing-key.pub"
 
 
 def test_the_stored_bundle_verifies_against_its_key() -> None:
@@ -64,12 +67,42 @@ def test_the_present_engine_designs_the_engine_3_bundles_control_line_target_oth
     files = bundle_archive.read(ENGINE_3_BUNDLE)
     stored = json.loads(files[evidence.COMPARISON])["design"]["targets"][0]
     assert "method" not in stored  # engine 3 knew no method
-    present = json.loads(_written(files, design_revision(None))[evidence.COMPARISON])["design"]["targets"][0]
+    present = json.loads(_written(files, method_revisions(None))[evidence.COMPARISON])["design"]["targets"][0]
     assert present["method"] == "control_line" and present["degrees_of_freedom"] > 0
     assert present["baseline_relative_se"] != stored["baseline_relative_se"] and present["mde"] != stored["mde"]
 
 
-def _written(files: dict[str, bytes], revision: int) -> dict[str, bytes]:
+def test_a_bundle_of_kpi_engine_3_with_an_adjusted_baseline_verifies_and_says_its_adjusted_baseline_is_engine_3s() -> (
+    None
+):
+    """kpi_engine 4 takes the adjusted baseline's HAC bandwidth over the whole sample and refuses a verdict on
+    conditions beyond the baseline's, so its interval differs from what an engine-3 bundle signed; verify recomputes
+    such a bundle's adjusted baseline as engine 3 did, passes it, and says so."""
+    report = verify(bundle_archive.read(ENGINE_3_ADJUSTED_BUNDLE), ENGINE_3_ADJUSTED_KEY.read_bytes())
+    assert report.passed, [c for c in report.checks if not c.passed]
+    assert any("made by kpi_engine 3: its adjusted baseline is recomputed as that engine computed it" in note
+               for note in report.notes), report.notes  # fmt: skip
+    result = CliRunner().invoke(
+        app, ["verify", str(ENGINE_3_ADJUSTED_BUNDLE), "--public-key", str(ENGINE_3_ADJUSTED_KEY)]
+    )
+    assert result.exit_code == 0, result.output
+    _assert_written_as_stored(ENGINE_3_ADJUSTED_BUNDLE)
+
+
+def test_the_present_engine_computes_the_engine_3_bundles_adjusted_baseline_otherwise() -> None:
+    """The revision matters: recomputed by the present method, the adjusted baseline's interval is not the bundle's
+    (the bandwidth is the full sample now), and it shows the conditions engine 3 never reported."""
+    files = bundle_archive.read(ENGINE_3_ADJUSTED_BUNDLE)
+    stored = json.loads(files[evidence.COMPARISON])["adjusted_baseline"]
+    assert "conditions" not in stored and "bandwidth 0.5 n" in stored["method"]
+    present = json.loads(_written(files, method_revisions(None))[evidence.COMPARISON])["adjusted_baseline"]
+    assert [c["variable"] for c in present["conditions"]] == ["production_volume", "shift_hours"]
+    assert present["relative_interval"] != stored["relative_interval"] and present["method"] != stored["method"]
+    # The same model, projected alike: only its interval moved.
+    assert evidence.last_bits_apart(present["relative_change"], stored["relative_change"])
+
+
+def _written(files: dict[str, bytes], revisions: MethodRevisions) -> dict[str, bytes]:
     manifest = evidence.Manifest.model_validate_json(files[evidence.MANIFEST])
     plan = DemonstrationPlan.model_validate_json(files[evidence.plan_file(manifest.plan_version)])
     profiles = ProfileCatalog(
@@ -77,7 +110,7 @@ def _written(files: dict[str, bytes], revision: int) -> dict[str, bytes]:
     )
     registry = DeviceRegistry([DeviceEntry.model_validate(e) for e in json.loads(files[evidence.REGISTRY])], profiles)
     hours = hours_of(evidence.rows_from_csv(files))
-    result = evaluate(plan, manifest.plan_hash, hours, telemetry_intervals(plan, registry), design_revision=revision)
+    result = evaluate(plan, manifest.plan_hash, hours, telemetry_intervals(plan, registry), revisions=revisions)
     return results(
         manifest.demonstration_id,
         manifest.slug,
@@ -91,11 +124,11 @@ def _written(files: dict[str, bytes], revision: int) -> dict[str, bytes]:
 
 
 def _assert_written_as_stored(bundle: Path) -> None:
-    """The results this code writes from a bundle's rows, with the design revision its engine computed, are its
+    """The results this code writes from a bundle's rows, with the method revisions its engine computed, are its
     bytes but for a float's last bits."""
     files = bundle_archive.read(bundle)
     engine = json.loads(files[evidence.ENVIRONMENT])["software"]["kpi_engine"]
-    written = _written(files, design_revision(engine))
+    written = _written(files, method_revisions(engine))
     assert set(written) == {evidence.KPIS, evidence.COMPARISON}
     for name, text in written.items():
         # Only a float's last bits may differ (this CPU's BLAS kernels round otherwise than the exporter's); with
