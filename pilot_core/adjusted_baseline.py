@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -252,21 +252,13 @@ def adjusted_baseline(
             f"Guideline 14: the savings uncertainty is {fsu:.0%} of the savings at 68% confidence"
             f" (it should be below {SAVINGS_UNCERTAINTY_LIMIT:.0%})"
         )
-    return AdjustedResult(
-        response,
-        level,
-        model,
-        adjusted,
-        measured,
-        adjusted - measured,
-        math.expm1(centre),
-        (math.expm1(centre - cv * log_se), math.expm1(centre + cv * log_se)),
-        log_se,
-        fsu,
-        m,
+    return replace(
+        base,
+        relative_change=math.expm1(centre),
+        relative_interval=(math.expm1(centre - cv * log_se), math.expm1(centre + cv * log_se)),
+        std_error=log_se,
+        fractional_savings_uncertainty=fsu,
         warnings=warnings,
-        conditions=conditions,
-        method=method,
     )
 
 
@@ -290,19 +282,12 @@ def _fractional_savings_uncertainty(model: ModelFit, m: int, savings_fraction: f
 
 
 def _refuse(result: AdjustedResult, reason: str) -> AdjustedResult:
-    return AdjustedResult(
-        result.response,
-        result.level,
-        result.model,
-        result.adjusted_baseline,
-        result.pilot,
-        result.savings,
-        None,
-        None,
-        None,
-        None,
-        result.n_pilot,
+    return replace(
+        result,
+        relative_change=None,
+        relative_interval=None,
+        std_error=None,
+        fractional_savings_uncertainty=None,
         refused=reason,
-        conditions=result.conditions,
-        method=result.method,
+        warnings=[],
     )
