@@ -59,7 +59,7 @@ from adapters import local_services
 from adapters.catalog import load_profiles
 from adapters.influxdb import InfluxClient, InfluxSettings
 from adapters.sql import Database, DemonstrationRepository, ResultCache, RollupRepository, default_url
-from adapters.sql.models import CachedResultRecord
+from adapters.sql.models import CachedResultRecord, rollup_accounts
 from adapters.sql.models import rollups as rollups_table
 from bench.results import write_result
 from kpi_engine.service import DecodedHours, HourStore, KpiService
@@ -199,8 +199,15 @@ def main() -> int:
             repeats = measure(database, args.devices, args.days, args.repeat)
         finally:
             database.dispose()
+    accounting = repeats.pop("accounting")
     result = summary(args.devices, args.days, args.repeat, repeats)
     result["peak_rss_mb"] = peak_rss_mb()
+    # Issue 23: the roll-up job's accounting of the plan's days (once per plan's rules and calendar, and again only
+    # for days whose hours changed), and the comparisons' own memory: resident before them, and their peak.
+    result["accounting"] = spread(accounting, repeats["decode_only"])
+    result["accounting_s"] = result["accounting"]["median_s"]
+    result["comparison_rss_before_mb"] = resident_mb[0]
+    result["comparison_peak_rss_mb"] = resident_mb[1]
     print_table(result)
     if args.out:
         write_result(args.out, result)
@@ -214,9 +221,31 @@ def _sizes(text: str) -> list[tuple[int, int]]:
         raise argparse.ArgumentTypeError(f"sizes are devices x days, comma-separated (10x30,20x60): {text!r}") from None
 
 
-def peak_rss_mb() -> float:
-    """The highest resident memory of this process so far (Linux reports kB)."""
+def peak_rss_mb(*, since_reset: bool = False) -> float:
+    """The highest resident memory of this process so far (Linux reports kB), or since ``reset_peak_rss``."""
+    if since_reset:
+        return _status_mb("VmHWM")
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def rss_mb() -> float:
+    return _status_mb("VmRSS")
+
+
+def reset_peak_rss() -> None:
+    """Start the peak resident memory (VmHWM) again from the resident memory now (Linux 4.0 and later)."""
+    Path("/proc/self/clear_refs").write_text("5", encoding="ascii")
+
+
+def _status_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text(encoding="ascii").splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    raise LookupError(f"no {field} in /proc/self/status")
+
+
+# The resident memory before the comparisons are measured, and the comparisons' peak (set by ``measure``).
+resident_mb = [0.0, 0.0]
 
 
 def scaling(
@@ -234,7 +263,7 @@ def scaling(
             subprocess.run(command, check=True)
             runs.append(json.loads(out.read_text(encoding="utf-8")))
     for run in runs:
-        for name in ("first", "cold", "warm", "decode_only"):
+        for name in ("first", "cold", "warm", "decode_only", "accounting"):
             run[f"{name}_us_per_hour"] = run[f"{name}_s"] / run["device_hours"] * 1e6
             run[f"{name}_per_hour_over_smallest"] = run[f"{name}_us_per_hour"] / runs[0][f"{name}_us_per_hour"]
     reads = influx_reads(influx_sizes, repeat) if influx_sizes else []
@@ -274,13 +303,29 @@ def measure(database: Database, device_count: int, days: int, repeat: int) -> di
         def decode() -> None:
             service.hours.read(the_plan)
 
+        def forget_accounting() -> None:  # as before the roll-up job accounted the plan's days
+            with database.engine.begin() as connection:
+                connection.execute(delete(rollup_accounts))
+
+        def account() -> None:
+            service.hours.account(the_plan)
+
+        accounting = timed(account, repeat, setup=forget_accounting)
         forget_everything()
         evaluate_uncached()  # imports and first-use costs out of the way
-        return {
-            "decode_only": timed(decode, repeat, setup=forget_everything),
+        resident_mb[0] = rss_mb()
+        reset_peak_rss()  # the comparisons' own peak, not the seeding's or the accounting's
+        measured = {
             "first": timed(evaluate_uncached, repeat, setup=forget_everything),
             "cold": timed(evaluate_uncached, repeat, setup=clear_cache),
             "warm": timed(warm, repeat),
+        }
+        resident_mb[1] = peak_rss_mb(since_reset=True)
+        # Decoding every stored hour (the baseline) last: what it holds is not the comparison's.
+        return {
+            "decode_only": timed(decode, repeat, setup=forget_everything),
+            **measured,
+            "accounting": accounting,
         }
 
 
@@ -451,7 +496,9 @@ def print_scaling(result: dict[str, Any]) -> None:
             f"{run['devices']:>4} devices × {run['days']:>3} days = {run['device_hours']:>8,} device-hours:"
             f" first {run['first_s']:7.2f} s, cold {run['cold_s']:7.2f} s, warm {run['warm_s'] * 1000:6.1f} ms;"
             f" cold {run['cold_us_per_hour']:6.1f} µs/hour ({run['cold_per_hour_over_smallest']:.2f}×);"
-            f" peak RSS {run['peak_rss_mb']:,.0f} MB"
+            f" accounting {run['accounting_s']:7.2f} s ({run['accounting_us_per_hour']:6.1f} µs/hour,"
+            f" {run['accounting_per_hour_over_smallest']:.2f}×); comparison RSS {run['comparison_rss_before_mb']:,.0f}"
+            f" → peak {run['comparison_peak_rss_mb']:,.0f} MB; process peak RSS {run['peak_rss_mb']:,.0f} MB"
         )
     for read in result["influx_read"]:
         print(

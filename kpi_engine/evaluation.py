@@ -8,14 +8,15 @@ devices roll up by summing; the phases are compared hour by hour.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
+from pilot_core.accounted_days import AccountedDay, DayDetail, day_start
 from pilot_core.adjusted_baseline import AdjustedResult, adjusted_baseline
 from pilot_core.calendar import Shift
 from pilot_core.comparison import KpiComparison, TargetCheck, Verdict, check_target, compare, judge_interval
@@ -26,7 +27,7 @@ from pilot_core.device_hours import HOUR_MS, DeviceHour, DeviceRules, account_ve
 from pilot_core.histogram import LogHistogram
 from pilot_core.kpi import COMPONENT_NAMES, KPIS, Components, NoValue, compute, compute_all, no_value_reason, total
 from pilot_core.product_mix import MixStandardisation, PhaseTotals, ProductTotals, standardise
-from pilot_core.time_accounting import BucketCalendar
+from pilot_core.time_accounting import BucketCalendar, ProductionTotals
 
 PERCENTILES = {"cycle_time_p50": 0.50, "cycle_time_p95": 0.95}
 
@@ -156,7 +157,17 @@ def evaluate(
     accounting: Accounting = account_all,
 ) -> DemonstrationResult:
     """``hours`` per device in scope; ``telemetry_interval_s`` per device (its profile's fastest metric)."""
-    accounted = AccountedHours(plan, hours, accounting)
+    return evaluate_accounted(plan, plan_hash, AccountedHours(plan, hours, accounting), telemetry_interval_s)
+
+
+def evaluate_accounted(
+    plan: DemonstrationPlan,
+    plan_hash: str,
+    accounted: AccountedHours,
+    telemetry_interval_s: Mapping[str, float] | None = None,
+) -> DemonstrationResult:
+    """``evaluate`` of hours already accounted under the plan: from device-hours, or from stored accounted days
+    (``AccountedHours.of_stored``), which give the same result to the last bit."""
     intervals = telemetry_interval_s or {}
     windows = [_window(plan, w, accounted, intervals) for w in plan.windows]
     phases: dict[Phase, WindowResult] = {}
@@ -271,7 +282,7 @@ def _phase_totals(plan: DemonstrationPlan, accounted: AccountedHours, phase: Win
         hours = accounted.by_device[device]
         for window in plan.windows_of(phase.window.phase):
             for i in hours.in_window(window):
-                for product, t in hours.hours[i].production.items():
+                for product, t in hours.production_of(i).items():
                     summed = ProductTotals(t.produced, t.good, t.cycle_time_s, t.cycles)
                     products[product] = products[product] + summed if product in products else summed
     c = phase.components
@@ -410,14 +421,31 @@ def kpi_no_value_reason(name: str, components: Components) -> NoValue | None:
 class AccountedDevice:
     """One device's hours in time order, with their components as the rows of a matrix."""
 
+    starts: np.ndarray
+    matrix: np.ndarray
+    included: np.ndarray  # False: excluded by the plan (its row stays zero)
+    scheduled: np.ndarray  # the calendar has planned busy time in the hour
+    machine: np.ndarray
+    telemetry_points: np.ndarray
+    seq: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
+
     def __init__(self, hours: list[DeviceHour]) -> None:
         self.hours = hours
         self.starts = np.fromiter((h.start_ms for h in hours), dtype=np.int64, count=len(hours))
         self.matrix = np.zeros((len(hours), len(COMPONENT_NAMES)))
-        self.included = np.ones(len(hours), dtype=bool)  # False: excluded by the plan (its row stays zero)
-        self.scheduled = np.zeros(len(hours), dtype=bool)  # the calendar has planned busy time in the hour
+        self.included = np.ones(len(hours), dtype=bool)
+        self.scheduled = np.zeros(len(hours), dtype=bool)
+        self.machine = np.fromiter((h.machine for h in hours), dtype=bool, count=len(hours))
         self.telemetry_points = np.fromiter((h.telemetry_points for h in hours), dtype=np.int64, count=len(hours))
         self.seq = _seq_columns(hours)
+
+    def cycle_times(self, chosen: np.ndarray) -> CycleTimes:
+        """The cycle times of the ``chosen`` hours."""
+        return CycleTimes.of([self.hours[i] for i in chosen])
+
+    def production_of(self, index: int) -> Mapping[str, ProductionTotals]:
+        """An hour's production per product (asked of output stations only)."""
+        return self.hours[index].production
 
     def in_window(self, window: Window) -> np.ndarray:
         """Indices of the included hours wholly inside ``window``."""
@@ -430,7 +458,7 @@ class AccountedDevice:
 
     def messages_missing(self, chosen: np.ndarray) -> int:
         """Messages lost among the ``chosen`` hours, by seq: per channel, the range seen less what was received."""
-        wanted = np.zeros(len(self.hours), dtype=bool)
+        wanted = np.zeros(len(self.starts), dtype=bool)
         wanted[chosen] = True
         missing = 0
         for index, received, first, last in self.seq.values():
@@ -455,6 +483,94 @@ def _seq_columns(hours: Sequence[DeviceHour]) -> dict[str, tuple[np.ndarray, np.
         channel: (np.array(indices, dtype=np.intp), np.array(received), np.array(first), np.array(last))
         for channel, (indices, received, first, last) in columns.items()
     }
+
+
+class StoredDevice(AccountedDevice):
+    """One device's hours as stored days accounted under the plan give them (``pilot_core.accounted_days``), with
+    no device-hour decoded: each hour's cycle-time histogram and values are read (``detail``) only for a day of
+    which some hours are chosen and others not, or where every chosen hour kept its values."""
+
+    def __init__(
+        self, days: Sequence[AccountedDay], wanted: AbstractSet[int], detail: Callable[[int], DayDetail]
+    ) -> None:
+        kept = [np.fromiter((t in wanted for t in day.starts), dtype=bool, count=len(day.starts)) for day in days]
+        counts = [int(k.sum()) for k in kept]
+        self.hours = []
+        self._detail = detail
+        self._days = [day_start(day.starts[0]) if day.starts else 0 for day in days]
+        self._day_hours = np.array([len(day.starts) for day in days], dtype=np.int64)
+        self._day_of = np.repeat(np.arange(len(days)), counts)
+        self._position = np.concatenate([np.zeros(0, dtype=np.int64), *(np.flatnonzero(k) for k in kept)])
+        pairs = list(zip(days, kept, strict=True))
+
+        def column(values: Callable[[AccountedDay], Sequence[Any]], dtype: type) -> np.ndarray:
+            return np.concatenate([np.zeros(0, dtype=dtype), *(np.array(values(d), dtype=dtype)[k] for d, k in pairs)])
+
+        self.starts = column(attrgetter("starts"), np.int64)
+        self.matrix = np.vstack([np.zeros((0, len(COMPONENT_NAMES))), *(d.matrix()[k] for d, k in pairs)])
+        self.included = np.ones(len(self.starts), dtype=bool)
+        self.scheduled = column(attrgetter("scheduled"), bool)
+        self.machine = column(attrgetter("machine"), bool)
+        self.telemetry_points = column(attrgetter("telemetry_points"), np.int64)
+        self.exact = column(attrgetter("exact"), bool)
+        # Where each day's hours begin among the kept ones: a day's hour n is row offset + (its rank among kept).
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        row_of = [np.cumsum(k) - 1 + offsets[i] for i, k in enumerate(kept)]
+        self.missing: list[tuple[int, str]] = [
+            (int(row_of[i][hour]), product)
+            for i, (day, k) in enumerate(zip(days, kept, strict=True))
+            for hour, product in day.missing
+            if k[hour]
+        ]
+        columns: dict[str, tuple[list[int], list[int], list[int], list[int]]] = {}
+        for i, (day, k) in enumerate(zip(days, kept, strict=True)):
+            for hour, channel, received, first, last in day.seq:
+                if k[hour]:
+                    indices, got, low, high = columns.setdefault(channel, ([], [], [], []))
+                    indices.append(int(row_of[i][hour]))
+                    got.append(received)
+                    low.append(first)
+                    high.append(last)
+        self.seq = {
+            channel: (np.array(indices, dtype=np.intp), np.array(got), np.array(low), np.array(high))
+            for channel, (indices, got, low, high) in columns.items()
+        }
+        self._bins = [np.array(d.histogram_bins, dtype=np.int64) for d in days]
+        self._counts = [np.array(d.histogram_counts, dtype=np.int64) for d in days]
+        self._production = [
+            p for d, k in pairs for p, keep in zip(d.production or [{}] * len(k), k, strict=True) if keep
+        ]
+
+    def cycle_times(self, chosen: np.ndarray) -> CycleTimes:
+        """As ``CycleTimes.of`` the chosen hours: a day whose every stored hour is chosen by its merged histogram."""
+        per_day = np.bincount(self._day_of[chosen], minlength=len(self._days))
+        exact = bool(self.exact[chosen].all())
+        bins: list[np.ndarray] = []
+        counts: list[np.ndarray] = []
+        values: list[np.ndarray] = []
+        for day in np.flatnonzero(per_day).tolist():
+            whole = per_day[day] == self._day_hours[day]
+            if whole and not exact:
+                bins.append(self._bins[day])
+                counts.append(self._counts[day])
+                continue
+            detail = self._detail(self._days[day])
+            for position in self._position[chosen[self._day_of[chosen] == day]].tolist():
+                if not whole:
+                    hour_bins, hour_counts = detail.histograms[position]
+                    bins.append(np.array(hour_bins, dtype=np.int64))
+                    counts.append(np.array(hour_counts, dtype=np.int64))
+                if exact:
+                    values.append(np.array(detail.values[position], dtype=float))
+            if whole:
+                bins.append(self._bins[day])
+                counts.append(self._counts[day])
+        empty = np.zeros(0, dtype=np.int64)
+        histogram = _merged_bins(np.concatenate([empty, *bins]), np.concatenate([empty, *counts]))
+        return CycleTimes(histogram, np.concatenate([np.zeros(0), *values]) if exact else None)
+
+    def production_of(self, index: int) -> Mapping[str, ProductionTotals]:
+        return self._production[index]
 
 
 class AccountedHours:
@@ -498,6 +614,23 @@ class AccountedHours:
                 accounted.scheduled[accounted.included] = scheduled
             self.by_device[device] = accounted
 
+    @classmethod
+    def of_stored(cls, plan: DemonstrationPlan, devices: Mapping[str, StoredDevice]) -> AccountedHours:
+        """The plan's hours from stored accounted days (a plan without data corrections: those change the hours)."""
+        if plan.corrections:
+            raise ValueError("a plan with data corrections is accounted from its device-hours")
+        accounted = cls(plan, {})
+        for device in plan.devices:
+            stored = devices[device]
+            stored.included = ~accounted._excluded(device, stored.starts)
+            stored.matrix[~stored.included] = 0.0
+            stored.scheduled &= stored.included
+            accounted.warnings.update(
+                f"no ideal cycle time for product {p!r}" for row, p in stored.missing if stored.included[row]
+            )
+            accounted.by_device[device] = stored
+        return accounted
+
     def _excluded(self, device: str, starts: np.ndarray) -> np.ndarray:
         """Exclusions take whole hours out: production is summed per hour, so it cannot be split finer."""
         excluded = np.zeros(len(starts), dtype=bool)
@@ -521,21 +654,16 @@ class AccountedHours:
     def _units_by_hour(
         self, window: Window, groups: Sequence[Sequence[str]]
     ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
-        starts: list[list[np.ndarray]] = [[] for _ in groups]
-        rows: list[list[np.ndarray]] = [[] for _ in groups]
-        for group, devices in enumerate(groups):
-            for device in devices:
-                accounted = self.by_device[device]
-                chosen = accounted.in_window(window)
-                starts[group].append(accounted.starts[chosen])
-                rows[group].append(accounted.matrix[chosen])
-        every = [s for group in starts for s in group]
+        chosen = [[(d, d.in_window(window)) for d in map(self.by_device.__getitem__, devices)] for devices in groups]
+        every = [d.starts[c] for group in chosen for d, c in group]
         hours = np.unique(np.concatenate(every)) if every else np.zeros(0, dtype=np.int64)
         summed = []
-        for group_starts, group_rows in zip(starts, rows, strict=True):
+        for group in chosen:
             units = np.zeros((len(hours), len(COMPONENT_NAMES)))
-            if group_rows:
-                np.add.at(units, np.searchsorted(hours, np.concatenate(group_starts)), np.vstack(group_rows))
+            # Device after device, each hour's rows added in the order one np.add.at over them all would add them:
+            # the same sums to the last bit, without a copy of every device's rows at once.
+            for device, rows in group:
+                np.add.at(units, np.searchsorted(hours, device.starts[rows]), device.matrix[rows])
             summed.append(units)
         return hours, tuple(summed)
 
@@ -543,9 +671,8 @@ class AccountedHours:
         """The cycle times of ``devices`` (in scope) in the window's included hours."""
         key = (window.name, tuple(devices))
         if key not in self._cycle_times:
-            self._cycle_times[key] = CycleTimes.of(
-                [self.by_device[d].hours[i] for d in devices for i in self.by_device[d].in_window(window)]
-            )
+            chosen = [self.by_device[d] for d in devices]
+            self._cycle_times[key] = CycleTimes.merged([d.cycle_times(d.in_window(window)) for d in chosen])
         return self._cycle_times[key]
 
     def station_units(self, device: str, windows: Sequence[Window]) -> np.ndarray:
@@ -567,9 +694,15 @@ def _merged(histograms: Sequence[LogHistogram]) -> LogHistogram:
             merged.merge(histogram)  # refuses what cannot be merged, as ever
         return merged
     indices = np.fromiter(itertools.chain.from_iterable(h.counts for h in histograms), dtype=np.int64)
+    counts = np.fromiter(itertools.chain.from_iterable(h.counts.values() for h in histograms), dtype=np.int64)
+    return _merged_bins(indices, counts)
+
+
+def _merged_bins(indices: np.ndarray, counts: np.ndarray) -> LogHistogram:
+    """One histogram (of the default accuracy) of bins given as indices and counts, an index any number of times."""
+    merged = LogHistogram()
     if not len(indices):
         return merged
-    counts = np.fromiter(itertools.chain.from_iterable(h.counts.values() for h in histograms), dtype=np.int64)
     lowest = int(indices.min())
     # Bins are consecutive integers over a narrow range (cycle times of one line): counted by position.
     sums = np.bincount(indices - lowest, weights=counts).astype(np.int64)  # exact: counts stay far below 2**53
@@ -595,8 +728,7 @@ def _window(
             parts.append(rolled)
         # A machine's busy hours are its own (planned downtime it reports leaves them); a meter has no time
         # model, so it is expected to report whenever the line is scheduled.
-        machine = np.fromiter((hours.hours[i].machine for i in chosen), dtype=bool, count=len(chosen))
-        busy = chosen[np.where(machine, hours.matrix[chosen, pbt] > 0, hours.scheduled[chosen])]
+        busy = chosen[np.where(hours.machine[chosen], hours.matrix[chosen, pbt] > 0, hours.scheduled[chosen])]
         expected = received = 0
         if device in intervals:
             expected = len(busy) * round(HOUR_MS / 1000 / intervals[device])

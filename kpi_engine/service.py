@@ -18,6 +18,7 @@ A demonstration is evaluated in three steps:
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import threading
 import time
@@ -41,7 +42,26 @@ from adapters.sql import (
 )
 from adapters.telemetry_reader import TelemetryReader
 from kpi_engine.breakdown import Breakdown, breakdown
-from kpi_engine.evaluation import Accounted, DemonstrationResult, evaluate
+from kpi_engine.evaluation import (
+    Accounted,
+    AccountedHours,
+    DemonstrationResult,
+    StoredDevice,
+    evaluate,
+    evaluate_accounted,
+)
+from pilot_core.accounted_days import (
+    DAY_MS,
+    AccountedDay,
+    DayDetail,
+    account_day,
+    accounting_key,
+    day_check,
+    day_start,
+    decode_day,
+    decode_detail,
+    encode,
+)
 from pilot_core.demonstration import DemonstrationPlan
 from pilot_core.device_hours import HOUR_MS, DeviceHour, DeviceRules, account_vector
 from pilot_core.device_rows import DeviceRows, build_hours
@@ -59,7 +79,6 @@ _RESULT = TypeAdapter(DemonstrationResult)
 _UPSERT_HOURS = 2000  # hours stored per statement: one per day read would be a transaction per day
 # Devices whose values per hour are counted together (one query per two days): bounds what a plant's refresh holds.
 _DEVICES_PER_COUNT = 25
-DAY_MS = 24 * HOUR_MS
 _NOTHING_MISSING: frozenset[str] = frozenset()  # shared: most hours miss no ideal cycle time
 _LISTED_SCOPES = 16  # plans whose list of stored hours is kept (each a fingerprint per device-hour)
 
@@ -477,6 +496,102 @@ class HourStore:
         unsettled = stamp.computed_at_ms < start_ms + HOUR_MS + self.settle_ms
         return unsettled and now_ms - stamp.computed_at_ms >= self.reread_after_ms
 
+    def account(self, plan: DemonstrationPlan) -> dict[tuple[str, int], tuple[int, int]]:
+        """Account the plan's device-days that are not yet accounted under its rules and calendar, or whose stored
+        hours changed since (late data, a re-read), and store them; the roll-up job does it as hours are stored,
+        a comparison for what is left. Returns the check of every stored device-day of the plan's hours.
+
+        Each device's days are accounted under its build lock (``RollupRepository.building``), the checks read
+        again once it is held: replicas asked at once account a day once.
+        """
+        keys = accounting_keys(plan)
+        runs = _day_runs(plan_hours(plan))
+        checks = {}
+        for run in runs:
+            checks.update(self.rollups.day_checks(plan.site, plan.line, plan.devices, *run))
+        stored = {
+            (device, day): check
+            for run in runs
+            for device, day, check, _ in self.rollups.accounted_days(plan.site, plan.line, keys, *run, data=False)
+        }
+        stale: dict[str, list[int]] = defaultdict(list)
+        for (device, day), check in checks.items():
+            if stored.get((device, day)) != check:
+                stale[device].append(day)
+        calendars: dict[int, BucketCalendar] = {}
+        for device, days in stale.items():
+            self._check_stopping()
+            with self.rollups.building(plan.site, plan.line, device) as rollups:
+                for day, check in self._account_days(rollups, plan, device, keys[device], sorted(days), calendars):
+                    checks[(device, day)] = check
+        return checks
+
+    def _account_days(
+        self,
+        rollups: RollupRepository,
+        plan: DemonstrationPlan,
+        device: str,
+        key: str,
+        days: list[int],
+        calendars: dict[int, BucketCalendar],
+    ) -> list[tuple[int, tuple[int, int]]]:
+        """One device's ``days``, under its lock: those another process has not accounted meanwhile are read,
+        accounted and stored; returns the check of each day as accounted now."""
+        rules = DeviceRules.of(plan, device)
+        done: list[tuple[int, tuple[int, int]]] = []
+        for run_start, run_end in _runs_of(days, DAY_MS):
+            checks = rollups.day_checks(plan.site, plan.line, [device], run_start, run_end)
+            stored = {
+                day: check
+                for _, day, check, _ in rollups.accounted_days(
+                    plan.site, plan.line, {device: key}, run_start, run_end, data=False
+                )
+            }
+            by_day: dict[int, list[tuple[str, DeviceHour]]] = defaultdict(list)
+            for fingerprint, hour in rollups.read_fingerprinted(plan.site, plan.line, [device], run_start, run_end):
+                by_day[day_start(hour.start_ms)].append((fingerprint, hour))
+            rows = []
+            for day, found in sorted(by_day.items()):
+                check = day_check([f for f, _ in found])
+                done.append((day, check))
+                if stored.get(day) == check == checks.get((device, day)):
+                    continue  # accounted by another process while this one waited
+                hours = [h for _, h in found]
+                hour_calendars = [_hour_calendar(plan, h.start_ms, calendars) for h in hours]
+                accounted, detail = account_day(hours, rules, hour_calendars)
+                rows.append((day, check, encode(accounted), encode(detail)))
+            rollups.put_accounted_days(plan.site, plan.line, device, key, rows)
+        return done
+
+    def accounted(self, plan: DemonstrationPlan) -> AccountedHours | None:
+        """The plan's hours as their stored accounted days give them (what is not yet accounted is accounted
+        first), reading no device-hour; None for a plan with data corrections, which change the hours themselves
+        and so are applied to device-hours (``evaluate``), as are days rewritten while they were read."""
+        if plan.corrections:
+            return None
+        wanted = plan_hours(plan)
+        checks = self.account(plan)
+        keys = accounting_keys(plan)
+        days: dict[str, list[AccountedDay]] = {device: [] for device in plan.devices}
+        seen = 0
+        for run in _day_runs(wanted):
+            for device, day, check, data in self.rollups.accounted_days(plan.site, plan.line, keys, *run):
+                if checks.get((device, day)) != check or data is None:
+                    return None  # rewritten since it was checked: the hours as they are now
+                days[device].append(decode_day(data))
+                seen += 1
+        if seen != len(checks):
+            return None
+
+        def detail(device: str, day: int) -> DayDetail:
+            return decode_detail(self.rollups.accounted_detail(plan.site, plan.line, device, keys[device], day))
+
+        hours = set(wanted)
+        return AccountedHours.of_stored(
+            plan,
+            {d: StoredDevice(days[d], hours, functools.partial(detail, d)) for d in plan.devices},
+        )
+
     def read(self, plan: DemonstrationPlan) -> dict[str, list[DeviceHour]]:
         hours: dict[str, list[DeviceHour]] = defaultdict(list)
         runs = list(_runs(plan_hours(plan)))  # in time order, each by device then time
@@ -499,6 +614,25 @@ class HourStore:
         return hours
 
 
+def accounting_keys(plan: DemonstrationPlan) -> dict[str, str]:
+    """Per device of the plan, the key its hours are accounted under (its rules and the plan's calendar)."""
+    return {device: accounting_key(DeviceRules.of(plan, device), plan.calendar) for device in plan.devices}
+
+
+def _hour_calendar(plan: DemonstrationPlan, start_ms: int, calendars: dict[int, BucketCalendar]) -> BucketCalendar:
+    """The calendar of the hour starting at ``start_ms``, as ``AccountedHours`` works it out (once per hour)."""
+    found = calendars.get(start_ms)
+    if found is None:
+        shifts = list(plan.calendar.shifts_between(start_ms, start_ms + HOUR_MS))
+        found = calendars[start_ms] = BucketCalendar.of(start_ms, start_ms + HOUR_MS, shifts)
+    return found
+
+
+def _day_runs(starts: list[int]) -> list[tuple[int, int]]:
+    """The whole UTC days holding the hours ``starts`` (sorted), as [start, end) runs of consecutive days."""
+    return list(_runs_of(sorted({day_start(t) for t in starts}), DAY_MS)) if starts else []
+
+
 def _batches(devices: Sequence[str], size: int) -> Iterator[list[str]]:
     for index in range(0, len(devices), size):
         yield list(devices[index : index + size])
@@ -510,13 +644,18 @@ def _hour_floor(ms: int) -> int:
 
 def _runs(starts: list[int]) -> Iterable[tuple[int, int]]:
     """Sorted hour starts as [start, end) runs of consecutive hours."""
+    return _runs_of(starts, HOUR_MS)
+
+
+def _runs_of(starts: list[int], step: int) -> Iterable[tuple[int, int]]:
+    """Sorted starts of periods ``step`` long as [start, end) runs of consecutive periods."""
     run_start = previous = starts[0]
     for start in starts[1:]:
-        if start != previous + HOUR_MS:
-            yield run_start, previous + HOUR_MS
+        if start != previous + step:
+            yield run_start, previous + step
             run_start = start
         previous = start
-    yield run_start, previous + HOUR_MS
+    yield run_start, previous + step
 
 
 def data_fingerprint(plan_hash: str, summaries: list[dict[str, RangeSummary]]) -> str:
@@ -633,7 +772,11 @@ class KpiService:
         if cached is not None:
             return Evaluation(result=_RESULT.validate_python(cached), cached=True, **common)
         intervals = telemetry_intervals(plan, self.hours.registry)
-        result = evaluate(plan, seen.plan_hash, self.hours.read(plan), intervals, self.hours.decoded.account)
+        accounted = self.hours.accounted(plan)
+        if accounted is None:  # data corrections, or hours rewritten while they were read
+            result = evaluate(plan, seen.plan_hash, self.hours.read(plan), intervals, self.hours.decoded.account)
+        else:
+            result = evaluate_accounted(plan, seen.plan_hash, accounted, intervals)
         self.cache.put(
             seen.demonstration_id,
             seen.plan_version,

@@ -45,10 +45,12 @@ from adapters.sql.models import (
     DemonstrationRecord,
     OrganisationRecord,
     PlanVersionRecord,
+    rollup_accounts,
     rollup_marks,
     rollups,
 )
 from pilot_core.access import Actor, Membership
+from pilot_core.accounted_days import DAY_MS, fingerprint_bits
 from pilot_core.audit import AuditAction, json_changes
 from pilot_core.demonstration import DemonstrationPlan, canonical_json, plan_hash
 from pilot_core.device_hours import DeviceHour
@@ -628,6 +630,7 @@ class RollupRepository:
         values = []
         for hour in hours:
             text = stored_text(hour)
+            fingerprint = hashlib.sha256(text.encode("utf-8")).hexdigest()  # fingerprint_of(hour)
             values.append(
                 {
                     "site": site,
@@ -635,7 +638,8 @@ class RollupRepository:
                     "device": hour.device,
                     "hour_start_ms": hour.start_ms,
                     "hour": text,
-                    "fingerprint": hashlib.sha256(text.encode("utf-8")).hexdigest(),  # fingerprint_of(hour)
+                    "fingerprint": fingerprint,
+                    "fingerprint_bits": fingerprint_bits(fingerprint),
                     "computed_at_ms": now_ms,
                     "source_values": counted.get((hour.device, hour.start_ms)),
                     "late_at_ms": now_ms if late else None,
@@ -765,6 +769,96 @@ class RollupRepository:
         if len(decoded) < len(missing):  # rewritten between the two queries: read them all as they are now
             return self.read_fingerprinted(site, line, devices, start_ms, end_ms)
         return [(f, known.get(f) or decoded[f]) for f in fingerprints]
+
+    def day_checks(
+        self, site: str, line: str, devices: Sequence[str], start_ms: int, end_ms: int
+    ) -> dict[tuple[str, int], tuple[int, int]]:
+        """Per (device, UTC day start) of the hours that start in [start_ms, end_ms): how many are stored and the
+        sum of their fingerprint bits (``accounted_days.day_check``), in one aggregate query."""
+        day = rollups.c.hour_start_ms - rollups.c.hour_start_ms % DAY_MS
+        query = (
+            select(rollups.c.device, day, func.count(), func.sum(rollups.c.fingerprint_bits))
+            .where(*_in_range(site, line, devices, start_ms, end_ms))
+            .group_by(rollups.c.device, day)
+        )
+        with self._connect() as connection:
+            return {(d, int(t)): (int(n), int(bits or 0)) for d, t, n, bits in connection.execute(query)}
+
+    def accounted_days(
+        self, site: str, line: str, accounting: Mapping[str, str], start_ms: int, end_ms: int, *, data: bool = True
+    ) -> Iterator[tuple[str, int, tuple[int, int], bytes | None]]:
+        """The accounted days stored for each device under its accounting key (``accounting``: device → key) whose
+        day starts in [start_ms, end_ms), by device then day: (device, day start, (hours, fingerprint sum), the
+        day's AccountedDay or None if not ``data``)."""
+        t = rollup_accounts.c
+        columns = [t.device, t.accounting, t.day_start_ms, t.hours, t.fingerprint_sum, *([t.day] if data else [])]
+        query = (
+            select(*columns)
+            .where(
+                t.site == site,
+                t.line == line,
+                t.device.in_(list(accounting)),
+                t.accounting.in_(sorted(set(accounting.values()))),
+                t.day_start_ms >= start_ms,
+                t.day_start_ms < end_ms,
+            )
+            .order_by(t.device, t.day_start_ms)
+        )
+        with self._connect() as connection:
+            for row in connection.execute(query):
+                if accounting.get(row[0]) == row[1]:
+                    yield row[0], int(row[2]), (int(row[3]), int(row[4])), bytes(row[5]) if data else None
+
+    def accounted_detail(self, site: str, line: str, device: str, accounting: str, day_start_ms: int) -> bytes:
+        """The DayDetail stored with an accounted day."""
+        t = rollup_accounts.c
+        query = select(t.detail).where(
+            t.site == site,
+            t.line == line,
+            t.device == device,
+            t.accounting == accounting,
+            t.day_start_ms == day_start_ms,
+        )
+        with self._connect() as connection:
+            found = connection.scalar(query)
+        if found is None:
+            raise LookupError(f"no accounted day {day_start_ms} of {device!r} under {accounting}")
+        return bytes(found)
+
+    def put_accounted_days(
+        self,
+        site: str,
+        line: str,
+        device: str,
+        accounting: str,
+        days: Iterable[tuple[int, tuple[int, int], bytes, bytes]],
+    ) -> None:
+        """Store (or replace) accounted days: (day start, (hours, fingerprint sum), AccountedDay, DayDetail)."""
+        now_ms = round(_now().timestamp() * 1000)
+        values = [
+            {
+                "site": site,
+                "line": line,
+                "device": device,
+                "accounting": accounting,
+                "day_start_ms": day,
+                "hours": check[0],
+                "fingerprint_sum": check[1],
+                "day": data,
+                "detail": detail,
+                "computed_at_ms": now_ms,
+            }
+            for day, check, data, detail in days
+        ]
+        if not values:
+            return
+        statement = _insert(self._db)(rollup_accounts)
+        statement = statement.on_conflict_do_update(
+            index_elements=["site", "line", "device", "accounting", "day_start_ms"],
+            set_={c: statement.excluded[c] for c in ("hours", "fingerprint_sum", "day", "detail", "computed_at_ms")},
+        )
+        with self._connect(write=True) as connection:
+            connection.execute(statement, values)
 
     @staticmethod
     def _select_in_range(
