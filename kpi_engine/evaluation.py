@@ -7,16 +7,17 @@ devices roll up by summing; the phases are compared hour by hour.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from collections.abc import Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
-from pilot_core.accounted_days import AccountedDay, DayDetail, day_start
+from pilot_core.accounted_days import EXACT, MACHINE, SCHEDULED, SEQ_COLUMNS, AccountedDay, DayDetail, day_start
 from pilot_core.adjusted_baseline import AdjustedResult, adjusted_baseline
 from pilot_core.calendar import Shift
 from pilot_core.comparison import KpiComparison, TargetCheck, Verdict, check_target, compare, judge_interval
@@ -160,11 +161,34 @@ def evaluate(
     return evaluate_accounted(plan, plan_hash, AccountedHours(plan, hours, accounting), telemetry_interval_s)
 
 
+class StationMemo(Protocol):
+    """A station's comparison by the key naming everything it is computed from (None: no such key), or ``make``'s:
+    a running server keeps those of unchanged stations across requests (``kpi_engine.service.StationComparisons``)."""
+
+    def __call__(self, key: str | None, make: Callable[[], KpiComparison]) -> KpiComparison: ...
+
+
+def _computed(key: str | None, make: Callable[[], KpiComparison]) -> KpiComparison:
+    return make()
+
+
+def _station_key(plan: DemonstrationPlan, device: AccountedDevice) -> str | None:
+    """Names what a station's comparison is computed from: its accounted data, the plan's windows, the exclusions
+    that apply to it and the confidence level (None where its data have no name: device-hours)."""
+    if device.content is None:
+        return None
+    windows = [(w.phase.value, w.start_ms, w.end_ms) for w in plan.windows]
+    exclusions = [(e.start.isoformat(), e.end.isoformat(), sorted(e.devices)) for e in plan.exclusions]
+    text = repr(("station cycle_time_mean", device.content, windows, exclusions, plan.confidence_level))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def evaluate_accounted(
     plan: DemonstrationPlan,
     plan_hash: str,
     accounted: AccountedHours,
     telemetry_interval_s: Mapping[str, float] | None = None,
+    station_memo: StationMemo = _computed,
 ) -> DemonstrationResult:
     """``evaluate`` of hours already accounted under the plan: from device-hours, or from stored accounted days
     (``AccountedHours.of_stored``), which give the same result to the last bit."""
@@ -199,11 +223,14 @@ def evaluate_accounted(
     station_comparisons = {}
     for device in plan.devices:
         if device in stations:
-            units = [accounted.station_units(device, plan.windows_of(phase)) for phase in (Phase.BASELINE, Phase.PILOT)]
-            station_totals = (_summed(units[0]), _summed(units[1]))  # as the phases' stations show them
-            station_comparisons[device] = compare(
-                "cycle_time_mean", units[0], units[1], plan.confidence_level, station_totals
-            )
+
+            def station(device: str = device) -> KpiComparison:
+                phases = (Phase.BASELINE, Phase.PILOT)
+                units = [accounted.station_units(device, plan.windows_of(phase)) for phase in phases]
+                station_totals = (_summed(units[0]), _summed(units[1]))  # as the phases' stations show them
+                return compare("cycle_time_mean", units[0], units[1], plan.confidence_level, station_totals)
+
+            station_comparisons[device] = station_memo(_station_key(plan, accounted.by_device[device]), station)
     if adjusted is not None:
         warnings |= set(adjusted.warnings)
     warnings |= {f"control line, {kpi}: {c.pre_trend.note}" for kpi, c in controls.items() if c.pre_trend.note}
@@ -428,6 +455,7 @@ class AccountedDevice:
     machine: np.ndarray
     telemetry_points: np.ndarray
     seq: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
+    content: str | None = None  # names the accounted data, where they have a name (stored accounted days)
 
     def __init__(self, hours: list[DeviceHour]) -> None:
         self.hours = hours
@@ -487,90 +515,105 @@ def _seq_columns(hours: Sequence[DeviceHour]) -> dict[str, tuple[np.ndarray, np.
 
 class StoredDevice(AccountedDevice):
     """One device's hours as stored days accounted under the plan give them (``pilot_core.accounted_days``), with
-    no device-hour decoded: each hour's cycle-time histogram and values are read (``detail``) only for a day of
-    which some hours are chosen and others not, or where every chosen hour kept its values."""
+    no device-hour decoded. Each hour's cycle-time histogram and values (``details``: per day start) are read
+    only for the days of which some hours are chosen and others not, or where every chosen hour kept its values."""
 
     def __init__(
-        self, days: Sequence[AccountedDay], wanted: AbstractSet[int], detail: Callable[[int], DayDetail]
+        self,
+        days: Sequence[AccountedDay],
+        wanted: np.ndarray,
+        details: Callable[[list[int]], Mapping[int, DayDetail]],
+        content: str | None = None,
     ) -> None:
-        kept = [np.fromiter((t in wanted for t in day.starts), dtype=bool, count=len(day.starts)) for day in days]
-        counts = [int(k.sum()) for k in kept]
         self.hours = []
-        self._detail = detail
-        self._days = [day_start(day.starts[0]) if day.starts else 0 for day in days]
-        self._day_hours = np.array([len(day.starts) for day in days], dtype=np.int64)
-        self._day_of = np.repeat(np.arange(len(days)), counts)
-        self._position = np.concatenate([np.zeros(0, dtype=np.int64), *(np.flatnonzero(k) for k in kept)])
-        pairs = list(zip(days, kept, strict=True))
-
-        def column(values: Callable[[AccountedDay], Sequence[Any]], dtype: type) -> np.ndarray:
-            return np.concatenate([np.zeros(0, dtype=dtype), *(np.array(values(d), dtype=dtype)[k] for d, k in pairs)])
-
-        self.starts = column(attrgetter("starts"), np.int64)
-        self.matrix = np.vstack([np.zeros((0, len(COMPONENT_NAMES))), *(d.matrix()[k] for d, k in pairs)])
+        self.content = content  # e.g. the accounting key and every day's check: equal names, equal data
+        self._details = details
+        sizes = np.array([d.hours for d in days], dtype=np.int64)
+        every_start = np.frombuffer(b"".join(d.starts for d in days), dtype=np.int64)
+        kept = np.isin(every_start, wanted)  # the hours the plan reads: those touching its windows
+        self._days = [day_start(int(every_start[o])) for o in np.cumsum(sizes) - sizes] if len(days) else []
+        self._day_hours = sizes
+        day_of = np.repeat(np.arange(len(days)), sizes)
+        self._day_of = day_of[kept]
+        self._position = (np.arange(len(every_start)) - np.repeat(np.cumsum(sizes) - sizes, sizes))[kept]
+        self.starts = every_start[kept]
+        vectors = np.frombuffer(b"".join(d.vectors for d in days), dtype=np.float64)
+        self.matrix = vectors.reshape(-1, len(COMPONENT_NAMES))[kept]  # a copy: the plan's exclusions zero rows
+        flags = np.frombuffer(b"".join(d.flags for d in days), dtype=np.uint8)[kept]
         self.included = np.ones(len(self.starts), dtype=bool)
-        self.scheduled = column(attrgetter("scheduled"), bool)
-        self.machine = column(attrgetter("machine"), bool)
-        self.telemetry_points = column(attrgetter("telemetry_points"), np.int64)
-        self.exact = column(attrgetter("exact"), bool)
-        # Where each day's hours begin among the kept ones: a day's hour n is row offset + (its rank among kept).
-        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        row_of = [np.cumsum(k) - 1 + offsets[i] for i, k in enumerate(kept)]
+        self.scheduled = (flags & SCHEDULED) > 0
+        self.machine = (flags & MACHINE) > 0
+        self.exact = (flags & EXACT) > 0
+        self.telemetry_points = np.frombuffer(b"".join(d.telemetry_points for d in days), dtype=np.int64)[kept]
+        row_of = np.cumsum(kept) - 1  # an hour among all the days' hours → its row among the kept ones
+        first_of_day = np.cumsum(sizes) - sizes
         self.missing: list[tuple[int, str]] = [
-            (int(row_of[i][hour]), product)
-            for i, (day, k) in enumerate(zip(days, kept, strict=True))
+            (int(row_of[first_of_day[i] + hour]), product)
+            for i, day in enumerate(days)
             for hour, product in day.missing
-            if k[hour]
+            if kept[first_of_day[i] + hour]
         ]
-        columns: dict[str, tuple[list[int], list[int], list[int], list[int]]] = {}
-        for i, (day, k) in enumerate(zip(days, kept, strict=True)):
-            for hour, channel, received, first, last in day.seq:
-                if k[hour]:
-                    indices, got, low, high = columns.setdefault(channel, ([], [], [], []))
-                    indices.append(int(row_of[i][hour]))
-                    got.append(received)
-                    low.append(first)
-                    high.append(last)
-        self.seq = {
-            channel: (np.array(indices, dtype=np.intp), np.array(got), np.array(low), np.array(high))
-            for channel, (indices, got, low, high) in columns.items()
-        }
-        self._bins = [np.array(d.histogram_bins, dtype=np.int64) for d in days]
-        self._counts = [np.array(d.histogram_counts, dtype=np.int64) for d in days]
-        self._production = [
-            p for d, k in pairs for p, keep in zip(d.production or [{}] * len(k), k, strict=True) if keep
-        ]
+        self.seq = _stored_seq(days, first_of_day, kept, row_of)
+        self._bins = np.frombuffer(b"".join(d.histogram_bins for d in days), dtype=np.int64)
+        self._counts = np.frombuffer(b"".join(d.histogram_counts for d in days), dtype=np.int64)
+        self._day_of_bin = np.repeat(np.arange(len(days)), [len(d.histogram_bins) // 8 for d in days])
+        production: list[Mapping[str, ProductionTotals]] = []
+        for day in days:
+            production.extend(day.production if day.production is not None else [{}] * day.hours)
+        self._production = list(itertools.compress(production, kept.tolist()))
 
     def cycle_times(self, chosen: np.ndarray) -> CycleTimes:
         """As ``CycleTimes.of`` the chosen hours: a day whose every stored hour is chosen by its merged histogram."""
         per_day = np.bincount(self._day_of[chosen], minlength=len(self._days))
+        whole = per_day == self._day_hours
         exact = bool(self.exact[chosen].all())
-        bins: list[np.ndarray] = []
-        counts: list[np.ndarray] = []
+        from_days = whole[self._day_of_bin]
+        bins = [self._bins[from_days]]
+        counts = [self._counts[from_days]]
         values: list[np.ndarray] = []
-        for day in np.flatnonzero(per_day).tolist():
-            whole = per_day[day] == self._day_hours[day]
-            if whole and not exact:
-                bins.append(self._bins[day])
-                counts.append(self._counts[day])
-                continue
-            detail = self._detail(self._days[day])
-            for position in self._position[chosen[self._day_of[chosen] == day]].tolist():
-                if not whole:
+        read = np.flatnonzero((per_day > 0) & (~whole | exact)).tolist()
+        if read:
+            details = self._details([self._days[d] for d in read])
+            for index in chosen[np.isin(self._day_of[chosen], read)].tolist():
+                detail = details[self._days[self._day_of[index]]]
+                position = int(self._position[index])
+                if not whole[self._day_of[index]]:
                     hour_bins, hour_counts = detail.histograms[position]
                     bins.append(np.array(hour_bins, dtype=np.int64))
                     counts.append(np.array(hour_counts, dtype=np.int64))
                 if exact:
                     values.append(np.array(detail.values[position], dtype=float))
-            if whole:
-                bins.append(self._bins[day])
-                counts.append(self._counts[day])
-        empty = np.zeros(0, dtype=np.int64)
-        histogram = _merged_bins(np.concatenate([empty, *bins]), np.concatenate([empty, *counts]))
+        histogram = _merged_bins(np.concatenate(bins), np.concatenate(counts))
         return CycleTimes(histogram, np.concatenate([np.zeros(0), *values]) if exact else None)
 
     def production_of(self, index: int) -> Mapping[str, ProductionTotals]:
         return self._production[index]
+
+
+def _stored_seq(
+    days: Sequence[AccountedDay], first_of_day: np.ndarray, kept: np.ndarray, row_of: np.ndarray
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """``_seq_columns`` of the kept hours of stored days."""
+    names: dict[str, int] = {}
+    parts = []
+    for day, first in zip(days, first_of_day.tolist(), strict=True):
+        rows = np.frombuffer(day.seq, dtype=np.int64).reshape(-1, SEQ_COLUMNS).copy()
+        if not len(rows):
+            continue
+        remap = np.array([names.setdefault(c, len(names)) for c in day.seq_channels], dtype=np.int64)
+        rows[:, 0] += first
+        rows[:, 1] = remap[rows[:, 1]]
+        parts.append(rows)
+    if not parts:
+        return {}
+    every = np.vstack(parts)
+    every = every[kept[every[:, 0]]]
+    columns = {}
+    for name, index in names.items():
+        picked = every[every[:, 1] == index]
+        if len(picked):
+            columns[name] = (row_of[picked[:, 0]].astype(np.intp), picked[:, 2], picked[:, 3], picked[:, 4])
+    return columns
 
 
 class AccountedHours:

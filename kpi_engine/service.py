@@ -33,6 +33,7 @@ from pydantic import TypeAdapter
 
 from adapters.influxdb import InfluxClient
 from adapters.sql import (
+    AccountedDaysRewritten,
     DemonstrationRepository,
     HourStamp,
     RangeSummary,
@@ -62,6 +63,7 @@ from pilot_core.accounted_days import (
     decode_detail,
     encode,
 )
+from pilot_core.comparison import KpiComparison
 from pilot_core.demonstration import DemonstrationPlan
 from pilot_core.device_hours import HOUR_MS, DeviceHour, DeviceRules, account_vector
 from pilot_core.device_rows import DeviceRows, build_hours
@@ -220,6 +222,32 @@ class DecodedHours:
         return answers
 
 
+class StationComparisons:
+    """Stations' comparisons by the key naming what each is computed from (``evaluation.StationMemo``), kept across
+    requests (least recently used go first): after late data for a few devices, only their stations' statistics
+    are computed again, not every station's of a plant."""
+
+    def __init__(self, capacity: int = 4096) -> None:
+        self.capacity = capacity
+        self._kept: OrderedDict[str, KpiComparison] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __call__(self, key: str | None, make: Callable[[], KpiComparison]) -> KpiComparison:
+        if key is None:
+            return make()
+        with self._lock:
+            found = self._kept.get(key)
+            if found is not None:
+                self._kept.move_to_end(key)
+                return found
+        made = make()
+        with self._lock:
+            self._kept[key] = made
+            while len(self._kept) > self.capacity:
+                self._kept.popitem(last=False)
+        return made
+
+
 class StoredSummaries:
     """Each plan's summaries of stored hours, with the line's roll-up mark they were read at, kept across requests:
     while the mark has not moved they are still true, so a repeated request reads one row, not every hour."""
@@ -258,6 +286,7 @@ class HourStore:
         stored_summaries: StoredSummaries | None = None,
     ) -> None:
         self.stored_summaries = stored_summaries or StoredSummaries()
+        self.station_comparisons = StationComparisons()
         self.stopping = stopping  # checked between days read: a server that is stopping stops reading
         self.decoded = decoded or DecodedHours()
         self.reread_after_ms = round(reread_after_s * 1000)
@@ -496,35 +525,87 @@ class HourStore:
         unsettled = stamp.computed_at_ms < start_ms + HOUR_MS + self.settle_ms
         return unsettled and now_ms - stamp.computed_at_ms >= self.reread_after_ms
 
-    def account(self, plan: DemonstrationPlan) -> dict[tuple[str, int], tuple[int, int]]:
+    def account(self, plan: DemonstrationPlan) -> int:
         """Account the plan's device-days that are not yet accounted under its rules and calendar, or whose stored
-        hours changed since (late data, a re-read), and store them; the roll-up job does it as hours are stored,
-        a comparison for what is left. Returns the check of every stored device-day of the plan's hours.
-
-        Each device's days are accounted under its build lock (``RollupRepository.building``), the checks read
-        again once it is held: replicas asked at once account a day once.
-        """
+        hours changed since (late data, a re-read), and store them: the roll-up job does it as hours are stored,
+        so that a comparison finds them. Returns how many days were accounted."""
+        checks = self._day_checks(plan)
         keys = accounting_keys(plan)
-        runs = _day_runs(plan_hours(plan))
-        checks = {}
-        for run in runs:
-            checks.update(self.rollups.day_checks(plan.site, plan.line, plan.devices, *run))
         stored = {
             (device, day): check
-            for run in runs
+            for run in _day_runs(plan_hours(plan))
             for device, day, check, _ in self.rollups.accounted_days(plan.site, plan.line, keys, *run, data=False)
         }
-        stale: dict[str, list[int]] = defaultdict(list)
-        for (device, day), check in checks.items():
-            if stored.get((device, day)) != check:
-                stale[device].append(day)
+        stale = [key for key, check in checks.items() if stored.get(key) != check]
+        return len(self._account_stale(plan, keys, stale))
+
+    def accounted(self, plan: DemonstrationPlan) -> AccountedHours | None:
+        """The plan's hours as their stored accounted days give them (what is not yet accounted, or changed, is
+        accounted first and stored), reading no device-hour; None for a plan with data corrections, which change
+        the hours themselves and so are applied to device-hours (``evaluate``)."""
+        if plan.corrections:
+            return None
+        wanted = plan_hours(plan)
+        checks = self._day_checks(plan)
+        keys = accounting_keys(plan)
+        found: dict[tuple[str, int], bytes] = {}
+        for run in _day_runs(wanted):
+            for device, day, check, data in self.rollups.accounted_days(plan.site, plan.line, keys, *run):
+                if checks.get((device, day)) == check and data is not None:
+                    found[(device, day)] = data
+        stale = [key for key in checks if key not in found]
+        for key, (check, data) in self._account_stale(plan, keys, stale).items():
+            checks[key] = check
+            found[key] = data
+        days: dict[str, list[AccountedDay]] = {device: [] for device in plan.devices}
+        for device, day in sorted(found):
+            days[device].append(decode_day(found[(device, day)]))
+
+        kept: dict[tuple[str, int], bytes] = {}
+
+        def details(device: str, starts: list[int]) -> dict[int, DayDetail]:
+            """Read for the same days of every device at once: a window's or an exclusion's edge cuts them alike."""
+            unread = [day for day in starts if (device, day) not in kept]
+            if unread:
+                wanted = {(d, day): checks[(d, day)] for d in plan.devices for day in unread if (d, day) in found}
+                kept.update(self.rollups.accounted_details(plan.site, plan.line, keys, wanted))
+            return {day: decode_detail(kept[(device, day)]) for day in starts}
+
+        def content(device: str) -> str:
+            named = sorted((day, check) for (d, day), check in checks.items() if d == device and (d, day) in found)
+            return hashlib.sha256(repr((keys[device], named)).encode("utf-8")).hexdigest()
+
+        hours = np.array(wanted, dtype=np.int64)
+        return AccountedHours.of_stored(
+            plan,
+            {d: StoredDevice(days[d], hours, functools.partial(details, d), content(d)) for d in plan.devices},
+        )
+
+    def _day_checks(self, plan: DemonstrationPlan) -> dict[tuple[str, int], tuple[int, int]]:
+        """The check of every stored device-day holding the plan's hours (``accounted_days.day_check``)."""
+        checks: dict[tuple[str, int], tuple[int, int]] = {}
+        for run in _day_runs(plan_hours(plan)):
+            checks.update(self.rollups.day_checks(plan.site, plan.line, plan.devices, *run))
+        return checks
+
+    def _account_stale(
+        self, plan: DemonstrationPlan, keys: Mapping[str, str], stale: Iterable[tuple[str, int]]
+    ) -> dict[tuple[str, int], tuple[tuple[int, int], bytes]]:
+        """The ``stale`` device-days accounted and stored, each device under its build lock: what another process
+        accounted while this one waited is taken as it stored it. Returns each day's check and AccountedDay."""
+        by_device: dict[str, list[int]] = defaultdict(list)
+        for device, day in stale:
+            by_device[device].append(day)
         calendars: dict[int, BucketCalendar] = {}
-        for device, days in stale.items():
+        done: dict[tuple[str, int], tuple[tuple[int, int], bytes]] = {}
+        for device, days in sorted(by_device.items()):
             self._check_stopping()
             with self.rollups.building(plan.site, plan.line, device) as rollups:
-                for day, check in self._account_days(rollups, plan, device, keys[device], sorted(days), calendars):
-                    checks[(device, day)] = check
-        return checks
+                for day, check, data in self._account_days(
+                    rollups, plan, device, keys[device], sorted(days), calendars
+                ):
+                    done[(device, day)] = (check, data)
+        return done
 
     def _account_days(
         self,
@@ -534,17 +615,16 @@ class HourStore:
         key: str,
         days: list[int],
         calendars: dict[int, BucketCalendar],
-    ) -> list[tuple[int, tuple[int, int]]]:
-        """One device's ``days``, under its lock: those another process has not accounted meanwhile are read,
-        accounted and stored; returns the check of each day as accounted now."""
+    ) -> list[tuple[int, tuple[int, int], bytes]]:
+        """One device's ``days``, under its lock: read, accounted and stored, but for those another process
+        accounted from the same hours meanwhile. Returns each day's check and AccountedDay as accounted now."""
         rules = DeviceRules.of(plan, device)
-        done: list[tuple[int, tuple[int, int]]] = []
+        done: list[tuple[int, tuple[int, int], bytes]] = []
         for run_start, run_end in _runs_of(days, DAY_MS):
-            checks = rollups.day_checks(plan.site, plan.line, [device], run_start, run_end)
             stored = {
-                day: check
-                for _, day, check, _ in rollups.accounted_days(
-                    plan.site, plan.line, {device: key}, run_start, run_end, data=False
+                day: (check, data)
+                for _, day, check, data in rollups.accounted_days(
+                    plan.site, plan.line, {device: key}, run_start, run_end
                 )
             }
             by_day: dict[int, list[tuple[str, DeviceHour]]] = defaultdict(list)
@@ -553,44 +633,18 @@ class HourStore:
             rows = []
             for day, found in sorted(by_day.items()):
                 check = day_check([f for f, _ in found])
-                done.append((day, check))
-                if stored.get(day) == check == checks.get((device, day)):
-                    continue  # accounted by another process while this one waited
+                kept = stored.get(day)
+                if kept is not None and kept[0] == check and kept[1] is not None:
+                    done.append((day, check, kept[1]))  # accounted by another process while this one waited
+                    continue
                 hours = [h for _, h in found]
                 hour_calendars = [_hour_calendar(plan, h.start_ms, calendars) for h in hours]
                 accounted, detail = account_day(hours, rules, hour_calendars)
-                rows.append((day, check, encode(accounted), encode(detail)))
+                data = encode(accounted)
+                rows.append((day, check, data, encode(detail)))
+                done.append((day, check, data))
             rollups.put_accounted_days(plan.site, plan.line, device, key, rows)
         return done
-
-    def accounted(self, plan: DemonstrationPlan) -> AccountedHours | None:
-        """The plan's hours as their stored accounted days give them (what is not yet accounted is accounted
-        first), reading no device-hour; None for a plan with data corrections, which change the hours themselves
-        and so are applied to device-hours (``evaluate``), as are days rewritten while they were read."""
-        if plan.corrections:
-            return None
-        wanted = plan_hours(plan)
-        checks = self.account(plan)
-        keys = accounting_keys(plan)
-        days: dict[str, list[AccountedDay]] = {device: [] for device in plan.devices}
-        seen = 0
-        for run in _day_runs(wanted):
-            for device, day, check, data in self.rollups.accounted_days(plan.site, plan.line, keys, *run):
-                if checks.get((device, day)) != check or data is None:
-                    return None  # rewritten since it was checked: the hours as they are now
-                days[device].append(decode_day(data))
-                seen += 1
-        if seen != len(checks):
-            return None
-
-        def detail(device: str, day: int) -> DayDetail:
-            return decode_detail(self.rollups.accounted_detail(plan.site, plan.line, device, keys[device], day))
-
-        hours = set(wanted)
-        return AccountedHours.of_stored(
-            plan,
-            {d: StoredDevice(days[d], hours, functools.partial(detail, d)) for d in plan.devices},
-        )
 
     def read(self, plan: DemonstrationPlan) -> dict[str, list[DeviceHour]]:
         hours: dict[str, list[DeviceHour]] = defaultdict(list)
@@ -776,7 +830,10 @@ class KpiService:
         if accounted is None:  # data corrections, or hours rewritten while they were read
             result = evaluate(plan, seen.plan_hash, self.hours.read(plan), intervals, self.hours.decoded.account)
         else:
-            result = evaluate_accounted(plan, seen.plan_hash, accounted, intervals)
+            try:
+                result = evaluate_accounted(plan, seen.plan_hash, accounted, intervals, self.hours.station_comparisons)
+            except AccountedDaysRewritten:  # rewritten while they were read: the hours as they are now
+                result = evaluate(plan, seen.plan_hash, self.hours.read(plan), intervals, self.hours.decoded.account)
         self.cache.put(
             seen.demonstration_id,
             seen.plan_version,

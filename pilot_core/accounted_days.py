@@ -18,6 +18,7 @@ import numpy as np
 
 from pilot_core.calendar import Calendar
 from pilot_core.device_hours import HOUR_MS, DeviceHour, DeviceRules, account_vector
+from pilot_core.histogram import RELATIVE_ACCURACY
 from pilot_core.kpi import COMPONENT_NAMES
 from pilot_core.time_accounting import BucketCalendar, ProductionTotals
 
@@ -28,22 +29,27 @@ _FINGERPRINT_BITS_HEX = 12  # 48 bits of an hour's fingerprint: a day's 24 sum t
 
 
 class AccountedDay(msgspec.Struct, array_like=True, gc=False):
-    """One device's stored hours of one day, accounted: every list has one entry per hour, in time order."""
+    """One device's stored hours of one day, accounted: columns of one entry per hour in time order, as bytes that
+    numpy reads without a Python object per hour (a plant's half-year is 36,000 of these)."""
 
-    starts: list[int]
+    starts: bytes  # int64
     vectors: bytes  # float64, hours × COMPONENT_NAMES, as account_vector gave them
+    flags: bytes  # uint8: SCHEDULED (the calendar has planned busy time in the hour), MACHINE, EXACT (kept values)
+    telemetry_points: bytes  # int64
+    seq_channels: list[str]
+    seq: bytes  # int64 rows: (hour in the day, index in seq_channels, received, first, last)
     missing: list[tuple[int, str]]  # (hour in the day, a product without an ideal cycle time): few or none
-    scheduled: list[bool]  # the calendar has planned busy time in the hour
-    machine: list[bool]
-    telemetry_points: list[int]
-    seq: list[tuple[int, str, int, int, int]]  # (hour in the day, channel, received, first, last)
-    exact: list[bool]  # the hour kept every cycle time's value
-    histogram_bins: list[int]  # the day's cycle-time histogram, merged: bin indices in order
-    histogram_counts: list[int]
+    histogram_bins: bytes  # int64: the day's cycle-time histogram, merged, bin indices in order
+    histogram_counts: bytes  # int64
     production: list[dict[str, ProductionTotals]] | None  # per hour, of output stations only (else None)
 
-    def matrix(self) -> np.ndarray:
-        return np.frombuffer(self.vectors, dtype=np.float64).reshape(len(self.starts), len(COMPONENT_NAMES))
+    @property
+    def hours(self) -> int:
+        return len(self.starts) // 8
+
+
+SCHEDULED, MACHINE, EXACT = 1, 2, 4
+SEQ_COLUMNS = 5
 
 
 class DayDetail(msgspec.Struct, array_like=True, gc=False):
@@ -96,28 +102,37 @@ def account_day(
     """One device's hours of one day (in time order), each with its hour's calendar, accounted as
     ``account_vector`` accounts them."""
     vectors = np.zeros((len(hours), len(COMPONENT_NAMES)))
+    flags = np.zeros(len(hours), dtype=np.uint8)
     missing: list[tuple[int, str]] = []
-    seq: list[tuple[int, str, int, int, int]] = []
+    channels: dict[str, int] = {}
+    seq: list[tuple[int, int, int, int, int]] = []
     merged: dict[int, int] = {}
     for index, (hour, calendar) in enumerate(zip(hours, calendars, strict=True)):
         vector, lacking = account_vector(hour, rules, calendar)
         vectors[index] = vector
+        flags[index] = (
+            (SCHEDULED if calendar.busy_ms > 0 else 0)
+            | (MACHINE if hour.machine else 0)
+            | (EXACT if hour.has_exact_cycle_times else 0)
+        )
         missing.extend((index, product) for product in sorted(lacking))
-        seq.extend((index, channel, s.received, s.first, s.last) for channel, s in hour.seq.items())
+        for channel, span in hour.seq.items():
+            seq.append((index, channels.setdefault(channel, len(channels)), span.received, span.first, span.last))
+        if hour.cycle_times.relative_accuracy != RELATIVE_ACCURACY:
+            raise ValueError("only histograms of the default accuracy are accounted ahead")
         for bin_index, count in hour.cycle_times.counts.items():
             merged[bin_index] = merged.get(bin_index, 0) + count
     bins = sorted(merged)
     day = AccountedDay(
-        starts=[h.start_ms for h in hours],
+        starts=np.array([h.start_ms for h in hours], dtype=np.int64).tobytes(),
         vectors=vectors.tobytes(),
+        flags=flags.tobytes(),
+        telemetry_points=np.array([h.telemetry_points for h in hours], dtype=np.int64).tobytes(),
+        seq_channels=list(channels),
+        seq=np.array(seq, dtype=np.int64).reshape(-1, SEQ_COLUMNS).tobytes(),
         missing=missing,
-        scheduled=[c.busy_ms > 0 for c in calendars],
-        machine=[h.machine for h in hours],
-        telemetry_points=[h.telemetry_points for h in hours],
-        seq=seq,
-        exact=[h.has_exact_cycle_times for h in hours],
-        histogram_bins=bins,
-        histogram_counts=[merged[b] for b in bins],
+        histogram_bins=np.array(bins, dtype=np.int64).tobytes(),
+        histogram_counts=np.array([merged[b] for b in bins], dtype=np.int64).tobytes(),
         production=[dict(h.production) for h in hours] if rules.is_output else None,
     )
     detail = DayDetail(

@@ -134,6 +134,17 @@ rollups = Table(
     # pilot_core.accounted_days.fingerprint_bits(fingerprint): summed per device-day, it tells whether an accounted
     # day still holds the hours stored now, from one aggregate query rather than every fingerprint.
     Column("fingerprint_bits", BigInteger, nullable=True),
+    # What the per-window and per-day aggregates read, so that they scan this index and not the hours' text.
+    Index(
+        "ix_rollups_summaries",
+        "site",
+        "line",
+        "device",
+        "hour_start_ms",
+        "fingerprint_bits",
+        "computed_at_ms",
+        "late_at_ms",
+    ),
 )
 
 # A device's stored hours of one UTC day accounted under a plan's rules and calendar (pilot_core.accounted_days),

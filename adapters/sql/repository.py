@@ -510,6 +510,11 @@ def organisation_id(session: Session, slug: str) -> int:
     return found
 
 
+class AccountedDaysRewritten(Exception):
+    """Accounted days were rewritten (their hours changed) between reading them and reading their detail: the
+    evaluation then goes the device-hour way, so no request sees this."""
+
+
 class HourStamp(NamedTuple):  # a tuple: read by the ten thousand on every request
     """What is known of a stored device-hour without decoding it."""
 
@@ -809,21 +814,28 @@ class RollupRepository:
                 if accounting.get(row[0]) == row[1]:
                     yield row[0], int(row[2]), (int(row[3]), int(row[4])), bytes(row[5]) if data else None
 
-    def accounted_detail(self, site: str, line: str, device: str, accounting: str, day_start_ms: int) -> bytes:
-        """The DayDetail stored with an accounted day."""
+    def accounted_details(
+        self, site: str, line: str, accounting: Mapping[str, str], checks: Mapping[tuple[str, int], tuple[int, int]]
+    ) -> dict[tuple[str, int], bytes]:
+        """The DayDetail stored with accounted days, by (device, day start) (``checks``: the check each was read
+        with; ``accounting``: device → key), in one query; a day rewritten since, or gone, raises LookupError."""
         t = rollup_accounts.c
-        query = select(t.detail).where(
+        query = select(t.device, t.accounting, t.day_start_ms, t.hours, t.fingerprint_sum, t.detail).where(
             t.site == site,
             t.line == line,
-            t.device == device,
-            t.accounting == accounting,
-            t.day_start_ms == day_start_ms,
+            t.device.in_(sorted({device for device, _ in checks})),
+            t.accounting.in_(sorted({accounting[device] for device, _ in checks})),
+            t.day_start_ms.in_(sorted({day for _, day in checks})),
         )
+        found: dict[tuple[str, int], bytes] = {}
         with self._connect() as connection:
-            found = connection.scalar(query)
-        if found is None:
-            raise LookupError(f"no accounted day {day_start_ms} of {device!r} under {accounting}")
-        return bytes(found)
+            for device, key, day, hours, bits, detail in connection.execute(query):
+                wanted = checks.get((device, int(day)))
+                if accounting.get(device) == key and wanted == (int(hours), int(bits)):
+                    found[(device, int(day))] = bytes(detail)
+        if len(found) != len(checks):
+            raise AccountedDaysRewritten("accounted days were rewritten while they were read")
+        return found
 
     def put_accounted_days(
         self,

@@ -49,6 +49,11 @@ def upgrade() -> None:
             .values(fingerprint_bits=sa.bindparam("b")),
             [{"s": s, "l": li, "d": d, "t": t, "b": int(f[:_FINGERPRINT_BITS_HEX], 16)} for s, li, d, t, f in rows],
         )
+    op.create_index(
+        "ix_rollups_summaries",
+        "rollups",
+        ["site", "line", "device", "hour_start_ms", "fingerprint_bits", "computed_at_ms", "late_at_ms"],
+    )
     op.create_table(
         "rollup_accounts",
         sa.Column("site", sa.String(128), nullable=False),
@@ -69,5 +74,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("rollup_accounts")
+    op.drop_index("ix_rollups_summaries", table_name="rollups")
     with op.batch_alter_table("rollups") as table:
         table.drop_column("fingerprint_bits")
