@@ -530,7 +530,9 @@ class StoredDevice(AccountedDevice):
         self._details = details
         sizes = np.array([d.hours for d in days], dtype=np.int64)
         every_start = np.frombuffer(b"".join(d.starts for d in days), dtype=np.int64)
-        kept = np.isin(every_start, wanted)  # the hours the plan reads: those touching its windows
+        # The hours the plan reads (``wanted``, sorted): those touching its windows.
+        at = np.minimum(np.searchsorted(wanted, every_start), max(len(wanted) - 1, 0))
+        kept = wanted[at] == every_start if len(wanted) else np.zeros(len(every_start), dtype=bool)
         self._days = [day_start(int(every_start[o])) for o in np.cumsum(sizes) - sizes] if len(days) else []
         self._day_hours = sizes
         day_of = np.repeat(np.arange(len(days)), sizes)
@@ -594,19 +596,22 @@ def _stored_seq(
     days: Sequence[AccountedDay], first_of_day: np.ndarray, kept: np.ndarray, row_of: np.ndarray
 ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
     """``_seq_columns`` of the kept hours of stored days."""
-    names: dict[str, int] = {}
-    parts = []
-    for day, first in zip(days, first_of_day.tolist(), strict=True):
-        rows = np.frombuffer(day.seq, dtype=np.int64).reshape(-1, SEQ_COLUMNS).copy()
-        if not len(rows):
-            continue
-        remap = np.array([names.setdefault(c, len(names)) for c in day.seq_channels], dtype=np.int64)
-        rows[:, 0] += first
-        rows[:, 1] = remap[rows[:, 1]]
-        parts.append(rows)
-    if not parts:
+    every = np.frombuffer(b"".join(d.seq for d in days), dtype=np.int64).reshape(-1, SEQ_COLUMNS).copy()
+    if not len(every):
         return {}
-    every = np.vstack(parts)
+    per_day = [len(d.seq) // (8 * SEQ_COLUMNS) for d in days]
+    every[:, 0] += np.repeat(first_of_day, per_day)  # the hour among all the days' hours
+    names: dict[str, int] = {}
+    remaps: dict[tuple[str, ...], np.ndarray] = {}  # by a day's channels: their numbers among all days'
+    day_remap = []
+    for day in days:
+        channels = tuple(day.seq_channels)
+        if channels not in remaps:
+            remaps[channels] = np.array([names.setdefault(c, len(names)) for c in channels], dtype=np.int64)
+        day_remap.append(remaps[channels])
+    if len(remaps) > 1 or any(not np.array_equal(r, np.arange(len(r))) for r in remaps.values()):
+        offsets = np.repeat(np.cumsum([0, *(len(r) for r in day_remap[:-1])]), per_day)
+        every[:, 1] = np.concatenate([np.zeros(0, dtype=np.int64), *day_remap])[every[:, 1] + offsets]
     every = every[kept[every[:, 0]]]
     columns = {}
     for name, index in names.items():
@@ -698,15 +703,19 @@ class AccountedHours:
         self, window: Window, groups: Sequence[Sequence[str]]
     ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
         chosen = [[(d, d.in_window(window)) for d in map(self.by_device.__getitem__, devices)] for devices in groups]
-        every = [d.starts[c] for group in chosen for d, c in group]
-        hours = np.unique(np.concatenate(every)) if every else np.zeros(0, dtype=np.int64)
+        hours = _hours_of([d.starts[rows] for group in chosen for d, rows in group], window)
         summed = []
         for group in chosen:
             units = np.zeros((len(hours), len(COMPONENT_NAMES)))
-            # Device after device, each hour's rows added in the order one np.add.at over them all would add them:
-            # the same sums to the last bit, without a copy of every device's rows at once.
+            # Device after device, each hour's row added in the order one np.add.at over them all would add them:
+            # the same sums to the last bit, without a copy of every device's rows at once. A device that has each
+            # hour once (as stored) adds each cell once, so a plain += does what np.add.at does, faster.
             for device, rows in group:
-                np.add.at(units, np.searchsorted(hours, device.starts[rows]), device.matrix[rows])
+                at = np.searchsorted(hours, device.starts[rows])
+                if len(at) < 2 or bool(np.all(np.diff(at) > 0)):
+                    units[at] += device.matrix[rows]
+                else:
+                    np.add.at(units, at, device.matrix[rows])
             summed.append(units)
         return hours, tuple(summed)
 
@@ -726,6 +735,19 @@ class AccountedHours:
         for own, output in (("cycle_time_s", "output_cycle_time_s"), ("cycles", "output_cycles")):
             units[:, COMPONENT_NAMES.index(output)] = units[:, COMPONENT_NAMES.index(own)]
         return units
+
+
+def _hours_of(starts: Sequence[np.ndarray], window: Window) -> np.ndarray:
+    """np.unique of the hour starts, in a window: counted on the window's grid of hours where they lie on it."""
+    if not starts:
+        return np.zeros(0, dtype=np.int64)
+    first = window.start_ms - window.start_ms % HOUR_MS
+    every = np.concatenate(starts)
+    if np.any((every - first) % HOUR_MS):
+        return np.unique(every)
+    present = np.zeros(max(0, -(-(window.end_ms - first) // HOUR_MS)), dtype=bool)
+    present[(every - first) // HOUR_MS] = True
+    return (first + np.flatnonzero(present) * HOUR_MS).astype(np.int64)
 
 
 def _merged(histograms: Sequence[LogHistogram]) -> LogHistogram:

@@ -571,9 +571,12 @@ class HourStore:
                 kept.update(self.rollups.accounted_details(plan.site, plan.line, keys, wanted))
             return {day: decode_detail(kept[(device, day)]) for day in starts}
 
+        named: dict[str, list[tuple[int, tuple[int, int]]]] = defaultdict(list)
+        for device, day in sorted(found):
+            named[device].append((day, checks[(device, day)]))
+
         def content(device: str) -> str:
-            named = sorted((day, check) for (d, day), check in checks.items() if d == device and (d, day) in found)
-            return hashlib.sha256(repr((keys[device], named)).encode("utf-8")).hexdigest()
+            return hashlib.sha256(repr((keys[device], named[device])).encode("utf-8")).hexdigest()
 
         hours = np.array(wanted, dtype=np.int64)
         return AccountedHours.of_stored(
