@@ -559,10 +559,12 @@ class StoredDevice(AccountedDevice):
         self._bins = np.frombuffer(b"".join(d.histogram_bins for d in days), dtype=np.int64)
         self._counts = np.frombuffer(b"".join(d.histogram_counts for d in days), dtype=np.int64)
         self._day_of_bin = np.repeat(np.arange(len(days)), [len(d.histogram_bins) // 8 for d in days])
-        production: list[Mapping[str, ProductionTotals]] = []
-        for day in days:
-            production.extend(day.production if day.production is not None else [{}] * day.hours)
-        self._production = list(itertools.compress(production, kept.tolist()))
+        self._production: list[Mapping[str, ProductionTotals]] | None = None  # None: not an output station's
+        if any(day.production is not None for day in days):
+            production: list[Mapping[str, ProductionTotals]] = []
+            for day in days:
+                production.extend(day.production if day.production is not None else [{}] * day.hours)
+            self._production = list(itertools.compress(production, kept.tolist()))
 
     def cycle_times(self, chosen: np.ndarray) -> CycleTimes:
         """As ``CycleTimes.of`` the chosen hours: a day whose every stored hour is chosen by its merged histogram."""
@@ -589,7 +591,7 @@ class StoredDevice(AccountedDevice):
         return CycleTimes(histogram, np.concatenate([np.zeros(0), *values]) if exact else None)
 
     def production_of(self, index: int) -> Mapping[str, ProductionTotals]:
-        return self._production[index]
+        return {} if self._production is None else self._production[index]
 
 
 def _stored_seq(

@@ -6,6 +6,11 @@ An ``AccountedDay`` holds that answer for the stored hours of one UTC day of one
 the comparison needs of each hour besides (coverage counts, seq ranges, production of output stations) and
 the day's cycle-time histogram merged. Each hour's own histogram and cycle-time values, needed only for a day
 a window or an exclusion cuts, are in a ``DayDetail`` kept apart.
+
+Every per-hour input of the statistics (the line's hourly units, the adjusted baseline's response and
+variables) is a row of ``vectors``, the components ``account_vector`` gives: a new per-hour variable (an
+ambient temperature for the adjusted baseline, say) is a component there, or one more column here, with
+``ACCOUNTING_FORMAT`` moved on so that stored days are accounted again.
 """
 
 from __future__ import annotations
