@@ -185,7 +185,12 @@ def main() -> int:
     parser.add_argument("--sizes", type=_sizes, help="devices x days, comma-separated: the scaling run")
     parser.add_argument("--influx-sizes", type=_sizes, help="devices x days read from InfluxDB by the roll-up job")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--comparisons-of", help=argparse.SUPPRESS)  # measure's server process: a database URL
     args = parser.parse_args()
+
+    if args.comparisons_of:
+        write_result(args.out, comparisons(args.comparisons_of, args.devices, args.days, args.repeat))
+        return 0
 
     if args.sizes or args.influx_sizes:
         result = scaling(args.sizes or [], args.influx_sizes or [], args.repeat, args.database_url)
@@ -203,7 +208,7 @@ def main() -> int:
     result = summary(args.devices, args.days, args.repeat, repeats)
     result["peak_rss_mb"] = peak_rss_mb()
     # Issue 23: the roll-up job's accounting of the plan's days (once per plan's rules and calendar, and again only
-    # for days whose hours changed), and the comparisons' own memory: resident before them, and their peak.
+    # for days whose hours changed), and the memory of the process that made the comparisons, as a server would.
     result["accounting"] = spread(accounting, repeats["decode_only"])
     result["accounting_s"] = result["accounting"]["median_s"]
     result["comparison_rss_before_mb"] = resident_mb[0]
@@ -221,30 +226,20 @@ def _sizes(text: str) -> list[tuple[int, int]]:
         raise argparse.ArgumentTypeError(f"sizes are devices x days, comma-separated (10x30,20x60): {text!r}") from None
 
 
-def peak_rss_mb(*, since_reset: bool = False) -> float:
-    """The highest resident memory of this process so far (Linux reports kB), or since ``reset_peak_rss``."""
-    if since_reset:
-        return _status_mb("VmHWM")
+def peak_rss_mb() -> float:
+    """The highest resident memory of this process so far (Linux reports kB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def rss_mb() -> float:
-    return _status_mb("VmRSS")
-
-
-def reset_peak_rss() -> None:
-    """Start the peak resident memory (VmHWM) again from the resident memory now (Linux 4.0 and later)."""
-    Path("/proc/self/clear_refs").write_text("5", encoding="ascii")
-
-
-def _status_mb(field: str) -> float:
+    """This process's resident memory now."""
     for line in Path("/proc/self/status").read_text(encoding="ascii").splitlines():
-        if line.startswith(f"{field}:"):
+        if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
-    raise LookupError(f"no {field} in /proc/self/status")
+    raise LookupError("no VmRSS in /proc/self/status")
 
 
-# The resident memory before the comparisons are measured, and the comparisons' peak (set by ``measure``).
+# The comparisons' server process: its resident memory after one comparison, and its peak (set by ``measure``).
 resident_mb = [0.0, 0.0]
 
 
@@ -281,10 +276,56 @@ def measure(database: Database, device_count: int, days: int, repeat: int) -> di
     for device in devices:
         rollups.upsert(the_plan.site, the_plan.line, device_hours(device, days, rng))
     demonstrations = DemonstrationRepository(database)
-    stored = demonstrations.freeze(demonstrations.create(the_plan, actor=BENCH).id, actor=BENCH)
+    demonstrations.freeze(demonstrations.create(the_plan, actor=BENCH).id, actor=BENCH)
     registry = DeviceRegistry([], load_profiles())
     with InfluxClient(InfluxSettings()) as unused:  # every hour is settled: InfluxDB is never asked
         service = KpiService(demonstrations, HourStore(rollups, unused, registry), ResultCache(database))
+
+        def forget_everything() -> None:  # as a server that has just started
+            with database.engine.begin() as connection:
+                connection.execute(delete(CachedResultRecord))
+            service.hours.decoded = DecodedHours()
+
+        def decode() -> None:
+            service.hours.read(the_plan)
+
+        def forget_accounting() -> None:  # as before the roll-up job accounted the plan's days
+            with database.engine.begin() as connection:
+                connection.execute(delete(rollup_accounts))
+
+        def account() -> None:
+            service.hours.account(the_plan)
+
+        accounting = timed(account, repeat, setup=forget_accounting)
+        # The comparisons in a server of their own (a process that has seeded and accounted holds what it freed).
+        measured = comparisons_apart(str(database.engine.url), device_count, days, repeat)
+        # Decoding every stored hour (the baseline) last: what it holds is not the comparison's.
+        return {"decode_only": timed(decode, repeat, setup=forget_everything), **measured, "accounting": accounting}
+
+
+def comparisons_apart(url: str, device_count: int, days: int, repeat: int) -> dict[str, Repeats]:
+    """``comparisons`` in a process of its own, whose resident memory is the server's (``resident_mb``)."""
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "comparisons.json"
+        command = [sys.executable, "-m", "bench.comparison", "--comparisons-of", url, "--devices", str(device_count)]
+        subprocess.run([*command, "--days", str(days), "--repeat", str(repeat), "--out", str(out)], check=True)
+        found = json.loads(out.read_text(encoding="utf-8"))
+    resident_mb[0], resident_mb[1] = found["rss_before_mb"], found["peak_rss_mb"]
+    return {name: Repeats(*found[name]) for name in ("first", "cold", "warm")}
+
+
+def comparisons(url: str, device_count: int, days: int, repeat: int) -> dict[str, Any]:
+    """First, cold and warm comparisons of the stored plan (``measure`` stored it and accounted its days), in this
+    process, as a running server makes them; with its resident memory after one comparison, and its peak."""
+    devices = [f"station-{i:02d}" for i in range(device_count)]
+    the_plan = plan(devices, days)
+    database = Database(url)
+    rollups = RollupRepository(database)
+    demonstrations = DemonstrationRepository(database)
+    stored = demonstrations.list()[0]
+    with database, InfluxClient(InfluxSettings()) as unused:
+        store = HourStore(rollups, unused, DeviceRegistry([], load_profiles()))
+        service = KpiService(demonstrations, store, ResultCache(database))
 
         def clear_cache() -> None:
             with database.engine.begin() as connection:
@@ -310,33 +351,15 @@ def measure(database: Database, device_count: int, days: int, repeat: int) -> di
         def warm() -> None:
             assert service.evaluate(stored.id).cached
 
-        def decode() -> None:
-            service.hours.read(the_plan)
-
-        def forget_accounting() -> None:  # as before the roll-up job accounted the plan's days
-            with database.engine.begin() as connection:
-                connection.execute(delete(rollup_accounts))
-
-        def account() -> None:
-            service.hours.account(the_plan)
-
-        accounting = timed(account, repeat, setup=forget_accounting)
         forget_everything()
         evaluate_uncached()  # imports and first-use costs out of the way
-        resident_mb[0] = rss_mb()
-        reset_peak_rss()  # the comparisons' own peak, not the seeding's or the accounting's
+        before = rss_mb()
         measured = {
             "first": timed(evaluate_uncached, repeat, setup=forget_everything),
             "cold": timed(evaluate_uncached, repeat, setup=late_data),
             "warm": timed(warm, repeat),
         }
-        resident_mb[1] = peak_rss_mb(since_reset=True)
-        # Decoding every stored hour (the baseline) last: what it holds is not the comparison's.
-        return {
-            "decode_only": timed(decode, repeat, setup=forget_everything),
-            **measured,
-            "accounting": accounting,
-        }
+    return {**{k: list(v) for k, v in measured.items()}, "rss_before_mb": before, "peak_rss_mb": peak_rss_mb()}
 
 
 def summary(devices: int, days: int, repeat: int, repeats: dict[str, Repeats]) -> dict[str, Any]:

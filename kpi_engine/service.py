@@ -20,13 +20,14 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import hashlib
+import itertools
 import threading
 import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 from pydantic import TypeAdapter
@@ -85,6 +86,7 @@ _NOTHING_MISSING: frozenset[str] = frozenset()  # shared: most hours miss no ide
 _LISTED_SCOPES = 16  # plans whose list of stored hours is kept (each a fingerprint per device-hour)
 
 Progress = Callable[[str], None]
+Kept = TypeVar("Kept")
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,26 +250,30 @@ class StationComparisons:
         return made
 
 
-class StoredSummaries:
-    """Each plan's summaries of stored hours, with the line's roll-up mark they were read at, kept across requests:
-    while the mark has not moved they are still true, so a repeated request reads one row, not every hour."""
+class KeptAtMark(Generic[Kept]):
+    """What was read of a plan's stored hours, with the line's roll-up mark it was read at, kept across requests:
+    while the mark has not moved it is still true, so a repeated request reads one row, not every hour."""
 
     def __init__(self, capacity: int = 256) -> None:
         self.capacity = capacity
-        self._kept: OrderedDict[tuple[Any, ...], tuple[int, list[dict[str, RangeSummary]]]] = OrderedDict()
+        self._kept: OrderedDict[tuple[Any, ...], tuple[int, Kept]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: tuple[Any, ...], mark: int) -> list[dict[str, RangeSummary]] | None:
+    def get(self, key: tuple[Any, ...], mark: int) -> Kept | None:
         with self._lock:
             kept = self._kept.get(key)
             return kept[1] if kept is not None and kept[0] == mark else None
 
-    def keep(self, key: tuple[Any, ...], mark: int, summaries: list[dict[str, RangeSummary]]) -> None:
+    def keep(self, key: tuple[Any, ...], mark: int, found: Kept) -> None:
         with self._lock:
-            self._kept[key] = (mark, summaries)
+            self._kept[key] = (mark, found)
             self._kept.move_to_end(key)
             while len(self._kept) > self.capacity:
                 self._kept.popitem(last=False)
+
+
+class StoredSummaries(KeptAtMark[list[dict[str, RangeSummary]]]):
+    """Each plan's summaries of stored hours per window and device (``HourStore.summaries``)."""
 
 
 class HourStore:
@@ -287,6 +293,8 @@ class HourStore:
     ) -> None:
         self.stored_summaries = stored_summaries or StoredSummaries()
         self.station_comparisons = StationComparisons()
+        # The days' checks, found by the same scan as the windows' summaries.
+        self._checks: KeptAtMark[dict[tuple[str, int], tuple[int, int]]] = KeptAtMark()
         self.stopping = stopping  # checked between days read: a server that is stopping stops reading
         self.decoded = decoded or DecodedHours()
         self.reread_after_ms = round(reread_after_s * 1000)
@@ -304,10 +312,22 @@ class HourStore:
         kept = self.stored_summaries.get(key, mark)
         if kept is not None:
             return kept
-        found = [
-            self.rollups.summary(plan.site, plan.line, plan.devices, _hour_floor(w.start_ms), w.end_ms)
-            for w in plan.windows
-        ]
+        ranges = sorted((_hour_floor(w.start_ms), w.end_ms) for w in plan.windows)
+        if all(a[1] <= b[0] for a, b in itertools.pairwise(ranges)):
+            # One scan gives the windows' summaries and the days' checks that accounted() reads next.
+            found, checks = self.rollups.summaries_and_checks(
+                plan.site,
+                plan.line,
+                plan.devices,
+                [(_hour_floor(w.start_ms), w.end_ms) for w in plan.windows],
+                _day_runs(plan_hours(plan)),
+            )
+            self._checks.keep(key, mark, checks)
+        else:  # windows sharing an hour (one ends, the next begins, within it): the hour is in both summaries
+            found = [
+                self.rollups.summary(plan.site, plan.line, plan.devices, _hour_floor(w.start_ms), w.end_ms)
+                for w in plan.windows
+            ]
         self.stored_summaries.keep(key, mark, found)
         return found
 
@@ -585,7 +605,13 @@ class HourStore:
         )
 
     def _day_checks(self, plan: DemonstrationPlan) -> dict[tuple[str, int], tuple[int, int]]:
-        """The check of every stored device-day holding the plan's hours (``accounted_days.day_check``)."""
+        """The check of every stored device-day holding the plan's hours (``accounted_days.day_check``), as
+        ``summaries`` found them if the line's roll-up mark has not moved since."""
+        mark = self.rollups.mark(plan.site, plan.line)
+        key = (plan.site, plan.line, tuple(plan.devices), tuple((w.start_ms, w.end_ms) for w in plan.windows))
+        known = self._checks.get(key, mark)
+        if known is not None:
+            return dict(known)
         checks: dict[tuple[str, int], tuple[int, int]] = {}
         for run in _day_runs(plan_hours(plan)):
             checks.update(self.rollups.day_checks(plan.site, plan.line, plan.devices, *run))

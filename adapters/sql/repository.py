@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import orjson
-from sqlalchemy import Connection, bindparam, false, func, select, update
+from sqlalchemy import Connection, and_, bindparam, case, false, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -774,6 +774,55 @@ class RollupRepository:
         if len(decoded) < len(missing):  # rewritten between the two queries: read them all as they are now
             return self.read_fingerprinted(site, line, devices, start_ms, end_ms)
         return [(f, known.get(f) or decoded[f]) for f in fingerprints]
+
+    def summaries_and_checks(
+        self,
+        site: str,
+        line: str,
+        devices: Sequence[str],
+        ranges: Sequence[tuple[int, int]],
+        days: Sequence[tuple[int, int]],
+    ) -> tuple[list[dict[str, RangeSummary]], dict[tuple[str, int], tuple[int, int]]]:
+        """``summary`` of each of ``ranges`` (which must not overlap) and ``day_checks`` over ``days`` (runs of
+        whole days holding the ranges), from one scan of the hours grouped by device, day and range."""
+        start = rollups.c.hour_start_ms
+        day = start - start % DAY_MS
+        ranged = case(*((and_(start >= low, start < high), index) for index, (low, high) in enumerate(ranges)))
+        summed = [dict[str, list[Any]]() for _ in ranges]
+        checks: dict[tuple[str, int], tuple[int, int]] = {}
+        with self._connect() as connection:
+            for low, high in days:
+                query = (
+                    select(
+                        rollups.c.device,
+                        day,
+                        ranged,
+                        func.count(),
+                        func.sum(rollups.c.fingerprint_bits),
+                        func.max(rollups.c.computed_at_ms),
+                        func.min(rollups.c.computed_at_ms - start),
+                        func.count(rollups.c.late_at_ms),
+                        func.max(rollups.c.late_at_ms),
+                    )
+                    .where(*_in_range(site, line, devices, low, high))
+                    .group_by(rollups.c.device, day, ranged)
+                )
+                for device, at, index, n, bits, last, least, late, last_late in connection.execute(query):
+                    hours, total = checks.get((device, int(at)), (0, 0))
+                    checks[(device, int(at))] = (hours + int(n), total + int(bits or 0))
+                    if index is None:
+                        continue
+                    kept = summed[int(index)].get(device)
+                    if kept is None:
+                        summed[int(index)][device] = [int(n), last, least, int(late), last_late]
+                        continue
+                    kept[0] += int(n)
+                    kept[1] = max(kept[1], last)
+                    kept[2] = min(kept[2], least)
+                    kept[3] += int(late)
+                    if last_late is not None:
+                        kept[4] = last_late if kept[4] is None else max(kept[4], last_late)
+        return [{d: RangeSummary(*values) for d, values in by_device.items()} for by_device in summed], checks
 
     def day_checks(
         self, site: str, line: str, devices: Sequence[str], start_ms: int, end_ms: int

@@ -252,3 +252,22 @@ def test_a_plan_with_data_corrections_is_evaluated_from_its_device_hours(tmp_pat
         store = hour_store(database, unused)
         stored_plant(store, plant_hours())
         assert store.accounted(corrected) is None
+
+
+def test_one_scan_gives_the_windows_summaries_and_the_days_checks_that_their_own_queries_give(tmp_path: Path) -> None:
+    hours = plant_hours(seed=2)
+    plan = plant_plan()
+    with Database(default_url(tmp_path)) as database, InfluxClient(InfluxSettings()) as unused:
+        database.upgrade()
+        store = hour_store(database, unused)
+        stored_plant(store, hours)
+        late = hours["press-2"][5 * 24 + 9]
+        store.rollups.upsert("s", "l", [late], late=True)  # one hour marked late, later than the others
+        each = [
+            store.rollups.summary("s", "l", plan.devices, w.start_ms - w.start_ms % HOUR_MS, w.end_ms)
+            for w in plan.windows
+        ]
+        assert store.summaries(plan) == each
+        days = {t - t % DAY_MS for t in plan_hours(plan)}
+        checks = store.rollups.day_checks("s", "l", plan.devices, min(days), max(days) + DAY_MS)
+        assert store._day_checks(plan) == checks
