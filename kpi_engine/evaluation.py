@@ -535,9 +535,11 @@ class StoredDevice(AccountedDevice):
         kept = wanted[at] == every_start if len(wanted) else np.zeros(len(every_start), dtype=bool)
         self._days = [day_start(int(every_start[o])) for o in np.cumsum(sizes) - sizes] if len(days) else []
         self._day_hours = sizes
-        day_of = np.repeat(np.arange(len(days)), sizes)
+        day_of = np.repeat(np.arange(len(days), dtype=np.int32), sizes)
         self._day_of = day_of[kept]
-        self._position = (np.arange(len(every_start)) - np.repeat(np.cumsum(sizes) - sizes, sizes))[kept]
+        self._position = (np.arange(len(every_start)) - np.repeat(np.cumsum(sizes) - sizes, sizes))[kept].astype(
+            np.int32
+        )
         self.starts = every_start[kept]
         vectors = np.frombuffer(b"".join(d.vectors for d in days), dtype=np.float64)
         self.matrix = vectors.reshape(-1, len(COMPONENT_NAMES))[kept]  # a copy: the plan's exclusions zero rows
@@ -556,9 +558,11 @@ class StoredDevice(AccountedDevice):
             if kept[first_of_day[i] + hour]
         ]
         self.seq = _stored_seq(days, first_of_day, kept, row_of)
-        self._bins = np.frombuffer(b"".join(d.histogram_bins for d in days), dtype=np.int64)
-        self._counts = np.frombuffer(b"".join(d.histogram_counts for d in days), dtype=np.int64)
-        self._day_of_bin = np.repeat(np.arange(len(days)), [len(d.histogram_bins) // 8 for d in days])
+        # Bin indices and counts are small integers: kept as int32 (a plant holds 40 bins a device-day), summed
+        # as int64 by _merged_bins.
+        self._bins = np.frombuffer(b"".join(d.histogram_bins for d in days), dtype=np.int64).astype(np.int32)
+        self._counts = np.frombuffer(b"".join(d.histogram_counts for d in days), dtype=np.int64).astype(np.int32)
+        self._day_of_bin = np.repeat(np.arange(len(days), dtype=np.int32), [len(d.histogram_bins) // 8 for d in days])
         self._production: list[Mapping[str, ProductionTotals]] | None = None  # None: not an output station's
         if any(day.production is not None for day in days):
             production: list[Mapping[str, ProductionTotals]] = []
@@ -572,8 +576,8 @@ class StoredDevice(AccountedDevice):
         whole = per_day == self._day_hours
         exact = bool(self.exact[chosen].all())
         from_days = whole[self._day_of_bin]
-        bins = [self._bins[from_days]]
-        counts = [self._counts[from_days]]
+        bins = [self._bins[from_days].astype(np.int64)]
+        counts = [self._counts[from_days].astype(np.int64)]
         values: list[np.ndarray] = []
         read = np.flatnonzero((per_day > 0) & (~whole | exact)).tolist()
         if read:

@@ -556,8 +556,7 @@ class HourStore:
             for run in _day_runs(plan_hours(plan))
             for device, day, check, _ in self.rollups.accounted_days(plan.site, plan.line, keys, *run, data=False)
         }
-        stale = [key for key, check in checks.items() if stored.get(key) != check]
-        return len(self._account_stale(plan, keys, stale))
+        return self._account_stale(plan, keys, [key for key, check in checks.items() if stored.get(key) != check])
 
     def accounted(self, plan: DemonstrationPlan) -> AccountedHours | None:
         """The plan's hours as their stored accounted days give them (what is not yet accounted, or changed, is
@@ -566,43 +565,46 @@ class HourStore:
         if plan.corrections:
             return None
         wanted = plan_hours(plan)
-        checks = self._day_checks(plan)
+        hours = np.array(wanted, dtype=np.int64)
+        runs = _day_runs(wanted)
         keys = accounting_keys(plan)
-        found: dict[tuple[str, int], bytes] = {}
-        for run in _day_runs(wanted):
-            for device, day, check, data in self.rollups.accounted_days(plan.site, plan.line, keys, *run):
-                if checks.get((device, day)) == check and data is not None:
-                    found[(device, day)] = data
-        stale = [key for key in checks if key not in found]
-        for key, (check, data) in self._account_stale(plan, keys, stale).items():
-            checks[key] = check
-            found[key] = data
-        days: dict[str, list[AccountedDay]] = {device: [] for device in plan.devices}
-        for device, day in sorted(found):
-            days[device].append(decode_day(found[(device, day)]))
-
+        by_device: dict[str, dict[int, tuple[int, int]]] = {device: {} for device in plan.devices}
+        for (device, day), check in self._day_checks(plan).items():
+            by_device[device][day] = check
+        read: dict[tuple[str, int], tuple[int, int]] = {}  # the days read, by the check they were read with
         kept: dict[tuple[str, int], bytes] = {}
 
         def details(device: str, starts: list[int]) -> dict[int, DayDetail]:
             """Read for the same days of every device at once: a window's or an exclusion's edge cuts them alike."""
             unread = [day for day in starts if (device, day) not in kept]
             if unread:
-                wanted = {(d, day): checks[(d, day)] for d in plan.devices for day in unread if (d, day) in found}
-                kept.update(self.rollups.accounted_details(plan.site, plan.line, keys, wanted))
+                chosen = {(d, day): read[(d, day)] for d in plan.devices for day in unread if (d, day) in read}
+                kept.update(self.rollups.accounted_details(plan.site, plan.line, keys, chosen))
             return {day: decode_detail(kept[(device, day)]) for day in starts}
 
-        named: dict[str, list[tuple[int, tuple[int, int]]]] = defaultdict(list)
-        for device, day in sorted(found):
-            named[device].append((day, checks[(device, day)]))
-
-        def content(device: str) -> str:
-            return hashlib.sha256(repr((keys[device], named[device])).encode("utf-8")).hexdigest()
-
-        hours = np.array(wanted, dtype=np.int64)
-        return AccountedHours.of_stored(
-            plan,
-            {d: StoredDevice(days[d], hours, functools.partial(details, d), content(d)) for d in plan.devices},
-        )
+        devices: dict[str, StoredDevice] = {}
+        calendars: dict[int, BucketCalendar] = {}
+        for device in plan.devices:  # one device's days in memory at a time, as bytes and decoded
+            checks = by_device[device]
+            days: dict[int, AccountedDay] = {}
+            for run in runs:
+                for _, day, check, data in self.rollups.accounted_days(
+                    plan.site, plan.line, {device: keys[device]}, *run
+                ):
+                    if checks.get(day) == check and data is not None:
+                        days[day] = decode_day(data)
+                        read[(device, day)] = check
+            stale = sorted(day for day in checks if day not in days)
+            if stale:
+                for day, check, data in self._account_device(plan, device, keys[device], stale, calendars):
+                    days[day] = decode_day(data)
+                    read[(device, day)] = check
+            named = [(day, read[(device, day)]) for day in sorted(days)]
+            content = hashlib.sha256(repr((keys[device], named)).encode("utf-8")).hexdigest()
+            devices[device] = StoredDevice(
+                [days[day] for day in sorted(days)], hours, functools.partial(details, device), content
+            )
+        return AccountedHours.of_stored(plan, devices)
 
     def _day_checks(self, plan: DemonstrationPlan) -> dict[tuple[str, int], tuple[int, int]]:
         """The check of every stored device-day holding the plan's hours (``accounted_days.day_check``), as
@@ -617,24 +619,25 @@ class HourStore:
             checks.update(self.rollups.day_checks(plan.site, plan.line, plan.devices, *run))
         return checks
 
-    def _account_stale(
-        self, plan: DemonstrationPlan, keys: Mapping[str, str], stale: Iterable[tuple[str, int]]
-    ) -> dict[tuple[str, int], tuple[tuple[int, int], bytes]]:
-        """The ``stale`` device-days accounted and stored, each device under its build lock: what another process
-        accounted while this one waited is taken as it stored it. Returns each day's check and AccountedDay."""
+    def _account_stale(self, plan: DemonstrationPlan, keys: Mapping[str, str], stale: Iterable[tuple[str, int]]) -> int:
+        """The ``stale`` device-days accounted and stored (``_account_device``); returns how many."""
         by_device: dict[str, list[int]] = defaultdict(list)
         for device, day in stale:
             by_device[device].append(day)
         calendars: dict[int, BucketCalendar] = {}
-        done: dict[tuple[str, int], tuple[tuple[int, int], bytes]] = {}
-        for device, days in sorted(by_device.items()):
-            self._check_stopping()
-            with self.rollups.building(plan.site, plan.line, device) as rollups:
-                for day, check, data in self._account_days(
-                    rollups, plan, device, keys[device], sorted(days), calendars
-                ):
-                    done[(device, day)] = (check, data)
-        return done
+        return sum(
+            len(self._account_device(plan, device, keys[device], sorted(days), calendars))
+            for device, days in sorted(by_device.items())
+        )
+
+    def _account_device(
+        self, plan: DemonstrationPlan, device: str, key: str, days: list[int], calendars: dict[int, BucketCalendar]
+    ) -> list[tuple[int, tuple[int, int], bytes]]:
+        """A device's ``days`` accounted and stored under its build lock: what another process accounted while
+        this one waited is taken as it stored it. Returns each day's check and AccountedDay."""
+        self._check_stopping()
+        with self.rollups.building(plan.site, plan.line, device) as rollups:
+            return self._account_days(rollups, plan, device, key, days, calendars)
 
     def _account_days(
         self,
