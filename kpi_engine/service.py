@@ -293,8 +293,8 @@ class HourStore:
     ) -> None:
         self.stored_summaries = stored_summaries or StoredSummaries()
         self.station_comparisons = StationComparisons()
-        # The days' checks, found by the same scan as the windows' summaries.
-        self._checks: KeptAtMark[dict[tuple[str, int], tuple[int, int]]] = KeptAtMark()
+        # The days' checks, found by the same scan as the windows' summaries (a plant's half-year: 36,000).
+        self._checks: KeptAtMark[dict[tuple[str, int], tuple[int, int]]] = KeptAtMark(capacity=16)
         self.stopping = stopping  # checked between days read: a server that is stopping stops reading
         self.decoded = decoded or DecodedHours()
         self.reread_after_ms = round(reread_after_s * 1000)
