@@ -271,3 +271,14 @@ def test_one_scan_gives_the_windows_summaries_and_the_days_checks_that_their_own
         days = {t - t % DAY_MS for t in plan_hours(plan)}
         checks = store.rollups.day_checks("s", "l", plan.devices, min(days), max(days) + DAY_MS)
         assert store._day_checks(plan) == checks
+
+
+def test_a_device_with_no_stored_hour_reads_as_evaluate_reads_it(tmp_path: Path) -> None:
+    hours = plant_hours(seed=3)
+    plan = plant_plan(devices=[*DEVICES, "press-9"])  # in scope, never sent anything
+    with Database(default_url(tmp_path)) as database, InfluxClient(InfluxSettings()) as unused:
+        database.upgrade()
+        store = hour_store(database, unused)
+        stored_plant(store, hours)
+        fast, oracle = both(store, plan, hours)
+        assert fast == oracle
