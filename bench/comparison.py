@@ -1,14 +1,14 @@
 """Comparison latency: a 30-day, 20-device demonstration evaluated from stored device-hours.
 
 First: the first request after a server starts: the device-hours are in the
-database (the roll-up step has run), but none is decoded yet and no result is
-cached. Cold: no cached result (new data came), in a running server that has
-decoded the unchanged hours before and kept their accounting under the plan
-(``DecodedHours``), so only changed hours are accounted again before the
-comparison; a plan version that changes the accounting's rules accounts every
-hour again, as a first request does. Warm: the same request again, answered
-from the result cache after checking that no hour changed. Reading InfluxDB is not timed: that happens once
-per hour of data, not per request.
+database and the roll-up job has accounted them under the plan (``HourStore.account``: one row per device-day
+in ``rollup_accounts``), but nothing is in the server's memory and no result is cached. Cold: late data for one
+hour of the output station (stored as a re-read marks it), so no cached result, in a running server: that day
+is accounted again, every line comparison computed again, and the stations' comparisons of unchanged stations
+come from the server's memo (``StationComparisons``). Warm: the same request again, answered from the result
+cache after checking that no hour changed. Accounting (reported beside, not in ``measurements``): the roll-up
+job's accounting of every device-day of the plan from nothing, done once per plan's rules and calendar. Reading
+InfluxDB is not timed: that happens once per hour of data, not per request.
 
 The baseline, measured in the same run, is decoding the stored hours alone
 (the floor under any cold evaluation); figures are also given in seconds
@@ -59,10 +59,10 @@ from adapters import local_services
 from adapters.catalog import load_profiles
 from adapters.influxdb import InfluxClient, InfluxSettings
 from adapters.sql import Database, DemonstrationRepository, ResultCache, RollupRepository, default_url
-from adapters.sql.models import CachedResultRecord
+from adapters.sql.models import CachedResultRecord, rollup_accounts
 from adapters.sql.models import rollups as rollups_table
 from bench.results import write_result
-from kpi_engine.service import DecodedHours, HourStore, KpiService
+from kpi_engine.service import DecodedHours, HourStore, KpiService, StationComparisons, StoredSummaries
 from pilot_core.access import Actor
 from pilot_core.contract import TimeClass
 from pilot_core.demonstration import DemonstrationPlan
@@ -76,7 +76,7 @@ from pilot_core.validation import PRODUCTION_MEASUREMENT, STATE_MEASUREMENT
 BENCH = Actor.system("bench.comparison")
 
 SEOUL = dt.timezone(dt.timedelta(hours=9))
-START = dt.datetime(2026, 9, 7, tzinfo=SEOUL)  # a Monday, long settled
+START = dt.datetime(2026, 3, 2, tzinfo=SEOUL)  # a Monday, long settled: a plant's 180 days end in August
 
 
 def plan(devices: list[str], days: int) -> DemonstrationPlan:
@@ -185,7 +185,12 @@ def main() -> int:
     parser.add_argument("--sizes", type=_sizes, help="devices x days, comma-separated: the scaling run")
     parser.add_argument("--influx-sizes", type=_sizes, help="devices x days read from InfluxDB by the roll-up job")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--comparisons-of", help=argparse.SUPPRESS)  # measure's server process: a database URL
     args = parser.parse_args()
+
+    if args.comparisons_of:
+        write_result(args.out, comparisons(args.comparisons_of, args.devices, args.days, args.repeat))
+        return 0
 
     if args.sizes or args.influx_sizes:
         result = scaling(args.sizes or [], args.influx_sizes or [], args.repeat, args.database_url)
@@ -199,8 +204,15 @@ def main() -> int:
             repeats = measure(database, args.devices, args.days, args.repeat)
         finally:
             database.dispose()
+    accounting = repeats.pop("accounting")
     result = summary(args.devices, args.days, args.repeat, repeats)
     result["peak_rss_mb"] = peak_rss_mb()
+    # Issue 23: the roll-up job's accounting of the plan's days (once per plan's rules and calendar, and again only
+    # for days whose hours changed), and the memory of the process that made the comparisons, as a server would.
+    result["accounting"] = spread(accounting, repeats["decode_only"])
+    result["accounting_s"] = result["accounting"]["median_s"]
+    result["comparison_rss_before_mb"] = resident_mb[0]
+    result["comparison_peak_rss_mb"] = resident_mb[1]
     print_table(result)
     if args.out:
         write_result(args.out, result)
@@ -219,6 +231,18 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def rss_mb() -> float:
+    """This process's resident memory now."""
+    for line in Path("/proc/self/status").read_text(encoding="ascii").splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise LookupError("no VmRSS in /proc/self/status")
+
+
+# The comparisons' server process: its resident memory after one comparison, and its peak (set by ``measure``).
+resident_mb = [0.0, 0.0]
+
+
 def scaling(
     sizes: list[tuple[int, int]], influx_sizes: list[tuple[int, int]], repeat: int, database_url: str | None
 ) -> dict[str, Any]:
@@ -234,7 +258,7 @@ def scaling(
             subprocess.run(command, check=True)
             runs.append(json.loads(out.read_text(encoding="utf-8")))
     for run in runs:
-        for name in ("first", "cold", "warm", "decode_only"):
+        for name in ("first", "cold", "warm", "decode_only", "accounting"):
             run[f"{name}_us_per_hour"] = run[f"{name}_s"] / run["device_hours"] * 1e6
             run[f"{name}_per_hour_over_smallest"] = run[f"{name}_us_per_hour"] / runs[0][f"{name}_us_per_hour"]
     reads = influx_reads(influx_sizes, repeat) if influx_sizes else []
@@ -252,10 +276,56 @@ def measure(database: Database, device_count: int, days: int, repeat: int) -> di
     for device in devices:
         rollups.upsert(the_plan.site, the_plan.line, device_hours(device, days, rng))
     demonstrations = DemonstrationRepository(database)
-    stored = demonstrations.freeze(demonstrations.create(the_plan, actor=BENCH).id, actor=BENCH)
+    demonstrations.freeze(demonstrations.create(the_plan, actor=BENCH).id, actor=BENCH)
     registry = DeviceRegistry([], load_profiles())
     with InfluxClient(InfluxSettings()) as unused:  # every hour is settled: InfluxDB is never asked
         service = KpiService(demonstrations, HourStore(rollups, unused, registry), ResultCache(database))
+
+        def forget_everything() -> None:  # as a server that has just started
+            with database.engine.begin() as connection:
+                connection.execute(delete(CachedResultRecord))
+            service.hours.decoded = DecodedHours()
+
+        def decode() -> None:
+            service.hours.read(the_plan)
+
+        def forget_accounting() -> None:  # as before the roll-up job accounted the plan's days
+            with database.engine.begin() as connection:
+                connection.execute(delete(rollup_accounts))
+
+        def account() -> None:
+            service.hours.account(the_plan)
+
+        accounting = timed(account, repeat, setup=forget_accounting)
+        # The comparisons in a server of their own (a process that has seeded and accounted holds what it freed).
+        measured = comparisons_apart(str(database.engine.url), device_count, days, repeat)
+        # Decoding every stored hour (the baseline) last: what it holds is not the comparison's.
+        return {"decode_only": timed(decode, repeat, setup=forget_everything), **measured, "accounting": accounting}
+
+
+def comparisons_apart(url: str, device_count: int, days: int, repeat: int) -> dict[str, Repeats]:
+    """``comparisons`` in a process of its own, whose resident memory is the server's (``resident_mb``)."""
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "comparisons.json"
+        command = [sys.executable, "-m", "bench.comparison", "--comparisons-of", url, "--devices", str(device_count)]
+        subprocess.run([*command, "--days", str(days), "--repeat", str(repeat), "--out", str(out)], check=True)
+        found = json.loads(out.read_text(encoding="utf-8"))
+    resident_mb[0], resident_mb[1] = found["rss_before_mb"], found["peak_rss_mb"]
+    return {name: Repeats(*found[name]) for name in ("first", "cold", "warm")}
+
+
+def comparisons(url: str, device_count: int, days: int, repeat: int) -> dict[str, Any]:
+    """First, cold and warm comparisons of the stored plan (``measure`` stored it and accounted its days), in this
+    process, as a running server makes them; with its resident memory after one comparison, and its peak."""
+    devices = [f"station-{i:02d}" for i in range(device_count)]
+    the_plan = plan(devices, days)
+    database = Database(url)
+    rollups = RollupRepository(database)
+    demonstrations = DemonstrationRepository(database)
+    stored = demonstrations.list()[0]
+    with database, InfluxClient(InfluxSettings()) as unused:
+        store = HourStore(rollups, unused, DeviceRegistry([], load_profiles()))
+        service = KpiService(demonstrations, store, ResultCache(database))
 
         def clear_cache() -> None:
             with database.engine.begin() as connection:
@@ -264,6 +334,16 @@ def measure(database: Database, device_count: int, days: int, repeat: int) -> di
         def forget_everything() -> None:  # as a server that has just started
             clear_cache()
             service.hours.decoded = DecodedHours()
+            service.hours.stored_summaries = StoredSummaries()
+            service.hours.station_comparisons = StationComparisons()
+
+        late = [0]
+
+        def late_data() -> None:  # an hour of the output station read again with data that came late
+            late[0] += 1
+            hour = device_hours(devices[-1], 1, np.random.default_rng(late[0]))[0]
+            rollups.upsert(the_plan.site, the_plan.line, [hour], late=True)
+            clear_cache()
 
         def evaluate_uncached() -> None:
             assert not service.evaluate(stored.id).cached
@@ -271,17 +351,15 @@ def measure(database: Database, device_count: int, days: int, repeat: int) -> di
         def warm() -> None:
             assert service.evaluate(stored.id).cached
 
-        def decode() -> None:
-            service.hours.read(the_plan)
-
         forget_everything()
         evaluate_uncached()  # imports and first-use costs out of the way
-        return {
-            "decode_only": timed(decode, repeat, setup=forget_everything),
+        before = rss_mb()
+        measured = {
             "first": timed(evaluate_uncached, repeat, setup=forget_everything),
-            "cold": timed(evaluate_uncached, repeat, setup=clear_cache),
+            "cold": timed(evaluate_uncached, repeat, setup=late_data),
             "warm": timed(warm, repeat),
         }
+    return {**{k: list(v) for k, v in measured.items()}, "rss_before_mb": before, "peak_rss_mb": peak_rss_mb()}
 
 
 def summary(devices: int, days: int, repeat: int, repeats: dict[str, Repeats]) -> dict[str, Any]:
@@ -451,7 +529,9 @@ def print_scaling(result: dict[str, Any]) -> None:
             f"{run['devices']:>4} devices × {run['days']:>3} days = {run['device_hours']:>8,} device-hours:"
             f" first {run['first_s']:7.2f} s, cold {run['cold_s']:7.2f} s, warm {run['warm_s'] * 1000:6.1f} ms;"
             f" cold {run['cold_us_per_hour']:6.1f} µs/hour ({run['cold_per_hour_over_smallest']:.2f}×);"
-            f" peak RSS {run['peak_rss_mb']:,.0f} MB"
+            f" accounting {run['accounting_s']:7.2f} s ({run['accounting_us_per_hour']:6.1f} µs/hour,"
+            f" {run['accounting_per_hour_over_smallest']:.2f}×); comparison RSS {run['comparison_rss_before_mb']:,.0f}"
+            f" → peak {run['comparison_peak_rss_mb']:,.0f} MB; process peak RSS {run['peak_rss_mb']:,.0f} MB"
         )
     for read in result["influx_read"]:
         print(

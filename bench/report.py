@@ -292,6 +292,14 @@ def comparison_section(comparison: dict[str, Any] | None) -> str:
     return table((f"median of {comparison.get('repeat', '?')}", "ms: median (min–max)", "× decoding"), rows)
 
 
+def _accounting(run: dict[str, Any]) -> str:
+    """The roll-up job's accounting of every device-day of the plan (runs before issue 23's accounted days: none)."""
+    if "accounting_s" not in run:
+        return "–"
+    seconds = spread(run["accounting"]["repeats_s"], ",.1f")
+    return f"{seconds} ({run['accounting_us_per_hour']:,.0f}, {run['accounting_per_hour_over_smallest']:.2f} ×)"
+
+
 def plant_section(plant: dict[str, Any] | None) -> str:
     """The comparison per size and the roll-up job's InfluxDB reads, each per device-hour against the smallest."""
     if plant is None:
@@ -302,8 +310,10 @@ def plant_section(plant: dict[str, Any] | None) -> str:
             spread([s * 1000 for s in run["measurements"]["first"]["repeats_s"]]),
             spread([s * 1000 for s in run["measurements"]["cold"]["repeats_s"]]),
             spread([s * 1000 for s in run["measurements"]["warm"]["repeats_s"]], ",.1f"),
-            f"{run['first_us_per_hour']:,.0f} ({run['first_per_hour_over_smallest']:.2f} ×)",
-            f"{run['cold_us_per_hour']:,.0f} ({run['cold_per_hour_over_smallest']:.2f} ×)",
+            f"{run['first_us_per_hour']:,.1f} ({run['first_per_hour_over_smallest']:.2f} ×)",
+            f"{run['cold_us_per_hour']:,.1f} ({run['cold_per_hour_over_smallest']:.2f} ×)",
+            _accounting(run),
+            number(run.get("comparison_peak_rss_mb")),
             number(run.get("peak_rss_mb")),
         )
         for run in plant.get("scaling", [])
@@ -315,7 +325,9 @@ def plant_section(plant: dict[str, Any] | None) -> str:
         "warm, ms",
         "first, µs per device-hour (× smallest)",
         "cold, µs per device-hour (× smallest)",
-        "peak RSS, MB",
+        "accounting by the roll-up job, s (µs per device-hour, × smallest)",
+        "comparisons' peak RSS, MB",
+        "process peak RSS (with the decoding baseline), MB",
     )
     reads = [
         (

@@ -7,8 +7,9 @@ devices roll up by summing; the phases are compared hour by hour.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from operator import attrgetter
@@ -16,6 +17,16 @@ from typing import Protocol
 
 import numpy as np
 
+from pilot_core.accounted_days import (
+    EXACT,
+    MACHINE,
+    SCHEDULED,
+    SEQ_COLUMNS,
+    AccountedDay,
+    DayDetail,
+    ambient_column,
+    day_start,
+)
 from pilot_core.adjusted_baseline import REVISION as ADJUSTED_REVISION
 from pilot_core.adjusted_baseline import AdjustedResult, adjusted_baseline
 from pilot_core.calendar import Shift
@@ -28,7 +39,7 @@ from pilot_core.device_hours import HOUR_MS, DeviceHour, DeviceRules, account_ve
 from pilot_core.histogram import LogHistogram
 from pilot_core.kpi import COMPONENT_NAMES, KPIS, Components, NoValue, compute, compute_all, no_value_reason, total
 from pilot_core.product_mix import MixStandardisation, PhaseTotals, ProductTotals, standardise
-from pilot_core.time_accounting import BucketCalendar
+from pilot_core.time_accounting import BucketCalendar, ProductionTotals
 
 PERCENTILES = {"cycle_time_p50": 0.50, "cycle_time_p95": 0.95}
 
@@ -172,6 +183,41 @@ def evaluate(
     ``revisions``: the design before data and the adjusted baseline as those revisions compute them (an older
     engine's, to verify its bundles)."""
     accounted = AccountedHours(plan, hours, accounting)
+    return evaluate_accounted(plan, plan_hash, accounted, telemetry_interval_s, revisions=revisions)
+
+
+class StationMemo(Protocol):
+    """A station's comparison by the key naming everything it is computed from (None: no such key), or ``make``'s:
+    a running server keeps those of unchanged stations across requests (``kpi_engine.service.StationComparisons``)."""
+
+    def __call__(self, key: str | None, make: Callable[[], KpiComparison]) -> KpiComparison: ...
+
+
+def _computed(key: str | None, make: Callable[[], KpiComparison]) -> KpiComparison:
+    return make()
+
+
+def _station_key(plan: DemonstrationPlan, device: AccountedDevice) -> str | None:
+    """Names what a station's comparison is computed from: its accounted data, the plan's windows, the exclusions
+    that apply to it and the confidence level (None where its data have no name: device-hours)."""
+    if device.content is None:
+        return None
+    windows = [(w.phase.value, w.start_ms, w.end_ms) for w in plan.windows]
+    exclusions = [(e.start.isoformat(), e.end.isoformat(), sorted(e.devices)) for e in plan.exclusions]
+    text = repr(("station cycle_time_mean", device.content, windows, exclusions, plan.confidence_level))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def evaluate_accounted(
+    plan: DemonstrationPlan,
+    plan_hash: str,
+    accounted: AccountedHours,
+    telemetry_interval_s: Mapping[str, float] | None = None,
+    station_memo: StationMemo = _computed,
+    revisions: MethodRevisions = MethodRevisions(),
+) -> DemonstrationResult:
+    """``evaluate`` of hours already accounted under the plan: from device-hours, or from stored accounted days
+    (``AccountedHours.of_stored``), which give the same result to the last bit."""
     intervals = telemetry_interval_s or {}
     windows = [_window(plan, w, accounted, intervals) for w in plan.windows]
     phases: dict[Phase, WindowResult] = {}
@@ -205,11 +251,14 @@ def evaluate(
     station_comparisons = {}
     for device in plan.devices:
         if device in stations:
-            units = [accounted.station_units(device, plan.windows_of(phase)) for phase in (Phase.BASELINE, Phase.PILOT)]
-            station_totals = (_summed(units[0]), _summed(units[1]))  # as the phases' stations show them
-            station_comparisons[device] = compare(
-                "cycle_time_mean", units[0], units[1], plan.confidence_level, station_totals
-            )
+
+            def station(device: str = device) -> KpiComparison:
+                phases = (Phase.BASELINE, Phase.PILOT)
+                units = [accounted.station_units(device, plan.windows_of(phase)) for phase in phases]
+                station_totals = (_summed(units[0]), _summed(units[1]))  # as the phases' stations show them
+                return compare("cycle_time_mean", units[0], units[1], plan.confidence_level, station_totals)
+
+            station_comparisons[device] = station_memo(_station_key(plan, accounted.by_device[device]), station)
     if adjusted is not None:
         warnings |= set(adjusted.warnings)
     warnings |= {f"control line, {kpi}: {c.pre_trend.note}" for kpi, c in controls.items() if c.pre_trend.note}
@@ -316,7 +365,7 @@ def _phase_totals(plan: DemonstrationPlan, accounted: AccountedHours, phase: Win
         hours = accounted.by_device[device]
         for window in plan.windows_of(phase.window.phase):
             for i in hours.in_window(window):
-                for product, t in hours.hours[i].production.items():
+                for product, t in hours.production_of(i).items():
                     summed = ProductTotals(t.produced, t.good, t.cycle_time_s, t.cycles)
                     products[product] = products[product] + summed if product in products else summed
     c = phase.components
@@ -396,20 +445,17 @@ def _ambient(plan: DemonstrationPlan, accounted: AccountedHours, phase: Phase, u
     starts = np.concatenate(
         [accounted.hour_starts(w, plan.treated_devices) for w in plan.windows if w.phase is phase] or [np.zeros(0)]
     )
-    wanted = set(starts.tolist())
+    order = np.argsort(starts, kind="stable")  # the windows' hours, in time order to be looked up
     readings = np.full((len(sensors), len(starts)), np.nan)
     for row, sensor in enumerate(sensors):
         device = accounted.by_device[sensor]
-        by_start = {}
-        for index in np.flatnonzero(device.included):
-            hour = device.hours[index]
-            if hour.start_ms not in wanted:
-                continue
-            if hour.ambient_c is not None:
-                by_start[hour.start_ms] = hour.ambient_c
-            elif hour.telemetry_points:
-                unread[sensor] = unread.get(sensor, 0) + 1
-        readings[row] = [by_start.get(int(t), np.nan) for t in starts]
+        chosen = np.flatnonzero(device.included & np.isin(device.starts, starts))
+        kept = np.isfinite(device.ambient_c[chosen])
+        unseen = int(np.count_nonzero(~kept & (device.telemetry_points[chosen] > 0)))
+        if unseen:
+            unread[sensor] = unread.get(sensor, 0) + unseen
+        at = order[np.searchsorted(starts[order], device.starts[chosen][kept])]
+        readings[row, at] = device.ambient_c[chosen][kept]
     with np.errstate(invalid="ignore"):
         counted = np.sum(np.isfinite(readings), axis=0)
         return np.where(counted > 0, np.nansum(readings, axis=0) / np.maximum(counted, 1), np.nan)
@@ -497,14 +543,34 @@ def kpi_no_value_reason(name: str, components: Components) -> NoValue | None:
 class AccountedDevice:
     """One device's hours in time order, with their components as the rows of a matrix."""
 
+    starts: np.ndarray
+    matrix: np.ndarray
+    included: np.ndarray  # False: excluded by the plan (its row stays zero)
+    scheduled: np.ndarray  # the calendar has planned busy time in the hour
+    machine: np.ndarray
+    telemetry_points: np.ndarray
+    ambient_c: np.ndarray  # an environment sensor's mean temperature per hour, NaN where it kept none
+    seq: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
+    content: str | None = None  # names the accounted data, where they have a name (stored accounted days)
+
     def __init__(self, hours: list[DeviceHour]) -> None:
         self.hours = hours
         self.starts = np.fromiter((h.start_ms for h in hours), dtype=np.int64, count=len(hours))
         self.matrix = np.zeros((len(hours), len(COMPONENT_NAMES)))
-        self.included = np.ones(len(hours), dtype=bool)  # False: excluded by the plan (its row stays zero)
-        self.scheduled = np.zeros(len(hours), dtype=bool)  # the calendar has planned busy time in the hour
+        self.included = np.ones(len(hours), dtype=bool)
+        self.scheduled = np.zeros(len(hours), dtype=bool)
+        self.machine = np.fromiter((h.machine for h in hours), dtype=bool, count=len(hours))
         self.telemetry_points = np.fromiter((h.telemetry_points for h in hours), dtype=np.int64, count=len(hours))
+        self.ambient_c = ambient_column(hours)
         self.seq = _seq_columns(hours)
+
+    def cycle_times(self, chosen: np.ndarray) -> CycleTimes:
+        """The cycle times of the ``chosen`` hours."""
+        return CycleTimes.of([self.hours[i] for i in chosen])
+
+    def production_of(self, index: int) -> Mapping[str, ProductionTotals]:
+        """An hour's production per product (asked of output stations only)."""
+        return self.hours[index].production
 
     def in_window(self, window: Window) -> np.ndarray:
         """Indices of the included hours wholly inside ``window``."""
@@ -517,7 +583,7 @@ class AccountedDevice:
 
     def messages_missing(self, chosen: np.ndarray) -> int:
         """Messages lost among the ``chosen`` hours, by seq: per channel, the range seen less what was received."""
-        wanted = np.zeros(len(self.hours), dtype=bool)
+        wanted = np.zeros(len(self.starts), dtype=bool)
         wanted[chosen] = True
         missing = 0
         for index, received, first, last in self.seq.values():
@@ -542,6 +608,121 @@ def _seq_columns(hours: Sequence[DeviceHour]) -> dict[str, tuple[np.ndarray, np.
         channel: (np.array(indices, dtype=np.intp), np.array(received), np.array(first), np.array(last))
         for channel, (indices, received, first, last) in columns.items()
     }
+
+
+class StoredDevice(AccountedDevice):
+    """One device's hours as stored days accounted under the plan give them (``pilot_core.accounted_days``), with
+    no device-hour decoded. Each hour's cycle-time histogram and values (``details``: per day start) are read
+    only for the days of which some hours are chosen and others not, or where every chosen hour kept its values."""
+
+    def __init__(
+        self,
+        days: Sequence[AccountedDay],
+        wanted: np.ndarray,
+        details: Callable[[list[int]], Mapping[int, DayDetail]],
+        content: str | None = None,
+    ) -> None:
+        self.hours = []
+        self.content = content  # e.g. the accounting key and every day's check: equal names, equal data
+        self._details = details
+        sizes = np.array([d.hours for d in days], dtype=np.int64)
+        every_start = np.frombuffer(b"".join(d.starts for d in days), dtype=np.int64)
+        # The hours the plan reads (``wanted``, sorted): those touching its windows.
+        at = np.minimum(np.searchsorted(wanted, every_start), max(len(wanted) - 1, 0))
+        kept = wanted[at] == every_start if len(wanted) else np.zeros(len(every_start), dtype=bool)
+        self._days = [day_start(int(every_start[o])) for o in np.cumsum(sizes) - sizes] if len(days) else []
+        self._day_hours = sizes
+        day_of = np.repeat(np.arange(len(days), dtype=np.int32), sizes)
+        self._day_of = day_of[kept]
+        self._position = (np.arange(len(every_start)) - np.repeat(np.cumsum(sizes) - sizes, sizes))[kept].astype(
+            np.int32
+        )
+        self.starts = every_start[kept]
+        vectors = np.frombuffer(b"".join(d.vectors for d in days), dtype=np.float64)
+        self.matrix = vectors.reshape(-1, len(COMPONENT_NAMES))[kept]  # a copy: the plan's exclusions zero rows
+        flags = np.frombuffer(b"".join(d.flags for d in days), dtype=np.uint8)[kept]
+        self.included = np.ones(len(self.starts), dtype=bool)
+        self.scheduled = (flags & SCHEDULED) > 0
+        self.machine = (flags & MACHINE) > 0
+        self.exact = (flags & EXACT) > 0
+        self.telemetry_points = np.frombuffer(b"".join(d.telemetry_points for d in days), dtype=np.int64)[kept]
+        self.ambient_c = np.frombuffer(b"".join(d.ambient_c for d in days), dtype=np.float64)[kept]
+        row_of = np.cumsum(kept) - 1  # an hour among all the days' hours → its row among the kept ones
+        first_of_day = np.cumsum(sizes) - sizes
+        self.missing: list[tuple[int, str]] = [
+            (int(row_of[first_of_day[i] + hour]), product)
+            for i, day in enumerate(days)
+            for hour, product in day.missing
+            if kept[first_of_day[i] + hour]
+        ]
+        self.seq = _stored_seq(days, first_of_day, kept, row_of)
+        # Bin indices and counts are small integers: kept as int32 (a plant holds 40 bins a device-day), summed
+        # as int64 by _merged_bins.
+        self._bins = np.frombuffer(b"".join(d.histogram_bins for d in days), dtype=np.int64).astype(np.int32)
+        self._counts = np.frombuffer(b"".join(d.histogram_counts for d in days), dtype=np.int64).astype(np.int32)
+        self._day_of_bin = np.repeat(np.arange(len(days), dtype=np.int32), [len(d.histogram_bins) // 8 for d in days])
+        self._production: list[Mapping[str, ProductionTotals]] | None = None  # None: not an output station's
+        if any(day.production is not None for day in days):
+            production: list[Mapping[str, ProductionTotals]] = []
+            for day in days:
+                production.extend(day.production if day.production is not None else [{}] * day.hours)
+            self._production = list(itertools.compress(production, kept.tolist()))
+
+    def cycle_times(self, chosen: np.ndarray) -> CycleTimes:
+        """As ``CycleTimes.of`` the chosen hours: a day whose every stored hour is chosen by its merged histogram."""
+        per_day = np.bincount(self._day_of[chosen], minlength=len(self._days))
+        whole = per_day == self._day_hours
+        exact = bool(self.exact[chosen].all())
+        from_days = whole[self._day_of_bin]
+        bins = [self._bins[from_days].astype(np.int64)]
+        counts = [self._counts[from_days].astype(np.int64)]
+        values: list[np.ndarray] = []
+        read = np.flatnonzero((per_day > 0) & (~whole | exact)).tolist()
+        if read:
+            details = self._details([self._days[d] for d in read])
+            for index in chosen[np.isin(self._day_of[chosen], read)].tolist():
+                detail = details[self._days[self._day_of[index]]]
+                position = int(self._position[index])
+                if not whole[self._day_of[index]]:
+                    hour_bins, hour_counts = detail.histograms[position]
+                    bins.append(np.array(hour_bins, dtype=np.int64))
+                    counts.append(np.array(hour_counts, dtype=np.int64))
+                if exact:
+                    values.append(np.array(detail.values[position], dtype=float))
+        histogram = _merged_bins(np.concatenate(bins), np.concatenate(counts))
+        return CycleTimes(histogram, np.concatenate([np.zeros(0), *values]) if exact else None)
+
+    def production_of(self, index: int) -> Mapping[str, ProductionTotals]:
+        return {} if self._production is None else self._production[index]
+
+
+def _stored_seq(
+    days: Sequence[AccountedDay], first_of_day: np.ndarray, kept: np.ndarray, row_of: np.ndarray
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """``_seq_columns`` of the kept hours of stored days."""
+    every = np.frombuffer(b"".join(d.seq for d in days), dtype=np.int64).reshape(-1, SEQ_COLUMNS).copy()
+    if not len(every):
+        return {}
+    per_day = [len(d.seq) // (8 * SEQ_COLUMNS) for d in days]
+    every[:, 0] += np.repeat(first_of_day, per_day)  # the hour among all the days' hours
+    names: dict[str, int] = {}
+    remaps: dict[tuple[str, ...], np.ndarray] = {}  # by a day's channels: their numbers among all days'
+    day_remap = []
+    for day in days:
+        channels = tuple(day.seq_channels)
+        if channels not in remaps:
+            remaps[channels] = np.array([names.setdefault(c, len(names)) for c in channels], dtype=np.int64)
+        day_remap.append(remaps[channels])
+    if len(remaps) > 1 or any(not np.array_equal(r, np.arange(len(r))) for r in remaps.values()):
+        offsets = np.repeat(np.cumsum([0, *(len(r) for r in day_remap[:-1])]), per_day)
+        every[:, 1] = np.concatenate([np.zeros(0, dtype=np.int64), *day_remap])[every[:, 1] + offsets]
+    every = every[kept[every[:, 0]]]
+    columns = {}
+    for name, index in names.items():
+        picked = every[every[:, 1] == index]
+        if len(picked):
+            columns[name] = (row_of[picked[:, 0]].astype(np.intp), picked[:, 2], picked[:, 3], picked[:, 4])
+    return columns
 
 
 class AccountedHours:
@@ -585,6 +766,23 @@ class AccountedHours:
                 accounted.scheduled[accounted.included] = scheduled
             self.by_device[device] = accounted
 
+    @classmethod
+    def of_stored(cls, plan: DemonstrationPlan, devices: Mapping[str, StoredDevice]) -> AccountedHours:
+        """The plan's hours from stored accounted days (a plan without data corrections: those change the hours)."""
+        if plan.corrections:
+            raise ValueError("a plan with data corrections is accounted from its device-hours")
+        accounted = cls(plan, {})
+        for device in plan.devices:
+            stored = devices[device]
+            stored.included = ~accounted._excluded(device, stored.starts)
+            stored.matrix[~stored.included] = 0.0
+            stored.scheduled &= stored.included
+            accounted.warnings.update(
+                f"no ideal cycle time for product {p!r}" for row, p in stored.missing if stored.included[row]
+            )
+            accounted.by_device[device] = stored
+        return accounted
+
     def _excluded(self, device: str, starts: np.ndarray) -> np.ndarray:
         """Exclusions take whole hours out: production is summed per hour, so it cannot be split finer."""
         excluded = np.zeros(len(starts), dtype=bool)
@@ -612,21 +810,20 @@ class AccountedHours:
     def _units_by_hour(
         self, window: Window, groups: Sequence[Sequence[str]]
     ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
-        starts: list[list[np.ndarray]] = [[] for _ in groups]
-        rows: list[list[np.ndarray]] = [[] for _ in groups]
-        for group, devices in enumerate(groups):
-            for device in devices:
-                accounted = self.by_device[device]
-                chosen = accounted.in_window(window)
-                starts[group].append(accounted.starts[chosen])
-                rows[group].append(accounted.matrix[chosen])
-        every = [s for group in starts for s in group]
-        hours = np.unique(np.concatenate(every)) if every else np.zeros(0, dtype=np.int64)
+        chosen = [[(d, d.in_window(window)) for d in map(self.by_device.__getitem__, devices)] for devices in groups]
+        hours = _hours_of([d.starts[rows] for group in chosen for d, rows in group], window)
         summed = []
-        for group_starts, group_rows in zip(starts, rows, strict=True):
+        for group in chosen:
             units = np.zeros((len(hours), len(COMPONENT_NAMES)))
-            if group_rows:
-                np.add.at(units, np.searchsorted(hours, np.concatenate(group_starts)), np.vstack(group_rows))
+            # Device after device, each hour's row added in the order one np.add.at over them all would add them:
+            # the same sums to the last bit, without a copy of every device's rows at once. A device that has each
+            # hour once (as stored) adds each cell once, so a plain += does what np.add.at does, faster.
+            for device, rows in group:
+                at = np.searchsorted(hours, device.starts[rows])
+                if len(at) < 2 or bool(np.all(np.diff(at) > 0)):
+                    units[at] += device.matrix[rows]
+                else:
+                    np.add.at(units, at, device.matrix[rows])
             summed.append(units)
         return hours, tuple(summed)
 
@@ -634,9 +831,8 @@ class AccountedHours:
         """The cycle times of ``devices`` (in scope) in the window's included hours."""
         key = (window.name, tuple(devices))
         if key not in self._cycle_times:
-            self._cycle_times[key] = CycleTimes.of(
-                [self.by_device[d].hours[i] for d in devices for i in self.by_device[d].in_window(window)]
-            )
+            chosen = [self.by_device[d] for d in devices]
+            self._cycle_times[key] = CycleTimes.merged([d.cycle_times(d.in_window(window)) for d in chosen])
         return self._cycle_times[key]
 
     def station_units(self, device: str, windows: Sequence[Window]) -> np.ndarray:
@@ -649,6 +845,19 @@ class AccountedHours:
         return units
 
 
+def _hours_of(starts: Sequence[np.ndarray], window: Window) -> np.ndarray:
+    """np.unique of the hour starts, in a window: counted on the window's grid of hours where they lie on it."""
+    if not starts:
+        return np.zeros(0, dtype=np.int64)
+    first = window.start_ms - window.start_ms % HOUR_MS
+    every = np.concatenate(starts)
+    if np.any((every - first) % HOUR_MS):
+        return np.unique(every)
+    present = np.zeros(max(0, -(-(window.end_ms - first) // HOUR_MS)), dtype=bool)
+    present[(every - first) // HOUR_MS] = True
+    return (first + np.flatnonzero(present) * HOUR_MS).astype(np.int64)
+
+
 def _merged(histograms: Sequence[LogHistogram]) -> LogHistogram:
     """The histograms merged, as ``LogHistogram.merge`` one by one would, but summed by numpy: a month of a line
     is tens of thousands of hours' histograms."""
@@ -658,9 +867,15 @@ def _merged(histograms: Sequence[LogHistogram]) -> LogHistogram:
             merged.merge(histogram)  # refuses what cannot be merged, as ever
         return merged
     indices = np.fromiter(itertools.chain.from_iterable(h.counts for h in histograms), dtype=np.int64)
+    counts = np.fromiter(itertools.chain.from_iterable(h.counts.values() for h in histograms), dtype=np.int64)
+    return _merged_bins(indices, counts)
+
+
+def _merged_bins(indices: np.ndarray, counts: np.ndarray) -> LogHistogram:
+    """One histogram (of the default accuracy) of bins given as indices and counts, an index any number of times."""
+    merged = LogHistogram()
     if not len(indices):
         return merged
-    counts = np.fromiter(itertools.chain.from_iterable(h.counts.values() for h in histograms), dtype=np.int64)
     lowest = int(indices.min())
     # Bins are consecutive integers over a narrow range (cycle times of one line): counted by position.
     sums = np.bincount(indices - lowest, weights=counts).astype(np.int64)  # exact: counts stay far below 2**53
@@ -686,8 +901,7 @@ def _window(
             parts.append(rolled)
         # A machine's busy hours are its own (planned downtime it reports leaves them); a meter has no time
         # model, so it is expected to report whenever the line is scheduled.
-        machine = np.fromiter((hours.hours[i].machine for i in chosen), dtype=bool, count=len(chosen))
-        busy = chosen[np.where(machine, hours.matrix[chosen, pbt] > 0, hours.scheduled[chosen])]
+        busy = chosen[np.where(hours.machine[chosen], hours.matrix[chosen, pbt] > 0, hours.scheduled[chosen])]
         expected = received = 0
         if device in intervals:
             expected = len(busy) * round(HOUR_MS / 1000 / intervals[device])

@@ -4,8 +4,10 @@ Run on a schedule (``pilot rollups --every 600``) or inside the API (``rollup_ev
 once it has begun and again until it has settled, so that the first comparison after a pilot ends finds
 every hour stored and reads nothing from InfluxDB. It also counts the values InfluxDB holds for every settled
 hour of the last ``late_days`` (the ``rollup_late_days`` setting, two weeks): an hour whose count moved took
-in late data, and is read again and marked (results say so). Replicas and the job share the per-device build
-locks of ``RollupRepository.building``: an hour is built once.
+in late data, and is read again and marked (results say so). Each demonstration's hours are then accounted under
+its latest plan, a day of a device at a time (``HourStore.account``), so that a comparison reads accounted days
+rather than accounting every device-hour. Replicas and the job share the per-device build locks of
+``RollupRepository.building``: an hour is built, and a day accounted, once.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ def roll_up(
         try:
             stored = demonstrations.get(ref)
             run.stored[stored.slug] = hours.refresh(stored.plan, late_days=late_days, progress=progress)
+            if not stored.plan.corrections:  # a plan with corrections is evaluated from its device-hours
+                hours.account(stored.plan)  # and the plan's accounting of the hours, so a comparison reads days
         except EvaluationStopped:
             raise
         except (NotFound, InfluxError, LookupError) as exc:

@@ -18,20 +18,23 @@ A demonstration is evaluated in three steps:
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
+import itertools
 import threading
 import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 from pydantic import TypeAdapter
 
 from adapters.influxdb import InfluxClient
 from adapters.sql import (
+    AccountedDaysRewritten,
     DemonstrationRepository,
     HourStamp,
     RangeSummary,
@@ -41,7 +44,28 @@ from adapters.sql import (
 )
 from adapters.telemetry_reader import TelemetryReader
 from kpi_engine.breakdown import Breakdown, breakdown
-from kpi_engine.evaluation import Accounted, DemonstrationResult, MethodRevisions, evaluate
+from kpi_engine.evaluation import (
+    Accounted,
+    AccountedHours,
+    DemonstrationResult,
+    MethodRevisions,
+    StoredDevice,
+    evaluate,
+    evaluate_accounted,
+)
+from pilot_core.accounted_days import (
+    DAY_MS,
+    AccountedDay,
+    DayDetail,
+    account_day,
+    accounting_key,
+    day_check,
+    day_start,
+    decode_day,
+    decode_detail,
+    encode,
+)
+from pilot_core.comparison import KpiComparison
 from pilot_core.demonstration import DemonstrationPlan
 from pilot_core.device_hours import HOUR_MS, DeviceHour, DeviceRules, account_vector
 from pilot_core.device_rows import DeviceRows, build_hours
@@ -72,11 +96,11 @@ _RESULT = TypeAdapter(DemonstrationResult)
 _UPSERT_HOURS = 2000  # hours stored per statement: one per day read would be a transaction per day
 # Devices whose values per hour are counted together (one query per two days): bounds what a plant's refresh holds.
 _DEVICES_PER_COUNT = 25
-DAY_MS = 24 * HOUR_MS
 _NOTHING_MISSING: frozenset[str] = frozenset()  # shared: most hours miss no ideal cycle time
 _LISTED_SCOPES = 16  # plans whose list of stored hours is kept (each a fingerprint per device-hour)
 
 Progress = Callable[[str], None]
+Kept = TypeVar("Kept")
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,26 +238,56 @@ class DecodedHours:
         return answers
 
 
-class StoredSummaries:
-    """Each plan's summaries of stored hours, with the line's roll-up mark they were read at, kept across requests:
-    while the mark has not moved they are still true, so a repeated request reads one row, not every hour."""
+class StationComparisons:
+    """Stations' comparisons by the key naming what each is computed from (``evaluation.StationMemo``), kept across
+    requests (least recently used go first): after late data for a few devices, only their stations' statistics
+    are computed again, not every station's of a plant."""
+
+    def __init__(self, capacity: int = 4096) -> None:
+        self.capacity = capacity
+        self._kept: OrderedDict[str, KpiComparison] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __call__(self, key: str | None, make: Callable[[], KpiComparison]) -> KpiComparison:
+        if key is None:
+            return make()
+        with self._lock:
+            found = self._kept.get(key)
+            if found is not None:
+                self._kept.move_to_end(key)
+                return found
+        made = make()
+        with self._lock:
+            self._kept[key] = made
+            while len(self._kept) > self.capacity:
+                self._kept.popitem(last=False)
+        return made
+
+
+class KeptAtMark(Generic[Kept]):
+    """What was read of a plan's stored hours, with the line's roll-up mark it was read at, kept across requests:
+    while the mark has not moved it is still true, so a repeated request reads one row, not every hour."""
 
     def __init__(self, capacity: int = 256) -> None:
         self.capacity = capacity
-        self._kept: OrderedDict[tuple[Any, ...], tuple[int, list[dict[str, RangeSummary]]]] = OrderedDict()
+        self._kept: OrderedDict[tuple[Any, ...], tuple[int, Kept]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: tuple[Any, ...], mark: int) -> list[dict[str, RangeSummary]] | None:
+    def get(self, key: tuple[Any, ...], mark: int) -> Kept | None:
         with self._lock:
             kept = self._kept.get(key)
             return kept[1] if kept is not None and kept[0] == mark else None
 
-    def keep(self, key: tuple[Any, ...], mark: int, summaries: list[dict[str, RangeSummary]]) -> None:
+    def keep(self, key: tuple[Any, ...], mark: int, found: Kept) -> None:
         with self._lock:
-            self._kept[key] = (mark, summaries)
+            self._kept[key] = (mark, found)
             self._kept.move_to_end(key)
             while len(self._kept) > self.capacity:
                 self._kept.popitem(last=False)
+
+
+class StoredSummaries(KeptAtMark[list[dict[str, RangeSummary]]]):
+    """Each plan's summaries of stored hours per window and device (``HourStore.summaries``)."""
 
 
 class HourStore:
@@ -252,6 +306,9 @@ class HourStore:
         stored_summaries: StoredSummaries | None = None,
     ) -> None:
         self.stored_summaries = stored_summaries or StoredSummaries()
+        self.station_comparisons = StationComparisons()
+        # The days' checks, found by the same scan as the windows' summaries (a plant's half-year: 36,000).
+        self._checks: KeptAtMark[dict[tuple[str, int], tuple[int, int]]] = KeptAtMark(capacity=16)
         self.stopping = stopping  # checked between days read: a server that is stopping stops reading
         self.decoded = decoded or DecodedHours()
         self.reread_after_ms = round(reread_after_s * 1000)
@@ -269,10 +326,22 @@ class HourStore:
         kept = self.stored_summaries.get(key, mark)
         if kept is not None:
             return kept
-        found = [
-            self.rollups.summary(plan.site, plan.line, plan.devices, _hour_floor(w.start_ms), w.end_ms)
-            for w in plan.windows
-        ]
+        ranges = sorted((_hour_floor(w.start_ms), w.end_ms) for w in plan.windows)
+        if all(a[1] <= b[0] for a, b in itertools.pairwise(ranges)):
+            # One scan gives the windows' summaries and the days' checks that accounted() reads next.
+            found, checks = self.rollups.summaries_and_checks(
+                plan.site,
+                plan.line,
+                plan.devices,
+                [(_hour_floor(w.start_ms), w.end_ms) for w in plan.windows],
+                _day_runs(plan_hours(plan)),
+            )
+            self._checks.keep(key, mark, checks)
+        else:  # windows sharing an hour (one ends, the next begins, within it): the hour is in both summaries
+            found = [
+                self.rollups.summary(plan.site, plan.line, plan.devices, _hour_floor(w.start_ms), w.end_ms)
+                for w in plan.windows
+            ]
         self.stored_summaries.keep(key, mark, found)
         return found
 
@@ -490,6 +559,139 @@ class HourStore:
         unsettled = stamp.computed_at_ms < start_ms + HOUR_MS + self.settle_ms
         return unsettled and now_ms - stamp.computed_at_ms >= self.reread_after_ms
 
+    def account(self, plan: DemonstrationPlan) -> int:
+        """Account the plan's device-days that are not yet accounted under its rules and calendar, or whose stored
+        hours changed since (late data, a re-read), and store them: the roll-up job does it as hours are stored,
+        so that a comparison finds them. Returns how many days were accounted."""
+        checks = self._day_checks(plan)
+        keys = accounting_keys(plan)
+        stored = {
+            (device, day): check
+            for run in _day_runs(plan_hours(plan))
+            for device, day, check, _ in self.rollups.accounted_days(plan.site, plan.line, keys, *run, data=False)
+        }
+        return self._account_stale(plan, keys, [key for key, check in checks.items() if stored.get(key) != check])
+
+    def accounted(self, plan: DemonstrationPlan) -> AccountedHours | None:
+        """The plan's hours as their stored accounted days give them (what is not yet accounted, or changed, is
+        accounted first and stored), reading no device-hour; None for a plan with data corrections, which change
+        the hours themselves and so are applied to device-hours (``evaluate``)."""
+        if plan.corrections:
+            return None
+        wanted = plan_hours(plan)
+        hours = np.array(wanted, dtype=np.int64)
+        runs = _day_runs(wanted)
+        keys = accounting_keys(plan)
+        by_device: dict[str, dict[int, tuple[int, int]]] = {device: {} for device in plan.devices}
+        for (device, day), check in self._day_checks(plan).items():
+            by_device[device][day] = check
+        read: dict[tuple[str, int], tuple[int, int]] = {}  # the days read, by the check they were read with
+        kept: dict[tuple[str, int], bytes] = {}
+
+        def details(device: str, starts: list[int]) -> dict[int, DayDetail]:
+            """Read for the same days of every device at once: a window's or an exclusion's edge cuts them alike."""
+            unread = [day for day in starts if (device, day) not in kept]
+            if unread:
+                chosen = {(d, day): read[(d, day)] for d in plan.devices for day in unread if (d, day) in read}
+                kept.update(self.rollups.accounted_details(plan.site, plan.line, keys, chosen))
+            return {day: decode_detail(kept[(device, day)]) for day in starts}
+
+        devices: dict[str, StoredDevice] = {}
+        calendars: dict[int, BucketCalendar] = {}
+        for device in plan.devices:  # one device's days in memory at a time, as bytes and decoded
+            checks = by_device[device]
+            days: dict[int, AccountedDay] = {}
+            for run in runs:
+                for _, day, check, data in self.rollups.accounted_days(
+                    plan.site, plan.line, {device: keys[device]}, *run
+                ):
+                    if checks.get(day) == check and data is not None:
+                        days[day] = decode_day(data)
+                        read[(device, day)] = check
+            stale = sorted(day for day in checks if day not in days)
+            if stale:
+                for day, check, data in self._account_device(plan, device, keys[device], stale, calendars):
+                    days[day] = decode_day(data)
+                    read[(device, day)] = check
+            named = [(day, read[(device, day)]) for day in sorted(days)]
+            content = hashlib.sha256(repr((keys[device], named)).encode("utf-8")).hexdigest()
+            devices[device] = StoredDevice(
+                [days[day] for day in sorted(days)], hours, functools.partial(details, device), content
+            )
+        return AccountedHours.of_stored(plan, devices)
+
+    def _day_checks(self, plan: DemonstrationPlan) -> dict[tuple[str, int], tuple[int, int]]:
+        """The check of every stored device-day holding the plan's hours (``accounted_days.day_check``), as
+        ``summaries`` found them if the line's roll-up mark has not moved since."""
+        mark = self.rollups.mark(plan.site, plan.line)
+        key = (plan.site, plan.line, tuple(plan.devices), tuple((w.start_ms, w.end_ms) for w in plan.windows))
+        known = self._checks.get(key, mark)
+        if known is not None:
+            return dict(known)
+        checks: dict[tuple[str, int], tuple[int, int]] = {}
+        for run in _day_runs(plan_hours(plan)):
+            checks.update(self.rollups.day_checks(plan.site, plan.line, plan.devices, *run))
+        return checks
+
+    def _account_stale(self, plan: DemonstrationPlan, keys: Mapping[str, str], stale: Iterable[tuple[str, int]]) -> int:
+        """The ``stale`` device-days accounted and stored (``_account_device``); returns how many."""
+        by_device: dict[str, list[int]] = defaultdict(list)
+        for device, day in stale:
+            by_device[device].append(day)
+        calendars: dict[int, BucketCalendar] = {}
+        return sum(
+            len(self._account_device(plan, device, keys[device], sorted(days), calendars))
+            for device, days in sorted(by_device.items())
+        )
+
+    def _account_device(
+        self, plan: DemonstrationPlan, device: str, key: str, days: list[int], calendars: dict[int, BucketCalendar]
+    ) -> list[tuple[int, tuple[int, int], bytes]]:
+        """A device's ``days`` accounted and stored under its build lock: what another process accounted while
+        this one waited is taken as it stored it. Returns each day's check and AccountedDay."""
+        self._check_stopping()
+        with self.rollups.building(plan.site, plan.line, device) as rollups:
+            return self._account_days(rollups, plan, device, key, days, calendars)
+
+    def _account_days(
+        self,
+        rollups: RollupRepository,
+        plan: DemonstrationPlan,
+        device: str,
+        key: str,
+        days: list[int],
+        calendars: dict[int, BucketCalendar],
+    ) -> list[tuple[int, tuple[int, int], bytes]]:
+        """One device's ``days``, under its lock: read, accounted and stored, but for those another process
+        accounted from the same hours meanwhile. Returns each day's check and AccountedDay as accounted now."""
+        rules = DeviceRules.of(plan, device)
+        done: list[tuple[int, tuple[int, int], bytes]] = []
+        for run_start, run_end in _runs_of(days, DAY_MS):
+            stored = {
+                day: (check, data)
+                for _, day, check, data in rollups.accounted_days(
+                    plan.site, plan.line, {device: key}, run_start, run_end
+                )
+            }
+            by_day: dict[int, list[tuple[str, DeviceHour]]] = defaultdict(list)
+            for fingerprint, hour in rollups.read_fingerprinted(plan.site, plan.line, [device], run_start, run_end):
+                by_day[day_start(hour.start_ms)].append((fingerprint, hour))
+            rows = []
+            for day, found in sorted(by_day.items()):
+                check = day_check([f for f, _ in found])
+                kept = stored.get(day)
+                if kept is not None and kept[0] == check and kept[1] is not None:
+                    done.append((day, check, kept[1]))  # accounted by another process while this one waited
+                    continue
+                hours = [h for _, h in found]
+                hour_calendars = [_hour_calendar(plan, h.start_ms, calendars) for h in hours]
+                accounted, detail = account_day(hours, rules, hour_calendars)
+                data = encode(accounted)
+                rows.append((day, check, data, encode(detail)))
+                done.append((day, check, data))
+            rollups.put_accounted_days(plan.site, plan.line, device, key, rows)
+        return done
+
     def read(self, plan: DemonstrationPlan) -> dict[str, list[DeviceHour]]:
         hours: dict[str, list[DeviceHour]] = defaultdict(list)
         runs = list(_runs(plan_hours(plan)))  # in time order, each by device then time
@@ -512,6 +714,25 @@ class HourStore:
         return hours
 
 
+def accounting_keys(plan: DemonstrationPlan) -> dict[str, str]:
+    """Per device of the plan, the key its hours are accounted under (its rules and the plan's calendar)."""
+    return {device: accounting_key(DeviceRules.of(plan, device), plan.calendar) for device in plan.devices}
+
+
+def _hour_calendar(plan: DemonstrationPlan, start_ms: int, calendars: dict[int, BucketCalendar]) -> BucketCalendar:
+    """The calendar of the hour starting at ``start_ms``, as ``AccountedHours`` works it out (once per hour)."""
+    found = calendars.get(start_ms)
+    if found is None:
+        shifts = list(plan.calendar.shifts_between(start_ms, start_ms + HOUR_MS))
+        found = calendars[start_ms] = BucketCalendar.of(start_ms, start_ms + HOUR_MS, shifts)
+    return found
+
+
+def _day_runs(starts: list[int]) -> list[tuple[int, int]]:
+    """The whole UTC days holding the hours ``starts`` (sorted), as [start, end) runs of consecutive days."""
+    return list(_runs_of(sorted({day_start(t) for t in starts}), DAY_MS)) if starts else []
+
+
 def _batches(devices: Sequence[str], size: int) -> Iterator[list[str]]:
     for index in range(0, len(devices), size):
         yield list(devices[index : index + size])
@@ -523,13 +744,18 @@ def _hour_floor(ms: int) -> int:
 
 def _runs(starts: list[int]) -> Iterable[tuple[int, int]]:
     """Sorted hour starts as [start, end) runs of consecutive hours."""
+    return _runs_of(starts, HOUR_MS)
+
+
+def _runs_of(starts: list[int], step: int) -> Iterable[tuple[int, int]]:
+    """Sorted starts of periods ``step`` long as [start, end) runs of consecutive periods."""
     run_start = previous = starts[0]
     for start in starts[1:]:
-        if start != previous + HOUR_MS:
-            yield run_start, previous + HOUR_MS
+        if start != previous + step:
+            yield run_start, previous + step
             run_start = start
         previous = start
-    yield run_start, previous + HOUR_MS
+    yield run_start, previous + step
 
 
 def data_fingerprint(plan_hash: str, summaries: list[dict[str, RangeSummary]]) -> str:
@@ -646,7 +872,14 @@ class KpiService:
         if cached is not None:
             return Evaluation(result=_RESULT.validate_python(cached), cached=True, **common)
         intervals = telemetry_intervals(plan, self.hours.registry)
-        result = evaluate(plan, seen.plan_hash, self.hours.read(plan), intervals, self.hours.decoded.account)
+        accounted = self.hours.accounted(plan)
+        if accounted is None:  # data corrections, or hours rewritten while they were read
+            result = evaluate(plan, seen.plan_hash, self.hours.read(plan), intervals, self.hours.decoded.account)
+        else:
+            try:
+                result = evaluate_accounted(plan, seen.plan_hash, accounted, intervals, self.hours.station_comparisons)
+            except AccountedDaysRewritten:  # rewritten while they were read: the hours as they are now
+                result = evaluate(plan, seen.plan_hash, self.hours.read(plan), intervals, self.hours.decoded.account)
         self.cache.put(
             seen.demonstration_id,
             seen.plan_version,

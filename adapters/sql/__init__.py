@@ -24,6 +24,7 @@ from adapters.sql.errors import (
     UnknownOrganisation,
 )
 from adapters.sql.repository import (
+    AccountedDaysRewritten,
     DemonstrationRepository,
     HourStamp,
     PlanVersion,
@@ -36,6 +37,7 @@ from adapters.sql.repository import (
 
 __all__ = [
     "AccessRepository",
+    "AccountedDaysRewritten",
     "AmendmentNeedsReason",
     "ApiKey",
     "AuditLog",

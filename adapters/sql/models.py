@@ -15,6 +15,7 @@ from sqlalchemy import (
     ForeignKey,
     ForeignKeyConstraint,
     Index,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -130,6 +131,38 @@ rollups = Table(
     # count(*) of the hour's fields in InfluxDB when it was read (NULL: not counted): late data moves it.
     Column("source_values", BigInteger, nullable=True),
     Column("late_at_ms", BigInteger, nullable=True),  # when data that came after the hour had settled was taken in
+    # pilot_core.accounted_days.fingerprint_bits(fingerprint): summed per device-day, it tells whether an accounted
+    # day still holds the hours stored now, from one aggregate query rather than every fingerprint.
+    Column("fingerprint_bits", BigInteger, nullable=True),
+    # What the per-window and per-day aggregates read, so that they scan this index and not the hours' text.
+    Index(
+        "ix_rollups_summaries",
+        "site",
+        "line",
+        "device",
+        "hour_start_ms",
+        "fingerprint_bits",
+        "computed_at_ms",
+        "late_at_ms",
+    ),
+)
+
+# A device's stored hours of one UTC day accounted under a plan's rules and calendar (pilot_core.accounted_days),
+# so that a comparison reads accounted days instead of accounting every device-hour again. Valid while the
+# day's stored hours still count ``hours`` and sum ``fingerprint_bits`` to ``fingerprint_sum``.
+rollup_accounts = Table(
+    "rollup_accounts",
+    Base.metadata,
+    Column("site", String(MAX_ID_LENGTH), primary_key=True),
+    Column("line", String(MAX_ID_LENGTH), primary_key=True),
+    Column("device", String(MAX_ID_LENGTH), primary_key=True),
+    Column("accounting", String(64), primary_key=True),  # accounting_key(rules, calendar)
+    Column("day_start_ms", BigInteger, primary_key=True, autoincrement=False),
+    Column("hours", BigInteger, nullable=False),
+    Column("fingerprint_sum", BigInteger, nullable=False),
+    Column("day", LargeBinary, nullable=False),  # AccountedDay, msgpack
+    Column("detail", LargeBinary, nullable=False),  # DayDetail, msgpack: read only for days cut by a window
+    Column("computed_at_ms", BigInteger, nullable=False),
 )
 
 # One row per line, counting the writes to its roll-ups (in the same transaction as each): a result whose

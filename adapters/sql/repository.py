@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import orjson
-from sqlalchemy import Connection, bindparam, false, func, select, update
+from sqlalchemy import Connection, and_, bindparam, case, false, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -45,11 +45,13 @@ from adapters.sql.models import (
     DemonstrationRecord,
     OrganisationRecord,
     PlanVersionRecord,
+    rollup_accounts,
     rollup_marks,
     rollups,
     storable,
 )
 from pilot_core.access import Actor, Membership
+from pilot_core.accounted_days import DAY_MS, fingerprint_bits
 from pilot_core.audit import AuditAction, json_changes
 from pilot_core.demonstration import STORED, DemonstrationPlan, canonical_json, plan_hash
 from pilot_core.device_hours import DeviceHour
@@ -504,6 +506,11 @@ def organisation_id(session: Session, slug: str) -> int:
     return found
 
 
+class AccountedDaysRewritten(Exception):
+    """Accounted days were rewritten (their hours changed) between reading them and reading their detail: the
+    evaluation then goes the device-hour way, so no request sees this."""
+
+
 class HourStamp(NamedTuple):  # a tuple: read by the ten thousand on every request
     """What is known of a stored device-hour without decoding it."""
 
@@ -624,6 +631,7 @@ class RollupRepository:
         values = []
         for hour in hours:
             text = stored_text(hour)
+            fingerprint = hashlib.sha256(text.encode("utf-8")).hexdigest()  # fingerprint_of(hour)
             values.append(
                 {
                     "site": site,
@@ -631,7 +639,8 @@ class RollupRepository:
                     "device": hour.device,
                     "hour_start_ms": hour.start_ms,
                     "hour": text,
-                    "fingerprint": hashlib.sha256(text.encode("utf-8")).hexdigest(),  # fingerprint_of(hour)
+                    "fingerprint": fingerprint,
+                    "fingerprint_bits": fingerprint_bits(fingerprint),
                     "computed_at_ms": now_ms,
                     "source_values": counted.get((hour.device, hour.start_ms)),
                     "late_at_ms": now_ms if late else None,
@@ -761,6 +770,152 @@ class RollupRepository:
         if len(decoded) < len(missing):  # rewritten between the two queries: read them all as they are now
             return self.read_fingerprinted(site, line, devices, start_ms, end_ms)
         return [(f, known.get(f) or decoded[f]) for f in fingerprints]
+
+    def summaries_and_checks(
+        self,
+        site: str,
+        line: str,
+        devices: Sequence[str],
+        ranges: Sequence[tuple[int, int]],
+        days: Sequence[tuple[int, int]],
+    ) -> tuple[list[dict[str, RangeSummary]], dict[tuple[str, int], tuple[int, int]]]:
+        """``summary`` of each of ``ranges`` (which must not overlap) and ``day_checks`` over ``days`` (runs of
+        whole days holding the ranges), from one scan of the hours grouped by device, day and range."""
+        start = rollups.c.hour_start_ms
+        day = start - start % DAY_MS
+        ranged = case(*((and_(start >= low, start < high), index) for index, (low, high) in enumerate(ranges)))
+        summed = [dict[str, list[Any]]() for _ in ranges]
+        checks: dict[tuple[str, int], tuple[int, int]] = {}
+        with self._connect() as connection:
+            for low, high in days:
+                query = (
+                    select(
+                        rollups.c.device,
+                        day,
+                        ranged,
+                        func.count(),
+                        func.sum(rollups.c.fingerprint_bits),
+                        func.max(rollups.c.computed_at_ms),
+                        func.min(rollups.c.computed_at_ms - start),
+                        func.count(rollups.c.late_at_ms),
+                        func.max(rollups.c.late_at_ms),
+                    )
+                    .where(*_in_range(site, line, devices, low, high))
+                    .group_by(rollups.c.device, day, ranged)
+                )
+                for device, at, index, n, bits, last, least, late, last_late in connection.execute(query):
+                    hours, total = checks.get((device, int(at)), (0, 0))
+                    checks[(device, int(at))] = (hours + int(n), total + int(bits or 0))
+                    if index is None:
+                        continue
+                    kept = summed[int(index)].get(device)
+                    if kept is None:
+                        summed[int(index)][device] = [int(n), last, least, int(late), last_late]
+                        continue
+                    kept[0] += int(n)
+                    kept[1] = max(kept[1], last)
+                    kept[2] = min(kept[2], least)
+                    kept[3] += int(late)
+                    if last_late is not None:
+                        kept[4] = last_late if kept[4] is None else max(kept[4], last_late)
+        return [{d: RangeSummary(*values) for d, values in by_device.items()} for by_device in summed], checks
+
+    def day_checks(
+        self, site: str, line: str, devices: Sequence[str], start_ms: int, end_ms: int
+    ) -> dict[tuple[str, int], tuple[int, int]]:
+        """Per (device, UTC day start) of the hours that start in [start_ms, end_ms): how many are stored and the
+        sum of their fingerprint bits (``accounted_days.day_check``), in one aggregate query."""
+        day = rollups.c.hour_start_ms - rollups.c.hour_start_ms % DAY_MS
+        query = (
+            select(rollups.c.device, day, func.count(), func.sum(rollups.c.fingerprint_bits))
+            .where(*_in_range(site, line, devices, start_ms, end_ms))
+            .group_by(rollups.c.device, day)
+        )
+        with self._connect() as connection:
+            return {(d, int(t)): (int(n), int(bits or 0)) for d, t, n, bits in connection.execute(query)}
+
+    def accounted_days(
+        self, site: str, line: str, accounting: Mapping[str, str], start_ms: int, end_ms: int, *, data: bool = True
+    ) -> Iterator[tuple[str, int, tuple[int, int], bytes | None]]:
+        """The accounted days stored for each device under its accounting key (``accounting``: device → key) whose
+        day starts in [start_ms, end_ms), by device then day: (device, day start, (hours, fingerprint sum), the
+        day's AccountedDay or None if not ``data``)."""
+        t = rollup_accounts.c
+        columns = [t.device, t.accounting, t.day_start_ms, t.hours, t.fingerprint_sum, *([t.day] if data else [])]
+        query = (
+            select(*columns)
+            .where(
+                t.site == site,
+                t.line == line,
+                t.device.in_(list(accounting)),
+                t.accounting.in_(sorted(set(accounting.values()))),
+                t.day_start_ms >= start_ms,
+                t.day_start_ms < end_ms,
+            )
+            .order_by(t.device, t.day_start_ms)
+        )
+        with self._connect() as connection:
+            for row in connection.execute(query):
+                if accounting.get(row[0]) == row[1]:
+                    yield row[0], int(row[2]), (int(row[3]), int(row[4])), bytes(row[5]) if data else None
+
+    def accounted_details(
+        self, site: str, line: str, accounting: Mapping[str, str], checks: Mapping[tuple[str, int], tuple[int, int]]
+    ) -> dict[tuple[str, int], bytes]:
+        """The DayDetail stored with accounted days, by (device, day start) (``checks``: the check each was read
+        with; ``accounting``: device → key), in one query; a day rewritten since, or gone, raises LookupError."""
+        t = rollup_accounts.c
+        query = select(t.device, t.accounting, t.day_start_ms, t.hours, t.fingerprint_sum, t.detail).where(
+            t.site == site,
+            t.line == line,
+            t.device.in_(sorted({device for device, _ in checks})),
+            t.accounting.in_(sorted({accounting[device] for device, _ in checks})),
+            t.day_start_ms.in_(sorted({day for _, day in checks})),
+        )
+        found: dict[tuple[str, int], bytes] = {}
+        with self._connect() as connection:
+            for device, key, day, hours, bits, detail in connection.execute(query):
+                wanted = checks.get((device, int(day)))
+                if accounting.get(device) == key and wanted == (int(hours), int(bits)):
+                    found[(device, int(day))] = bytes(detail)
+        if len(found) != len(checks):
+            raise AccountedDaysRewritten("accounted days were rewritten while they were read")
+        return found
+
+    def put_accounted_days(
+        self,
+        site: str,
+        line: str,
+        device: str,
+        accounting: str,
+        days: Iterable[tuple[int, tuple[int, int], bytes, bytes]],
+    ) -> None:
+        """Store (or replace) accounted days: (day start, (hours, fingerprint sum), AccountedDay, DayDetail)."""
+        now_ms = round(_now().timestamp() * 1000)
+        values = [
+            {
+                "site": site,
+                "line": line,
+                "device": device,
+                "accounting": accounting,
+                "day_start_ms": day,
+                "hours": check[0],
+                "fingerprint_sum": check[1],
+                "day": data,
+                "detail": detail,
+                "computed_at_ms": now_ms,
+            }
+            for day, check, data, detail in days
+        ]
+        if not values:
+            return
+        statement = _insert(self._db)(rollup_accounts)
+        statement = statement.on_conflict_do_update(
+            index_elements=["site", "line", "device", "accounting", "day_start_ms"],
+            set_={c: statement.excluded[c] for c in ("hours", "fingerprint_sum", "day", "detail", "computed_at_ms")},
+        )
+        with self._connect(write=True) as connection:
+            connection.execute(statement, values)
 
     @staticmethod
     def _select_in_range(

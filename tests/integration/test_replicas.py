@@ -163,7 +163,7 @@ def test_replicas_starting_together_on_an_empty_database_migrate_it_once(
     with replicas(empty_url, influx_settings, tmp_path, count=3) as bases:
         assert all(_answers(base) for base in bases)  # none failed on a table another was creating
     with Database(empty_url) as database, database.engine.connect() as connection:
-        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0005"]
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0006"]
 
 
 def _key(database: Database, name: str, role: Role, organisation: str) -> dict[str, str]:

@@ -66,6 +66,7 @@ def test_migrations_run_on_an_empty_database_and_twice(empty_database: Database)
         "plan_versions",
         "rollups",
         "rollup_marks",
+        "rollup_accounts",
         "result_cache",
         "organisations",
         "api_keys",
@@ -75,7 +76,7 @@ def test_migrations_run_on_an_empty_database_and_twice(empty_database: Database)
         "console_sessions",
     }
     with empty_database.engine.connect() as connection:
-        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0005"]
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0006"]
 
 
 def test_the_models_match_the_migrations(database: Database) -> None:

@@ -9,10 +9,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import func, select
 
 from adapters.influxdb import InfluxClient, InfluxSettings
-from adapters.sql import RollupRepository
+from adapters.sql import Database, RollupRepository
+from adapters.sql.models import rollup_accounts
 from api.examples import PANGYO_PLAN
 from api.main import create_app
 from collector.settings import CollectorSettings
@@ -141,3 +144,41 @@ def test_the_apis_background_task_builds_the_hours_before_anyone_asks(
         )
         answer = client.get(f"/v1/demonstrations/{ref}/comparison").json()
     assert answer["source"]["hours_refreshed"] == 0  # the task had stored them all
+
+
+def test_the_job_accounts_the_plans_days_so_that_a_comparison_accounts_none(
+    tmp_path: Path, influx_settings: InfluxSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 23 at plant scale: the job also accounts each device-day under the plan, so the first comparison after
+    it reads accounted days and accounts nothing itself."""
+    registry = write_registry(tmp_path, [{"site": SITE, "line": LINE, "device": DEVICE, "profile": "cobot_arm"}])
+    url = f"sqlite:///{tmp_path / 'pilot.db'}"
+    env = {
+        **os.environ,
+        "PILOT_INFLUX__URL": influx_settings.url,
+        "PILOT_INFLUX__DATABASE": influx_settings.database,
+        "PILOT_DEVICES_FILE": str(registry),
+        "PILOT_DATABASE_URL": url,
+    }
+    with InfluxClient(influx_settings) as influx:
+        influx.ensure_database()
+        assert influx.write([line for hour in range(48) for line in _parts(hour, 10, 1 + hour * 10)]).status == 204
+    settings = CollectorSettings(influx=influx_settings, devices_file=registry, database_url=url)
+    client = admin_client(create_app(settings))
+    ref = client.post("/v1/demonstrations", json=_plan()).json()["id"]
+    _rollups(env, tmp_path)
+    with Database(url) as database, database.engine.connect() as connection:
+        days = connection.execute(select(func.count()).select_from(rollup_accounts)).scalar()
+    assert days == len({(START_MS + h * HOUR_MS) // (24 * HOUR_MS) for h in range(48)})  # the plan's UTC days
+    written: list[int] = []
+    put = RollupRepository.put_accounted_days
+
+    def counted(self: RollupRepository, site: str, line: str, device: str, key: str, rows: Any) -> None:
+        rows = list(rows)
+        written.append(len(rows))
+        put(self, site, line, device, key, rows)
+
+    monkeypatch.setattr(RollupRepository, "put_accounted_days", counted)
+    answer = client.get(f"/v1/demonstrations/{ref}/comparison")
+    assert answer.status_code == 200 and answer.json()["kpis"]
+    assert sum(written) == 0

@@ -1,0 +1,154 @@
+"""A device's day of hours accounted under a plan's rules and calendar, kept so that it is accounted once.
+
+Accounting every stored hour under the plan (``account_vector``) is most of a cold comparison at plant scale;
+its answer depends only on the hour, the plan's rules for the device (``DeviceRules.key``) and the calendar.
+An ``AccountedDay`` holds that answer for the stored hours of one UTC day of one device, in columns, with what
+the comparison needs of each hour besides (coverage counts, seq ranges, production of output stations) and
+the day's cycle-time histogram merged. Each hour's own histogram and cycle-time values, needed only for a day
+a window or an exclusion cuts, are in a ``DayDetail`` kept apart.
+
+Every per-hour input of the statistics (the line's hourly units, the adjusted baseline's response and
+variables) is a row of ``vectors``, the components ``account_vector`` gives: a new per-hour variable (an
+ambient temperature for the adjusted baseline, say) is a component there, or one more column here, with
+``ACCOUNTING_FORMAT`` moved on so that stored days are accounted again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import msgspec
+import numpy as np
+
+from pilot_core.calendar import Calendar
+from pilot_core.device_hours import HOUR_MS, DeviceHour, DeviceRules, account_vector
+from pilot_core.histogram import RELATIVE_ACCURACY
+from pilot_core.kpi import COMPONENT_NAMES
+from pilot_core.time_accounting import BucketCalendar, ProductionTotals
+
+DAY_MS = 24 * HOUR_MS
+# Bump when what an AccountedDay holds, or how an hour is accounted, changes: stored days then count as missing.
+ACCOUNTING_FORMAT = "2"  # 2: each hour's ambient temperature
+_FINGERPRINT_BITS_HEX = 12  # 48 bits of an hour's fingerprint: a day's 24 sum to less than 2**53
+
+
+class AccountedDay(msgspec.Struct, array_like=True, gc=False):
+    """One device's stored hours of one day, accounted: columns of one entry per hour in time order, as bytes that
+    numpy reads without a Python object per hour (a plant's half-year is 36,000 of these)."""
+
+    starts: bytes  # int64
+    vectors: bytes  # float64, hours × COMPONENT_NAMES, as account_vector gave them
+    flags: bytes  # uint8: SCHEDULED (the calendar has planned busy time in the hour), MACHINE, EXACT (kept values)
+    telemetry_points: bytes  # int64
+    seq_channels: list[str]
+    seq: bytes  # int64 rows: (hour in the day, index in seq_channels, received, first, last)
+    missing: list[tuple[int, str]]  # (hour in the day, a product without an ideal cycle time): few or none
+    histogram_bins: bytes  # int64: the day's cycle-time histogram, merged, bin indices in order
+    histogram_counts: bytes  # int64
+    production: list[dict[str, ProductionTotals]] | None  # per hour, of output stations only (else None)
+    ambient_c: bytes  # float64: an environment sensor's mean temperature in the hour, NaN where it kept none
+
+    @property
+    def hours(self) -> int:
+        return len(self.starts) // 8
+
+
+SCHEDULED, MACHINE, EXACT = 1, 2, 4
+SEQ_COLUMNS = 5
+
+
+class DayDetail(msgspec.Struct, array_like=True, gc=False):
+    """Each hour's own cycle-time histogram and values: for a day of which only some hours are chosen."""
+
+    histograms: list[tuple[list[int], list[int]]]  # per hour: bin indices, counts
+    values: list[list[float]]  # per hour: every cycle time's value where the hour kept them, else empty
+
+
+_DAY = msgspec.msgpack.Decoder(AccountedDay)
+_DETAIL = msgspec.msgpack.Decoder(DayDetail)
+_ENCODER = msgspec.msgpack.Encoder()
+
+
+def encode(part: AccountedDay | DayDetail) -> bytes:
+    return _ENCODER.encode(part)
+
+
+def decode_day(data: bytes) -> AccountedDay:
+    return _DAY.decode(data)
+
+
+def decode_detail(data: bytes) -> DayDetail:
+    return _DETAIL.decode(data)
+
+
+def accounting_key(rules: DeviceRules, calendar: Calendar) -> str:
+    """Names everything an hour's accounting depends on besides the hour: equal keys account alike."""
+    text = repr((ACCOUNTING_FORMAT, rules.key(), calendar.model_dump_json()))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def fingerprint_bits(fingerprint: str) -> int:
+    """The part of a stored hour's fingerprint that a day's check sums (the database sums the same column)."""
+    return int(fingerprint[:_FINGERPRINT_BITS_HEX], 16)
+
+
+def day_check(fingerprints: Sequence[str]) -> tuple[int, int]:
+    """A day's stored hours as their count and the sum of their fingerprint bits: any rewritten hour moves it."""
+    return len(fingerprints), sum(fingerprint_bits(f) for f in fingerprints)
+
+
+def day_start(ms: int) -> int:
+    return ms - ms % DAY_MS
+
+
+def ambient_column(hours: Sequence[DeviceHour]) -> np.ndarray:
+    """Each hour's ambient temperature (``DeviceHour.ambient_c``), NaN where the hour kept none."""
+    return np.fromiter((np.nan if h.ambient_c is None else h.ambient_c for h in hours), dtype=float, count=len(hours))
+
+
+def account_day(
+    hours: Sequence[DeviceHour], rules: DeviceRules, calendars: Sequence[BucketCalendar]
+) -> tuple[AccountedDay, DayDetail]:
+    """One device's hours of one day (in time order), each with its hour's calendar, accounted as
+    ``account_vector`` accounts them."""
+    vectors = np.zeros((len(hours), len(COMPONENT_NAMES)))
+    flags = np.zeros(len(hours), dtype=np.uint8)
+    missing: list[tuple[int, str]] = []
+    channels: dict[str, int] = {}
+    seq: list[tuple[int, int, int, int, int]] = []
+    merged: dict[int, int] = {}
+    for index, (hour, calendar) in enumerate(zip(hours, calendars, strict=True)):
+        vector, lacking = account_vector(hour, rules, calendar)
+        vectors[index] = vector
+        flags[index] = (
+            (SCHEDULED if calendar.busy_ms > 0 else 0)
+            | (MACHINE if hour.machine else 0)
+            | (EXACT if hour.has_exact_cycle_times else 0)
+        )
+        missing.extend((index, product) for product in sorted(lacking))
+        for channel, span in hour.seq.items():
+            seq.append((index, channels.setdefault(channel, len(channels)), span.received, span.first, span.last))
+        if hour.cycle_times.relative_accuracy != RELATIVE_ACCURACY:
+            raise ValueError("only histograms of the default accuracy are accounted ahead")
+        for bin_index, count in hour.cycle_times.counts.items():
+            merged[bin_index] = merged.get(bin_index, 0) + count
+    bins = sorted(merged)
+    day = AccountedDay(
+        starts=np.array([h.start_ms for h in hours], dtype=np.int64).tobytes(),
+        vectors=vectors.tobytes(),
+        flags=flags.tobytes(),
+        telemetry_points=np.array([h.telemetry_points for h in hours], dtype=np.int64).tobytes(),
+        seq_channels=list(channels),
+        seq=np.array(seq, dtype=np.int64).reshape(-1, SEQ_COLUMNS).tobytes(),
+        missing=missing,
+        histogram_bins=np.array(bins, dtype=np.int64).tobytes(),
+        histogram_counts=np.array([merged[b] for b in bins], dtype=np.int64).tobytes(),
+        production=[dict(h.production) for h in hours] if rules.is_output else None,
+        ambient_c=ambient_column(hours).tobytes(),
+    )
+    detail = DayDetail(
+        histograms=[(list(h.cycle_times.counts), list(h.cycle_times.counts.values())) for h in hours],
+        values=[list(h.cycle_time_values) if h.has_exact_cycle_times else [] for h in hours],
+    )
+    return day, detail
