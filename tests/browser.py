@@ -16,7 +16,9 @@ from typing import Any
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import JavascriptException, StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.support.wait import WebDriverWait
 
 BROWSERS = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
 DRIVERS = ("/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver")
@@ -77,3 +79,12 @@ def platform_fonts(driver: Any, selector: str) -> list[dict[str, Any]]:
     assert node, selector
     fonts: list[dict[str, Any]] = driver.execute_cdp_cmd("CSS.getPlatformFontsForNode", {"nodeId": node})["fonts"]
     return fonts
+
+
+def wait_for_language(driver: Any, lang: str, timeout_s: float = 10) -> None:
+    """Wait until the page in the browser is in ``lang`` (after a language switch navigates). The old page's
+    <html> element goes stale as the new one loads, so the wait reads the document's lang afresh each time and
+    retries a read that caught the page between documents."""
+    WebDriverWait(driver, timeout_s, ignored_exceptions=(StaleElementReferenceException, JavascriptException)).until(
+        lambda d: d.execute_script("return document.documentElement.lang") == lang
+    )

@@ -35,7 +35,7 @@ from pilot_core.registry import DeviceRegistry
 from pilot_core.validation import PRODUCTION_MEASUREMENT
 from simulators.scenario import load_scenario
 from tests.api_support import OPERATOR, key_headers
-from tests.browser import chromium
+from tests.browser import chromium, wait_for_language
 from tests.integration.test_cli_demo import short_scenario
 from tests.integration.test_live_line import line, morning, noon_zone, plan
 from tests.support import count_points, publish_all, running_collector, wait_until
@@ -154,9 +154,7 @@ def test_the_live_page_shows_the_apis_numbers_and_refreshes_itself(
 
             # The Korean page draws the same numbers in Korean.
             browser.find_element(By.ID, "switch-language").click()
-            WebDriverWait(browser, 10).until(
-                lambda b: b.find_element(By.TAG_NAME, "html").get_attribute("lang") == "ko"
-            )
+            wait_for_language(browser, "ko")
             assert (
                 "실시간 라인" in text("live-title") and "정상" in browser.find_element(By.ID, "collectors-table").text
             )
@@ -165,9 +163,7 @@ def test_the_live_page_shows_the_apis_numbers_and_refreshes_itself(
             for lang in ("ko", "en"):
                 if lang == "en":
                     browser.find_element(By.ID, "switch-language").click()
-                    WebDriverWait(browser, 10).until(
-                        lambda b: b.find_element(By.TAG_NAME, "html").get_attribute("lang") == "en"
-                    )
+                    wait_for_language(browser, "en")
                 browser.execute_script(AXE.read_text(encoding="utf-8"))
                 violations = browser.execute_async_script(
                     "const done = arguments[arguments.length - 1];"
