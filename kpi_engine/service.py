@@ -862,6 +862,12 @@ class KpiService:
         progress: Progress | None = None,
     ) -> Evaluation:
         """The demonstration's result under plan ``version`` (default: the latest)."""
+        return self._evaluate(ref, version, refresh=refresh, progress=progress)[0]
+
+    def _evaluate(
+        self, ref: int | str, version: int | None, *, refresh: bool, progress: Progress | None = None
+    ) -> tuple[Evaluation, AccountedHours | None]:
+        """``evaluate``, with the accounted days the result was computed from (None: cached, or from device-hours)."""
         seen = self.fingerprint(ref, version, refresh=refresh, progress=progress)
         plan = seen.plan
         fingerprint = seen.data_fingerprint
@@ -878,7 +884,7 @@ class KpiService:
         }
         cached = self.cache.get(seen.demonstration_id, seen.plan_version, "evaluation", fingerprint)
         if cached is not None:
-            return Evaluation(result=_RESULT.validate_python(cached), cached=True, **common)
+            return Evaluation(result=_RESULT.validate_python(cached), cached=True, **common), None
         intervals = telemetry_intervals(plan, self.hours.registry)
         accounted = self.hours.accounted(plan)
         if accounted is None:  # data corrections, or hours rewritten while they were read
@@ -887,6 +893,7 @@ class KpiService:
             try:
                 result = evaluate_accounted(plan, seen.plan_hash, accounted, intervals, self.hours.station_comparisons)
             except AccountedDaysRewritten:  # rewritten while they were read: the hours as they are now
+                accounted = None
                 result = evaluate(plan, seen.plan_hash, self.hours.read(plan), intervals, self.hours.decoded.account)
         self.cache.put(
             seen.demonstration_id,
@@ -895,7 +902,7 @@ class KpiService:
             fingerprint,
             _RESULT.dump_python(result, mode="json"),
         )
-        return Evaluation(result=result, cached=False, **common)
+        return Evaluation(result=result, cached=False, **common), accounted
 
     def evaluate_with_breakdown(
         self, ref: int | str, version: int | None = None, *, refresh: bool = False
@@ -907,19 +914,19 @@ class KpiService:
         device-hours for a plan with data corrections, or days rewritten while they were read.
         """
         for _ in range(3):
-            evaluation = self.evaluate(ref, version, refresh=refresh)
+            evaluation, accounted = self._evaluate(ref, version, refresh=refresh)
             refresh = False  # re-reading InfluxDB once is enough
             plan = evaluation.plan
-            charts = self._stored_breakdown(plan) or breakdown(plan, self.hours.read(plan))
+            charts = self._stored_breakdown(plan, accounted) or breakdown(plan, self.hours.read(plan))
             seen = data_fingerprint(evaluation.result.plan_hash, self.hours.summaries(plan))
             if seen == evaluation.data_fingerprint:
                 break
         return evaluation, charts
 
-    def _stored_breakdown(self, plan: DemonstrationPlan) -> Breakdown | None:
-        """The charts from the stored accounted days; None where the device-hours give them (data corrections,
-        days rewritten while they were read)."""
-        accounted = self.hours.accounted(plan)
+    def _stored_breakdown(self, plan: DemonstrationPlan, accounted: AccountedHours | None) -> Breakdown | None:
+        """The charts from the stored accounted days (``accounted``: those the result was just computed from, if it
+        was); None where the device-hours give them (data corrections, days rewritten while they were read)."""
+        accounted = accounted or self.hours.accounted(plan)
         if accounted is None:
             return None
         try:
