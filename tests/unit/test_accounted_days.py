@@ -14,11 +14,12 @@ from pydantic import TypeAdapter
 
 from adapters.catalog import load_profiles
 from adapters.influxdb import InfluxClient, InfluxSettings
-from adapters.sql import Database, RollupRepository, default_url
+from adapters.sql import Database, DemonstrationRepository, ResultCache, RollupRepository, default_url
 from adapters.sql.models import rollup_accounts
 from kpi_engine.breakdown import breakdown, stored_breakdown
 from kpi_engine.evaluation import DemonstrationResult, evaluate, evaluate_accounted
-from kpi_engine.service import HourStore, plan_hours
+from kpi_engine.service import HourStore, KpiService, plan_hours
+from pilot_core.access import Actor
 from pilot_core.contract import TimeClass
 from pilot_core.demonstration import DemonstrationPlan, Phase, plan_hash
 from pilot_core.device_hours import HOUR_MS, DeviceHour, SeqSpan, StateEvent
@@ -379,3 +380,28 @@ def test_the_charts_breakdown_from_accounted_days_equals_the_one_from_device_hou
         assert accounted is not None
         evaluate_accounted(plans[0], plan_hash(plans[0]), accounted, INTERVALS)
         assert repr(stored_breakdown(plans[0], accounted)) == repr(breakdown(plans[0], store.read(plans[0])))
+
+
+def test_the_reports_and_the_consoles_charts_decode_no_device_hour(tmp_path: Path) -> None:
+    """``evaluate_with_breakdown`` (the report, the console's page) takes the charts from the accounted days the
+    comparison read; with data corrections, from the device-hours, as before."""
+    hours = with_downtime_causes(plant_hours(seed=8))
+    plan = plant_plan()
+    actor = Actor.system("test")
+    with Database(default_url(tmp_path)) as database, InfluxClient(InfluxSettings()) as unused:
+        database.upgrade()
+        store = hour_store(database, unused)
+        stored_plant(store, hours)
+        demonstrations = DemonstrationRepository(database)
+        stored = demonstrations.create(plan, actor=actor)
+        service = KpiService(demonstrations, store, ResultCache(database))
+        evaluation, charts = service.evaluate_with_breakdown(stored.id)
+        assert not store.decoded.snapshot()  # every hour is settled: none was decoded
+        assert repr(charts) == repr(breakdown(plan, store.read(plan)))
+        assert evaluation.result == service.evaluate(stored.id).result
+        # A plan with data corrections: its charts from the corrected device-hours, as breakdown gives them.
+        count = {"kind": "counts", "device": "press", "at": START + dt.timedelta(days=1, hours=9), "product": "P"}
+        fixed = plant_plan(name="corrected", corrections=[{**count, "produced": 5, "scrap": 5, "reason": "scrap"}])
+        _, charts = service.evaluate_with_breakdown(demonstrations.create(fixed, actor=actor).id)
+        assert store.decoded.snapshot()
+        assert repr(charts) == repr(breakdown(fixed, store.read(fixed)))
