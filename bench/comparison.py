@@ -6,9 +6,11 @@ in ``rollup_accounts``), but nothing is in the server's memory and no result is 
 hour of the output station (stored as a re-read marks it), so no cached result, in a running server: that day
 is accounted again, every line comparison computed again, and the stations' comparisons of unchanged stations
 come from the server's memo (``StationComparisons``). Warm: the same request again, answered from the result
-cache after checking that no hour changed. Accounting (reported beside, not in ``measurements``): the roll-up
-job's accounting of every device-day of the plan from nothing, done once per plan's rules and calendar. Reading
-InfluxDB is not timed: that happens once per hour of data, not per request.
+cache after checking that no hour changed. Charts: the cold comparison with what the report's and the console's
+charts need (``KpiService.evaluate_with_breakdown``: per local day and phase the components, the output
+stations' cycle-time histogram, downtime by cause), after late data as for cold. Accounting (reported beside,
+not in ``measurements``): the roll-up job's accounting of every device-day of the plan from nothing, done once per
+plan's rules and calendar. Reading InfluxDB is not timed: that happens once per hour of data, not per request.
 
 The baseline, measured in the same run, is decoding the stored hours alone
 (the floor under any cold evaluation); figures are also given in seconds
@@ -213,6 +215,7 @@ def main() -> int:
     result["accounting_s"] = result["accounting"]["median_s"]
     result["comparison_rss_before_mb"] = resident_mb[0]
     result["comparison_peak_rss_mb"] = resident_mb[1]
+    result["charts_peak_rss_mb"] = resident_mb[2]
     print_table(result)
     if args.out:
         write_result(args.out, result)
@@ -240,7 +243,7 @@ def rss_mb() -> float:
 
 
 # The comparisons' server process: its resident memory after one comparison, and its peak (set by ``measure``).
-resident_mb = [0.0, 0.0]
+resident_mb = [0.0, 0.0, 0.0]  # before, peak after the comparisons, peak after the charts too
 
 
 def scaling(
@@ -258,7 +261,7 @@ def scaling(
             subprocess.run(command, check=True)
             runs.append(json.loads(out.read_text(encoding="utf-8")))
     for run in runs:
-        for name in ("first", "cold", "warm", "decode_only", "accounting"):
+        for name in ("first", "cold", "warm", "charts", "decode_only", "accounting"):
             run[f"{name}_us_per_hour"] = run[f"{name}_s"] / run["device_hours"] * 1e6
             run[f"{name}_per_hour_over_smallest"] = run[f"{name}_us_per_hour"] / runs[0][f"{name}_us_per_hour"]
     reads = influx_reads(influx_sizes, repeat) if influx_sizes else []
@@ -310,8 +313,8 @@ def comparisons_apart(url: str, device_count: int, days: int, repeat: int) -> di
         command = [sys.executable, "-m", "bench.comparison", "--comparisons-of", url, "--devices", str(device_count)]
         subprocess.run([*command, "--days", str(days), "--repeat", str(repeat), "--out", str(out)], check=True)
         found = json.loads(out.read_text(encoding="utf-8"))
-    resident_mb[0], resident_mb[1] = found["rss_before_mb"], found["peak_rss_mb"]
-    return {name: Repeats(*found[name]) for name in ("first", "cold", "warm")}
+    resident_mb[:] = found["rss_before_mb"], found["peak_rss_mb"], found["charts_peak_rss_mb"]
+    return {name: Repeats(*found[name]) for name in ("first", "cold", "warm", "charts")}
 
 
 def comparisons(url: str, device_count: int, days: int, repeat: int) -> dict[str, Any]:
@@ -351,6 +354,10 @@ def comparisons(url: str, device_count: int, days: int, repeat: int) -> dict[str
         def warm() -> None:
             assert service.evaluate(stored.id).cached
 
+        def charts() -> None:
+            evaluation, parts = service.evaluate_with_breakdown(stored.id)
+            assert not evaluation.cached and parts.days
+
         forget_everything()
         evaluate_uncached()  # imports and first-use costs out of the way
         before = rss_mb()
@@ -359,7 +366,14 @@ def comparisons(url: str, device_count: int, days: int, repeat: int) -> dict[str
             "cold": timed(evaluate_uncached, repeat, setup=late_data),
             "warm": timed(warm, repeat),
         }
-    return {**{k: list(v) for k, v in measured.items()}, "rss_before_mb": before, "peak_rss_mb": peak_rss_mb()}
+        peak = peak_rss_mb()  # the comparisons' alone: the charts come after
+        measured["charts"] = timed(charts, repeat, setup=late_data)
+    return {
+        **{k: list(v) for k, v in measured.items()},
+        "rss_before_mb": before,
+        "peak_rss_mb": peak,
+        "charts_peak_rss_mb": peak_rss_mb(),
+    }
 
 
 def summary(devices: int, days: int, repeat: int, repeats: dict[str, Repeats]) -> dict[str, Any]:
@@ -392,6 +406,7 @@ def print_table(result: dict[str, Any]) -> None:
         ("first comparison after start", "first"),
         ("cold comparison (no cached result)", "cold"),
         ("warm comparison (cached result)", "warm"),
+        ("cold comparison with the charts", "charts"),
     )
     for label, name in rows:
         m = result["measurements"][name]
@@ -532,6 +547,10 @@ def print_scaling(result: dict[str, Any]) -> None:
             f" accounting {run['accounting_s']:7.2f} s ({run['accounting_us_per_hour']:6.1f} µs/hour,"
             f" {run['accounting_per_hour_over_smallest']:.2f}×); comparison RSS {run['comparison_rss_before_mb']:,.0f}"
             f" → peak {run['comparison_peak_rss_mb']:,.0f} MB; process peak RSS {run['peak_rss_mb']:,.0f} MB"
+        )
+        print(
+            f"{'':>15} with the charts: cold {run['charts_s']:7.2f} s ({run['charts_us_per_hour']:6.1f} µs/hour,"
+            f" {run['charts_per_hour_over_smallest']:.2f}×), peak RSS {run['charts_peak_rss_mb']:,.0f} MB"
         )
     for read in result["influx_read"]:
         print(

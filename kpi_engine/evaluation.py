@@ -35,7 +35,7 @@ from pilot_core.control_line import ControlLineResult, control_line
 from pilot_core.demonstration import DemonstrationPlan, IndependentVariable, Method, Phase, Target, Window
 from pilot_core.design import REVISION as DESIGN_REVISION
 from pilot_core.design import TargetDesign, design_target
-from pilot_core.device_hours import HOUR_MS, DeviceHour, DeviceRules, account_vector, corrected
+from pilot_core.device_hours import HOUR_MS, DeviceHour, DeviceRules, DowntimeCause, account_vector, corrected
 from pilot_core.histogram import LogHistogram
 from pilot_core.kpi import COMPONENT_NAMES, KPIS, Components, NoValue, compute, compute_all, no_value_reason, total
 from pilot_core.product_mix import MixStandardisation, PhaseTotals, ProductTotals, standardise
@@ -656,6 +656,7 @@ class StoredDevice(AccountedDevice):
             if kept[first_of_day[i] + hour]
         ]
         self.seq = _stored_seq(days, first_of_day, kept, row_of)
+        self.downtime = _stored_downtime(days, first_of_day, kept, row_of)
         # Bin indices and counts are small integers: kept as int32 (a plant holds 40 bins a device-day), summed
         # as int64 by _merged_bins.
         self._bins = np.frombuffer(b"".join(d.histogram_bins for d in days), dtype=np.int64).astype(np.int32)
@@ -723,6 +724,32 @@ def _stored_seq(
         if len(picked):
             columns[name] = (row_of[picked[:, 0]].astype(np.intp), picked[:, 2], picked[:, 3], picked[:, 4])
     return columns
+
+
+@dataclass(frozen=True, slots=True)
+class StoredDowntime:
+    """The kept hours' downtime by cause (``downtime_by_cause``), as their accounted days keep it: one entry per
+    hour and cause, by hour and then in the order ``downtime_by_cause`` gives them."""
+
+    causes: list[DowntimeCause]
+    rows: np.ndarray  # the hour's row among the kept ones
+    cause: np.ndarray  # an index in ``causes``
+    seconds: np.ndarray
+
+
+def _stored_downtime(
+    days: Sequence[AccountedDay], first_of_day: np.ndarray, kept: np.ndarray, row_of: np.ndarray
+) -> StoredDowntime:
+    causes: dict[DowntimeCause, int] = {}
+    remap = [np.array([causes.setdefault(c, len(causes)) for c in d.downtime_causes], dtype=np.int64) for d in days]
+    every = np.frombuffer(b"".join(d.downtime_rows for d in days), dtype=np.int64).reshape(-1, 2)
+    seconds = np.frombuffer(b"".join(d.downtime_s for d in days), dtype=np.float64)
+    per_day = [len(d.downtime_s) // 8 for d in days]
+    hour = every[:, 0] + np.repeat(first_of_day, per_day).astype(np.int64)
+    offsets = np.repeat(np.cumsum([0, *(len(r) for r in remap)])[:-1], per_day).astype(np.int64)
+    cause = np.concatenate([np.zeros(0, dtype=np.int64), *remap])[every[:, 1] + offsets]
+    chosen = kept[hour]
+    return StoredDowntime(list(causes), row_of[hour[chosen]], cause[chosen], seconds[chosen])
 
 
 class AccountedHours:

@@ -27,7 +27,7 @@ from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import numpy as np
 from pydantic import TypeAdapter
@@ -43,7 +43,7 @@ from adapters.sql import (
     fingerprint_of,
 )
 from adapters.telemetry_reader import TelemetryReader
-from kpi_engine.breakdown import Breakdown, breakdown
+from kpi_engine.breakdown import Breakdown, breakdown, stored_breakdown
 from kpi_engine.evaluation import (
     Accounted,
     AccountedHours,
@@ -65,6 +65,7 @@ from pilot_core.accounted_days import (
     decode_detail,
     encode,
 )
+from pilot_core.calendar import Shift
 from pilot_core.comparison import KpiComparison
 from pilot_core.demonstration import DemonstrationPlan
 from pilot_core.device_hours import HOUR_MS, DeviceHour, DeviceRules, account_vector
@@ -597,7 +598,7 @@ class HourStore:
             return {day: decode_detail(kept[(device, day)]) for day in starts}
 
         devices: dict[str, StoredDevice] = {}
-        calendars: dict[int, BucketCalendar] = {}
+        calendars: dict[int, HourCalendar] = {}
         for device in plan.devices:  # one device's days in memory at a time, as bytes and decoded
             checks = by_device[device]
             days: dict[int, AccountedDay] = {}
@@ -638,14 +639,14 @@ class HourStore:
         by_device: dict[str, list[int]] = defaultdict(list)
         for device, day in stale:
             by_device[device].append(day)
-        calendars: dict[int, BucketCalendar] = {}
+        calendars: dict[int, HourCalendar] = {}
         return sum(
             len(self._account_device(plan, device, keys[device], sorted(days), calendars))
             for device, days in sorted(by_device.items())
         )
 
     def _account_device(
-        self, plan: DemonstrationPlan, device: str, key: str, days: list[int], calendars: dict[int, BucketCalendar]
+        self, plan: DemonstrationPlan, device: str, key: str, days: list[int], calendars: dict[int, HourCalendar]
     ) -> list[tuple[int, tuple[int, int], bytes]]:
         """A device's ``days`` accounted and stored under its build lock: what another process accounted while
         this one waited is taken as it stored it. Returns each day's check and AccountedDay."""
@@ -660,7 +661,7 @@ class HourStore:
         device: str,
         key: str,
         days: list[int],
-        calendars: dict[int, BucketCalendar],
+        calendars: dict[int, HourCalendar],
     ) -> list[tuple[int, tuple[int, int], bytes]]:
         """One device's ``days``, under its lock: read, accounted and stored, but for those another process
         accounted from the same hours meanwhile. Returns each day's check and AccountedDay as accounted now."""
@@ -685,7 +686,9 @@ class HourStore:
                     continue
                 hours = [h for _, h in found]
                 hour_calendars = [_hour_calendar(plan, h.start_ms, calendars) for h in hours]
-                accounted, detail = account_day(hours, rules, hour_calendars)
+                accounted, detail = account_day(
+                    hours, rules, [c.calendar for c in hour_calendars], [c.shifts for c in hour_calendars]
+                )
                 data = encode(accounted)
                 rows.append((day, check, data, encode(detail)))
                 done.append((day, check, data))
@@ -719,12 +722,17 @@ def accounting_keys(plan: DemonstrationPlan) -> dict[str, str]:
     return {device: accounting_key(DeviceRules.of(plan, device), plan.calendar) for device in plan.devices}
 
 
-def _hour_calendar(plan: DemonstrationPlan, start_ms: int, calendars: dict[int, BucketCalendar]) -> BucketCalendar:
+class HourCalendar(NamedTuple):
+    calendar: BucketCalendar
+    shifts: list[Shift]  # the plan calendar's shifts in the hour
+
+
+def _hour_calendar(plan: DemonstrationPlan, start_ms: int, calendars: dict[int, HourCalendar]) -> HourCalendar:
     """The calendar of the hour starting at ``start_ms``, as ``AccountedHours`` works it out (once per hour)."""
     found = calendars.get(start_ms)
     if found is None:
         shifts = list(plan.calendar.shifts_between(start_ms, start_ms + HOUR_MS))
-        found = calendars[start_ms] = BucketCalendar.of(start_ms, start_ms + HOUR_MS, shifts)
+        found = calendars[start_ms] = HourCalendar(BucketCalendar.of(start_ms, start_ms + HOUR_MS, shifts), shifts)
     return found
 
 
@@ -854,6 +862,12 @@ class KpiService:
         progress: Progress | None = None,
     ) -> Evaluation:
         """The demonstration's result under plan ``version`` (default: the latest)."""
+        return self._evaluate(ref, version, refresh=refresh, progress=progress)[0]
+
+    def _evaluate(
+        self, ref: int | str, version: int | None, *, refresh: bool, progress: Progress | None = None
+    ) -> tuple[Evaluation, AccountedHours | None]:
+        """``evaluate``, with the accounted days the result was computed from (None: cached, or from device-hours)."""
         seen = self.fingerprint(ref, version, refresh=refresh, progress=progress)
         plan = seen.plan
         fingerprint = seen.data_fingerprint
@@ -870,7 +884,7 @@ class KpiService:
         }
         cached = self.cache.get(seen.demonstration_id, seen.plan_version, "evaluation", fingerprint)
         if cached is not None:
-            return Evaluation(result=_RESULT.validate_python(cached), cached=True, **common)
+            return Evaluation(result=_RESULT.validate_python(cached), cached=True, **common), None
         intervals = telemetry_intervals(plan, self.hours.registry)
         accounted = self.hours.accounted(plan)
         if accounted is None:  # data corrections, or hours rewritten while they were read
@@ -879,6 +893,7 @@ class KpiService:
             try:
                 result = evaluate_accounted(plan, seen.plan_hash, accounted, intervals, self.hours.station_comparisons)
             except AccountedDaysRewritten:  # rewritten while they were read: the hours as they are now
+                accounted = None
                 result = evaluate(plan, seen.plan_hash, self.hours.read(plan), intervals, self.hours.decoded.account)
         self.cache.put(
             seen.demonstration_id,
@@ -887,20 +902,34 @@ class KpiService:
             fingerprint,
             _RESULT.dump_python(result, mode="json"),
         )
-        return Evaluation(result=result, cached=False, **common)
+        return Evaluation(result=result, cached=False, **common), accounted
 
     def evaluate_with_breakdown(
         self, ref: int | str, version: int | None = None, *, refresh: bool = False
     ) -> tuple[Evaluation, Breakdown]:
         """The result and what its charts need, both from the same stored hours.
 
-        Hours stored between the evaluation and the reading would make them disagree: then it is done again.
+        Hours stored between the evaluation and the reading would make them disagree: then it is done again. The
+        charts come from the stored accounted days, as the comparison does, with no device-hour decoded; from the
+        device-hours for a plan with data corrections, or days rewritten while they were read.
         """
         for _ in range(3):
-            evaluation = self.evaluate(ref, version, refresh=refresh)
+            evaluation, accounted = self._evaluate(ref, version, refresh=refresh)
             refresh = False  # re-reading InfluxDB once is enough
-            hours = self.hours.read(evaluation.plan)
-            seen = data_fingerprint(evaluation.result.plan_hash, self.hours.summaries(evaluation.plan))
+            plan = evaluation.plan
+            charts = self._stored_breakdown(plan, accounted) or breakdown(plan, self.hours.read(plan))
+            seen = data_fingerprint(evaluation.result.plan_hash, self.hours.summaries(plan))
             if seen == evaluation.data_fingerprint:
                 break
-        return evaluation, breakdown(evaluation.plan, hours)
+        return evaluation, charts
+
+    def _stored_breakdown(self, plan: DemonstrationPlan, accounted: AccountedHours | None) -> Breakdown | None:
+        """The charts from the stored accounted days (``accounted``: those the result was just computed from, if it
+        was); None where the device-hours give them (data corrections, days rewritten while they were read)."""
+        accounted = accounted or self.hours.accounted(plan)
+        if accounted is None:
+            return None
+        try:
+            return stored_breakdown(plan, accounted)
+        except AccountedDaysRewritten:
+            return None

@@ -21,15 +21,15 @@ from collections.abc import Sequence
 import msgspec
 import numpy as np
 
-from pilot_core.calendar import Calendar
-from pilot_core.device_hours import HOUR_MS, DeviceHour, DeviceRules, account_vector
+from pilot_core.calendar import Calendar, Shift
+from pilot_core.device_hours import HOUR_MS, DeviceHour, DeviceRules, DowntimeCause, account_vector, downtime_by_cause
 from pilot_core.histogram import RELATIVE_ACCURACY
 from pilot_core.kpi import COMPONENT_NAMES
 from pilot_core.time_accounting import BucketCalendar, ProductionTotals
 
 DAY_MS = 24 * HOUR_MS
 # Bump when what an AccountedDay holds, or how an hour is accounted, changes: stored days then count as missing.
-ACCOUNTING_FORMAT = "2"  # 2: each hour's ambient temperature
+ACCOUNTING_FORMAT = "3"  # 2: each hour's ambient temperature; 3: each hour's downtime by cause (the charts')
 _FINGERPRINT_BITS_HEX = 12  # 48 bits of an hour's fingerprint: a day's 24 sum to less than 2**53
 
 
@@ -48,6 +48,12 @@ class AccountedDay(msgspec.Struct, array_like=True, gc=False):
     histogram_counts: bytes  # int64
     production: list[dict[str, ProductionTotals]] | None  # per hour, of output stations only (else None)
     ambient_c: bytes  # float64: an environment sensor's mean temperature in the hour, NaN where it kept none
+    # The charts' downtime by cause (``downtime_by_cause`` of each hour under its shifts), one row per hour and
+    # cause in the order it gives them: the day's causes, and per row its hour in the day and cause (int64 pairs)
+    # and its seconds (float64).
+    downtime_causes: list[DowntimeCause]
+    downtime_rows: bytes
+    downtime_s: bytes
 
     @property
     def hours(self) -> int:
@@ -108,10 +114,13 @@ def ambient_column(hours: Sequence[DeviceHour]) -> np.ndarray:
 
 
 def account_day(
-    hours: Sequence[DeviceHour], rules: DeviceRules, calendars: Sequence[BucketCalendar]
+    hours: Sequence[DeviceHour],
+    rules: DeviceRules,
+    calendars: Sequence[BucketCalendar],
+    shifts: Sequence[Sequence[Shift]],
 ) -> tuple[AccountedDay, DayDetail]:
-    """One device's hours of one day (in time order), each with its hour's calendar, accounted as
-    ``account_vector`` accounts them."""
+    """One device's hours of one day (in time order), each with its hour's calendar and the calendar's shifts in
+    it, accounted as ``account_vector`` accounts them, with each hour's ``downtime_by_cause``."""
     vectors = np.zeros((len(hours), len(COMPONENT_NAMES)))
     flags = np.zeros(len(hours), dtype=np.uint8)
     missing: list[tuple[int, str]] = []
@@ -134,6 +143,7 @@ def account_day(
         for bin_index, count in hour.cycle_times.counts.items():
             merged[bin_index] = merged.get(bin_index, 0) + count
     bins = sorted(merged)
+    causes, cause_rows, cause_seconds = downtime_columns(hours, rules, shifts)
     day = AccountedDay(
         starts=np.array([h.start_ms for h in hours], dtype=np.int64).tobytes(),
         vectors=vectors.tobytes(),
@@ -146,9 +156,27 @@ def account_day(
         histogram_counts=np.array([merged[b] for b in bins], dtype=np.int64).tobytes(),
         production=[dict(h.production) for h in hours] if rules.is_output else None,
         ambient_c=ambient_column(hours).tobytes(),
+        downtime_causes=causes,
+        downtime_rows=np.array(cause_rows, dtype=np.int64).reshape(-1, 2).tobytes(),
+        downtime_s=np.array(cause_seconds, dtype=np.float64).tobytes(),
     )
     detail = DayDetail(
         histograms=[(list(h.cycle_times.counts), list(h.cycle_times.counts.values())) for h in hours],
         values=[list(h.cycle_time_values) if h.has_exact_cycle_times else [] for h in hours],
     )
     return day, detail
+
+
+def downtime_columns(
+    hours: Sequence[DeviceHour], rules: DeviceRules, shifts: Sequence[Sequence[Shift]]
+) -> tuple[list[DowntimeCause], list[tuple[int, int]], list[float]]:
+    """Each hour's ``downtime_by_cause`` as columns: the causes in the order first seen, and per hour and cause
+    (in the order it gives them) the hour's index and the cause's, with the seconds."""
+    causes: dict[DowntimeCause, int] = {}
+    rows: list[tuple[int, int]] = []
+    seconds: list[float] = []
+    for index, (hour, hour_shifts) in enumerate(zip(hours, shifts, strict=True)):
+        for cause, lost in downtime_by_cause(hour, rules, hour_shifts).items():
+            rows.append((index, causes.setdefault(cause, len(causes))))
+            seconds.append(lost)
+    return list(causes), rows, seconds

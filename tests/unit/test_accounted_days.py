@@ -14,10 +14,12 @@ from pydantic import TypeAdapter
 
 from adapters.catalog import load_profiles
 from adapters.influxdb import InfluxClient, InfluxSettings
-from adapters.sql import Database, RollupRepository, default_url
+from adapters.sql import Database, DemonstrationRepository, ResultCache, RollupRepository, default_url
 from adapters.sql.models import rollup_accounts
+from kpi_engine.breakdown import breakdown, stored_breakdown
 from kpi_engine.evaluation import DemonstrationResult, evaluate, evaluate_accounted
-from kpi_engine.service import HourStore, plan_hours
+from kpi_engine.service import HourStore, KpiService, plan_hours
+from pilot_core.access import Actor
 from pilot_core.contract import TimeClass
 from pilot_core.demonstration import DemonstrationPlan, Phase, plan_hash
 from pilot_core.device_hours import HOUR_MS, DeviceHour, SeqSpan, StateEvent
@@ -314,3 +316,92 @@ def test_an_adjusted_baseline_on_ambient_temperature_reads_the_sensors_hours_fro
         assert RESULT.dump_json(fast) == RESULT.dump_json(evaluate(plan, plan_hash(plan), store.read(plan), {}))
         assert fast.adjusted is not None and not fast.adjusted.refused
         assert fast.adjusted.model is not None and "ambient_temperature" in fast.adjusted.model.variables
+
+
+def with_downtime_causes(hours: dict[str, list[DeviceHour]]) -> dict[str, list[DeviceHour]]:
+    """Causes besides the afternoon fault: changeovers with a reason, an offline stretch (unknown), a fault with a
+    code on the control line (never the line's downtime), a stop outside the shift (no planned busy time lost)."""
+    for day in range(14):
+        start = START_MS + day * DAY_MS
+        changeover = hours["press-3"][day * 24 + 10]
+        changeover.events = [
+            StateEvent(start + 10 * HOUR_MS + 300_000, "setup", TimeClass.SETUP, f"changeover to {'PQ'[day % 2]}"),
+            StateEvent(start + 10 * HOUR_MS + 1_234_567, "running", TimeClass.PRODUCTION),
+        ]
+        offline = hours["press"][day * 24 + 9]
+        offline.events = [
+            StateEvent(start + 9 * HOUR_MS + 60_001, None, None),
+            StateEvent(start + 9 * HOUR_MS + 400_003, "idle", TimeClass.IDLE, "no order"),
+            StateEvent(start + 9 * HOUR_MS + 700_000, "running", TimeClass.PRODUCTION),
+        ]
+        hours["press-2"][day * 24 + 11].events = [
+            StateEvent(start + 11 * HOUR_MS + 1_000, "fault", TimeClass.UNPLANNED_DELAY, "E42"),
+            StateEvent(start + 11 * HOUR_MS + 90_000, "running", TimeClass.PRODUCTION),
+        ]
+        hours["press"][day * 24 + 20].events = [
+            StateEvent(start + 20 * HOUR_MS + 5_000, "fault", TimeClass.UNPLANNED_DELAY, "E7"),
+        ]
+    return hours
+
+
+def test_the_charts_breakdown_from_accounted_days_equals_the_one_from_device_hours_byte_for_byte(
+    tmp_path: Path,
+) -> None:
+    """Windows and an exclusion cut days; Seoul's days run across UTC days (as stored); several causes per phase."""
+    hours = with_downtime_causes(plant_hours(seed=6))
+    plans = [
+        plant_plan(),
+        plant_plan(state_overrides=[{"state": "fault", "time_class": "setup", "reason": "tool change"}]),
+        plant_plan(  # a night shift split at midnight: busy hours on both sides of the local days
+            calendar={
+                "timezone": "Asia/Seoul",
+                "shifts": [{"start": "00:00", "end": "06:00"}, {"start": "13:00", "end": "23:59"}],
+            }
+        ),
+    ]
+    with Database(default_url(tmp_path)) as database, InfluxClient(InfluxSettings()) as unused:
+        database.upgrade()
+        store = hour_store(database, unused)
+        stored_plant(store, hours)
+        causes = []
+        for plan in plans:
+            accounted = store.accounted(plan)
+            assert accounted is not None
+            fast = stored_breakdown(plan, accounted)
+            oracle = breakdown(plan, store.read(plan))
+            assert repr(fast) == repr(oracle)  # every float and every dict's order
+            assert fast == oracle
+            assert len({d.day for d in fast.days}) >= 12 and len(fast.phases[Phase.PILOT].downtime_s) >= 2
+            assert sum(d.components.pbt_s for d in fast.days) > 0
+            causes.append(len(fast.phases[Phase.BASELINE].downtime_s))
+        assert causes[0] >= 5  # the fault, two changeovers, idle without an order, and unknown (offline)
+        # From the days the comparison accounted: the same AccountedHours serves both.
+        accounted = store.accounted(plans[0])
+        assert accounted is not None
+        evaluate_accounted(plans[0], plan_hash(plans[0]), accounted, INTERVALS)
+        assert repr(stored_breakdown(plans[0], accounted)) == repr(breakdown(plans[0], store.read(plans[0])))
+
+
+def test_the_reports_and_the_consoles_charts_decode_no_device_hour(tmp_path: Path) -> None:
+    """``evaluate_with_breakdown`` (the report, the console's page) takes the charts from the accounted days the
+    comparison read; with data corrections, from the device-hours, as before."""
+    hours = with_downtime_causes(plant_hours(seed=8))
+    plan = plant_plan()
+    actor = Actor.system("test")
+    with Database(default_url(tmp_path)) as database, InfluxClient(InfluxSettings()) as unused:
+        database.upgrade()
+        store = hour_store(database, unused)
+        stored_plant(store, hours)
+        demonstrations = DemonstrationRepository(database)
+        stored = demonstrations.create(plan, actor=actor)
+        service = KpiService(demonstrations, store, ResultCache(database))
+        evaluation, charts = service.evaluate_with_breakdown(stored.id)
+        assert not store.decoded.snapshot()  # every hour is settled: none was decoded
+        assert repr(charts) == repr(breakdown(plan, store.read(plan)))
+        assert evaluation.result == service.evaluate(stored.id).result
+        # A plan with data corrections: its charts from the corrected device-hours, as breakdown gives them.
+        count = {"kind": "counts", "device": "press", "at": START + dt.timedelta(days=1, hours=9), "product": "P"}
+        fixed = plant_plan(name="corrected", corrections=[{**count, "produced": 5, "scrap": 5, "reason": "scrap"}])
+        _, charts = service.evaluate_with_breakdown(demonstrations.create(fixed, actor=actor).id)
+        assert store.decoded.snapshot()
+        assert repr(charts) == repr(breakdown(fixed, store.read(fixed)))

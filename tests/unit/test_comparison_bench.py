@@ -18,7 +18,7 @@ def test_each_measurement_has_its_spread_and_its_ratio_to_the_baseline(
     assert comparison.main() == 0
     result = json.loads(out.read_text())
     assert result["baseline"] == "decode_only"
-    assert set(result["measurements"]) == {"decode_only", "first", "cold", "warm"}
+    assert set(result["measurements"]) == {"decode_only", "first", "cold", "warm", "charts"}
     for name, measured in result["measurements"].items():
         assert len(measured["repeats_s"]) == len(measured["full_collections"]) == 3
         assert measured["min_s"] <= measured["median_s"] <= measured["max_s"]
