@@ -26,6 +26,7 @@ from pilot_core.accounted_days import (
     DayDetail,
     ambient_column,
     day_start,
+    unpacked_vectors,
 )
 from pilot_core.adjusted_baseline import REVISION as ADJUSTED_REVISION
 from pilot_core.adjusted_baseline import AdjustedResult, adjusted_baseline
@@ -638,8 +639,7 @@ class StoredDevice(AccountedDevice):
             np.int32
         )
         self.starts = every_start[kept]
-        vectors = np.frombuffer(b"".join(d.vectors for d in days), dtype=np.float64)
-        self.matrix = vectors.reshape(-1, len(COMPONENT_NAMES))[kept]  # a copy: the plan's exclusions zero rows
+        self.matrix = unpacked_vectors(days)[kept]  # a copy: the plan's exclusions zero rows
         flags = np.frombuffer(b"".join(d.flags for d in days), dtype=np.uint8)[kept]
         self.included = np.ones(len(self.starts), dtype=bool)
         self.scheduled = (flags & SCHEDULED) > 0

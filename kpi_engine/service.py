@@ -21,6 +21,7 @@ import datetime as dt
 import functools
 import hashlib
 import itertools
+import operator
 import threading
 import time
 from collections import OrderedDict, defaultdict
@@ -568,8 +569,9 @@ class HourStore:
         keys = accounting_keys(plan)
         stored = {
             (device, day): check
-            for run in _day_runs(plan_hours(plan))
-            for device, day, check, _ in self.rollups.accounted_days(plan.site, plan.line, keys, *run, data=False)
+            for device, day, check, _ in self.rollups.accounted_days(
+                plan.site, plan.line, keys, _day_runs(plan_hours(plan)), data=False
+            )
         }
         return self._account_stale(plan, keys, [key for key, check in checks.items() if stored.get(key) != check])
 
@@ -597,18 +599,15 @@ class HourStore:
                 kept.update(self.rollups.accounted_details(plan.site, plan.line, keys, chosen))
             return {day: decode_detail(kept[(device, day)]) for day in starts}
 
-        devices: dict[str, StoredDevice] = {}
         calendars: dict[int, HourCalendar] = {}
-        for device in plan.devices:  # one device's days in memory at a time, as bytes and decoded
+
+        def stored_device(device: str, found: Iterable[tuple[str, int, tuple[int, int], bytes | None]]) -> StoredDevice:
             checks = by_device[device]
             days: dict[int, AccountedDay] = {}
-            for run in runs:
-                for _, day, check, data in self.rollups.accounted_days(
-                    plan.site, plan.line, {device: keys[device]}, *run
-                ):
-                    if checks.get(day) == check and data is not None:
-                        days[day] = decode_day(data)
-                        read[(device, day)] = check
+            for _, day, check, data in found:
+                if checks.get(day) == check and data is not None:
+                    days[day] = decode_day(data)
+                    read[(device, day)] = check
             stale = sorted(day for day in checks if day not in days)
             if stale:
                 for day, check, data in self._account_device(plan, device, keys[device], stale, calendars):
@@ -616,9 +615,16 @@ class HourStore:
                     read[(device, day)] = check
             named = [(day, read[(device, day)]) for day in sorted(days)]
             content = hashlib.sha256(repr((keys[device], named)).encode("utf-8")).hexdigest()
-            devices[device] = StoredDevice(
-                [days[day] for day in sorted(days)], hours, functools.partial(details, device), content
-            )
+            return StoredDevice([days[day] for day in sorted(days)], hours, functools.partial(details, device), content)
+
+        devices: dict[str, StoredDevice] = {}
+        # One query for every device's days, read a device at a time: its days in memory as bytes and decoded.
+        stored = self.rollups.accounted_days(plan.site, plan.line, keys, runs)
+        for device, found in itertools.groupby(stored, key=operator.itemgetter(0)):
+            devices[device] = stored_device(device, found)
+        for device in plan.devices:
+            if device not in devices:  # no day of it accounted yet
+                devices[device] = stored_device(device, ())
         return AccountedHours.of_stored(plan, devices)
 
     def _day_checks(self, plan: DemonstrationPlan) -> dict[tuple[str, int], tuple[int, int]]:
@@ -671,7 +677,7 @@ class HourStore:
             stored = {
                 day: (check, data)
                 for _, day, check, data in rollups.accounted_days(
-                    plan.site, plan.line, {device: key}, run_start, run_end
+                    plan.site, plan.line, {device: key}, [(run_start, run_end)]
                 )
             }
             by_day: dict[int, list[tuple[str, DeviceHour]]] = defaultdict(list)

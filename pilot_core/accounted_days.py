@@ -29,7 +29,8 @@ from pilot_core.time_accounting import BucketCalendar, ProductionTotals
 
 DAY_MS = 24 * HOUR_MS
 # Bump when what an AccountedDay holds, or how an hour is accounted, changes: stored days then count as missing.
-ACCOUNTING_FORMAT = "3"  # 2: each hour's ambient temperature; 3: each hour's downtime by cause (the charts')
+ACCOUNTING_FORMAT = "4"  # 2: each hour's ambient temperature; 3: each hour's downtime by cause (the charts');
+# 4: vectors keep only their non-zero components
 _FINGERPRINT_BITS_HEX = 12  # 48 bits of an hour's fingerprint: a day's 24 sum to less than 2**53
 
 
@@ -38,7 +39,7 @@ class AccountedDay(msgspec.Struct, array_like=True, gc=False):
     numpy reads without a Python object per hour (a plant's half-year is 36,000 of these)."""
 
     starts: bytes  # int64
-    vectors: bytes  # float64, hours × COMPONENT_NAMES, as account_vector gave them
+    vectors: bytes  # float64, hours × vector_columns: the components account_vector gave, but those zero all day
     flags: bytes  # uint8: SCHEDULED (the calendar has planned busy time in the hour), MACHINE, EXACT (kept values)
     telemetry_points: bytes  # int64
     seq_channels: list[str]
@@ -54,6 +55,9 @@ class AccountedDay(msgspec.Struct, array_like=True, gc=False):
     downtime_causes: list[DowntimeCause]
     downtime_rows: bytes
     downtime_s: bytes
+    # uint8: the indices in COMPONENT_NAMES of the columns of ``vectors`` (a station uses about half of them; a
+    # column left out is +0.0 in every hour of the day), so that a plant's half-year is less to move and read.
+    vector_columns: bytes
 
     @property
     def hours(self) -> int:
@@ -113,6 +117,40 @@ def ambient_column(hours: Sequence[DeviceHour]) -> np.ndarray:
     return np.fromiter((np.nan if h.ambient_c is None else h.ambient_c for h in hours), dtype=float, count=len(hours))
 
 
+def packed_vectors(vectors: np.ndarray) -> tuple[bytes, bytes]:
+    """A day's hours × COMPONENT_NAMES as (the columns kept, uint8; their values, float64 hours × kept): a column
+    is left out only if every bit of it is zero (+0.0 everywhere), so that ``unpacked_vectors`` gives it back
+    exactly (-0.0 and NaN are kept)."""
+    kept = np.flatnonzero((vectors.view(np.uint64) != 0).any(axis=0)).astype(np.uint8)
+    return kept.tobytes(), np.ascontiguousarray(vectors[:, kept]).tobytes()
+
+
+def unpacked_vectors(days: Sequence[AccountedDay]) -> np.ndarray:
+    """The days' ``vectors``, one after another, as hours × COMPONENT_NAMES (the left-out columns +0.0): days
+    with the same columns (a device's days, mostly) unpacked together."""
+    sizes = np.array([day.hours for day in days], dtype=np.int64)
+    first = np.cumsum(sizes) - sizes
+    result = np.zeros((int(sizes.sum()), len(COMPONENT_NAMES)))
+    alike: dict[bytes, list[int]] = {}
+    for index, day in enumerate(days):
+        alike.setdefault(day.vector_columns, []).append(index)
+    for columns, chosen in alike.items():
+        kept = np.frombuffer(columns, dtype=np.uint8)
+        if not len(kept):
+            continue
+        values = np.frombuffer(b"".join(days[i].vectors for i in chosen), dtype=np.float64).reshape(-1, len(kept))
+        if len(chosen) == len(days):  # every day with the same columns: every row
+            result[:, kept] = values
+            continue
+        picked = np.array(chosen, dtype=np.intp)
+        counts = sizes[picked]
+        # Each chosen day's rows: its first row, plus 0, 1, … within it.
+        within = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+        rows = np.repeat(first[picked], counts) + within
+        result[np.ix_(rows, kept.astype(np.intp))] = values
+    return result
+
+
 def account_day(
     hours: Sequence[DeviceHour],
     rules: DeviceRules,
@@ -144,9 +182,10 @@ def account_day(
             merged[bin_index] = merged.get(bin_index, 0) + count
     bins = sorted(merged)
     causes, cause_rows, cause_seconds = downtime_columns(hours, rules, shifts)
+    columns, packed = packed_vectors(vectors)
     day = AccountedDay(
         starts=np.array([h.start_ms for h in hours], dtype=np.int64).tobytes(),
-        vectors=vectors.tobytes(),
+        vectors=packed,
         flags=flags.tobytes(),
         telemetry_points=np.array([h.telemetry_points for h in hours], dtype=np.int64).tobytes(),
         seq_channels=list(channels),
@@ -159,6 +198,7 @@ def account_day(
         downtime_causes=causes,
         downtime_rows=np.array(cause_rows, dtype=np.int64).reshape(-1, 2).tobytes(),
         downtime_s=np.array(cause_seconds, dtype=np.float64).tobytes(),
+        vector_columns=columns,
     )
     detail = DayDetail(
         histograms=[(list(h.cycle_times.counts), list(h.cycle_times.counts.values())) for h in hours],

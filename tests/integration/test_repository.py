@@ -241,6 +241,32 @@ def test_rollups_are_read_in_range_by_device_then_time(database: Database) -> No
     assert rollups.read("pangyo", "line-1", [], start, end) == []
 
 
+def test_accounted_days_come_back_as_stored_byte_for_byte(database: Database) -> None:
+    """On PostgreSQL they are read in binary (no hex text): every byte value, large days, non-ASCII names."""
+    rollups = RollupRepository(database)
+    day_ms = 24 * HOUR_MS
+    every_byte = bytes(range(256)) * 40  # 10 kB, larger than a page's share: stored out of line, compressed
+    rows = [(n * day_ms, (24, 2**52 + n), every_byte[n:] + b"\x00", bytes([n]) * 3) for n in range(3)]
+    rollups.put_accounted_days("판교", "line 1", "프레스", "k" * 64, rows)
+    rollups.put_accounted_days("판교", "line 1", "other", "k" * 64, [(0, (1, 1), b"x", b"y")])
+    got = list(rollups.accounted_days("판교", "line 1", {"프레스": "k" * 64}, [(0, 3 * day_ms)]))
+    assert got == [("프레스", day, check, data) for day, check, data, _ in rows]
+    assert all(type(v) is bytes for *_, v in got)
+    assert list(rollups.accounted_days("판교", "line 1", {"프레스": "k" * 64}, [(0, 3 * day_ms)], data=False)) == [
+        ("프레스", day, check, None) for day, check, _, _ in rows
+    ]
+    assert list(rollups.accounted_days("판교", "line 1", {"프레스": "other-key"}, [(0, 3 * day_ms)])) == []
+    runs = [(0, day_ms), (2 * day_ms, 5 * day_ms)]  # days 0 and 2, of both devices: one device's days together
+    both = {"프레스": "k" * 64, "other": "k" * 64}
+    assert [(d, day) for d, day, *_ in rollups.accounted_days("판교", "line 1", both, runs)] in (
+        [("other", 0), ("프레스", 0), ("프레스", 2 * day_ms)],
+        [("프레스", 0), ("프레스", 2 * day_ms), ("other", 0)],
+    )
+    checks = {("프레스", day): check for day, check, _, _ in rows[1:]}
+    details = rollups.accounted_details("판교", "line 1", {"프레스": "k" * 64}, checks)
+    assert details == {("프레스", day): detail for day, _, _, detail in rows[1:]}
+
+
 # --- cached results
 
 

@@ -9,6 +9,7 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 from pydantic import TypeAdapter
 
@@ -20,12 +21,21 @@ from kpi_engine.breakdown import breakdown, stored_breakdown
 from kpi_engine.evaluation import DemonstrationResult, evaluate, evaluate_accounted
 from kpi_engine.service import HourStore, KpiService, plan_hours
 from pilot_core.access import Actor
+from pilot_core.accounted_days import (
+    account_day,
+    day_start,
+    decode_day,
+    encode,
+    packed_vectors,
+    unpacked_vectors,
+)
 from pilot_core.contract import TimeClass
 from pilot_core.demonstration import DemonstrationPlan, Phase, plan_hash
-from pilot_core.device_hours import HOUR_MS, DeviceHour, SeqSpan, StateEvent
+from pilot_core.device_hours import HOUR_MS, DeviceHour, DeviceRules, SeqSpan, StateEvent, account_vector
 from pilot_core.histogram import LogHistogram
+from pilot_core.kpi import COMPONENT_NAMES
 from pilot_core.registry import DeviceEntry, DeviceRegistry
-from pilot_core.time_accounting import ProductionTotals
+from pilot_core.time_accounting import BucketCalendar, ProductionTotals
 from tests.unit.test_adjustments import cell_hours, cooled, sensor_hours, weather, weather_plan
 
 START = dt.datetime(2026, 10, 5, tzinfo=dt.timezone(dt.timedelta(hours=9)))  # a Monday, 00:00 in Seoul
@@ -405,3 +415,44 @@ def test_the_reports_and_the_consoles_charts_decode_no_device_hour(tmp_path: Pat
         _, charts = service.evaluate_with_breakdown(demonstrations.create(fixed, actor=actor).id)
         assert store.decoded.snapshot()
         assert repr(charts) == repr(breakdown(fixed, store.read(fixed)))
+
+
+def test_packed_vectors_leave_out_only_columns_of_plus_zero_and_give_back_every_bit() -> None:
+    rng = np.random.default_rng(4)
+    width = len(COMPONENT_NAMES)
+    first = np.zeros((24, width))
+    first[:, 0] = rng.random(24) * 3600
+    first[5, 3] = -0.0  # negative zero: its bits are not zero, so the column is kept
+    first[7, 9] = np.nan
+    second = np.zeros((3, width))  # another day, other columns (a short day: three stored hours)
+    second[:, width - 1] = [1e-300, 2.5, 7.0]
+    empty = np.zeros((2, width))  # nothing at all in the day
+    days = []
+    for vectors in (first, second, empty):
+        columns, packed = packed_vectors(vectors)
+        assert len(packed) == 8 * len(vectors) * len(columns)
+        day = account_day([], DeviceRules.of(plant_plan(), "press"), [], [])[0]
+        starts = np.zeros(len(vectors), np.int64).tobytes()
+        days.append(msgspec.structs.replace(day, starts=starts, vectors=packed, vector_columns=columns))
+    assert list(np.frombuffer(days[0].vector_columns, np.uint8)) == [0, 3, 9]
+    assert list(np.frombuffer(days[1].vector_columns, np.uint8)) == [width - 1]
+    assert days[2].vectors == b""
+    unpacked = unpacked_vectors([days[0], days[1], days[2], days[0]])
+    expected = np.concatenate([first, second, empty, first])
+    assert unpacked.tobytes() == expected.tobytes()  # bit for bit: -0.0 and NaN as they were
+    assert decode_day(encode(days[1])) == days[1]
+
+
+def test_an_accounted_day_stores_only_the_components_its_device_uses() -> None:
+    plan = plant_plan()
+    for device, hours in plant_hours().items():
+        rules = DeviceRules.of(plan, device)
+        day = [h for h in hours if day_start(h.start_ms) == day_start(hours[30].start_ms)]
+        shifts = [list(plan.calendar.shifts_between(h.start_ms, h.end_ms)) for h in day]
+        calendars = [BucketCalendar.of(h.start_ms, h.end_ms, s) for h, s in zip(day, shifts, strict=True)]
+        accounted, _ = account_day(day, rules, calendars, shifts)
+        columns = np.frombuffer(accounted.vector_columns, np.uint8)
+        assert 0 < len(columns) < len(COMPONENT_NAMES)
+        whole = np.array([account_vector(h, rules, c)[0] for h, c in zip(day, calendars, strict=True)])
+        assert unpacked_vectors([accounted]).tobytes() == whole.tobytes()
+        assert not whole[:, [i for i in range(len(COMPONENT_NAMES)) if i not in columns]].any()
