@@ -76,4 +76,7 @@ def uvicorn_log_config() -> dict[str, Any]:
         handler.setdefault("filters", []).append("redact_credentials")
     # The app's own loggers (api.problems logs failed requests) reach stderr through the same filter.
     config["root"] = {"handlers": ["default"], "level": "INFO"}
+    # httpx logs every request at INFO: each InfluxDB query a page or a comparison makes would be a line.
+    for chatty in ("httpx", "httpcore"):
+        config["loggers"][chatty] = {"level": "WARNING"}
     return config

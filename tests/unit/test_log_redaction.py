@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import logging.config
 import sys
 
 import pytest
 
-from api.log_redaction import RedactCredentials, redact
+from api.log_redaction import RedactCredentials, redact, uvicorn_log_config
 
 KEY = "pt_3f9c2a71b0d4_" + "A" * 43
 
@@ -42,3 +43,25 @@ def test_the_filter_redacts_arguments_and_tracebacks() -> None:
     text = logging.Formatter().format(record)
     assert KEY not in text and KEY[16:] not in text
     assert "GET /x?token=[redacted] failed" in text and "bad key pt_3f9c2a71b0d4_[redacted]" in text
+
+
+def test_the_servers_log_leaves_out_each_request_the_api_makes_to_influxdb() -> None:
+    """httpx logs every request at INFO: a served console page would print a line per InfluxDB query."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    config = uvicorn_log_config()
+    named = [logging.getLogger(name) for name in ("httpx", "httpcore", *config["loggers"])]
+    before = [(lg, list(lg.handlers), lg.level, lg.propagate, lg.disabled) for lg in named]
+    config["disable_existing_loggers"] = False
+    logging.config.dictConfig(config)
+    try:
+        assert not logging.getLogger("httpx").isEnabledFor(logging.INFO)
+        assert logging.getLogger("httpx").isEnabledFor(logging.WARNING)
+        assert logging.getLogger("api.problems").isEnabledFor(logging.INFO)
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        for logger, its_handlers, its_level, propagate, disabled in before:
+            logger.handlers[:] = its_handlers
+            logger.setLevel(its_level)
+            logger.propagate, logger.disabled = propagate, disabled
