@@ -622,7 +622,9 @@ class StoredDevice(AccountedDevice):
         wanted: np.ndarray,
         details: Callable[[list[int]], Mapping[int, DayDetail]],
         content: str | None = None,
+        rows: np.ndarray | None = None,
     ) -> None:
+        """``rows``: zeros, hours × COMPONENT_NAMES, at least the days' hours, for the matrix (a view of it)."""
         self.hours = []
         self.content = content  # e.g. the accounting key and every day's check: equal names, equal data
         self._details = details
@@ -634,18 +636,18 @@ class StoredDevice(AccountedDevice):
         self._days = [day_start(int(every_start[o])) for o in np.cumsum(sizes) - sizes] if len(days) else []
         self._day_hours = sizes
         day_of = np.repeat(np.arange(len(days), dtype=np.int32), sizes)
-        self._day_of = day_of[kept]
-        self._position = (np.arange(len(every_start)) - np.repeat(np.cumsum(sizes) - sizes, sizes))[kept].astype(
-            np.int32
-        )
+        self._day_of = _narrow(day_of[kept])
+        self._position = _narrow((np.arange(len(every_start)) - np.repeat(np.cumsum(sizes) - sizes, sizes))[kept])
         self.starts = every_start[kept]
-        self.matrix = unpacked_vectors(days)[kept]  # a copy: the plan's exclusions zero rows
+        every_row = unpacked_vectors(days, rows)  # not shared with another device: the plan's exclusions zero rows
+        self.matrix = every_row if kept.all() else every_row[kept]
+        del every_row  # not two matrices of the device at once
         flags = np.frombuffer(b"".join(d.flags for d in days), dtype=np.uint8)[kept]
         self.included = np.ones(len(self.starts), dtype=bool)
         self.scheduled = (flags & SCHEDULED) > 0
         self.machine = (flags & MACHINE) > 0
         self.exact = (flags & EXACT) > 0
-        self.telemetry_points = np.frombuffer(b"".join(d.telemetry_points for d in days), dtype=np.int64)[kept]
+        self.telemetry_points = _narrow(np.frombuffer(b"".join(d.telemetry_points for d in days), dtype=np.int64)[kept])
         self.ambient_c = np.frombuffer(b"".join(d.ambient_c for d in days), dtype=np.float64)[kept]
         row_of = np.cumsum(kept) - 1  # an hour among all the days' hours → its row among the kept ones
         first_of_day = np.cumsum(sizes) - sizes
@@ -657,11 +659,11 @@ class StoredDevice(AccountedDevice):
         ]
         self.seq = _stored_seq(days, first_of_day, kept, row_of)
         self.downtime = _stored_downtime(days, first_of_day, kept, row_of)
-        # Bin indices and counts are small integers: kept as int32 (a plant holds 40 bins a device-day), summed
+        # Bin indices and counts are small integers: kept narrow (a plant holds 40 bins a device-day), summed
         # as int64 by _merged_bins.
-        self._bins = np.frombuffer(b"".join(d.histogram_bins for d in days), dtype=np.int64).astype(np.int32)
-        self._counts = np.frombuffer(b"".join(d.histogram_counts for d in days), dtype=np.int64).astype(np.int32)
-        self._day_of_bin = np.repeat(np.arange(len(days), dtype=np.int32), [len(d.histogram_bins) // 8 for d in days])
+        self._bins = _narrow(np.frombuffer(b"".join(d.histogram_bins for d in days), dtype=np.int64))
+        self._counts = _narrow(np.frombuffer(b"".join(d.histogram_counts for d in days), dtype=np.int64))
+        self._bins_per_day = np.array([len(d.histogram_bins) // 8 for d in days], dtype=np.int64)
         self._production: list[Mapping[str, ProductionTotals]] | None = None  # None: not an output station's
         if any(day.production is not None for day in days):
             production: list[Mapping[str, ProductionTotals]] = []
@@ -674,7 +676,7 @@ class StoredDevice(AccountedDevice):
         per_day = np.bincount(self._day_of[chosen], minlength=len(self._days))
         whole = per_day == self._day_hours
         exact = bool(self.exact[chosen].all())
-        from_days = whole[self._day_of_bin]
+        from_days = np.repeat(whole, self._bins_per_day)  # per bin: its day is whole
         bins = [self._bins[from_days].astype(np.int64)]
         counts = [self._counts[from_days].astype(np.int64)]
         values: list[np.ndarray] = []
@@ -695,6 +697,17 @@ class StoredDevice(AccountedDevice):
 
     def production_of(self, index: int) -> Mapping[str, ProductionTotals]:
         return {} if self._production is None else self._production[index]
+
+
+def _narrow(values: np.ndarray) -> np.ndarray:
+    """Integers as the smallest of int16 and int32 that holds each of them exactly (int64 if neither does):
+    a plant's request holds several such columns per device-hour. Indexing, comparing and summing (numpy sums
+    small integers as int64) give the same numbers."""
+    for small in (np.int16, np.int32):
+        limits = np.iinfo(small)
+        if not len(values) or (int(values.min()) >= limits.min and int(values.max()) <= limits.max):
+            return values.astype(small)
+    return np.ascontiguousarray(values)  # a column of its own, not a view keeping its table
 
 
 def _stored_seq(
@@ -722,7 +735,9 @@ def _stored_seq(
     for name, index in names.items():
         picked = every[every[:, 1] == index]
         if len(picked):
-            columns[name] = (row_of[picked[:, 0]].astype(np.intp), picked[:, 2], picked[:, 3], picked[:, 4])
+            # Each column a copy of its own: a view would keep all five columns of ``picked`` for the request.
+            first, last = (np.ascontiguousarray(picked[:, c]) for c in (3, 4))
+            columns[name] = (_narrow(row_of[picked[:, 0]]), _narrow(picked[:, 2]), first, last)
     return columns
 
 
@@ -749,7 +764,7 @@ def _stored_downtime(
     offsets = np.repeat(np.cumsum([0, *(len(r) for r in remap)])[:-1], per_day).astype(np.int64)
     cause = np.concatenate([np.zeros(0, dtype=np.int64), *remap])[every[:, 1] + offsets]
     chosen = kept[hour]
-    return StoredDowntime(list(causes), row_of[hour[chosen]], cause[chosen], seconds[chosen])
+    return StoredDowntime(list(causes), _narrow(row_of[hour[chosen]]), _narrow(cause[chosen]), seconds[chosen])
 
 
 class AccountedHours:

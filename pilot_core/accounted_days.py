@@ -125,12 +125,13 @@ def packed_vectors(vectors: np.ndarray) -> tuple[bytes, bytes]:
     return kept.tobytes(), np.ascontiguousarray(vectors[:, kept]).tobytes()
 
 
-def unpacked_vectors(days: Sequence[AccountedDay]) -> np.ndarray:
+def unpacked_vectors(days: Sequence[AccountedDay], out: np.ndarray | None = None) -> np.ndarray:
     """The days' ``vectors``, one after another, as hours × COMPONENT_NAMES (the left-out columns +0.0): days
-    with the same columns (a device's days, mostly) unpacked together."""
+    with the same columns (a device's days, mostly) unpacked together; into ``out`` (zeros, rows enough) if given."""
     sizes = np.array([day.hours for day in days], dtype=np.int64)
     first = np.cumsum(sizes) - sizes
-    result = np.zeros((int(sizes.sum()), len(COMPONENT_NAMES)))
+    hours = int(sizes.sum())
+    result = out[:hours] if out is not None and len(out) >= hours else np.zeros((hours, len(COMPONENT_NAMES)))
     alike: dict[bytes, list[int]] = {}
     for index, day in enumerate(days):
         alike.setdefault(day.vector_columns, []).append(index)
