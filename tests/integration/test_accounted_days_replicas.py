@@ -4,37 +4,26 @@ the same numbers from the accounted days."""
 from __future__ import annotations
 
 import threading
-import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from adapters.influxdb import InfluxClient, InfluxSettings
 from adapters.sql import Database, RollupRepository
 from kpi_engine.evaluation import evaluate_accounted
 from kpi_engine.service import HourStore, plan_hours
 from pilot_core.demonstration import plan_hash
+from tests.integration.test_replicas import empty_url
 from tests.unit.test_accounted_days import DAY_MS, DEVICES, INTERVALS, RESULT, hour_store, plant_hours, plant_plan
 
-
-@pytest.fixture
-def schema_url(postgres_database: str) -> Iterator[str]:
-    """An empty schema of its own in the session's PostgreSQL database."""
-    schema = f"a_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(postgres_database, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    yield f"{postgres_database}?options=-csearch_path%3D{schema}"
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    admin.dispose()
+__all__ = ["empty_url"]  # test_replicas' fixture: an empty schema of its own
 
 
 def test_replicas_asked_at_once_account_each_day_once_and_agree(
-    schema_url: str, monkeypatch: pytest.MonkeyPatch
+    empty_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     plan = plant_plan()
     days = len({t - t % DAY_MS for t in plan_hours(plan)})
@@ -49,7 +38,7 @@ def test_replicas_asked_at_once_account_each_day_once_and_agree(
         put(self, site, line, device, key, rows)
 
     monkeypatch.setattr(RollupRepository, "put_accounted_days", counted)
-    with Database(schema_url) as database, InfluxClient(InfluxSettings()) as unused:
+    with Database(empty_url) as database, InfluxClient(InfluxSettings()) as unused:
         database.upgrade()
         hour_store(database, unused).rollups.upsert("s", "l", [h for hs in plant_hours().values() for h in hs])
         stores = [hour_store(database, unused) for _ in range(3)]  # three servers, each with its own memory
