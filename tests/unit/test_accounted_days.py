@@ -36,7 +36,7 @@ from pilot_core.histogram import LogHistogram
 from pilot_core.kpi import COMPONENT_NAMES
 from pilot_core.registry import DeviceEntry, DeviceRegistry
 from pilot_core.time_accounting import BucketCalendar, ProductionTotals
-from tests.unit.test_adjustments import cell_hours, cooled, sensor_hours, weather, weather_plan
+from tests.unit.test_adjustments import weather_plan, weathered_line
 
 START = dt.datetime(2026, 10, 5, tzinfo=dt.timezone(dt.timedelta(hours=9)))  # a Monday, 00:00 in Seoul
 START_MS = int(START.timestamp() * 1000)
@@ -302,14 +302,7 @@ def test_an_adjusted_baseline_on_ambient_temperature_reads_the_sensors_hours_fro
 ) -> None:
     """The ambient sensor's hourly temperatures are kept in its accounted days: the regression on them gives the
     same result from stored days as from device-hours (without them it would find no temperature, no verdict)."""
-    rng = np.random.default_rng(21)
-    before = cell_hours("press", range(5), 30.0, rng, 0.02)
-    after = cell_hours("press", range(7, 12), 30.0, rng, 0.02)
-    hours = {
-        "press": before + after,
-        "meter": cooled(before, rng, 0.02) + cooled(after, rng, 0.018),
-        "env": sensor_hours(range(5), weather) + sensor_hours(range(7, 12), weather),
-    }
+    hours = weathered_line()
     plan = weather_plan()
     profiles = {"press": "cnc_machine", "meter": "energy_meter", "env": "environment_sensor"}
     registry = DeviceRegistry(

@@ -410,6 +410,19 @@ def cooled(press: list[DeviceHour], rng: np.random.Generator, per_unit_kwh: floa
     ]
 
 
+def weathered_line() -> dict[str, list[DeviceHour]]:
+    """A press whose pilot (days 7–11) saves 10% of the energy per unit, its meter cooling with the weather, and the
+    environment sensor reading that weather."""
+    rng = np.random.default_rng(21)
+    before = cell_hours("press", range(5), 30.0, rng, 0.02)
+    after = cell_hours("press", range(7, 12), 30.0, rng, 0.02)
+    return {
+        "press": before + after,
+        "meter": cooled(before, rng, 0.02) + cooled(after, rng, 0.018),
+        "env": sensor_hours(range(5), weather) + sensor_hours(range(7, 12), weather),
+    }
+
+
 def weather_plan() -> DemonstrationPlan:
     return plan(
         devices=["press", "meter", "env"],
@@ -423,14 +436,8 @@ def weather_plan() -> DemonstrationPlan:
 def test_the_adjusted_baseline_regresses_on_the_ambient_sensors_temperature() -> None:
     """The pilot saves 10% of the energy per unit while its weather differs from the baseline's average: the
     regression on volume and the sensor's hourly temperature finds the cooling slope and the pilot's saving."""
-    rng = np.random.default_rng(21)
-    before = cell_hours("press", range(5), 30.0, rng, 0.02)
-    after = cell_hours("press", range(7, 12), 30.0, rng, 0.02)
-    hours = {
-        "press": before + after,
-        "meter": cooled(before, rng, 0.02) + cooled(after, rng, 0.018),
-        "env": sensor_hours(range(5), weather) + sensor_hours(range(7, 12), weather),
-    }
+    hours = weathered_line()
+    after = hours["press"][5 * 24 :]  # the pilot's days, 7–11
     chosen = weather_plan()
     result = evaluate(chosen, plan_hash(chosen), hours)
     adjusted = result.adjusted
