@@ -63,9 +63,8 @@ def _rollups(env: dict[str, str], folder: Path) -> str:
     return done.stdout
 
 
-def test_the_job_builds_hours_first_and_takes_in_late_data_for_a_settled_hour(
-    tmp_path: Path, influx_settings: InfluxSettings
-) -> None:
+def _job_setup(tmp_path: Path, influx_settings: InfluxSettings) -> tuple[Path, str, dict[str, str]]:
+    """The device registry, the SQLite URL and the environment that point ``pilot rollups`` at them."""
     registry = write_registry(tmp_path, [{"site": SITE, "line": LINE, "device": DEVICE, "profile": "cobot_arm"}])
     url = f"sqlite:///{tmp_path / 'pilot.db'}"
     env = {
@@ -75,6 +74,13 @@ def test_the_job_builds_hours_first_and_takes_in_late_data_for_a_settled_hour(
         "PILOT_DEVICES_FILE": str(registry),
         "PILOT_DATABASE_URL": url,
     }
+    return registry, url, env
+
+
+def test_the_job_builds_hours_first_and_takes_in_late_data_for_a_settled_hour(
+    tmp_path: Path, influx_settings: InfluxSettings
+) -> None:
+    registry, url, env = _job_setup(tmp_path, influx_settings)
     with InfluxClient(influx_settings) as influx:
         influx.ensure_database()
         running: list[tuple[str, int | float | bool | str]] = [
@@ -151,15 +157,7 @@ def test_the_job_accounts_the_plans_days_so_that_a_comparison_accounts_none(
 ) -> None:
     """Issue 23 at plant scale: the job also accounts each device-day under the plan, so the first comparison after
     it reads accounted days and accounts nothing itself."""
-    registry = write_registry(tmp_path, [{"site": SITE, "line": LINE, "device": DEVICE, "profile": "cobot_arm"}])
-    url = f"sqlite:///{tmp_path / 'pilot.db'}"
-    env = {
-        **os.environ,
-        "PILOT_INFLUX__URL": influx_settings.url,
-        "PILOT_INFLUX__DATABASE": influx_settings.database,
-        "PILOT_DEVICES_FILE": str(registry),
-        "PILOT_DATABASE_URL": url,
-    }
+    registry, url, env = _job_setup(tmp_path, influx_settings)
     with InfluxClient(influx_settings) as influx:
         influx.ensure_database()
         assert influx.write([line for hour in range(48) for line in _parts(hour, 10, 1 + hour * 10)]).status == 204

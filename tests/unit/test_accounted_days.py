@@ -6,6 +6,8 @@ plan's accounting change; a plan with data corrections is evaluated from its dev
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -169,6 +171,16 @@ def stored_plant(store: HourStore, hours: dict[str, list[DeviceHour]]) -> None:
     store.rollups.upsert("s", "l", [h for device_hours in hours.values() for h in device_hours])
 
 
+@contextmanager
+def plant_store(tmp_path: Path, hours: dict[str, list[DeviceHour]]) -> Iterator[tuple[Database, HourStore]]:
+    """A new database holding ``hours`` as stored device-hours, and the HourStore over it (InfluxDB never read)."""
+    with Database(default_url(tmp_path)) as database, InfluxClient(InfluxSettings()) as unused:
+        database.upgrade()
+        store = hour_store(database, unused)
+        stored_plant(store, hours)
+        yield database, store
+
+
 def both(store: HourStore, plan: DemonstrationPlan, hours: dict[str, list[DeviceHour]]) -> tuple[bytes, bytes]:
     """The result from stored accounted days, and evaluate's on the same device-hours (those of the plan's hours,
     as HourStore.read gives them)."""
@@ -189,10 +201,7 @@ def accounted_rows(database: Database) -> list[tuple[Any, ...]]:
 def test_a_comparison_from_accounted_days_equals_evaluate_byte_for_byte(tmp_path: Path) -> None:
     hours = plant_hours()
     plan = plant_plan()
-    with Database(default_url(tmp_path)) as database, InfluxClient(InfluxSettings()) as unused:
-        database.upgrade()
-        store = hour_store(database, unused)
-        stored_plant(store, hours)
+    with plant_store(tmp_path, hours) as (_database, store):
         fast, oracle = both(store, plan, hours)
         assert fast == oracle
         assert both(store, plan, hours) == (fast, oracle)  # the stations' comparisons from the memo this time
@@ -209,10 +218,7 @@ def test_a_comparison_from_accounted_days_equals_evaluate_byte_for_byte(tmp_path
 def test_days_are_accounted_once_and_again_only_when_their_hours_or_the_accounting_change(tmp_path: Path) -> None:
     hours = plant_hours(seed=9)
     plan = plant_plan()
-    with Database(default_url(tmp_path)) as database, InfluxClient(InfluxSettings()) as unused:
-        database.upgrade()
-        store = hour_store(database, unused)
-        stored_plant(store, hours)
+    with plant_store(tmp_path, hours) as (database, store):
         store.account(plan)
         first = accounted_rows(database)
         days = {t - t % DAY_MS for t in plan_hours(plan)}  # UTC days holding the plan's hours
@@ -260,20 +266,14 @@ def test_a_plan_with_data_corrections_is_evaluated_from_its_device_hours(tmp_pat
             },
         ],
     )
-    with Database(default_url(tmp_path)) as database, InfluxClient(InfluxSettings()) as unused:
-        database.upgrade()
-        store = hour_store(database, unused)
-        stored_plant(store, plant_hours())
+    with plant_store(tmp_path, plant_hours()) as (_database, store):
         assert store.accounted(corrected) is None
 
 
 def test_one_scan_gives_the_windows_summaries_and_the_days_checks_that_their_own_queries_give(tmp_path: Path) -> None:
     hours = plant_hours(seed=2)
     plan = plant_plan()
-    with Database(default_url(tmp_path)) as database, InfluxClient(InfluxSettings()) as unused:
-        database.upgrade()
-        store = hour_store(database, unused)
-        stored_plant(store, hours)
+    with plant_store(tmp_path, hours) as (_database, store):
         late = hours["press-2"][5 * 24 + 9]
         store.rollups.upsert("s", "l", [late], late=True)  # one hour marked late, later than the others
         each = [
@@ -289,10 +289,7 @@ def test_one_scan_gives_the_windows_summaries_and_the_days_checks_that_their_own
 def test_a_device_with_no_stored_hour_reads_as_evaluate_reads_it(tmp_path: Path) -> None:
     hours = plant_hours(seed=3)
     plan = plant_plan(devices=[*DEVICES, "press-9"])  # in scope, never sent anything
-    with Database(default_url(tmp_path)) as database, InfluxClient(InfluxSettings()) as unused:
-        database.upgrade()
-        store = hour_store(database, unused)
-        stored_plant(store, hours)
+    with plant_store(tmp_path, hours) as (_database, store):
         fast, oracle = both(store, plan, hours)
         assert fast == oracle
 
@@ -362,10 +359,7 @@ def test_the_charts_breakdown_from_accounted_days_equals_the_one_from_device_hou
             }
         ),
     ]
-    with Database(default_url(tmp_path)) as database, InfluxClient(InfluxSettings()) as unused:
-        database.upgrade()
-        store = hour_store(database, unused)
-        stored_plant(store, hours)
+    with plant_store(tmp_path, hours) as (_database, store):
         causes = []
         for plan in plans:
             accounted = store.accounted(plan)
@@ -391,10 +385,7 @@ def test_the_reports_and_the_consoles_charts_decode_no_device_hour(tmp_path: Pat
     hours = with_downtime_causes(plant_hours(seed=8))
     plan = plant_plan()
     actor = Actor.system("test")
-    with Database(default_url(tmp_path)) as database, InfluxClient(InfluxSettings()) as unused:
-        database.upgrade()
-        store = hour_store(database, unused)
-        stored_plant(store, hours)
+    with plant_store(tmp_path, hours) as (database, store):
         demonstrations = DemonstrationRepository(database)
         stored = demonstrations.create(plan, actor=actor)
         service = KpiService(demonstrations, store, ResultCache(database))
